@@ -1,0 +1,35 @@
+#include "transport/counters.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace ringlab::transport {
+
+// One list drives both Delta() and ToString() so a new counter cannot be
+// forgotten in one of them.
+#define RINGLAB_COUNTER_FIELDS(X)                                              \
+  X(io_uring_enter)                                                            \
+  X(epoll_wait) X(socket_syscalls) X(submissions) X(completions)               \
+      X(loop_iterations) X(bytes_received) X(bytes_sent) X(datagrams_received) \
+          X(datagrams_sent) X(timers_fired) X(buffer_ring_misses)              \
+              X(multishot_rearms) X(pool_exhausted) X(send_partial)            \
+                  X(send_would_block) X(zero_copy_sends) X(zero_copy_copied)   \
+                      X(receive_errors) X(sqpoll_wakeups)
+
+LoopCounters LoopCounters::Delta(const LoopCounters& earlier) const {
+  LoopCounters d;
+#define RINGLAB_SUB(f) d.f = f - earlier.f;
+  RINGLAB_COUNTER_FIELDS(RINGLAB_SUB)
+#undef RINGLAB_SUB
+  return d;
+}
+
+std::string LoopCounters::ToString() const {
+  std::string out;
+#define RINGLAB_FMT(f) \
+  absl::StrAppend(&out, out.empty() ? "" : " ", #f, "=", f);
+  RINGLAB_COUNTER_FIELDS(RINGLAB_FMT)
+#undef RINGLAB_FMT
+  return out;
+}
+
+}  // namespace ringlab::transport

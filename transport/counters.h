@@ -1,0 +1,56 @@
+// LoopCounters: what one Loop did, so a report can explain *why* a backend is
+// faster or slower (kernel entries and batching), not just that it is.
+//
+//   const LoopCounters& c = loop.counters();
+//   double entries_per_message = double(c.kernel_entries()) / messages;
+//
+// Counters are plain integers updated on the Loop's thread; read them there
+// (or after the Loop stopped). `Delta()` subtracts a snapshot, so a benchmark
+// can exclude its warm-up.
+#ifndef RINGLAB_TRANSPORT_COUNTERS_H_
+#define RINGLAB_TRANSPORT_COUNTERS_H_
+
+#include <cstdint>
+#include <string>
+
+namespace ringlab::transport {
+
+struct LoopCounters {
+  // Kernel entries, by kind. `io_uring_enter` counts only real syscalls (a
+  // submit that SQPOLL picked up without a wakeup is not one).
+  uint64_t io_uring_enter = 0;
+  uint64_t epoll_wait = 0;
+  uint64_t socket_syscalls = 0;  // recv*/send*/accept/connect on the data path
+  // Work done.
+  uint64_t submissions = 0;  // SQEs queued (io_uring) / ops started (epoll)
+  uint64_t completions = 0;  // CQEs reaped / emulated completions
+  uint64_t loop_iterations = 0;
+  uint64_t bytes_received = 0;
+  uint64_t bytes_sent = 0;
+  uint64_t datagrams_received = 0;
+  uint64_t datagrams_sent = 0;
+  uint64_t timers_fired = 0;
+  // Provided buffer ring: receives that found the ring empty (ENOBUFS), and
+  // multishot operations armed again after the kernel ended them.
+  uint64_t buffer_ring_misses = 0;
+  uint64_t multishot_rearms = 0;
+  // Receives dropped because the pool had no buffer (epoll / plain uring).
+  uint64_t pool_exhausted = 0;
+  uint64_t send_partial = 0;      // stream sends that wrote only part
+  uint64_t send_would_block = 0;  // EAGAIN on send (epoll)
+  uint64_t zero_copy_sends = 0;
+  uint64_t zero_copy_copied = 0;  // SEND_ZC notifications saying "copied"
+  uint64_t receive_errors = 0;
+  uint64_t sqpoll_wakeups = 0;
+
+  uint64_t kernel_entries() const {
+    return io_uring_enter + epoll_wait + socket_syscalls;
+  }
+  LoopCounters Delta(const LoopCounters& earlier) const;
+  // "key=value" pairs on one line, for logs.
+  std::string ToString() const;
+};
+
+}  // namespace ringlab::transport
+
+#endif  // RINGLAB_TRANSPORT_COUNTERS_H_

@@ -1,0 +1,371 @@
+// The epoll backend: readiness turned into completions.
+//
+// Fairness rules (ARCHITECTURE.md, "The transport contract"): each socket is
+// registered once, edge-triggered for both directions, so the hot path makes
+// no epoll_ctl calls; UDP receives and sends are batched with recvmmsg /
+// sendmmsg, and stream sends gather up to kMaxGather queued buffers in one
+// sendmsg, the same batching the io_uring backends get from one enter. The
+// receive buffers come from the same pool and are delivered as leases.
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "transport/internal/loop_core.h"
+
+namespace ringlab::transport::internal {
+namespace {
+
+constexpr int kUdpBatch = 32;
+constexpr uint64_t kWakeupToken = 0;
+
+class EpollBackend final : public LoopCore {
+ public:
+  ~EpollBackend() override {
+    if (epoll_fd_ >= 0) ::close(epoll_fd_);
+  }
+
+  absl::Status InitBackend() override {
+    epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+    if (epoll_fd_ < 0) {
+      return absl::InternalError(
+          absl::StrCat("epoll_create1: ", std::strerror(errno)));
+    }
+    events_.resize(options_.queue_depth == 0 ? 256 : options_.queue_depth);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kWakeupToken;
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wakeup_fd(), &ev) != 0) {
+      return absl::InternalError(
+          absl::StrCat("epoll_ctl(eventfd): ", std::strerror(errno)));
+    }
+    return absl::OkStatus();
+  }
+
+ protected:
+  absl::Status RegisterSocket(Socket& s) override {
+    epoll_event ev{};
+    // One persistent edge-triggered registration for both directions: no
+    // epoll_ctl is needed when a send hits EAGAIN or a receive is re-armed.
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.u64 = IdOf(s).value;
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, s.fd, &ev) != 0) {
+      return absl::InternalError(
+          absl::StrCat("epoll_ctl(ADD): ", std::strerror(errno)));
+    }
+    return absl::OkStatus();
+  }
+
+  void UnregisterSocket(Socket& s) override {
+    epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, s.fd, nullptr);
+  }
+
+  void ArmReceive(Socket& s) override {
+    s.receive_armed = true;
+    // Edge-triggered: data that arrived before this point produced an edge
+    // we may have ignored (e.g. while connecting), so read once now.
+    if (s.kind == SocketKind::kStream) ReadStream(s);
+    if (s.kind == SocketKind::kUdp) ReadDatagrams(s);
+    if (s.kind == SocketKind::kListener) AcceptAll(s);
+  }
+
+  bool StartConnect(Socket& s, const Endpoint& peer) override {
+    return false;  // LoopCore calls connect(); EPOLLOUT reports the result.
+  }
+
+  void CancelAll(Socket& s) override {
+    // Nothing is in flight inside the kernel; RunOnce finishes the close.
+  }
+
+  void RearmStarved(Socket& s) override {
+    if (s.kind == SocketKind::kStream) ReadStream(s);
+    if (s.kind == SocketKind::kUdp) ReadDatagrams(s);
+  }
+
+  void FlushSends(Socket& s) override {
+    if (s.kind == SocketKind::kUdp) {
+      FlushDatagrams(s);
+    } else if (s.kind == SocketKind::kStream) {
+      FlushStream(s);
+    }
+  }
+
+  int WaitAndDispatch(Duration timeout) override {
+    timespec ts;
+    const int64_t ns = timeout.count() < 0 ? 0 : timeout.count();
+    ts.tv_sec = ns / 1'000'000'000;
+    ts.tv_nsec = ns % 1'000'000'000;
+    ++counters.epoll_wait;
+    const int n = epoll_pwait2(epoll_fd_, events_.data(),
+                               static_cast<int>(events_.size()), &ts, nullptr);
+    if (n < 0) return errno == EINTR ? 0 : -errno;
+    now = MonotonicNow();
+    int dispatched = 0;
+    for (int i = 0; i < n; ++i) {
+      const epoll_event& ev = events_[i];
+      if (ev.data.u64 == kWakeupToken) {
+        DrainWakeup();
+        continue;
+      }
+      Socket* s = FromId(static_cast<uint32_t>(ev.data.u64));
+      if (s == nullptr || s->closing) continue;
+      dispatched += Dispatch(*s, ev.events);
+    }
+    return dispatched;
+  }
+
+ private:
+  int Dispatch(Socket& s, uint32_t events) {
+    const uint64_t before = counters.completions;
+    switch (s.kind) {
+      case SocketKind::kListener:
+        if (events & (EPOLLIN | EPOLLERR)) AcceptAll(s);
+        break;
+      case SocketKind::kUdp:
+        if (events & (EPOLLIN | EPOLLERR)) ReadDatagrams(s);
+        if ((events & EPOLLOUT) && s.want_write && !s.closing) {
+          s.want_write = false;
+          FlushDatagrams(s);
+        }
+        break;
+      case SocketKind::kStream:
+        if (s.connecting) {
+          if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
+            int err = 0;
+            socklen_t len = sizeof(err);
+            getsockopt(s.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+            ++counters.completions;
+            DeliverConnect(s, -err);
+          }
+          break;
+        }
+        if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+          ReadStream(s);
+        }
+        if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && s.want_write &&
+            !s.closing) {
+          s.want_write = false;
+          FlushStream(s);
+        }
+        break;
+      case SocketKind::kFree:
+        break;
+    }
+    return static_cast<int>(counters.completions - before);
+  }
+
+  void AcceptAll(Socket& listener) {
+    while (!listener.closing) {
+      sockaddr_storage addr;
+      socklen_t len = sizeof(addr);
+      ++counters.socket_syscalls;
+      const int fd = accept4(listener.fd, reinterpret_cast<sockaddr*>(&addr),
+                             &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EAGAIN || errno == EINTR) return;
+        // ECONNABORTED and friends concern one connection only.
+        if (errno == ECONNABORTED || errno == EPROTO) continue;
+        DeliverError(listener, -errno);
+        return;
+      }
+      ++counters.completions;
+      DeliverAccept(listener, fd, reinterpret_cast<sockaddr*>(&addr), len);
+    }
+  }
+
+  void ReadStream(Socket& s) {
+    while (!s.closing && !s.read_closed && s.connected) {
+      BufferLease lease = pool->Acquire();
+      if (!lease.valid()) {
+        ++counters.pool_exhausted;
+        MarkStarved(s);
+        return;
+      }
+      const size_t capacity = lease.capacity();
+      ++counters.socket_syscalls;
+      const ssize_t n = ::recv(s.fd, lease.data(), capacity, MSG_DONTWAIT);
+      if (n > 0) {
+        ++counters.completions;
+        const uint32_t index = BufferPool::Detach(lease);
+        DeliverData(s, index, 0, static_cast<uint32_t>(n));
+        // A short read emptied the socket at that moment; later data raises
+        // a new edge, so another recv would only return EAGAIN.
+        if (static_cast<size_t>(n) < capacity) return;
+        continue;
+      }
+      if (n == 0) {
+        ++counters.completions;
+        DeliverReadClosed(s, 0);
+        return;
+      }
+      if (errno == EAGAIN || errno == EINTR) return;
+      ++counters.completions;
+      const int err = -errno;
+      DeliverReadClosed(s, err);
+      return;
+    }
+  }
+
+  void ReadDatagrams(Socket& s) {
+    while (!s.closing) {
+      // Lease as many buffers as one batch can use; unused ones go back.
+      int batch = 0;
+      for (; batch < kUdpBatch; ++batch) {
+        BufferLease lease = pool->Acquire();
+        if (!lease.valid()) break;
+        rx_buffers_[batch] = BufferPool::Detach(lease);
+        rx_iov_[batch].iov_base = pool->BufferAddress(rx_buffers_[batch]);
+        rx_iov_[batch].iov_len = pool->buffer_size();
+        std::memset(&rx_msgs_[batch], 0, sizeof(mmsghdr));
+        rx_msgs_[batch].msg_hdr.msg_iov = &rx_iov_[batch];
+        rx_msgs_[batch].msg_hdr.msg_iovlen = 1;
+        rx_msgs_[batch].msg_hdr.msg_name = &rx_addrs_[batch];
+        rx_msgs_[batch].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
+      }
+      if (batch == 0) {
+        ++counters.pool_exhausted;
+        MarkStarved(s);
+        return;
+      }
+      ++counters.socket_syscalls;
+      const int n = recvmmsg(s.fd, rx_msgs_, batch, MSG_DONTWAIT, nullptr);
+      const int received = n < 0 ? 0 : n;
+      const int err = n < 0 ? errno : 0;
+      for (int i = received; i < batch; ++i) pool->ReleaseIndex(rx_buffers_[i]);
+      for (int i = 0; i < received; ++i) {
+        ++counters.completions;
+        if (rx_msgs_[i].msg_hdr.msg_flags & MSG_TRUNC) {
+          // Larger than a pool buffer: counted and dropped, never delivered
+          // as if it were whole.
+          ++counters.receive_errors;
+          pool->ReleaseIndex(rx_buffers_[i]);
+          continue;
+        }
+        const Endpoint from =
+            Endpoint::FromSockaddr(reinterpret_cast<sockaddr*>(&rx_addrs_[i]),
+                                   rx_msgs_[i].msg_hdr.msg_namelen);
+        DeliverDatagram(s, rx_buffers_[i], 0, rx_msgs_[i].msg_len, from);
+      }
+      if (n < 0) {
+        if (err == EAGAIN || err == EINTR) return;
+        // ICMP errors (ECONNREFUSED on a connected socket) are per-socket
+        // notifications; the socket keeps working.
+        ++counters.completions;
+        DeliverError(s, -err);
+        continue;
+      }
+      if (received < batch) return;
+    }
+  }
+
+  void FlushDatagrams(Socket& s) {
+    while (s.send_head != BufferPool::kNoBuffer && !s.want_write) {
+      int batch = 0;
+      for (uint32_t index = s.send_head;
+           index != BufferPool::kNoBuffer && batch < kUdpBatch;
+           index = pool->slot(index).next, ++batch) {
+        BufferPool::Slot& slot = pool->slot(index);
+        tx_iov_[batch].iov_base = pool->BufferAddress(index) + slot.data_offset;
+        tx_iov_[batch].iov_len = slot.size;
+        std::memset(&tx_msgs_[batch], 0, sizeof(mmsghdr));
+        tx_msgs_[batch].msg_hdr.msg_iov = &tx_iov_[batch];
+        tx_msgs_[batch].msg_hdr.msg_iovlen = 1;
+        if (!s.connected) {
+          tx_msgs_[batch].msg_hdr.msg_name =
+              const_cast<sockaddr*>(slot.destination.sockaddr());
+          tx_msgs_[batch].msg_hdr.msg_namelen = slot.destination.socklen();
+        }
+      }
+      ++counters.socket_syscalls;
+      const int n =
+          sendmmsg(s.fd, tx_msgs_, batch, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n < 0) {
+        if (errno == EAGAIN) {
+          ++counters.send_would_block;
+          s.want_write = true;  // EPOLLOUT edge resumes the flush
+          return;
+        }
+        if (errno == EINTR) continue;
+        // The head datagram failed (EMSGSIZE, ECONNREFUSED, ...): complete
+        // it with the error and carry on with the rest.
+        const int err = -errno;
+        ++counters.completions;
+        CompleteDatagram(s, PopDatagram(s), err);
+        continue;
+      }
+      for (int i = 0; i < n; ++i) {
+        ++counters.completions;
+        const uint32_t index = PopDatagram(s);
+        CompleteDatagram(s, index, static_cast<int>(tx_msgs_[i].msg_len));
+      }
+    }
+  }
+
+  void FlushStream(Socket& s) {
+    if (s.connecting || s.want_write || !s.connected) return;
+    while (s.send_head != BufferPool::kNoBuffer) {
+      int count = 0;
+      size_t requested = 0;
+      for (uint32_t index = s.send_head;
+           index != BufferPool::kNoBuffer && count < kMaxGather;
+           index = pool->slot(index).next, ++count) {
+        BufferPool::Slot& slot = pool->slot(index);
+        s.send_iov[count].iov_base =
+            pool->BufferAddress(index) + slot.data_offset + slot.offset;
+        s.send_iov[count].iov_len = slot.size - slot.offset;
+        requested += slot.size - slot.offset;
+      }
+      msghdr msg{};
+      msg.msg_iov = s.send_iov;
+      msg.msg_iovlen = static_cast<size_t>(count);
+      ++counters.socket_syscalls;
+      const ssize_t n = ::sendmsg(s.fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) {
+          ++counters.send_would_block;
+          s.want_write = true;
+          return;
+        }
+        const int err = -errno;
+        ++counters.completions;
+        FailQueuedSends(s, err);
+        return;
+      }
+      ++counters.completions;
+      counters.bytes_sent += static_cast<uint64_t>(n);
+      ConsumeStreamSent(s, static_cast<size_t>(n));
+      if (static_cast<size_t>(n) < requested) {
+        // The socket buffer is full; EPOLLOUT will resume the flush.
+        s.want_write = true;
+        return;
+      }
+    }
+    if (s.shutdown_requested && !s.shutdown_done) {
+      s.shutdown_done = true;
+      ++counters.socket_syscalls;
+      ::shutdown(s.fd, SHUT_WR);
+    }
+  }
+
+  int epoll_fd_ = -1;
+  std::vector<epoll_event> events_;
+  mmsghdr rx_msgs_[kUdpBatch];
+  iovec rx_iov_[kUdpBatch];
+  sockaddr_storage rx_addrs_[kUdpBatch];
+  uint32_t rx_buffers_[kUdpBatch];
+  mmsghdr tx_msgs_[kUdpBatch];
+  iovec tx_iov_[kUdpBatch];
+};
+
+}  // namespace
+
+std::unique_ptr<LoopCore> MakeEpollBackend() {
+  return std::make_unique<EpollBackend>();
+}
+
+}  // namespace ringlab::transport::internal

@@ -1,0 +1,663 @@
+#include "transport/internal/loop_core.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace ringlab::transport::internal {
+namespace {
+
+// SocketId layout: generation in the high bits, slot + 1 in the low bits, so
+// 0 is never a valid id and a stale id fails the generation check.
+constexpr int kSlotBits = 20;
+constexpr uint32_t kSlotMask = (1u << kSlotBits) - 1;
+constexpr uint32_t kGenerationMask = (1u << (32 - kSlotBits)) - 1;
+
+absl::Status ErrnoStatus(absl::string_view what, int err) {
+  std::string message = absl::StrCat(what, ": ", std::strerror(err));
+  if (err == EADDRINUSE) return absl::AlreadyExistsError(message);
+  if (err == EACCES || err == EPERM)
+    return absl::PermissionDeniedError(message);
+  if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(message, " (raise `ulimit -n` or LoopOptions limits)"));
+  }
+  if (err == EINVAL || err == EAFNOSUPPORT) {
+    return absl::InvalidArgumentError(message);
+  }
+  return absl::InternalError(message);
+}
+
+int SetInt(int fd, int level, int name, int value) {
+  return setsockopt(fd, level, name, &value, sizeof(value));
+}
+
+}  // namespace
+
+LoopCore::~LoopCore() {
+  for (Socket& s : sockets_) {
+    if (s.kind != SocketKind::kFree && s.fd >= 0) ::close(s.fd);
+  }
+  if (wakeup_fd_ >= 0) ::close(wakeup_fd_);
+}
+
+absl::Status LoopCore::InitCore(const LoopOptions& options,
+                                const BackendInfo& backend_info) {
+  options_ = options;
+  info = backend_info;
+  info.flags.zero_copy_send = options.zero_copy_send && info.flags.io_uring;
+  if (options.max_sockets == 0 || options.max_sockets >= kSlotMask) {
+    return absl::InvalidArgumentError("max_sockets must be in 1..1048574");
+  }
+  absl::StatusOr<std::unique_ptr<BufferPool>> created =
+      BufferPool::Create(options.buffer_size, options.buffer_count);
+  if (!created.ok()) return created.status();
+  pool = *std::move(created);
+  sockets_.resize(options.max_sockets);
+  free_slots_.reserve(options.max_sockets);
+  for (uint32_t i = options.max_sockets; i-- > 0;) free_slots_.push_back(i);
+  dirty_.reserve(options.max_sockets);
+  scratch_.reserve(options.max_sockets);
+  starved_.reserve(options.max_sockets);
+  closing_.reserve(options.max_sockets);
+  wakeup_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wakeup_fd_ < 0) return ErrnoStatus("eventfd", errno);
+  now = MonotonicNow();
+  return absl::OkStatus();
+}
+
+// --- Socket table
+// -------------------------------------------------------------
+
+SocketId LoopCore::IdOf(const Socket& s) const {
+  return SocketId{((s.generation & kGenerationMask) << kSlotBits) |
+                  (SlotOf(s) + 1)};
+}
+
+Socket* LoopCore::FromId(uint32_t value) {
+  const uint32_t slot_plus_one = value & kSlotMask;
+  if (slot_plus_one == 0 || slot_plus_one > sockets_.size()) return nullptr;
+  Socket& s = sockets_[slot_plus_one - 1];
+  if (s.kind == SocketKind::kFree) return nullptr;
+  if ((s.generation & kGenerationMask) != (value >> kSlotBits)) return nullptr;
+  return &s;
+}
+
+Socket* LoopCore::Lookup(SocketId id) { return FromId(id.value); }
+
+const Socket* LoopCore::Lookup(SocketId id) const {
+  return const_cast<LoopCore*>(this)->FromId(id.value);
+}
+
+absl::StatusOr<Socket*> LoopCore::NewSocket(SocketKind kind, int fd,
+                                            SocketHandler* handler) {
+  if (free_slots_.empty()) {
+    ::close(fd);
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "Loop socket table full (max_sockets=", options_.max_sockets, ")"));
+  }
+  const uint32_t slot = free_slots_.back();
+  free_slots_.pop_back();
+  Socket& s = sockets_[slot];
+  const uint32_t generation = s.generation;
+  s = Socket();
+  s.generation = generation;
+  s.kind = kind;
+  s.fd = fd;
+  s.handler = handler;
+  absl::Status registered = RegisterSocket(s);
+  if (!registered.ok()) {
+    ::close(fd);
+    s.kind = SocketKind::kFree;
+    s.fd = -1;
+    ++s.generation;
+    free_slots_.push_back(slot);
+    return registered;
+  }
+  ++open_sockets;
+  return &s;
+}
+
+absl::StatusOr<SocketId> LoopCore::OpenUdp(const UdpOptions& options,
+                                           SocketHandler* handler) {
+  if (!options.bind.valid()) {
+    return absl::InvalidArgumentError("UdpOptions::bind is required");
+  }
+  const int fd = ::socket(options.bind.family(),
+                          SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return ErrnoStatus("socket(UDP)", errno);
+  auto fail = [fd](absl::string_view what) {
+    const int err = errno;
+    ::close(fd);
+    return ErrnoStatus(what, err);
+  };
+  if (options.reuse_address) {
+    if (SetInt(fd, SOL_SOCKET, SO_REUSEADDR, 1) != 0 ||
+        SetInt(fd, SOL_SOCKET, SO_REUSEPORT, 1) != 0) {
+      return fail("setsockopt(SO_REUSEADDR)");
+    }
+  }
+  if (options.receive_buffer_bytes > 0 &&
+      SetInt(fd, SOL_SOCKET, SO_RCVBUF, options.receive_buffer_bytes) != 0) {
+    return fail("setsockopt(SO_RCVBUF)");
+  }
+  if (options.send_buffer_bytes > 0 &&
+      SetInt(fd, SOL_SOCKET, SO_SNDBUF, options.send_buffer_bytes) != 0) {
+    return fail("setsockopt(SO_SNDBUF)");
+  }
+  if (options.bind.is_ipv4()) {
+    if (options.multicast_interface.has_value()) {
+      in_addr iface{};
+      iface.s_addr = htonl(options.multicast_interface->ipv4_host_order());
+      if (setsockopt(fd, IPPROTO_IP, IP_MULTICAST_IF, &iface, sizeof(iface)) !=
+          0) {
+        return fail("setsockopt(IP_MULTICAST_IF)");
+      }
+    }
+    if (SetInt(fd, IPPROTO_IP, IP_MULTICAST_TTL, options.multicast_ttl) != 0 ||
+        SetInt(fd, IPPROTO_IP, IP_MULTICAST_LOOP,
+               options.multicast_loop ? 1 : 0) != 0) {
+      return fail("setsockopt(IP_MULTICAST_TTL/LOOP)");
+    }
+  }
+  if (::bind(fd, options.bind.sockaddr(), options.bind.socklen()) != 0) {
+    return fail(absl::StrCat("bind UDP ", options.bind.ToString()));
+  }
+  bool connected = false;
+  if (options.connect.has_value()) {
+    if (::connect(fd, options.connect->sockaddr(),
+                  options.connect->socklen()) != 0) {
+      return fail(absl::StrCat("connect UDP ", options.connect->ToString()));
+    }
+    connected = true;
+  }
+  absl::StatusOr<Socket*> s = NewSocket(SocketKind::kUdp, fd, handler);
+  if (!s.ok()) return s.status();
+  (*s)->connected = connected;
+  ArmReceive(**s);
+  return IdOf(**s);
+}
+
+absl::Status LoopCore::Multicast(SocketId id, const Endpoint& group,
+                                 const Endpoint& interface_address, bool join) {
+  Socket* s = Lookup(id);
+  if (s == nullptr || s->kind != SocketKind::kUdp) {
+    return absl::InvalidArgumentError("not an open UDP socket");
+  }
+  if (!group.is_ipv4() || !group.is_multicast()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(group.ToString(), " is not an IPv4 multicast group"));
+  }
+  ip_mreq mreq{};
+  mreq.imr_multiaddr.s_addr = htonl(group.ipv4_host_order());
+  mreq.imr_interface.s_addr = htonl(interface_address.ipv4_host_order());
+  if (setsockopt(s->fd, IPPROTO_IP,
+                 join ? IP_ADD_MEMBERSHIP : IP_DROP_MEMBERSHIP, &mreq,
+                 sizeof(mreq)) != 0) {
+    return ErrnoStatus(
+        absl::StrCat(join ? "join " : "leave ", group.HostString(), " on ",
+                     interface_address.HostString()),
+        errno);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SocketId> LoopCore::ListenTcp(const Endpoint& bind,
+                                             SocketHandler* handler,
+                                             const TcpOptions& options) {
+  const int fd =
+      ::socket(bind.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return ErrnoStatus("socket(TCP)", errno);
+  auto fail = [fd](absl::string_view what) {
+    const int err = errno;
+    ::close(fd);
+    return ErrnoStatus(what, err);
+  };
+  if (options.reuse_address && SetInt(fd, SOL_SOCKET, SO_REUSEADDR, 1) != 0) {
+    return fail("setsockopt(SO_REUSEADDR)");
+  }
+  // Accepted sockets inherit TCP_NODELAY and buffer sizes from the listener.
+  if (options.no_delay && SetInt(fd, IPPROTO_TCP, TCP_NODELAY, 1) != 0) {
+    return fail("setsockopt(TCP_NODELAY)");
+  }
+  if (options.receive_buffer_bytes > 0 &&
+      SetInt(fd, SOL_SOCKET, SO_RCVBUF, options.receive_buffer_bytes) != 0) {
+    return fail("setsockopt(SO_RCVBUF)");
+  }
+  if (options.send_buffer_bytes > 0 &&
+      SetInt(fd, SOL_SOCKET, SO_SNDBUF, options.send_buffer_bytes) != 0) {
+    return fail("setsockopt(SO_SNDBUF)");
+  }
+  if (::bind(fd, bind.sockaddr(), bind.socklen()) != 0) {
+    return fail(absl::StrCat("bind TCP ", bind.ToString()));
+  }
+  if (::listen(fd, options.backlog) != 0) return fail("listen");
+  absl::StatusOr<Socket*> s = NewSocket(SocketKind::kListener, fd, handler);
+  if (!s.ok()) return s.status();
+  ArmReceive(**s);
+  return IdOf(**s);
+}
+
+absl::StatusOr<SocketId> LoopCore::ConnectTcp(const Endpoint& peer,
+                                              SocketHandler* handler,
+                                              const TcpOptions& options) {
+  if (!peer.valid()) return absl::InvalidArgumentError("invalid peer");
+  const int fd =
+      ::socket(peer.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return ErrnoStatus("socket(TCP)", errno);
+  if (options.no_delay) SetInt(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+  if (options.receive_buffer_bytes > 0) {
+    SetInt(fd, SOL_SOCKET, SO_RCVBUF, options.receive_buffer_bytes);
+  }
+  if (options.send_buffer_bytes > 0) {
+    SetInt(fd, SOL_SOCKET, SO_SNDBUF, options.send_buffer_bytes);
+  }
+  absl::StatusOr<Socket*> created = NewSocket(SocketKind::kStream, fd, handler);
+  if (!created.ok()) return created.status();
+  Socket& s = **created;
+  s.connecting = true;
+  std::memcpy(&s.peer_addr, peer.sockaddr(), peer.socklen());
+  s.peer_addr_len = peer.socklen();
+  if (!StartConnect(s, peer)) {
+    // The backend wants a plain non-blocking connect(); it will watch for
+    // writability.
+    ++counters.socket_syscalls;
+    if (::connect(fd, peer.sockaddr(), peer.socklen()) == 0) {
+      DeliverConnect(s, 0);
+    } else if (errno != EINPROGRESS) {
+      DeliverConnect(s, -errno);
+    }
+  }
+  return IdOf(s);
+}
+
+absl::StatusOr<Endpoint> LoopCore::LocalEndpoint(SocketId id) const {
+  const Socket* s = Lookup(id);
+  if (s == nullptr) return absl::NotFoundError("no such socket");
+  sockaddr_storage addr;
+  socklen_t len = sizeof(addr);
+  if (getsockname(s->fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    return ErrnoStatus("getsockname", errno);
+  }
+  return Endpoint::FromSockaddr(reinterpret_cast<sockaddr*>(&addr), len);
+}
+
+int LoopCore::NativeHandle(SocketId id) const {
+  const Socket* s = Lookup(id);
+  return s == nullptr ? -1 : s->fd;
+}
+
+// --- Sends
+// --------------------------------------------------------------------
+
+int LoopCore::Enqueue(Socket& s, BufferLease data, uint64_t tag,
+                      const Endpoint* to) {
+  if (!data.valid()) return -EINVAL;
+  const uint32_t index = BufferPool::Detach(data);
+  BufferPool::Slot& slot = pool->slot(index);
+  slot.offset = 0;
+  slot.tag = tag;
+  slot.next = BufferPool::kNoBuffer;
+  if (to != nullptr) slot.destination = *to;
+  if (s.send_tail == BufferPool::kNoBuffer) {
+    s.send_head = index;
+  } else {
+    pool->slot(s.send_tail).next = index;
+  }
+  s.send_tail = index;
+  ++s.send_queued;
+  s.send_bytes += slot.size;
+  MarkDirty(s);
+  return 0;
+}
+
+int LoopCore::SendTo(SocketId id, BufferLease data, const Endpoint& to,
+                     uint64_t tag) {
+  Socket* s = Lookup(id);
+  if (s == nullptr || s->kind != SocketKind::kUdp) return -EBADF;
+  if (s->closing) return -ECANCELED;
+  if (!s->connected && !to.valid()) return -EDESTADDRREQ;
+  return Enqueue(*s, std::move(data), tag, &to);
+}
+
+int LoopCore::Send(SocketId id, BufferLease data, uint64_t tag) {
+  Socket* s = Lookup(id);
+  if (s == nullptr || s->kind != SocketKind::kStream) return -EBADF;
+  if (s->closing) return -ECANCELED;
+  if (s->shutdown_requested) return -EPIPE;
+  return Enqueue(*s, std::move(data), tag, nullptr);
+}
+
+size_t LoopCore::QueuedSendBytes(SocketId id) const {
+  const Socket* s = Lookup(id);
+  return s == nullptr ? 0 : s->send_bytes;
+}
+
+absl::Status LoopCore::ShutdownWrite(SocketId id) {
+  Socket* s = Lookup(id);
+  if (s == nullptr || s->kind != SocketKind::kStream) {
+    return absl::InvalidArgumentError("not an open TCP stream");
+  }
+  s->shutdown_requested = true;
+  // The FIN goes out once the queue drains: FlushSends checks this flag.
+  MarkDirty(*s);
+  return absl::OkStatus();
+}
+
+void LoopCore::MarkDirty(Socket& s) {
+  if (s.dirty) return;
+  s.dirty = true;
+  dirty_.push_back(SlotOf(s));
+}
+
+void LoopCore::MarkStarved(Socket& s) {
+  if (s.receive_starved) return;
+  s.receive_starved = true;
+  starved_.push_back(SlotOf(s));
+}
+
+void LoopCore::ConsumeStreamSent(Socket& s, size_t bytes) {
+  s.send_bytes -= bytes < s.send_bytes ? bytes : s.send_bytes;
+  while (s.send_head != BufferPool::kNoBuffer) {
+    const uint32_t index = s.send_head;
+    BufferPool::Slot& slot = pool->slot(index);
+    const size_t left = slot.size - slot.offset;
+    if (bytes < left) {
+      // The kernel took only part of this buffer: remember where to resume.
+      slot.offset += static_cast<uint32_t>(bytes);
+      if (bytes > 0) ++counters.send_partial;
+      return;
+    }
+    bytes -= left;
+    s.send_head = slot.next;
+    if (s.send_head == BufferPool::kNoBuffer) {
+      s.send_tail = BufferPool::kNoBuffer;
+    }
+    --s.send_queued;
+    const int size = static_cast<int>(slot.size);
+    const uint64_t tag = slot.tag;
+    pool->ReleaseIndex(index);
+    if (!s.closing) s.handler->OnSendComplete(IdOf(s), size, tag);
+  }
+}
+
+uint32_t LoopCore::PopDatagram(Socket& s) {
+  const uint32_t index = s.send_head;
+  if (index == BufferPool::kNoBuffer) return index;
+  BufferPool::Slot& slot = pool->slot(index);
+  s.send_head = slot.next;
+  if (s.send_head == BufferPool::kNoBuffer) s.send_tail = BufferPool::kNoBuffer;
+  --s.send_queued;
+  s.send_bytes -= slot.size;
+  return index;
+}
+
+void LoopCore::CompleteDatagram(Socket& s, uint32_t buffer, int result) {
+  const uint64_t tag = pool->slot(buffer).tag;
+  if (result >= 0) {
+    ++counters.datagrams_sent;
+    counters.bytes_sent += static_cast<uint64_t>(result);
+  }
+  pool->ReleaseIndex(buffer);
+  if (!s.closing || result < 0) s.handler->OnSendComplete(IdOf(s), result, tag);
+}
+
+void LoopCore::FailQueuedSends(Socket& s, int error) {
+  while (s.send_head != BufferPool::kNoBuffer) {
+    const uint32_t index = s.send_head;
+    BufferPool::Slot& slot = pool->slot(index);
+    s.send_head = slot.next;
+    const uint64_t tag = slot.tag;
+    pool->ReleaseIndex(index);
+    s.handler->OnSendComplete(IdOf(s), error, tag);
+  }
+  s.send_tail = BufferPool::kNoBuffer;
+  s.send_queued = 0;
+  s.send_bytes = 0;
+}
+
+// --- Delivery
+// -----------------------------------------------------------------
+
+void LoopCore::DeliverDatagram(Socket& s, uint32_t buffer, uint32_t offset,
+                               uint32_t size, const Endpoint& from) {
+  ++counters.datagrams_received;
+  counters.bytes_received += size;
+  BufferLease lease = pool->Adopt(buffer, size, offset);
+  if (s.closing) return;  // lease releases the buffer
+  s.handler->OnDatagram(IdOf(s), from, std::move(lease));
+}
+
+void LoopCore::DeliverData(Socket& s, uint32_t buffer, uint32_t offset,
+                           uint32_t size) {
+  counters.bytes_received += size;
+  BufferLease lease = pool->Adopt(buffer, size, offset);
+  if (s.closing) return;
+  s.handler->OnData(IdOf(s), std::move(lease));
+}
+
+void LoopCore::DeliverReadClosed(Socket& s, int result) {
+  if (s.read_closed) return;
+  s.read_closed = true;
+  if (!s.closing) s.handler->OnReadClosed(IdOf(s), result);
+}
+
+void LoopCore::DeliverConnect(Socket& s, int result) {
+  s.connecting = false;
+  s.connected = result == 0;
+  if (s.closing) return;
+  s.handler->OnConnect(IdOf(s), result);
+  if (s.closing) return;
+  if (result == 0) {
+    ArmReceive(s);
+    if (s.send_head != BufferPool::kNoBuffer || s.shutdown_requested) {
+      MarkDirty(s);
+    }
+  } else {
+    FailQueuedSends(s, result);
+  }
+}
+
+void LoopCore::DeliverError(Socket& s, int error) {
+  ++counters.receive_errors;
+  if (!s.closing) s.handler->OnError(IdOf(s), error);
+}
+
+void LoopCore::DeliverAccept(Socket& listener, int fd, const sockaddr* addr,
+                             socklen_t len) {
+  if (listener.closing) {
+    ::close(fd);
+    return;
+  }
+  absl::StatusOr<Socket*> created =
+      NewSocket(SocketKind::kStream, fd, listener.handler);
+  if (!created.ok()) {
+    DeliverError(listener, -EMFILE);
+    return;
+  }
+  Socket& s = **created;
+  s.connected = true;
+  const SocketId id = IdOf(s);
+  SocketHandler* handler = listener.handler->OnAccept(
+      IdOf(listener), id, Endpoint::FromSockaddr(addr, len));
+  if (handler == nullptr) {
+    s.handler = listener.handler;  // receives nothing: closing suppresses it
+    Close(id);
+    return;
+  }
+  s.handler = handler;
+  if (!s.closing) ArmReceive(s);
+}
+
+// --- Close
+// --------------------------------------------------------------------
+
+void LoopCore::Close(SocketId id) {
+  Socket* s = Lookup(id);
+  if (s == nullptr || s->closing) return;
+  s->closing = true;
+  closing_.push_back(SlotOf(*s));
+  CancelAll(*s);
+}
+
+void LoopCore::MaybeFinishClose(Socket& s) {
+  if (s.closing && s.ops_in_flight == 0 && s.kind != SocketKind::kFree) {
+    FinishClose(s);
+  }
+}
+
+void LoopCore::FinishClose(Socket& s) {
+  const SocketId id = IdOf(s);
+  FailQueuedSends(s, -ECANCELED);
+  if (s.receive_buffer != BufferPool::kNoBuffer) {
+    pool->ReleaseIndex(s.receive_buffer);
+    s.receive_buffer = BufferPool::kNoBuffer;
+  }
+  UnregisterSocket(s);
+  ::close(s.fd);
+  s.fd = -1;
+  SocketHandler* handler = s.handler;
+  s.kind = SocketKind::kFree;
+  s.handler = nullptr;
+  ++s.generation;
+  // Dirty / starved / closing lists may still name this slot; they check
+  // `kind` and the flags, which a fresh Socket resets.
+  s.dirty = false;
+  s.receive_starved = false;
+  free_slots_.push_back(SlotOf(s));
+  --open_sockets;
+  handler->OnClosed(id);
+}
+
+// --- Running
+// ------------------------------------------------------------------
+
+void LoopCore::Post(absl::AnyInvocable<void()> fn) {
+  {
+    absl::MutexLock lock(&posted_mu_);
+    posted_.push_back(std::move(fn));
+  }
+  has_posted_.store(true, std::memory_order_release);
+  Wakeup();
+}
+
+void LoopCore::RunPosted() {
+  if (!has_posted_.exchange(false, std::memory_order_acquire)) return;
+  std::vector<absl::AnyInvocable<void()>> run;
+  {
+    absl::MutexLock lock(&posted_mu_);
+    run.swap(posted_);
+  }
+  for (auto& fn : run) fn();
+}
+
+void LoopCore::Stop() {
+  stop_.store(true, std::memory_order_release);
+  Wakeup();
+}
+
+void LoopCore::Wakeup() {
+  const uint64_t one = 1;
+  // eventfd write is async-signal-safe, so Stop() works from a signal handler.
+  [[maybe_unused]] ssize_t n = ::write(wakeup_fd_, &one, sizeof(one));
+}
+
+void LoopCore::DrainWakeup() {
+  uint64_t value;
+  [[maybe_unused]] ssize_t n = ::read(wakeup_fd_, &value, sizeof(value));
+}
+
+int LoopCore::RunOnce(Duration timeout) {
+  ++counters.loop_iterations;
+  now = MonotonicNow();
+  int dispatched = timers.RunDue(now);
+  counters.timers_fired += static_cast<uint64_t>(dispatched);
+  RunPosted();
+
+  // Re-arm receives that ran out of buffers, now that callbacks may have
+  // released some. RearmStarved() re-lists a socket that is still starved.
+  if (!starved_.empty()) {
+    scratch_.swap(starved_);
+    for (uint32_t slot : scratch_) {
+      Socket& s = sockets_[slot];
+      const bool was_starved = s.receive_starved;
+      s.receive_starved = false;
+      if (s.kind == SocketKind::kFree || !was_starved || s.closing) continue;
+      RearmStarved(s);
+    }
+    scratch_.clear();
+  }
+
+  // Hand queued sends to the kernel: one batch per socket per iteration. A
+  // flush that could not finish re-lists the socket for the next iteration.
+  if (!dirty_.empty()) {
+    scratch_.swap(dirty_);
+    for (uint32_t slot : scratch_) {
+      Socket& s = sockets_[slot];
+      if (!s.dirty) continue;
+      s.dirty = false;
+      if (s.kind == SocketKind::kFree || s.closing) continue;
+      FlushSends(s);
+    }
+    scratch_.clear();
+  }
+
+  Duration wait = timeout;
+  if (busy()) {
+    wait = Duration(0);
+  } else if (!dirty_.empty() || !starved_.empty()) {
+    // Starved receives retry next iteration; don't sleep past that.
+    wait = std::min(wait, Duration(std::chrono::microseconds(100)));
+  }
+  const Timestamp next_timer = timers.NextDeadline();
+  if (!next_timer.is_never()) {
+    const Duration until = next_timer - now;
+    wait = std::min(wait, until < Duration(0) ? Duration(0) : until);
+  }
+  if (stop_.load(std::memory_order_acquire)) wait = Duration(0);
+
+  const int completions = WaitAndDispatch(wait);
+  if (completions < 0) return completions;
+  dispatched += completions;
+
+  // Finish closes whose operations all completed.
+  if (!closing_.empty()) {
+    scratch_.swap(closing_);
+    for (uint32_t slot : scratch_) {
+      Socket& s = sockets_[slot];
+      if (s.kind == SocketKind::kFree || !s.closing) continue;
+      if (s.ops_in_flight == 0) {
+        FinishClose(s);
+      } else {
+        closing_.push_back(slot);
+      }
+    }
+    scratch_.clear();
+  }
+  return dispatched;
+}
+
+absl::Status LoopCore::Run() {
+  // A Stop() that raced ahead of Run() still counts; the flag is re-armed on
+  // the way out so the Loop can run again.
+  while (!stop_.load(std::memory_order_acquire)) {
+    const int result = RunOnce(std::chrono::seconds(1));
+    if (result < 0 && result != -EINTR) {
+      stop_.store(false, std::memory_order_release);
+      return absl::InternalError(
+          absl::StrCat("loop wait failed: ", std::strerror(-result)));
+    }
+  }
+  stop_.store(false, std::memory_order_release);
+  return absl::OkStatus();
+}
+
+}  // namespace ringlab::transport::internal

@@ -1,0 +1,205 @@
+// LoopCore: the backend-independent half of a Loop.
+//
+// It owns the socket table, the per-socket send queues, timers, the buffer
+// pool, counters and the cross-thread post queue, and it turns backend events
+// into SocketHandler callbacks. A backend (EpollBackend, UringBackend)
+// subclasses it and implements the kernel half: arming receives, flushing
+// send queues, connecting, accepting, cancelling and waiting.
+//
+// Invariants the backends rely on:
+//  - A socket's slot is not reused until every operation the backend started
+//    on it has completed (`ops_in_flight == 0`) and FinishClose() ran.
+//  - Send queues are intrusive lists through BufferPool::Slot::next, so
+//    queueing never allocates.
+//  - No handler callback runs for a socket after Close() except send
+//    completions with -ECANCELED and the final OnClosed().
+#ifndef RINGLAB_TRANSPORT_INTERNAL_LOOP_CORE_H_
+#define RINGLAB_TRANSPORT_INTERNAL_LOOP_CORE_H_
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "transport/loop.h"
+
+namespace ringlab::transport::internal {
+
+enum class SocketKind : uint8_t { kFree, kUdp, kListener, kStream };
+
+// Most buffers gathered into one stream sendmsg / one sendmmsg batch.
+inline constexpr int kMaxGather = 16;
+
+struct Socket {
+  uint32_t generation = 1;
+  SocketKind kind = SocketKind::kFree;
+  int fd = -1;
+  SocketHandler* handler = nullptr;
+  bool connected = false;    // UDP connected / TCP established
+  bool connecting = false;   // TCP connect in progress
+  bool read_closed = false;  // EOF / error delivered
+  bool shutdown_requested = false;
+  bool shutdown_done = false;
+  bool closing = false;          // Close() called
+  bool dirty = false;            // on the flush list
+  bool want_write = false;       // epoll: waiting for EPOLLOUT after EAGAIN
+  bool receive_armed = false;    // a receive (or accept) op is outstanding
+  bool receive_starved = false;  // waiting for buffers to re-arm
+  bool send_in_flight = false;   // stream: one send op outstanding
+  uint32_t ops_in_flight = 0;    // uring: SQEs not yet fully completed
+  int zc_result = 0;             // uring: SEND_ZC result awaiting its notif
+  // Send queue: buffer indices linked through BufferPool::Slot::next.
+  uint32_t send_head = BufferPool::kNoBuffer;
+  uint32_t send_tail = BufferPool::kNoBuffer;
+  uint32_t send_queued = 0;  // buffers in the queue (stream: incl.
+                             // the in-flight head; UDP: unsubmitted)
+  size_t send_bytes = 0;     // unsent bytes across the queue
+  // Plain (non-provided) receive: the buffer the armed receive fills.
+  uint32_t receive_buffer = BufferPool::kNoBuffer;
+  // Per-socket op storage (the kernel reads these while an op is in flight).
+  msghdr receive_msg{};
+  iovec receive_iov{};
+  sockaddr_storage receive_addr{};
+  msghdr send_msg{};
+  iovec send_iov[kMaxGather]{};
+  sockaddr_storage peer_addr{};
+  socklen_t peer_addr_len = 0;
+  uint32_t next_dirty = 0;
+};
+
+class LoopCore {
+ public:
+  virtual ~LoopCore();
+
+  // Shared setup: pool, socket table, wakeup fd. Backends call it first.
+  absl::Status InitCore(const LoopOptions& options, const BackendInfo& info);
+  // Kernel half setup (ring / epoll fd).
+  virtual absl::Status InitBackend() = 0;
+
+  // --- Public API, forwarded by Loop ----------------------------------------
+  absl::StatusOr<SocketId> OpenUdp(const UdpOptions& options,
+                                   SocketHandler* handler);
+  absl::Status Multicast(SocketId id, const Endpoint& group,
+                         const Endpoint& interface_address, bool join);
+  int SendTo(SocketId id, BufferLease data, const Endpoint& to, uint64_t tag);
+  absl::StatusOr<SocketId> ListenTcp(const Endpoint& bind,
+                                     SocketHandler* handler,
+                                     const TcpOptions& options);
+  absl::StatusOr<SocketId> ConnectTcp(const Endpoint& peer,
+                                      SocketHandler* handler,
+                                      const TcpOptions& options);
+  int Send(SocketId id, BufferLease data, uint64_t tag);
+  size_t QueuedSendBytes(SocketId id) const;
+  absl::Status ShutdownWrite(SocketId id);
+  void Close(SocketId id);
+  absl::StatusOr<Endpoint> LocalEndpoint(SocketId id) const;
+  int NativeHandle(SocketId id) const;
+  int RunOnce(Duration timeout);
+  absl::Status Run();
+  void Stop();
+  void Wakeup();
+  void Post(absl::AnyInvocable<void()> fn);
+
+  BackendInfo info;
+  LoopCounters counters;
+  Timestamp now;
+  std::unique_ptr<BufferPool> pool;
+  TimerQueue timers;
+  size_t open_sockets = 0;
+
+ protected:
+  // --- Kernel half
+  // ------------------------------------------------------------ Starts
+  // receiving on a new UDP / stream socket, or accepting on a listener.
+  virtual void ArmReceive(Socket& s) = 0;
+  // Registers a new socket (epoll_ctl ADD / fixed file slot).
+  virtual absl::Status RegisterSocket(Socket& s) = 0;
+  // Called when a TCP connect was started and returned EINPROGRESS (epoll)
+  // or before connecting (uring submits the connect op itself). Returns true
+  // if the backend drives the connect itself.
+  virtual bool StartConnect(Socket& s, const Endpoint& peer) = 0;
+  // Hands queued sends of one socket to the kernel.
+  virtual void FlushSends(Socket& s) = 0;
+  // Cancels everything in flight on `s`. FinishClose() runs once
+  // ops_in_flight reaches zero.
+  virtual void CancelAll(Socket& s) = 0;
+  // Removes the socket from the kernel side just before its fd is closed.
+  virtual void UnregisterSocket(Socket& s) = 0;
+  // Submits and waits up to `timeout` (0 = poll), dispatching completions.
+  // Returns completions dispatched or a negative errno.
+  virtual int WaitAndDispatch(Duration timeout) = 0;
+  // Re-arms receives that stopped for lack of buffers (called each
+  // iteration when starved sockets exist).
+  virtual void RearmStarved(Socket& s) = 0;
+
+  // --- Helpers for backends
+  // ---------------------------------------------------
+  Socket* Lookup(SocketId id);
+  const Socket* Lookup(SocketId id) const;
+  Socket& SlotAt(uint32_t slot) { return sockets_[slot]; }
+  uint32_t SlotOf(const Socket& s) const {
+    return static_cast<uint32_t>(&s - sockets_.data());
+  }
+  SocketId IdOf(const Socket& s) const;
+  Socket* FromId(uint32_t id_value);  // like Lookup, raw value
+
+  // Delivery (skipped silently when the socket is closing).
+  void DeliverDatagram(Socket& s, uint32_t buffer, uint32_t offset,
+                       uint32_t size, const Endpoint& from);
+  void DeliverData(Socket& s, uint32_t buffer, uint32_t offset, uint32_t size);
+  void DeliverReadClosed(Socket& s, int result);
+  void DeliverConnect(Socket& s, int result);
+  void DeliverError(Socket& s, int error);
+  // A listener accepted `fd`; creates the socket, asks the handler, arms it.
+  void DeliverAccept(Socket& listener, int fd, const sockaddr* addr,
+                     socklen_t len);
+  // Stream: `bytes` of the queue head were written. Completes whole buffers.
+  void ConsumeStreamSent(Socket& s, size_t bytes);
+  // Pops the head of a UDP queue (to hand it to the kernel).
+  uint32_t PopDatagram(Socket& s);
+  // A datagram the kernel took finished: callback, then release.
+  void CompleteDatagram(Socket& s, uint32_t buffer, int result);
+  // Completes every queued send with `error` (close / reset).
+  void FailQueuedSends(Socket& s, int error);
+  // If `s` is closing and idle, closes the fd and delivers OnClosed.
+  void MaybeFinishClose(Socket& s);
+  void MarkDirty(Socket& s);
+  void MarkStarved(Socket& s);
+  // Writes to the wakeup fd's counterpart; backends read it.
+  int wakeup_fd() const { return wakeup_fd_; }
+  void DrainWakeup();
+  bool busy() const { return info.flags.busy_poll; }
+
+  LoopOptions options_;
+  std::vector<Socket> sockets_;
+  std::vector<uint32_t> free_slots_;
+  std::vector<uint32_t> dirty_;    // slots with queued sends
+  std::vector<uint32_t> starved_;  // slots whose receive awaits buffers
+  std::vector<uint32_t> closing_;  // slots closing, not yet finished
+  std::vector<uint32_t> scratch_;  // reused while walking the lists above
+
+ private:
+  absl::StatusOr<Socket*> NewSocket(SocketKind kind, int fd,
+                                    SocketHandler* handler);
+  void FinishClose(Socket& s);
+  void RunPosted();
+  int Enqueue(Socket& s, BufferLease data, uint64_t tag, const Endpoint* to);
+
+  int wakeup_fd_ = -1;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> has_posted_{false};
+  absl::Mutex posted_mu_;
+  std::vector<absl::AnyInvocable<void()>> posted_ ABSL_GUARDED_BY(posted_mu_);
+};
+
+// Factories for the two kernel halves.
+std::unique_ptr<LoopCore> MakeEpollBackend();
+std::unique_ptr<LoopCore> MakeUringBackend();
+
+}  // namespace ringlab::transport::internal
+
+#endif  // RINGLAB_TRANSPORT_INTERNAL_LOOP_CORE_H_

@@ -1,0 +1,116 @@
+#include "transport/loop.h"
+
+#include "absl/strings/str_cat.h"
+#include "transport/internal/loop_core.h"
+
+namespace ringlab::transport {
+
+absl::StatusOr<std::unique_ptr<Loop>> Loop::Create(const LoopOptions& options) {
+  const Capabilities& caps = ProbeCapabilities();
+  const uint64_t pool_bytes =
+      static_cast<uint64_t>((options.buffer_size + 63) & ~63u) *
+      options.buffer_count;
+  absl::StatusOr<BackendInfo> info =
+      ResolveBackend(options.backend, caps, pool_bytes);
+  if (!info.ok()) return info.status();
+  if (info->flags.provided_buffers) {
+    const uint32_t n = options.provided_buffers;
+    if (n == 0 || (n & (n - 1)) != 0 || n > 32768 ||
+        n > options.buffer_count / 2) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "LoopOptions::provided_buffers (", n,
+          ") must be a power of two, at most 32768 and at most half of "
+          "buffer_count (",
+          options.buffer_count, ")"));
+    }
+  }
+  std::unique_ptr<internal::LoopCore> core = info->flags.io_uring
+                                                 ? internal::MakeUringBackend()
+                                                 : internal::MakeEpollBackend();
+  absl::Status status = core->InitCore(options, *info);
+  if (status.ok()) status = core->InitBackend();
+  if (!status.ok()) {
+    return absl::Status(status.code(), absl::StrCat("backend ", info->name,
+                                                    ": ", status.message()));
+  }
+  return std::unique_ptr<Loop>(new Loop(std::move(core)));
+}
+
+Loop::Loop(std::unique_ptr<internal::LoopCore> core) : core_(std::move(core)) {}
+Loop::~Loop() = default;
+
+const BackendInfo& Loop::backend() const { return core_->info; }
+const LoopCounters& Loop::counters() const { return core_->counters; }
+Timestamp Loop::now() const { return core_->now; }
+BufferPool& Loop::buffers() { return *core_->pool; }
+size_t Loop::open_sockets() const { return core_->open_sockets; }
+
+BufferLease Loop::AcquireBuffer() {
+  BufferLease lease = core_->pool->Acquire();
+  if (!lease.valid()) ++core_->counters.pool_exhausted;
+  return lease;
+}
+
+absl::StatusOr<SocketId> Loop::OpenUdp(const UdpOptions& options,
+                                       SocketHandler* handler) {
+  if (handler == nullptr) return absl::InvalidArgumentError("null handler");
+  return core_->OpenUdp(options, handler);
+}
+absl::Status Loop::JoinMulticast(SocketId socket, const Endpoint& group,
+                                 const Endpoint& interface_address) {
+  return core_->Multicast(socket, group, interface_address, true);
+}
+absl::Status Loop::LeaveMulticast(SocketId socket, const Endpoint& group,
+                                  const Endpoint& interface_address) {
+  return core_->Multicast(socket, group, interface_address, false);
+}
+int Loop::SendTo(SocketId socket, BufferLease data, const Endpoint& to,
+                 uint64_t tag) {
+  return core_->SendTo(socket, std::move(data), to, tag);
+}
+absl::StatusOr<SocketId> Loop::ListenTcp(const Endpoint& bind,
+                                         SocketHandler* handler,
+                                         const TcpOptions& options) {
+  if (handler == nullptr) return absl::InvalidArgumentError("null handler");
+  return core_->ListenTcp(bind, handler, options);
+}
+absl::StatusOr<SocketId> Loop::ConnectTcp(const Endpoint& peer,
+                                          SocketHandler* handler,
+                                          const TcpOptions& options) {
+  if (handler == nullptr) return absl::InvalidArgumentError("null handler");
+  return core_->ConnectTcp(peer, handler, options);
+}
+int Loop::Send(SocketId socket, BufferLease data, uint64_t tag) {
+  return core_->Send(socket, std::move(data), tag);
+}
+size_t Loop::QueuedSendBytes(SocketId socket) const {
+  return core_->QueuedSendBytes(socket);
+}
+absl::Status Loop::ShutdownWrite(SocketId socket) {
+  return core_->ShutdownWrite(socket);
+}
+void Loop::Close(SocketId socket) { core_->Close(socket); }
+absl::StatusOr<Endpoint> Loop::LocalEndpoint(SocketId socket) const {
+  return core_->LocalEndpoint(socket);
+}
+int Loop::NativeHandle(SocketId socket) const {
+  return core_->NativeHandle(socket);
+}
+uint64_t Loop::AddTimer(Timestamp deadline, Duration period,
+                        TimerHandler* handler) {
+  return core_->timers.Add(deadline, period, handler);
+}
+uint64_t Loop::AddTimer(Timestamp deadline, Duration period,
+                        absl::AnyInvocable<void(Timestamp now)> callback) {
+  return core_->timers.Add(deadline, period, std::move(callback));
+}
+bool Loop::CancelTimer(uint64_t timer_id) {
+  return core_->timers.Cancel(timer_id);
+}
+absl::Status Loop::Run() { return core_->Run(); }
+int Loop::RunOnce(Duration timeout) { return core_->RunOnce(timeout); }
+void Loop::Stop() { core_->Stop(); }
+void Loop::Wakeup() { core_->Wakeup(); }
+void Loop::Post(absl::AnyInvocable<void()> fn) { core_->Post(std::move(fn)); }
+
+}  // namespace ringlab::transport

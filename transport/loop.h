@@ -1,0 +1,260 @@
+// Loop: one completion-based event loop per thread, on io_uring or on epoll.
+//
+// The backend is a named preset chosen at run time (see transport/preset.h):
+// `epoll`, `epoll-busy`, `uring`, `uring-fixed`, `uring-sqpoll`, `uring-busy`,
+// or `auto`. Every preset offers the same interface: UDP and TCP sockets whose
+// operations complete into a `SocketHandler`, timers, a buffer pool and
+// counters. The epoll backends emulate completions: on readiness they make the
+// syscall and deliver the result exactly as io_uring would.
+//
+//   LoopOptions options;
+//   options.backend = "uring-fixed";
+//   absl::StatusOr<std::unique_ptr<Loop>> loop = Loop::Create(options);
+//   if (!loop.ok()) { std::cerr << loop.status(); return 1; }  // names the fix
+//
+//   class Echo : public SocketHandler {
+//    public:
+//     explicit Echo(Loop* loop) : loop_(loop) {}
+//     void OnDatagram(SocketId s, const Endpoint& from, BufferLease data)
+//     override {
+//       loop_->SendTo(s, std::move(data), from);   // echo: no copy
+//     }
+//    private:
+//     Loop* loop_;
+//   };
+//   Echo echo(loop->get());
+//   UdpOptions udp;
+//   udp.bind = Endpoint::Loopback(9000);
+//   absl::StatusOr<SocketId> socket = (*loop)->OpenUdp(udp, &echo);
+//   (*loop)->Run();            // until Stop()
+//
+// Threading: a Loop and everything it owns belong to the thread that calls
+// Run()/RunOnce(). Only Wakeup(), Post() and Stop() may be called from other
+// threads.
+//
+// Ownership: handlers are borrowed and must outlive their sockets (until
+// OnClosed). Leases passed to Send/SendTo move into the Loop; it returns the
+// buffer to the pool when the operation completes or fails.
+//
+// Errors: setup and control calls return absl::Status. Per-operation failures
+// reach the handler as a negative errno in `result`. Send/SendTo return 0 or a
+// negative errno when the operation could not even be queued (bad socket,
+// closed socket, full send queue); the lease is released in that case. The hot
+// path throws nothing and allocates nothing.
+#ifndef RINGLAB_TRANSPORT_LOOP_H_
+#define RINGLAB_TRANSPORT_LOOP_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "transport/buffer_pool.h"
+#include "transport/counters.h"
+#include "transport/endpoint.h"
+#include "transport/preset.h"
+#include "transport/time.h"
+#include "transport/timer_queue.h"
+
+namespace ringlab::transport {
+
+namespace internal {
+class LoopCore;
+}  // namespace internal
+
+// Identifies a socket inside one Loop. Ids are not reused while in use: a
+// generation counter makes a stale id fail with -EBADF instead of hitting a
+// new socket.
+struct SocketId {
+  uint32_t value = 0;  // 0 is never a valid id
+  bool valid() const { return value != 0; }
+  friend bool operator==(SocketId a, SocketId b) { return a.value == b.value; }
+  friend bool operator!=(SocketId a, SocketId b) { return a.value != b.value; }
+  template <typename H>
+  friend H AbslHashValue(H h, SocketId id) {
+    return H::combine(std::move(h), id.value);
+  }
+};
+
+// Receives the completions of one socket. Every method has an empty default.
+// Callbacks run on the Loop's thread from inside Run()/RunOnce(); they may call
+// any Loop method, including Close() on the same socket.
+class SocketHandler {
+ public:
+  virtual ~SocketHandler() = default;
+
+  // UDP: one datagram from `from`. `data` holds the bytes; keep the lease to
+  // keep them, or move it into SendTo() to reply in place.
+  virtual void OnDatagram(SocketId socket, const Endpoint& from,
+                          BufferLease data) {}
+  // TCP: the next bytes of the stream, in order.
+  virtual void OnData(SocketId socket, BufferLease data) {}
+  // TCP: the read side ended. `result` is 0 for an orderly EOF from the peer
+  // or a negative errno (-ECONNRESET, ...). The socket stays open until
+  // Close().
+  virtual void OnReadClosed(SocketId socket, int result) {}
+  // TCP ConnectTcp() finished: 0, or a negative errno such as -ECONNREFUSED.
+  virtual void OnConnect(SocketId socket, int result) {}
+  // A Send()/SendTo() lease was fully written (result = its size) or failed
+  // (negative errno). Stream sends complete in the order they were queued.
+  virtual void OnSendComplete(SocketId socket, int result, uint64_t tag) {}
+  // A listener accepted `connection` from `peer`. Return the handler for the
+  // new socket, or nullptr to close it at once.
+  virtual SocketHandler* OnAccept(SocketId listener, SocketId connection,
+                                  const Endpoint& peer) {
+    return nullptr;
+  }
+  // A non-fatal error on the socket that belongs to no send: a UDP receive
+  // error (e.g. -ECONNREFUSED from an ICMP), an accept failure.
+  virtual void OnError(SocketId socket, int error) {}
+  // Close() finished: no operation on the socket is in flight any more and the
+  // id is dead. The last callback a socket receives.
+  virtual void OnClosed(SocketId socket) {}
+};
+
+struct LoopOptions {
+  // A preset name (see preset.h) or "auto".
+  std::string backend = "auto";
+  // The buffer pool. Registered with the ring by the uring-fixed family, so
+  // buffer_size * buffer_count counts against RLIMIT_MEMLOCK when the process
+  // lacks CAP_IPC_LOCK.
+  uint32_t buffer_size = 2048;
+  uint32_t buffer_count = 2048;
+  // Buffers lent to the kernel through the provided buffer ring (uring-fixed
+  // family). A power of two, at most buffer_count / 2.
+  uint32_t provided_buffers = 512;
+  // Submission queue entries (io_uring) / events per epoll_wait.
+  uint32_t queue_depth = 512;
+  // Most sockets the Loop can hold at once (listening + connected + UDP).
+  uint32_t max_sockets = 4096;
+  // Zero-copy send (IORING_OP_SEND_ZC) for TCP payloads of at least
+  // zero_copy_threshold_bytes. io_uring backends only. On loopback the kernel
+  // copies anyway, so expect no gain there.
+  bool zero_copy_send = false;
+  uint32_t zero_copy_threshold_bytes = 8192;
+  // SQPOLL thread CPU (-1: let the kernel choose) and idle time before it
+  // sleeps.
+  int sqpoll_cpu = -1;
+  uint32_t sqpoll_idle_ms = 200;
+};
+
+struct UdpOptions {
+  Endpoint bind;                    // required; port 0 picks a free port
+  std::optional<Endpoint> connect;  // fixes the peer; SendTo may then use any
+                                    // endpoint argument (ignored)
+  bool reuse_address = false;       // SO_REUSEADDR (+ SO_REUSEPORT)
+  // Outgoing multicast: interface address (e.g. 127.0.0.1 for lo), TTL, and
+  // whether our own multicast comes back to us.
+  std::optional<Endpoint> multicast_interface;
+  int multicast_ttl = 1;
+  bool multicast_loop = true;
+  int receive_buffer_bytes = 0;  // SO_RCVBUF when > 0
+  int send_buffer_bytes = 0;     // SO_SNDBUF when > 0
+};
+
+struct TcpOptions {
+  bool no_delay = true;  // TCP_NODELAY
+  int backlog = 4096;    // listen()
+  bool reuse_address = true;
+  int receive_buffer_bytes = 0;
+  int send_buffer_bytes = 0;
+};
+
+class Loop {
+ public:
+  // Probes the kernel, resolves `auto`, and builds the backend. Errors:
+  // InvalidArgument for an unknown preset (the message lists valid ones);
+  // FailedPrecondition / PermissionDenied / ResourceExhausted when the preset
+  // needs something the machine lacks, naming the cause and the fix.
+  static absl::StatusOr<std::unique_ptr<Loop>> Create(
+      const LoopOptions& options);
+  virtual ~Loop();
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+
+  // The preset in effect, its flags, and why `auto` chose it.
+  const BackendInfo& backend() const;
+  const LoopCounters& counters() const;
+  // Time cached at the start of the current loop iteration.
+  Timestamp now() const;
+  BufferPool& buffers();
+  // An empty lease when the pool is exhausted (counted).
+  BufferLease AcquireBuffer();
+
+  // --- UDP -------------------------------------------------------------------
+  absl::StatusOr<SocketId> OpenUdp(const UdpOptions& options,
+                                   SocketHandler* handler);
+  // Joins `group` on the interface with address `interface_address` (IPv4).
+  absl::Status JoinMulticast(SocketId socket, const Endpoint& group,
+                             const Endpoint& interface_address);
+  absl::Status LeaveMulticast(SocketId socket, const Endpoint& group,
+                              const Endpoint& interface_address);
+  // Queues one datagram of `data.size()` bytes to `to` (ignored on a
+  // connected socket). Returns 0 or a negative errno.
+  int SendTo(SocketId socket, BufferLease data, const Endpoint& to,
+             uint64_t tag = 0);
+
+  // --- TCP -------------------------------------------------------------------
+  absl::StatusOr<SocketId> ListenTcp(const Endpoint& bind,
+                                     SocketHandler* handler,
+                                     const TcpOptions& options = {});
+  // Starts a non-blocking connect; OnConnect() reports the outcome. Data may
+  // be queued with Send() before it completes.
+  absl::StatusOr<SocketId> ConnectTcp(const Endpoint& peer,
+                                      SocketHandler* handler,
+                                      const TcpOptions& options = {});
+  // Queues `data` on the stream. Partial sends continue automatically; leases
+  // complete in order. Returns 0 or a negative errno.
+  int Send(SocketId socket, BufferLease data, uint64_t tag = 0);
+  // Bytes queued on `socket` and not yet confirmed sent.
+  size_t QueuedSendBytes(SocketId socket) const;
+  // Half-close: sends FIN once all queued data is written.
+  absl::Status ShutdownWrite(SocketId socket);
+
+  // --- Any socket ------------------------------------------------------------
+  // Cancels everything in flight, closes the fd, then calls OnClosed(). Queued
+  // sends complete with -ECANCELED. Safe to call twice (second is a no-op).
+  void Close(SocketId socket);
+  absl::StatusOr<Endpoint> LocalEndpoint(SocketId socket) const;
+  // The file descriptor, for setsockopt. Do not read or write it directly.
+  int NativeHandle(SocketId socket) const;
+  size_t open_sockets() const;
+
+  // --- Timers
+  // ------------------------------------------------------------------ Fires at
+  // `deadline`, then every `period` if period > 0. Returns an id (never 0) for
+  // CancelTimer(). Never allocates once max_timers is reached in capacity;
+  // grows on the control path otherwise.
+  uint64_t AddTimer(Timestamp deadline, Duration period, TimerHandler* handler);
+  uint64_t AddTimer(Timestamp deadline, Duration period,
+                    absl::AnyInvocable<void(Timestamp now)> callback);
+  // True if the timer was pending and will not fire again.
+  bool CancelTimer(uint64_t timer_id);
+
+  // --- Running
+  // ----------------------------------------------------------------- Runs
+  // until Stop(). Returns an error only if the backend itself fails.
+  absl::Status Run();
+  // One iteration: submit, wait at most `timeout` (0: poll without waiting;
+  // busy presets never sleep), dispatch completions and due timers. Returns
+  // the number of completions and timers dispatched, or a negative errno.
+  int RunOnce(Duration timeout);
+  // Makes Run() return after the current iteration. Thread-safe.
+  void Stop();
+  // Interrupts a blocking wait from another thread.
+  void Wakeup();
+  // Runs `fn` on the Loop's thread in its next iteration. Thread-safe; takes
+  // a lock, so it is for control messages, not per-packet traffic.
+  void Post(absl::AnyInvocable<void()> fn);
+
+ private:
+  explicit Loop(std::unique_ptr<internal::LoopCore> core);
+  std::unique_ptr<internal::LoopCore> core_;
+};
+
+}  // namespace ringlab::transport
+
+#endif  // RINGLAB_TRANSPORT_LOOP_H_

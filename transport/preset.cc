@@ -1,0 +1,348 @@
+#include "transport/preset.h"
+
+#include <linux/capability.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "liburing.h"
+
+namespace ringlab::transport {
+namespace {
+
+// Debian's abseil keeps its own string_view type; bridge for StrCat.
+absl::string_view Sv(std::string_view v) { return {v.data(), v.size()}; }
+
+constexpr std::array<Preset, 6> kAllPresets = {
+    Preset::kEpoll,      Preset::kEpollBusy,   Preset::kUring,
+    Preset::kUringFixed, Preset::kUringSqpoll, Preset::kUringBusy,
+};
+
+int ReadIoUringDisabledSysctl() {
+  std::ifstream in("/proc/sys/kernel/io_uring_disabled");
+  int value = -1;
+  if (in >> value) return value;
+  return -1;
+}
+
+bool HasCapIpcLock() {
+  // capget with version 3 reads the effective set without libcap.
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2] = {};
+  if (syscall(SYS_capget, &header, data) != 0) return false;
+  return (data[CAP_IPC_LOCK / 32].effective & (1u << (CAP_IPC_LOCK % 32))) != 0;
+}
+
+// Tries a ring with `flags`; returns 0 or -errno.
+int TryRing(unsigned flags, io_uring_params* out = nullptr) {
+  io_uring ring;
+  io_uring_params params;
+  std::memset(&params, 0, sizeof(params));
+  params.flags = flags;
+  if (flags & IORING_SETUP_SQPOLL) params.sq_thread_idle = 10;
+  const int ret = io_uring_queue_init_params(8, &ring, &params);
+  if (ret < 0) return ret;
+  if (out != nullptr) *out = params;
+  io_uring_queue_exit(&ring);
+  return 0;
+}
+
+Capabilities Probe() {
+  Capabilities caps;
+  utsname uts;
+  if (uname(&uts) == 0) caps.kernel_release = uts.release;
+  caps.io_uring_disabled_sysctl = ReadIoUringDisabledSysctl();
+  rlimit memlock;
+  if (getrlimit(RLIMIT_MEMLOCK, &memlock) == 0) {
+    caps.memlock_limit_bytes = memlock.rlim_cur == RLIM_INFINITY
+                                   ? UINT64_MAX
+                                   : static_cast<uint64_t>(memlock.rlim_cur);
+  }
+  caps.cap_ipc_lock = HasCapIpcLock();
+
+  io_uring_params params;
+  const int base = TryRing(0, &params);
+  if (base < 0) {
+    caps.io_uring_available = false;
+    if (base == -ENOSYS) {
+      caps.io_uring_error =
+          "io_uring_setup returned ENOSYS: the kernel was built without "
+          "io_uring, or a seccomp profile (e.g. a container runtime's default) "
+          "blocks it. Fix: run on a kernel with CONFIG_IO_URING=y and allow "
+          "the "
+          "io_uring_* syscalls in the seccomp profile, or use an epoll preset.";
+    } else if (base == -EPERM) {
+      caps.io_uring_error = absl::StrCat(
+          "io_uring_setup returned EPERM (kernel.io_uring_disabled=",
+          caps.io_uring_disabled_sysctl,
+          "). Fix: `sysctl -w kernel.io_uring_disabled=0` (or 1 and add the "
+          "user to the group in kernel.io_uring_group), or check the seccomp "
+          "profile; or use an epoll preset.");
+    } else if (base == -ENOMEM) {
+      caps.io_uring_error =
+          "io_uring_setup returned ENOMEM: the memlock limit is too low for "
+          "the ring. Fix: raise it with `ulimit -l` (or LimitMEMLOCK= in a "
+          "systemd unit), or use an epoll preset.";
+    } else {
+      caps.io_uring_error =
+          absl::StrCat("io_uring_setup failed: ", std::strerror(-base),
+                       ". Use an epoll preset.");
+    }
+    return caps;
+  }
+  caps.io_uring_available = true;
+  caps.ext_arg = (params.features & IORING_FEAT_EXT_ARG) != 0;
+  caps.single_issuer = TryRing(IORING_SETUP_SINGLE_ISSUER) == 0;
+  caps.defer_taskrun =
+      TryRing(IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN) == 0;
+  caps.sqpoll = TryRing(IORING_SETUP_SQPOLL) == 0;
+
+  io_uring ring;
+  if (io_uring_queue_init(8, &ring, 0) == 0) {
+    caps.registered_ring_fd = io_uring_register_ring_fd(&ring) == 1;
+    if (io_uring_probe* probe = io_uring_get_probe_ring(&ring)) {
+      // Multishot recv and accept shipped in 5.19/6.0 together with buffer
+      // rings; SEND_ZC is 6.0. An opcode being present is necessary; the
+      // buffer ring registration below checks the rest.
+      caps.multishot_recv = io_uring_opcode_supported(probe, IORING_OP_RECV) &&
+                            io_uring_opcode_supported(probe, IORING_OP_SEND_ZC);
+      caps.multishot_accept =
+          io_uring_opcode_supported(probe, IORING_OP_ACCEPT) &&
+          caps.multishot_recv;
+      caps.send_zc = io_uring_opcode_supported(probe, IORING_OP_SEND_ZC);
+      io_uring_free_probe(probe);
+    }
+    // Register a one-entry buffer ring to prove the feature exists.
+    const size_t bytes = sizeof(io_uring_buf);
+    void* mem = mmap(nullptr, 4096, PROT_READ | PROT_WRITE,
+                     MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (mem != MAP_FAILED) {
+      io_uring_buf_reg reg;
+      std::memset(&reg, 0, sizeof(reg));
+      reg.ring_addr = reinterpret_cast<uint64_t>(mem);
+      reg.ring_entries = 1;
+      reg.bgid = 0;
+      caps.buffer_ring = io_uring_register_buf_ring(&ring, &reg, 0) == 0;
+      if (caps.buffer_ring) io_uring_unregister_buf_ring(&ring, 0);
+      munmap(mem, 4096);
+    }
+    (void)bytes;
+    io_uring_queue_exit(&ring);
+  }
+  return caps;
+}
+
+std::string Yes(bool b) { return b ? "yes" : "no"; }
+
+}  // namespace
+
+std::string PresetFlags::ToString() const {
+  std::vector<absl::string_view> on;
+  if (io_uring) on.push_back("io_uring");
+  if (!io_uring) on.push_back("epoll");
+  if (edge_triggered) on.push_back("edge_triggered");
+  if (recvmmsg_batching) on.push_back("mmsg_batching");
+  if (registered_buffers) on.push_back("registered_buffers");
+  if (provided_buffers) on.push_back("provided_buffer_ring+multishot_recv");
+  if (multishot_accept) on.push_back("multishot_accept");
+  if (registered_files) on.push_back("registered_files");
+  if (defer_taskrun) on.push_back("defer_taskrun+single_issuer");
+  if (registered_ring_fd) on.push_back("registered_ring_fd");
+  if (sqpoll) on.push_back("sqpoll");
+  if (busy_poll) on.push_back("busy_poll");
+  if (zero_copy_send) on.push_back("send_zc");
+  return absl::StrJoin(on, ",");
+}
+
+std::span<const Preset> AllPresets() { return kAllPresets; }
+
+std::string_view PresetName(Preset preset) {
+  switch (preset) {
+    case Preset::kEpoll:
+      return "epoll";
+    case Preset::kEpollBusy:
+      return "epoll-busy";
+    case Preset::kUring:
+      return "uring";
+    case Preset::kUringFixed:
+      return "uring-fixed";
+    case Preset::kUringSqpoll:
+      return "uring-sqpoll";
+    case Preset::kUringBusy:
+      return "uring-busy";
+  }
+  return "unknown";
+}
+
+std::optional<Preset> ParsePreset(std::string_view name) {
+  for (Preset p : kAllPresets) {
+    if (PresetName(p) == name) return p;
+  }
+  return std::nullopt;
+}
+
+std::string ValidPresetNames() {
+  std::vector<absl::string_view> names;
+  for (Preset p : kAllPresets) names.push_back(Sv(PresetName(p)));
+  names.push_back("auto");
+  return absl::StrJoin(names, ", ");
+}
+
+PresetFlags FlagsFor(Preset preset) {
+  PresetFlags f;
+  switch (preset) {
+    case Preset::kEpollBusy:
+      f.busy_poll = true;
+      [[fallthrough]];
+    case Preset::kEpoll:
+      f.edge_triggered = true;
+      f.recvmmsg_batching = true;
+      return f;
+    case Preset::kUring:
+      f.io_uring = true;
+      return f;
+    case Preset::kUringFixed:
+    case Preset::kUringSqpoll:
+    case Preset::kUringBusy:
+      f.io_uring = true;
+      f.registered_buffers = true;
+      f.provided_buffers = true;
+      f.multishot_accept = true;
+      f.registered_files = true;
+      f.registered_ring_fd = true;
+      // SQPOLL and DEFER_TASKRUN are mutually exclusive in the kernel, and a
+      // spinning task must not depend on entering to run deferred work.
+      f.defer_taskrun = preset == Preset::kUringFixed;
+      f.sqpoll = preset == Preset::kUringSqpoll;
+      f.busy_poll = preset == Preset::kUringBusy;
+      return f;
+  }
+  return f;
+}
+
+std::string Capabilities::ToString() const {
+  if (!io_uring_available) {
+    return absl::StrCat("io_uring=no (", io_uring_error,
+                        ") kernel=", kernel_release);
+  }
+  return absl::StrCat(
+      "io_uring=yes kernel=", kernel_release,
+      " io_uring_disabled=", io_uring_disabled_sysctl, " sqpoll=", Yes(sqpoll),
+      " defer_taskrun=", Yes(defer_taskrun), " buffer_ring=", Yes(buffer_ring),
+      " multishot_recv=", Yes(multishot_recv),
+      " multishot_accept=", Yes(multishot_accept), " send_zc=", Yes(send_zc),
+      " registered_ring_fd=", Yes(registered_ring_fd), " memlock=",
+      memlock_limit_bytes == UINT64_MAX ? std::string("unlimited")
+                                        : absl::StrCat(memlock_limit_bytes),
+      cap_ipc_lock ? " (CAP_IPC_LOCK: limit not enforced)" : "");
+}
+
+const Capabilities& ProbeCapabilities() {
+  static const Capabilities* caps = new Capabilities(Probe());
+  return *caps;
+}
+
+absl::Status CheckPresetSupported(Preset preset, const Capabilities& caps,
+                                  uint64_t registered_bytes) {
+  const PresetFlags f = FlagsFor(preset);
+  const absl::string_view name = Sv(PresetName(preset));
+  if (!f.io_uring) return absl::OkStatus();
+  if (!caps.io_uring_available) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "preset ", name,
+        " needs io_uring, which is unavailable: ", caps.io_uring_error));
+  }
+  auto missing = [&](absl::string_view feature, absl::string_view fix) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("preset ", name, " needs ", feature, ", which kernel ",
+                     caps.kernel_release, " does not provide. Fix: ", fix));
+  };
+  constexpr absl::string_view kNewerKernel =
+      "run on Linux >= 6.1, or pick preset `uring` or `epoll`.";
+  if (f.provided_buffers && !caps.buffer_ring) {
+    return missing("provided buffer rings (IORING_REGISTER_PBUF_RING)",
+                   kNewerKernel);
+  }
+  if (f.provided_buffers && !caps.multishot_recv) {
+    return missing("multishot recv", kNewerKernel);
+  }
+  if (f.multishot_accept && !caps.multishot_accept) {
+    return missing("multishot accept", kNewerKernel);
+  }
+  if (f.defer_taskrun && !caps.defer_taskrun) {
+    return missing("IORING_SETUP_DEFER_TASKRUN", kNewerKernel);
+  }
+  if (f.registered_ring_fd && !caps.registered_ring_fd) {
+    return missing("a registered ring fd", kNewerKernel);
+  }
+  if (f.sqpoll && !caps.sqpoll) {
+    return missing("IORING_SETUP_SQPOLL",
+                   "SQPOLL may need CAP_SYS_NICE on old kernels, or is "
+                   "blocked by seccomp; pick preset uring-fixed instead.");
+  }
+  if (f.registered_buffers && !caps.cap_ipc_lock &&
+      registered_bytes > caps.memlock_limit_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "preset ", name, " registers ", registered_bytes,
+        " bytes of buffers but the memlock limit (RLIMIT_MEMLOCK) is ",
+        caps.memlock_limit_bytes,
+        " bytes. Fix: raise it (`ulimit -l unlimited`, or LimitMEMLOCK= in "
+        "systemd, or --memlock in docker), or shrink the pool "
+        "(LoopOptions::buffer_count / buffer_size)."));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<BackendInfo> ResolveBackend(std::string_view requested,
+                                           const Capabilities& caps,
+                                           uint64_t registered_bytes) {
+  BackendInfo info;
+  info.requested = std::string(requested);
+  if (requested == "auto") {
+    const absl::Status fixed =
+        CheckPresetSupported(Preset::kUringFixed, caps, registered_bytes);
+    if (fixed.ok()) {
+      info.preset = Preset::kUringFixed;
+      info.chosen_because =
+          "auto: io_uring with buffer rings, multishot and DEFER_TASKRUN is "
+          "available";
+    } else if (CheckPresetSupported(Preset::kUring, caps, registered_bytes)
+                   .ok()) {
+      info.preset = Preset::kUring;
+      info.chosen_because =
+          absl::StrCat("auto: uring-fixed unavailable (", fixed.message(),
+                       "); using plain uring");
+    } else {
+      info.preset = Preset::kEpoll;
+      info.chosen_because =
+          absl::StrCat("auto: io_uring unavailable (", caps.io_uring_error,
+                       "); falling back to epoll");
+    }
+  } else {
+    std::optional<Preset> preset = ParsePreset(requested);
+    if (!preset.has_value()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown backend preset '", Sv(requested),
+                       "'; valid presets: ", ValidPresetNames()));
+    }
+    absl::Status supported =
+        CheckPresetSupported(*preset, caps, registered_bytes);
+    if (!supported.ok()) return supported;
+    info.preset = *preset;
+  }
+  info.name = std::string(PresetName(info.preset));
+  info.flags = FlagsFor(info.preset);
+  return info;
+}
+
+}  // namespace ringlab::transport

@@ -1,0 +1,120 @@
+// Backend presets: named, documented sets of transport flags.
+//
+// The same name is used in code, on every command line (--backend=NAME) and
+// in every report. A preset is exactly its flags; if the kernel cannot give
+// one of them, Loop::Create fails with the cause and the fix instead of
+// quietly running something else. Only `auto` chooses, and it says what it
+// chose in BackendInfo::chosen_because.
+//
+//   preset         kernel API  flags
+//   epoll          epoll       edge-triggered, persistent registration,
+//                              recvmmsg/sendmmsg batches, blocking wait
+//   epoll-busy     epoll       as epoll, epoll_wait(timeout 0) spin
+//   uring          io_uring    plain recv/send/accept ops, one
+//                              io_uring_enter per iteration (submit + wait)
+//   uring-fixed    io_uring    registered buffers + provided buffer ring with
+//                              multishot recv/recvmsg/accept, registered files,
+//                              DEFER_TASKRUN + SINGLE_ISSUER, registered ring
+//                              fd
+//   uring-sqpoll   io_uring    uring-fixed + SQPOLL (no DEFER_TASKRUN: the
+//                              kernel forbids it with SQPOLL)
+//   uring-busy     io_uring    uring-fixed without DEFER_TASKRUN (completions
+//                              must post without us entering), spins on the CQ
+//
+//   std::optional<Preset> p = ParsePreset("uring-fixed");
+//   PresetFlags f = FlagsFor(*p);
+//   std::cout << PresetName(*p) << ": " << f.ToString();
+#ifndef RINGLAB_TRANSPORT_PRESET_H_
+#define RINGLAB_TRANSPORT_PRESET_H_
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+
+namespace ringlab::transport {
+
+enum class Preset {
+  kEpoll,
+  kEpollBusy,
+  kUring,
+  kUringFixed,
+  kUringSqpoll,
+  kUringBusy,
+};
+
+struct PresetFlags {
+  bool io_uring = false;
+  bool busy_poll = false;           // never sleep in the kernel
+  bool registered_buffers = false;  // io_uring_register_buffers on the pool
+  bool provided_buffers = false;    // buffer ring + multishot recv
+  bool multishot_accept = false;
+  bool registered_files = false;  // sockets in the fixed file table
+  bool defer_taskrun = false;     // DEFER_TASKRUN + SINGLE_ISSUER
+  bool registered_ring_fd = false;
+  bool sqpoll = false;
+  bool zero_copy_send = false;     // set from LoopOptions, not by a preset
+  bool recvmmsg_batching = false;  // epoll: recvmmsg/sendmmsg
+  bool edge_triggered = false;     // epoll
+
+  // "registered_buffers,provided_buffers,..." (only the flags that are on).
+  std::string ToString() const;
+};
+
+// Every preset, in report order.
+std::span<const Preset> AllPresets();
+std::string_view PresetName(Preset preset);
+std::optional<Preset> ParsePreset(std::string_view name);
+// "epoll, epoll-busy, uring, uring-fixed, uring-sqpoll, uring-busy, auto".
+std::string ValidPresetNames();
+PresetFlags FlagsFor(Preset preset);
+
+// What the Loop actually runs.
+struct BackendInfo {
+  Preset preset = Preset::kEpoll;
+  std::string name;            // PresetName(preset)
+  PresetFlags flags;           // flags in effect
+  std::string requested;       // what LoopOptions::backend said
+  std::string chosen_because;  // non-empty when `auto` decided
+};
+
+// What the kernel and process limits allow, probed once per process.
+struct Capabilities {
+  bool io_uring_available = false;
+  std::string io_uring_error;         // why not, with the fix, when unavailable
+  int io_uring_disabled_sysctl = -1;  // kernel.io_uring_disabled, -1 unknown
+  bool sqpoll = false;
+  bool defer_taskrun = false;
+  bool single_issuer = false;
+  bool registered_ring_fd = false;
+  bool buffer_ring = false;
+  bool multishot_recv = false;
+  bool multishot_accept = false;
+  bool send_zc = false;
+  bool ext_arg = false;
+  uint64_t memlock_limit_bytes = 0;  // RLIMIT_MEMLOCK soft limit (max = inf)
+  bool cap_ipc_lock = false;         // memlock limit does not apply
+  std::string kernel_release;
+
+  std::string ToString() const;
+};
+
+// Probes once and caches the answer (thread-safe).
+const Capabilities& ProbeCapabilities();
+
+// OK if `preset` can run here with `registered_bytes` of registered buffers,
+// otherwise an error naming the missing feature, its cause and the fix.
+absl::Status CheckPresetSupported(Preset preset, const Capabilities& caps,
+                                  uint64_t registered_bytes);
+
+// Resolves a requested name ("auto" included) to a supported preset.
+absl::StatusOr<BackendInfo> ResolveBackend(std::string_view requested,
+                                           const Capabilities& caps,
+                                           uint64_t registered_bytes);
+
+}  // namespace ringlab::transport
+
+#endif  // RINGLAB_TRANSPORT_PRESET_H_

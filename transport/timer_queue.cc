@@ -1,0 +1,148 @@
+#include "transport/timer_queue.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace ringlab::transport {
+
+// An id is a unique serial number shifted left, with the slot index in the
+// low bits: Cancel() finds the slot in O(1), and because the serial never
+// repeats, a stale id cannot cancel a timer that later reused its slot.
+namespace {
+constexpr int kSlotBits = 22;
+constexpr uint64_t kSlotMask = (uint64_t{1} << kSlotBits) - 1;
+}  // namespace
+
+bool TimerQueue::Later(const HeapEntry& a, const HeapEntry& b) {
+  if (a.deadline != b.deadline) return a.deadline > b.deadline;
+  return a.sequence > b.sequence;
+}
+
+uint64_t TimerQueue::Add(Timestamp deadline, Duration period,
+                         TimerHandler* handler) {
+  return Insert(deadline, period, handler, nullptr);
+}
+
+uint64_t TimerQueue::Add(Timestamp deadline, Duration period,
+                         Callback callback) {
+  return Insert(deadline, period, nullptr, std::move(callback));
+}
+
+uint64_t TimerQueue::Insert(Timestamp deadline, Duration period,
+                            TimerHandler* handler, Callback callback) {
+  uint32_t slot;
+  if (!free_slots_.empty()) {
+    slot = free_slots_.back();
+    free_slots_.pop_back();
+  } else {
+    slot = static_cast<uint32_t>(slots_.size());
+    slots_.emplace_back();
+  }
+  Timer& t = slots_[slot];
+  t.id = (next_id_++ << kSlotBits) | slot;
+  t.deadline = deadline;
+  t.period = period;
+  t.handler = handler;
+  t.callback = std::move(callback);
+  ++active_;
+  Push(slot);
+  return t.id;
+}
+
+void TimerQueue::Push(uint32_t slot) {
+  heap_.push_back(HeapEntry{slots_[slot].deadline, next_sequence_++, slot,
+                            slots_[slot].id});
+  std::push_heap(heap_.begin(), heap_.end(), Later);
+}
+
+bool TimerQueue::Cancel(uint64_t timer_id) {
+  if (timer_id == 0) return false;
+  const uint64_t slot = timer_id & kSlotMask;
+  if (slot >= slots_.size()) return false;
+  Timer& t = slots_[slot];
+  if (t.id != timer_id) return false;
+  // The heap entry stays and is discarded when it reaches the top.
+  t.id = 0;
+  t.handler = nullptr;
+  t.callback = nullptr;
+  free_slots_.push_back(static_cast<uint32_t>(slot));
+  --active_;
+  return true;
+}
+
+void TimerQueue::PopStale() {
+  while (!heap_.empty()) {
+    const HeapEntry& top = heap_.front();
+    const Timer& t = slots_[top.slot];
+    if (t.id == top.id && t.deadline == top.deadline) return;
+    std::pop_heap(heap_.begin(), heap_.end(), Later);
+    heap_.pop_back();
+  }
+}
+
+Timestamp TimerQueue::NextDeadline() const {
+  // Discarding stale entries does not change the observable state, so a
+  // const query may do it.
+  const_cast<TimerQueue*>(this)->PopStale();
+  return heap_.empty() ? Timestamp::Never() : heap_.front().deadline;
+}
+
+int TimerQueue::RunDue(Timestamp now) {
+  int fired = 0;
+  // Entries pushed while running (a callback re-adding itself at `now`) get a
+  // later sequence, so one pass cannot loop forever on a zero-delay timer:
+  // stop at the sequence number in force when we started.
+  const uint64_t sequence_limit = next_sequence_;
+  while (true) {
+    PopStale();
+    if (heap_.empty()) break;
+    const HeapEntry top = heap_.front();
+    if (top.deadline > now || top.sequence >= sequence_limit) break;
+    std::pop_heap(heap_.begin(), heap_.end(), Later);
+    heap_.pop_back();
+    Timer& t = slots_[top.slot];
+    const uint64_t id = t.id;
+    const bool periodic = t.period.count() > 0;
+    if (periodic) {
+      // Anchor to the schedule, skipping periods we were too late for.
+      Timestamp next = t.deadline + t.period;
+      if (next <= now) {
+        const int64_t behind = (now - t.deadline).count();
+        const int64_t periods = behind / t.period.count() + 1;
+        next = t.deadline + Duration(periods * t.period.count());
+      }
+      t.deadline = next;
+      Push(top.slot);
+    }
+    ++fired;
+    // Copy what we call: the callback may cancel this timer or add others,
+    // which can reallocate slots_.
+    if (t.handler != nullptr) {
+      TimerHandler* handler = t.handler;
+      if (!periodic) {
+        t.id = 0;
+        t.handler = nullptr;
+        free_slots_.push_back(top.slot);
+        --active_;
+      }
+      handler->OnTimer(id, now);
+    } else {
+      Callback callback = std::move(t.callback);
+      if (!periodic) {
+        t.id = 0;
+        free_slots_.push_back(top.slot);
+        --active_;
+        callback(now);
+      } else {
+        callback(now);
+        // Put it back unless the callback cancelled (or re-used) the slot.
+        if (slots_[top.slot].id == id) {
+          slots_[top.slot].callback = std::move(callback);
+        }
+      }
+    }
+  }
+  return fired;
+}
+
+}  // namespace ringlab::transport
