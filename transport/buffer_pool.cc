@@ -56,8 +56,14 @@ absl::StatusOr<std::unique_ptr<BufferPool>> BufferPool::Create(
   if (buffer_size == 0 || buffer_count == 0) {
     return absl::InvalidArgumentError("buffer pool needs size and count > 0");
   }
-  if (buffer_count >= BufferPool::kNoBuffer / 2) {
-    return absl::InvalidArgumentError("buffer pool count too large");
+  // Bounds keep size * count far from overflow and buffer indices inside the
+  // 24 bits that io_uring user_data and the 16-bit buffer ids leave us.
+  constexpr size_t kMaxBufferSize = size_t{1} << 30;
+  constexpr uint32_t kMaxBufferCount = uint32_t{1} << 24;
+  if (buffer_size > kMaxBufferSize || buffer_count > kMaxBufferCount) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "buffer pool too large: ", buffer_count, " buffers of ", buffer_size,
+        " bytes (limits: 2^24 buffers of at most 1 GiB)"));
   }
   std::unique_ptr<BufferPool> pool(new BufferPool());
   pool->buffer_size_ = (buffer_size + 63) & ~size_t{63};

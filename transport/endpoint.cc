@@ -4,7 +4,6 @@
 
 #include <cstring>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace ringlab {
@@ -20,6 +19,9 @@ Endpoint::Endpoint() {
 
 absl::StatusOr<Endpoint> Endpoint::FromHostPort(std::string_view host,
                                                 uint16_t port) {
+  if (host.find('\0') != std::string_view::npos) {
+    return absl::InvalidArgumentError("host contains a NUL byte");
+  }
   Endpoint ep;
   std::string host_copy(host);  // inet_pton needs a NUL-terminated string.
   auto* v4 = reinterpret_cast<sockaddr_in*>(&ep.storage_);
@@ -39,8 +41,12 @@ absl::StatusOr<Endpoint> Endpoint::FromHostPort(std::string_view host,
 }
 
 absl::StatusOr<Endpoint> Endpoint::Parse(std::string_view text) {
+  if (text.find('\0') != std::string_view::npos) {
+    return absl::InvalidArgumentError("endpoint contains a NUL byte");
+  }
   std::string_view host;
   std::string_view port_text;
+  bool bracketed = false;
   if (!text.empty() && text.front() == '[') {
     const size_t close = text.find(']');
     if (close == std::string_view::npos || close + 1 >= text.size() ||
@@ -50,6 +56,7 @@ absl::StatusOr<Endpoint> Endpoint::Parse(std::string_view text) {
     }
     host = text.substr(1, close - 1);
     port_text = text.substr(close + 2);
+    bracketed = true;
   } else {
     const size_t colon = text.rfind(':');
     if (colon == std::string_view::npos) {
@@ -58,13 +65,31 @@ absl::StatusOr<Endpoint> Endpoint::Parse(std::string_view text) {
     }
     host = text.substr(0, colon);
     port_text = text.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos) {
+      // "::1:80" is ambiguous; IPv6 needs brackets.
+      return absl::InvalidArgumentError(absl::StrCat(
+          "bad endpoint '", Sv(text), "': write IPv6 as [address]:port"));
+    }
   }
-  uint32_t port = 0;
-  if (!absl::SimpleAtoi(Sv(port_text), &port) || port > 65535) {
+  // Digits only: no sign, no spaces, at most 5 of them.
+  if (port_text.empty() || port_text.size() > 5 ||
+      port_text.find_first_not_of("0123456789") != std::string_view::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat("bad port in endpoint '", Sv(text), "'"));
   }
-  return FromHostPort(host, static_cast<uint16_t>(port));
+  uint32_t port = 0;
+  for (char c : port_text) port = port * 10 + static_cast<uint32_t>(c - '0');
+  if (port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("port out of range in endpoint '", Sv(text), "'"));
+  }
+  absl::StatusOr<Endpoint> ep = FromHostPort(host, static_cast<uint16_t>(port));
+  if (ep.ok() && bracketed && !ep->is_ipv4()) return ep;
+  if (ep.ok() && bracketed) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bad endpoint '", Sv(text), "': brackets are for IPv6 only"));
+  }
+  return ep;
 }
 
 Endpoint Endpoint::FromSockaddr(const struct sockaddr* addr, socklen_t len) {
@@ -167,9 +192,20 @@ uint64_t Endpoint::HashBytes() const {
 }
 
 bool operator==(const Endpoint& a, const Endpoint& b) {
+  // Compare the meaningful fields only: padding such as sin_zero may differ
+  // between an address the kernel wrote and one we built.
   if (a.family() != b.family()) return false;
-  if (a.family() == AF_UNSPEC) return true;
-  return std::memcmp(a.sockaddr(), b.sockaddr(), a.socklen()) == 0;
+  if (a.family() == AF_INET) {
+    return a.port() == b.port() && a.ipv4_host_order() == b.ipv4_host_order();
+  }
+  if (a.family() == AF_INET6) {
+    const auto* x = reinterpret_cast<const sockaddr_in6*>(a.sockaddr());
+    const auto* y = reinterpret_cast<const sockaddr_in6*>(b.sockaddr());
+    return x->sin6_port == y->sin6_port &&
+           x->sin6_scope_id == y->sin6_scope_id &&
+           std::memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(in6_addr)) == 0;
+  }
+  return true;
 }
 
 }  // namespace ringlab

@@ -61,13 +61,32 @@ bool TimerQueue::Cancel(uint64_t timer_id) {
   if (slot >= slots_.size()) return false;
   Timer& t = slots_[slot];
   if (t.id != timer_id) return false;
-  // The heap entry stays and is discarded when it reaches the top.
+  // The heap entry stays and is discarded when it reaches the top, or when
+  // stale entries outnumber live ones (a timer re-armed over and over behind
+  // an earlier one would otherwise grow the heap without bound). Compacting
+  // in place keeps the vector within its high-water capacity.
+  if (++stale_entries_ > heap_.size() / 2 + 16) {
+    Compact(timer_id);
+  }
   t.id = 0;
   t.handler = nullptr;
   t.callback = nullptr;
   free_slots_.push_back(static_cast<uint32_t>(slot));
   --active_;
   return true;
+}
+
+void TimerQueue::Compact(uint64_t dying_id) {
+  size_t keep = 0;
+  for (const HeapEntry& e : heap_) {
+    const Timer& t = slots_[e.slot];
+    if (e.id != dying_id && t.id == e.id && t.deadline == e.deadline) {
+      heap_[keep++] = e;
+    }
+  }
+  heap_.resize(keep);
+  std::make_heap(heap_.begin(), heap_.end(), Later);
+  stale_entries_ = 0;
 }
 
 void TimerQueue::PopStale() {
@@ -77,6 +96,7 @@ void TimerQueue::PopStale() {
     if (t.id == top.id && t.deadline == top.deadline) return;
     std::pop_heap(heap_.begin(), heap_.end(), Later);
     heap_.pop_back();
+    if (stale_entries_ > 0) --stale_entries_;
   }
 }
 
@@ -97,9 +117,15 @@ int TimerQueue::RunDue(Timestamp now) {
     PopStale();
     if (heap_.empty()) break;
     const HeapEntry top = heap_.front();
-    if (top.deadline > now || top.sequence >= sequence_limit) break;
+    if (top.deadline > now) break;
     std::pop_heap(heap_.begin(), heap_.end(), Later);
     heap_.pop_back();
+    if (top.sequence >= sequence_limit) {
+      // Added during this pass: it waits for the next pass, but must not
+      // block timers behind it that were already due.
+      deferred_.push_back(top);
+      continue;
+    }
     Timer& t = slots_[top.slot];
     const uint64_t id = t.id;
     const bool periodic = t.period.count() > 0;
@@ -142,6 +168,11 @@ int TimerQueue::RunDue(Timestamp now) {
       }
     }
   }
+  for (const HeapEntry& e : deferred_) {
+    heap_.push_back(e);
+    std::push_heap(heap_.begin(), heap_.end(), Later);
+  }
+  deferred_.clear();
   return fired;
 }
 

@@ -74,10 +74,13 @@ class TimerQueue {
                   Callback callback);
   void Push(uint32_t slot);
   void PopStale();
+  void Compact(uint64_t dying_id);
 
   std::vector<Timer> slots_;
   std::vector<uint32_t> free_slots_;
   std::vector<HeapEntry> heap_;
+  std::vector<HeapEntry> deferred_;  // added during RunDue, fire next pass
+  size_t stale_entries_ = 0;         // cancelled entries still in heap_
   uint64_t next_id_ = 1;
   uint64_t next_sequence_ = 0;
   size_t active_ = 0;
