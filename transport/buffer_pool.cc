@@ -27,7 +27,7 @@ std::byte* BufferLease::data() const {
 }
 
 size_t BufferLease::capacity() const {
-  return pool_ == nullptr ? 0 : pool_->buffer_size() - offset_;
+  return pool_ == nullptr ? 0 : pool_->slot_bytes() - offset_;
 }
 
 void BufferLease::set_size(size_t size) {
@@ -67,8 +67,9 @@ absl::StatusOr<std::unique_ptr<BufferPool>> BufferPool::Create(
   }
   std::unique_ptr<BufferPool> pool(new BufferPool());
   pool->buffer_size_ = (buffer_size + 63) & ~size_t{63};
+  pool->slot_bytes_ = pool->buffer_size_ + kHeadroom;
   pool->count_ = buffer_count;
-  pool->region_bytes_ = pool->buffer_size_ * buffer_count;
+  pool->region_bytes_ = RegionBytesFor(buffer_size, buffer_count);
   // Page-aligned anonymous memory: registration pins whole pages, and
   // MAP_POPULATE keeps first-touch page faults out of the measured hot path.
   void* mem = mmap(nullptr, pool->region_bytes_, PROT_READ | PROT_WRITE,
@@ -101,7 +102,7 @@ BufferLease BufferPool::Acquire() {
   const uint32_t index = free_[--free_top_];
   slots_[index].offset = 0;
   slots_[index].tag = 0;
-  return BufferLease(this, index, 0, 0);
+  return BufferLease(this, index, 0, static_cast<uint32_t>(kHeadroom));
 }
 
 void BufferPool::ReleaseIndex(uint32_t index) {

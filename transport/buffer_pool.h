@@ -85,7 +85,16 @@ class BufferLease {
 
 class BufferPool {
  public:
-  // `buffer_size` is rounded up to a multiple of 64 bytes.
+  // Every buffer starts with kHeadroom bytes the kernel may use for its own
+  // header (multishot recvmsg writes one before each datagram), so a
+  // datagram of buffer_size() bytes fits on every backend.
+  static constexpr size_t kHeadroom = 64;
+  // Bytes of memory a pool of `count` buffers of `buffer_size` occupies.
+  static size_t RegionBytesFor(size_t buffer_size, uint32_t count) {
+    return (((buffer_size + 63) & ~size_t{63}) + kHeadroom) * count;
+  }
+
+  // `buffer_size` (the payload capacity) is rounded up to a multiple of 64.
   static absl::StatusOr<std::unique_ptr<BufferPool>> Create(
       size_t buffer_size, uint32_t buffer_count);
   ~BufferPool();
@@ -102,9 +111,15 @@ class BufferPool {
   // The whole region, for io_uring_register_buffers.
   std::byte* region() const { return region_; }
   size_t region_bytes() const { return region_bytes_; }
+  // Start of buffer `index`, headroom included; slot_bytes() long.
   std::byte* BufferAddress(uint32_t index) const {
-    return region_ + static_cast<size_t>(index) * buffer_size_;
+    return region_ + static_cast<size_t>(index) * slot_bytes_;
   }
+  // Where a payload of up to buffer_size() bytes starts.
+  std::byte* PayloadAddress(uint32_t index) const {
+    return BufferAddress(index) + kHeadroom;
+  }
+  size_t slot_bytes() const { return slot_bytes_; }
 
   // --- Used by Loop backends -------------------------------------------------
   // Moves up to `count` free buffers into the care of `recycler` (a provided
@@ -140,6 +155,7 @@ class BufferPool {
   std::byte* region_ = nullptr;
   size_t region_bytes_ = 0;
   size_t buffer_size_ = 0;
+  size_t slot_bytes_ = 0;  // buffer_size_ + kHeadroom
   uint32_t count_ = 0;
   std::vector<uint32_t> free_;  // stack of free indices, capacity == count_
   uint32_t free_top_ = 0;

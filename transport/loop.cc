@@ -8,8 +8,7 @@ namespace ringlab::transport {
 absl::StatusOr<std::unique_ptr<Loop>> Loop::Create(const LoopOptions& options) {
   const Capabilities& caps = ProbeCapabilities();
   const uint64_t pool_bytes =
-      static_cast<uint64_t>((options.buffer_size + 63) & ~63u) *
-      options.buffer_count;
+      BufferPool::RegionBytesFor(options.buffer_size, options.buffer_count);
   absl::StatusOr<BackendInfo> info =
       ResolveBackend(options.backend, caps, pool_bytes);
   if (!info.ok()) return info.status();

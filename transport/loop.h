@@ -90,7 +90,9 @@ class SocketHandler {
   // keep them, or move it into SendTo() to reply in place.
   virtual void OnDatagram(SocketId socket, const Endpoint& from,
                           BufferLease data) {}
-  // TCP: the next bytes of the stream, in order.
+  // TCP: the next bytes of the stream, in order. One lease holds at most
+  // buffers().slot_bytes() bytes (buffer_size() plus the headroom, which
+  // provided-buffer presets let the kernel fill too).
   virtual void OnData(SocketId socket, BufferLease data) {}
   // TCP: the read side ended. `result` is 0 for an orderly EOF from the peer
   // or a negative errno (-ECONNRESET, ...). The socket stays open until

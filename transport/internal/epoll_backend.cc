@@ -191,7 +191,7 @@ class EpollBackend final : public LoopCore {
       if (n > 0) {
         ++counters.completions;
         const uint32_t index = BufferPool::Detach(lease);
-        DeliverData(s, index, 0, static_cast<uint32_t>(n));
+        DeliverData(s, index, BufferPool::kHeadroom, static_cast<uint32_t>(n));
         // A short read emptied the socket at that moment; later data raises
         // a new edge, so another recv would only return EAGAIN.
         if (static_cast<size_t>(n) < capacity) return;
@@ -218,7 +218,7 @@ class EpollBackend final : public LoopCore {
         BufferLease lease = pool->Acquire();
         if (!lease.valid()) break;
         rx_buffers_[batch] = BufferPool::Detach(lease);
-        rx_iov_[batch].iov_base = pool->BufferAddress(rx_buffers_[batch]);
+        rx_iov_[batch].iov_base = pool->PayloadAddress(rx_buffers_[batch]);
         rx_iov_[batch].iov_len = pool->buffer_size();
         std::memset(&rx_msgs_[batch], 0, sizeof(mmsghdr));
         rx_msgs_[batch].msg_hdr.msg_iov = &rx_iov_[batch];
@@ -248,7 +248,8 @@ class EpollBackend final : public LoopCore {
         const Endpoint from =
             Endpoint::FromSockaddr(reinterpret_cast<sockaddr*>(&rx_addrs_[i]),
                                    rx_msgs_[i].msg_hdr.msg_namelen);
-        DeliverDatagram(s, rx_buffers_[i], 0, rx_msgs_[i].msg_len, from);
+        DeliverDatagram(s, rx_buffers_[i], BufferPool::kHeadroom,
+                        rx_msgs_[i].msg_len, from);
       }
       if (n < 0) {
         if (err == EAGAIN || err == EINTR) return;

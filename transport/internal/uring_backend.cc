@@ -12,6 +12,7 @@
 // iteration submits and waits in a single entry.
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -100,7 +101,11 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     params.flags = IORING_SETUP_CQSIZE;
     params.cq_entries = std::max<uint32_t>(options_.queue_depth * 8, 1024);
     if (f.defer_taskrun) {
-      params.flags |= IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+      // SINGLE_ISSUER binds the ring to one task. Created disabled, it binds
+      // when enabled, which Bind() does on the thread that first runs the
+      // Loop: creating a Loop on one thread and running it on another works.
+      params.flags |= IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+                      IORING_SETUP_R_DISABLED;
     }
     if (f.sqpoll) {
       params.flags |= IORING_SETUP_SQPOLL;
@@ -114,11 +119,6 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     if (ret < 0) return UringError("io_uring_queue_init_params", ret);
     ring_ready_ = true;
 
-    if (f.registered_ring_fd) {
-      ret = io_uring_register_ring_fd(&ring_);
-      if (ret != 1)
-        return UringError("io_uring_register_ring_fd", ret < 0 ? ret : -EINVAL);
-    }
     if (f.registered_files) {
       ret = io_uring_register_files_sparse(&ring_, options_.max_sockets);
       if (ret < 0) return UringError("io_uring_register_files_sparse", ret);
@@ -143,7 +143,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
   // kernel at once so the ring never runs dry while buffers sit idle.
   void Recycle(uint32_t index) override {
     io_uring_buf_ring_add(buf_ring_, pool->BufferAddress(index),
-                          static_cast<unsigned>(pool->buffer_size()),
+                          static_cast<unsigned>(pool->slot_bytes()),
                           static_cast<unsigned short>(index),
                           io_uring_buf_ring_mask(buf_ring_entries_), 0);
     io_uring_buf_ring_advance(buf_ring_, 1);
@@ -230,6 +230,10 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     const bool busy_flag = info.flags.busy_poll;
     const bool sqpoll = info.flags.sqpoll;
     const bool have_cqes = io_uring_cq_ready(&ring_) > 0;
+    // CQEs that did not fit in the CQ wait in the kernel (FEAT_NODROP) until
+    // an enter with GETEVENTS flushes them; a spinning loop must ask too.
+    const bool cq_overflow =
+        (IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_CQ_OVERFLOW) != 0;
     const bool wait = !busy_flag && timeout.count() > 0 && !have_cqes;
 
     unsigned flags = 0;
@@ -244,7 +248,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
         ++counters.sqpoll_wakeups;
         enter = true;
       }
-      if (wait) {
+      if (wait || cq_overflow) {
         flags |= IORING_ENTER_GETEVENTS;
         enter = true;
       }
@@ -254,6 +258,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       // DEFER_TASKRUN posts completions only while we are in the kernel
       // asking for them, so even a non-blocking poll must enter.
       if (info.flags.defer_taskrun && !have_cqes) enter = true;
+      if (cq_overflow) enter = true;
       if (enter) flags |= IORING_ENTER_GETEVENTS;
     }
     if (enter) {
@@ -314,8 +319,30 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     return tail - io_uring_smp_load_acquire(sq.khead);
   }
 
+  // Binds the ring to the calling thread: enables a SINGLE_ISSUER ring and
+  // registers the ring fd, which is a per-thread registration.
+  int Bind() {
+    bound_ = true;
+    if (info.flags.defer_taskrun) {
+      // liburing 2.3 declares io_uring_enable_rings but does not export it.
+      if (syscall(__NR_io_uring_register, ring_.ring_fd,
+                  IORING_REGISTER_ENABLE_RINGS, nullptr, 0) != 0) {
+        return -errno;
+      }
+    }
+    if (info.flags.registered_ring_fd) {
+      const int ret = io_uring_register_ring_fd(&ring_);
+      if (ret != 1) return ret < 0 ? ret : -EINVAL;
+    }
+    return 0;
+  }
+
   int Enter(unsigned to_submit, unsigned min_complete, unsigned flags,
             Duration timeout) {
+    if (!bound_) {
+      const int ret = Bind();
+      if (ret < 0) return ret;
+    }
     int fd = ring_.ring_fd;
     if (ring_.int_flags & kRegisteredRingFlag) {
       fd = ring_.enter_ring_fd;
@@ -337,7 +364,9 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     } else {
       ret = io_uring_enter2(fd, to_submit, 0, flags, nullptr, _NSIG / 8);
     }
-    return ret < 0 ? -errno : ret;
+    // liburing's syscall wrappers return -errno themselves; errno may hold
+    // a stale value from an unrelated call.
+    return ret;
   }
 
   void ArmWakeup() {
@@ -386,7 +415,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       return;
     }
     s.receive_buffer = BufferPool::Detach(lease);
-    s.receive_iov.iov_base = pool->BufferAddress(s.receive_buffer);
+    s.receive_iov.iov_base = pool->PayloadAddress(s.receive_buffer);
     s.receive_iov.iov_len = pool->buffer_size();
     s.receive_msg.msg_iov = &s.receive_iov;
     s.receive_msg.msg_iovlen = 1;
@@ -416,7 +445,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     }
     s.receive_buffer = BufferPool::Detach(lease);
     io_uring_sqe* sqe = GetSqe();
-    io_uring_prep_recv(sqe, FdFor(s), pool->BufferAddress(s.receive_buffer),
+    io_uring_prep_recv(sqe, FdFor(s), pool->PayloadAddress(s.receive_buffer),
                        pool->buffer_size(), 0);
     Finish(sqe, s, Encode(kOpRecv, 0, IdOf(s).value));
     s.receive_armed = true;
@@ -609,7 +638,10 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       s.receive_buffer = BufferPool::kNoBuffer;
     }
     if (res > 0 && buffer != BufferPool::kNoBuffer) {
-      DeliverData(s, buffer, 0, static_cast<uint32_t>(res));
+      // Provided buffers are filled from their start; our own from after
+      // the headroom.
+      DeliverData(s, buffer, multishot ? 0 : BufferPool::kHeadroom,
+                  static_cast<uint32_t>(res));
     } else {
       if (buffer != BufferPool::kNoBuffer) pool->ReleaseIndex(buffer);
       if (res == 0) {
@@ -649,7 +681,8 @@ class UringBackend final : public LoopCore, public BufferRecycler {
           ++counters.receive_errors;
           pool->ReleaseIndex(buffer);
         } else {
-          DeliverDatagram(s, buffer, 0, static_cast<uint32_t>(res),
+          DeliverDatagram(s, buffer, BufferPool::kHeadroom,
+                          static_cast<uint32_t>(res),
                           Endpoint::FromSockaddr(
                               reinterpret_cast<sockaddr*>(&s.receive_addr),
                               s.receive_msg.msg_namelen));
@@ -771,7 +804,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     const int mask = io_uring_buf_ring_mask(buf_ring_entries_);
     for (size_t i = 0; i < indices.size(); ++i) {
       io_uring_buf_ring_add(buf_ring_, pool->BufferAddress(indices[i]),
-                            static_cast<unsigned>(pool->buffer_size()),
+                            static_cast<unsigned>(pool->slot_bytes()),
                             static_cast<unsigned short>(indices[i]), mask,
                             static_cast<int>(i));
     }
@@ -787,6 +820,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
 
   io_uring ring_{};
   bool ring_ready_ = false;
+  bool bound_ = false;  // Bind() ran (on the Loop's thread)
   io_uring_buf_ring* buf_ring_ = nullptr;
   size_t buf_ring_bytes_ = 0;
   uint32_t buf_ring_entries_ = 0;
