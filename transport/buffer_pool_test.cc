@@ -54,7 +54,9 @@ TEST(BufferPoolTest, BufferSizeRoundsUpTo64) {
   ASSERT_NE(pool, nullptr);
   EXPECT_EQ(pool->buffer_size(), 128u);
   EXPECT_EQ(pool->buffer_count(), 4u);
-  EXPECT_EQ(pool->region_bytes(), 512u);
+  // Each buffer also carries BufferPool::kHeadroom bytes for kernel headers.
+  EXPECT_EQ(pool->slot_bytes(), 128u + BufferPool::kHeadroom);
+  EXPECT_EQ(pool->region_bytes(), 4 * (128u + BufferPool::kHeadroom));
   EXPECT_EQ(pool->free_count(), 4u);
   EXPECT_EQ(pool->exhausted_count(), 0u);
   EXPECT_EQ(MakePool(64, 1)->buffer_size(), 64u);
@@ -184,7 +186,8 @@ TEST(BufferPoolTest, AddressesLieInsideRegionAndDoNotOverlap) {
   for (const BufferLease& lease : leases) {
     ASSERT_TRUE(lease.valid());
     std::byte* p = lease.data();
-    EXPECT_EQ(p, pool->BufferAddress(lease.index()));
+    EXPECT_EQ(p, pool->PayloadAddress(lease.index()));
+    EXPECT_EQ(lease.capacity(), pool->buffer_size());
     EXPECT_GE(p, begin);
     EXPECT_LE(p + lease.capacity(), end);
     EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 64, 0u);

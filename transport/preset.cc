@@ -1,6 +1,7 @@
 #include "transport/preset.h"
 
 #include <linux/capability.h>
+#include <netinet/in.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -57,6 +58,35 @@ int TryRing(unsigned flags, io_uring_params* out = nullptr) {
   return 0;
 }
 
+// Sends one byte to a socket of our own with IORING_OP_SEND and a
+// destination address (sendto-style), which saves a msghdr per datagram
+// over IORING_OP_SENDMSG on kernels that accept it.
+bool ProbeSendWithAddress(io_uring* ring) {
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in self{};
+  self.sin_family = AF_INET;
+  self.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(self);
+  bool ok = false;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&self), sizeof(self)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&self), &len) == 0) {
+    const char byte = 0;
+    io_uring_sqe* sqe = io_uring_get_sqe(ring);
+    io_uring_prep_send(sqe, fd, &byte, 1, 0);
+    io_uring_prep_send_set_addr(sqe, reinterpret_cast<sockaddr*>(&self),
+                                sizeof(self));
+    io_uring_cqe* cqe = nullptr;
+    if (io_uring_submit_and_wait(ring, 1) >= 0 &&
+        io_uring_wait_cqe(ring, &cqe) == 0) {
+      ok = cqe->res == 1;
+      io_uring_cqe_seen(ring, cqe);
+    }
+  }
+  close(fd);
+  return ok;
+}
+
 Capabilities Probe() {
   Capabilities caps;
   utsname uts;
@@ -104,7 +134,8 @@ Capabilities Probe() {
   caps.ext_arg = (params.features & IORING_FEAT_EXT_ARG) != 0;
   caps.single_issuer = TryRing(IORING_SETUP_SINGLE_ISSUER) == 0;
   caps.defer_taskrun =
-      TryRing(IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN) == 0;
+      TryRing(IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+              IORING_SETUP_TASKRUN_FLAG) == 0;
   caps.sqpoll = TryRing(IORING_SETUP_SQPOLL) == 0;
 
   io_uring ring;
@@ -132,11 +163,14 @@ Capabilities Probe() {
       reg.ring_addr = reinterpret_cast<uint64_t>(mem);
       reg.ring_entries = 1;
       reg.bgid = 0;
-      caps.buffer_ring = io_uring_register_buf_ring(&ring, &reg, 0) == 0;
+      const int ret = io_uring_register_buf_ring(&ring, &reg, 0);
+      caps.buffer_ring = ret == 0;
+      caps.buffer_ring_errno = ret < 0 ? -ret : 0;
       if (caps.buffer_ring) io_uring_unregister_buf_ring(&ring, 0);
       munmap(mem, 4096);
     }
     (void)bytes;
+    caps.send_with_address = ProbeSendWithAddress(&ring);
     io_uring_queue_exit(&ring);
   }
   return caps;
@@ -160,6 +194,7 @@ std::string PresetFlags::ToString() const {
   if (registered_ring_fd) on.push_back("registered_ring_fd");
   if (sqpoll) on.push_back("sqpoll");
   if (busy_poll) on.push_back("busy_poll");
+  if (wait_batching) on.push_back("min_wait_batching");
   if (zero_copy_send) on.push_back("send_zc");
   return absl::StrJoin(on, ",");
 }
@@ -220,9 +255,12 @@ PresetFlags FlagsFor(Preset preset) {
       f.multishot_accept = true;
       f.registered_files = true;
       f.registered_ring_fd = true;
-      // SQPOLL and DEFER_TASKRUN are mutually exclusive in the kernel, and a
-      // spinning task must not depend on entering to run deferred work.
-      f.defer_taskrun = preset == Preset::kUringFixed;
+      // SQPOLL and DEFER_TASKRUN are mutually exclusive in the kernel. The
+      // busy preset keeps DEFER_TASKRUN: with TASKRUN_FLAG the kernel marks
+      // the SQ ring when work is pending, so the spinning task enters only
+      // then instead of waiting for an IPI to run task work.
+      f.defer_taskrun = preset != Preset::kUringSqpoll;
+      f.wait_batching = preset == Preset::kUringFixed;
       f.sqpoll = preset == Preset::kUringSqpoll;
       f.busy_poll = preset == Preset::kUringBusy;
       return f;
@@ -241,6 +279,7 @@ std::string Capabilities::ToString() const {
       " defer_taskrun=", Yes(defer_taskrun), " buffer_ring=", Yes(buffer_ring),
       " multishot_recv=", Yes(multishot_recv),
       " multishot_accept=", Yes(multishot_accept), " send_zc=", Yes(send_zc),
+      " ext_arg=", Yes(ext_arg), " send_with_address=", Yes(send_with_address),
       " registered_ring_fd=", Yes(registered_ring_fd), " memlock=",
       memlock_limit_bytes == UINT64_MAX ? std::string("unlimited")
                                         : absl::StrCat(memlock_limit_bytes),
@@ -270,6 +309,15 @@ absl::Status CheckPresetSupported(Preset preset, const Capabilities& caps,
   constexpr absl::string_view kNewerKernel =
       "run on Linux >= 6.1, or pick preset `uring` or `epoll`.";
   if (f.provided_buffers && !caps.buffer_ring) {
+    if (caps.buffer_ring_errno == ENOMEM || caps.buffer_ring_errno == EPERM) {
+      // The kernel has the feature but could not pin the ring's pages.
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "preset ", name, " could not register a provided buffer ring: ",
+          std::strerror(caps.buffer_ring_errno), " with a memlock limit of ",
+          caps.memlock_limit_bytes,
+          " bytes. Fix: raise it (`ulimit -l unlimited`, LimitMEMLOCK= in "
+          "systemd, --ulimit memlock=-1 in docker)."));
+    }
     return missing("provided buffer rings (IORING_REGISTER_PBUF_RING)",
                    kNewerKernel);
   }
@@ -281,6 +329,10 @@ absl::Status CheckPresetSupported(Preset preset, const Capabilities& caps,
   }
   if (f.defer_taskrun && !caps.defer_taskrun) {
     return missing("IORING_SETUP_DEFER_TASKRUN", kNewerKernel);
+  }
+  if (f.wait_batching && !caps.ext_arg) {
+    return missing("timed waits in io_uring_enter (IORING_FEAT_EXT_ARG)",
+                   kNewerKernel);
   }
   if (f.registered_ring_fd && !caps.registered_ring_fd) {
     return missing("a registered ring fd", kNewerKernel);

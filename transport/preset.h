@@ -18,8 +18,9 @@
 //                              fd
 //   uring-sqpoll   io_uring    uring-fixed + SQPOLL (no DEFER_TASKRUN: the
 //                              kernel forbids it with SQPOLL)
-//   uring-busy     io_uring    uring-fixed without DEFER_TASKRUN (completions
-//                              must post without us entering), spins on the CQ
+//   uring-busy     io_uring    uring-fixed + TASKRUN_FLAG; never sleeps: spins
+//                              on the CQ and the SQ ring's TASKRUN bit, and
+//                              enters only to submit or to run pending work
 //
 //   std::optional<Preset> p = ParsePreset("uring-fixed");
 //   PresetFlags f = FlagsFor(*p);
@@ -58,9 +59,17 @@ struct PresetFlags {
   bool sqpoll = false;
   bool zero_copy_send = false;     // set from LoopOptions, not by a preset
   bool recvmmsg_batching = false;  // epoll: recvmmsg/sendmmsg
-  bool edge_triggered = false;     // epoll
+  // io_uring wait batching: the enter that submits datagram sends also
+  // waits for one completion beyond them (they usually complete inline, and
+  // their completions alone would end the wait), so a UDP request/response
+  // round trip costs one enter. Not applied when a stream send is in the
+  // batch: it may wait on the peer. uring-fixed only.
+  bool wait_batching = false;
+  bool edge_triggered = false;  // epoll
 
-  // "registered_buffers,provided_buffers,..." (only the flags that are on).
+  // The flags in effect, comma-separated, as reports print them: the kernel
+  // API first ("epoll" or "io_uring"), then each feature that is on, e.g.
+  // "io_uring,registered_buffers,provided_buffer_ring+multishot_recv,...".
   std::string ToString() const;
 };
 
@@ -95,6 +104,8 @@ struct Capabilities {
   bool multishot_accept = false;
   bool send_zc = false;
   bool ext_arg = false;
+  int buffer_ring_errno = 0;         // why registering a buffer ring failed
+  bool send_with_address = false;    // IORING_OP_SEND takes a destination
   uint64_t memlock_limit_bytes = 0;  // RLIMIT_MEMLOCK soft limit (max = inf)
   bool cap_ipc_lock = false;         // memlock limit does not apply
   std::string kernel_release;

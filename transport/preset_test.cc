@@ -34,11 +34,11 @@ std::string Lower(absl::string_view text) {
 // All flags as a tuple so two PresetFlags compare field by field and a
 // mismatch prints every field.
 auto Tie(const PresetFlags& f) {
-  return std::make_tuple(f.io_uring, f.busy_poll, f.registered_buffers,
-                         f.provided_buffers, f.multishot_accept,
-                         f.registered_files, f.defer_taskrun,
-                         f.registered_ring_fd, f.sqpoll, f.zero_copy_send,
-                         f.recvmmsg_batching, f.edge_triggered);
+  return std::make_tuple(
+      f.io_uring, f.busy_poll, f.registered_buffers, f.provided_buffers,
+      f.multishot_accept, f.registered_files, f.defer_taskrun,
+      f.registered_ring_fd, f.sqpoll, f.zero_copy_send, f.recvmmsg_batching,
+      f.edge_triggered, f.wait_batching);
 }
 
 // A machine where everything io_uring offers is available and memlock is no
@@ -148,14 +148,16 @@ TEST(PresetTest, FlagsMatchTheDocumentedTable) {
   fixed.registered_files = true;
   fixed.defer_taskrun = true;
   fixed.registered_ring_fd = true;
+  fixed.wait_batching = true;
 
   PresetFlags sqpoll = fixed;
   sqpoll.sqpoll = true;
+  sqpoll.wait_batching = false;  // only uring-fixed batches its waits
   sqpoll.defer_taskrun = false;  // the kernel forbids it with SQPOLL
 
-  PresetFlags busy = fixed;
-  busy.defer_taskrun = false;
+  PresetFlags busy = fixed;  // keeps DEFER_TASKRUN (+ TASKRUN_FLAG)
   busy.busy_poll = true;
+  busy.wait_batching = false;  // never waits
 
   EXPECT_EQ(Tie(FlagsFor(Preset::kEpoll)), Tie(epoll));
   EXPECT_EQ(Tie(FlagsFor(Preset::kEpollBusy)), Tie(epoll_busy));
@@ -278,9 +280,10 @@ TEST(PresetTest, MissingDeferTaskrunBlocksUringFixed) {
       CheckPresetSupported(Preset::kUringFixed, caps, 1 * kMiB);
   ASSERT_FALSE(status.ok());
   EXPECT_THAT(Lower(status.message()), HasSubstr("defer_taskrun")) << status;
-  // Neither SQPOLL nor busy uses DEFER_TASKRUN.
+  // uring-busy spins on DEFER_TASKRUN's pending-work flag, so it needs it
+  // too; SQPOLL does not use it.
+  EXPECT_FALSE(CheckPresetSupported(Preset::kUringBusy, caps, kMiB).ok());
   EXPECT_TRUE(CheckPresetSupported(Preset::kUringSqpoll, caps, kMiB).ok());
-  EXPECT_TRUE(CheckPresetSupported(Preset::kUringBusy, caps, kMiB).ok());
   EXPECT_TRUE(CheckPresetSupported(Preset::kUring, caps, kMiB).ok());
 }
 

@@ -49,9 +49,14 @@ class EpollBackend final : public LoopCore {
  protected:
   absl::Status RegisterSocket(Socket& s) override {
     epoll_event ev{};
-    // One persistent edge-triggered registration for both directions: no
-    // epoll_ctl is needed when a send hits EAGAIN or a receive is re-armed.
-    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    // One persistent edge-triggered registration: receives never need an
+    // epoll_ctl. Streams watch both directions (TCP raises EPOLLOUT only
+    // after it ran out of send space). UDP watches input only, because every
+    // sent datagram freed by the kernel raises a writable edge, which would
+    // wake the loop once per send for nothing; a UDP socket adds EPOLLOUT
+    // only while a send is blocked (rare).
+    ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
+    if (s.kind != SocketKind::kUdp) ev.events |= EPOLLOUT;
     ev.data.u64 = IdOf(s).value;
     if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, s.fd, &ev) != 0) {
       return absl::InternalError(
@@ -130,6 +135,7 @@ class EpollBackend final : public LoopCore {
         if ((events & EPOLLOUT) && s.want_write && !s.closing) {
           s.want_write = false;
           FlushDatagrams(s);
+          if (!s.want_write) WatchWritable(s, false);
         }
         break;
       case SocketKind::kStream:
@@ -156,6 +162,15 @@ class EpollBackend final : public LoopCore {
         break;
     }
     return static_cast<int>(counters.completions - before);
+  }
+
+  // UDP only: adds or removes EPOLLOUT around a blocked send.
+  void WatchWritable(Socket& s, bool on) {
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET | (on ? EPOLLOUT : 0u);
+    ev.data.u64 = IdOf(s).value;
+    ++counters.socket_syscalls;  // a kernel entry like any other
+    epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, s.fd, &ev);
   }
 
   void AcceptAll(Socket& listener) {
@@ -288,6 +303,7 @@ class EpollBackend final : public LoopCore {
         if (errno == EAGAIN) {
           ++counters.send_would_block;
           s.want_write = true;  // EPOLLOUT edge resumes the flush
+          WatchWritable(s, true);
           return;
         }
         if (errno == EINTR) continue;

@@ -182,6 +182,11 @@ absl::StatusOr<SocketId> LoopCore::OpenUdp(const UdpOptions& options,
   absl::StatusOr<Socket*> s = NewSocket(SocketKind::kUdp, fd, handler);
   if (!s.ok()) return s.status();
   (*s)->connected = connected;
+  if (connected) {
+    std::memcpy(&(*s)->peer_addr, options.connect->sockaddr(),
+                options.connect->socklen());
+    (*s)->peer_addr_len = options.connect->socklen();
+  }
   ArmReceive(**s);
   return IdOf(**s);
 }
