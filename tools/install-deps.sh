@@ -11,6 +11,8 @@ packages=(
   liburing-dev libgtest-dev libgmock-dev libbenchmark-dev libabsl-dev
   # peers measured beside us, plots, runner
   sockperf gnuplot-nox python3
+  # libFuzzer targets
+  clang libclang-rt-14-dev
   # network namespaces for the multihost suite
   iproute2
 )

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Builds every libFuzzer target with clang (-fsanitize=fuzzer,address,undefined)
+# and runs each for FUZZ_SECONDS (default 20; CI uses the default, run longer
+# on demand: FUZZ_SECONDS=600 tools/run-fuzzers.sh). Corpora are kept under
+# build/fuzz/<target>/corpus so later runs continue where earlier ones ended.
+#
+# A fuzz target is a file named *_fuzzer.cc; the sources it needs besides
+# itself are listed in its "fuzz-deps:" line, or default to the module's .cc
+# files it includes by name (see TARGET_DEPS below).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${FUZZ_SECONDS:-20}"
+out=build/fuzz
+mkdir -p "$out"
+
+if ! command -v clang++ >/dev/null; then
+  echo "run-fuzzers: clang++ not found (apt-get install clang libclang-rt-14-dev)" >&2
+  exit 1
+fi
+
+absl_libs=$(ls /usr/lib/x86_64-linux-gnu/libabsl_*.so | sed 's|.*/lib\(absl_[a-z0-9_]*\)\.so|-l\1|' | tr '\n' ' ')
+
+declare -A TARGET_DEPS=(
+  [endpoint_fuzzer]="transport/endpoint.cc"
+)
+
+status=0
+for src in $(find transport bench udp mqtt rtps -name "*_fuzzer.cc" 2>/dev/null | sort); do
+  name=$(basename "$src" .cc)
+  deps="${TARGET_DEPS[$name]:-}"
+  bin="$out/$name/$name"
+  mkdir -p "$out/$name/corpus"
+  echo "== $name: building"
+  # shellcheck disable=SC2086
+  clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -I. \
+    "$src" $deps -o "$bin" $absl_libs
+  echo "== $name: fuzzing for ${seconds}s"
+  if ! "$bin" -max_total_time="$seconds" -print_final_stats=1 \
+      "$out/$name/corpus" > "$out/$name/log.txt" 2>&1; then
+    echo "== $name: FAILED (log: $out/$name/log.txt)"
+    tail -40 "$out/$name/log.txt"
+    status=1
+  else
+    grep -E "stat::number_of_executed_units|stat::new_units_added" "$out/$name/log.txt" || true
+    echo "== $name: ok"
+  fi
+done
+exit $status
