@@ -1,0 +1,444 @@
+"""Suite files and the program registry: loading, checking, matrix expansion.
+
+A suite (experiments/suites/NAME.toml) is data: a [suite] table with run-wide
+settings, an optional [defaults] table, and one or more [[matrix]] blocks.
+Each block is the cross product of its lists; the suite is the union of its
+blocks. See experiments/README.md for every key.
+
+    registry = load_registry()                       # experiments/registry.toml
+    suite = load_suite("quick", registry)            # name or path
+    for case in suite.cases: print(case.case_id)
+
+Errors raise SuiteError with a message naming the file, the line (when TOML
+syntax is wrong, or the line where the offending key appears) and the key path
+("matrix[2].payloads[1]"), and, for unknown names, the valid choices.
+"""
+
+import dataclasses
+import pathlib
+import re
+import tomllib
+
+EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent.parent
+SUITES_DIR = EXPERIMENTS_DIR / "suites"
+REGISTRY_PATH = EXPERIMENTS_DIR / "registry.toml"
+
+MODES = ("pingpong", "rate", "burst")
+PROTOCOLS = ("udp", "tcp")
+TOPOLOGIES = ("loopback", "netns-veth")
+MIN_PAYLOAD_BYTES = 16
+
+
+class SuiteError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- registry
+
+_PROGRAM_KEYS = {
+    "kind": str, "description": str, "binary": str, "build_target": str,
+    "install_hint": str, "version_command": list, "variants": list,
+    "variant_args": dict, "protocol_args": dict, "mode_args": dict,
+    "protocols": list, "modes": list, "max_connections": int, "pin": str,
+    "pin_args": list, "port": str, "ready": str, "parser": str,
+    "unsupported_exit_code": int, "stop_signal": str, "rtt": str,
+    "server": list, "client": list,
+}
+_PROGRAM_REQUIRED = ("kind", "binary", "variants", "protocols", "modes", "pin",
+                     "port", "ready", "parser", "server", "client")
+
+
+@dataclasses.dataclass
+class Program:
+    name: str
+    spec: dict
+
+    def __getattr__(self, key):
+        try:
+            return self.__dict__["spec"][key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def get(self, key, default=None):
+        return self.spec.get(key, default)
+
+
+def load_registry(path=REGISTRY_PATH):
+    from . import parsers  # late import: parsers has no dependency on us
+    path = pathlib.Path(path)
+    data = _load_toml(path)
+    programs = data.get("programs")
+    if not isinstance(programs, dict) or not programs:
+        raise SuiteError(f"{path}: needs a [programs.NAME] table")
+    registry = {}
+    for name, spec in programs.items():
+        where = f"programs.{name}"
+        if not isinstance(spec, dict):
+            raise SuiteError(f"{path}: {where}: expected a table")
+        for key, value in spec.items():
+            if key not in _PROGRAM_KEYS:
+                raise SuiteError(_at(path, key, f"{where}.{key}: unknown key; valid keys: "
+                                     f"{', '.join(sorted(_PROGRAM_KEYS))}"))
+            if not isinstance(value, _PROGRAM_KEYS[key]):
+                raise SuiteError(_at(path, key, f"{where}.{key}: expected "
+                                     f"{_PROGRAM_KEYS[key].__name__}"))
+        for key in _PROGRAM_REQUIRED:
+            if key not in spec:
+                raise SuiteError(f"{path}: {where}: missing required key {key!r}")
+        if spec["kind"] not in ("ours", "peer"):
+            raise SuiteError(_at(path, "kind", f"{where}.kind: must be 'ours' or 'peer'"))
+        if spec["pin"] not in ("flag", "taskset", "none"):
+            raise SuiteError(_at(path, "pin", f"{where}.pin: must be flag, taskset or none"))
+        if spec["port"] not in ("auto", "pick"):
+            raise SuiteError(_at(path, "port", f"{where}.port: must be auto or pick"))
+        if spec["parser"] not in parsers.PARSERS:
+            raise SuiteError(_at(path, "parser", f"{where}.parser: unknown parser "
+                                 f"{spec['parser']!r}; valid: {', '.join(sorted(parsers.PARSERS))}"))
+        registry[name] = Program(name, spec)
+    return registry
+
+
+# ---------------------------------------------------------------- suites
+
+_SUITE_KEYS = {
+    "name": str, "description": str, "repetitions": int, "order": str,
+    "timeout_s": (int, float), "topology": str, "server_cpu": int,
+    "client_cpu": int, "pin": bool, "ready_timeout_s": (int, float),
+    "pause_s": (int, float),
+}
+_MATRIX_KEYS = {
+    "name": str, "program": str, "programs": list, "variants": (list, str),
+    "protocols": list, "payloads": list, "connections": list, "mode": str,
+    "modes": list, "rates": list, "inflight": list, "samples": int,
+    "warmup": int, "duration_s": (int, float), "timeout_s": (int, float),
+    "stop_at_saturation": bool, "saturation_fraction": (int, float),
+}
+_DEFAULTS = {
+    "payloads": [64], "connections": [1], "modes": ["pingpong"], "rates": [None],
+    "inflight": [1], "samples": 50000, "warmup": 5000, "duration_s": None,
+    "timeout_s": None, "stop_at_saturation": False, "saturation_fraction": 0.9,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One point of the matrix. Repetitions are run by the runner."""
+    case_id: str
+    block: str
+    program: str
+    variant: str
+    protocol: str
+    payload_bytes: int
+    connections: int
+    mode: str
+    rate_per_s: float | None
+    inflight: int
+    samples: int
+    warmup: int
+    duration_s: float
+    timeout_s: float
+    stop_at_saturation: bool
+    saturation_fraction: float
+    skip_reason: str | None = None   # set when the program cannot run this case
+
+    @property
+    def implementation(self):
+        return f"{self.program}:{self.variant}"
+
+    @property
+    def scenario(self):
+        """The case without the implementation: what ratios are taken within."""
+        return (self.protocol, self.payload_bytes, self.connections, self.mode,
+                self.rate_per_s, self.inflight)
+
+    @property
+    def sweep_key(self):
+        """Cases that differ only in offered rate (for stop_at_saturation)."""
+        return (self.block, self.program, self.variant, self.protocol,
+                self.payload_bytes, self.connections, self.mode, self.inflight)
+
+
+@dataclasses.dataclass
+class Suite:
+    name: str
+    path: pathlib.Path
+    text: str
+    description: str
+    repetitions: int
+    order: str
+    topology: str
+    server_cpu: int | None
+    client_cpu: int | None
+    pin: bool
+    ready_timeout_s: float
+    pause_s: float
+    cases: list
+
+
+def resolve_suite_path(name_or_path):
+    p = pathlib.Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        return p
+    candidate = SUITES_DIR / f"{name_or_path}.toml"
+    if candidate.exists():
+        return candidate
+    valid = sorted(x.stem for x in SUITES_DIR.glob("*.toml"))
+    raise SuiteError(f"unknown suite {name_or_path!r}; valid suites: {', '.join(valid)} "
+                     f"(or a path to a .toml file)")
+
+
+def load_suite(name_or_path, registry, cpu_count=None):
+    path = resolve_suite_path(name_or_path)
+    text = path.read_text(encoding="utf-8") if path.exists() else None
+    if text is None:
+        raise SuiteError(f"{path}: no such suite file")
+    data = _parse_toml_text(text, path)
+    return build_suite(data, path, text, registry, cpu_count)
+
+
+def build_suite(data, path, text, registry, cpu_count=None):
+    import os
+    cpu_count = cpu_count or os.cpu_count() or 1
+    for key in data:
+        if key not in ("suite", "defaults", "matrix"):
+            raise SuiteError(_at(path, key, f"{key}: unknown top-level table; valid: "
+                                 "suite, defaults, matrix", text))
+    head = data.get("suite")
+    if not isinstance(head, dict):
+        raise SuiteError(f"{path}: missing [suite] table")
+    _check_keys(head, _SUITE_KEYS, "suite", path, text)
+    if "name" not in head:
+        raise SuiteError(f"{path}: suite.name: missing required key")
+    order = head.get("order", "interleaved")
+    if order not in ("interleaved", "sequential"):
+        raise SuiteError(_at(path, "order", f"suite.order: {order!r} is not one of "
+                             "interleaved, sequential", text))
+    topology = head.get("topology", "loopback")
+    if topology not in TOPOLOGIES:
+        raise SuiteError(_at(path, "topology", f"suite.topology: {topology!r} is not one of "
+                             f"{', '.join(TOPOLOGIES)}", text))
+    reps = head.get("repetitions", 3)
+    if reps < 1:
+        raise SuiteError(_at(path, "repetitions", "suite.repetitions: must be >= 1", text))
+    pin = head.get("pin", True) and cpu_count >= 2
+    server_cpu = head.get("server_cpu", 0) if pin else None
+    client_cpu = head.get("client_cpu", 1) if pin else None
+    for key, cpu in (("server_cpu", server_cpu), ("client_cpu", client_cpu)):
+        if cpu is not None and not 0 <= cpu < cpu_count:
+            raise SuiteError(_at(path, key, f"suite.{key}: cpu {cpu} does not exist "
+                                 f"(this machine has cpus 0..{cpu_count - 1})", text))
+
+    defaults = dict(_DEFAULTS)
+    if "defaults" in data:
+        if not isinstance(data["defaults"], dict):
+            raise SuiteError(f"{path}: defaults: expected a table")
+        _check_keys(data["defaults"], _MATRIX_KEYS, "defaults", path, text)
+        defaults.update(_normalise_block(data["defaults"], "defaults", path, text))
+
+    blocks = data.get("matrix")
+    if not isinstance(blocks, list) or not blocks:
+        raise SuiteError(f"{path}: needs at least one [[matrix]] block")
+    cases = []
+    seen = {}
+    for i, block in enumerate(blocks, 1):
+        where = f"matrix[{i}]"
+        _check_keys(block, _MATRIX_KEYS, where, path, text)
+        merged = dict(defaults)
+        merged.update(_normalise_block(block, where, path, text))
+        for case in _expand_block(merged, block.get("name", where), where, registry, path, text):
+            if case.case_id in seen:
+                raise SuiteError(f"{path}: {where}: case {case.case_id} is also produced by "
+                                 f"{seen[case.case_id]}; make the blocks disjoint")
+            seen[case.case_id] = where
+            cases.append(case)
+    return Suite(name=head["name"], path=path, text=text,
+                 description=head.get("description", ""), repetitions=reps, order=order,
+                 topology=topology, server_cpu=server_cpu, client_cpu=client_cpu,
+                 pin=pin, ready_timeout_s=float(head.get("ready_timeout_s", 10)),
+                 pause_s=float(head.get("pause_s", 0.2)), cases=cases)
+
+
+def _normalise_block(block, where, path, text):
+    out = {}
+    for key, value in block.items():
+        if key == "mode":
+            out["modes"] = [value]
+        elif key == "program":
+            out["programs"] = [value]
+        else:
+            out[key] = value
+    for key in ("payloads", "connections", "inflight"):
+        for j, v in enumerate(out.get(key, [])):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise SuiteError(_at(path, key, f"{where}.{key}[{j}]: expected a positive "
+                                     f"integer, got {v!r}", text))
+    for j, v in enumerate(out.get("payloads", [])):
+        if v < MIN_PAYLOAD_BYTES:
+            raise SuiteError(_at(path, "payloads", f"{where}.payloads[{j}]: {v} is below the "
+                                 f"minimum payload of {MIN_PAYLOAD_BYTES} bytes", text))
+    for j, v in enumerate(out.get("rates", [])):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+            raise SuiteError(_at(path, "rates", f"{where}.rates[{j}]: expected a positive "
+                                 f"number of messages/s, got {v!r}", text))
+    for j, v in enumerate(out.get("protocols", [])):
+        if v not in PROTOCOLS:
+            raise SuiteError(_at(path, "protocols", f"{where}.protocols[{j}]: unknown protocol "
+                                 f"{v!r}; valid: {', '.join(PROTOCOLS)}", text))
+    for j, v in enumerate(out.get("modes", [])):
+        if v not in MODES:
+            key = "mode" if "mode" in block else "modes"
+            raise SuiteError(_at(path, key, f"{where}.{key}: unknown mode {v!r}; valid: "
+                                 f"{', '.join(MODES)}", text))
+    for key in ("samples", "warmup"):
+        if key in out and (out[key] < (1 if key == "samples" else 0)):
+            raise SuiteError(_at(path, key, f"{where}.{key}: must be "
+                                 f"{'>= 1' if key == 'samples' else '>= 0'}", text))
+    return out
+
+
+def _expand_block(b, block_name, where, registry, path, text):
+    programs = b.get("programs")
+    if not programs:
+        raise SuiteError(f"{path}: {where}: missing 'program' (valid programs: "
+                         f"{', '.join(sorted(registry))})")
+    if "protocols" not in b:
+        raise SuiteError(f"{path}: {where}: missing 'protocols' (valid: {', '.join(PROTOCOLS)})")
+    for j, name in enumerate(programs):
+        if name not in registry:
+            key = "program" if len(programs) == 1 else f"programs[{j}]"
+            raise SuiteError(_at(path, "program", f"{where}.{key}: unknown program {name!r}; "
+                                 f"valid programs: {', '.join(sorted(registry))}", text))
+    modes = b["modes"]
+    if "rate" in modes and b.get("rates") in (None, [None]):
+        raise SuiteError(f"{path}: {where}: mode 'rate' needs 'rates' (messages/s)")
+    for name in programs:
+        prog = registry[name]
+        variants = b.get("variants", "all")
+        if variants == "all":
+            variants = [v for v in prog.variants if v != "auto"]
+        elif isinstance(variants, str):
+            raise SuiteError(_at(path, "variants", f"{where}.variants: expected a list or "
+                                 "\"all\"", text))
+        for j, v in enumerate(variants):
+            if v not in prog.variants:
+                raise SuiteError(_at(path, "variants", f"{where}.variants[{j}]: unknown "
+                                     f"{'preset' if prog.kind == 'ours' else 'variant'} {v!r} "
+                                     f"for {name}; valid: {', '.join(prog.variants)}", text))
+        for protocol in b["protocols"]:
+            for payload in b["payloads"]:
+                for conns in b["connections"]:
+                    for mode in modes:
+                        rates = b["rates"] if mode == "rate" else [None]
+                        inflights = b["inflight"] if mode == "burst" else [1]
+                        for rate in rates:
+                            for inflight in inflights:
+                                for variant in variants:
+                                    yield _make_case(b, block_name, prog, variant, protocol,
+                                                     payload, conns, mode, rate, inflight)
+
+
+def _make_case(b, block_name, prog, variant, protocol, payload, conns, mode, rate, inflight):
+    parts = [protocol, f"{payload}B", f"c{conns}", mode]
+    if mode == "rate":
+        parts.append(f"r{_fmt_num(rate)}")
+    if mode == "burst":
+        parts.append(f"i{inflight}")
+    parts += [prog.name, variant]
+    case_id = "-".join(str(p) for p in parts)
+    samples = b["samples"]
+    duration = b["duration_s"]
+    if mode == "rate" and duration:
+        samples = max(1, int(rate * duration))
+    if duration is None:
+        duration = 1.0
+    timeout = b["timeout_s"] or max(30.0, 4 * duration + 20)
+    reason = None
+    if protocol not in prog.protocols:
+        reason = f"{prog.name} does not support protocol {protocol}"
+    elif mode not in prog.modes:
+        reason = f"{prog.name} does not support mode {mode} (supports {', '.join(prog.modes)})"
+    elif conns > prog.get("max_connections", 1):
+        reason = (f"{prog.name} supports at most {prog.get('max_connections', 1)} "
+                  f"connection(s) per run")
+    return Case(case_id=case_id, block=block_name, program=prog.name, variant=variant,
+                protocol=protocol, payload_bytes=payload, connections=conns, mode=mode,
+                rate_per_s=float(rate) if rate is not None else None, inflight=inflight,
+                samples=samples, warmup=b["warmup"], duration_s=float(duration),
+                timeout_s=float(timeout), stop_at_saturation=b["stop_at_saturation"],
+                saturation_fraction=float(b["saturation_fraction"]), skip_reason=reason)
+
+
+def _fmt_num(x):
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+# ---------------------------------------------------------------- helpers
+
+def _load_toml(path):
+    try:
+        text = pathlib.Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise SuiteError(f"{path}: cannot read: {e.strerror}") from None
+    return _parse_toml_text(text, path)
+
+
+def _parse_toml_text(text, path):
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        msg = str(e)
+        m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
+        if m:
+            line = int(m.group(1))
+            src = text.splitlines()[line - 1] if 0 < line <= len(text.splitlines()) else ""
+            raise SuiteError(f"{path}:{line}:{m.group(2)}: TOML syntax error: "
+                             f"{msg[:m.start()].strip()}\n    {line} | {src}") from None
+        raise SuiteError(f"{path}: TOML syntax error: {msg}") from None
+
+
+def _check_keys(table, allowed, where, path, text=None):
+    for key, value in table.items():
+        if key not in allowed:
+            raise SuiteError(_at(path, key, f"{where}.{key}: unknown key; valid keys: "
+                                 f"{', '.join(sorted(allowed))}", text))
+        kinds = allowed[key]
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        if isinstance(value, bool) and bool not in kinds:
+            ok = False
+        else:
+            ok = isinstance(value, kinds)
+        if not ok:
+            names = " or ".join("list" if k is list else k.__name__ for k in kinds)
+            raise SuiteError(_at(path, key, f"{where}.{key}: expected {names}, got "
+                                 f"{type(value).__name__} {value!r}", text))
+
+
+def _at(path, key, message, text=None):
+    """Prefixes `message` with file:line of the first `key = ` in the file."""
+    if text is None:
+        try:
+            text = pathlib.Path(path).read_text(encoding="utf-8")
+        except OSError:
+            text = ""
+    lines = text.splitlines()
+    start = 0
+    # Search inside the table the message is about: the i-th [[matrix]],
+    # [defaults], [suite] or [programs.NAME].
+    m = re.match(r"(matrix)\[(\d+)\]|(suite|defaults)\b|programs\.([\w-]+)", message)
+    if m:
+        if m.group(1):
+            headers = [n for n, l in enumerate(lines) if re.match(r"\s*\[\[matrix\]\]", l)]
+            idx = int(m.group(2)) - 1
+            start = headers[idx] if idx < len(headers) else 0
+        else:
+            name = m.group(3) or f"programs.{m.group(4)}"
+            for n, l in enumerate(lines):
+                if re.match(rf"\s*\[{re.escape(name)}\]", l):
+                    start = n
+                    break
+    for n in range(start, len(lines)):
+        if n > start and re.match(r"\s*\[", lines[n]) and m and m.group(1):
+            break  # left this [[matrix]] block
+        if re.match(rf"\s*{re.escape(key)}\s*=", lines[n]):
+            return f"{path}:{n + 1}: {message}"
+    return f"{path}: {message}"
