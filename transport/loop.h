@@ -29,8 +29,10 @@
 //   (*loop)->Run();            // until Stop()
 //
 // Threading: a Loop and everything it owns belong to the thread that calls
-// Run()/RunOnce(). Only Wakeup(), Post() and Stop() may be called from other
-// threads.
+// Run()/RunOnce(); the io_uring presets bind their ring to the first thread
+// that does (a Loop may be created on one thread and run on another). Only
+// Wakeup(), Post() and Stop() may be called from other threads; Stop() and
+// Wakeup() are also safe in a signal handler.
 //
 // Ownership: handlers are borrowed and must outlive their sockets (until
 // OnClosed). Leases passed to Send/SendTo move into the Loop; it returns the
@@ -87,7 +89,9 @@ class SocketHandler {
   virtual ~SocketHandler() = default;
 
   // UDP: one datagram from `from`. `data` holds the bytes; keep the lease to
-  // keep them, or move it into SendTo() to reply in place.
+  // keep them, or move it into SendTo() to reply in place. Datagrams longer
+  // than buffers().buffer_size() are dropped, never delivered cut short, and
+  // counted in counters().receive_errors.
   virtual void OnDatagram(SocketId socket, const Endpoint& from,
                           BufferLease data) {}
   // TCP: the next bytes of the stream, in order. One lease holds at most

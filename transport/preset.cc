@@ -194,7 +194,7 @@ std::string PresetFlags::ToString() const {
   if (registered_ring_fd) on.push_back("registered_ring_fd");
   if (sqpoll) on.push_back("sqpoll");
   if (busy_poll) on.push_back("busy_poll");
-  if (wait_batching) on.push_back("min_wait_batching");
+  if (wait_batching) on.push_back("wait_batching");
   if (zero_copy_send) on.push_back("send_zc");
   return absl::StrJoin(on, ",");
 }
