@@ -51,6 +51,8 @@ def build_parser():
     c.add_argument("b")
     c.add_argument("--threshold", type=float, default=0.05,
                    help="minimum |ratio-1| to call a difference significant (default 0.05)")
+    c.add_argument("--tail-threshold", type=float, default=0.10,
+                   help="the same for p99, which drifts more between runs (default 0.10)")
     c.add_argument("--min-reps", type=int, default=2)
     c.add_argument("--ignore", action="append", default=[], choices=compare_mod.KEY_FIELDS,
                    help="drop a field from the case match key")
@@ -102,8 +104,9 @@ def cmd_compare(args):
     _, ra = results.load(args.a)
     _, rb = results.load(args.b)
     rows = compare_mod.compare(ra, rb, args.threshold, args.min_reps, args.ignore,
-                               dict(args.where_a), dict(args.where_b))
-    text = compare_mod.render(rows, args.a, args.b, args.threshold, args.min_reps)
+                               dict(args.where_a), dict(args.where_b), args.tail_threshold)
+    text = compare_mod.render(rows, args.a, args.b, args.threshold, args.min_reps,
+                              args.tail_threshold)
     out = pathlib.Path(args.out) if args.out else None
     if out is None:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

@@ -57,6 +57,17 @@ class Compare(unittest.TestCase):
         rows = compare.compare(b, a)
         self.assertEqual(rows[0]["metrics"]["p99"]["verdict"], "worse")
 
+    def test_tail_uses_its_own_threshold(self):
+        # p50 and p99 both 7% apart with disjoint ranges: p50 is marked, p99
+        # (default tail threshold 10%) is not, unless the threshold is lowered.
+        a = run([100, 100.5, 101], p99s=[200, 201, 202])
+        b = run([107, 107.5, 108], p99s=[214, 215, 216])
+        m = compare.compare(a, b)[0]["metrics"]
+        self.assertTrue(m["p50"]["significant"])
+        self.assertFalse(m["p99"]["significant"])
+        m = compare.compare(a, b, tail_threshold=0.05)[0]["metrics"]
+        self.assertTrue(m["p99"]["significant"])
+
     def test_noisy_data_is_not_marked(self):
         rows = compare.compare(run([10, 20, 30]), run([12, 25, 28]))
         self.assertFalse(any(m["significant"] for m in rows[0]["metrics"].values()))
