@@ -421,12 +421,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     if (info.flags.provided_buffers && s.connected) {
       // The peer is fixed, so plain multishot recv will do: no msghdr to
       // import and no header in the buffer.
-      io_uring_sqe* sqe = GetSqe();
-      io_uring_prep_recv_multishot(sqe, FdFor(s), nullptr, 0, 0);
-      sqe->buf_group = kBufferGroup;
-      Finish(sqe, s, Encode(kOpRecvConnected, 0, IdOf(s).value));
-      sqe->flags |= IOSQE_BUFFER_SELECT;
-      s.receive_armed = true;
+      ArmMultishotRecv(s, kOpRecvConnected);
       return;
     }
     if (info.flags.provided_buffers) {
@@ -436,20 +431,13 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       s.receive_msg.msg_namelen = sizeof(sockaddr_in6);
       io_uring_sqe* sqe = GetSqe();
       io_uring_prep_recvmsg_multishot(sqe, FdFor(s), &s.receive_msg, 0);
-      sqe->flags |= IOSQE_BUFFER_SELECT;
       sqe->buf_group = kBufferGroup;
       Finish(sqe, s, Encode(kOpRecvMsg, 0, IdOf(s).value));
       sqe->flags |= IOSQE_BUFFER_SELECT;
       s.receive_armed = true;
       return;
     }
-    BufferLease lease = pool->Acquire();
-    if (!lease.valid()) {
-      ++counters.pool_exhausted;
-      MarkStarved(s);
-      return;
-    }
-    s.receive_buffer = BufferPool::Detach(lease);
+    if (!TakeReceiveBuffer(s)) return;
     s.receive_iov.iov_base = pool->PayloadAddress(s.receive_buffer);
     s.receive_iov.iov_len = pool->buffer_size();
     s.receive_msg.msg_iov = &s.receive_iov;
@@ -462,23 +450,35 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     s.receive_armed = true;
   }
 
-  void ArmStreamReceive(Socket& s) {
-    if (info.flags.provided_buffers) {
-      io_uring_sqe* sqe = GetSqe();
-      io_uring_prep_recv_multishot(sqe, FdFor(s), nullptr, 0, 0);
-      sqe->buf_group = kBufferGroup;
-      Finish(sqe, s, Encode(kOpRecv, 0, IdOf(s).value));
-      sqe->flags |= IOSQE_BUFFER_SELECT;
-      s.receive_armed = true;
-      return;
-    }
+  // Multishot recv from the provided buffer ring.
+  void ArmMultishotRecv(Socket& s, Op op) {
+    io_uring_sqe* sqe = GetSqe();
+    io_uring_prep_recv_multishot(sqe, FdFor(s), nullptr, 0, 0);
+    sqe->buf_group = kBufferGroup;
+    Finish(sqe, s, Encode(op, 0, IdOf(s).value));
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    s.receive_armed = true;
+  }
+
+  // Plain receives hold a pool buffer while armed. False (and the socket is
+  // listed as starved) when the pool is empty.
+  bool TakeReceiveBuffer(Socket& s) {
     BufferLease lease = pool->Acquire();
     if (!lease.valid()) {
       ++counters.pool_exhausted;
       MarkStarved(s);
-      return;
+      return false;
     }
     s.receive_buffer = BufferPool::Detach(lease);
+    return true;
+  }
+
+  void ArmStreamReceive(Socket& s) {
+    if (info.flags.provided_buffers) {
+      ArmMultishotRecv(s, kOpRecv);
+      return;
+    }
+    if (!TakeReceiveBuffer(s)) return;
     io_uring_sqe* sqe = GetSqe();
     io_uring_prep_recv(sqe, FdFor(s), pool->PayloadAddress(s.receive_buffer),
                        pool->buffer_size(), 0);
