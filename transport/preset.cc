@@ -260,7 +260,7 @@ PresetFlags FlagsFor(Preset preset) {
       // the SQ ring when work is pending, so the spinning task enters only
       // then instead of waiting for an IPI to run task work.
       f.defer_taskrun = preset != Preset::kUringSqpoll;
-      f.wait_batching = preset == Preset::kUringFixed;
+      f.wait_batching = preset != Preset::kUringBusy;  // busy never waits
       f.sqpoll = preset == Preset::kUringSqpoll;
       f.busy_poll = preset == Preset::kUringBusy;
       return f;

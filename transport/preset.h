@@ -63,7 +63,7 @@ struct PresetFlags {
   // waits for one completion beyond them (they usually complete inline, and
   // their completions alone would end the wait), so a UDP request/response
   // round trip costs one enter. Not applied when a stream send is in the
-  // batch: it may wait on the peer. uring-fixed only.
+  // batch: it may wait on the peer. uring-fixed and uring-sqpoll.
   bool wait_batching = false;
   bool edge_triggered = false;  // epoll
 

@@ -152,7 +152,6 @@ TEST(PresetTest, FlagsMatchTheDocumentedTable) {
 
   PresetFlags sqpoll = fixed;
   sqpoll.sqpoll = true;
-  sqpoll.wait_batching = false;  // only uring-fixed batches its waits
   sqpoll.defer_taskrun = false;  // the kernel forbids it with SQPOLL
 
   PresetFlags busy = fixed;  // keeps DEFER_TASKRUN (+ TASKRUN_FLAG)

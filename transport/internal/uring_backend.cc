@@ -246,6 +246,11 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     unsigned flags = 0;
     unsigned submit_count = to_submit;
     bool enter = false;
+    // Wait batching (see below) counts what this enter hands over.
+    const uint32_t datagram_cqes = datagram_cqes_expected_;
+    const bool stream_send = stream_send_submitted_;
+    datagram_cqes_expected_ = 0;
+    stream_send_submitted_ = false;
     if (sqpoll) {
       // The SQ thread consumes the SQ; we enter only to wake it or to sleep.
       submit_count = 0;
@@ -279,8 +284,8 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       // (short timers cost ~4 us each to program in this VM), and the
       // kernel's min_wait_usec (6.12), which cost more CPU than it saved.
       unsigned min_complete = wait ? 1 : 0;
-      if (wait && info.flags.wait_batching && !stream_send_submitted_) {
-        min_complete += datagram_cqes_expected_;
+      if (wait && info.flags.wait_batching && !stream_send) {
+        min_complete += datagram_cqes;
       }
       const int ret = Enter(submit_count, min_complete, flags,
                             wait ? timeout : Duration(0));
@@ -300,8 +305,11 @@ class UringBackend final : public LoopCore, public BufferRecycler {
   io_uring_sqe* GetSqe() {
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
     if (sqe == nullptr) {
-      // SQ full: submit what we have without waiting, then retry.
+      // SQ full: submit what we have without waiting, then retry. Their
+      // completions will be waiting in the CQ, so nothing is batched.
       const unsigned pending = PublishSq();
+      datagram_cqes_expected_ = 0;
+      stream_send_submitted_ = false;
       if (info.flags.sqpoll) {
         Enter(0, 0, IORING_ENTER_SQ_WAKEUP | IORING_ENTER_SQ_WAIT, Duration(0));
       } else {
@@ -359,10 +367,6 @@ class UringBackend final : public LoopCore, public BufferRecycler {
 
   int Enter(unsigned to_submit, unsigned min_complete, unsigned flags,
             Duration timeout) {
-    if (to_submit > 0) {
-      datagram_cqes_expected_ = 0;
-      stream_send_submitted_ = false;
-    }
     if (!bound_) {
       const int ret = Bind();
       if (ret < 0) return ret;
