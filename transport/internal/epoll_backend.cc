@@ -27,6 +27,7 @@ class EpollBackend final : public LoopCore {
  public:
   ~EpollBackend() override {
     if (epoll_fd_ >= 0) ::close(epoll_fd_);
+    for (int i = 0; i < rx_ready_; ++i) pool->ReleaseIndex(rx_buffers_[i]);
   }
 
   absl::Status InitBackend() override {
@@ -36,6 +37,16 @@ class EpollBackend final : public LoopCore {
           absl::StrCat("epoll_create1: ", std::strerror(errno)));
     }
     events_.resize(options_.queue_depth == 0 ? 256 : options_.queue_depth);
+    // The receive batch's headers point at fixed per-slot storage; only the
+    // buffer addresses change between calls.
+    std::memset(rx_msgs_, 0, sizeof(rx_msgs_));
+    for (int i = 0; i < kUdpBatch; ++i) {
+      rx_iov_[i].iov_len = pool->buffer_size();
+      rx_msgs_[i].msg_hdr.msg_iov = &rx_iov_[i];
+      rx_msgs_[i].msg_hdr.msg_iovlen = 1;
+      rx_msgs_[i].msg_hdr.msg_name = &rx_addrs_[i];
+    }
+    RefillReceiveBatch();
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.u64 = kWakeupToken;
@@ -73,8 +84,9 @@ class EpollBackend final : public LoopCore {
     s.receive_armed = true;
     // Edge-triggered: data that arrived before this point produced an edge
     // we may have ignored (e.g. while connecting), so read once now.
+    // UDP needs no such read: a UDP socket is registered just before this
+    // call, and registering a readable socket reports it.
     if (s.kind == SocketKind::kStream) ReadStream(s);
-    if (s.kind == SocketKind::kUdp) ReadDatagrams(s);
     if (s.kind == SocketKind::kListener) AcceptAll(s);
   }
 
@@ -225,47 +237,67 @@ class EpollBackend final : public LoopCore {
     }
   }
 
+  // Keeps up to kUdpBatch pool buffers leased as the next recvmmsg's
+  // targets, so a receive costs one Acquire per datagram that arrived, not
+  // one per batch slot (the batch is usually one datagram long).
+  void RefillReceiveBatch() {
+    while (rx_ready_ < kUdpBatch) {
+      BufferLease lease = pool->Acquire();
+      if (!lease.valid()) return;
+      const uint32_t index = BufferPool::Detach(lease);
+      rx_buffers_[rx_ready_] = index;
+      rx_iov_[rx_ready_].iov_base = pool->PayloadAddress(index);
+      ++rx_ready_;
+    }
+  }
+
   void ReadDatagrams(Socket& s) {
+    DrainDatagrams(s);
+    // Top the batch up now rather than on the next read, so the number of
+    // buffers the backend holds is the same whenever the Loop is idle.
+    RefillReceiveBatch();
+  }
+
+  void DrainDatagrams(Socket& s) {
     while (!s.closing) {
-      // Lease as many buffers as one batch can use; unused ones go back.
-      int batch = 0;
-      for (; batch < kUdpBatch; ++batch) {
-        BufferLease lease = pool->Acquire();
-        if (!lease.valid()) break;
-        rx_buffers_[batch] = BufferPool::Detach(lease);
-        rx_iov_[batch].iov_base = pool->PayloadAddress(rx_buffers_[batch]);
-        rx_iov_[batch].iov_len = pool->buffer_size();
-        std::memset(&rx_msgs_[batch], 0, sizeof(mmsghdr));
-        rx_msgs_[batch].msg_hdr.msg_iov = &rx_iov_[batch];
-        rx_msgs_[batch].msg_hdr.msg_iovlen = 1;
-        rx_msgs_[batch].msg_hdr.msg_name = &rx_addrs_[batch];
-        rx_msgs_[batch].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
-      }
+      RefillReceiveBatch();
+      const int batch = rx_ready_;
       if (batch == 0) {
         ++counters.pool_exhausted;
         MarkStarved(s);
         return;
       }
+      for (int i = 0; i < batch; ++i) {
+        rx_msgs_[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
+        rx_msgs_[i].msg_hdr.msg_flags = 0;
+      }
       ++counters.socket_syscalls;
       const int n = recvmmsg(s.fd, rx_msgs_, batch, MSG_DONTWAIT, nullptr);
       const int received = n < 0 ? 0 : n;
       const int err = n < 0 ? errno : 0;
-      for (int i = received; i < batch; ++i) pool->ReleaseIndex(rx_buffers_[i]);
       for (int i = 0; i < received; ++i) {
         ++counters.completions;
+        const uint32_t buffer = rx_buffers_[i];
         if (rx_msgs_[i].msg_hdr.msg_flags & MSG_TRUNC) {
           // Larger than a pool buffer: counted and dropped, never delivered
           // as if it were whole.
           ++counters.receive_errors;
-          pool->ReleaseIndex(rx_buffers_[i]);
+          pool->ReleaseIndex(buffer);
           continue;
         }
-        const Endpoint from =
+        // Handlers cannot re-enter ReadDatagrams (UDP sockets are read only
+        // from dispatch), so the batch arrays stay valid while we deliver.
+        DeliverDatagram(
+            s, buffer, BufferPool::kHeadroom, rx_msgs_[i].msg_len,
             Endpoint::FromSockaddr(reinterpret_cast<sockaddr*>(&rx_addrs_[i]),
-                                   rx_msgs_[i].msg_hdr.msg_namelen);
-        DeliverDatagram(s, rx_buffers_[i], BufferPool::kHeadroom,
-                        rx_msgs_[i].msg_len, from);
+                                   rx_msgs_[i].msg_hdr.msg_namelen));
       }
+      // The unused leased buffers move to the front for the next call.
+      for (int i = received; i < batch; ++i) {
+        rx_buffers_[i - received] = rx_buffers_[i];
+        rx_iov_[i - received].iov_base = rx_iov_[i].iov_base;
+      }
+      rx_ready_ = batch - received;
       if (n < 0) {
         if (err == EAGAIN || err == EINTR) return;
         // ICMP errors (ECONNREFUSED on a connected socket) are per-socket
@@ -375,6 +407,7 @@ class EpollBackend final : public LoopCore {
   iovec rx_iov_[kUdpBatch];
   sockaddr_storage rx_addrs_[kUdpBatch];
   uint32_t rx_buffers_[kUdpBatch];
+  int rx_ready_ = 0;  // rx_buffers_[0, rx_ready_) are leased and ready
   mmsghdr tx_msgs_[kUdpBatch];
   iovec tx_iov_[kUdpBatch];
 };
