@@ -267,50 +267,11 @@ bool IsUnsupportedBackend(const absl::Status& status) {
 }
 
 void AppendCounters(JsonWriter& json, const transport::LoopCounters& c) {
-  json.BeginObject()
-      .Key("io_uring_enter")
-      .Uint(c.io_uring_enter)
-      .Key("epoll_wait")
-      .Uint(c.epoll_wait)
-      .Key("socket_syscalls")
-      .Uint(c.socket_syscalls)
-      .Key("kernel_entries")
-      .Uint(c.kernel_entries())
-      .Key("submissions")
-      .Uint(c.submissions)
-      .Key("completions")
-      .Uint(c.completions)
-      .Key("loop_iterations")
-      .Uint(c.loop_iterations)
-      .Key("bytes_received")
-      .Uint(c.bytes_received)
-      .Key("bytes_sent")
-      .Uint(c.bytes_sent)
-      .Key("datagrams_received")
-      .Uint(c.datagrams_received)
-      .Key("datagrams_sent")
-      .Uint(c.datagrams_sent)
-      .Key("timers_fired")
-      .Uint(c.timers_fired)
-      .Key("buffer_ring_misses")
-      .Uint(c.buffer_ring_misses)
-      .Key("multishot_rearms")
-      .Uint(c.multishot_rearms)
-      .Key("pool_exhausted")
-      .Uint(c.pool_exhausted)
-      .Key("send_partial")
-      .Uint(c.send_partial)
-      .Key("send_would_block")
-      .Uint(c.send_would_block)
-      .Key("zero_copy_sends")
-      .Uint(c.zero_copy_sends)
-      .Key("zero_copy_copied")
-      .Uint(c.zero_copy_copied)
-      .Key("receive_errors")
-      .Uint(c.receive_errors)
-      .Key("sqpoll_wakeups")
-      .Uint(c.sqpoll_wakeups)
-      .EndObject();
+  json.BeginObject();
+  c.ForEach([&json](const char* name, uint64_t value) {
+    json.Key(name).Uint(value);
+  });
+  json.Key("kernel_entries").Uint(c.kernel_entries()).EndObject();
 }
 
 void AppendBackend(JsonWriter& json, const transport::BackendInfo& info) {

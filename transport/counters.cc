@@ -6,15 +6,30 @@ namespace ringlab::transport {
 
 // One list drives both Delta() and ToString() so a new counter cannot be
 // forgotten in one of them.
-#define RINGLAB_COUNTER_FIELDS(X)                                             \
-  X(io_uring_enter)                                                           \
-  X(epoll_wait)                                                               \
-  X(socket_syscalls) X(submissions) X(completions) X(loop_iterations)         \
-      X(bytes_received) X(bytes_sent) X(datagrams_received) X(datagrams_sent) \
-          X(timers_fired) X(buffer_ring_misses) X(multishot_rearms)           \
-              X(pool_exhausted) X(send_partial) X(send_would_block)           \
-                  X(zero_copy_sends) X(zero_copy_copied) X(receive_errors)    \
-                      X(sqpoll_wakeups)
+// clang-format off
+#define RINGLAB_COUNTER_FIELDS(X) \
+  X(io_uring_enter)               \
+  X(epoll_wait)                   \
+  X(socket_syscalls)              \
+  X(submissions)                  \
+  X(completions)                  \
+  X(loop_iterations)              \
+  X(bytes_received)               \
+  X(bytes_sent)                   \
+  X(datagrams_received)           \
+  X(datagrams_sent)               \
+  X(timers_fired)                 \
+  X(buffer_ring_misses)           \
+  X(multishot_rearms)             \
+  X(pool_exhausted)               \
+  X(send_partial)                 \
+  X(send_would_block)             \
+  X(zero_copy_sends)              \
+  X(zero_copy_copied)             \
+  X(receive_errors)               \
+  X(sqpoll_wakeups)               \
+  X(submission_queue_full)
+// clang-format on
 
 LoopCounters LoopCounters::Delta(const LoopCounters& earlier) const {
   LoopCounters d;
@@ -22,6 +37,13 @@ LoopCounters LoopCounters::Delta(const LoopCounters& earlier) const {
   RINGLAB_COUNTER_FIELDS(RINGLAB_SUB)
 #undef RINGLAB_SUB
   return d;
+}
+
+void LoopCounters::ForEach(
+    absl::FunctionRef<void(const char* name, uint64_t value)> fn) const {
+#define RINGLAB_VISIT(f) fn(#f, f);
+  RINGLAB_COUNTER_FIELDS(RINGLAB_VISIT)
+#undef RINGLAB_VISIT
 }
 
 std::string LoopCounters::ToString() const {

@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/functional/function_ref.h"
+
 namespace ringlab::transport {
 
 struct LoopCounters {
@@ -42,11 +44,16 @@ struct LoopCounters {
   uint64_t zero_copy_copied = 0;  // SEND_ZC notifications saying "copied"
   uint64_t receive_errors = 0;
   uint64_t sqpoll_wakeups = 0;
+  uint64_t submission_queue_full = 0;  // io_uring SQ full: flushed early
 
   uint64_t kernel_entries() const {
     return io_uring_enter + epoll_wait + socket_syscalls;
   }
   LoopCounters Delta(const LoopCounters& earlier) const;
+  // Calls fn(name, value) for every counter, in declaration order, so
+  // writers (JSON, logs) never miss a newly added one.
+  void ForEach(
+      absl::FunctionRef<void(const char* name, uint64_t value)> fn) const;
   // "key=value" pairs on one line, for logs.
   std::string ToString() const;
 };

@@ -10,6 +10,7 @@
 // enters the kernel. We publish the SQ tail and call io_uring_enter2 with the
 // flags we chose, so every entry is one counted syscall, and each loop
 // iteration submits and waits in a single entry.
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -18,6 +19,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -66,6 +68,7 @@ constexpr uint32_t DecodeSocket(uint64_t data) {
 constexpr uint16_t kBufferGroup = 0;
 constexpr int kCqeBatch = 64;
 constexpr int kRegisteredRingFlag = 1;  // liburing's INT_FLAG_REG_RING
+constexpr int kSqFullRetries = 100000;
 
 absl::Status UringError(absl::string_view what, int negative_errno) {
   const int err = -negative_errno;
@@ -304,22 +307,36 @@ class UringBackend final : public LoopCore, public BufferRecycler {
 
   io_uring_sqe* GetSqe() {
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-    if (sqe == nullptr) {
-      // SQ full: submit what we have without waiting, then retry. Their
-      // completions will be waiting in the CQ, so nothing is batched.
+    // SQ full: hand what we have to the kernel without waiting for
+    // completions, then retry. Their completions will be in the CQ, so
+    // nothing is batched. With SQPOLL the SQ thread frees the space; under
+    // load it may need several tries (SQ_WAIT can return before our view of
+    // the ring's head moves), so keep asking, yielding the CPU in between.
+    int last_error = 0;
+    if (sqe == nullptr) ++counters.submission_queue_full;
+    for (int attempt = 0; sqe == nullptr && attempt < kSqFullRetries;
+         ++attempt) {
       const unsigned pending = PublishSq();
       datagram_cqes_expected_ = 0;
       stream_send_submitted_ = false;
-      if (info.flags.sqpoll) {
-        Enter(0, 0, IORING_ENTER_SQ_WAKEUP | IORING_ENTER_SQ_WAIT, Duration(0));
-      } else {
-        Enter(pending, 0, 0, Duration(0));
-      }
+      const int ret =
+          info.flags.sqpoll
+              ? Enter(0, 0, IORING_ENTER_SQ_WAKEUP | IORING_ENTER_SQ_WAIT,
+                      Duration(0))
+              : Enter(pending, 0, 0, Duration(0));
+      if (ret < 0) last_error = ret;
       sqe = io_uring_get_sqe(&ring_);
+      if (sqe == nullptr) sched_yield();
     }
-    // With a CQ sized 8x the SQ and FEAT_NODROP, a second failure means the
-    // kernel is not consuming SQEs at all; there is no way to proceed.
-    if (sqe == nullptr) std::abort();
+    if (sqe == nullptr) {
+      // The kernel consumed no SQE for kSqFullRetries tries: nothing can be
+      // submitted any more, and the hot path has no error channel here.
+      std::fprintf(stderr,
+                   "ringlab: io_uring submission queue stuck full (%s, last "
+                   "io_uring_enter error: %s)\n",
+                   info.name.c_str(), std::strerror(-last_error));
+      std::abort();
+    }
     io_uring_sqe_set_flags(sqe, 0);
     return sqe;
   }
