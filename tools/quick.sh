@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
 cmake --preset release >/dev/null
-cmake --build --preset release -j2 --target ringlab_pingpong >/dev/null
+cmake --build --preset release -j2 --target ringlab_pingpong ringlab_floor_pingpong >/dev/null
 exec python3 experiments/run.py quick "$@"
