@@ -173,6 +173,16 @@ class Floor {
     return received;
   }
 
+  // Init(), printing why the kernel refused on failure.
+  bool InitOrReport() {
+    const int ret = Init();
+    if (ret < 0) {
+      std::fprintf(stderr, "ringlab_floor_pingpong: %s setup: %s\n",
+                   options_.variant.c_str(), std::strerror(-ret));
+    }
+    return ret >= 0;
+  }
+
   bool uring() const { return options_.variant != "epoll"; }
   uint64_t kernel_entries() const { return kernel_entries_; }
   char* buffer() { return buffer_; }
@@ -206,11 +216,7 @@ int RunServer(const Options& options) {
     return kExitFailed;
   }
   Floor floor(options, fd);
-  if (const int ret = floor.Init(); ret < 0) {
-    std::fprintf(stderr, "ringlab_floor_pingpong: %s setup: %s\n",
-                 options.variant.c_str(), std::strerror(-ret));
-    return kExitUnsupported;
-  }
+  if (!floor.InitOrReport()) return kExitUnsupported;
   sockaddr_storage local;
   socklen_t len = sizeof(local);
   getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len);
@@ -245,11 +251,7 @@ int RunClient(const Options& options) {
     return kExitFailed;
   }
   Floor floor(options, fd);
-  if (const int ret = floor.Init(); ret < 0) {
-    std::fprintf(stderr, "ringlab_floor_pingpong: %s setup: %s\n",
-                 options.variant.c_str(), std::strerror(-ret));
-    return kExitUnsupported;
-  }
+  if (!floor.InitOrReport()) return kExitUnsupported;
   floor.UseConnectedPeer();
   LatencyHistogram rtt;
   std::memset(floor.buffer(), 0x5a, options.payload);

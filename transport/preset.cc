@@ -154,7 +154,6 @@ Capabilities Probe() {
       io_uring_free_probe(probe);
     }
     // Register a one-entry buffer ring to prove the feature exists.
-    const size_t bytes = sizeof(io_uring_buf);
     void* mem = mmap(nullptr, 4096, PROT_READ | PROT_WRITE,
                      MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (mem != MAP_FAILED) {
@@ -169,7 +168,6 @@ Capabilities Probe() {
       if (caps.buffer_ring) io_uring_unregister_buf_ring(&ring, 0);
       munmap(mem, 4096);
     }
-    (void)bytes;
     caps.send_with_address = ProbeSendWithAddress(&ring);
     io_uring_queue_exit(&ring);
   }

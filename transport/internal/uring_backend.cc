@@ -215,12 +215,10 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     io_uring_sqe* sqe = GetSqe();
     unsigned flags = IORING_ASYNC_CANCEL_ALL;
     if (info.flags.registered_files) flags |= IORING_ASYNC_CANCEL_FD_FIXED;
+    // With registered files the fd field is the fixed index, used as a
+    // match key; the SQE itself is not an operation on that file, so it
+    // does not get IOSQE_FIXED_FILE.
     io_uring_prep_cancel_fd(sqe, FdFor(s), flags);
-    if (info.flags.registered_files) {
-      // The cancel matches on the fixed index; the SQE itself must not be
-      // marked IOSQE_FIXED_FILE (the fd field is a key, not a file).
-      sqe->flags &= ~IOSQE_FIXED_FILE;
-    }
     sqe->user_data = Encode(kOpCancel, 0, IdOf(s).value);
     ++counters.submissions;
   }
