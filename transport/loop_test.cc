@@ -378,6 +378,32 @@ class LoopTestBase : public ::testing::TestWithParam<std::string> {
         absl::StrCat("OnClosed of socket ", socket.value));
   }
 
+  // Two UDP sockets on 127.0.0.1 with free ports, and the server's address.
+  struct UdpPair {
+    SocketId server;
+    SocketId client;
+    Endpoint server_endpoint;
+  };
+  ::testing::AssertionResult OpenUdpPair(Recorder* server, Recorder* client,
+                                         UdpPair* out) {
+    UdpOptions udp;
+    udp.bind = Endpoint::Loopback(0);
+    absl::StatusOr<SocketId> server_id = loop_->OpenUdp(udp, server);
+    if (!server_id.ok()) {
+      return ::testing::AssertionFailure() << "server: " << server_id.status();
+    }
+    absl::StatusOr<SocketId> client_id = loop_->OpenUdp(udp, client);
+    if (!client_id.ok()) {
+      return ::testing::AssertionFailure() << "client: " << client_id.status();
+    }
+    absl::StatusOr<Endpoint> server_ep = loop_->LocalEndpoint(*server_id);
+    if (!server_ep.ok()) {
+      return ::testing::AssertionFailure() << server_ep.status();
+    }
+    *out = {*server_id, *client_id, *server_ep};
+    return ::testing::AssertionSuccess();
+  }
+
   // Buffers must all be back: nothing leaked by any path the test took.
   void ExpectNoLeakedBuffers() {
     EXPECT_EQ(loop_->buffers().free_count(), baseline_free_)
@@ -789,20 +815,16 @@ TEST_P(LoopTest, UdpZeroLengthDatagram) {
   Recorder* server = Make();
   Recorder* client = Make();
   Loop& loop = *loop_;
-  UdpOptions udp;
-  udp.bind = Endpoint::Loopback(0);
-  absl::StatusOr<SocketId> server_id = loop.OpenUdp(udp, server);
-  ASSERT_TRUE(server_id.ok());
-  absl::StatusOr<SocketId> client_id = loop.OpenUdp(udp, client);
-  ASSERT_TRUE(client_id.ok());
-  absl::StatusOr<Endpoint> server_ep = loop.LocalEndpoint(*server_id);
-  ASSERT_TRUE(server_ep.ok());
+  UdpPair pair;
+  ASSERT_TRUE(OpenUdpPair(server, client, &pair));
 
   // An empty datagram is a datagram, not an end of stream; the receive
   // must stay armed for the next one.
-  ASSERT_EQ(loop.SendTo(*client_id, MakePayload(loop, ""), *server_ep), 0);
   ASSERT_EQ(
-      loop.SendTo(*client_id, MakePayload(loop, "after-empty"), *server_ep), 0);
+      loop.SendTo(pair.client, MakePayload(loop, ""), pair.server_endpoint), 0);
+  ASSERT_EQ(loop.SendTo(pair.client, MakePayload(loop, "after-empty"),
+                        pair.server_endpoint),
+            0);
   ASSERT_TRUE(RunUntil(
       loop, [&] { return server->datagrams.size() >= 2; }, kWait,
       "an empty datagram and the one after it"));
@@ -812,8 +834,8 @@ TEST_P(LoopTest, UdpZeroLengthDatagram) {
       loop, [&] { return client->completions.size() >= 2; }, kWait,
       "send completions"));
   EXPECT_EQ(client->completions[0].result, 0);
-  ASSERT_TRUE(CloseAndWait(*client_id, client));
-  ASSERT_TRUE(CloseAndWait(*server_id, server));
+  ASSERT_TRUE(CloseAndWait(pair.client, client));
+  ASSERT_TRUE(CloseAndWait(pair.server, server));
   ExpectNoLeakedBuffers();
 }
 
@@ -824,14 +846,8 @@ TEST_P(LoopTest, UdpFullBufferDatagram) {
   Recorder* server = Make();
   Recorder* client = Make();
   Loop& loop = *loop_;
-  UdpOptions udp;
-  udp.bind = Endpoint::Loopback(0);
-  absl::StatusOr<SocketId> server_id = loop.OpenUdp(udp, server);
-  ASSERT_TRUE(server_id.ok());
-  absl::StatusOr<SocketId> client_id = loop.OpenUdp(udp, client);
-  ASSERT_TRUE(client_id.ok());
-  absl::StatusOr<Endpoint> server_ep = loop.LocalEndpoint(*server_id);
-  ASSERT_TRUE(server_ep.ok());
+  UdpPair pair;
+  ASSERT_TRUE(OpenUdpPair(server, client, &pair));
 
   BufferLease full = loop.AcquireBuffer();
   ASSERT_TRUE(full);
@@ -839,8 +855,10 @@ TEST_P(LoopTest, UdpFullBufferDatagram) {
   FillPattern(77, 0, full.writable());
   full.set_size(capacity);
   const std::string sent = ToString(full.bytes());
-  ASSERT_EQ(loop.SendTo(*client_id, std::move(full), *server_ep), 0);
-  ASSERT_EQ(loop.SendTo(*client_id, MakePayload(loop, "small"), *server_ep), 0);
+  ASSERT_EQ(loop.SendTo(pair.client, std::move(full), pair.server_endpoint), 0);
+  ASSERT_EQ(loop.SendTo(pair.client, MakePayload(loop, "small"),
+                        pair.server_endpoint),
+            0);
   ASSERT_TRUE(RunUntil(
       loop, [&] { return client->completions.size() >= 2; }, kWait,
       "send completions"));
@@ -860,8 +878,8 @@ TEST_P(LoopTest, UdpFullBufferDatagram) {
       << " bytes) was dropped; counters: " << loop.counters().ToString();
   EXPECT_EQ(server->datagrams[0].bytes.size(), capacity);
   EXPECT_TRUE(server->datagrams[0].bytes == sent) << "payload corrupted";
-  ASSERT_TRUE(CloseAndWait(*client_id, client));
-  ASSERT_TRUE(CloseAndWait(*server_id, server));
+  ASSERT_TRUE(CloseAndWait(pair.client, client));
+  ASSERT_TRUE(CloseAndWait(pair.server, server));
   ExpectNoLeakedBuffers();
 }
 
@@ -1791,20 +1809,15 @@ TEST_P(LoopTest, CountersReflectTraffic) {
   server->on_datagram = [&](SocketId s, const Endpoint& from, BufferLease d) {
     loop.SendTo(s, std::move(d), from);
   };
-  UdpOptions udp;
-  udp.bind = Endpoint::Loopback(0);
-  absl::StatusOr<SocketId> server_id = loop.OpenUdp(udp, server);
-  absl::StatusOr<SocketId> client_id = loop.OpenUdp(udp, client);
-  ASSERT_TRUE(server_id.ok() && client_id.ok());
-  absl::StatusOr<Endpoint> server_ep = loop.LocalEndpoint(*server_id);
-  ASSERT_TRUE(server_ep.ok());
+  UdpPair pair;
+  ASSERT_TRUE(OpenUdpPair(server, client, &pair));
 
   const LoopCounters before = loop.counters();
   constexpr int kDatagrams = 20;
   for (int i = 0; i < kDatagrams; ++i) {
-    ASSERT_EQ(
-        loop.SendTo(*client_id, MakePayload(loop, "0123456789"), *server_ep),
-        0);
+    ASSERT_EQ(loop.SendTo(pair.client, MakePayload(loop, "0123456789"),
+                          pair.server_endpoint),
+              0);
   }
   ASSERT_TRUE(RunUntil(
       loop,
@@ -1828,8 +1841,8 @@ TEST_P(LoopTest, CountersReflectTraffic) {
   }
   EXPECT_FALSE(loop.counters().ToString().empty());
 
-  ASSERT_TRUE(CloseAndWait(*client_id, client));
-  ASSERT_TRUE(CloseAndWait(*server_id, server));
+  ASSERT_TRUE(CloseAndWait(pair.client, client));
+  ASSERT_TRUE(CloseAndWait(pair.server, server));
 }
 
 std::string PresetTestName(const ::testing::TestParamInfo<std::string>& info) {
