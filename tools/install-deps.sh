@@ -13,8 +13,14 @@ packages=(
   sockperf gnuplot-nox python3
   # libFuzzer targets
   clang libclang-rt-14-dev
-  # network namespaces for the multihost suite
-  iproute2
+  # network namespaces for the multihost suite; nftables input-hook drops
+  # inside a test's own namespace (netem is missing on the target kernel)
+  iproute2 nftables
+  # interop peers, each started by its own test on a free loopback port:
+  # MQTT (broker + clients), Cyclone DDS (ddsperf, idlc, C library), ENet
+  mosquitto mosquitto-clients cyclonedds-tools cyclonedds-dev libenet-dev
+  # TLS and key derivation for the MQTT broker; SQLite if it is the store
+  libssl-dev libsqlite3-dev
 )
 
 missing=()

@@ -4,9 +4,13 @@
 # on demand: FUZZ_SECONDS=600 tools/run-fuzzers.sh). Corpora are kept under
 # build/fuzz/<target>/corpus so later runs continue where earlier ones ended.
 #
-# A fuzz target is a file named *_fuzzer.cc; the sources it needs besides
-# itself are listed in its "fuzz-deps:" line, or default to the module's .cc
-# files it includes by name (see TARGET_DEPS below).
+# A fuzz target is a file named *_fuzzer.cc. The sources it needs besides
+# itself are listed in a comment line of the target, relative to the
+# repository root:
+#   // fuzz-deps: mqtt/codec.cc transport/endpoint.cc
+# and extra link flags (e.g. -lcrypto) in a "// fuzz-libs:" line. TARGET_DEPS
+# below is the fallback for targets written before that convention.
+# FUZZ_ONLY=REGEX restricts the run to matching target names.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-20}"
@@ -27,13 +31,18 @@ declare -A TARGET_DEPS=(
 status=0
 for src in $(find transport bench udp mqtt rtps -name "*_fuzzer.cc" 2>/dev/null | sort); do
   name=$(basename "$src" .cc)
-  deps="${TARGET_DEPS[$name]:-}"
+  if [ -n "${FUZZ_ONLY:-}" ] && ! [[ "$name" =~ $FUZZ_ONLY ]]; then
+    continue
+  fi
+  deps=$(sed -n 's|^// fuzz-deps:||p' "$src" | tr '\n' ' ')
+  [ -n "${deps// }" ] || deps="${TARGET_DEPS[$name]:-}"
+  libs=$(sed -n 's|^// fuzz-libs:||p' "$src" | tr '\n' ' ')
   bin="$out/$name/$name"
   mkdir -p "$out/$name/corpus"
   echo "== $name: building"
   # shellcheck disable=SC2086
   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -I. \
-    "$src" $deps -o "$bin" $absl_libs
+    "$src" $deps -o "$bin" $absl_libs $libs
   echo "== $name: fuzzing for ${seconds}s"
   if ! "$bin" -max_total_time="$seconds" -print_final_stats=1 \
       "$out/$name/corpus" > "$out/$name/log.txt" 2>&1; then
