@@ -28,7 +28,8 @@ namespace ringlab::transport {
   X(zero_copy_copied)             \
   X(receive_errors)               \
   X(sqpoll_wakeups)               \
-  X(submission_queue_full)
+  X(submission_queue_full)        \
+  X(read_budget_yields)
 // clang-format on
 
 LoopCounters LoopCounters::Delta(const LoopCounters& earlier) const {

@@ -45,6 +45,9 @@ struct LoopCounters {
   uint64_t receive_errors = 0;
   uint64_t sqpoll_wakeups = 0;
   uint64_t submission_queue_full = 0;  // io_uring SQ full: flushed early
+  // epoll fairness: a socket used its reads for this iteration and was put
+  // on the ready list to read on in the next one.
+  uint64_t read_budget_yields = 0;
 
   uint64_t kernel_entries() const {
     return io_uring_enter + epoll_wait + socket_syscalls;

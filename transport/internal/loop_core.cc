@@ -67,6 +67,7 @@ absl::Status LoopCore::InitCore(const LoopOptions& options,
   dirty_.reserve(options.max_sockets);
   scratch_.reserve(options.max_sockets);
   starved_.reserve(options.max_sockets);
+  ready_.reserve(options.max_sockets);
   closing_.reserve(options.max_sockets);
   wakeup_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wakeup_fd_ < 0) return ErrnoStatus("eventfd", errno);
@@ -369,6 +370,13 @@ void LoopCore::MarkStarved(Socket& s) {
   starved_.push_back(SlotOf(s));
 }
 
+void LoopCore::MarkReadReady(Socket& s) {
+  if (s.read_ready) return;
+  s.read_ready = true;
+  ++counters.read_budget_yields;
+  ready_.push_back(SlotOf(s));
+}
+
 void LoopCore::ConsumeStreamSent(Socket& s, size_t bytes) {
   s.send_bytes -= bytes < s.send_bytes ? bytes : s.send_bytes;
   while (s.send_head != BufferPool::kNoBuffer) {
@@ -537,6 +545,7 @@ void LoopCore::FinishClose(Socket& s) {
   // `kind` and the flags, which a fresh Socket resets.
   s.dirty = false;
   s.receive_starved = false;
+  s.read_ready = false;
   free_slots_.push_back(SlotOf(s));
   --open_sockets;
   handler->OnClosed(id);
@@ -601,6 +610,19 @@ int LoopCore::RunOnce(Duration timeout) {
     scratch_.clear();
   }
 
+  // Sockets that used their read budget last iteration read on (epoll).
+  if (!ready_.empty()) {
+    scratch_.swap(ready_);
+    for (uint32_t slot : scratch_) {
+      Socket& s = sockets_[slot];
+      const bool was_ready = s.read_ready;
+      s.read_ready = false;
+      if (s.kind == SocketKind::kFree || !was_ready || s.closing) continue;
+      ContinueReceive(s);
+    }
+    scratch_.clear();
+  }
+
   // Hand queued sends to the kernel: one batch per socket per iteration. A
   // flush that could not finish re-lists the socket for the next iteration.
   if (!dirty_.empty()) {
@@ -616,7 +638,7 @@ int LoopCore::RunOnce(Duration timeout) {
   }
 
   Duration wait = timeout;
-  if (busy()) {
+  if (busy() || !ready_.empty()) {
     wait = Duration(0);
   } else if (!dirty_.empty() || !starved_.empty()) {
     // Starved receives retry next iteration; don't sleep past that.

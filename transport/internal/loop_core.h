@@ -33,6 +33,12 @@ enum class SocketKind : uint8_t { kFree, kUdp, kListener, kStream };
 
 // Most buffers gathered into one stream sendmsg / one sendmmsg batch.
 inline constexpr int kMaxGather = 16;
+// Fairness (epoll): most reads one socket gets per loop iteration before the
+// others have their turn; a socket with more to read waits on the ready list
+// for the next iteration.
+inline constexpr int kStreamReadsPerIteration = 16;
+inline constexpr int kDatagramBatchesPerIteration = 4;
+inline constexpr int kAcceptsPerIteration = 64;
 
 struct Socket {
   uint32_t generation = 1;
@@ -50,6 +56,8 @@ struct Socket {
   bool receive_armed = false;    // a receive (or accept) op is outstanding
   bool receive_starved = false;  // waiting for buffers to re-arm
   bool send_in_flight = false;   // stream: one send op outstanding
+  bool peer_hup_seen = false;    // epoll: RDHUP/HUP/ERR reported once
+  bool read_ready = false;       // epoll: on the ready list (more to read)
   uint32_t ops_in_flight = 0;    // uring: SQEs not yet fully completed
   int zc_result = 0;             // uring: SEND_ZC result awaiting its notif
   // Send queue: buffer indices linked through BufferPool::Slot::next.
@@ -135,6 +143,9 @@ class LoopCore {
   // Re-arms receives that stopped for lack of buffers (called each
   // iteration when starved sockets exist).
   virtual void RearmStarved(Socket& s) = 0;
+  // Continues reading a socket that used up its per-iteration read budget
+  // (epoll only; see MarkReadReady).
+  virtual void ContinueReceive(Socket& s) {}
 
   // --- Helpers for backends
   // ---------------------------------------------------
@@ -169,6 +180,9 @@ class LoopCore {
   void MaybeFinishClose(Socket& s);
   void MarkDirty(Socket& s);
   void MarkStarved(Socket& s);
+  // `s` has more to read but used its budget for this iteration: it is read
+  // again at the start of the next one, and that iteration does not sleep.
+  void MarkReadReady(Socket& s);
   // Writes to the wakeup fd's counterpart; backends read it.
   int wakeup_fd() const { return wakeup_fd_; }
   void DrainWakeup();
@@ -179,6 +193,7 @@ class LoopCore {
   std::vector<uint32_t> free_slots_;
   std::vector<uint32_t> dirty_;    // slots with queued sends
   std::vector<uint32_t> starved_;  // slots whose receive awaits buffers
+  std::vector<uint32_t> ready_;    // slots with more to read (epoll)
   std::vector<uint32_t> closing_;  // slots closing, not yet finished
   std::vector<uint32_t> scratch_;  // reused while walking the lists above
 
