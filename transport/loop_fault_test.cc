@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -147,6 +148,115 @@ TEST_P(LoopFaultTest, MassResetWhileBuffersExhausted) {
   const std::string limit = EnsureFileLimit(4096);
   if (!limit.empty()) GTEST_SKIP() << limit;
   RunLastDataThenEnd(1000, /*reset=*/true, 30s, /*hold=*/200ms);
+}
+
+// Issue 6, fault 2: no send path may raise SIGPIPE. A stream peer resets
+// while single-buffer sends keep going (uring-fixed sent those with
+// WRITE_FIXED, which has no MSG_NOSIGNAL, and the process died with status
+// 141). Runs in a child with SIGPIPE at its default disposition, as in a
+// program that never heard of it.
+TEST_P(LoopFaultTest, NoSigpipeOnResetDuringSend) {
+  const std::string preset = GetParam();
+  const ChildResult child = RunInChild([&]() -> int {
+    std::signal(SIGPIPE, SIG_DFL);
+    LoopOptions options = DefaultOptions();
+    options.backend = preset;
+    absl::StatusOr<std::unique_ptr<Loop>> created = Loop::Create(options);
+    CHILD_CHECK(created.ok(), created.status());
+    Loop& loop = **created;
+    ScopedFd listen_fd(BoundRawSocket(SOCK_STREAM, 0));
+    CHILD_CHECK(listen_fd.get() >= 0, std::strerror(errno));
+    CHILD_CHECK(::listen(listen_fd.get(), 4) == 0, std::strerror(errno));
+    Recorder client;
+    int refused = 0;  // Send() itself said no (after the stream failed)
+    int failed = 0;   // completions with a negative result
+    int sent = 0;     // completions with a positive result
+    SocketId id;
+    // One 1 KiB lease per Send: the single-buffer send path.
+    auto send_one = [&] {
+      BufferLease lease = loop.AcquireBuffer();
+      if (!lease) return;
+      std::memset(lease.data(), 's', 1024);
+      lease.set_size(1024);
+      if (loop.Send(id, std::move(lease)) != 0) ++refused;
+    };
+    client.on_send_complete = [&](SocketId, int result, uint64_t) {
+      if (result < 0) {
+        ++failed;
+      } else {
+        ++sent;
+      }
+    };
+    absl::StatusOr<SocketId> connected = loop.ConnectTcp(
+        Endpoint::Loopback(BoundPort(listen_fd.get())), &client);
+    CHILD_CHECK(connected.ok(), connected.status());
+    id = *connected;
+    CHILD_CHECK(RunUntil(
+                    loop, [&] { return !client.connects.empty(); }, kWait,
+                    "the connect"),
+                "");
+    CHILD_CHECK(client.connects[0].second == 0,
+                ErrnoName(client.connects[0].second));
+    ScopedFd peer(::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    CHILD_CHECK(peer.get() >= 0, std::strerror(errno));
+    send_one();
+    CHILD_CHECK(RunUntil(
+                    loop, [&] { return sent == 1; }, kWait, "a first send"),
+                "");
+    CHILD_CHECK(SetAbortiveClose(peer.get()), std::strerror(errno));
+    peer.Reset();  // RST
+    // The receive reads the reset (and so consumes the socket error); a send
+    // after that fails with EPIPE, which raises SIGPIPE unless suppressed.
+    CHILD_CHECK(RunUntil(
+                    loop, [&] { return !client.read_closed.empty(); }, kWait,
+                    "OnReadClosed after the reset"),
+                "");
+    for (int i = 0; i < 3; ++i) {
+      const int before = failed + refused;
+      send_one();
+      CHILD_CHECK(RunUntil(
+                      loop, [&] { return failed + refused > before; }, kWait,
+                      "the send after the reset to fail"),
+                  "failed=" << failed << " refused=" << refused << " "
+                            << loop.counters().ToString());
+    }
+    std::cout << "sent=" << sent << " failed=" << failed
+              << " refused=" << refused << std::endl;
+    return 0;
+  });
+  EXPECT_EQ(child.signal, 0)
+      << "issue 6 fault 2: a send to a reset peer raised SIGPIPE: "
+      << child.Describe();
+  EXPECT_EQ(child.exit_code, 0) << child.Describe();
+}
+
+// Issue 6, fault 9: a Send() after a failed connect returned 0 and held its
+// lease until Close(). It must fail at once and give the lease back.
+TEST_P(LoopFaultTest, SendAfterFailedConnectIsRefused) {
+  Loop& loop = *loop_;
+  uint16_t port = 0;
+  {
+    ScopedFd probe(BoundRawSocket(SOCK_STREAM, 0));
+    ASSERT_GE(probe.get(), 0);
+    port = BoundPort(probe.get());
+  }
+  Recorder* client = Make();
+  absl::StatusOr<SocketId> id =
+      loop.ConnectTcp(Endpoint::Loopback(port), client);
+  ASSERT_TRUE(id.ok()) << id.status();
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return !client->connects.empty(); }, kWait, "OnConnect"));
+  ASSERT_EQ(client->connects[0].second, -ECONNREFUSED);
+  const uint32_t free_before = loop.buffers().free_count();
+  const int rc = loop.Send(*id, MakePayload(loop, "after a failed connect"));
+  EXPECT_LT(rc, 0) << "issue 6 fault 9: Send after a failed connect returned "
+                   << ErrnoName(rc);
+  EXPECT_EQ(loop.buffers().free_count(), free_before)
+      << "issue 6 fault 9: the refused lease is still held";
+  EXPECT_EQ(loop.QueuedSendBytes(*id), 0u);
+  ASSERT_TRUE(CloseAndWait(*id, client));
+  EXPECT_TRUE(client->violations.empty()) << client->ViolationText();
+  ExpectNoLeakedBuffers();
 }
 
 INSTANTIATE_TEST_SUITE_P(Faults, LoopFaultTest, RINGLAB_ALL_PRESETS,

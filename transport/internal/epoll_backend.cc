@@ -406,7 +406,7 @@ class EpollBackend final : public LoopCore {
         }
         const int err = -errno;
         ++counters.completions;
-        FailQueuedSends(s, err);
+        FailStream(s, err);
         return;
       }
       ++counters.completions;

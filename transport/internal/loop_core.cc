@@ -339,6 +339,10 @@ int LoopCore::Send(SocketId id, BufferLease data, uint64_t tag) {
   if (s == nullptr || s->kind != SocketKind::kStream) return -EBADF;
   if (s->closing) return -ECANCELED;
   if (s->shutdown_requested) return -EPIPE;
+  if (s->write_error != 0) return s->write_error;
+  // Neither connected nor connecting: the connect failed (write_error holds
+  // its result), or this is not a stream that can carry data.
+  if (!s->connected && !s->connecting) return -ENOTCONN;
   return Enqueue(*s, std::move(data), tag, nullptr);
 }
 
@@ -424,17 +428,30 @@ void LoopCore::CompleteDatagram(Socket& s, uint32_t buffer, int result) {
 }
 
 void LoopCore::FailQueuedSends(Socket& s, int error) {
-  while (s.send_head != BufferPool::kNoBuffer) {
-    const uint32_t index = s.send_head;
-    BufferPool::Slot& slot = pool->slot(index);
-    s.send_head = slot.next;
-    const uint64_t tag = slot.tag;
-    pool->ReleaseIndex(index);
-    s.handler->OnSendComplete(IdOf(s), error, tag);
-  }
+  // Detach the whole queue first: a completion callback may Send() again
+  // (to this socket or another), and must find a consistent, empty queue
+  // rather than one whose tail points at a buffer already released.
+  uint32_t index = s.send_head;
+  s.send_head = BufferPool::kNoBuffer;
   s.send_tail = BufferPool::kNoBuffer;
   s.send_queued = 0;
   s.send_bytes = 0;
+  while (index != BufferPool::kNoBuffer) {
+    BufferPool::Slot& slot = pool->slot(index);
+    const uint32_t next = slot.next;
+    const uint64_t tag = slot.tag;
+    pool->ReleaseIndex(index);
+    s.handler->OnSendComplete(IdOf(s), error, tag);
+    index = next;
+  }
+}
+
+// A stream whose send failed (or whose connect failed) cannot be written any
+// more: later Send() calls fail at once with the same error instead of
+// queueing a lease that would wait for Close().
+void LoopCore::FailStream(Socket& s, int error) {
+  if (s.write_error == 0 && error != -ECANCELED) s.write_error = error;
+  FailQueuedSends(s, error);
 }
 
 // --- Delivery
@@ -475,7 +492,7 @@ void LoopCore::DeliverConnect(Socket& s, int result) {
       MarkDirty(s);
     }
   } else {
-    FailQueuedSends(s, result);
+    FailStream(s, result);
   }
 }
 

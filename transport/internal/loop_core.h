@@ -60,6 +60,7 @@ struct Socket {
   bool read_ready = false;       // epoll: on the ready list (more to read)
   uint32_t ops_in_flight = 0;    // uring: SQEs not yet fully completed
   int zc_result = 0;             // uring: SEND_ZC result awaiting its notif
+  int write_error = 0;           // stream: the send/connect error, sticky
   // Send queue: buffer indices linked through BufferPool::Slot::next.
   uint32_t send_head = BufferPool::kNoBuffer;
   uint32_t send_tail = BufferPool::kNoBuffer;
@@ -174,8 +175,12 @@ class LoopCore {
   uint32_t PopDatagram(Socket& s);
   // A datagram the kernel took finished: callback, then release.
   void CompleteDatagram(Socket& s, uint32_t buffer, int result);
-  // Completes every queued send with `error` (close / reset).
+  // Completes every queued send with `error` (close / reset). Callbacks may
+  // queue new sends meanwhile.
   void FailQueuedSends(Socket& s, int error);
+  // A stream send (or connect) failed: fails the queue and makes later
+  // Send() calls return `error` at once.
+  void FailStream(Socket& s, int error);
   // If `s` is closing and idle, closes the fd and delivers OnClosed.
   void MaybeFinishClose(Socket& s);
   void MarkDirty(Socket& s);

@@ -511,8 +511,8 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     std::byte* data = pool->BufferAddress(index) + slot.data_offset;
     io_uring_sqe* sqe = GetSqe();
     if (s.connected && info.flags.registered_buffers) {
-      // A write on a connected datagram socket sends one datagram; the
-      // _FIXED form lets the kernel skip pinning the pages per send.
+      // A write on a connected datagram socket sends one datagram. Unlike a
+      // stream write it cannot raise SIGPIPE: UDP never reports EPIPE.
       io_uring_prep_write_fixed(sqe, FdFor(s), data, slot.size, 0, 0);
     } else if (s.connected) {
       io_uring_prep_send(sqe, FdFor(s), data, slot.size, MSG_NOSIGNAL);
@@ -575,10 +575,12 @@ class UringBackend final : public LoopCore, public BufferRecycler {
                                     0);
       } else if (zero_copy) {
         io_uring_prep_send_zc(sqe, FdFor(s), data, len, MSG_NOSIGNAL, 0);
-      } else if (info.flags.registered_buffers) {
-        io_uring_prep_write_fixed(sqe, FdFor(s), data,
-                                  static_cast<unsigned>(len), 0, 0);
       } else {
+        // Never WRITE_FIXED on a stream: a write has no MSG_NOSIGNAL, so
+        // writing to a reset TCP peer raises SIGPIPE and kills a process
+        // that did not ignore it (issue 6, fault 2). A copying send gains
+        // nothing from a registered buffer anyway (the kernel copies from
+        // the user address either way).
         io_uring_prep_send(sqe, FdFor(s), data, len, MSG_NOSIGNAL);
       }
     } else {
@@ -815,7 +817,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
 
   void OnStreamSent(Socket& s, int res) {
     if (res < 0) {
-      FailQueuedSends(s, res == -ECANCELED ? -ECANCELED : res);
+      FailStream(s, res);
       return;
     }
     counters.bytes_sent += static_cast<uint64_t>(res);
