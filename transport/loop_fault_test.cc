@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <deque>
 #include <string>
 #include <vector>
 
@@ -256,6 +257,168 @@ TEST_P(LoopFaultTest, SendAfterFailedConnectIsRefused) {
   EXPECT_EQ(loop.QueuedSendBytes(*id), 0u);
   ASSERT_TRUE(CloseAndWait(*id, client));
   EXPECT_TRUE(client->violations.empty()) << client->ViolationText();
+  ExpectNoLeakedBuffers();
+}
+
+// Issue 6, faults 1, 2 and 8 under real concurrency: 1,000 clients in
+// another process exchange echo traffic for a while (which exhausts the
+// provided ring on the uring-fixed family) and then the process dies, so the
+// kernel resets (or FINs) every connection while the Loop is busy echoing.
+// Before the fault 2 fix this killed the test binary with SIGPIPE.
+TEST_P(LoopFaultTest, MassResetFromDyingProcess) {
+  const std::string limit = EnsureFileLimit(4096);
+  if (!limit.empty()) GTEST_SKIP() << limit;
+  Loop& loop = *loop_;
+  constexpr int kConnections = 1000;
+  Recorder* server = Make();
+  server->keep_bytes = false;
+  server->on_accept = [&](SocketId, SocketId, const Endpoint&) {
+    return server;
+  };
+  server->on_data = [&](SocketId s, BufferLease data) {
+    loop.Send(s, std::move(data));  // refusals are fine here
+  };
+  server->on_read_closed = [&](SocketId s, int) { loop.Close(s); };
+  absl::StatusOr<SocketId> listener =
+      loop.ListenTcp(Endpoint::Loopback(0), server);
+  ASSERT_TRUE(listener.ok()) << listener.status();
+  absl::StatusOr<Endpoint> ep = loop.LocalEndpoint(*listener);
+  ASSERT_TRUE(ep.ok());
+  const Endpoint to = *ep;
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::vector<int> fds;
+    for (int i = 0; i < kConnections; ++i) {
+      const int fd = ConnectRawTcp(to);
+      if (fd < 0) ::_exit(2);
+      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+      fds.push_back(fd);
+    }
+    char buf[4096] = {};
+    const Timestamp until = MonotonicNow() + 300ms;
+    while (MonotonicNow() < until) {
+      for (int fd : fds) {
+        [[maybe_unused]] ssize_t w = ::write(fd, buf, 1000);
+        [[maybe_unused]] ssize_t r = ::read(fd, buf, 500);  // leave some
+      }
+    }
+    ::_exit(0);  // the kernel closes every socket, most with unread data
+  }
+  const bool done = RunUntil(
+      loop,
+      [&] {
+        int status = 0;
+        return server->read_closed.size() == size_t(kConnections) &&
+               ::waitpid(pid, &status, WNOHANG) != 0;
+      },
+      30s, "OnReadClosed on every connection");
+  EXPECT_EQ(server->read_closed.size(), size_t(kConnections))
+      << "issue 6 fault 8: connections that never got their end of stream; "
+      << loop.counters().ToString();
+  std::cout << "[ info     ] " << GetParam()
+            << ": counters: " << loop.counters().ToString() << "\n";
+  if (!done) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+  }
+  ASSERT_TRUE(done);
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return server->closed_count() == size_t(kConnections); },
+      kWait, "every server connection's OnClosed"));
+  ASSERT_TRUE(CloseAndWait(*listener, server));
+  EXPECT_EQ(loop.open_sockets(), 0u);
+  EXPECT_TRUE(server->violations.empty()) << server->ViolationText();
+  ExpectNoLeakedBuffers();
+}
+
+// Issue 6, fault 8: the real cause. While the buffers are exhausted, the
+// starved receives were re-armed in the same order every iteration and the
+// few buffers that came back went to the sockets at the front of that list,
+// which kept having data; a socket at the back with only its end of stream
+// left (1-3 of 1,000 after a mass reset) never got a buffer, so it never saw
+// the EOF, its receive re-armed and failing with ENOBUFS every iteration.
+// Here ten connections each have 64 KiB waiting, the server holds every
+// buffer and hands back one per iteration, and one more connection sends a
+// byte and a FIN after the others starved: its end of stream must arrive
+// while the others still have most of their data to deliver.
+TEST_P(LoopFaultTest, StarvedReceivesAreServedInTurn) {
+  LoopOptions options;
+  options.buffer_size = 2048;
+  options.buffer_count = 64;
+  options.provided_buffers = 8;
+  CREATE_LOOP_OR_RETURN(options);
+  Loop& loop = *loop_;
+  constexpr int kHeavy = 10;
+  constexpr size_t kHeavyBytes = 64 * 1024;
+  Recorder* server = Make();
+  server->keep_bytes = false;
+  std::deque<BufferLease> held;
+  absl::flat_hash_map<uint32_t, size_t> bytes;
+  server->on_accept = [&](SocketId, SocketId, const Endpoint&) {
+    return server;
+  };
+  server->on_data = [&](SocketId s, BufferLease data) {
+    bytes[s.value] += data.size();
+    held.push_back(std::move(data));
+  };
+  absl::StatusOr<SocketId> listener =
+      loop.ListenTcp(Endpoint::Loopback(0), server);
+  ASSERT_TRUE(listener.ok()) << listener.status();
+  absl::StatusOr<Endpoint> ep = loop.LocalEndpoint(*listener);
+  ASSERT_TRUE(ep.ok());
+  std::vector<ScopedFd> heavy;
+  for (int i = 0; i < kHeavy; ++i) {
+    heavy.emplace_back(ConnectRawTcp(*ep));
+    ASSERT_GE(heavy.back().get(), 0) << std::strerror(errno);
+  }
+  ScopedFd light(ConnectRawTcp(*ep));
+  ASSERT_GE(light.get(), 0);
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return server->accepted.size() == size_t(kHeavy + 1); },
+      kWait, "every client to be accepted"));
+  ASSERT_TRUE(RunFor(loop, 20ms));
+  const std::string chunk(kHeavyBytes, 'h');
+  for (ScopedFd& c : heavy) {
+    ASSERT_EQ(::write(c.get(), chunk.data(), chunk.size()),
+              ssize_t(kHeavyBytes));
+  }
+  // Hold everything until the heavy connections are starved.
+  ASSERT_TRUE(RunFor(loop, 50ms));
+  ASSERT_GT(held.size(), 0u);
+  ASSERT_EQ(::write(light.get(), "L", 1), 1);
+  ASSERT_EQ(::shutdown(light.get(), SHUT_WR), 0);
+  ASSERT_TRUE(RunFor(loop, 20ms));
+  // Now one buffer comes back per iteration.
+  size_t heavy_bytes_at_eof = 0;
+  const bool done = RunUntil(
+      loop,
+      [&] {
+        if (!held.empty()) held.pop_front();
+        if (!server->read_closed.empty()) {
+          if (heavy_bytes_at_eof == 0) {
+            for (const auto& [id, n] : bytes) heavy_bytes_at_eof += n;
+            heavy_bytes_at_eof -= 1;  // the light connection's byte
+          }
+          return true;
+        }
+        return false;
+      },
+      30s, "the light connection's end of stream");
+  ASSERT_TRUE(done);
+  std::cout << "[ info     ] " << GetParam() << ": heavy bytes delivered when "
+            << "the light EOF arrived: " << heavy_bytes_at_eof << " of "
+            << kHeavy * kHeavyBytes
+            << "; counters: " << loop.counters().ToString() << "\n";
+  EXPECT_LT(heavy_bytes_at_eof, kHeavy * kHeavyBytes / 2)
+      << "issue 6 fault 8: the end of stream waited until the other "
+         "starved connections had drained (buffers were not shared in turn)";
+  held.clear();
+  for (SocketId id : server->accepted) loop.Close(id);
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return server->closed_count() == size_t(kHeavy + 1); }, kWait,
+      "every connection's OnClosed"));
+  ASSERT_TRUE(CloseAndWait(*listener, server));
   ExpectNoLeakedBuffers();
 }
 

@@ -68,6 +68,7 @@ absl::Status LoopCore::InitCore(const LoopOptions& options,
   scratch_.reserve(options.max_sockets);
   starved_.reserve(options.max_sockets);
   ready_.reserve(options.max_sockets);
+  starved_next_.reserve(options.max_sockets);
   closing_.reserve(options.max_sockets);
   wakeup_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wakeup_fd_ < 0) return ErrnoStatus("eventfd", errno);
@@ -606,6 +607,54 @@ void LoopCore::DrainWakeup() {
   [[maybe_unused]] ssize_t n = ::read(wakeup_fd_, &value, sizeof(value));
 }
 
+// Starved receives take turns (issue 6, fault 8). The list is served from
+// the front only while buffers last: a socket whose re-armed receive starves
+// again goes to the back, and the sockets not tried yet keep their places in
+// front of it. Re-arming everyone in the same order every iteration gave the
+// few returned buffers to the sockets at the front, which kept having data,
+// and a socket at the back with only its end of stream left could wait
+// forever.
+void LoopCore::ServeStarved() {
+  scratch_.swap(starved_);  // starved_ now collects those that starve again
+  uint32_t limit = StarvedRearmLimit();
+  size_t i = 0;
+  for (; i < scratch_.size() && limit > 0; ++i) {
+    Socket& s = sockets_[scratch_[i]];
+    const bool was_starved = s.receive_starved;
+    if (s.kind == SocketKind::kFree || !was_starved || s.closing) {
+      s.receive_starved = false;
+      continue;
+    }
+    s.receive_starved = false;
+    const uint64_t received_before = counters.bytes_received;
+    RearmStarved(s);
+    --limit;
+    // Starved again at once: there is nothing left to hand out. If this
+    // socket got nothing either, it keeps its place at the front
+    // (MarkStarved just appended it to starved_; take it back); if it got
+    // some bytes first, it stays at the back.
+    if (s.receive_starved) {
+      if (counters.bytes_received == received_before) {
+        starved_.pop_back();
+        --i;  // re-queued below with the untried ones
+      }
+      ++i;
+      break;
+    }
+  }
+  starved_next_.clear();
+  for (; i < scratch_.size(); ++i) {
+    const Socket& s = sockets_[scratch_[i]];
+    if (s.kind != SocketKind::kFree && s.receive_starved) {
+      starved_next_.push_back(scratch_[i]);
+    }
+  }
+  starved_next_.insert(starved_next_.end(), starved_.begin(), starved_.end());
+  starved_.swap(starved_next_);
+  starved_next_.clear();
+  scratch_.clear();
+}
+
 int LoopCore::RunOnce(Duration timeout) {
   ++counters.loop_iterations;
   now = MonotonicNow();
@@ -614,18 +663,8 @@ int LoopCore::RunOnce(Duration timeout) {
   RunPosted();
 
   // Re-arm receives that ran out of buffers, now that callbacks may have
-  // released some. RearmStarved() re-lists a socket that is still starved.
-  if (!starved_.empty()) {
-    scratch_.swap(starved_);
-    for (uint32_t slot : scratch_) {
-      Socket& s = sockets_[slot];
-      const bool was_starved = s.receive_starved;
-      s.receive_starved = false;
-      if (s.kind == SocketKind::kFree || !was_starved || s.closing) continue;
-      RearmStarved(s);
-    }
-    scratch_.clear();
-  }
+  // released some.
+  if (!starved_.empty()) ServeStarved();
 
   // Sockets that used their read budget last iteration read on (epoll).
   if (!ready_.empty()) {

@@ -144,6 +144,10 @@ class LoopCore {
   // Re-arms receives that stopped for lack of buffers (called each
   // iteration when starved sockets exist).
   virtual void RearmStarved(Socket& s) = 0;
+  // How many starved receives may be re-armed this iteration (the provided
+  // ring's free buffers on the uring-fixed family; unlimited elsewhere, where
+  // a re-armed receive that finds no buffer starves again at once).
+  virtual uint32_t StarvedRearmLimit() { return UINT32_MAX; }
   // Continues reading a socket that used up its per-iteration read budget
   // (epoll only; see MarkReadReady).
   virtual void ContinueReceive(Socket& s) {}
@@ -196,17 +200,19 @@ class LoopCore {
   LoopOptions options_;
   std::vector<Socket> sockets_;
   std::vector<uint32_t> free_slots_;
-  std::vector<uint32_t> dirty_;    // slots with queued sends
-  std::vector<uint32_t> starved_;  // slots whose receive awaits buffers
-  std::vector<uint32_t> ready_;    // slots with more to read (epoll)
-  std::vector<uint32_t> closing_;  // slots closing, not yet finished
-  std::vector<uint32_t> scratch_;  // reused while walking the lists above
+  std::vector<uint32_t> dirty_;         // slots with queued sends
+  std::vector<uint32_t> starved_;       // slots whose receive awaits buffers
+  std::vector<uint32_t> ready_;         // slots with more to read (epoll)
+  std::vector<uint32_t> starved_next_;  // reused by ServeStarved
+  std::vector<uint32_t> closing_;       // slots closing, not yet finished
+  std::vector<uint32_t> scratch_;       // reused while walking the lists above
 
  private:
   absl::StatusOr<Socket*> NewSocket(SocketKind kind, int fd,
                                     SocketHandler* handler);
   void FinishClose(Socket& s);
   void RunPosted();
+  void ServeStarved();
   int Enqueue(Socket& s, BufferLease data, uint64_t tag, const Endpoint* to);
 
   int wakeup_fd_ = -1;

@@ -201,6 +201,10 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     ArmReceive(s);
   }
 
+  uint32_t StarvedRearmLimit() override {
+    return info.flags.provided_buffers ? ring_available_ : UINT32_MAX;
+  }
+
   bool StartConnect(Socket& s, const Endpoint& peer) override {
     io_uring_sqe* sqe = GetSqe();
     io_uring_prep_connect(sqe, FdFor(s),
