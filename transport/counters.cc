@@ -29,7 +29,11 @@ namespace ringlab::transport {
   X(receive_errors)               \
   X(sqpoll_wakeups)               \
   X(submission_queue_full)        \
-  X(read_budget_yields)
+  X(read_budget_yields)           \
+  X(accept_fd_limit)              \
+  X(accept_system_limit)          \
+  X(accept_retries)               \
+  X(accept_socket_table_full)
 // clang-format on
 
 LoopCounters LoopCounters::Delta(const LoopCounters& earlier) const {

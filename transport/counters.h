@@ -48,6 +48,16 @@ struct LoopCounters {
   // epoll fairness: a socket used its reads for this iteration and was put
   // on the ready list to read on in the next one.
   uint64_t read_budget_yields = 0;
+  // Accepts refused for lack of descriptors: the process limit
+  // (RLIMIT_NOFILE, EMFILE), the system file table (ENFILE) or kernel memory
+  // (ENOBUFS/ENOMEM). The listener backs off and retries (accept_retries);
+  // OnError(-errno) reports the first of each episode.
+  uint64_t accept_fd_limit = 0;
+  uint64_t accept_system_limit = 0;
+  uint64_t accept_retries = 0;
+  // Connections accepted and closed at once because the Loop's socket table
+  // (LoopOptions::max_sockets) was full; each reported as OnError(-EMFILE).
+  uint64_t accept_socket_table_full = 0;
 
   uint64_t kernel_entries() const {
     return io_uring_enter + epoll_wait + socket_syscalls;

@@ -422,6 +422,148 @@ TEST_P(LoopFaultTest, StarvedReceivesAreServedInTurn) {
   ExpectNoLeakedBuffers();
 }
 
+// Issue 6, fault 3: accepting at the fd limit. epoll stopped accepting for
+// good (0 accepts after fds were freed while 61 clients waited); the io_uring
+// presets re-armed the accept at once and spun (~1.4 M OnError/s). Every
+// preset must back off, report the error once per episode, and resume when
+// fds are free again. Runs in a child with RLIMIT_NOFILE lowered to 256.
+TEST_P(LoopFaultTest, AcceptRecoversAfterEmfile) {
+  const std::string preset = GetParam();
+  const ChildResult child = RunInChild([&]() -> int {
+    rlimit limit{};
+    CHILD_CHECK(::getrlimit(RLIMIT_NOFILE, &limit) == 0, std::strerror(errno));
+    limit.rlim_cur = 256;
+    CHILD_CHECK(::setrlimit(RLIMIT_NOFILE, &limit) == 0, std::strerror(errno));
+    LoopOptions options = DefaultOptions();
+    options.backend = preset;
+    options.max_sockets = 128;
+    absl::StatusOr<std::unique_ptr<Loop>> created = Loop::Create(options);
+    CHILD_CHECK(created.ok(), created.status());
+    Loop& loop = **created;
+    Recorder server;
+    server.keep_bytes = false;
+    server.on_accept = [&](SocketId, SocketId, const Endpoint&) {
+      return &server;
+    };
+    absl::StatusOr<SocketId> listener =
+        loop.ListenTcp(Endpoint::Loopback(0), &server);
+    CHILD_CHECK(listener.ok(), listener.status());
+    absl::StatusOr<Endpoint> ep = loop.LocalEndpoint(*listener);
+    CHILD_CHECK(ep.ok(), ep.status());
+    // One connection first: its callbacks run before the descriptors run
+    // out, so UBSan's vptr check (which needs a pipe the first time it sees
+    // a type) has seen the handler's type already.
+    {
+      ScopedFd warm_up(ConnectRawTcp(*ep));
+      CHILD_CHECK(RunUntil(
+                      loop, [&] { return server.accepted.size() == 1; }, kWait,
+                      "the warm-up connection"),
+                  "");
+      server.errors.emplace_back(SocketId{}, 0);
+      static_cast<SocketHandler&>(server).OnError(*listener, 0);
+      server.errors.clear();
+      loop.Close(server.accepted[0]);
+      CHILD_CHECK(RunUntil(
+                      loop, [&] { return server.closed_count() == 1; }, kWait,
+                      "the warm-up close"),
+                  "");
+      server.accepted.clear();
+      server.closed.clear();
+    }
+    constexpr int kClients = 61;
+    // The client sockets exist before the descriptors run out and connect
+    // after, so no accept (not even one the SQ thread makes on its own) can
+    // find a free descriptor.
+    std::vector<ScopedFd> clients;
+    for (int i = 0; i < kClients; ++i) {
+      clients.emplace_back(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      CHILD_CHECK(clients.back().get() >= 0, std::strerror(errno));
+    }
+    std::vector<ScopedFd> filler;
+    while (true) {
+      const int fd = ::dup(clients[0].get());
+      if (fd < 0) break;
+      filler.emplace_back(fd);
+    }
+    CHILD_CHECK(errno == EMFILE, std::strerror(errno));
+    const size_t filled = filler.size();
+    for (ScopedFd& c : clients) {
+      CHILD_CHECK(::connect(c.get(), ep->sockaddr(), ep->socklen()) == 0,
+                  std::strerror(errno));
+    }
+    const LoopCounters before = loop.counters();
+    CHILD_CHECK(RunFor(loop, 300ms), "");
+    const LoopCounters full = loop.counters().Delta(before);
+    const size_t errors_while_full = server.errors.size();
+    const size_t accepted_while_full = server.accepted.size();
+    filler.clear();  // fds are free again (printing needs one, too)
+    std::cout << "while full (300 ms): accepted=" << accepted_while_full
+              << " OnError=" << errors_while_full
+              << " loop_iterations=" << full.loop_iterations << " (filled "
+              << filled << " fds)" << std::endl;
+    for (const auto& [id, error] : server.errors) {
+      CHILD_CHECK(error == -EMFILE, ErrnoName(error));
+    }
+    const bool recovered = RunUntil(
+        loop, [&] { return server.accepted.size() == size_t(kClients); }, kWait,
+        "the waiting clients to be accepted");
+    std::cout << "after freeing fds: accepted " << server.accepted.size() << "/"
+              << kClients << "; counters: " << loop.counters().ToString()
+              << std::endl;
+    CHILD_CHECK(errors_while_full >= 1, "EMFILE was not reported");
+    CHILD_CHECK(errors_while_full <= 3,
+                "issue 6 fault 3: the accept spun on EMFILE, OnError "
+                    << errors_while_full << " times in 300 ms");
+    CHILD_CHECK(recovered, "issue 6 fault 3: accepted "
+                               << server.accepted.size() << "/" << kClients
+                               << " after fds were freed");
+    return 0;
+  });
+  EXPECT_EQ(child.exit_code, 0) << child.Describe();
+  std::cout << "[ info     ] " << GetParam() << ": " << child.output;
+}
+
+// Issue 6, fault 3: a full socket table (LoopOptions::max_sockets) accepts
+// and closes connections, reports -EMFILE and counts them apart from the
+// kernel's fd limit.
+TEST_P(LoopFaultTest, AcceptBeyondMaxSocketsIsCountedApart) {
+  LoopOptions options = DefaultOptions();
+  options.max_sockets = 4;  // the listener and three connections
+  CREATE_LOOP_OR_RETURN(options);
+  Loop& loop = *loop_;
+  Recorder* server = Make();
+  server->on_accept = [&](SocketId, SocketId, const Endpoint&) {
+    return server;
+  };
+  absl::StatusOr<SocketId> listener =
+      loop.ListenTcp(Endpoint::Loopback(0), server);
+  ASSERT_TRUE(listener.ok()) << listener.status();
+  absl::StatusOr<Endpoint> ep = loop.LocalEndpoint(*listener);
+  ASSERT_TRUE(ep.ok());
+  std::vector<ScopedFd> clients;
+  for (int i = 0; i < 10; ++i) {
+    clients.emplace_back(ConnectRawTcp(*ep));
+    ASSERT_GE(clients.back().get(), 0);
+  }
+  ASSERT_TRUE(RunUntil(
+      loop,
+      [&] { return server->accepted.size() + server->errors.size() >= 10; },
+      kWait, "ten accepts or refusals"));
+  EXPECT_EQ(server->accepted.size(), 3u);
+  EXPECT_EQ(server->errors.size(), 7u);
+  for (const auto& [id, error] : server->errors) {
+    EXPECT_EQ(error, -EMFILE) << ErrnoName(error);
+  }
+  EXPECT_EQ(loop.counters().accept_socket_table_full, 7u)
+      << loop.counters().ToString();
+  EXPECT_EQ(loop.counters().accept_fd_limit, 0u);
+  for (SocketId id : server->accepted) loop.Close(id);
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return server->closed_count() == 3; }, kWait, "closes"));
+  ASSERT_TRUE(CloseAndWait(*listener, server));
+  ExpectNoLeakedBuffers();
+}
+
 INSTANTIATE_TEST_SUITE_P(Faults, LoopFaultTest, RINGLAB_ALL_PRESETS,
                          PresetTestName);
 

@@ -100,6 +100,8 @@ class EpollBackend final : public LoopCore {
 
   void RearmStarved(Socket& s) override { ContinueReceive(s); }
 
+  void RetryAccept(Socket& listener) override { AcceptAll(listener); }
+
   void ContinueReceive(Socket& s) override {
     if (s.kind == SocketKind::kStream) ReadStream(s);
     if (s.kind == SocketKind::kUdp) ReadDatagrams(s);
@@ -203,10 +205,14 @@ class EpollBackend final : public LoopCore {
       const int fd = accept4(listener.fd, reinterpret_cast<sockaddr*>(&addr),
                              &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
-        if (errno == EAGAIN || errno == EINTR) return;
+        const int err = errno;
+        if (err == EAGAIN || err == EINTR) return;
         // ECONNABORTED and friends concern one connection only.
-        if (errno == ECONNABORTED || errno == EPROTO) continue;
-        DeliverError(listener, -errno);
+        if (err == ECONNABORTED || err == EPROTO) continue;
+        // Out of descriptors: the pending connections raise no new edge, so
+        // retry on a backoff instead of waiting for one (issue 6, fault 3).
+        if (PauseAccept(listener, -err)) return;
+        DeliverError(listener, -err);
         return;
       }
       ++counters.completions;

@@ -70,6 +70,7 @@ absl::Status LoopCore::InitCore(const LoopOptions& options,
   ready_.reserve(options.max_sockets);
   starved_next_.reserve(options.max_sockets);
   closing_.reserve(options.max_sockets);
+  accept_paused_.reserve(options.max_sockets);
   wakeup_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wakeup_fd_ < 0) return ErrnoStatus("eventfd", errno);
   now = MonotonicNow();
@@ -502,15 +503,60 @@ void LoopCore::DeliverError(Socket& s, int error) {
   if (!s.closing) s.handler->OnError(IdOf(s), error);
 }
 
+bool LoopCore::PauseAccept(Socket& listener, int error) {
+  if (error == -EMFILE) {
+    ++counters.accept_fd_limit;
+  } else if (error == -ENFILE || error == -ENOBUFS || error == -ENOMEM) {
+    ++counters.accept_system_limit;
+  } else {
+    return false;
+  }
+  using std::chrono::milliseconds;
+  if (!listener.accept_paused) {
+    listener.accept_paused = true;
+    listener.accept_backoff = milliseconds(1);
+    accept_paused_.push_back(SlotOf(listener));
+    // Once per episode: retries that fail again are only counted.
+    DeliverError(listener, error);
+  } else {
+    listener.accept_backoff =
+        std::min<Duration>(listener.accept_backoff * 2, milliseconds(64));
+  }
+  listener.accept_retry_at = now + listener.accept_backoff;
+  return true;
+}
+
+void LoopCore::RetryPausedAccepts() {
+  for (size_t i = 0; i < accept_paused_.size();) {
+    Socket& s = sockets_[accept_paused_[i]];
+    if (s.kind != SocketKind::kListener || !s.accept_paused || s.closing) {
+      s.accept_paused = false;
+      accept_paused_[i] = accept_paused_.back();
+      accept_paused_.pop_back();
+      continue;
+    }
+    if (s.accept_retry_at <= now) {
+      ++counters.accept_retries;
+      RetryAccept(s);  // PauseAccept again on failure, with a longer backoff
+    }
+    ++i;
+  }
+}
+
 void LoopCore::DeliverAccept(Socket& listener, int fd, const sockaddr* addr,
                              socklen_t len) {
   if (listener.closing) {
     ::close(fd);
     return;
   }
+  // An accept succeeded: the episode (if any) is over.
+  listener.accept_paused = false;
   absl::StatusOr<Socket*> created =
       NewSocket(SocketKind::kStream, fd, listener.handler);
   if (!created.ok()) {
+    // The Loop's own table is full (or registering the fd failed): the
+    // connection is closed. Counted apart from the kernel's fd limits.
+    ++counters.accept_socket_table_full;
     DeliverError(listener, -EMFILE);
     return;
   }
@@ -566,6 +612,8 @@ void LoopCore::FinishClose(Socket& s) {
   s.read_ready = false;
   free_slots_.push_back(SlotOf(s));
   --open_sockets;
+  // A descriptor is free again: listeners backing off retry at once.
+  for (uint32_t slot : accept_paused_) sockets_[slot].accept_retry_at = now;
   handler->OnClosed(id);
 }
 
@@ -666,6 +714,8 @@ int LoopCore::RunOnce(Duration timeout) {
   // released some.
   if (!starved_.empty()) ServeStarved();
 
+  if (!accept_paused_.empty()) RetryPausedAccepts();
+
   // Sockets that used their read budget last iteration read on (epoll).
   if (!ready_.empty()) {
     scratch_.swap(ready_);
@@ -699,6 +749,12 @@ int LoopCore::RunOnce(Duration timeout) {
   } else if (!dirty_.empty() || !starved_.empty()) {
     // Starved receives retry next iteration; don't sleep past that.
     wait = std::min(wait, Duration(std::chrono::microseconds(100)));
+  }
+  for (uint32_t slot : accept_paused_) {
+    const Socket& s = sockets_[slot];
+    if (!s.accept_paused) continue;
+    const Duration until = s.accept_retry_at - now;
+    wait = std::min(wait, until < Duration(0) ? Duration(0) : until);
   }
   const Timestamp next_timer = timers.NextDeadline();
   if (!next_timer.is_never()) {

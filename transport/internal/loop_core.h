@@ -61,6 +61,10 @@ struct Socket {
   uint32_t ops_in_flight = 0;    // uring: SQEs not yet fully completed
   int zc_result = 0;             // uring: SEND_ZC result awaiting its notif
   int write_error = 0;           // stream: the send/connect error, sticky
+  // Listener backing off after EMFILE/ENFILE (see LoopCore::PauseAccept).
+  bool accept_paused = false;
+  Duration accept_backoff{0};
+  Timestamp accept_retry_at;
   // Send queue: buffer indices linked through BufferPool::Slot::next.
   uint32_t send_head = BufferPool::kNoBuffer;
   uint32_t send_tail = BufferPool::kNoBuffer;
@@ -148,6 +152,9 @@ class LoopCore {
   // ring's free buffers on the uring-fixed family; unlimited elsewhere, where
   // a re-armed receive that finds no buffer starves again at once).
   virtual uint32_t StarvedRearmLimit() { return UINT32_MAX; }
+  // Accepts again on a listener that backed off (PauseAccept): epoll
+  // accepts until EAGAIN, io_uring arms the accept op again.
+  virtual void RetryAccept(Socket& listener) = 0;
   // Continues reading a socket that used up its per-iteration read budget
   // (epoll only; see MarkReadReady).
   virtual void ContinueReceive(Socket& s) {}
@@ -170,6 +177,12 @@ class LoopCore {
   void DeliverReadClosed(Socket& s, int result);
   void DeliverConnect(Socket& s, int result);
   void DeliverError(Socket& s, int error);
+  // An accept failed for lack of descriptors or memory (-EMFILE, -ENFILE,
+  // -ENOBUFS, -ENOMEM): stop accepting on `listener`, report the first
+  // failure of the episode with OnError, and retry after a backoff that
+  // doubles from 1 ms to 64 ms, or at once when this Loop closes a socket.
+  // Returns false for other errors (the caller reports them).
+  bool PauseAccept(Socket& listener, int error);
   // A listener accepted `fd`; creates the socket, asks the handler, arms it.
   void DeliverAccept(Socket& listener, int fd, const sockaddr* addr,
                      socklen_t len);
@@ -200,12 +213,13 @@ class LoopCore {
   LoopOptions options_;
   std::vector<Socket> sockets_;
   std::vector<uint32_t> free_slots_;
-  std::vector<uint32_t> dirty_;         // slots with queued sends
-  std::vector<uint32_t> starved_;       // slots whose receive awaits buffers
-  std::vector<uint32_t> ready_;         // slots with more to read (epoll)
-  std::vector<uint32_t> starved_next_;  // reused by ServeStarved
-  std::vector<uint32_t> closing_;       // slots closing, not yet finished
-  std::vector<uint32_t> scratch_;       // reused while walking the lists above
+  std::vector<uint32_t> dirty_;          // slots with queued sends
+  std::vector<uint32_t> starved_;        // slots whose receive awaits buffers
+  std::vector<uint32_t> ready_;          // slots with more to read (epoll)
+  std::vector<uint32_t> starved_next_;   // reused by ServeStarved
+  std::vector<uint32_t> accept_paused_;  // listeners backing off
+  std::vector<uint32_t> closing_;        // slots closing, not yet finished
+  std::vector<uint32_t> scratch_;        // reused while walking the lists above
 
  private:
   absl::StatusOr<Socket*> NewSocket(SocketKind kind, int fd,
@@ -213,6 +227,7 @@ class LoopCore {
   void FinishClose(Socket& s);
   void RunPosted();
   void ServeStarved();
+  void RetryPausedAccepts();
   int Enqueue(Socket& s, BufferLease data, uint64_t tag, const Endpoint* to);
 
   int wakeup_fd_ = -1;

@@ -201,6 +201,10 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     ArmReceive(s);
   }
 
+  void RetryAccept(Socket& listener) override {
+    if (!listener.receive_armed && !listener.closing) ArmAccept(listener);
+  }
+
   uint32_t StarvedRearmLimit() override {
     return info.flags.provided_buffers ? ring_available_ : UINT32_MAX;
   }
@@ -854,11 +858,11 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       }
       DeliverAccept(listener, res, peer, len);
     } else if (res != -ECANCELED && !listener.closing) {
+      // Out of descriptors: re-arming at once fails at once, a spin of
+      // about a million OnError calls a second (issue 6, fault 3). Back off
+      // instead; the accept is armed again by RetryAccept.
+      if (!listener.receive_armed && PauseAccept(listener, res)) return;
       DeliverError(listener, res);
-      if (!listener.receive_armed && (res == -EMFILE || res == -ENFILE)) {
-        MarkStarved(listener);  // retry next iteration, not in a hot loop
-        return;
-      }
     }
     if (!listener.receive_armed && !listener.closing) {
       if (multishot) ++counters.multishot_rearms;
