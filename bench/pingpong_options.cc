@@ -279,6 +279,7 @@ void AppendBackend(JsonWriter& json, const transport::BackendInfo& info) {
   json.Key("backend_requested").String(info.requested);
   json.Key("backend_flags").String(info.flags.ToString());
   json.Key("backend_note").String(info.chosen_because);
+  json.Key("backend_adjustments").String(info.adjustments);
 }
 
 absl::Status WriteTextFile(const std::string& path, std::string_view contents) {

@@ -135,7 +135,13 @@ struct LoopOptions {
   // Submission queue entries (io_uring) / events per epoll_wait.
   uint32_t queue_depth = 512;
   // Most sockets the Loop can hold at once (listening + connected + UDP).
+  // It must fit RLIMIT_NOFILE (uring-fixed also sizes its fixed-file table
+  // to it): if the soft limit is too low, Create() raises it toward the hard
+  // limit (when raise_fd_limit), and if that is not enough clamps
+  // max_sockets. Either is reported in backend().adjustments, and
+  // backend().max_sockets is the value in effect.
   uint32_t max_sockets = 4096;
+  bool raise_fd_limit = true;
   // Zero-copy send (IORING_OP_SEND_ZC) for TCP payloads of at least
   // zero_copy_threshold_bytes. io_uring backends only. On loopback the kernel
   // copies anyway, so expect no gain there.

@@ -564,8 +564,113 @@ TEST_P(LoopFaultTest, AcceptBeyondMaxSocketsIsCountedApart) {
   ExpectNoLeakedBuffers();
 }
 
+// Issue 6, fault 4: the defaults must work at Debian's default
+// `ulimit -n 1024`. uring-fixed sized its fixed-file table to max_sockets
+// (4096) and failed with "INTERNAL: io_uring_register_files_sparse: Too many
+// open files", naming no fix. Runs in a child with RLIMIT_NOFILE 1024/1024
+// (the hard limit too, so the Loop cannot raise it and must clamp).
+TEST_P(LoopFaultTest, DefaultsWorkAtUlimit1024) {
+  const std::string preset = GetParam();
+  const ChildResult child = RunInChild([&]() -> int {
+    rlimit limit{1024, 1024};
+    CHILD_CHECK(::setrlimit(RLIMIT_NOFILE, &limit) == 0, std::strerror(errno));
+    LoopOptions options;  // the defaults
+    options.backend = preset;
+    absl::StatusOr<std::unique_ptr<Loop>> created = Loop::Create(options);
+    if (!created.ok() && IsUnavailableCode(created.status().code()) &&
+        created.status().message().find("RLIMIT_NOFILE") == std::string::npos &&
+        created.status().message().find("open files") == std::string::npos) {
+      std::cout << "SKIP: " << created.status() << std::endl;
+      return 77;
+    }
+    CHILD_CHECK(created.ok(),
+                "issue 6 fault 4: Loop::Create with the defaults at ulimit "
+                "-n 1024: "
+                    << created.status());
+    Loop& loop = **created;
+    std::cout << "max_sockets=" << loop.backend().max_sockets
+              << " adjustments: " << loop.backend().adjustments << std::endl;
+    CHILD_CHECK(loop.backend().max_sockets <= 1024, loop.backend().max_sockets);
+    CHILD_CHECK(
+        loop.backend().adjustments.find("RLIMIT_NOFILE") != std::string::npos,
+        "the clamp of max_sockets is not reported: "
+            << loop.backend().adjustments);
+    // And it works: a datagram to itself.
+    Recorder rx;
+    UdpOptions udp;
+    udp.bind = Endpoint::Loopback(0);
+    absl::StatusOr<SocketId> id = loop.OpenUdp(udp, &rx);
+    CHILD_CHECK(id.ok(), id.status());
+    absl::StatusOr<Endpoint> ep = loop.LocalEndpoint(*id);
+    CHILD_CHECK(ep.ok(), ep.status());
+    CHILD_CHECK(loop.SendTo(*id, MakePayload(loop, "hi"), *ep) == 0, "");
+    CHILD_CHECK(
+        RunUntil(
+            loop, [&] { return !rx.datagrams.empty(); }, kWait, "the datagram"),
+        "");
+    return 0;
+  });
+  if (child.exit_code == 77) GTEST_SKIP() << child.output;
+  EXPECT_EQ(child.exit_code, 0) << child.Describe();
+  std::cout << "[ info     ] " << GetParam() << ": " << child.output;
+}
+
 INSTANTIATE_TEST_SUITE_P(Faults, LoopFaultTest, RINGLAB_ALL_PRESETS,
                          PresetTestName);
+
+// Issue 6, fault 4: with a soft fd limit below max_sockets and a hard limit
+// above, the Loop raises the soft limit instead of failing or clamping.
+TEST(LoopLimitsTest, RaisesSoftFdLimitTowardHard) {
+  const ChildResult child = RunInChild([]() -> int {
+    rlimit limit{};
+    CHILD_CHECK(::getrlimit(RLIMIT_NOFILE, &limit) == 0, std::strerror(errno));
+    if (limit.rlim_max < 4096 + 64) {
+      std::cout << "SKIP: hard RLIMIT_NOFILE is " << limit.rlim_max;
+      return 77;
+    }
+    limit.rlim_cur = 1024;
+    CHILD_CHECK(::setrlimit(RLIMIT_NOFILE, &limit) == 0, std::strerror(errno));
+    LoopOptions options;
+    options.backend = "epoll";
+    absl::StatusOr<std::unique_ptr<Loop>> created = Loop::Create(options);
+    CHILD_CHECK(created.ok(), created.status());
+    const BackendInfo& info = (*created)->backend();
+    CHILD_CHECK(info.max_sockets == 4096, info.max_sockets);
+    CHILD_CHECK(info.adjustments.find("raised RLIMIT_NOFILE soft limit from "
+                                      "1024") != std::string::npos,
+                info.adjustments);
+    CHILD_CHECK(::getrlimit(RLIMIT_NOFILE, &limit) == 0, std::strerror(errno));
+    CHILD_CHECK(limit.rlim_cur >= 4096, limit.rlim_cur);
+    std::cout << info.adjustments << std::endl;
+    return 0;
+  });
+  if (child.exit_code == 77) GTEST_SKIP() << child.output;
+  EXPECT_EQ(child.exit_code, 0) << child.Describe();
+}
+
+// Issue 6, fault 4: `auto` fell back only when the probe failed, not when the
+// chosen backend's setup failed. A queue depth io_uring refuses (its limit
+// is 32768 entries) fails io_uring setup but not epoll's, so `auto` must end
+// on epoll and say why.
+TEST(LoopAutoTest, FallsBackWhenBackendSetupFails) {
+  LoopOptions options;
+  options.backend = "auto";
+  options.queue_depth = 65536;
+  absl::StatusOr<std::unique_ptr<Loop>> loop = Loop::Create(options);
+  ASSERT_TRUE(loop.ok()) << "issue 6 fault 4: auto did not fall back: "
+                         << loop.status();
+  const BackendInfo& info = (*loop)->backend();
+  EXPECT_EQ(info.requested, "auto");
+  if (ProbeCapabilities().io_uring_available) {
+    EXPECT_EQ(info.name, "epoll");
+    EXPECT_NE(info.chosen_because.find("uring-fixed"), std::string::npos)
+        << info.chosen_because;
+    EXPECT_NE(info.chosen_because.find("setup failed"), std::string::npos)
+        << info.chosen_because;
+  }
+  std::cout << "[ info     ] auto chose " << info.name << ": "
+            << info.chosen_because << "\n";
+}
 
 }  // namespace
 }  // namespace ringlab::transport

@@ -88,6 +88,11 @@ struct BackendInfo {
   PresetFlags flags;           // flags in effect
   std::string requested;       // what LoopOptions::backend said
   std::string chosen_because;  // non-empty when `auto` decided
+  // Limits the Loop adapted to at setup, e.g. "raised RLIMIT_NOFILE soft
+  // limit from 1024 to 4112" or "max_sockets clamped from 4096 to 1008
+  // (RLIMIT_NOFILE soft=hard=1024)". Empty when nothing was adapted.
+  std::string adjustments;
+  uint32_t max_sockets = 0;  // in effect (after any clamp)
 };
 
 // What the kernel and process limits allow, probed once per process.

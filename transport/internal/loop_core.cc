@@ -57,23 +57,68 @@ absl::Status LoopCore::InitCore(const LoopOptions& options,
   if (options.max_sockets == 0 || options.max_sockets >= kSlotMask) {
     return absl::InvalidArgumentError("max_sockets must be in 1..1048574");
   }
+  absl::Status limits = FitFileLimit();
+  if (!limits.ok()) return limits;
   absl::StatusOr<std::unique_ptr<BufferPool>> created =
       BufferPool::Create(options.buffer_size, options.buffer_count);
   if (!created.ok()) return created.status();
   pool = *std::move(created);
-  sockets_.resize(options.max_sockets);
-  free_slots_.reserve(options.max_sockets);
-  for (uint32_t i = options.max_sockets; i-- > 0;) free_slots_.push_back(i);
-  dirty_.reserve(options.max_sockets);
-  scratch_.reserve(options.max_sockets);
-  starved_.reserve(options.max_sockets);
-  ready_.reserve(options.max_sockets);
-  starved_next_.reserve(options.max_sockets);
-  closing_.reserve(options.max_sockets);
-  accept_paused_.reserve(options.max_sockets);
+  const uint32_t max_sockets = options_.max_sockets;  // after FitFileLimit
+  sockets_.resize(max_sockets);
+  free_slots_.reserve(max_sockets);
+  for (uint32_t i = max_sockets; i-- > 0;) free_slots_.push_back(i);
+  dirty_.reserve(max_sockets);
+  scratch_.reserve(max_sockets);
+  starved_.reserve(max_sockets);
+  ready_.reserve(max_sockets);
+  starved_next_.reserve(max_sockets);
+  closing_.reserve(max_sockets);
+  accept_paused_.reserve(max_sockets);
   wakeup_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wakeup_fd_ < 0) return ErrnoStatus("eventfd", errno);
   now = MonotonicNow();
+  return absl::OkStatus();
+}
+
+// A Loop can hold max_sockets descriptors at once, and uring-fixed sizes its
+// fixed-file table to max_sockets, which the kernel refuses beyond
+// RLIMIT_NOFILE. Debian's default soft limit is 1024 (the hard one is usually
+// far higher), so: raise the soft limit toward the hard one if allowed, and
+// if that is not enough, clamp max_sockets and say so (issue 6, fault 4).
+absl::Status LoopCore::FitFileLimit() {
+  info.max_sockets = options_.max_sockets;
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return absl::OkStatus();
+  const rlim_t wanted = rlim_t{options_.max_sockets} + kFdReserve;
+  if (limit.rlim_cur >= wanted) return absl::OkStatus();
+  const rlim_t before = limit.rlim_cur;
+  if (options_.raise_fd_limit && limit.rlim_max > limit.rlim_cur) {
+    rlimit raised = limit;
+    raised.rlim_cur = std::min(wanted, limit.rlim_max);
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+      limit = raised;
+      absl::StrAppend(&info.adjustments,
+                      "raised RLIMIT_NOFILE soft limit from ", before, " to ",
+                      limit.rlim_cur, " (hard ", limit.rlim_max,
+                      ") for max_sockets=", options_.max_sockets);
+    }
+  }
+  if (limit.rlim_cur >= wanted) return absl::OkStatus();
+  if (limit.rlim_cur < kFdReserve + 16) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "RLIMIT_NOFILE is ", limit.rlim_cur, " (hard ", limit.rlim_max,
+        "): too low for a Loop. Fix: raise it (`ulimit -n 4096`, or "
+        "LimitNOFILE= in a systemd unit)"));
+  }
+  const uint32_t clamped = static_cast<uint32_t>(limit.rlim_cur - kFdReserve);
+  if (!info.adjustments.empty()) info.adjustments += "; ";
+  absl::StrAppend(&info.adjustments, "max_sockets clamped from ",
+                  options_.max_sockets, " to ", clamped,
+                  " to fit RLIMIT_NOFILE (soft ", limit.rlim_cur, ", hard ",
+                  limit.rlim_max,
+                  "); raise it with `ulimit -n` (or LimitNOFILE=) for more");
+  options_.max_sockets = clamped;
+  info.max_sockets = clamped;
   return absl::OkStatus();
 }
 
@@ -105,7 +150,8 @@ absl::StatusOr<Socket*> LoopCore::NewSocket(SocketKind kind, int fd,
   if (free_slots_.empty()) {
     ::close(fd);
     return absl::ResourceExhaustedError(absl::StrCat(
-        "Loop socket table full (max_sockets=", options_.max_sockets, ")"));
+        "Loop socket table full (max_sockets=", options_.max_sockets,
+        "; raise LoopOptions::max_sockets)"));
   }
   const uint32_t slot = free_slots_.back();
   free_slots_.pop_back();

@@ -39,6 +39,10 @@ inline constexpr int kMaxGather = 16;
 inline constexpr int kStreamReadsPerIteration = 16;
 inline constexpr int kDatagramBatchesPerIteration = 4;
 inline constexpr int kAcceptsPerIteration = 64;
+// Descriptors kept out of max_sockets for the Loop itself (ring or epoll fd,
+// eventfd) and the rest of the process when max_sockets is fitted to
+// RLIMIT_NOFILE.
+inline constexpr uint32_t kFdReserve = 16;
 
 struct Socket {
   uint32_t generation = 1;
@@ -222,6 +226,7 @@ class LoopCore {
   std::vector<uint32_t> scratch_;        // reused while walking the lists above
 
  private:
+  absl::Status FitFileLimit();
   absl::StatusOr<Socket*> NewSocket(SocketKind kind, int fd,
                                     SocketHandler* handler);
   void FinishClose(Socket& s);

@@ -12,6 +12,7 @@
 // iteration submits and waits in a single entry.
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -122,12 +123,30 @@ class UringBackend final : public LoopCore, public BufferRecycler {
         params.sq_thread_cpu = static_cast<uint32_t>(options_.sqpoll_cpu);
       }
     }
+    // The kernel's limit on SQ entries; beyond it setup fails with a bare
+    // EINVAL, which would read like a missing feature.
+    constexpr uint32_t kMaxQueueDepth = 32768;
+    if (options_.queue_depth == 0 || options_.queue_depth > kMaxQueueDepth) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("LoopOptions::queue_depth (", options_.queue_depth,
+                       ") must be in 1..", kMaxQueueDepth, " for io_uring"));
+    }
     int ret = io_uring_queue_init_params(options_.queue_depth, &ring_, &params);
     if (ret < 0) return UringError("io_uring_queue_init_params", ret);
     ring_ready_ = true;
 
     if (f.registered_files) {
       ret = io_uring_register_files_sparse(&ring_, options_.max_sockets);
+      if (ret == -EMFILE) {
+        rlimit limit{};
+        ::getrlimit(RLIMIT_NOFILE, &limit);
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "io_uring_register_files_sparse(", options_.max_sockets,
+            "): the fixed-file table exceeds RLIMIT_NOFILE (soft ",
+            limit.rlim_cur, ", hard ", limit.rlim_max,
+            "). Fix: raise it (`ulimit -n`, LimitNOFILE= in systemd) or "
+            "lower LoopOptions::max_sockets"));
+      }
       if (ret < 0) return UringError("io_uring_register_files_sparse", ret);
     }
     if (f.registered_buffers) {
