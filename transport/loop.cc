@@ -36,7 +36,9 @@ absl::StatusOr<std::unique_ptr<internal::LoopCore>> Build(
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Loop>> Loop::Create(const LoopOptions& options) {
-  const Capabilities& caps = ProbeCapabilities();
+  // Limits that change at run time (memlock, CAP_IPC_LOCK, what other Loops
+  // of this process registered) are read again for every Loop.
+  const Capabilities caps = CurrentCapabilities();
   const uint64_t pool_bytes =
       BufferPool::RegionBytesFor(options.buffer_size, options.buffer_count);
   if (options.backend != "auto") {

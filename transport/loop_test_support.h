@@ -9,12 +9,15 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -303,6 +306,28 @@ inline ChildResult RunInChild(const std::function<int()>& body,
       return 1;                                                          \
     }                                                                    \
   } while (0)
+
+// Drops CAP_IPC_LOCK from this process's effective, permitted, inheritable
+// and bounding sets, so RLIMIT_MEMLOCK applies to it as to an ordinary user.
+// For a child process only: it cannot be undone. Returns an error text or "".
+inline std::string DropCapIpcLock() {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2] = {};
+  if (::syscall(SYS_capget, &header, data) != 0) {
+    return absl::StrCat("capget: ", std::strerror(errno));
+  }
+  const uint32_t bit = 1u << (CAP_IPC_LOCK % 32);
+  data[CAP_IPC_LOCK / 32].effective &= ~bit;
+  data[CAP_IPC_LOCK / 32].permitted &= ~bit;
+  data[CAP_IPC_LOCK / 32].inheritable &= ~bit;
+  if (::prctl(PR_CAPBSET_DROP, CAP_IPC_LOCK, 0, 0, 0) != 0 && errno != EINVAL) {
+    return absl::StrCat("prctl(PR_CAPBSET_DROP): ", std::strerror(errno));
+  }
+  if (::syscall(SYS_capset, &header, data) != 0) {
+    return absl::StrCat("capset: ", std::strerror(errno));
+  }
+  return "";
+}
 
 // A plain kernel TCP client, connected (blocking) to `to`. The listener's
 // backlog completes the handshake, so no Loop needs to run. -1 on failure.

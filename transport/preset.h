@@ -113,6 +113,11 @@ struct Capabilities {
   bool send_with_address = false;    // IORING_OP_SEND takes a destination
   uint64_t memlock_limit_bytes = 0;  // RLIMIT_MEMLOCK soft limit (max = inf)
   bool cap_ipc_lock = false;         // memlock limit does not apply
+  // What this process's live Loops have registered (and the kernel charged
+  // to the user's RLIMIT_MEMLOCK), and how many Loops hold it. The kernel
+  // charges per user, not per pool: a second pool must fit what is left.
+  uint64_t memlock_charged_bytes = 0;
+  uint32_t memlock_charged_loops = 0;
   std::string kernel_release;
 
   std::string ToString() const;
@@ -120,6 +125,22 @@ struct Capabilities {
 
 // Probes once and caches the answer (thread-safe).
 const Capabilities& ProbeCapabilities();
+// The probe with the values that change at run time read again: the memlock
+// limit, CAP_IPC_LOCK, and the registered bytes of this process's Loops.
+// Loop::Create checks presets against this.
+Capabilities CurrentCapabilities();
+
+// Bytes of memory the kernel pins (and charges to RLIMIT_MEMLOCK) when a
+// region of `bytes` is registered: whole pages.
+uint64_t MemlockPagesBytes(uint64_t bytes);
+
+namespace internal {
+// The process-wide record of registered buffer memory, kept by the io_uring
+// backend: Charge() after a successful registration, Release() once it is
+// unregistered. Thread-safe.
+void MemlockCharge(uint64_t bytes);
+void MemlockRelease(uint64_t bytes);
+}  // namespace internal
 
 // OK if `preset` can run here with `registered_bytes` of registered buffers,
 // otherwise an error naming the missing feature, its cause and the fix.

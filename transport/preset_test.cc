@@ -18,6 +18,7 @@
 namespace ringlab::transport {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::AnyOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -246,6 +247,30 @@ TEST(PresetTest, TinyMemlockBlocksRegisteredBuffers) {
     EXPECT_THAT(message, AnyOf(HasSubstr("memlock"), HasSubstr("ulimit -l")))
         << status;
   }
+}
+
+// Issue 6, fault 5: the kernel charges registered buffers per user, so the
+// Loops this process already registered count against the limit.
+TEST(PresetTest, MemlockCountsWhatOtherLoopsRegistered) {
+  Capabilities caps = FullCaps();
+  caps.memlock_limit_bytes = 8 * kMiB;
+  caps.cap_ipc_lock = false;
+  EXPECT_TRUE(CheckPresetSupported(Preset::kUringFixed, caps, 4 * kMiB).ok());
+  caps.memlock_charged_bytes = 5 * kMiB;
+  caps.memlock_charged_loops = 1;
+  absl::Status status =
+      CheckPresetSupported(Preset::kUringFixed, caps, 4 * kMiB);
+  ASSERT_FALSE(status.ok());
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(status.message()),
+              AllOf(HasSubstr("RLIMIT_MEMLOCK"), HasSubstr("per user"),
+                    HasSubstr("5242880 bytes registered by 1 other Loop"),
+                    HasSubstr("--ulimit memlock=-1:-1")))
+      << status;
+  EXPECT_TRUE(CheckPresetSupported(Preset::kUringFixed, caps, 2 * kMiB).ok());
+  EXPECT_TRUE(CheckPresetSupported(Preset::kUring, caps, 4 * kMiB).ok());
+  caps.cap_ipc_lock = true;
+  EXPECT_TRUE(CheckPresetSupported(Preset::kUringFixed, caps, 4 * kMiB).ok());
 }
 
 TEST(PresetTest, CapIpcLockLiftsTheMemlockLimit) {

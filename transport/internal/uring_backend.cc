@@ -22,6 +22,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -77,8 +78,9 @@ absl::Status UringError(absl::string_view what, int negative_errno) {
   if (err == ENOMEM) {
     return absl::ResourceExhaustedError(absl::StrCat(
         message,
-        ". The memlock limit is probably too low for the ring and its "
-        "registered buffers; raise it with `ulimit -l` or shrink the pool."));
+        ". The memlock limit (RLIMIT_MEMLOCK, charged per user without "
+        "CAP_IPC_LOCK) is probably too low; raise it with `ulimit -l` or "
+        "shrink the pool."));
   }
   if (err == EPERM) {
     return absl::PermissionDeniedError(absl::StrCat(
@@ -94,6 +96,15 @@ absl::Status UringError(absl::string_view what, int negative_errno) {
 class UringBackend final : public LoopCore, public BufferRecycler {
  public:
   ~UringBackend() override {
+    if (ring_ready_ && memlock_charged_ > 0) {
+      // Unregistering releases the memlock charge now; left to
+      // io_uring_queue_exit, the kernel releases it some time later from a
+      // work queue, and a Loop (or process) created right after could find
+      // the limit still taken (issue 6, fault 5).
+      io_uring_unregister_buffers(&ring_);
+      internal::MemlockRelease(memlock_charged_);
+      memlock_charged_ = 0;
+    }
     if (ring_ready_) io_uring_queue_exit(&ring_);
     if (buf_ring_ != nullptr) munmap(buf_ring_, buf_ring_bytes_);
   }
@@ -150,11 +161,8 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       if (ret < 0) return UringError("io_uring_register_files_sparse", ret);
     }
     if (f.registered_buffers) {
-      // The whole pool is one registered buffer (index 0); any address range
-      // inside it can be used by a *_FIXED op.
-      iovec region{pool->region(), pool->region_bytes()};
-      ret = io_uring_register_buffers(&ring_, &region, 1);
-      if (ret < 0) return UringError("io_uring_register_buffers", ret);
+      absl::Status s = RegisterPool();
+      if (!s.ok()) return s;
     }
     if (f.provided_buffers) {
       absl::Status s = SetUpBufferRing();
@@ -163,6 +171,45 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     tx_ops_.resize(pool->buffer_count());
     send_with_address_ = ProbeCapabilities().send_with_address;
     ArmWakeup();
+    return absl::OkStatus();
+  }
+
+  // The whole pool is one registered buffer (index 0); any address range
+  // inside it can be used by a *_FIXED op. Without CAP_IPC_LOCK the kernel
+  // charges its pages to the user's RLIMIT_MEMLOCK. Loop::Create checked that
+  // this process's Loops leave room, so an ENOMEM here means the rest of the
+  // limit is charged elsewhere: to other processes of the same user, or to
+  // rings of processes that just exited, whose charge the kernel releases
+  // asynchronously. The latter passes, so retry for up to a second.
+  absl::Status RegisterPool() {
+    iovec region{pool->region(), pool->region_bytes()};
+    int ret = io_uring_register_buffers(&ring_, &region, 1);
+    Duration slept(0);
+    for (Duration pause = std::chrono::milliseconds(5);
+         ret == -ENOMEM && slept < std::chrono::seconds(1); pause *= 2) {
+      std::this_thread::sleep_for(pause);
+      slept += pause;
+      ret = io_uring_register_buffers(&ring_, &region, 1);
+    }
+    if (ret == -ENOMEM) {
+      const Capabilities caps = CurrentCapabilities();
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "io_uring_register_buffers(", pool->region_bytes(),
+          " bytes): ENOMEM after retrying for 1 s. RLIMIT_MEMLOCK is ",
+          caps.memlock_limit_bytes, " bytes and is charged per user (uid ",
+          getuid(), "), not per pool; this process's Loops hold ",
+          caps.memlock_charged_bytes, " bytes (", caps.memlock_charged_loops,
+          " Loops), so the rest is charged to other processes of this user. "
+          "Fix: raise the limit (`ulimit -l unlimited`, LimitMEMLOCK= in "
+          "systemd, `--ulimit memlock=-1:-1` in docker), grant "
+          "CAP_IPC_LOCK, or shrink the pool (LoopOptions::buffer_count / "
+          "buffer_size)."));
+    }
+    if (ret < 0) return UringError("io_uring_register_buffers", ret);
+    if (!CurrentCapabilities().cap_ipc_lock) {
+      memlock_charged_ = MemlockPagesBytes(pool->region_bytes());
+      internal::MemlockCharge(memlock_charged_);
+    }
     return absl::OkStatus();
   }
 
@@ -933,6 +980,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
 
   io_uring ring_{};
   bool ring_ready_ = false;
+  uint64_t memlock_charged_ = 0;    // this Loop's share of MemlockCharge
   bool bound_ = false;              // Bind() ran (on the Loop's thread)
   bool send_with_address_ = false;  // sendto-style IORING_OP_SEND works
   io_uring_buf_ring* buf_ring_ = nullptr;
