@@ -19,11 +19,12 @@ namespace ringlab::bench {
 namespace {
 
 constexpr absl::string_view kServerFlags[] = {
-    "proto", "backend", "bind", "cpu", "payload", "json", "sqpoll_cpu"};
+    "proto",   "backend", "bind",       "cpu",
+    "payload", "json",    "sqpoll_cpu", "wait_batching"};
 constexpr absl::string_view kClientFlags[] = {
-    "proto",  "backend", "server",    "payload",   "samples",
-    "warmup", "mode",    "rate",      "inflight",  "connections",
-    "cpu",    "json",    "timeout_s", "sqpoll_cpu"};
+    "proto",  "backend", "server",    "payload",    "samples",
+    "warmup", "mode",    "rate",      "inflight",   "connections",
+    "cpu",    "json",    "timeout_s", "sqpoll_cpu", "wait_batching"};
 
 absl::Status Usage(absl::string_view message) {
   return absl::InvalidArgumentError(message);
@@ -79,6 +80,7 @@ std::string PingPongUsage() {
       "--bind=HOST:PORT\n"
       "                          [--cpu=N] [--payload=64] [--json=PATH] "
       "[--sqpoll_cpu=N]\n"
+      "                          [--wait_batching=0|1]\n"
       "  ringlab_pingpong client --proto=udp|tcp --backend=PRESET "
       "--server=HOST:PORT\n"
       "                          [--payload=64] [--samples=100000] "
@@ -87,7 +89,7 @@ std::string PingPongUsage() {
       "[--inflight=32]\n"
       "                          [--connections=1] [--cpu=N] [--json=PATH] "
       "[--timeout_s=30]\n"
-      "                          [--sqpoll_cpu=N]\n"
+      "                          [--sqpoll_cpu=N] [--wait_batching=0|1]\n"
       "presets: ",
       transport::ValidPresetNames(),
       "\n"
@@ -156,6 +158,10 @@ absl::StatusOr<PingPongConfig> ParsePingPongArgs(int argc, char** argv) {
       s = ParseInt<int>(name, value, -1, 4095, &config.cpu);
     } else if (name == "sqpoll_cpu") {
       s = ParseInt<int>(name, value, -1, 4095, &config.sqpoll_cpu);
+    } else if (name == "wait_batching") {
+      int on = 0;
+      s = ParseInt<int>(name, value, 0, 1, &on);
+      config.wait_batching = on != 0;
     } else if (name == "payload") {
       s = ParseInt<uint32_t>(name, value, 0, kMaxTcpPayloadBytes,
                              &config.payload_bytes);
@@ -250,6 +256,7 @@ transport::LoopOptions PingPongLoopOptions(const PingPongConfig& config) {
   options.buffer_count = count;
   options.provided_buffers = std::min<uint32_t>(512, count / 2);
   options.sqpoll_cpu = config.sqpoll_cpu;
+  options.wait_batching = config.wait_batching;
   return options;
 }
 

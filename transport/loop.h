@@ -147,6 +147,13 @@ struct LoopOptions {
   // copies anyway, so expect no gain there.
   bool zero_copy_send = false;
   uint32_t zero_copy_threshold_bytes = 8192;
+  // io_uring wait batching (uring-fixed, uring-sqpoll; ignored elsewhere):
+  // the enter that submits datagram sends waits for one more completion, so
+  // a UDP request/response round trip costs one kernel entry instead of two.
+  // Off by default because a datagram nobody answers then has its
+  // OnSendComplete (and its lease) held until the next completion or the
+  // wait's timeout. For request/response workloads only.
+  bool wait_batching = false;
   // SQPOLL thread CPU (-1: let the kernel choose) and idle time before it
   // sleeps.
   int sqpoll_cpu = -1;

@@ -259,7 +259,6 @@ PresetFlags FlagsFor(Preset preset) {
       // the SQ ring when work is pending, so the spinning task enters only
       // then instead of waiting for an IPI to run task work.
       f.defer_taskrun = preset != Preset::kUringSqpoll;
-      f.wait_batching = preset != Preset::kUringBusy;  // busy never waits
       f.sqpoll = preset == Preset::kUringSqpoll;
       f.busy_poll = preset == Preset::kUringBusy;
       return f;
@@ -364,7 +363,7 @@ absl::Status CheckPresetSupported(Preset preset, const Capabilities& caps,
   if (f.defer_taskrun && !caps.defer_taskrun) {
     return missing("IORING_SETUP_DEFER_TASKRUN", kNewerKernel);
   }
-  if (f.wait_batching && !caps.ext_arg) {
+  if (f.io_uring && !caps.ext_arg) {
     return missing("timed waits in io_uring_enter (IORING_FEAT_EXT_ARG)",
                    kNewerKernel);
   }

@@ -15,7 +15,8 @@
 //   uring-fixed    io_uring    registered buffers + provided buffer ring with
 //                              multishot recv/recvmsg/accept, registered files,
 //                              DEFER_TASKRUN + SINGLE_ISSUER, registered ring
-//                              fd
+//                              fd (LoopOptions::wait_batching adds
+//                              wait_batching here and on uring-sqpoll)
 //   uring-sqpoll   io_uring    uring-fixed + SQPOLL (no DEFER_TASKRUN: the
 //                              kernel forbids it with SQPOLL)
 //   uring-busy     io_uring    uring-fixed + TASKRUN_FLAG; never sleeps: spins
@@ -59,11 +60,14 @@ struct PresetFlags {
   bool sqpoll = false;
   bool zero_copy_send = false;     // set from LoopOptions, not by a preset
   bool recvmmsg_batching = false;  // epoll: recvmmsg/sendmmsg
-  // io_uring wait batching: the enter that submits datagram sends also
-  // waits for one completion beyond them (they usually complete inline, and
-  // their completions alone would end the wait), so a UDP request/response
-  // round trip costs one enter. Not applied when a stream send is in the
-  // batch: it may wait on the peer. uring-fixed and uring-sqpoll.
+  // io_uring wait batching, opt-in through LoopOptions::wait_batching (no
+  // preset turns it on): the enter that submits datagram sends also waits
+  // for one completion beyond them, so a UDP request/response round trip
+  // costs one enter instead of two. The price: a datagram whose send is not
+  // answered has its OnSendComplete held until the next completion or the
+  // wait's timeout (issue 6, fault 6), so it is only for workloads where
+  // every send is answered soon. Never applied with a stream send in the
+  // batch, nor on busy presets (they never wait).
   bool wait_batching = false;
   bool edge_triggered = false;  // epoll
 

@@ -54,6 +54,9 @@ absl::Status LoopCore::InitCore(const LoopOptions& options,
   options_ = options;
   info = backend_info;
   info.flags.zero_copy_send = options.zero_copy_send && info.flags.io_uring;
+  info.flags.wait_batching = options.wait_batching && info.flags.io_uring &&
+                             info.flags.provided_buffers &&
+                             !info.flags.busy_poll;
   if (options.max_sockets == 0 || options.max_sockets >= kSlotMask) {
     return absl::InvalidArgumentError("max_sockets must be in 1..1048574");
   }

@@ -349,14 +349,18 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       if (enter) flags |= IORING_ENTER_GETEVENTS;
     }
     if (enter) {
-      // Wait batching: datagram sends submitted here almost always complete
-      // inline, and their CQEs alone would end the wait; ask for one more.
-      // A datagram send that does not complete inline waits only for the
-      // socket buffer to drain, which UDP does without the peer's help, so
-      // this cannot stall. Stream sends can wait on the peer indefinitely,
-      // so a batch containing one is not batched.
-      // Rejected alternatives, measured here: capping the wait at 1 ms
-      // (short timers cost ~4 us each to program in this VM), and the
+      // By default a wait ends at the first completion, which is often the
+      // completion of a datagram send submitted by this same enter: the
+      // handler hears of it at once, and the next iteration waits for the
+      // rest. That costs a UDP request/response round trip two enters. With
+      // LoopOptions::wait_batching the enter also waits for one completion
+      // beyond the datagram sends (they complete inline and would end the
+      // wait), so a round trip costs one; but a send nobody answers then
+      // completes only at the next completion or the timeout (issue 6,
+      // fault 6: one-way sends 1 s late), hence opt-in. A batch with a
+      // stream send is never batched: it may wait on the peer.
+      // Rejected alternatives, measured here: capping the batched wait at
+      // 1 ms (short timers cost ~4 us each to program in this VM), and the
       // kernel's min_wait_usec (6.12), which cost more CPU than it saved.
       unsigned min_complete = wait ? 1 : 0;
       if (wait && info.flags.wait_batching && !stream_send) {
