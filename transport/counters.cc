@@ -33,7 +33,13 @@ namespace ringlab::transport {
   X(accept_fd_limit)              \
   X(accept_system_limit)          \
   X(accept_retries)               \
-  X(accept_socket_table_full)
+  X(accept_socket_table_full)     \
+  X(send_refused_queue_full)      \
+  X(send_refused_budget)          \
+  X(writable_notifications)       \
+  X(ring_buffers_copied_for_send) \
+  X(receive_buffers_held_long)    \
+  X(receive_kicks)
 // clang-format on
 
 LoopCounters LoopCounters::Delta(const LoopCounters& earlier) const {

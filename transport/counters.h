@@ -58,6 +58,20 @@ struct LoopCounters {
   // Connections accepted and closed at once because the Loop's socket table
   // (LoopOptions::max_sockets) was full; each reported as OnError(-EMFILE).
   uint64_t accept_socket_table_full = 0;
+  // Backpressure: Send/SendTo refused with -EAGAIN because the socket's
+  // queue was at its limit, or because the Loop's send budget (buffers held
+  // by all send queues) was spent; and OnWritable calls that followed.
+  uint64_t send_refused_queue_full = 0;
+  uint64_t send_refused_budget = 0;
+  uint64_t writable_notifications = 0;
+  // uring-fixed family: ring buffers copied into pool buffers by Send()
+  // because a quarter of the ring already sat in send queues, and ring
+  // buffers handed back later than LoopOptions::receive_hold_limit.
+  uint64_t ring_buffers_copied_for_send = 0;
+  uint64_t receive_buffers_held_long = 0;
+  // Receives kicked (cancelled and armed afresh) on streams whose send had
+  // failed and whose end was still unread after 20 ms (see loop_core.cc).
+  uint64_t receive_kicks = 0;
 
   uint64_t kernel_entries() const {
     return io_uring_enter + epoll_wait + socket_syscalls;

@@ -91,11 +91,7 @@ Timestamp Loop::now() const { return core_->now; }
 BufferPool& Loop::buffers() { return *core_->pool; }
 size_t Loop::open_sockets() const { return core_->open_sockets; }
 
-BufferLease Loop::AcquireBuffer() {
-  BufferLease lease = core_->pool->Acquire();
-  if (!lease.valid()) ++core_->counters.pool_exhausted;
-  return lease;
-}
+BufferLease Loop::AcquireBuffer() { return core_->AcquireForSend(); }
 
 absl::StatusOr<SocketId> Loop::OpenUdp(const UdpOptions& options,
                                        SocketHandler* handler) {

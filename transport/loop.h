@@ -40,9 +40,31 @@
 //
 // Errors: setup and control calls return absl::Status. Per-operation failures
 // reach the handler as a negative errno in `result`. Send/SendTo return 0 or a
-// negative errno when the operation could not even be queued (bad socket,
-// closed socket, full send queue); the lease is released in that case. The hot
-// path throws nothing and allocates nothing.
+// negative errno when the operation could not even be queued; the lease is
+// released in that case:
+//   -EBADF     not a (live) socket of this kind      -ECANCELED  closing
+//   -EAGAIN    send queue or send budget full: OnWritable() follows
+//   -EPIPE     after ShutdownWrite()                 -ENOTCONN   no stream
+//   the stream's send or connect error (e.g. -ECONNRESET) once it failed
+// The hot path throws nothing and allocates nothing.
+//
+// Buffers and backpressure: one pool per Loop, split in budgets so a peer
+// that stops reading cannot starve anyone else.
+//  - Receives: on epoll and plain uring they take pool buffers, and
+//    AcquireBuffer() leaves them a reserve (receive_reserve_buffers). On the
+//    uring-fixed family the kernel fills buffers of the provided ring, which
+//    is their budget. A received lease on those presets belongs to the ring:
+//    while the handler holds it, no socket can receive into it. The rule:
+//    copy the bytes out, or hand the lease back (release it, or Send it on)
+//    within the iteration; leases held longer than receive_hold_limit are
+//    counted in counters().receive_buffers_held_long.
+//  - Sends: each socket queues at most send_queue_limit_bytes, and all send
+//    queues together hold at most send_budget_buffers pool buffers (ring
+//    buffers sent on, as by an echo, may fill a quarter of the ring; past
+//    that Send() copies them into a pool buffer). A Send that would exceed
+//    either returns -EAGAIN; once the socket's queue is below its low-water
+//    mark (and the budget below half, if it was the budget) the handler gets
+//    OnWritable(). counters() counts both refusals.
 #ifndef RINGLAB_TRANSPORT_LOOP_H_
 #define RINGLAB_TRANSPORT_LOOP_H_
 
@@ -116,6 +138,11 @@ class SocketHandler {
   // A non-fatal error on the socket that belongs to no send: a UDP receive
   // error (e.g. -ECONNREFUSED from an ICMP), an accept failure.
   virtual void OnError(SocketId socket, int error) {}
+  // Send()/SendTo() refused this socket with -EAGAIN (its send queue or the
+  // Loop's send budget was full) and there is room again: the queue drained
+  // below its low-water mark and the budget below half. Called once per
+  // refusal episode, from inside Run()/RunOnce().
+  virtual void OnWritable(SocketId socket) {}
   // Close() finished: no operation on the socket is in flight any more and the
   // id is dead. The last callback a socket receives.
   virtual void OnClosed(SocketId socket) {}
@@ -134,6 +161,22 @@ struct LoopOptions {
   uint32_t provided_buffers = 512;
   // Submission queue entries (io_uring) / events per epoll_wait.
   uint32_t queue_depth = 512;
+  // Backpressure and budgets (see "Buffers and backpressure" above).
+  // Default per-socket send queue limit (UdpOptions/TcpOptions can override).
+  size_t send_queue_limit_bytes = 1u << 20;
+  // Buffers AcquireBuffer() leaves in the pool for receives; 0 picks a
+  // quarter of the pool on presets whose receives come from it (epoll,
+  // uring) and none on the provided-ring presets (the ring is their receive
+  // budget).
+  uint32_t receive_reserve_buffers = 0;
+  // Pool buffers all send queues together may hold; 0 picks the pool minus
+  // the receive reserve and the provided ring. Ring buffers (received
+  // leases sent on, e.g. an echo) may fill at most a quarter of the ring in
+  // send queues; beyond that Send() copies them into a pool buffer.
+  uint32_t send_budget_buffers = 0;
+  // uring-fixed family: a received buffer handed back later than this counts
+  // in counters().receive_buffers_held_long.
+  Duration receive_hold_limit = std::chrono::milliseconds(10);
   // Most sockets the Loop can hold at once (listening + connected + UDP).
   // It must fit RLIMIT_NOFILE (uring-fixed also sizes its fixed-file table
   // to it): if the soft limit is too low, Create() raises it toward the hard
@@ -172,6 +215,11 @@ struct UdpOptions {
   bool multicast_loop = true;
   int receive_buffer_bytes = 0;  // SO_RCVBUF when > 0
   int send_buffer_bytes = 0;     // SO_SNDBUF when > 0
+  // Backpressure: bytes the Loop queues for this socket before Send/SendTo
+  // refuse with -EAGAIN (0: LoopOptions::send_queue_limit_bytes), and the
+  // level below which OnWritable follows a refusal (0: half the limit).
+  size_t send_queue_limit_bytes = 0;
+  size_t send_queue_low_water_bytes = 0;
 };
 
 struct TcpOptions {
@@ -180,6 +228,9 @@ struct TcpOptions {
   bool reuse_address = true;
   int receive_buffer_bytes = 0;
   int send_buffer_bytes = 0;
+  // As in UdpOptions; a listener passes them on to its accepted sockets.
+  size_t send_queue_limit_bytes = 0;
+  size_t send_queue_low_water_bytes = 0;
 };
 
 class Loop {

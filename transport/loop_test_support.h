@@ -406,6 +406,7 @@ class Recorder : public SocketHandler {
   std::function<void(SocketId, int, uint64_t)> on_send_complete;
   std::function<SocketHandler*(SocketId, SocketId, const Endpoint&)> on_accept;
   std::function<void(SocketId)> on_closed;
+  std::function<void(SocketId)> on_writable;
   bool keep_bytes = true;  // copy received bytes into `datagrams` / `stream`
 
   std::vector<Datagram> datagrams;
@@ -417,6 +418,7 @@ class Recorder : public SocketHandler {
   std::vector<SocketId> accepted;
   std::vector<std::pair<SocketId, int>> errors;
   std::vector<SocketId> closed;
+  std::vector<SocketId> writable;
   std::vector<std::string> violations;  // contract breaches seen
 
   void OnDatagram(SocketId socket, const Endpoint& from,
@@ -457,6 +459,11 @@ class Recorder : public SocketHandler {
   void OnError(SocketId socket, int error) override {
     Check(socket, "OnError");
     errors.emplace_back(socket, error);
+  }
+  void OnWritable(SocketId socket) override {
+    Check(socket, "OnWritable");
+    writable.push_back(socket);
+    if (on_writable) on_writable(socket);
   }
   void OnClosed(SocketId socket) override {
     Check(socket, "OnClosed");

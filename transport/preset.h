@@ -97,6 +97,10 @@ struct BackendInfo {
   // (RLIMIT_NOFILE soft=hard=1024)". Empty when nothing was adapted.
   std::string adjustments;
   uint32_t max_sockets = 0;  // in effect (after any clamp)
+  // Budgets in effect (see LoopOptions): buffers AcquireBuffer() leaves for
+  // receives, and pool buffers all send queues together may hold.
+  uint32_t receive_reserve_buffers = 0;
+  uint32_t send_budget_buffers = 0;
 };
 
 // What the kernel and process limits allow, probed once per process.

@@ -102,6 +102,13 @@ class EpollBackend final : public LoopCore {
 
   void RetryAccept(Socket& listener) override { AcceptAll(listener); }
 
+  // Reading on is harmless here: edge-triggered epoll reports the hangup,
+  // so this only makes sure.
+  void KickReceive(Socket& s) override {
+    s.peer_hup_seen = true;
+    ReadStream(s);
+  }
+
   void ContinueReceive(Socket& s) override {
     if (s.kind == SocketKind::kStream) ReadStream(s);
     if (s.kind == SocketKind::kUdp) ReadDatagrams(s);

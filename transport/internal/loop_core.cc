@@ -66,6 +66,29 @@ absl::Status LoopCore::InitCore(const LoopOptions& options,
       BufferPool::Create(options.buffer_size, options.buffer_count);
   if (!created.ok()) return created.status();
   pool = *std::move(created);
+  // Budgets: receives come from the pool on epoll and plain uring, so
+  // AcquireBuffer() leaves them a reserve; the provided-ring presets keep
+  // their receive buffers in the ring. Send queues share what is left.
+  const uint32_t ring_buffers =
+      backend_info.flags.provided_buffers ? options.provided_buffers : 0;
+  receive_reserve_ = options.receive_reserve_buffers;
+  if (receive_reserve_ == 0 && ring_buffers == 0) {
+    receive_reserve_ = options.buffer_count / 4;
+  }
+  if (receive_reserve_ + ring_buffers >= options.buffer_count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("LoopOptions: receive_reserve_buffers (", receive_reserve_,
+                     ") and provided_buffers (", ring_buffers,
+                     ") leave nothing of buffer_count (", options.buffer_count,
+                     ") for sends"));
+  }
+  send_budget_ = options.send_budget_buffers;
+  const uint32_t sendable =
+      options.buffer_count - receive_reserve_ - ring_buffers;
+  if (send_budget_ == 0 || send_budget_ > sendable) send_budget_ = sendable;
+  ring_send_limit_ = ring_buffers / 4;
+  info.receive_reserve_buffers = receive_reserve_;
+  info.send_budget_buffers = send_budget_;
   const uint32_t max_sockets = options_.max_sockets;  // after FitFileLimit
   sockets_.resize(max_sockets);
   free_slots_.reserve(max_sockets);
@@ -77,6 +100,8 @@ absl::Status LoopCore::InitCore(const LoopOptions& options,
   starved_next_.reserve(max_sockets);
   closing_.reserve(max_sockets);
   accept_paused_.reserve(max_sockets);
+  writable_waiters_.reserve(max_sockets);
+  dead_streams_.reserve(max_sockets);
   wakeup_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wakeup_fd_ < 0) return ErrnoStatus("eventfd", errno);
   now = MonotonicNow();
@@ -234,6 +259,8 @@ absl::StatusOr<SocketId> LoopCore::OpenUdp(const UdpOptions& options,
   absl::StatusOr<Socket*> s = NewSocket(SocketKind::kUdp, fd, handler);
   if (!s.ok()) return s.status();
   (*s)->connected = connected;
+  SetSendLimits(**s, options.send_queue_limit_bytes,
+                options.send_queue_low_water_bytes);
   if (connected) {
     std::memcpy(&(*s)->peer_addr, options.connect->sockaddr(),
                 options.connect->socklen());
@@ -299,6 +326,9 @@ absl::StatusOr<SocketId> LoopCore::ListenTcp(const Endpoint& bind,
   if (::listen(fd, options.backlog) != 0) return fail("listen");
   absl::StatusOr<Socket*> s = NewSocket(SocketKind::kListener, fd, handler);
   if (!s.ok()) return s.status();
+  // Kept for the connections it accepts.
+  SetSendLimits(**s, options.send_queue_limit_bytes,
+                options.send_queue_low_water_bytes);
   ArmReceive(**s);
   return IdOf(**s);
 }
@@ -321,6 +351,8 @@ absl::StatusOr<SocketId> LoopCore::ConnectTcp(const Endpoint& peer,
   if (!created.ok()) return created.status();
   Socket& s = **created;
   s.connecting = true;
+  SetSendLimits(s, options.send_queue_limit_bytes,
+                options.send_queue_low_water_bytes);
   std::memcpy(&s.peer_addr, peer.sockaddr(), peer.socklen());
   s.peer_addr_len = peer.socklen();
   if (!StartConnect(s, peer)) {
@@ -355,14 +387,76 @@ int LoopCore::NativeHandle(SocketId id) const {
 // --- Sends
 // --------------------------------------------------------------------
 
+void LoopCore::SetSendLimits(Socket& s, size_t limit, size_t low_water) {
+  s.send_limit = limit > 0 ? limit : options_.send_queue_limit_bytes;
+  s.send_low_water =
+      low_water > 0 && low_water < s.send_limit ? low_water : s.send_limit / 2;
+}
+
+BufferLease LoopCore::AcquireForSend() {
+  // The receive reserve: what receives need to keep every socket readable
+  // while the application holds buffers for sending.
+  if (pool->free_count() <= receive_reserve_) {
+    ++counters.pool_exhausted;
+    return BufferLease();
+  }
+  BufferLease lease = pool->Acquire();
+  if (!lease.valid()) ++counters.pool_exhausted;
+  return lease;
+}
+
+int LoopCore::Refuse(Socket& s, bool budget) {
+  if (budget) {
+    ++counters.send_refused_budget;
+  } else {
+    ++counters.send_refused_queue_full;
+  }
+  if (!s.writable_wanted) {
+    s.writable_wanted = true;
+    writable_waiters_.push_back(SlotOf(s));
+  }
+  s.writable_budget = s.writable_budget || budget;
+  return -EAGAIN;
+}
+
+// Backpressure (issue 6, fault 7): a socket's queue holds at most its limit
+// (a lease larger than the limit is taken when the queue is empty, so it can
+// always make progress), and all send queues together at most the send
+// budget, so a peer that stops reading cannot take the buffers receives and
+// other sockets need. A refused lease is released; OnWritable follows.
 int LoopCore::Enqueue(Socket& s, BufferLease data, uint64_t tag,
                       const Endpoint* to) {
   if (!data.valid()) return -EINVAL;
+  if (s.send_bytes > 0 && s.send_bytes + data.size() > s.send_limit) {
+    return Refuse(s, /*budget=*/false);
+  }
+  bool ring = pool->slot(data.index()).ring_owned != 0;
+  if (ring && ring_send_held_ >= ring_send_limit_) {
+    // A received buffer from the provided ring: queued for long, it would
+    // starve every socket's receives. Past a quarter of the ring, send a
+    // copy and hand the ring buffer back now.
+    if (send_held_ >= send_budget_) return Refuse(s, /*budget=*/true);
+    BufferLease copy = pool->Acquire();
+    if (!copy.valid()) return Refuse(s, /*budget=*/true);
+    std::memcpy(copy.data(), data.data(), data.size());
+    copy.set_size(data.size());
+    data = std::move(copy);  // the ring buffer goes back to the ring
+    ring = false;
+    ++counters.ring_buffers_copied_for_send;
+  } else if (!ring && send_held_ >= send_budget_) {
+    return Refuse(s, /*budget=*/true);
+  }
   const uint32_t index = BufferPool::Detach(data);
   BufferPool::Slot& slot = pool->slot(index);
   slot.offset = 0;
   slot.tag = tag;
   slot.next = BufferPool::kNoBuffer;
+  slot.in_send = 1;
+  if (ring) {
+    ++ring_send_held_;
+  } else {
+    ++send_held_;
+  }
   if (to != nullptr) slot.destination = *to;
   if (s.send_tail == BufferPool::kNoBuffer) {
     s.send_head = index;
@@ -374,6 +468,44 @@ int LoopCore::Enqueue(Socket& s, BufferLease data, uint64_t tag,
   s.send_bytes += slot.size;
   MarkDirty(s);
   return 0;
+}
+
+void LoopCore::ReleaseSent(uint32_t index) {
+  BufferPool::Slot& slot = pool->slot(index);
+  if (slot.in_send != 0) {
+    slot.in_send = 0;
+    if (slot.ring_owned != 0) {
+      --ring_send_held_;
+    } else {
+      --send_held_;
+    }
+  }
+  pool->ReleaseIndex(index);
+}
+
+// Called at the end of each iteration: refused sockets hear OnWritable once
+// their queue is below its low-water mark and, if the budget refused them,
+// the budget is at most half spent.
+void LoopCore::NotifyWritable() {
+  for (size_t i = 0; i < writable_waiters_.size();) {
+    Socket& s = sockets_[writable_waiters_[i]];
+    const bool valid = s.kind != SocketKind::kFree && s.writable_wanted;
+    const bool room = valid && s.send_bytes <= s.send_low_water &&
+                      (s.writable_budget ? send_held_ <= send_budget_ / 2
+                                         : send_held_ < send_budget_);
+    if (valid && !room && !s.closing) {
+      ++i;
+      continue;
+    }
+    writable_waiters_[i] = writable_waiters_.back();
+    writable_waiters_.pop_back();
+    if (!valid) continue;
+    s.writable_wanted = false;
+    s.writable_budget = false;
+    if (s.closing) continue;
+    ++counters.writable_notifications;
+    s.handler->OnWritable(IdOf(s));
+  }
 }
 
 int LoopCore::SendTo(SocketId id, BufferLease data, const Endpoint& to,
@@ -452,7 +584,7 @@ void LoopCore::ConsumeStreamSent(Socket& s, size_t bytes) {
     --s.send_queued;
     const int size = static_cast<int>(slot.size);
     const uint64_t tag = slot.tag;
-    pool->ReleaseIndex(index);
+    ReleaseSent(index);
     if (!s.closing) s.handler->OnSendComplete(IdOf(s), size, tag);
   }
 }
@@ -474,7 +606,7 @@ void LoopCore::CompleteDatagram(Socket& s, uint32_t buffer, int result) {
     ++counters.datagrams_sent;
     counters.bytes_sent += static_cast<uint64_t>(result);
   }
-  pool->ReleaseIndex(buffer);
+  ReleaseSent(buffer);
   if (!s.closing || result < 0) s.handler->OnSendComplete(IdOf(s), result, tag);
 }
 
@@ -491,7 +623,7 @@ void LoopCore::FailQueuedSends(Socket& s, int error) {
     BufferPool::Slot& slot = pool->slot(index);
     const uint32_t next = slot.next;
     const uint64_t tag = slot.tag;
-    pool->ReleaseIndex(index);
+    ReleaseSent(index);
     s.handler->OnSendComplete(IdOf(s), error, tag);
     index = next;
   }
@@ -503,6 +635,41 @@ void LoopCore::FailQueuedSends(Socket& s, int error) {
 void LoopCore::FailStream(Socket& s, int error) {
   if (s.write_error == 0 && error != -ECANCELED) s.write_error = error;
   FailQueuedSends(s, error);
+  // The connection is gone but its end has not been read: watch that it
+  // is (CheckDeadStreams).
+  if (error != -ECANCELED && !s.read_closed && !s.closing && !s.dead_listed &&
+      s.kind == SocketKind::kStream) {
+    s.dead_listed = true;
+    s.dead_check_every = std::chrono::milliseconds(20);
+    s.dead_check_at = now + s.dead_check_every;
+    dead_streams_.push_back(SlotOf(s));
+  }
+}
+
+// Issue 6, fault 8, on uring-sqpoll: under load, after a peer reset and a
+// send had failed on the connection, its multishot receive could stay
+// armed with nothing left to wake it: the socket closed, no bytes queued,
+// the error consumed by the failed send, and OnReadClosed never came. So a
+// stream whose send failed and whose end is still unread gets its receive
+// kicked after 20 ms, then with a backoff up to 1 s until the end is read.
+void LoopCore::CheckDeadStreams() {
+  for (size_t i = 0; i < dead_streams_.size();) {
+    Socket& s = sockets_[dead_streams_[i]];
+    if (s.kind != SocketKind::kStream || !s.dead_listed || s.read_closed ||
+        s.closing) {
+      s.dead_listed = false;
+      dead_streams_[i] = dead_streams_.back();
+      dead_streams_.pop_back();
+      continue;
+    }
+    if (s.dead_check_at <= now) {
+      KickReceive(s);
+      s.dead_check_every =
+          std::min<Duration>(s.dead_check_every * 2, std::chrono::seconds(1));
+      s.dead_check_at = now + s.dead_check_every;
+    }
+    ++i;
+  }
 }
 
 // --- Delivery
@@ -512,6 +679,7 @@ void LoopCore::DeliverDatagram(Socket& s, uint32_t buffer, uint32_t offset,
                                uint32_t size, const Endpoint& from) {
   ++counters.datagrams_received;
   counters.bytes_received += size;
+  pool->slot(buffer).lent_at_ns = now.nanos();
   BufferLease lease = pool->Adopt(buffer, size, offset);
   if (s.closing) return;  // lease releases the buffer
   s.handler->OnDatagram(IdOf(s), from, std::move(lease));
@@ -520,6 +688,7 @@ void LoopCore::DeliverDatagram(Socket& s, uint32_t buffer, uint32_t offset,
 void LoopCore::DeliverData(Socket& s, uint32_t buffer, uint32_t offset,
                            uint32_t size) {
   counters.bytes_received += size;
+  pool->slot(buffer).lent_at_ns = now.nanos();
   BufferLease lease = pool->Adopt(buffer, size, offset);
   if (s.closing) return;
   s.handler->OnData(IdOf(s), std::move(lease));
@@ -611,6 +780,8 @@ void LoopCore::DeliverAccept(Socket& listener, int fd, const sockaddr* addr,
   }
   Socket& s = **created;
   s.connected = true;
+  s.send_limit = listener.send_limit;
+  s.send_low_water = listener.send_low_water;
   const SocketId id = IdOf(s);
   SocketHandler* handler = listener.handler->OnAccept(
       IdOf(listener), id, Endpoint::FromSockaddr(addr, len));
@@ -659,6 +830,8 @@ void LoopCore::FinishClose(Socket& s) {
   s.dirty = false;
   s.receive_starved = false;
   s.read_ready = false;
+  s.writable_wanted = false;
+  s.dead_listed = false;
   free_slots_.push_back(SlotOf(s));
   --open_sockets;
   // A descriptor is free again: listeners backing off retry at once.
@@ -764,6 +937,7 @@ int LoopCore::RunOnce(Duration timeout) {
   if (!starved_.empty()) ServeStarved();
 
   if (!accept_paused_.empty()) RetryPausedAccepts();
+  if (!dead_streams_.empty()) CheckDeadStreams();
 
   // Sockets that used their read budget last iteration read on (epoll).
   if (!ready_.empty()) {
@@ -799,6 +973,12 @@ int LoopCore::RunOnce(Duration timeout) {
     // Starved receives retry next iteration; don't sleep past that.
     wait = std::min(wait, Duration(std::chrono::microseconds(100)));
   }
+  for (uint32_t slot : dead_streams_) {
+    const Socket& s = sockets_[slot];
+    if (!s.dead_listed) continue;
+    const Duration until = s.dead_check_at - now;
+    wait = std::min(wait, until < Duration(0) ? Duration(0) : until);
+  }
   for (uint32_t slot : accept_paused_) {
     const Socket& s = sockets_[slot];
     if (!s.accept_paused) continue;
@@ -815,6 +995,8 @@ int LoopCore::RunOnce(Duration timeout) {
   const int completions = WaitAndDispatch(wait);
   if (completions < 0) return completions;
   dispatched += completions;
+
+  if (!writable_waiters_.empty()) NotifyWritable();
 
   // Finish closes whose operations all completed.
   if (!closing_.empty()) {

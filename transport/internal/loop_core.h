@@ -60,11 +60,22 @@ struct Socket {
   bool receive_armed = false;    // a receive (or accept) op is outstanding
   bool receive_starved = false;  // waiting for buffers to re-arm
   bool send_in_flight = false;   // stream: one send op outstanding
-  bool peer_hup_seen = false;    // epoll: RDHUP/HUP/ERR reported once
-  bool read_ready = false;       // epoll: on the ready list (more to read)
-  uint32_t ops_in_flight = 0;    // uring: SQEs not yet fully completed
-  int zc_result = 0;             // uring: SEND_ZC result awaiting its notif
-  int write_error = 0;           // stream: the send/connect error, sticky
+  bool receive_kick = false;     // uring: receive cancelled to re-arm it
+  bool dead_listed = false;      // on dead_streams_ (see KickReceive)
+  Duration dead_check_every{0};
+  Timestamp dead_check_at;
+  bool peer_hup_seen = false;  // epoll: RDHUP/HUP/ERR reported once
+  bool read_ready = false;     // epoll: on the ready list (more to read)
+  uint32_t ops_in_flight = 0;  // uring: SQEs not yet fully completed
+  int zc_result = 0;           // uring: SEND_ZC result awaiting its notif
+  int write_error = 0;         // stream: the send/connect error, sticky
+  // Backpressure: this socket's send queue limit and low-water mark (a
+  // listener keeps them for its connections), and whether a refused Send
+  // waits for OnWritable (by the budget, when writable_budget).
+  size_t send_limit = 0;
+  size_t send_low_water = 0;
+  bool writable_wanted = false;
+  bool writable_budget = false;
   // Listener backing off after EMFILE/ENFILE (see LoopCore::PauseAccept).
   bool accept_paused = false;
   Duration accept_backoff{0};
@@ -156,6 +167,10 @@ class LoopCore {
   // ring's free buffers on the uring-fixed family; unlimited elsewhere, where
   // a re-armed receive that finds no buffer starves again at once).
   virtual uint32_t StarvedRearmLimit() { return UINT32_MAX; }
+  // The stream's send failed because the connection is gone, and its end
+  // has not been read yet: make sure the receive side notices (uring:
+  // cancel the armed receive and arm a fresh one; epoll: read on).
+  virtual void KickReceive(Socket& s) = 0;
   // Accepts again on a listener that backed off (PauseAccept): epoll
   // accepts until EAGAIN, io_uring arms the accept op again.
   virtual void RetryAccept(Socket& listener) = 0;
@@ -209,6 +224,14 @@ class LoopCore {
   // `s` has more to read but used its budget for this iteration: it is read
   // again at the start of the next one, and that iteration does not sleep.
   void MarkReadReady(Socket& s);
+  // A buffer leaves a send queue for good: out of its budget, back to its
+  // owner.
+  void ReleaseSent(uint32_t index);
+  // AcquireBuffer(): honours the receive reserve.
+ public:
+  BufferLease AcquireForSend();
+
+ protected:
   // Writes to the wakeup fd's counterpart; backends read it.
   int wakeup_fd() const { return wakeup_fd_; }
   void DrainWakeup();
@@ -222,8 +245,17 @@ class LoopCore {
   std::vector<uint32_t> ready_;          // slots with more to read (epoll)
   std::vector<uint32_t> starved_next_;   // reused by ServeStarved
   std::vector<uint32_t> accept_paused_;  // listeners backing off
-  std::vector<uint32_t> closing_;        // slots closing, not yet finished
-  std::vector<uint32_t> scratch_;        // reused while walking the lists above
+  std::vector<uint32_t> writable_waiters_;  // refused sockets (OnWritable)
+  std::vector<uint32_t> dead_streams_;      // send failed, end not read
+  // Budgets (see LoopOptions): pool buffers any send queue holds, ring
+  // buffers send queues hold, and their limits.
+  uint32_t receive_reserve_ = 0;
+  uint32_t send_budget_ = 0;
+  uint32_t send_held_ = 0;
+  uint32_t ring_send_limit_ = 0;
+  uint32_t ring_send_held_ = 0;
+  std::vector<uint32_t> closing_;  // slots closing, not yet finished
+  std::vector<uint32_t> scratch_;  // reused while walking the lists above
 
  private:
   absl::Status FitFileLimit();
@@ -233,6 +265,10 @@ class LoopCore {
   void RunPosted();
   void ServeStarved();
   void RetryPausedAccepts();
+  void NotifyWritable();
+  void CheckDeadStreams();
+  int Refuse(Socket& s, bool budget);
+  void SetSendLimits(Socket& s, size_t limit, size_t low_water);
   int Enqueue(Socket& s, BufferLease data, uint64_t tag, const Endpoint* to);
 
   int wakeup_fd_ = -1;

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -68,6 +69,7 @@ constexpr uint32_t DecodeSocket(uint64_t data) {
 }
 
 constexpr uint16_t kBufferGroup = 0;
+constexpr uint32_t kKickCancel = 1;  // kOpCancel of a KickReceive
 constexpr int kCqeBatch = 64;
 constexpr int kRegisteredRingFlag = 1;  // liburing's INT_FLAG_REG_RING
 constexpr int kSqFullRetries = 100000;
@@ -216,6 +218,13 @@ class UringBackend final : public LoopCore, public BufferRecycler {
   // BufferRecycler: a lease of a ring buffer ended; give it back to the
   // kernel at once so the ring never runs dry while buffers sit idle.
   void Recycle(uint32_t index) override {
+    // The rule for the provided ring (loop.h): copy out or hand back fast.
+    // Count the buffers that were held for longer.
+    const int64_t lent = pool->slot(index).lent_at_ns;
+    if (lent != 0 && now.nanos() - lent > options_.receive_hold_limit.count()) {
+      ++counters.receive_buffers_held_long;
+    }
+    pool->slot(index).lent_at_ns = 0;
     io_uring_buf_ring_add(buf_ring_, pool->BufferAddress(index),
                           static_cast<unsigned>(pool->slot_bytes()),
                           static_cast<unsigned short>(index),
@@ -307,6 +316,18 @@ class UringBackend final : public LoopCore, public BufferRecycler {
 
   int WaitAndDispatch(Duration timeout) override {
     const unsigned to_submit = PublishSq();
+    if (info.flags.sqpoll && to_submit > 0) {
+      // The SQ thread sets NEED_WAKEUP and then looks at the SQ tail once
+      // more before it sleeps; we publish the tail and then look at
+      // NEED_WAKEUP. Without a full barrier between our store and our load
+      // (a release store does not order a later load, not even on x86),
+      // both can miss each other: the thread sleeps without seeing our
+      // entries and we do not wake it, so they sit unsubmitted until some
+      // later submission wakes it. Seen as a receive "armed with one op in
+      // flight" that never completed after a burst ended (issue 6, fault
+      // 8, on uring-sqpoll).
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+    }
     const bool busy_flag = info.flags.busy_poll;
     const bool sqpoll = info.flags.sqpoll;
     const bool have_cqes = io_uring_cq_ready(&ring_) > 0;
@@ -771,6 +792,12 @@ class UringBackend final : public LoopCore, public BufferRecycler {
         --s->ops_in_flight;
         break;
       case kOpCancel:
+        // A kick that found nothing to cancel (the receive ended on its
+        // own meanwhile): the next check may kick again.
+        if (DecodeBuffer(user_data) == kKickCancel && res < 0) {
+          s->receive_kick = false;
+        }
+        break;
       case kOpWakeup:
         break;
     }
@@ -803,8 +830,13 @@ class UringBackend final : public LoopCore, public BufferRecycler {
         if (!s.receive_armed) MarkStarved(s);
         return;
       }
-      if (res == -ECANCELED || s.closing) return;
-      if (res < 0) {
+      if (res == -ECANCELED && s.receive_kick && !s.closing) {
+        // Cancelled by KickReceive: arm a fresh receive, whose first
+        // attempt returns what is left and then 0 or the error.
+        s.receive_kick = false;
+      } else if (res == -ECANCELED || s.closing) {
+        return;
+      } else if (res < 0) {
         DeliverReadClosed(s, res);
         return;
       }
@@ -813,6 +845,19 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       if (multishot) ++counters.multishot_rearms;
       ArmStreamReceive(s);
     }
+  }
+
+  // See LoopCore::CheckDeadStreams. The old receive's CQEs all come before
+  // its cancellation, so data stays in order. A receive that is not armed
+  // (starved) needs nothing: it is armed afresh when buffers come back.
+  void KickReceive(Socket& s) override {
+    if (!s.receive_armed || s.receive_kick) return;
+    io_uring_sqe* sqe = GetSqe();
+    io_uring_prep_cancel64(sqe, Encode(kOpRecv, 0, IdOf(s).value), 0);
+    sqe->user_data = Encode(kOpCancel, kKickCancel, IdOf(s).value);
+    ++counters.submissions;
+    ++counters.receive_kicks;
+    s.receive_kick = true;
   }
 
   void OnDatagramReceive(Socket& s, int res, bool more, uint32_t picked,
