@@ -27,8 +27,10 @@ namespace ringlab::transport {
   X(zero_copy_sends)              \
   X(zero_copy_copied)             \
   X(receive_errors)               \
+  X(datagrams_truncated)          \
   X(sqpoll_wakeups)               \
   X(submission_queue_full)        \
+  X(submission_queue_stuck)       \
   X(read_budget_yields)           \
   X(accept_fd_limit)              \
   X(accept_system_limit)          \

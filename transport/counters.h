@@ -43,8 +43,14 @@ struct LoopCounters {
   uint64_t zero_copy_sends = 0;
   uint64_t zero_copy_copied = 0;  // SEND_ZC notifications saying "copied"
   uint64_t receive_errors = 0;
+  // Datagrams longer than a pool buffer: dropped, reported as
+  // OnError(-EMSGSIZE) (also counted in receive_errors).
+  uint64_t datagrams_truncated = 0;
   uint64_t sqpoll_wakeups = 0;
   uint64_t submission_queue_full = 0;  // io_uring SQ full: flushed early
+  // io_uring SQ still full after flushing: the operations wait for the next
+  // iteration (it used to abort the process).
+  uint64_t submission_queue_stuck = 0;
   // epoll fairness: a socket used its reads for this iteration and was put
   // on the ready list to read on in the next one.
   uint64_t read_budget_yields = 0;

@@ -293,20 +293,21 @@ class Loop {
   int NativeHandle(SocketId socket) const;
   size_t open_sockets() const;
 
-  // --- Timers
-  // ------------------------------------------------------------------ Fires at
-  // `deadline`, then every `period` if period > 0. Returns an id (never 0) for
-  // CancelTimer(). Never allocates once max_timers is reached in capacity;
-  // grows on the control path otherwise.
+  // --- Timers ----------------------------------------------------------------
+  // Fires at `deadline`, then every `period` if period > 0. Returns an id
+  // (never 0) for CancelTimer(). Memory: the timer queue grows to the most
+  // timers ever pending at once and then stays; adding a TimerHandler timer
+  // below that high-water mark never allocates, while a callback that does
+  // not fit AnyInvocable's inline storage allocates on every AddTimer (the
+  // TimerHandler form is the zero-allocation path).
   uint64_t AddTimer(Timestamp deadline, Duration period, TimerHandler* handler);
   uint64_t AddTimer(Timestamp deadline, Duration period,
                     absl::AnyInvocable<void(Timestamp now)> callback);
   // True if the timer was pending and will not fire again.
   bool CancelTimer(uint64_t timer_id);
 
-  // --- Running
-  // ----------------------------------------------------------------- Runs
-  // until Stop(). Returns an error only if the backend itself fails.
+  // --- Running ---------------------------------------------------------------
+  // Runs until Stop(). Returns an error only if the backend itself fails.
   absl::Status Run();
   // One iteration: submit, wait at most `timeout` (0: poll without waiting;
   // busy presets never sleep), dispatch completions and due timers. Returns

@@ -23,6 +23,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "transport/internal/loop_core.h"
 #include "transport/loop.h"
 #include "transport/loop_test_support.h"
 
@@ -971,6 +972,81 @@ TEST_P(LoopFaultTest, StalledReaderLeavesOthersRunning) {
       loop, [&] { return server->closed_count() == size_t(kClients + 1); },
       kWait, "the server side to close"));
   ASSERT_TRUE(CloseAndWait(*listener, server));
+  ExpectNoLeakedBuffers();
+}
+
+// Issue 6, fault 9: a datagram bigger than buffer_size was dropped with no
+// OnError. It must still be dropped (never delivered cut short), and now
+// reported as OnError(-EMSGSIZE) and counted; the next datagram arrives.
+TEST_P(LoopFaultTest, DatagramTooLargeIsReported) {
+  Loop& loop = *loop_;
+  Recorder* rx = Make();
+  UdpOptions udp;
+  udp.bind = Endpoint::Loopback(0);
+  absl::StatusOr<SocketId> id = loop.OpenUdp(udp, rx);
+  ASSERT_TRUE(id.ok()) << id.status();
+  absl::StatusOr<Endpoint> ep = loop.LocalEndpoint(*id);
+  ASSERT_TRUE(ep.ok());
+  ScopedFd tx(BoundRawSocket(SOCK_DGRAM, 0));
+  ASSERT_GE(tx.get(), 0);
+  const std::string big(loop.buffers().slot_bytes() + 100, 'B');
+  ASSERT_EQ(::sendto(tx.get(), big.data(), big.size(), 0, ep->sockaddr(),
+                     ep->socklen()),
+            ssize_t(big.size()));
+  ASSERT_EQ(::sendto(tx.get(), "small", 5, 0, ep->sockaddr(), ep->socklen()),
+            5);
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return !rx->datagrams.empty(); }, kWait,
+      "the datagram after the big one"));
+  ASSERT_EQ(rx->datagrams.size(), 1u);
+  EXPECT_EQ(rx->datagrams[0].bytes, "small");
+  ASSERT_EQ(rx->errors.size(), 1u)
+      << "issue 6 fault 9: a datagram larger than buffer_size was dropped "
+         "without OnError";
+  EXPECT_EQ(rx->errors[0].second, -EMSGSIZE) << ErrnoName(rx->errors[0].second);
+  EXPECT_EQ(loop.counters().datagrams_truncated, 1u);
+  ASSERT_TRUE(CloseAndWait(*id, rx));
+  ExpectNoLeakedBuffers();
+}
+
+// Issue 6, fault 9: GetSqe aborted the process when the submission queue
+// stayed full. With the queue made to look stuck (a test hook: a full SQ is
+// given up at once), sends and receives must wait and then complete.
+TEST_P(LoopFaultTest, StuckSubmissionQueueDoesNotAbort) {
+  if (!IsUring()) GTEST_SKIP() << "no submission queue on epoll";
+  LoopOptions options = DefaultOptions();
+  options.queue_depth = 4;
+  CREATE_LOOP_OR_RETURN(options);
+  Loop& loop = *loop_;
+  Recorder* server = Make();
+  Recorder* client = Make();
+  server->on_datagram = [&](SocketId s, const Endpoint& from, BufferLease d) {
+    loop.SendTo(s, std::move(d), from);
+  };
+  UdpPair pair;
+  ASSERT_TRUE(OpenUdpPair(server, client, &pair));
+  ASSERT_TRUE(RunFor(loop, 10ms));
+  internal::SetSqStuckForTesting(true);
+  constexpr int kDatagrams = 64;
+  for (int i = 0; i < kDatagrams; ++i) {
+    ASSERT_EQ(loop.SendTo(pair.client, MakePayload(loop, absl::StrCat(i)),
+                          pair.server_endpoint),
+              0);
+  }
+  for (int i = 0; i < 20; ++i) ASSERT_GE(loop.RunOnce(Duration(0)), 0);
+  const uint64_t stuck = loop.counters().submission_queue_stuck;
+  internal::SetSqStuckForTesting(false);
+  EXPECT_GT(stuck, 0u) << "the test did not fill the submission queue; "
+                       << loop.counters().ToString();
+  ASSERT_TRUE(RunUntil(
+      loop,
+      [&] {
+        return client->datagrams.size() == size_t(kDatagrams) &&
+               client->completions.size() == size_t(kDatagrams);
+      },
+      kWait, "every echo once the queue drains"));
+  ASSERT_TRUE(CloseAndWait(pair.client, client));
+  ASSERT_TRUE(CloseAndWait(pair.server, server));
   ExpectNoLeakedBuffers();
 }
 

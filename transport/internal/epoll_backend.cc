@@ -318,8 +318,7 @@ class EpollBackend final : public LoopCore {
         if (rx_msgs_[i].msg_hdr.msg_flags & MSG_TRUNC) {
           // Larger than a pool buffer: counted and dropped, never delivered
           // as if it were whole.
-          ++counters.receive_errors;
-          pool->ReleaseIndex(buffer);
+          DropTruncatedDatagram(s, buffer);
           continue;
         }
         // Handlers cannot re-enter ReadDatagrams (UDP sockets are read only

@@ -7,12 +7,22 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 
 namespace ringlab::transport::internal {
+
+namespace {
+std::atomic<bool> g_sq_stuck_for_testing{false};
+}  // namespace
+bool SqStuckForTesting() {
+  return g_sq_stuck_for_testing.load(std::memory_order_relaxed);
+}
+void SetSqStuckForTesting(bool stuck) { g_sq_stuck_for_testing.store(stuck); }
+
 namespace {
 
 // SocketId layout: generation in the high bits, slot + 1 in the low bits, so
@@ -150,8 +160,7 @@ absl::Status LoopCore::FitFileLimit() {
   return absl::OkStatus();
 }
 
-// --- Socket table
-// -------------------------------------------------------------
+// --- Socket table ------------------------------------------------------------
 
 SocketId LoopCore::IdOf(const Socket& s) const {
   return SocketId{((s.generation & kGenerationMask) << kSlotBits) |
@@ -384,8 +393,7 @@ int LoopCore::NativeHandle(SocketId id) const {
   return s == nullptr ? -1 : s->fd;
 }
 
-// --- Sends
-// --------------------------------------------------------------------
+// --- Sends -------------------------------------------------------------------
 
 void LoopCore::SetSendLimits(Socket& s, size_t limit, size_t low_water) {
   s.send_limit = limit > 0 ? limit : options_.send_queue_limit_bytes;
@@ -672,8 +680,7 @@ void LoopCore::CheckDeadStreams() {
   }
 }
 
-// --- Delivery
-// -----------------------------------------------------------------
+// --- Delivery ----------------------------------------------------------------
 
 void LoopCore::DeliverDatagram(Socket& s, uint32_t buffer, uint32_t offset,
                                uint32_t size, const Endpoint& from) {
@@ -714,6 +721,12 @@ void LoopCore::DeliverConnect(Socket& s, int result) {
   } else {
     FailStream(s, result);
   }
+}
+
+void LoopCore::DropTruncatedDatagram(Socket& s, uint32_t buffer) {
+  ++counters.datagrams_truncated;
+  pool->ReleaseIndex(buffer);
+  DeliverError(s, -EMSGSIZE);
 }
 
 void LoopCore::DeliverError(Socket& s, int error) {
@@ -794,8 +807,7 @@ void LoopCore::DeliverAccept(Socket& listener, int fd, const sockaddr* addr,
   if (!s.closing) ArmReceive(s);
 }
 
-// --- Close
-// --------------------------------------------------------------------
+// --- Close -------------------------------------------------------------------
 
 void LoopCore::Close(SocketId id) {
   Socket* s = Lookup(id);
@@ -839,8 +851,7 @@ void LoopCore::FinishClose(Socket& s) {
   handler->OnClosed(id);
 }
 
-// --- Running
-// ------------------------------------------------------------------
+// --- Running -----------------------------------------------------------------
 
 void LoopCore::Post(absl::AnyInvocable<void()> fn) {
   {
@@ -1007,6 +1018,7 @@ int LoopCore::RunOnce(Duration timeout) {
       if (s.ops_in_flight == 0) {
         FinishClose(s);
       } else {
+        if (s.cancel_pending) CancelAll(s);  // no SQE for it last time
         closing_.push_back(slot);
       }
     }

@@ -61,6 +61,7 @@ struct Socket {
   bool receive_starved = false;  // waiting for buffers to re-arm
   bool send_in_flight = false;   // stream: one send op outstanding
   bool receive_kick = false;     // uring: receive cancelled to re-arm it
+  bool cancel_pending = false;   // uring: Close() found no SQE for its cancel
   bool dead_listed = false;      // on dead_streams_ (see KickReceive)
   Duration dead_check_every{0};
   Timestamp dead_check_at;
@@ -140,9 +141,9 @@ class LoopCore {
   size_t open_sockets = 0;
 
  protected:
-  // --- Kernel half
-  // ------------------------------------------------------------ Starts
-  // receiving on a new UDP / stream socket, or accepting on a listener.
+  // --- Kernel half -----------------------------------------------------------
+  // Starts receiving on a new UDP / stream socket, or accepting on a
+  // listener.
   virtual void ArmReceive(Socket& s) = 0;
   // Registers a new socket (epoll_ctl ADD / fixed file slot).
   virtual absl::Status RegisterSocket(Socket& s) = 0;
@@ -178,8 +179,7 @@ class LoopCore {
   // (epoll only; see MarkReadReady).
   virtual void ContinueReceive(Socket& s) {}
 
-  // --- Helpers for backends
-  // ---------------------------------------------------
+  // --- Helpers for backends --------------------------------------------------
   Socket* Lookup(SocketId id);
   const Socket* Lookup(SocketId id) const;
   Socket& SlotAt(uint32_t slot) { return sockets_[slot]; }
@@ -196,6 +196,9 @@ class LoopCore {
   void DeliverReadClosed(Socket& s, int result);
   void DeliverConnect(Socket& s, int result);
   void DeliverError(Socket& s, int error);
+  // A datagram longer than a pool buffer: dropped (never delivered cut
+  // short), counted, and reported as OnError(-EMSGSIZE).
+  void DropTruncatedDatagram(Socket& s, uint32_t buffer);
   // An accept failed for lack of descriptors or memory (-EMFILE, -ENFILE,
   // -ENOBUFS, -ENOMEM): stop accepting on `listener`, report the first
   // failure of the episode with OnError, and retry after a backoff that
@@ -277,6 +280,11 @@ class LoopCore {
   absl::Mutex posted_mu_;
   std::vector<absl::AnyInvocable<void()>> posted_ ABSL_GUARDED_BY(posted_mu_);
 };
+
+// Test hook: while true, the io_uring backend treats a full submission queue
+// as stuck at once (no retries), so tests can drive that path.
+bool SqStuckForTesting();
+void SetSqStuckForTesting(bool stuck);
 
 // Factories for the two kernel halves.
 std::unique_ptr<LoopCore> MakeEpollBackend();

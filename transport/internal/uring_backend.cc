@@ -72,7 +72,7 @@ constexpr uint16_t kBufferGroup = 0;
 constexpr uint32_t kKickCancel = 1;  // kOpCancel of a KickReceive
 constexpr int kCqeBatch = 64;
 constexpr int kRegisteredRingFlag = 1;  // liburing's INT_FLAG_REG_RING
-constexpr int kSqFullRetries = 100000;
+constexpr int kSqFullRetries = 64;
 
 absl::Status UringError(absl::string_view what, int negative_errno) {
   const int err = -negative_errno;
@@ -286,6 +286,10 @@ class UringBackend final : public LoopCore, public BufferRecycler {
 
   bool StartConnect(Socket& s, const Endpoint& peer) override {
     io_uring_sqe* sqe = GetSqe();
+    if (sqe == nullptr) {
+      DeliverConnect(s, -EBUSY);
+      return true;
+    }
     io_uring_prep_connect(sqe, FdFor(s),
                           reinterpret_cast<sockaddr*>(&s.peer_addr),
                           s.peer_addr_len);
@@ -296,6 +300,11 @@ class UringBackend final : public LoopCore, public BufferRecycler {
   void CancelAll(Socket& s) override {
     if (s.ops_in_flight == 0) return;
     io_uring_sqe* sqe = GetSqe();
+    if (sqe == nullptr) {
+      s.cancel_pending = true;  // RunOnce tries again
+      return;
+    }
+    s.cancel_pending = false;
     unsigned flags = IORING_ASYNC_CANCEL_ALL;
     if (info.flags.registered_files) flags |= IORING_ASYNC_CANCEL_FD_FIXED;
     // With registered files the fd field is the fixed index, used as a
@@ -308,13 +317,20 @@ class UringBackend final : public LoopCore, public BufferRecycler {
 
   void FlushSends(Socket& s) override {
     if (s.kind == SocketKind::kUdp) {
-      while (s.send_head != BufferPool::kNoBuffer) SubmitDatagram(s);
+      while (s.send_head != BufferPool::kNoBuffer && SubmitDatagram(s)) {
+      }
     } else if (s.kind == SocketKind::kStream) {
       SubmitStream(s);
     }
   }
 
   int WaitAndDispatch(Duration timeout) override {
+    if (wakeup_pending_) ArmWakeup();
+    if (sq_stuck_) {
+      // Operations are waiting for SQ space: do not sleep on them.
+      sq_stuck_ = false;
+      timeout = Duration(0);
+    }
     const unsigned to_submit = PublishSq();
     if (info.flags.sqpoll && to_submit > 0) {
       // The SQ thread sets NEED_WAKEUP and then looks at the SQ tail once
@@ -399,40 +415,39 @@ class UringBackend final : public LoopCore, public BufferRecycler {
   }
 
  private:
-  // --- Submission
-  // -------------------------------------------------------------
+  // --- Submission ------------------------------------------------------------
 
+  // The next free SQE, or nullptr when the SQ stays full. SQ full: hand
+  // what we have to the kernel without waiting for completions, then retry.
+  // Their completions will be in the CQ, so nothing is batched. With SQPOLL
+  // the SQ thread frees the space; under load it may need several tries
+  // (SQ_WAIT can return before our view of the ring's head moves), so ask a
+  // few times, yielding the CPU in between. If the kernel still takes
+  // nothing, give up for this iteration (counted): every caller leaves its
+  // operation to be tried again later, instead of aborting the process
+  // (issue 6, fault 9).
   io_uring_sqe* GetSqe() {
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-    // SQ full: hand what we have to the kernel without waiting for
-    // completions, then retry. Their completions will be in the CQ, so
-    // nothing is batched. With SQPOLL the SQ thread frees the space; under
-    // load it may need several tries (SQ_WAIT can return before our view of
-    // the ring's head moves), so keep asking, yielding the CPU in between.
-    int last_error = 0;
-    if (sqe == nullptr) ++counters.submission_queue_full;
-    for (int attempt = 0; sqe == nullptr && attempt < kSqFullRetries;
-         ++attempt) {
-      const unsigned pending = PublishSq();
-      datagram_cqes_expected_ = 0;
-      stream_send_submitted_ = false;
-      const int ret =
-          info.flags.sqpoll
-              ? Enter(0, 0, IORING_ENTER_SQ_WAKEUP | IORING_ENTER_SQ_WAIT,
-                      Duration(0))
-              : Enter(pending, 0, 0, Duration(0));
-      if (ret < 0) last_error = ret;
-      sqe = io_uring_get_sqe(&ring_);
-      if (sqe == nullptr) sched_yield();
-    }
     if (sqe == nullptr) {
-      // The kernel consumed no SQE for kSqFullRetries tries: nothing can be
-      // submitted any more, and the hot path has no error channel here.
-      std::fprintf(stderr,
-                   "ringlab: io_uring submission queue stuck full (%s, last "
-                   "io_uring_enter error: %s)\n",
-                   info.name.c_str(), std::strerror(-last_error));
-      std::abort();
+      ++counters.submission_queue_full;
+      const bool stuck = internal::SqStuckForTesting();
+      for (int attempt = 0;
+           sqe == nullptr && !stuck && attempt < kSqFullRetries; ++attempt) {
+        const unsigned pending = PublishSq();
+        datagram_cqes_expected_ = 0;
+        stream_send_submitted_ = false;
+        info.flags.sqpoll
+            ? Enter(0, 0, IORING_ENTER_SQ_WAKEUP | IORING_ENTER_SQ_WAIT,
+                    Duration(0))
+            : Enter(pending, 0, 0, Duration(0));
+        sqe = io_uring_get_sqe(&ring_);
+        if (sqe == nullptr) sched_yield();
+      }
+      if (sqe == nullptr) {
+        ++counters.submission_queue_stuck;
+        sq_stuck_ = true;  // makes the next iteration poll, not sleep
+        return nullptr;
+      }
     }
     io_uring_sqe_set_flags(sqe, 0);
     return sqe;
@@ -513,6 +528,11 @@ class UringBackend final : public LoopCore, public BufferRecycler {
 
   void ArmWakeup() {
     io_uring_sqe* sqe = GetSqe();
+    if (sqe == nullptr) {
+      wakeup_pending_ = true;  // armed at the next WaitAndDispatch
+      return;
+    }
+    wakeup_pending_ = false;
     io_uring_prep_read(sqe, wakeup_fd(), &wakeup_value_, sizeof(wakeup_value_),
                        0);
     sqe->user_data = Encode(kOpWakeup, 0, 0);
@@ -521,6 +541,10 @@ class UringBackend final : public LoopCore, public BufferRecycler {
 
   void ArmAccept(Socket& s) {
     io_uring_sqe* sqe = GetSqe();
+    if (sqe == nullptr) {
+      MarkStarved(s);
+      return;
+    }
     if (info.flags.multishot_accept) {
       io_uring_prep_multishot_accept(sqe, FdFor(s), nullptr, nullptr,
                                      SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -548,6 +572,10 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       // sockaddr is the largest name we accept.
       s.receive_msg.msg_namelen = sizeof(sockaddr_in6);
       io_uring_sqe* sqe = GetSqe();
+      if (sqe == nullptr) {
+        MarkStarved(s);
+        return;
+      }
       io_uring_prep_recvmsg_multishot(sqe, FdFor(s), &s.receive_msg, 0);
       sqe->buf_group = kBufferGroup;
       Finish(sqe, s, Encode(kOpRecvMsg, 0, IdOf(s).value));
@@ -563,6 +591,11 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     s.receive_msg.msg_name = &s.receive_addr;
     s.receive_msg.msg_namelen = sizeof(s.receive_addr);
     io_uring_sqe* sqe = GetSqe();
+    if (sqe == nullptr) {
+      ReturnReceiveBuffer(s);
+      MarkStarved(s);
+      return;
+    }
     io_uring_prep_recvmsg(sqe, FdFor(s), &s.receive_msg, 0);
     Finish(sqe, s, Encode(kOpRecvMsg, 0, IdOf(s).value));
     s.receive_armed = true;
@@ -571,11 +604,21 @@ class UringBackend final : public LoopCore, public BufferRecycler {
   // Multishot recv from the provided buffer ring.
   void ArmMultishotRecv(Socket& s, Op op) {
     io_uring_sqe* sqe = GetSqe();
+    if (sqe == nullptr) {
+      MarkStarved(s);
+      return;
+    }
     io_uring_prep_recv_multishot(sqe, FdFor(s), nullptr, 0, 0);
     sqe->buf_group = kBufferGroup;
     Finish(sqe, s, Encode(op, 0, IdOf(s).value));
     sqe->flags |= IOSQE_BUFFER_SELECT;
     s.receive_armed = true;
+  }
+
+  void ReturnReceiveBuffer(Socket& s) {
+    if (s.receive_buffer == BufferPool::kNoBuffer) return;
+    pool->ReleaseIndex(s.receive_buffer);
+    s.receive_buffer = BufferPool::kNoBuffer;
   }
 
   // Plain receives hold a pool buffer while armed. False (and the socket is
@@ -598,17 +641,28 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     }
     if (!TakeReceiveBuffer(s)) return;
     io_uring_sqe* sqe = GetSqe();
+    if (sqe == nullptr) {
+      ReturnReceiveBuffer(s);
+      MarkStarved(s);
+      return;
+    }
     io_uring_prep_recv(sqe, FdFor(s), pool->PayloadAddress(s.receive_buffer),
                        pool->buffer_size(), 0);
     Finish(sqe, s, Encode(kOpRecv, 0, IdOf(s).value));
     s.receive_armed = true;
   }
 
-  void SubmitDatagram(Socket& s) {
+  // Hands the head datagram to the kernel. False when no SQE was free: the
+  // datagram stays at the head and the socket is flushed again later.
+  bool SubmitDatagram(Socket& s) {
+    io_uring_sqe* sqe = GetSqe();
+    if (sqe == nullptr) {
+      MarkDirty(s);
+      return false;
+    }
     const uint32_t index = PopDatagram(s);
     BufferPool::Slot& slot = pool->slot(index);
     std::byte* data = pool->BufferAddress(index) + slot.data_offset;
-    io_uring_sqe* sqe = GetSqe();
     if (s.connected && info.flags.registered_buffers) {
       // A write on a connected datagram socket sends one datagram. Unlike a
       // stream write it cannot raise SIGPIPE: UDP never reports EPIPE.
@@ -633,14 +687,19 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     }
     Finish(sqe, s, Encode(kOpDatagramSend, index, IdOf(s).value));
     ++datagram_cqes_expected_;
+    return true;
   }
 
   void SubmitStream(Socket& s) {
     if (s.send_in_flight || s.connecting || !s.connected) return;
     if (s.send_head == BufferPool::kNoBuffer) {
       if (s.shutdown_requested && !s.shutdown_done) {
-        s.shutdown_done = true;
         io_uring_sqe* sqe = GetSqe();
+        if (sqe == nullptr) {
+          MarkDirty(s);
+          return;
+        }
+        s.shutdown_done = true;
         io_uring_prep_shutdown(sqe, FdFor(s), SHUT_WR);
         Finish(sqe, s, Encode(kOpShutdown, 0, IdOf(s).value));
       }
@@ -665,6 +724,10 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     const bool zero_copy = info.flags.zero_copy_send &&
                            total_bytes >= options_.zero_copy_threshold_bytes;
     io_uring_sqe* sqe = GetSqe();
+    if (sqe == nullptr) {
+      MarkDirty(s);
+      return;
+    }
     const Op op = zero_copy ? kOpStreamSendZc : kOpStreamSend;
     if (count == 1) {
       void* data = s.send_iov[0].iov_base;
@@ -701,8 +764,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     s.send_in_flight = true;
   }
 
-  // --- Completion
-  // -------------------------------------------------------------
+  // --- Completion ------------------------------------------------------------
 
   int Reap() {
     int total = 0;
@@ -853,6 +915,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
   void KickReceive(Socket& s) override {
     if (!s.receive_armed || s.receive_kick) return;
     io_uring_sqe* sqe = GetSqe();
+    if (sqe == nullptr) return;  // the next check kicks again
     io_uring_prep_cancel64(sqe, Encode(kOpRecv, 0, IdOf(s).value), 0);
     sqe->user_data = Encode(kOpCancel, kKickCancel, IdOf(s).value);
     ++counters.submissions;
@@ -873,8 +936,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
         // buffer may have been cut, and the API promises only buffer_size()
         // bytes, so a full buffer is dropped as possibly truncated.
         if (static_cast<size_t>(res) >= pool->slot_bytes()) {
-          ++counters.receive_errors;
-          pool->ReleaseIndex(picked);
+          DropTruncatedDatagram(s, picked);
         } else {
           DeliverDatagram(
               s, picked, 0, static_cast<uint32_t>(res),
@@ -887,8 +949,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
         const uint32_t buffer = s.receive_buffer;
         s.receive_buffer = BufferPool::kNoBuffer;
         if (s.receive_msg.msg_flags & MSG_TRUNC) {
-          ++counters.receive_errors;
-          pool->ReleaseIndex(buffer);
+          DropTruncatedDatagram(s, buffer);
         } else {
           DeliverDatagram(s, buffer, BufferPool::kHeadroom,
                           static_cast<uint32_t>(res),
@@ -923,8 +984,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     io_uring_recvmsg_out* out =
         io_uring_recvmsg_validate(base, res, &s.receive_msg);
     if (out == nullptr || (out->flags & MSG_TRUNC)) {
-      ++counters.receive_errors;
-      pool->ReleaseIndex(buffer);
+      DropTruncatedDatagram(s, buffer);
       return;
     }
     auto* payload =
@@ -1037,6 +1097,8 @@ class UringBackend final : public LoopCore, public BufferRecycler {
   uint32_t buf_ring_entries_ = 0;
   uint32_t ring_available_ = 0;
   uint64_t wakeup_value_ = 0;
+  bool wakeup_pending_ = false;  // ArmWakeup found no SQE
+  bool sq_stuck_ = false;        // GetSqe gave up this iteration
   // What the next enter submits, for wait batching.
   uint32_t datagram_cqes_expected_ = 0;
   bool stream_send_submitted_ = false;
