@@ -4,11 +4,14 @@
     text = render(run, records, plots)      # the Markdown, without writing
 
 Ratios are taken within one run only (absolute times drift on a shared
-machine). For each scenario (protocol, payload, connections, mode, rate) and
-each implementation (program:variant) we take the median over its ok
-repetitions and show min..max; "vs best" divides by the best median in the
-scenario, "vs <peer>" by the peer's median. The range of a ratio a/b is
-[min a / max b, max a / min b], so it is wide when either side is noisy.
+machine). For each scenario (protocol, payload, connections, mode, rate,
+parameters) and each implementation (program:variant) the cells are the
+median over its ok repetitions with min..max. Every "vs" column is a *paired*
+ratio (stats.py): the ratio within each repetition, then the median and
+min..max of those ratios, so a host that changes speed between repetitions
+moves both sides of each ratio together. A ratio is bold (significant) when
+its whole spread excludes 1.0 and its median is more than 5% (p99: 10%) from
+1.
 
 Plots need gnuplot; without it the report says they were skipped.
 """
@@ -17,7 +20,7 @@ import pathlib
 import shutil
 import subprocess
 
-from . import results
+from . import results, stats
 from .results import Spread, group_by_case, metric, scenario_label, scenario_of
 
 PCTS = (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.9"), ("max", "max"))
@@ -39,20 +42,13 @@ def fmt_spread(s, digits=1):
     return f"{fmt(s.median, digits)} ({fmt(s.lo, digits)}..{fmt(s.hi, digits)})"
 
 
-def ratio_range(a, b):
-    """(median ratio, lo, hi) of Spread a over Spread b, or None."""
-    if not a.n or not b.n or not b.median or not b.lo or not b.hi:
-        return None
-    return a.median / b.median, a.lo / b.hi, a.hi / b.lo
-
-
-def fmt_ratio(r):
-    if r is None:
-        return "–"
-    mid, lo, hi = r
-    if abs(hi - lo) < 0.005:
-        return f"{mid:.2f}"
-    return f"{mid:.2f} ({lo:.2f}..{hi:.2f})"
+def vs(row, other, name, min_n=2):
+    """The paired ratio row/other of metric `name`, formatted; bold when
+    significant."""
+    if row is other:
+        return "1.00"
+    r = stats.paired(row.rep(name), other.rep(name))
+    return stats.fmt_ratio(r, stats.threshold_for(name), min_n)
 
 
 class Row:
@@ -70,6 +66,10 @@ class Row:
 
     def s(self, name):
         return results.spread(self.records, name)
+
+    def rep(self, name):
+        """{repetition: value} of metric `name` over the ok repetitions."""
+        return stats.by_repetition(self.records, name)
 
 
 def scenarios(records):
@@ -99,8 +99,13 @@ def render(run, records, plots, plot_note=None):
                      f"{pin.get('client_cpu')} (ours: `--cpu`; peers: `taskset -c`). Kernel "
                      "threads (SQPOLL) are not pinned and share these cores.")
     lines.append("- RTT is the full round trip in µs (sockperf runs with `--full-rtt`). Cells are "
-                 "the median over ok repetitions with (min..max). Ratios: <1 is faster / "
-                 "lower; the range is [min a / max b .. max a / min b].")
+                 "the median over ok repetitions with (min..max).")
+    lines.append("- Every \"vs\" column is a **paired ratio**: the ratio of the two "
+                 "implementations within each repetition (interleaved repetitions share the "
+                 "host's state), then the median and (min..max) of those per-repetition ratios. "
+                 "<1 is faster / lower. **Bold** = significant: the whole spread excludes 1.0 "
+                 "and the median is more than 5% (p99: 10%) away from 1; never with fewer than "
+                 "2 paired repetitions.")
     lines.append("")
 
     groups = scenarios(records)
@@ -132,9 +137,8 @@ def render(run, records, plots, plot_note=None):
                      fmt_spread(r.s("cpu_us_per_msg"), 2),
                      fmt_spread(r.s("server_cpu_us_per_msg"), 2),
                      fmt_spread(r.s("kernel_entries_per_msg"), 2),
-                     fmt_ratio(ratio_range(r.s("p50"), best_p50.s("p50"))),
-                     fmt_ratio(ratio_range(r.s("p99"), best_p99.s("p99")))]
-            cells += [fmt_ratio(ratio_range(r.s("p50"), p.s("p50"))) for p in peers]
+                     vs(r, best_p50, "p50"), vs(r, best_p99, "p99")]
+            cells += [vs(r, p, "p50") for p in peers]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         lines.append(f"Best p50: `{best_p50.implementation}`; best p99: "
