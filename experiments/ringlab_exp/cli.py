@@ -69,7 +69,8 @@ def build_parser():
     c.add_argument("--normalize", metavar="PROGRAM:VARIANT",
                    help="divide each side, repetition by repetition, by this implementation "
                    "measured in the same run (e.g. sockperf:blocking or "
-                   "ringlab_floor_pingpong:uring), then compare what remains")
+                   "ringlab_floor_pingpong:uring), or by each record's own steadiness check "
+                   "(calibration), then compare what remains")
     c.add_argument("--out", help="Markdown output (default results/compare/<stamp>.md)")
     v = sub.add_parser("validate", help="check records against schema/result-v1.json")
     v.add_argument("path")

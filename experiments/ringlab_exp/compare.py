@@ -25,7 +25,8 @@ Each cell is a ratio B/A built from per-repetition values (stats.py):
     tails are too noisy to divide by), msg/s by the anchor's msg/s. The
     anchor is taken from the same scenario, else the same protocol (same
     payload preferred), else any scenario of that repetition; the row says
-    which.
+    which. `normalize="calibration"` divides each record by its own
+    steadiness check instead (the floor ping-pong run just before it).
 A cell is *significant* when it has >= `min_reps` ratios, their whole spread
 lies on one side of 1.0, and the median differs from 1 by more than
 `threshold` (default 5%; p99 `tail_threshold`, default 10%, because tails
@@ -90,6 +91,28 @@ def significance(a_vals, b_vals, threshold, min_reps=2):
     return r.median, sig, why
 
 
+CALIBRATION = "calibration"
+
+
+class CalibrationAnchor:
+    """`--normalize calibration`: each record divided by its own steadiness
+    check (the floor ping-pong run just before it)."""
+    implementation = CALIBRATION
+
+    def __init__(self, records):
+        self.n = sum(1 for r in records if _cal_p50(r) is not None)
+
+    def __bool__(self):
+        return self.n > 0
+
+
+def _cal_p50(record):
+    c = record.get("calibration")
+    if isinstance(c, dict) and c.get("status") == "ok" and c.get("p50_us"):
+        return float(c["p50_us"])
+    return None
+
+
 class Anchor:
     """Per-repetition values of the anchor implementation in one record set."""
 
@@ -123,6 +146,16 @@ def _side_values(records, name, anchor):
     values = stats.by_repetition(records, name)
     if anchor is None or not records:
         return values, None
+    if isinstance(anchor, CalibrationAnchor):
+        # Latency in units of the check's p50; msg/s times it (a slower host
+        # has a larger p50 and fewer messages per second).
+        cal = {r["repetition"]: _cal_p50(r) for r in records if r.get("status") == "ok"}
+        out = {}
+        for rep, v in values.items():
+            c = cal.get(rep)
+            if c:
+                out[rep] = v * c if name == "messages_per_s" else v / c
+        return out, "own check"
     anchor_recs, how = anchor.pick(results.scenario_of(records[0]))
     if anchor_recs is None:
         return {}, how
@@ -139,8 +172,14 @@ def compare(records_a, records_b, threshold=0.05, min_reps=2, ignore=(), where_a
     ignore = set(ignore) | set(where_a) | set(where_b)
     anchors = (None, None)
     if normalize:
-        anchors = (Anchor(records_a, normalize), Anchor(records_b, normalize))
+        make = (lambda recs: CalibrationAnchor(recs)) if normalize == CALIBRATION else \
+            (lambda recs: Anchor(recs, normalize))
+        anchors = (make(records_a), make(records_b))
         for side, anchor, recs in (("A", anchors[0], records_a), ("B", anchors[1], records_b)):
+            if not anchor and normalize == CALIBRATION:
+                raise CompareError(f"--normalize calibration: side {side} has no record with "
+                                   "an ok steadiness check (calibrate = false, or a run made "
+                                   "before the check existed)")
             if not anchor:
                 impls = sorted({r.get("implementation") for r in recs if r.get("implementation")})
                 raise CompareError(f"--normalize {normalize}: side {side} has no ok record of "
@@ -218,7 +257,11 @@ def render(rows, label_a, label_b, threshold=0.05, min_reps=2, tail_threshold=0.
            f"- A: `{label_a}`", f"- B: `{label_b}`",
            "- Cells: B/A ratio (median, (min..max) of the per-repetition ratios), then "
            "(A median -> B median) of the raw values. " + "; ".join(how) + "."]
-    if normalize:
+    if normalize == CALIBRATION:
+        out.append("- **Normalised by each record's steadiness check**: latency is divided by "
+                   "the p50 of the floor ping-pong run just before that repetition (msg/s "
+                   "multiplied by it), so a host that changed speed cancels out.")
+    elif normalize:
         out.append(f"- **Normalised by `{normalize}`**: each repetition's value is first "
                    "divided by the anchor's value in the same repetition of its own run "
                    "(latency by the anchor's p50, msg/s by its msg/s), so a host that changed "

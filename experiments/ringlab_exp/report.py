@@ -51,6 +51,124 @@ def vs(row, other, name, min_n=2):
     return stats.fmt_ratio(r, stats.threshold_for(name), min_n)
 
 
+# ---------------------------------------------------------------- host state
+
+# Two calibrations (the steadiness check before each repetition) more than
+# this factor apart mean the host changed speed state between them. The
+# states seen here differ by ~1.4x (sockperf blocking ~17 vs ~24 µs); the
+# p50 of 1,000 round trips repeats within a few % on a steady host.
+STATE_CHANGE_FACTOR = 1.15
+
+
+def _cal_p50(cal):
+    if isinstance(cal, dict) and cal.get("status") == "ok" and cal.get("p50_us"):
+        return float(cal["p50_us"])
+    return None
+
+
+class HostState:
+    """The steadiness check of a run, in run order.
+
+    Rule: a record is *unsteady* when the calibration taken just before it
+    and the next calibration of the run (before the next measured record, or
+    the end-of-run calibration) differ by more than STATE_CHANGE_FACTOR
+    (max/min > 1.15): the host changed speed state while it was measured.
+    States are clusters of the run's calibration p50s: sorted, a new state
+    starts where a value exceeds the previous one by the same factor; S1 is
+    the fastest."""
+
+    def __init__(self, run, records):
+        self.records = sorted((r for r in records if r.get("calibration") is not None),
+                              key=lambda r: r.get("sequence", 0))
+        end = _cal_p50(run.get("calibration_end"))
+        self.unsteady = {}   # id(record) -> (before, after)
+        points = [(r, _cal_p50(r["calibration"])) for r in self.records]
+        for i, (rec, before) in enumerate(points):
+            after = points[i + 1][1] if i + 1 < len(points) else end
+            if before and after and max(before, after) / min(before, after) > \
+                    STATE_CHANGE_FACTOR:
+                self.unsteady[id(rec)] = (before, after)
+        values = sorted(v for _, v in points if v) + ([end] if end else [])
+        values.sort()
+        self.states = []     # [[values...], ...] fastest first
+        for v in values:
+            if self.states and v <= self.states[-1][-1] * STATE_CHANGE_FACTOR:
+                self.states[-1].append(v)
+            else:
+                self.states.append([v])
+        self.calibrated = any(v for _, v in points)
+
+    def state_of(self, p50):
+        for i, group in enumerate(self.states, 1):
+            if group[0] <= p50 <= group[-1]:
+                return f"S{i}"
+        return "?"
+
+    def is_unsteady(self, record):
+        return id(record) in self.unsteady
+
+
+def render_host_state(run, records, host):
+    lines = ["## Host state (steadiness check)", ""]
+    conf = run.get("calibration") or {}
+    if not host.records:
+        if conf and not conf.get("enabled", True):
+            lines.append("The steadiness check was off for this run (`calibrate = false`).")
+        else:
+            lines.append("No calibrations in this run.")
+        lines.append("")
+        return lines
+    failed = [r for r in host.records if not _cal_p50(r["calibration"])]
+    lines.append(f"Before each repetition the runner ran {conf.get('samples', '?')} UDP round "
+                 f"trips of `{conf.get('program', '?')} {conf.get('variant', '?')}`, pinned "
+                 "like the cases; its p50 is the host's speed index. **Rule:** a repetition "
+                 "is *unsteady* when the check before it and the next check differ by more "
+                 f"than {STATE_CHANGE_FACTOR - 1:.0%} (the host changed speed state while it "
+                 "ran); states S1 (fastest), S2, ... are clusters of the checks' p50 that are "
+                 f"more than {STATE_CHANGE_FACTOR - 1:.0%} apart. Unsteady repetitions stay in "
+                 "every table; the *ok/reps* column counts them.")
+    lines.append("")
+    if not host.calibrated:
+        reason = failed[0]["calibration"].get("reason") if failed else "?"
+        lines.append(f"No calibration succeeded ({reason}).")
+        lines.append("")
+        return lines
+    states = ", ".join(f"S{i}: p50 {fmt(Spread(g).median, 2)} µs ({len(g)} checks, "
+                       f"{fmt(g[0], 2)}..{fmt(g[-1], 2)})" for i, g in enumerate(host.states, 1))
+    lines.append(f"States seen: {states}.")
+    lines.append("")
+    lines.append("| repetition | checks | check p50 µs | states | unsteady records |")
+    lines.append("|---|---|---|---|---|")
+    reps = sorted({r["repetition"] for r in host.records})
+    for k in reps:
+        recs = [r for r in host.records if r["repetition"] == k]
+        vals = [_cal_p50(r["calibration"]) for r in recs]
+        vals = [v for v in vals if v]
+        seen = []
+        for v in vals:
+            st = host.state_of(v)
+            if not seen or seen[-1] != st:
+                seen.append(st)
+        n_bad = sum(host.is_unsteady(r) for r in recs)
+        lines.append(f"| {k} | {len(vals)}/{len(recs)} | {fmt_spread(Spread(vals), 2)} | "
+                     f"{' -> '.join(seen) or '–'} | {n_bad or '–'} |")
+    lines.append("")
+    if host.unsteady:
+        lines.append("Unsteady repetitions (check before -> check after, µs):")
+        lines.append("")
+        for r in host.records:
+            if host.is_unsteady(r):
+                before, after = host.unsteady[id(r)]
+                lines.append(f"- `{r['case_id']}` rep {r['repetition']}: {before:.2f} -> "
+                             f"{after:.2f} ({host.state_of(before)} -> {host.state_of(after)})")
+        lines.append("")
+    if failed:
+        lines.append(f"{len(failed)} check(s) failed or were unavailable: "
+                     f"{_cell(failed[0]['calibration'].get('reason'))}.")
+        lines.append("")
+    return lines
+
+
 class Row:
     """One implementation in one scenario, over its repetitions."""
 
@@ -109,6 +227,11 @@ def render(run, records, plots, plot_note=None):
     lines.append("")
 
     groups = scenarios(records)
+    host = HostState(run, records)
+    if host.unsteady:
+        lines.append(f"- **{len(host.unsteady)} repetition(s) were taken while the host changed "
+                     "speed state** (see *Host state*); ratios that pair them mix states.")
+        lines.append("")
     lines.append("## Summary")
     lines.append("")
     for scen, rows in groups.items():
@@ -131,7 +254,9 @@ def render(run, records, plots, plot_note=None):
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         for r in rows_ok:
-            cells = [f"`{r.implementation}`", f"{len(r.ok)}/{len(r.records)}",
+            n_bad = sum(host.is_unsteady(x) for x in r.ok)
+            cells = [f"`{r.implementation}`", f"{len(r.ok)}/{len(r.records)}" +
+                     (f" ({n_bad} unsteady)" if n_bad else ""),
                      fmt_spread(r.s("p50")), fmt_spread(r.s("p99")), fmt_spread(r.s("p999")),
                      fmt_spread(r.s("max")), fmt_spread(r.s("messages_per_s"), 0),
                      fmt_spread(r.s("cpu_us_per_msg"), 2),
@@ -157,6 +282,8 @@ def render(run, records, plots, plot_note=None):
             lines.append("Server CPU µs/msg source: " + "; ".join(
                 f"{src} ({', '.join(impls)})" for src, impls in by_source.items()) + ".")
             lines.append("")
+
+    lines += render_host_state(run, records, host)
 
     lines.append("## Plots")
     lines.append("")
@@ -250,7 +377,7 @@ def _q(s):
     return '"' + str(s).replace('"', "'") + '"'
 
 
-def make_plots(run_dir, records, gnuplot=None):
+def make_plots(run_dir, records, gnuplot=None, run=None):
     """Writes plots/*.dat, *.gp and *.png. Returns ([(title, relpath)], note)."""
     gnuplot = gnuplot if gnuplot is not None else shutil.which("gnuplot")
     if not gnuplot:
@@ -319,6 +446,24 @@ def make_plots(run_dir, records, gnuplot=None):
             "set ylabel 'p99 RTT (µs, log)'", f"plot {plots_l}", "unset multiplot"]
         jobs.append((f"Throughput and p99 vs offered rate, {label}", name, script))
 
+    # 3. The host's speed index over the run.
+    host = HostState(run or {}, records)
+    if host.calibrated:
+        name = "host-state"
+        with open(plot_dir / f"{name}.dat", "w") as f:
+            f.write("# sequence calibration_p50_us repetition\n")
+            for r in host.records:
+                v = _cal_p50(r["calibration"])
+                if v:
+                    f.write(f"{r.get('sequence', 0)} {v:.3f} {r['repetition']}\n")
+        script = header + [
+            f"set output {_q(name + '.png')}",
+            "set title 'Steadiness check before each repetition (p50 of the floor ping-pong)'",
+            "set xlabel 'record in run order'", "set ylabel 'check p50 (µs)'",
+            "set yrange [0:*]",
+            f"plot {_q(name + '.dat')} using 1:2 with linespoints lw 2 title 'check p50'"]
+        jobs.append(("Host state: steadiness check in run order", name, script))
+
     # 3. Kernel entries per message.
     impls, cols, table = [], [], {}
     for scen, rows in groups.items():
@@ -375,7 +520,7 @@ def make_plots(run_dir, records, gnuplot=None):
 def write_report(run_dir, gnuplot=None):
     run_dir = pathlib.Path(run_dir)
     run, records = results.load(run_dir)
-    plots, note = make_plots(run_dir, records, gnuplot)
+    plots, note = make_plots(run_dir, records, gnuplot, run)
     path = run_dir / "report.md"
     path.write_text(render(run, records, plots, note))
     return path

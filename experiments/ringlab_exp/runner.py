@@ -26,8 +26,8 @@ import sys
 import time
 
 from . import machine, netns, parsers, procs, report, results, schema
-from .suite import (EXPERIMENTS_DIR, PLACEHOLDER_RE, READY_DELAY_RE, SuiteError,
-                    load_registry, load_suite, params_id)
+from .suite import (CALIBRATION_PROGRAM, EXPERIMENTS_DIR, PLACEHOLDER_RE, READY_DELAY_RE,
+                    SuiteError, load_registry, load_suite, params_id)
 
 REPO_DIR = EXPERIMENTS_DIR.parent
 RESULT_SCHEMA = schema.RECORD_SCHEMA_ID
@@ -73,7 +73,10 @@ class Progress:
 def resolve_binaries(suite, registry, opts, build_dir, log_dir, say):
     """program -> (path or None, reason if None, built_now)."""
     out = {}
-    used = programs_needed({c.program for c in suite.cases}, registry)
+    wanted = {c.program for c in suite.cases}
+    if suite.calibrate and CALIBRATION_PROGRAM in registry:
+        wanted.add(CALIBRATION_PROGRAM)
+    used = programs_needed(wanted, registry)
     for name in used:
         prog = registry[name]
         if name in opts.binaries:
@@ -543,6 +546,113 @@ def server_cpu(stats, rusage_cpu_s, client_total_msgs, payload_bytes):
     return None, None
 
 
+# ---------------------------------------------------------------- steadiness
+
+class Calibrator:
+    """The steadiness check: before each repetition, a short no-framework UDP
+    ping-pong (ringlab_floor_pingpong, `calibration_samples` round trips,
+    pinned like the cases, on loopback in the runner's namespace). Its p50 is
+    an index of the host's speed state; report.py compares consecutive ones.
+
+        cal = Calibrator(suite, (path, why), sup, log_dir)
+        record["calibration"] = cal.run()     # dict, see SCHEMA.md
+
+    It costs about 0.1 s (two process starts and ~1,100 round trips). The
+    logs of the latest calibration are kept in logs/calibration.*; a failed
+    one keeps its stderr tail in the record. io_uring refused (exit 3): it
+    falls back to the epoll variant once and says so."""
+
+    SERVER_READY_S = 3.0
+    CLIENT_TIMEOUT_S = 10.0
+
+    def __init__(self, suite, binary, sup, log_dir):
+        self.suite, self.sup, self.log_dir = suite, sup, log_dir
+        self.binary, self.why = binary
+        self.variant = suite.calibration_variant
+        self.note = None
+        self.count = 0
+
+    def _pin(self, cpu):
+        return [f"--cpu={cpu}"] if self.suite.pin and cpu is not None else []
+
+    def run(self):
+        t0 = time.monotonic()
+        self.count += 1
+        cal = {"status": "failed", "reason": None, "program": CALIBRATION_PROGRAM,
+               "variant": self.variant, "samples": self.suite.calibration_samples,
+               "p50_us": None, "rtt_us": None, "wall_s": None,
+               "server_cpu": self.suite.server_cpu if self.suite.pin else None,
+               "client_cpu": self.suite.client_cpu if self.suite.pin else None}
+        if self.binary is None:
+            cal.update(status="unavailable", reason=self.why)
+            return cal
+        try:
+            self._measure(cal)
+            if cal["status"] == "unsupported" and self.variant != "epoll":
+                self.note = f"{self.variant} refused here ({cal['reason']}); using epoll"
+                self.variant = "epoll"
+                cal["variant"] = "epoll"
+                self._measure(cal)
+        finally:
+            cal["wall_s"] = round(time.monotonic() - t0, 3)
+        if self.note:
+            cal["note"] = self.note
+        if cal["status"] == "unsupported":
+            cal["status"] = "failed"
+        return cal
+
+    def _measure(self, cal):
+        logs = {k: self.log_dir / f"calibration.{k}" for k in
+                ("server.out", "server.err", "client.out", "client.err")}
+        server = self.sup.start([self.binary, "server", f"--variant={self.variant}",
+                                 "--bind=127.0.0.1:0"] + self._pin(self.suite.server_cpu),
+                                logs["server.out"], logs["server.err"])
+        try:
+            address = None
+            deadline = time.monotonic() + self.SERVER_READY_S
+            while time.monotonic() < deadline and address is None:
+                m = re.search(r"^READY (\S+)\s*$", server.stdout_text(), re.M)
+                if m:
+                    address = m.group(1)
+                elif not server.alive():
+                    break
+                else:
+                    time.sleep(0.002)
+            if address is None:
+                code = server.wait(0.5)
+                cal["status"] = "unsupported" if code == 3 else "failed"
+                cal["reason"] = f"calibration server not ready (exit {code})"
+                cal["stderr_tail"] = procs.tail(server.stderr_text(), 5)
+                return
+            n = self.suite.calibration_samples
+            client = self.sup.start(
+                [self.binary, "client", f"--variant={self.variant}", f"--server={address}",
+                 "--payload=64", f"--samples={n}", f"--warmup={max(10, n // 10)}"] +
+                self._pin(self.suite.client_cpu), logs["client.out"], logs["client.err"])
+            code = client.wait(self.CLIENT_TIMEOUT_S)
+            if code is None:
+                client.stop(signal.SIGKILL, grace_s=1)
+                cal["reason"] = f"calibration client hung for {self.CLIENT_TIMEOUT_S:g} s"
+                return
+        finally:
+            server.stop(signal.SIGINT, grace_s=2)
+        if code != 0:
+            cal["status"] = "unsupported" if code == 3 else "failed"
+            cal["reason"] = f"calibration client exited {code}"
+            cal["stderr_tail"] = procs.tail(client.stderr_text(), 5)
+            return
+        try:
+            m = parsers.parse_ringlab_json(client.stdout_text(), client.stderr_text(), None)
+        except parsers.ParseError as e:
+            cal["reason"] = f"calibration output: {e}"
+            return
+        cal["status"] = "ok"
+        cal["reason"] = None
+        cal["stderr_tail"] = None
+        cal["rtt_us"] = {k: m["rtt_us"].get(k) for k in ("min", "mean", "p50", "p90", "p99")}
+        cal["p50_us"] = m["rtt_us"]["p50"]
+
+
 # ---------------------------------------------------------------- the run
 
 def run_suite(opts, say=None):
@@ -571,9 +681,19 @@ def run_suite(opts, say=None):
         f"repetitions) -> {run_dir}")
 
     binaries = resolve_binaries(suite, registry, opts, build_dir, run_dir / "logs", say)
+    case_programs = set(programs_needed({c.program for c in suite.cases}, registry))
     for name, (path, why) in binaries.items():
-        say(f"  {name}: {path}" if path else f"  {name}: UNAVAILABLE: {why}; its cases are "
-            "recorded as " + ("skipped" if registry[name].kind == "peer" else "failed"))
+        if path or name not in case_programs:
+            say(f"  {name}: {path or 'UNAVAILABLE: ' + why}")
+        else:
+            say(f"  {name}: UNAVAILABLE: {why}; its cases are recorded as " +
+                ("skipped" if registry[name].kind == "peer" else "failed"))
+    if suite.calibrate:
+        cal_binary = binaries.get(CALIBRATION_PROGRAM,
+                                  (None, f"{CALIBRATION_PROGRAM} is not in the registry"))
+        say(f"  steadiness check: {suite.calibration_samples} round trips of "
+            f"{CALIBRATION_PROGRAM} {suite.calibration_variant} before each repetition"
+            + ("" if cal_binary[0] else f" UNAVAILABLE ({cal_binary[1]})"))
     info = machine.collect(opts.repo_dir, build_dir, registry)
     run_meta = {
         "schema": results.RUN_SCHEMA, "run_id": run_id, "suite": suite.name,
@@ -587,6 +707,10 @@ def run_suite(opts, say=None):
         "binaries": {k: v[0] for k, v in binaries.items()},
         "unavailable": {k: v[1] for k, v in binaries.items() if v[0] is None},
         "argv": sys.argv, "machine": info,
+        "calibration": {"enabled": suite.calibrate, "program": CALIBRATION_PROGRAM,
+                        "variant": suite.calibration_variant,
+                        "samples": suite.calibration_samples},
+        "calibration_end": None,
     }
     results.write_json(run_dir / "run.json", run_meta)
 
@@ -617,6 +741,9 @@ def run_suite(opts, say=None):
                     say(f"ringlab: namespaces {topo_ctx.server_ns} ({topo_ctx.server_ip}) and "
                         f"{topo_ctx.client_ns} ({topo_ctx.client_ip}) joined by a veth pair")
             runner = CaseRunner(suite, registry, binaries, sup, run_dir, run_id, info, topo_ctx)
+            calibrator = Calibrator(suite, cal_binary, sup, run_dir / "logs") \
+                if suite.calibrate else None
+            calibrated = False
             for n, (case, index, rep) in enumerate(order, 1):
                 skip = topo_skip
                 if case.mode == "rate" and case.stop_at_saturation:
@@ -625,12 +752,18 @@ def run_suite(opts, say=None):
                         skip = f"beyond saturation: {case.implementation} already fell " \
                                f"below {case.saturation_fraction:.0%} of the offered rate " \
                                f"at {sat:g}/s"
-                runnable = not (skip or case.skip_reason or binaries[case.program][0] is None)
+                runnable = not (skip or case.skip_reason or runner._missing_binary(case))
                 remaining = sum(1 for c, _, _ in order[n - 1:] if not c.skip_reason)
                 progress.line(f"[{n}/{len(order)}] case {index}/{len(suite.cases)} "
                               f"{case.case_id} rep {rep}/{suite.repetitions} "
                               f"(ETA {progress.eta(remaining, case.duration_s + 1.5)})")
+                cal = None
+                if runnable and calibrator is not None:
+                    cal = calibrator.run()
+                    calibrated = True
                 rec = runner.run(case, index, rep, skip_reason=skip)
+                rec["sequence"] = n
+                rec["calibration"] = cal
                 if runnable and rec["wall_s"]:
                     progress.run_wall += rec["wall_s"]
                     progress.runs_timed += 1
@@ -647,6 +780,9 @@ def run_suite(opts, say=None):
                         case.rate_per_s
                 if runnable and suite.pause_s:
                     time.sleep(suite.pause_s)
+            if calibrated:
+                # The state after the last repetition, so that one is judged too.
+                run_meta["calibration_end"] = calibrator.run()
     except (KeyboardInterrupt, procs.Terminated) as e:
         status = "interrupted"
         say(f"\nringlab: interrupted ({type(e).__name__} {e}); children killed, "
@@ -682,6 +818,9 @@ def _summary(rec):
     r = rec["rtt_us"]
     f = lambda v: "?" if v is None else f"{v:.1f}"
     parts = [f"ok p50={f(r['p50'])}us p99={f(r['p99'])}us"]
+    cal = rec.get("calibration") or {}
+    if cal.get("p50_us"):
+        parts.append(f"(host check {cal['p50_us']:.1f}us)")
     if rec["messages_per_s"]:
         parts.append(f"{rec['messages_per_s']:.0f} msg/s")
     if rec["kernel_entries_per_msg"] is not None:

@@ -31,6 +31,8 @@ MODES = ("pingpong", "rate", "burst")
 KNOWN_TRANSPORTS = {"udp": "udp", "tcp": "tcp", "mqtt": "tcp", "dds": "udp", "rtps": "udp",
                     "rudp": "udp", "enet": "udp"}
 TOPOLOGIES = ("loopback", "netns-veth")
+# The program the steadiness check runs before each repetition.
+CALIBRATION_PROGRAM = "ringlab_floor_pingpong"
 MIN_PAYLOAD_BYTES = 16
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 PROTOCOL_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -194,7 +196,8 @@ _SUITE_KEYS = {
     "name": str, "description": str, "repetitions": int, "order": str,
     "timeout_s": (int, float), "topology": str, "server_cpu": int,
     "client_cpu": int, "pin": bool, "ready_timeout_s": (int, float),
-    "pause_s": (int, float),
+    "pause_s": (int, float), "calibrate": bool, "calibration_variant": str,
+    "calibration_samples": int,
 }
 _MATRIX_KEYS = {
     "name": str, "program": str, "programs": list, "variants": (list, str),
@@ -268,6 +271,9 @@ class Suite:
     ready_timeout_s: float
     pause_s: float
     cases: list
+    calibrate: bool = True
+    calibration_variant: str = "uring"
+    calibration_samples: int = 1000
 
 
 def resolve_suite_path(name_or_path):
@@ -323,6 +329,16 @@ def build_suite(data, path, text, registry, cpu_count=None):
             raise SuiteError(_at(path, key, f"suite.{key}: cpu {cpu} does not exist "
                                  f"(this machine has cpus 0..{cpu_count - 1})", text))
 
+    cal_variant = head.get("calibration_variant", "uring")
+    floor = registry.get(CALIBRATION_PROGRAM)
+    if floor is not None and cal_variant not in floor.variants:
+        raise SuiteError(_at(path, "calibration_variant", f"suite.calibration_variant: "
+                             f"{cal_variant!r} is not a variant of {CALIBRATION_PROGRAM}; valid: "
+                             f"{', '.join(floor.variants)}", text))
+    cal_samples = head.get("calibration_samples", 1000)
+    if not 100 <= cal_samples <= 100000:
+        raise SuiteError(_at(path, "calibration_samples", "suite.calibration_samples: must be "
+                             "in 100..100000", text))
     defaults = dict(_DEFAULTS)
     if "defaults" in data:
         if not isinstance(data["defaults"], dict):
@@ -356,7 +372,9 @@ def build_suite(data, path, text, registry, cpu_count=None):
                  description=head.get("description", ""), repetitions=reps, order=order,
                  topology=topology, server_cpu=server_cpu, client_cpu=client_cpu,
                  pin=pin, ready_timeout_s=float(head.get("ready_timeout_s", 10)),
-                 pause_s=float(head.get("pause_s", 0.2)), cases=cases)
+                 pause_s=float(head.get("pause_s", 0.2)), cases=cases,
+                 calibrate=head.get("calibrate", True),
+                 calibration_variant=cal_variant, calibration_samples=cal_samples)
 
 
 def _registry_protocols(registry):

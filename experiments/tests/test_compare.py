@@ -200,6 +200,22 @@ class PairedAndNormalised(unittest.TestCase):
         self.assertEqual(row["metrics"]["p50"]["verdict"], "better")
         self.assertEqual(row["anchor"], ("same scenario", "same scenario"))
 
+    def test_normalise_by_each_records_check(self):
+        a = synthetic_run("quick/ref", seed=13)
+        b = synthetic_run("quick/today", host=(0.69, 0.7, 0.69), seed=14)
+        for recs, speed in ((a, 1.0), (b, 0.69)):
+            for r in recs:
+                r["calibration"] = {"status": "ok", "p50_us": 23.5 * speed, "program": "f",
+                                    "variant": "uring", "samples": 1000}
+        self.assertGreater(n_significant(compare.compare(a, b)), 20)
+        rows = compare.compare(a, b, normalize="calibration")
+        self.assertEqual(n_significant(rows), 0)
+        self.assertEqual(rows[0]["anchor"], ("own check", "own check"))
+        self.assertIn("steadiness check", compare.render(rows, "A", "B",
+                                                         normalize="calibration"))
+        with self.assertRaises(compare.CompareError):
+            compare.compare(a, synthetic_run("x/y"), normalize="calibration")
+
     def test_anchor_falls_back_and_missing_anchor_is_an_error(self):
         a = synthetic_run("r/a", seed=9)
         b = synthetic_run("r/b", seed=10)
