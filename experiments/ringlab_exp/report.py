@@ -169,6 +169,50 @@ def render_host_state(run, records, host):
     return lines
 
 
+def _threads_text(threads):
+    if not threads:
+        return "–"
+    parts = []
+    for t in threads:
+        last = f", last on {t['last_cpu']}" if t.get("last_cpu") is not None else ""
+        parts.append(f"{t['name']} (cpus {t.get('cpus') or '?'}{last})")
+    # One entry per distinct thread description; counts for repeats.
+    seen = {}
+    for x in parts:
+        seen[x] = seen.get(x, 0) + 1
+    return "; ".join(x if n == 1 else f"{n}x {x}" for x, n in seen.items())
+
+
+def render_threads(records):
+    """Where each implementation's threads ran (sampled by the runner from
+    /proc: affinity and the cpu each last ran on), from its first ok
+    record."""
+    lines = ["## Where threads ran", ""]
+    rows, seen = [], set()
+    for r in records:
+        threads = r.get("threads")
+        if r.get("status") != "ok" or not threads or r["implementation"] in seen:
+            continue
+        seen.add(r["implementation"])
+        rows.append((r["implementation"], _threads_text(threads.get("server")),
+                     _threads_text(threads.get("client"))))
+    if not rows:
+        lines += ["No thread placement recorded (runs made before the runner sampled it).", ""]
+        return lines
+    lines.append("Sampled from /proc while the client ran (client) and before the server "
+                 "was stopped (server): each thread's allowed cpus and the cpu it last ran "
+                 "on. `iou-sqp` is io_uring's SQPOLL kernel thread, `iou-wrk` an io-wq "
+                 "worker. A client that finished within "
+                 "0.15 s was not sampled.")
+    lines.append("")
+    lines.append("| implementation | server threads | client threads |")
+    lines.append("|---|---|---|")
+    for impl, srv, cli in rows:
+        lines.append(f"| `{impl}` | {_cell(srv)} | {_cell(cli)} |")
+    lines.append("")
+    return lines
+
+
 class Row:
     """One implementation in one scenario, over its repetitions."""
 
@@ -214,8 +258,10 @@ def render(run, records, plots, plot_note=None):
     pin = run.get("pinning") or {}
     if pin:
         lines.append(f"- pinning: server on cpu {pin.get('server_cpu')}, client on cpu "
-                     f"{pin.get('client_cpu')} (ours: `--cpu`; peers: `taskset -c`). Kernel "
-                     "threads (SQPOLL) are not pinned and share these cores.")
+                     f"{pin.get('client_cpu')} (ours: `--cpu`; peers: `taskset -c`); "
+                     "`uring-sqpoll` pins each side's SQPOLL thread to that side's cpu "
+                     "(`--sqpoll_cpu`). Every thread's observed affinity is under *Where "
+                     "threads ran*.")
     lines.append("- RTT is the full round trip in µs (sockperf runs with `--full-rtt`). Cells are "
                  "the median over ok repetitions with (min..max).")
     lines.append("- Every \"vs\" column is a **paired ratio**: the ratio of the two "
@@ -322,6 +368,8 @@ def render(run, records, plots, plot_note=None):
             lines.append("```")
             lines.append("</details>")
     lines.append("")
+
+    lines += render_threads(records)
 
     lines.append("## Backends and flags in effect")
     lines.append("")

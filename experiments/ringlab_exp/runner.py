@@ -31,6 +31,8 @@ from .suite import (CALIBRATION_PROGRAM, EXPERIMENTS_DIR, PLACEHOLDER_RE, READY_
 
 REPO_DIR = EXPERIMENTS_DIR.parent
 RESULT_SCHEMA = schema.RECORD_SCHEMA_ID
+# The client's threads are sampled this long after it started (if it still runs).
+THREAD_SAMPLE_AFTER_S = 0.15
 
 
 @dataclasses.dataclass
@@ -255,6 +257,7 @@ class CaseRunner:
             "server_cpu_us_per_msg": None, "server_cpu_source": None, "pinning": pinning,
             "topology": self.suite.topology, "server_address": None,
             "commands": {"server": None, "client": None},
+            "threads": {"server": [], "client": []},
             "started_utc": machine.utc_now(), "wall_s": None,
             "machine": self.machine, "program_result": None,
         }
@@ -327,12 +330,12 @@ class CaseRunner:
             table = prog.get("param_args", {}).get(name)
             if table is not None and param_text(value) in table:
                 lists[f"param_args:{name}"] = table[param_text(value)]
-        if pinning["method"] == "flag":
-            pin_args = prog.get("pin_args", [])
-            lists["server_pin"] = [t.replace("{cpu}", str(pinning["server_cpu"]))
-                                   for t in pin_args]
-            lists["client_pin"] = [t.replace("{cpu}", str(pinning["client_cpu"]))
-                                   for t in pin_args]
+        pin_args = list(prog.get("pin_args", [])) if pinning["method"] == "flag" else []
+        if pinning["method"] != "none":
+            # Per-variant placement of helper threads (SQPOLL), on the side's cpu.
+            pin_args += prog.get("variant_pin_args", {}).get(case.variant, [])
+        lists["server_pin"] = [t.replace("{cpu}", str(pinning["server_cpu"])) for t in pin_args]
+        lists["client_pin"] = [t.replace("{cpu}", str(pinning["client_cpu"])) for t in pin_args]
         return lists
 
     def _env(self, prog, values):
@@ -415,7 +418,14 @@ class CaseRunner:
             rec["commands"]["client"] = client_argv
             client = self.sup.start(client_argv, paths["client.out"], paths["client.err"],
                                     env=client_env)
-            code = client.wait(case.timeout_s + 5)
+            # Where the threads ran: sampled once while the client is busy
+            # (one short wake-up of the runner), and from the server before
+            # it is stopped.
+            code = client.wait(THREAD_SAMPLE_AFTER_S)
+            if code is None:
+                rec["threads"]["client"] = procs.thread_placement(client.pid)
+                code = client.wait(case.timeout_s + 5)
+            rec["threads"]["server"] = procs.thread_placement(server.pid)
             if code is None:
                 client.stop(signal.SIGTERM, grace_s=2)
                 rec.update(status="failed", reason=f"client did not finish within "

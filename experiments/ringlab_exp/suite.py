@@ -55,7 +55,7 @@ _PROGRAM_KEYS = {
     "pin_args": list, "port": str, "ready": str, "parser": str,
     "unsupported_exit_code": int, "stop_signal": str, "rtt": str,
     "server": list, "client": list, "params": dict, "param_args": dict, "env": dict,
-    "files": dict, "transport_protocol": dict,
+    "files": dict, "transport_protocol": dict, "variant_pin_args": dict,
 }
 _PROGRAM_REQUIRED = ("kind", "binary", "variants", "protocols", "modes", "pin",
                      "port", "ready", "parser", "server", "client")
