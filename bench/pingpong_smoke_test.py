@@ -175,7 +175,10 @@ def smoke(args):
             check("RESULT " not in run.stdout,
                   "RESULT line printed although --json was given")
             with open(client_json) as f:
-                validate_result(json.load(f), args, SAMPLES, WARMUP)
+                first = json.load(f)
+            validate_result(first, args, SAMPLES, WARMUP)
+            check(first["measured_start_ns"] < first["measured_end_ns"],
+                  "measured phase start/end (CLOCK_MONOTONIC ns)")
 
             # Without --json the result is the last stdout line.
             run = run_client(args, address, ["--samples=100", "--warmup=10"])
@@ -184,6 +187,21 @@ def smoke(args):
             last = run.stdout.strip().splitlines()[-1]
             check(last.startswith("RESULT "), f"last line is {last!r}")
             validate_result(json.loads(last[len("RESULT "):]), args, 100, 10)
+
+            # --max_duration_s: samples become a cap; the phase ends by time.
+            cap = 10**9
+            run = run_client(args, address, [f"--samples={cap}", "--warmup=10",
+                                             "--max_duration_s=0.3",
+                                             "--timeout_s=20"])
+            check(run.returncode == 0,
+                  f"--max_duration_s client exited {run.returncode}: "
+                  f"{run.stderr}")
+            timed = json.loads(run.stdout.strip().splitlines()[-1][7:])
+            check(0 < timed["samples"] < cap, f"samples {timed['samples']}")
+            check(timed["duration_s"] >= 0.3,
+                  f"measured phase ended early: {timed['duration_s']} s")
+            check(abs(timed["messages_per_s"] * timed["duration_s"] -
+                      timed["samples"]) <= 1, "msg/s counts recorded samples")
         finally:
             if server.poll() is None:
                 code, out, err = stop_server(server)
@@ -205,9 +223,24 @@ def smoke(args):
             check(stats["datagrams_echoed"] >= SAMPLES + WARMUP + 110,
                   "datagrams_echoed")
         else:
-            check(stats["connections_accepted"] == 2 * args.connections,
+            check(stats["connections_accepted"] == 3 * args.connections,
                   f"connections_accepted {stats['connections_accepted']}")
-        print(f"server: {lines[0]}")
+        # The timeline the runner cuts the measured phase from.
+        tl = stats["timeline"]
+        n = len(tl["t_ns"])
+        check(n >= 2, f"timeline has {n} samples")
+        for key in ("cpu_us", "messages", "kernel_entries", "rss_kib",
+                    "connections"):
+            check(len(tl[key]) == n, f"timeline.{key} length")
+        for key in ("t_ns", "cpu_us", "messages", "kernel_entries"):
+            check(tl[key] == sorted(tl[key]), f"timeline.{key} not cumulative")
+        check(tl["messages"][-1] == stats["messages"], "timeline ends at total")
+        check(tl["t_ns"][0] <= first["measured_start_ns"] and
+              first["measured_end_ns"] <= tl["t_ns"][-1],
+              "the timeline does not cover the client's measured phase")
+        check(stats["rss_kib_ready"] > 0, "rss_kib_ready")
+        check(stats["nofile_limit"] >= 64, "nofile_limit")
+        print(f"server: {lines[0][:300]}...")
     print("PASS")
 
 
