@@ -20,7 +20,7 @@ import pathlib
 import shutil
 import subprocess
 
-from . import results, stats
+from . import results, stats, targets
 from .results import Spread, group_by_case, metric, scenario_label, scenario_of
 
 PCTS = (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.9"), ("max", "max"))
@@ -278,6 +278,7 @@ def render(run, records, plots, plot_note=None):
         lines.append(f"- **{len(host.unsteady)} repetition(s) were taken while the host changed "
                      "speed state** (see *Host state*); ratios that pair them mix states.")
         lines.append("")
+    lines += targets.render(targets.evaluate(run.get("targets"), records))
     lines.append("## Summary")
     lines.append("")
     for scen, rows in groups.items():
@@ -293,9 +294,19 @@ def render(run, records, plots, plot_note=None):
         best_p50 = min(rows_ok, key=lambda r: r.s("p50").median or inf)
         best_p99 = min(rows_ok, key=lambda r: r.s("p99").median or inf)
         peers = [r for r in rows_ok if r.program_kind == "peer"]
+        # Server-side columns appear where some row has them (the scale suite).
+        has = lambda name: any(r.s(name).n for r in rows_ok)
+        srv_entries = has("server_kernel_entries_per_msg")
+        srv_rss = has("server_rss_kib_per_connection")
+        srv_cpu = [r for r in rows_ok if r.s("server_cpu_us_per_msg").n]
+        best_srv = min(srv_cpu, key=lambda r: r.s("server_cpu_us_per_msg").median) \
+            if len(srv_cpu) > 1 else None
         head = ["implementation", "ok/reps", "p50 µs", "p99 µs", "p99.9 µs", "max µs",
-                "msg/s", "CPU µs/msg", "server CPU µs/msg", "kernel entries/msg", "p50 vs best",
-                "p99 vs best"]
+                "msg/s", "CPU µs/msg", "server CPU µs/msg"]
+        head += ["server entries/msg"] if srv_entries else []
+        head += ["server RSS KiB/conn"] if srv_rss else []
+        head += ["kernel entries/msg", "p50 vs best", "p99 vs best"]
+        head += ["server CPU vs best"] if best_srv else []
         head += [f"p50 vs {p.implementation}" for p in peers]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
@@ -306,9 +317,16 @@ def render(run, records, plots, plot_note=None):
                      fmt_spread(r.s("p50")), fmt_spread(r.s("p99")), fmt_spread(r.s("p999")),
                      fmt_spread(r.s("max")), fmt_spread(r.s("messages_per_s"), 0),
                      fmt_spread(r.s("cpu_us_per_msg"), 2),
-                     fmt_spread(r.s("server_cpu_us_per_msg"), 2),
-                     fmt_spread(r.s("kernel_entries_per_msg"), 2),
-                     vs(r, best_p50, "p50"), vs(r, best_p99, "p99")]
+                     fmt_spread(r.s("server_cpu_us_per_msg"), 2)]
+            if srv_entries:
+                cells.append(fmt_spread(r.s("server_kernel_entries_per_msg"), 3))
+            if srv_rss:
+                cells.append(fmt_spread(r.s("server_rss_kib_per_connection"), 2))
+            cells += [fmt_spread(r.s("kernel_entries_per_msg"), 2),
+                      vs(r, best_p50, "p50"), vs(r, best_p99, "p99")]
+            if best_srv:
+                cells.append(vs(r, best_srv, "server_cpu_us_per_msg")
+                             if r.s("server_cpu_us_per_msg").n else "–")
             cells += [vs(r, p, "p50") for p in peers]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
@@ -494,7 +512,47 @@ def make_plots(run_dir, records, gnuplot=None, run=None):
             "set ylabel 'p99 RTT (µs, log)'", f"plot {plots_l}", "unset multiplot"]
         jobs.append((f"Throughput and p99 vs offered rate, {label}", name, script))
 
-    # 3. The host's speed index over the run.
+    # 3. Scaling: msg/s and server CPU per message against the connection
+    # count (log x), one plot per (protocol, payload, mode, rate, inflight,
+    # params) that has at least two connection counts.
+    curves = {}
+    for scen, rows in groups.items():
+        key = scen[:2] + scen[3:]
+        for r in rows:
+            if r.ok:
+                curves.setdefault(key, {}).setdefault(r.implementation, []).append((scen[2], r))
+    n_scale = 0
+    for key, impls in curves.items():
+        if len({c for pts in impls.values() for c, _ in pts}) < 2:
+            continue
+        name = f"scale-{n_scale:02d}-{key[0]}-{key[1]}B-{key[2]}"
+        n_scale += 1
+        blocks = []
+        with open(plot_dir / f"{name}.dat", "w") as f:
+            for impl, pts in impls.items():
+                f.write(f"# {impl}: connections msg/s server_cpu_us_per_msg\n")
+                for conns, row in sorted(pts, key=lambda p: p[0]):
+                    tput = row.s("messages_per_s").median
+                    cpu = row.s("server_cpu_us_per_msg").median
+                    f.write(f"{conns} {'?' if tput is None else f'{tput:.1f}'} "
+                            f"{'?' if cpu is None else f'{cpu:.4f}'}\n")
+                f.write("\n\n")
+                blocks.append(impl)
+        label = scenario_label((key[0], key[1], "N") + key[2:]).replace("N conn, ", "")
+        plot = lambda col: ", ".join(
+            f"{_q(name + '.dat')} index {i} using 1:{col} with linespoints lw 2 title {_q(b)}"
+            for i, b in enumerate(blocks))
+        script = [header[0].replace("960,540", "1280,540")] + header[1:] + [
+            f"set output {_q(name + '.png')}", "set multiplot layout 1,2",
+            "set logscale x", "set xlabel 'connections (log)'",
+            "set key inside top left font ',9'", "set xrange [0.7:*]",
+            f"set title {_q('msg/s: ' + label)}", "set ylabel 'msg/s'", "set yrange [0:*]",
+            f"plot {plot(2)}",
+            f"set title {_q('server CPU per message: ' + label)}",
+            "set ylabel 'server CPU µs/msg'", f"plot {plot(3)}", "unset multiplot"]
+        jobs.append((f"msg/s and server CPU/msg vs connections, {label}", name, script))
+
+    # 4. The host's speed index over the run.
     host = HostState(run or {}, records)
     if host.calibrated:
         name = "host-state"
@@ -512,7 +570,7 @@ def make_plots(run_dir, records, gnuplot=None, run=None):
             f"plot {_q(name + '.dat')} using 1:2 with linespoints lw 2 title 'check p50'"]
         jobs.append(("Host state: steadiness check in run order", name, script))
 
-    # 3. Kernel entries per message.
+    # 5. Kernel entries per message.
     impls, cols, table = [], [], {}
     for scen, rows in groups.items():
         for r in rows:

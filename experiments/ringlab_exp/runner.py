@@ -250,11 +250,14 @@ class CaseRunner:
             "rate_per_s": case.rate_per_s, "inflight": case.inflight,
             "params": case.params_dict,
             "samples_requested": case.samples, "warmup": case.warmup,
+            "max_duration_s": case.max_duration_s,
             "duration_s_requested": case.duration_s, "samples": None, "lost": None,
             "rtt_us": {k: None for k in parsers.RTT_KEYS}, "rtt_note": None,
             "messages_per_s": None, "cpu_us_per_msg": None, "cpu_source": None,
             "kernel_entries_per_msg": None, "server_stats": None,
-            "server_cpu_us_per_msg": None, "server_cpu_source": None, "pinning": pinning,
+            "server_cpu_us_per_msg": None, "server_cpu_source": None,
+            "server_kernel_entries_per_msg": None, "server_rss_kib_per_connection": None,
+            "server_measured": None, "pinning": pinning,
             "topology": self.suite.topology, "server_address": None,
             "commands": {"server": None, "client": None},
             "threads": {"server": [], "client": []},
@@ -306,7 +309,7 @@ class CaseRunner:
             "server_host": host, "port": port, "server_json": paths["server.json"],
             "client_json": paths["client.json"],
             "client_timeout_s": max(1, int(case.timeout_s)),
-            "work_dir": work_dir,
+            "work_dir": work_dir, "max_duration_s": case.max_duration_s,
             # A small number that differs between the runner's processes and
             # between consecutive repetitions (a DDS domain id, a topic suffix).
             "instance": (os.getpid() + self._instances) % 200 + 1,
@@ -325,6 +328,8 @@ class CaseRunner:
             "protocol_args": prog.get("protocol_args", {}).get(case.protocol, []),
             "mode_args": prog.get("mode_args", {}).get(case.mode, []),
             "server_pin": [], "client_pin": [],
+            "max_duration_args": prog.get("max_duration_args", []) if case.max_duration_s
+            else [],
         }
         for name, value in case.params:
             table = prog.get("param_args", {}).get(name)
@@ -467,8 +472,13 @@ class CaseRunner:
             if cpu_s is not None and total_msgs:
                 rec["cpu_us_per_msg"] = cpu_s * 1e6 / total_msgs
                 rec["cpu_source"] = "runner rusage (client, whole run incl. warm-up)"
+        measured = server_measured(rec["server_stats"], m["program_result"])
+        rec["server_measured"] = measured
+        if measured:
+            rec["server_kernel_entries_per_msg"] = measured["kernel_entries_per_msg"]
+            rec["server_rss_kib_per_connection"] = measured["rss_kib_per_connection"]
         rec["server_cpu_us_per_msg"], rec["server_cpu_source"] = server_cpu(
-            rec["server_stats"], server.cpu_s(), total_msgs, case.payload_bytes)
+            rec["server_stats"], server.cpu_s(), total_msgs, case.payload_bytes, measured)
 
     def _wait_ready(self, server, prog, case, host, port):
         deadline = time.monotonic() + self.suite.ready_timeout_s
@@ -539,10 +549,72 @@ def server_messages(stats, payload_bytes):
     return None
 
 
-def server_cpu(stats, rusage_cpu_s, client_total_msgs, payload_bytes):
+def _interp(ts, ys, x):
+    """Linear interpolation of the cumulative series ys(ts) at time x
+    (clamped to the series' ends)."""
+    if x <= ts[0]:
+        return ys[0]
+    if x >= ts[-1]:
+        return ys[-1]
+    lo, hi = 0, len(ts) - 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ts[mid] <= x:
+            lo = mid
+        else:
+            hi = mid
+    span = ts[hi] - ts[lo]
+    f = (x - ts[lo]) / span if span else 0.0
+    return ys[lo] + f * (ys[hi] - ys[lo])
+
+
+def server_measured(stats, client_result):
+    """The server's CPU, messages and kernel entries over exactly the
+    client's measured phase, from the timeline ringlab servers sample every
+    50 ms (cumulative values, interpolated linearly at the phase's ends: the
+    client's measured_start_ns / measured_end_ns, on the same monotonic
+    clock), and its RSS per open connection then. None when either side
+    lacks the data."""
+    if not isinstance(stats, dict) or not isinstance(client_result, dict):
+        return None
+    tl = stats.get("timeline")
+    start, end = client_result.get("measured_start_ns"), client_result.get("measured_end_ns")
+    if not isinstance(tl, dict) or not isinstance(start, (int, float)) or \
+            not isinstance(end, (int, float)) or end <= start:
+        return None
+    ts = tl.get("t_ns") or []
+    cols = {k: tl.get(k) or [] for k in ("cpu_us", "messages", "kernel_entries", "rss_kib",
+                                         "connections")}
+    if len(ts) < 2 or any(len(v) != len(ts) for v in cols.values()):
+        return None
+    if start < ts[0] or end > ts[-1]:
+        return None    # the server's timeline does not cover the phase: other clock?
+    d = {k: _interp(ts, cols[k], end) - _interp(ts, cols[k], start)
+         for k in ("cpu_us", "messages", "kernel_entries")}
+    inside = [c for t, c in zip(ts, cols["connections"]) if start <= t <= end]
+    conns = max(inside) if inside else round(_interp(ts, cols["connections"], start))
+    rss_ready = stats.get("rss_kib_ready") or cols["rss_kib"][0]
+    rss_phase = _interp(ts, cols["rss_kib"], start)
+    out = {"window_s": round((end - start) / 1e9, 6), "cpu_us": round(d["cpu_us"], 1),
+           "messages": round(d["messages"], 1), "kernel_entries": round(d["kernel_entries"], 1),
+           "connections": conns, "rss_kib_ready": rss_ready, "rss_kib_measured": rss_phase,
+           "sample_interval_ms": tl.get("interval_ms")}
+    out["cpu_us_per_msg"] = d["cpu_us"] / d["messages"] if d["messages"] > 0 else None
+    out["kernel_entries_per_msg"] = d["kernel_entries"] / d["messages"] \
+        if d["messages"] > 0 else None
+    out["rss_kib_per_connection"] = (rss_phase - rss_ready) / conns if conns else None
+    return out
+
+
+def server_cpu(stats, rusage_cpu_s, client_total_msgs, payload_bytes, measured=None):
     """(server CPU µs per message, source). Preference: the server's own
-    rusage in SERVER_STATS over its own message count; else the runner's
-    wait4 rusage of the server process over the client's message count."""
+    rusage over the client's measured phase (`measured`, from its
+    timeline); else its whole-run rusage in SERVER_STATS over its own
+    message count; else the runner's wait4 rusage of the server process over
+    the client's message count."""
+    if measured and measured.get("cpu_us_per_msg") is not None:
+        return measured["cpu_us_per_msg"], "server rusage over the client's measured phase " \
+            "(interpolated from the server's timeline)"
     if isinstance(stats, dict):
         cpu = stats.get("cpu_us")
         msgs = server_messages(stats, payload_bytes)
@@ -721,6 +793,7 @@ def run_suite(opts, say=None):
                         "variant": suite.calibration_variant,
                         "samples": suite.calibration_samples},
         "calibration_end": None,
+        "targets": suite.targets,
     }
     results.write_json(run_dir / "run.json", run_meta)
 

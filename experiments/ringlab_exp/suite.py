@@ -56,6 +56,7 @@ _PROGRAM_KEYS = {
     "unsupported_exit_code": int, "stop_signal": str, "rtt": str,
     "server": list, "client": list, "params": dict, "param_args": dict, "env": dict,
     "files": dict, "transport_protocol": dict, "variant_pin_args": dict,
+    "max_duration_args": list,
 }
 _PROGRAM_REQUIRED = ("kind", "binary", "variants", "protocols", "modes", "pin",
                      "port", "ready", "parser", "server", "client")
@@ -205,11 +206,13 @@ _MATRIX_KEYS = {
     "modes": list, "rates": list, "inflight": list, "samples": int,
     "warmup": int, "duration_s": (int, float), "timeout_s": (int, float),
     "stop_at_saturation": bool, "saturation_fraction": (int, float), "params": dict,
+    "max_duration_s": (int, float),
 }
 _DEFAULTS = {
     "payloads": [64], "connections": [1], "modes": ["pingpong"], "rates": [None],
     "inflight": [1], "samples": 50000, "warmup": 5000, "duration_s": None,
     "timeout_s": None, "stop_at_saturation": False, "saturation_fraction": 0.9, "params": {},
+    "max_duration_s": None,
 }
 
 
@@ -234,6 +237,7 @@ class Case:
     saturation_fraction: float
     skip_reason: str | None = None   # set when the program cannot run this case
     params: tuple = ()               # ((name, value), ...) sorted by name
+    max_duration_s: float | None = None  # measured phase cap (ours: samples become a cap)
 
     @property
     def params_dict(self):
@@ -274,6 +278,7 @@ class Suite:
     calibrate: bool = True
     calibration_variant: str = "uring"
     calibration_samples: int = 1000
+    targets: list = dataclasses.field(default_factory=list)
 
 
 def resolve_suite_path(name_or_path):
@@ -301,9 +306,10 @@ def build_suite(data, path, text, registry, cpu_count=None):
     import os
     cpu_count = cpu_count or os.cpu_count() or 1
     for key in data:
-        if key not in ("suite", "defaults", "matrix"):
+        if key not in ("suite", "defaults", "matrix", "target"):
             raise SuiteError(_at(path, key, f"{key}: unknown top-level table; valid: "
-                                 "suite, defaults, matrix", text))
+                                 "suite, defaults, matrix, target", text))
+    targets = _check_targets(data.get("target", []), path, text)
     head = data.get("suite")
     if not isinstance(head, dict):
         raise SuiteError(f"{path}: missing [suite] table")
@@ -374,13 +380,69 @@ def build_suite(data, path, text, registry, cpu_count=None):
                  pin=pin, ready_timeout_s=float(head.get("ready_timeout_s", 10)),
                  pause_s=float(head.get("pause_s", 0.2)), cases=cases,
                  calibrate=head.get("calibrate", True),
-                 calibration_variant=cal_variant, calibration_samples=cal_samples)
+                 calibration_variant=cal_variant, calibration_samples=cal_samples,
+                 targets=targets)
 
 
 def _registry_protocols(registry):
     out = []
     for prog in registry.values():
         out += [p for p in prog.protocols if p not in out]
+    return out
+
+
+TARGET_METRICS = ("p50", "p90", "p99", "p999", "max", "mean", "messages_per_s",
+                  "cpu_us_per_msg", "server_cpu_us_per_msg", "kernel_entries_per_msg",
+                  "server_kernel_entries_per_msg", "server_rss_kib_per_connection")
+TARGET_FIELDS = ("implementation", "program", "variant", "protocol", "payload_bytes",
+                 "connections", "mode", "rate_per_s", "inflight")
+
+
+def _check_targets(targets, path, text):
+    """[[target]] blocks: a paired ratio the report checks against a bound.
+
+        [[target]]
+        name = "uring-fixed within 2% of its floor"
+        metric = "p50"
+        a = { implementation = "ringlab_pingpong:uring-fixed" }
+        b = { implementation = "ringlab_floor_pingpong:uring" }
+        where = { protocol = "udp" }     # optional, applies to both sides
+        max = 1.02                       # and/or min = ...
+    """
+    if not isinstance(targets, list):
+        raise SuiteError(f"{path}: target: use [[target]] blocks")
+    out = []
+    for i, t in enumerate(targets, 1):
+        where = f"target[{i}]"
+        if not isinstance(t, dict):
+            raise SuiteError(f"{path}: {where}: expected a table")
+        _check_keys(t, {"name": str, "metric": str, "a": dict, "b": dict, "where": dict,
+                        "max": (int, float), "min": (int, float), "note": str},
+                    where, path, text)
+        for key in ("name", "metric", "a", "b"):
+            if key not in t:
+                raise SuiteError(f"{path}: {where}: missing {key!r}")
+        if t["metric"] not in TARGET_METRICS:
+            raise SuiteError(_at(path, "metric", f"{where}.metric: {t['metric']!r}; valid: "
+                                 f"{', '.join(TARGET_METRICS)}", text))
+        if "max" not in t and "min" not in t:
+            raise SuiteError(f"{path}: {where}: needs max = ... and/or min = ...")
+        for side in ("a", "b", "where"):
+            sel = dict(t.get(side, {}))
+            # TOML makes `params.qos = 1` a nested table: flatten it.
+            if isinstance(sel.get("params"), dict):
+                for k, v in sel.pop("params").items():
+                    sel[f"params.{k}"] = v
+            t = dict(t)
+            if side in t:
+                t[side] = sel
+            for field in sel:
+                if field not in TARGET_FIELDS and not (field.startswith("params.") and
+                                                       NAME_RE.match(field[7:])):
+                    raise SuiteError(_at(path, side, f"{where}.{side}.{field}: not a record "
+                                         f"field; valid: {', '.join(TARGET_FIELDS)}, "
+                                         "params.NAME", text))
+        out.append(dict(t))
     return out
 
 
@@ -432,6 +494,9 @@ def _normalise_block(block, where, path, text, registry):
             key = "mode" if "mode" in block else "modes"
             raise SuiteError(_at(path, key, f"{where}.{key}: unknown mode {v!r}; valid: "
                                  f"{', '.join(MODES)}", text))
+    if "max_duration_s" in out and out["max_duration_s"] <= 0:
+        raise SuiteError(_at(path, "max_duration_s", f"{where}.max_duration_s: must be > 0",
+                             text))
     for key in ("samples", "warmup"):
         if key in out and (out[key] < (1 if key == "samples" else 0)):
             raise SuiteError(_at(path, key, f"{where}.{key}: must be "
@@ -551,7 +616,8 @@ def _make_case(b, block_name, prog, variant, protocol, payload, conns, mode, rat
         samples = max(1, int(rate * duration))
     if duration is None:
         duration = 1.0
-    timeout = b["timeout_s"] or max(30.0, 4 * duration + 20)
+    longest = max(duration, b.get("max_duration_s") or 0)
+    timeout = b["timeout_s"] or max(30.0, 4 * longest + 20)
     reason = None
     if protocol not in prog.protocols:
         reason = f"{prog.name} does not support protocol {protocol}"
@@ -568,7 +634,10 @@ def _make_case(b, block_name, prog, variant, protocol, payload, conns, mode, rat
                 samples=samples, warmup=b["warmup"], duration_s=float(duration),
                 timeout_s=float(timeout), stop_at_saturation=b["stop_at_saturation"],
                 saturation_fraction=float(b["saturation_fraction"]), skip_reason=reason,
-                params=tuple(params))
+                params=tuple(params),
+                # Rate mode's measured phase is rate x duration_s already.
+                max_duration_s=float(b["max_duration_s"])
+                if b.get("max_duration_s") and mode != "rate" else None)
 
 
 def _fmt_num(x):
