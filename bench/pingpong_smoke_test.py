@@ -6,8 +6,11 @@ against it, checks the client's JSON result against the shared schema, stops
 the server with SIGTERM and checks its SERVER_STATS. Exit 77 (ctest
 SKIP_RETURN_CODE) when the backend preset is unsupported on this machine
 (exit code 3 from either side), so an unsupported preset is reported as
-skipped, never as passed. With --check_usage it checks the usage-error and
-failure exit codes instead.
+skipped, never as passed. It also checks the measured phase's clock
+(measured_start_ns / measured_end_ns), the server's timeline, and a
+--max_duration_s run. With --check_usage it checks the usage-error and
+failure exit codes instead (also: more --connections than RLIMIT_NOFILE
+allows exits 3).
 
 Standard library only.
 """
@@ -15,6 +18,7 @@ Standard library only.
 import argparse
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -277,6 +281,18 @@ def check_usage(args):
     check(r.returncode == 2, "--samples=0 accepted")
     r = run(["--help"])
     check(r.returncode == 0 and "usage" in r.stdout, "--help")
+    # More connections than the hard descriptor limit allows: "unsupported
+    # here" (3) with both numbers, before any socket is opened.
+    def low_nofile():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100))
+    for role, address in (("client", "--server=127.0.0.1:9"),
+                          ("server", "--bind=127.0.0.1:0")):
+        r = subprocess.run([args.binary, role, "--proto=tcp", "--backend=epoll",
+                            "--connections=200", address],
+                           capture_output=True, text=True, timeout=30,
+                           preexec_fn=low_nofile)
+        check(r.returncode == 3 and "RLIMIT_NOFILE allows 100" in r.stderr,
+              f"{role} over the fd limit: exit {r.returncode}: {r.stderr}")
     # Nobody listens on this port: a run failure (1), not a hang.
     port = free_port()
     for proto in ("udp", "tcp"):
