@@ -33,6 +33,8 @@ lies on one side of 1.0, and the median differs from 1 by more than
 drift more than medians).
 """
 
+import re
+
 from . import results, stats
 
 KEY_FIELDS = ("protocol", "payload_bytes", "connections", "mode", "rate_per_s", "inflight",
@@ -166,11 +168,34 @@ def _run_ids(records):
     return {r.get("run_id") for r in records}
 
 
+# Variants that spin instead of sleeping: their cost does not move with the
+# host's wake-up cost, so `normalize_spinning` may give them their own anchor.
+SPINNING_RE = re.compile(r"busy|nonblocked|spin")
+
+
+def _pick_anchor(records, anchors, spinning_anchors):
+    if spinning_anchors is not None and records and \
+            SPINNING_RE.search(str(records[0].get("variant", ""))):
+        return spinning_anchors
+    return anchors
+
+
 def compare(records_a, records_b, threshold=0.05, min_reps=2, ignore=(), where_a=None,
-            where_b=None, tail_threshold=0.10, normalize=None):
+            where_b=None, tail_threshold=0.10, normalize=None, normalize_spinning=None):
     where_a, where_b = where_a or {}, where_b or {}
     ignore = set(ignore) | set(where_a) | set(where_b)
     anchors = (None, None)
+    spinning = None
+    if normalize_spinning:
+        if not normalize:
+            raise CompareError("--normalize-spinning needs --normalize (the anchor of the "
+                               "other rows)")
+        spinning = (Anchor(records_a, normalize_spinning),
+                    Anchor(records_b, normalize_spinning))
+        for side, anchor, recs in (("A", spinning[0], records_a), ("B", spinning[1], records_b)):
+            if not anchor:
+                raise CompareError(f"--normalize-spinning {normalize_spinning}: side {side} "
+                                   "has no ok record of it")
     if normalize:
         make = (lambda recs: CalibrationAnchor(recs)) if normalize == CALIBRATION else \
             (lambda recs: Anchor(recs, normalize))
@@ -201,8 +226,12 @@ def compare(records_a, records_b, threshold=0.05, min_reps=2, ignore=(), where_a
                "b_impl": b[0].get("implementation") if b else None,
                "anchor": None, "metrics": {}}
         for name, _, better, tail in METRICS:
-            va, how_a = _side_values(a, name, anchors[0])
-            vb, how_b = _side_values(b, name, anchors[1])
+            use = _pick_anchor(a or b, anchors, spinning)
+            va, how_a = _side_values(a, name, use[0])
+            vb, how_b = _side_values(b, name, use[1])
+            if use is spinning:
+                how_a, how_b = (f"{normalize_spinning}: {how_a}", f"{normalize_spinning}: "
+                                f"{how_b}")
             if normalize and row["anchor"] is None and (how_a or how_b):
                 row["anchor"] = (how_a, how_b)
             ratio = stats.paired(vb, va) if same_run else stats.unpaired(vb, va)
@@ -243,7 +272,7 @@ def _label(row):
 
 
 def render(rows, label_a, label_b, threshold=0.05, min_reps=2, tail_threshold=0.10,
-           normalize=None):
+           normalize=None, normalize_spinning=None):
     paired = any(r["paired"] for r in rows)
     unpaired = any(not r["paired"] and r["a_case"] and r["b_case"] for r in rows)
     how = []
@@ -267,6 +296,10 @@ def render(rows, label_a, label_b, threshold=0.05, min_reps=2, tail_threshold=0.
                    "(latency by the anchor's p50, msg/s by its msg/s), so a host that changed "
                    "speed between the runs cancels out. The anchor's own row is 1.00 by "
                    "construction.")
+    if normalize_spinning:
+        out.append(f"- Spinning rows (variant matching `{SPINNING_RE.pattern}`) are divided "
+                   f"by `{normalize_spinning}` instead: a spinning loop's cost does not move "
+                   "with the host's wake-up cost.")
     out += [f"- **bold + verdict** = significant: >= {min_reps} ratios, the whole spread "
             f"excludes 1.0, and the median differs from 1 by more than {threshold:.0%} "
             f"({tail_threshold:.0%} for p99).", ""]

@@ -159,8 +159,12 @@ def render_host_state(run, records, host):
         for r in host.records:
             if host.is_unsteady(r):
                 before, after = host.unsteady[id(r)]
+                states = f"{host.state_of(before)} -> {host.state_of(after)}"
+                change = f"{after / before - 1:+.0%}"
                 lines.append(f"- `{r['case_id']}` rep {r['repetition']}: {before:.2f} -> "
-                             f"{after:.2f} ({host.state_of(before)} -> {host.state_of(after)})")
+                             f"{after:.2f} ({change}" +
+                             (f", {states})" if host.state_of(before) != host.state_of(after)
+                              else ")"))
         lines.append("")
     if failed:
         lines.append(f"{len(failed)} check(s) failed or were unavailable: "
@@ -298,9 +302,14 @@ def render(run, records, plots, plot_note=None):
         has = lambda name: any(r.s(name).n for r in rows_ok)
         srv_entries = has("server_kernel_entries_per_msg")
         srv_rss = has("server_rss_kib_per_connection")
-        srv_cpu = [r for r in rows_ok if r.s("server_cpu_us_per_msg").n]
+        # "server CPU vs best" only among rows measured the same way (the
+        # server's rusage over the client's measured phase), and only where
+        # server efficiency is the question (several connections or batches).
+        srv_cpu = [r for r in rows_ok if r.s("server_cpu_us_per_msg").n and
+                   all(x.get("server_measured") for x in r.ok)]
+        scale_like = scen[2] > 1 or scen[3] != "pingpong"
         best_srv = min(srv_cpu, key=lambda r: r.s("server_cpu_us_per_msg").median) \
-            if len(srv_cpu) > 1 else None
+            if len(srv_cpu) > 1 and scale_like else None
         head = ["implementation", "ok/reps", "p50 µs", "p99 µs", "p99.9 µs", "max µs",
                 "msg/s", "CPU µs/msg", "server CPU µs/msg"]
         head += ["server entries/msg"] if srv_entries else []
@@ -325,8 +334,8 @@ def render(run, records, plots, plot_note=None):
             cells += [fmt_spread(r.s("kernel_entries_per_msg"), 2),
                       vs(r, best_p50, "p50"), vs(r, best_p99, "p99")]
             if best_srv:
-                cells.append(vs(r, best_srv, "server_cpu_us_per_msg")
-                             if r.s("server_cpu_us_per_msg").n else "–")
+                cells.append(vs(r, best_srv, "server_cpu_us_per_msg") if r in srv_cpu
+                             else "–")
             cells += [vs(r, p, "p50") for p in peers]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")

@@ -216,6 +216,24 @@ class PairedAndNormalised(unittest.TestCase):
         with self.assertRaises(compare.CompareError):
             compare.compare(a, synthetic_run("x/y"), normalize="calibration")
 
+    def test_spinning_rows_get_their_own_anchor(self):
+        # The host's wake-ups got 2x slower, spinning loops 0.5x: one anchor
+        # cannot serve both, a second one for the spinning rows can.
+        impls = dict(QUICK_LIKE)
+        impls[("sockperf", "nonblocked")] = (8.0, 14.0, 120000)
+        a = synthetic_run("q/a", seed=15, impls=impls)
+        b = synthetic_run("q/b", seed=16, impls=impls, changed={
+            k: (0.5 if compare.SPINNING_RE.search(k[1]) else 2.0) for k in impls})
+        one = compare.compare(a, b, normalize="sockperf:blocking")
+        self.assertGreater(n_significant(one), 10)
+        two = compare.compare(a, b, normalize="sockperf:blocking",
+                              normalize_spinning="sockperf:nonblocked")
+        self.assertEqual(n_significant(two), 0)
+        busy = next(r for r in two if r["key"]["variant"] == "uring-busy")
+        self.assertTrue(busy["anchor"][0].startswith("sockperf:nonblocked"))
+        with self.assertRaises(compare.CompareError):
+            compare.compare(a, b, normalize_spinning="sockperf:nonblocked")
+
     def test_anchor_falls_back_and_missing_anchor_is_an_error(self):
         a = synthetic_run("r/a", seed=9)
         b = synthetic_run("r/b", seed=10)

@@ -73,6 +73,7 @@ def scale_records():
                     server_cpu_us_per_msg=cpu * g * host,
                     server_kernel_entries_per_msg=entries * g,
                     server_rss_kib_per_connection=4.0 if variant == "epoll" else 2.0,
+                    server_measured={"window_s": 2.0},
                     case_id=f"tcp-64B-c{conns}-burst-i8-ringlab_pingpong-{variant}"))
     return recs
 

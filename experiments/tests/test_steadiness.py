@@ -70,7 +70,7 @@ class HostStateRule(unittest.TestCase):
         self.assertIn("1 repetition(s) were taken while the host changed speed state", text)
         self.assertIn("| 2 | 2/2 | ", text)
         self.assertIn("S1 -> S2", text)
-        self.assertIn("rep 2: 17.10 -> 24.30 (S1 -> S2)", text)
+        self.assertIn("rep 2: 17.10 -> 24.30 (+42%, S1 -> S2)", text)
         self.assertIn("3/3 (1 unsteady)", text)
         self.assertIn("more than 15%", text)
 
