@@ -13,6 +13,7 @@
 //   (pingpong-echo) WARMUP seq=S                          (ping: the echo path
 //   works) RTT seq=S ns=N                        (ping) DONE sent=N received=N
 //   ERROR text
+//   PONG seq=S keyval=K size=N answered=N (ddsperf-pong; first 3, then 1/10000)
 //
 // GUIDs are 32 hex digits in four groups of 8 (prefix, then entity id last).
 // The domain is always configured from the program's own loopback-only
@@ -28,11 +29,19 @@
 #include <string.h>
 
 #include "dds/dds.h"
+#include "ddsperf_pong.h"
 #include "ringlab_interop.h"
 
 #define MAX_TAKE 64
 
-enum mode { MODE_PUB, MODE_SUB, MODE_ECHO, MODE_PING, MODE_DISCOVER };
+enum mode {
+  MODE_PUB,
+  MODE_SUB,
+  MODE_ECHO,
+  MODE_PING,
+  MODE_DISCOVER,
+  MODE_DDSPERF_PONG
+};
 enum type_kind { TYPE_KEYED, TYPE_MESSAGE };
 
 struct options {
@@ -56,18 +65,22 @@ struct options {
   int domain;
   bool unicast_discovery;
   bool config_from_env;
+  bool ddsperf_user_data;
 };
 
 static void usage(void) {
   fprintf(
       stderr,
-      "usage: ringlab_cyclone_peer --mode=pub|sub|pingpong-echo|ping|discover\n"
+      "usage: ringlab_cyclone_peer\n"
+      "  --mode=pub|sub|pingpong-echo|ping|discover|ddsperf-pong\n"
       "  [--topic=NAME] [--echo-topic=NAME] [--type=keyed|message]\n"
       "  [--reliable | --best-effort] [--transient-local] [--history=N|all]\n"
       "  [--partition=NAME] [--count=N] [--keys=N] [--size=BYTES]\n"
       "  [--wait-match=N] [--expect-participants=N] [--interval-ms=MS]\n"
       "  [--duration-s=S] [--linger-s=S] [--domain=ID]\n"
       "  [--discovery=multicast|unicast] [--trace=FILE] [--config-from-env]\n"
+      "  [--no-ddsperf-user-data]  (ddsperf-pong: answers `ddsperf ping`, see\n"
+      "  DDSPERF.md; --reliable picks DDSPerfR*KS, else DDSPerfU*KS)\n"
       "Defaults: topic ringlab_interop, type keyed, best-effort, volatile,\n"
       "keep-last 1, count 10 (pub/ping; sub: 0 = until the duration ends),\n"
       "keys 1, size 16, wait-match 1, duration 20 s, linger 0.5 s, domain "
@@ -109,6 +122,7 @@ static int parse_args(int argc, char** argv, struct options* o) {
   o->wait_match = 1;
   o->duration_s = 20;
   o->linger_s = 0.5;
+  o->ddsperf_user_data = true;
   bool have_mode = false;
   const char* echo_topic = NULL;
   for (int i = 1; i < argc; i++) {
@@ -127,6 +141,8 @@ static int parse_args(int argc, char** argv, struct options* o) {
         o->mode = MODE_PING;
       else if (strcmp(v, "discover") == 0)
         o->mode = MODE_DISCOVER;
+      else if (strcmp(v, "ddsperf-pong") == 0)
+        o->mode = MODE_DDSPERF_PONG;
       else {
         fprintf(stderr, "unknown mode %s\n", v);
         return 3;
@@ -156,6 +172,8 @@ static int parse_args(int argc, char** argv, struct options* o) {
       o->transient_local = true;
     } else if (strcmp(a, "--config-from-env") == 0) {
       o->config_from_env = true;
+    } else if (strcmp(a, "--no-ddsperf-user-data") == 0) {
+      o->ddsperf_user_data = false;
     } else if (flag_value(a, "--history", &v)) {
       if (strcmp(v, "all") == 0)
         o->history = 0;
@@ -550,6 +568,15 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (o->mode == MODE_DDSPERF_PONG) {
+    const struct ddsperf_pong_options po = {.domain = (dds_domainid_t)o->domain,
+                                            .reliable = o->reliable,
+                                            .user_data = o->ddsperf_user_data,
+                                            .duration_s = o->duration_s};
+    const int pong_rc = ddsperf_pong_run(&po);
+    dds_delete(DDS_CYCLONEDDS_HANDLE);
+    return pong_rc;
+  }
   p.participant = dds_create_participant((dds_domainid_t)o->domain, NULL, NULL);
   if (p.participant < 0) {
     printf("ERROR dds_create_participant: %s\n", dds_strretcode(p.participant));
@@ -590,6 +617,7 @@ int main(int argc, char** argv) {
       if (rc == 0) rc = make_endpoint(&p, o->echo_topic, false, &p.reader);
       break;
     case MODE_DISCOVER:
+    case MODE_DDSPERF_PONG:
       break;
   }
   if (rc != 0) {
@@ -600,8 +628,8 @@ int main(int argc, char** argv) {
   char self_guid[40];
   dds_get_guid(p.participant, &self);
   format_guid(&self, self_guid);
-  static const char* mode_names[] = {"pub", "sub", "pingpong-echo", "ping",
-                                     "discover"};
+  static const char* mode_names[] = {"pub",  "sub",      "pingpong-echo",
+                                     "ping", "discover", "ddsperf-pong"};
   printf("READY participant=%s domain=%d mode=%s topic=%s type=%s\n", self_guid,
          o->domain, mode_names[o->mode], o->topic, p.desc->m_typename);
 
@@ -722,6 +750,8 @@ int main(int argc, char** argv) {
       exit_code = error ? error : answered == o->count ? 0 : 1;
       break;
     }
+    case MODE_DDSPERF_PONG:
+      break;
     case MODE_DISCOVER:
       while (dds_time() < deadline) {
         wait_a_little(&p, DDS_MSECS(20));

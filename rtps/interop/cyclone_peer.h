@@ -25,7 +25,10 @@
 // the same seq on `echo_topic`, after warm-up pings (id -1, seq >= 1e9)
 // until one comes back: a best-effort reader drops samples of a writer it
 // has not discovered yet, even when that writer already matched it, so the
-// first samples of a best-effort pub may be lost too.
+// first samples of a best-effort pub may be lost too. "ddsperf-pong" answers
+// `ddsperf ping` the way DDSPERF.md says a partner must (topics
+// DDSPerf{R|U}{Ping|Pong}KS, USER_DATA, per-GUID partitions, echoed
+// timestamps); --reliable picks the R topics.
 //
 // QoS: --history applies to both HISTORY and, with --transient-local, the
 // DURABILITY_SERVICE history, because Cyclone serves transient-local late
@@ -54,7 +57,8 @@
 namespace ringlab::testkit {
 
 struct CyclonePeerOptions {
-  std::string mode{};  // "pub" | "sub" | "pingpong-echo" | "ping" | "discover"
+  // "pub" | "sub" | "pingpong-echo" | "ping" | "discover" | "ddsperf-pong"
+  std::string mode{};
   std::string topic = "ringlab_interop";
   std::string echo_topic{};    // empty: "<topic>_echo"
   std::string type = "keyed";  // or "message"

@@ -310,5 +310,54 @@ TEST_F(CyclonePeerTest, TransientLocalLateJoinerGetsTheHistory) {
       << volatile_sub->OutputTail();
 }
 
+// DDSPERF.md's recipe for a ddsperf partner, implemented a second time
+// (ddsperf_pong.c): the real `ddsperf ping` must count it as matched and get
+// round trips through it, both reliability kinds.
+TEST_F(CyclonePeerTest, DdsperfPingAcceptsThePongRecipe) {
+  RINGLAB_SKIP_IF_MISSING(
+      FindBinary("ddsperf", "apt-get install cyclonedds-tools").status());
+  for (const bool reliable : {true, false}) {
+    SCOPED_TRACE(reliable ? "reliable" : "best-effort");
+    START_OR_SKIP(
+        pong, {.mode = "ddsperf-pong", .reliable = reliable, .duration_s = 12});
+    std::vector<std::string> args = {
+        "-D", "3", "-Qminmatch:1", "-Qinitwait:5", "ping", "size", "64"};
+    if (!reliable) args.insert(args.begin(), "-u");
+    absl::StatusOr<ProcessResult> ping =
+        RunDdsperf({.args = args, .domain_id = domain_}, absl::Seconds(20));
+    ASSERT_TRUE(ping.ok()) << ping.status();
+    EXPECT_TRUE(ping->exit.success())
+        << ping->exit.ToString() << "\n"
+        << ping->stdout_text << pong->OutputTail();
+    EXPECT_NE(ping->stdout_text.find(" size 64 mean "), std::string::npos)
+        << ping->stdout_text;
+    EXPECT_FALSE(pong->MatchingLines("^PONG seq=1 keyval=0 size=64 ").empty())
+        << pong->OutputTail();
+    EXPECT_EQ(
+        pong->MatchingLines("^PONG_WRITER partition=[0-9a-f_]{35}$").size(),
+        1u);
+    pong->Stop();
+  }
+}
+
+TEST_F(CyclonePeerTest, DdsperfIgnoresAPongWithoutItsUserData) {
+  RINGLAB_SKIP_IF_MISSING(
+      FindBinary("ddsperf", "apt-get install cyclonedds-tools").status());
+  START_OR_SKIP(pong, {.mode = "ddsperf-pong",
+                       .reliable = true,
+                       .duration_s = 8,
+                       .extra_args = {"--no-ddsperf-user-data"}});
+  absl::StatusOr<ProcessResult> ping =
+      RunDdsperf({.args = {"-D", "2", "-Qminmatch:1", "-Qinitwait:2", "ping"},
+                  .domain_id = domain_},
+                 absl::Seconds(15));
+  ASSERT_TRUE(ping.ok()) << ping.status();
+  EXPECT_EQ(ping->exit.code, 1) << ping->stdout_text;
+  EXPECT_NE(ping->stdout_text.find("too few matching participants"),
+            std::string::npos)
+      << ping->stdout_text;
+  EXPECT_TRUE(pong->MatchingLines("^PONG seq=").empty());
+}
+
 }  // namespace
 }  // namespace ringlab::testkit
