@@ -91,7 +91,7 @@ class Ddsperf(unittest.TestCase):
 class PeerRegistryEntries(unittest.TestCase):
     def test_entries_load_and_name_known_parsers(self):
         registry = load_registry()
-        for name in ("ddsperf",):
+        for name in ("ddsperf", "enet"):
             with self.subTest(name=name):
                 prog = registry[name]
                 self.assertEqual(prog.kind, "peer")
@@ -100,6 +100,27 @@ class PeerRegistryEntries(unittest.TestCase):
         dds = registry["ddsperf"]
         self.assertIn("lo", dds.get("env")["CYCLONEDDS_URI"])
         self.assertEqual(dds.get("param_args")["reliability"]["best-effort"], ["-u"])
+        enet = registry["enet"]
+        self.assertEqual(enet.protocols, ["rudp"])
+        self.assertIn("bulk", enet.modes)
+        self.assertIn("--loss={param:loss_pct}", enet.server)
+        self.assertIn("--loss={param:loss_pct}", enet.client)
+
+    def test_enet_json_reads_with_the_ringlab_json_parser(self):
+        path = tempdir(self) / "enet.json"
+        path.write_text(fixture("enet_pingpong.json"))
+        m = parsers.parse_ringlab_json("", "", path)
+        self.assertEqual(m["backend_effective"], "enet")
+        self.assertEqual(m["samples"], 2000)
+        r = m["rtt_us"]
+        self.assertTrue(0 < r["min"] <= r["p50"] <= r["p99"] <= r["p999"] <= r["max"])
+        self.assertIsNone(m["kernel_entries_per_msg"])
+        bulk_path = tempdir(self) / "bulk.json"
+        bulk_path.write_text(fixture("enet_bulk_download_loss5.json"))
+        b = parsers.parse_ringlab_json("", "", bulk_path)
+        self.assertIsNone(b["rtt_us"]["p50"])
+        self.assertGreater(b["program_result"]["bulk"]["goodput_mbit_s"], 0)
+        self.assertGreater(b["program_result"]["server"]["reliable_resends"], 0)
 
 
 @unittest.skipUnless(shutil.which("ddsperf"), "ddsperf not installed (cyclonedds-tools)")
@@ -134,6 +155,45 @@ params = { reliability = ["reliable", "best-effort"] }
         flags = {r["params"]["reliability"]: r["commands"]["client"] for r in records}
         self.assertIn("-u", flags["best-effort"])
         self.assertNotIn("-u", flags["reliable"])
+
+
+def _enet_binary():
+    build = os.environ.get("RINGLAB_BUILD_DIR")
+    path = runner.pathlib.Path(build) / "bench" / "ringlab_enet_bench" if build else None
+    return path if path and path.exists() else None
+
+
+@unittest.skipUnless(_enet_binary(), "ringlab_enet_bench not built in $RINGLAB_BUILD_DIR")
+class EnetThroughTheRunner(unittest.TestCase):
+    """The enet entry, end to end: our ENet program as server and client,
+    pinned with --cpu, loss as a parameter, parsed by ringlab_json."""
+
+    def test_pingpong_with_and_without_loss(self):
+        d = tempdir(self)
+        path = write_suite(d, """
+[suite]
+name = "enet-check"
+repetitions = 1
+[[matrix]]
+program = "enet"
+variants = ["default"]
+protocols = ["rudp"]
+payloads = [64]
+mode = "pingpong"
+samples = 2000
+warmup = 200
+params = { loss_pct = [0, 5] }
+""")
+        opts = runner.RunOptions(suite=str(path), results_root=d / "results", build=False,
+                                 binaries={"enet": str(_enet_binary())}, progress=None)
+        run, records = results.load(runner.run_suite(opts))
+        self.assertEqual([r["status"] for r in records], ["ok", "ok"],
+                         [r["reason"] for r in records])
+        by_loss = {r["params"]["loss_pct"]: r for r in records}
+        self.assertEqual(by_loss[0]["samples"], 2000)
+        self.assertIn("--loss=5", by_loss[5]["commands"]["client"])
+        self.assertGreater(
+            by_loss[5]["program_result"]["client"]["dropped_by_impairment"], 0)
 
 
 if __name__ == "__main__":
