@@ -7,7 +7,7 @@ import os
 import shutil
 import unittest
 
-from tests.helpers import FIXTURES, tempdir, write_suite
+from tests.helpers import EXPERIMENTS, FIXTURES, tempdir, write_suite
 from ringlab_exp import parsers, results, runner
 from ringlab_exp.suite import load_registry
 
@@ -194,6 +194,88 @@ params = { loss_pct = [0, 5] }
         self.assertIn("--loss=5", by_loss[5]["commands"]["client"])
         self.assertGreater(
             by_loss[5]["program_result"]["client"]["dropped_by_impairment"], 0)
+
+
+def mosquitto_block():
+    """The disabled mosquitto entry of registry.toml, uncommented."""
+    text = (EXPERIMENTS / "registry.toml").read_text()
+    block = text[text.index("# BEGIN mosquitto"):text.index("# END mosquitto")]
+    lines = block.splitlines()
+    first = next(i for i, ln in enumerate(lines) if ln.startswith("#[programs."))
+    return "\n".join(ln[1:] if ln.startswith("#") else ln for ln in lines[first:]) + "\n"
+
+
+FAKE_MQTT = FIXTURES / "fake_mqtt_bench.py"
+STAND_IN = f"""
+[programs.ringlab_mqtt_bench]
+kind = "ours"
+binary = "{FAKE_MQTT}"
+variants = ["default"]
+protocols = ["mqtt"]
+modes = ["pingpong"]
+pin = "none"
+port = "auto"
+ready = "listen"
+parser = "ringlab_json"
+rtt = "full"
+server = ["{{binary}}"]
+client = ["{{binary}}"]
+"""
+
+
+class MosquittoEntry(unittest.TestCase):
+    def test_the_registry_loads_without_it(self):
+        self.assertNotIn("mosquitto", load_registry())
+
+    def test_block_loads_once_the_client_exists(self):
+        path = tempdir(self) / "registry.toml"
+        path.write_text((EXPERIMENTS / "registry.toml").read_text() + STAND_IN +
+                        mosquitto_block())
+        prog = load_registry(path)["mosquitto"]
+        self.assertEqual(prog.protocols, ["mqtt"])
+        conf = prog.get("files")["mosquitto.conf"]
+        for line in ("listener {port} {server_host}", "set_tcp_nodelay true",
+                     "persistence false", "allow_anonymous true"):
+            self.assertIn(line + "\n", conf)
+
+    @unittest.skipUnless(shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto"),
+                         "mosquitto not installed")
+    def test_real_mosquitto_through_the_runner(self):
+        d = tempdir(self)
+        registry = d / "registry.toml"
+        registry.write_text((EXPERIMENTS / "registry.toml").read_text() + STAND_IN +
+                            mosquitto_block())
+        suite = write_suite(d, """
+[suite]
+name = "mosquitto-check"
+repetitions = 1
+[[matrix]]
+program = "mosquitto"
+variants = ["default"]
+protocols = ["mqtt"]
+payloads = [64]
+mode = "pingpong"
+samples = 300
+warmup = 30
+params = { qos = [0, 1] }
+""")
+        env_path = os.environ.get("PATH", "") + ":/usr/sbin"
+        opts = runner.RunOptions(suite=str(suite), results_root=d / "results", build=False,
+                                 registry_path=registry,
+                                 binaries={"ringlab_mqtt_bench": str(FAKE_MQTT)},
+                                 progress=None)
+        from unittest import mock
+        with mock.patch.dict(os.environ, {"PATH": env_path}):
+            run, records = results.load(runner.run_suite(opts))
+        self.assertEqual([r["status"] for r in records], ["ok", "ok"],
+                         [(r["reason"], r["stderr_tail"]) for r in records])
+        for r in records:
+            self.assertEqual(r["samples"], 300)
+            conf = runner.pathlib.Path(r["commands"]["files"]["mosquitto.conf"]).read_text()
+            self.assertIn("set_tcp_nodelay true\n", conf)
+            port = r["server_address"].rsplit(":", 1)[1]
+            self.assertIn(f"listener {port} 127.0.0.1\n", conf)
+            self.assertIn("--qos=%d" % r["params"]["qos"], r["commands"]["client"])
 
 
 if __name__ == "__main__":
