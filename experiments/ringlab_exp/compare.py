@@ -42,15 +42,17 @@ KEY_FIELDS = ("protocol", "payload_bytes", "connections", "mode", "rate_per_s", 
 # (record field, column title, which direction is better, is it a tail metric)
 METRICS = (("p50", "p50 RTT", "lower", False), ("p99", "p99 RTT", "lower", True),
            ("messages_per_s", "msg/s", "higher", False),
+           ("deliveries_per_s", "deliveries/s", "higher", False),
            ("goodput_bytes_per_s", "goodput B/s", "higher", False))
 # The anchor metric each metric is normalised by.
 ANCHOR_METRIC = {"p50": "p50", "p99": "p50", "messages_per_s": "messages_per_s",
-                 "goodput_bytes_per_s": "messages_per_s"}
+                 "deliveries_per_s": "messages_per_s", "goodput_bytes_per_s": "messages_per_s"}
 # Metrics that grow when the host is faster (normalising multiplies them by
 # the steadiness check's p50 instead of dividing).
-THROUGHPUT_METRICS = ("messages_per_s", "goodput_bytes_per_s")
-# Metrics a row carries only when one of its sides has them.
-OPTIONAL_METRICS = ("goodput_bytes_per_s",)
+THROUGHPUT_METRICS = ("messages_per_s", "deliveries_per_s", "goodput_bytes_per_s")
+# Metrics a row carries only when one of its sides has them (a fan-out's
+# deliveries, a bulk transfer's goodput).
+OPTIONAL_METRICS = ("deliveries_per_s", "goodput_bytes_per_s")
 
 
 class CompareError(ValueError):

@@ -411,6 +411,8 @@ def _registry_protocols(registry):
 TARGET_METRICS = ("p50", "p90", "p99", "p999", "max", "mean", "messages_per_s",
                   "cpu_us_per_msg", "server_cpu_us_per_msg", "kernel_entries_per_msg",
                   "server_kernel_entries_per_msg", "server_rss_kib_per_connection",
+                  # broker throughput (MQTT fan-in / fan-out)
+                  "deliveries_per_s", "connections_open",
                   # bulk transfers (the record's `bulk` object)
                   "goodput_bytes_per_s", "completion_s", "retransmission_ratio",
                   "spurious_retransmissions", "client_cpu_us_per_mb", "server_cpu_us_per_mb",
