@@ -136,7 +136,7 @@ def protocol_records():
                                        ("mosquitto", "default", 60.0)):
                 recs.append(proto_record(prog, variant, "mqtt", rep, p50=p50 * (1 + qos),
                                          params={"qos": qos}, server_cpu_us_per_msg=5.0))
-        for pattern, widths in (("fanin", (100, 1000)), ("fanout", (10, 100))):
+        for pattern, widths in (("fanin", (100, 1000)), ("fanout", (10, 100, 1000))):
             for n in widths:
                 for prog, variant, mps, cpu in (("ringlab_mqtt_broker", "epoll", 3e5, 3.0),
                                                 ("ringlab_mqtt_broker", "uring-fixed", 4e5, 2.0),

@@ -5,61 +5,21 @@ loss rate, and on fan-in throughput."""
 
 import unittest
 
-from tests.helpers import protocol_records, tempdir, write_suite
+from tests.helpers import EXPERIMENTS, protocol_records, tempdir, write_suite
 from ringlab_exp import report, targets
 from ringlab_exp.suite import load_registry, load_suite
 
-# Exactly the blocks experiments/README.md shows ("Targets for the protocol
-# modules"); the protocol helpers copy them into their suites.
-TARGETS = """
-[[target]]
-name = "DDS uring-fixed p50 <= 0.8x ddsperf (issue 7)"
-metric = "p50"
-a = { implementation = "ringlab_dds_pingpong:uring-fixed" }
-b = { implementation = "ddsperf:listener" }
-where = { protocol = "dds", payload_bytes = 64, mode = "pingpong", params.reliability = "reliable" }
-max = 0.8
 
-[[target]]
-name = "DDS p50 <= 1.10x raw UDP p50 of the same preset (issue 7)"
-metric = "p50"
-a = { program = "ringlab_dds_pingpong", protocol = "dds", params.reliability = "reliable" }
-b = { program = "ringlab_pingpong", protocol = "udp" }
-where = { payload_bytes = 64, mode = "pingpong", connections = 1 }
-max = 1.10
+def readme_targets():
+    """The [[target]] blocks experiments/README.md shows under "Targets for
+    the protocol modules" (the protocol helpers copy them into their
+    suites), so the documented examples are the tested ones."""
+    text = (EXPERIMENTS / "README.md").read_text()
+    part = text[text.index("## Targets for the protocol modules"):]
+    return part[part.index("```toml\n") + 8:part.index("```\n", part.index("```toml"))]
 
-[[target]]
-name = "goodput at 5% loss >= 2x ENet (issue 9)"
-metric = "goodput_bytes_per_s"
-a = { program = "ringlab_rudp_bench" }
-b = { implementation = "enet:default" }
-where = { mode = "bulk", params.loss_pct = 5 }
-min = 2.0
 
-[[target]]
-name = "fan-in msg/s at 1,000 connections >= 2x mosquitto (issue 8)"
-metric = "messages_per_s"
-a = { program = "ringlab_mqtt_broker" }
-b = { implementation = "mosquitto:default" }
-where = { mode = "burst", connections = 1000, params.pattern = "fanin" }
-min = 2.0
-
-[[target]]
-name = "fan-out deliveries/s at 1 -> 100 >= 2x mosquitto (issue 8)"
-metric = "deliveries_per_s"
-a = { implementation = "ringlab_mqtt_broker:uring-fixed" }
-b = { implementation = "mosquitto:default" }
-where = { mode = "burst", connections = 100, params.pattern = "fanout" }
-min = 2.0
-
-[[target]]
-name = "bulk kernel entries per MB, uring-fixed <= 0.5x epoll (issue 9)"
-metric = "client_kernel_entries_per_mb"
-a = { variant = "uring-fixed" }
-b = { variant = "epoll" }
-where = { protocol = "rudp", mode = "bulk" }
-max = 0.5
-"""
+TARGETS = readme_targets()
 
 SUITE = """
 [suite]
@@ -90,6 +50,7 @@ class ProtocolTargets(unittest.TestCase):
         self.assertEqual(t["a"], {"program": "ringlab_dds_pingpong", "protocol": "dds",
                                   "params.reliability": "reliable"})
         self.assertEqual(self.targets[2]["where"], {"mode": "bulk", "params.loss_pct": 5})
+        self.assertEqual(len(self.targets), 6)
 
     def test_dds_against_ddsperf(self):
         (row,) = self.rows_of("DDS uring-fixed")
@@ -149,6 +110,8 @@ class ProtocolTargets(unittest.TestCase):
         self.assertEqual(len(targets.evaluate([t], protocol_records())), 4)
 
     def test_bulk_metric_and_peer_without_it(self):
+        (t,) = [t for t in self.targets if t["name"].startswith("bulk kernel entries")]
+        self.assertEqual(t["metric"], "client_kernel_entries_per_mb")
         rows = self.rows_of("bulk kernel entries")
         self.assertEqual(len(rows), 8)          # 4 loss rates x 2 directions
         self.assertTrue(all(r["verdict"] == "met" for r in rows))
