@@ -33,6 +33,9 @@ REPO_DIR = EXPERIMENTS_DIR.parent
 RESULT_SCHEMA = schema.RECORD_SCHEMA_ID
 # The client's threads are sampled this long after it started (if it still runs).
 THREAD_SAMPLE_AFTER_S = 0.15
+# Extra time a client gets beyond its case's timeout_s before it is killed
+# (RunOptions.client_grace_s; tests shorten it).
+CLIENT_GRACE_S = 5.0
 
 
 @dataclasses.dataclass
@@ -47,6 +50,9 @@ class RunOptions:
     repetitions: int | None = None
     only: str | None = None                    # regex on case ids
     progress: object = sys.stderr
+    # A client still running timeout_s + client_grace_s after it started is
+    # killed (the case's timeout_s is what the client itself is told).
+    client_grace_s: float = CLIENT_GRACE_S
 
 
 def default_build_dir(repo_dir):
@@ -216,8 +222,10 @@ def pick_port(protocol, host="127.0.0.1"):
 # ---------------------------------------------------------------- one run
 
 class CaseRunner:
-    def __init__(self, suite, registry, binaries, sup, run_dir, run_id, machine_info, topo):
+    def __init__(self, suite, registry, binaries, sup, run_dir, run_id, machine_info, topo,
+                 client_grace_s=CLIENT_GRACE_S):
         self.suite, self.registry, self.binaries = suite, registry, binaries
+        self.client_grace_s = client_grace_s
         self.sup, self.run_dir, self.run_id = sup, run_dir, run_id
         self.machine, self.topo = machine_info, topo
         self.log_dir = run_dir / "logs"
@@ -430,12 +438,12 @@ class CaseRunner:
             code = client.wait(THREAD_SAMPLE_AFTER_S)
             if code is None:
                 rec["threads"]["client"] = procs.thread_placement(client.pid)
-                code = client.wait(case.timeout_s + 5)
+                code = client.wait(case.timeout_s + self.client_grace_s)
             rec["threads"]["server"] = procs.thread_placement(server.pid)
             if code is None:
                 client.stop(signal.SIGTERM, grace_s=2)
                 rec.update(status="failed", reason=f"client did not finish within "
-                           f"{case.timeout_s + 5:g} s; killed")
+                           f"{case.timeout_s + self.client_grace_s:g} s; killed")
                 rec["stderr_tail"] = procs.tail(client.stderr_text())
                 return
         finally:
@@ -880,7 +888,8 @@ def run_suite(opts, say=None):
                 else:
                     say(f"ringlab: namespaces {topo_ctx.server_ns} ({topo_ctx.server_ip}) and "
                         f"{topo_ctx.client_ns} ({topo_ctx.client_ip}) joined by a veth pair")
-            runner = CaseRunner(suite, registry, binaries, sup, run_dir, run_id, info, topo_ctx)
+            runner = CaseRunner(suite, registry, binaries, sup, run_dir, run_id, info, topo_ctx,
+                                client_grace_s=opts.client_grace_s)
             calibrator = Calibrator(suite, cal_binary, sup, run_dir / "logs") \
                 if suite.calibrate else None
             calibrated = False

@@ -7,7 +7,7 @@ import json
 import shutil
 import unittest
 
-from tests.helpers import make_record, protocol_records, tempdir
+from tests.helpers import FAKE, make_record, protocol_records, tempdir
 from ringlab_exp import protocols, report
 
 
@@ -119,6 +119,81 @@ class ProtocolSections(unittest.TestCase):
         part = summary[start:summary.index("\n### ", start + 4)]
         self.assertIn("| implementation | ok/reps | goodput MB/s |", part)
         self.assertNotIn("p50 µs", part)
+
+
+# A DDS program of ours as the RTPS helper registers it, played by the fake
+# ping-pong over UDP (it speaks the same client contract).
+DDS_ENTRY = f"""
+[programs.ringlab_dds_pingpong]
+kind = "ours"
+binary = "{FAKE}"
+variants = ["epoll", "uring-fixed"]
+protocols = ["dds"]
+modes = ["pingpong"]
+pin = "flag"
+pin_args = ["--cpu={{cpu}}"]
+port = "auto"
+ready = '^READY (?P<address>\\S+)\\s*$'
+parser = "ringlab_json"
+stop_signal = "SIGINT"
+rtt = "full"
+params = {{ reliability = ["reliable", "best-effort"] }}
+server = ["{{binary}}", "server", "--proto=udp", "--backend={{variant}}",
+          "--bind={{server_host}}:0", "{{server_pin}}"]
+client = ["{{binary}}", "client", "--proto=udp", "--backend={{variant}}",
+          "--server={{server_address}}", "--samples={{samples}}", "--warmup={{warmup}}",
+          "{{client_pin}}", "--json={{client_json}}"]
+"""
+
+DDS_SUITE = """
+[suite]
+name = "dds-check"
+repetitions = 2
+pause_s = 0
+calibrate = false
+[defaults]
+samples = 200
+warmup = 20
+[[matrix]]
+program = "ringlab_pingpong"
+variants = ["epoll", "uring-fixed"]
+protocols = ["udp"]
+[[matrix]]
+program = "ringlab_dds_pingpong"
+variants = ["epoll", "uring-fixed"]
+protocols = ["dds"]
+params = { reliability = ["reliable"] }
+[[target]]
+name = "DDS over raw UDP"
+metric = "p50"
+a = { program = "ringlab_dds_pingpong" }
+b = { program = "ringlab_pingpong", protocol = "udp" }
+max = 100
+"""
+
+
+class DdsSectionFromARun(unittest.TestCase):
+    def test_runner_records_fill_the_dds_table_and_the_target(self):
+        from ringlab_exp import results, runner, suite as suite_mod
+        from tests.helpers import write_suite
+        d = tempdir(self)
+        reg = d / "registry.toml"
+        reg.write_text(suite_mod.REGISTRY_PATH.read_text() + DDS_ENTRY)
+        opts = runner.RunOptions(suite=str(write_suite(d, DDS_SUITE)), results_root=d / "r",
+                                 build=False, registry_path=reg, progress=None,
+                                 binaries={"ringlab_pingpong": str(FAKE)})
+        run_dir = runner.run_suite(opts)
+        _, records = results.load(run_dir)
+        self.assertEqual({r["status"] for r in records}, {"ok"},
+                         [r["reason"] for r in records])
+        text = (run_dir / "report.md").read_text()
+        dds = section(text, "DDS")
+        for variant in ("epoll", "uring-fixed"):
+            ratio = cell(dds, "DDS / raw UDP p50", f"`ringlab_dds_pingpong:{variant}`")
+            self.assertRegex(ratio, r"^\**\d+\.\d\d")
+        targets = section(text, "Targets")
+        self.assertEqual(targets.count("| DDS over raw UDP |"), 2)   # one row per preset
+        self.assertIn("variant `uring-fixed`", targets)
 
 
 @unittest.skipUnless(shutil.which("gnuplot"), "gnuplot not installed")
