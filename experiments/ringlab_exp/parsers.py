@@ -7,7 +7,9 @@ exist) and returns a dict with these keys (None where the program cannot say):
     samples, lost, rtt_us {min mean p50 p90 p99 p999 max} (full round trips, µs),
     rtt_note, messages_per_s, cpu_us_per_msg, kernel_entries_per_msg,
     backend_effective, flags, total_messages (for CPU/message from rusage),
-    program_result (the program's own JSON, if any)
+    program_result (the program's own JSON, if any),
+    deliveries_per_s, connections_open (MQTT throughput modes), and bulk (a
+    bulk transfer's figures, see bulk_metrics)
 
 It raises ParseError with a human-readable reason when the output holds no
 result. Adding a peer (ddsperf, mosquitto, ENet) means adding one function and
@@ -30,7 +32,8 @@ def empty_metrics():
     return {"samples": None, "lost": None, "rtt_us": {k: None for k in RTT_KEYS},
             "rtt_note": None, "messages_per_s": None, "cpu_us_per_msg": None,
             "kernel_entries_per_msg": None, "backend_effective": None, "flags": None,
-            "total_messages": None, "program_result": None}
+            "total_messages": None, "program_result": None, "deliveries_per_s": None,
+            "connections_open": None, "bulk": None}
 
 
 def parse_ringlab_json(stdout, stderr, json_path):
@@ -55,6 +58,8 @@ def parse_ringlab_json(stdout, stderr, json_path):
         raise ParseError("no --json file and no RESULT line in the client output")
     if not isinstance(doc, dict) or "rtt_us" not in doc:
         raise ParseError("client JSON has no rtt_us object")
+    if doc.get("mode") == "bulk" and not isinstance(doc.get("bulk"), dict):
+        raise ParseError("client JSON says mode bulk but has no bulk object")
     m = empty_metrics()
     rtt = doc.get("rtt_us") or {}
     m["rtt_us"] = {k: _num(rtt.get(k)) for k in RTT_KEYS}
@@ -67,8 +72,81 @@ def parse_ringlab_json(stdout, stderr, json_path):
     m["flags"] = doc.get("backend_flags")
     note = doc.get("backend_note")
     m["rtt_note"] = f"backend note: {note}" if note else None
+    # Throughput modes of a broker bench (MQTT fan-in/fan-out): deliveries
+    # count each subscriber's copy; total_messages covers the whole run.
+    m["deliveries_per_s"] = _num(doc.get("deliveries_per_s"))
+    m["connections_open"] = _int(doc.get("connections_open"))
+    m["total_messages"] = _num(doc.get("total_messages"))
+    m["bulk"] = bulk_metrics(doc)
     m["program_result"] = doc
     return m
+
+
+# A bulk object's fields (experiments/README.md, "The bulk JSON"); MB = 1e6
+# bytes of application payload.
+BULK_FIELDS = ("direction", "bytes", "chunk_bytes", "completion_s", "goodput_bytes_per_s",
+               "receive_span_s", "retransmission_ratio", "spurious_retransmissions",
+               "client_cpu_us_per_mb", "client_cpu_source", "server_cpu_us_per_mb",
+               "server_cpu_source", "client_kernel_entries_per_mb",
+               "server_kernel_entries_per_mb")
+
+
+# Keys a bulk object must have (values may be null where SCHEMA.md allows).
+BULK_REQUIRED = ("direction", "bytes", "completion_s", "retransmission_ratio",
+                 "spurious_retransmissions", "client_cpu_us_per_mb")
+
+
+def bulk_metrics(doc):
+    """The record's `bulk` object from a client JSON's `bulk` section, or
+    None when there is none. Required there: `bytes` (application payload
+    delivered, > 0) and `completion_s` (> 0). `goodput_bytes_per_s` defaults
+    to bytes / completion_s. The server's CPU per MB comes from
+    `bulk.server_cpu_us_per_mb`, else from a top-level `server.cpu_us` (the
+    server's own CPU since the connection, which ringlab_enet_bench fetches
+    after the transfer); the runner fills what is still missing from the
+    server's timeline or rusage."""
+    b = doc.get("bulk")
+    if b is None:
+        return None
+    if not isinstance(b, dict):
+        raise ParseError("bulk: expected an object")
+    for key in BULK_REQUIRED:
+        if key not in b:
+            raise ParseError(f"bulk.{key}: missing (null if the program cannot say)")
+    nbytes, seconds = _num(b.get("bytes")), _num(b.get("completion_s"))
+    if not nbytes or nbytes <= 0:
+        raise ParseError("bulk.bytes: expected the number of payload bytes transferred (> 0)")
+    if not seconds or seconds <= 0:
+        raise ParseError("bulk.completion_s: expected the transfer's duration in s (> 0)")
+    direction = b.get("direction")
+    if direction not in ("upload", "download", None):
+        raise ParseError(f"bulk.direction: {direction!r}; expected upload or download")
+    mb = nbytes / 1e6
+    out = {k: None for k in BULK_FIELDS}
+    out.update({
+        "direction": direction, "bytes": int(nbytes), "chunk_bytes": _int(b.get("chunk_bytes")),
+        "completion_s": seconds,
+        "goodput_bytes_per_s": _num(b.get("goodput_bytes_per_s")) or nbytes / seconds,
+        "receive_span_s": _num(b.get("receive_span_s")),
+        "retransmission_ratio": _num(b.get("retransmission_ratio")),
+        "spurious_retransmissions": _int(b.get("spurious_retransmissions")),
+        "client_cpu_us_per_mb": _num(b.get("client_cpu_us_per_mb")),
+        "server_cpu_us_per_mb": _num(b.get("server_cpu_us_per_mb")),
+        "client_kernel_entries_per_mb": _num(b.get("client_kernel_entries_per_mb")),
+        "server_kernel_entries_per_mb": _num(b.get("server_kernel_entries_per_mb")),
+    })
+    if out["client_cpu_us_per_mb"] is not None:
+        out["client_cpu_source"] = "program (client, transfer)"
+    if out["server_cpu_us_per_mb"] is not None:
+        out["server_cpu_source"] = "program (bulk.server_cpu_us_per_mb)"
+    else:
+        server = doc.get("server")
+        cpu = _num(server.get("cpu_us")) if isinstance(server, dict) else None
+        if cpu is not None:
+            out["server_cpu_us_per_mb"] = cpu / mb
+            out["server_cpu_source"] = "program (server.cpu_us: the server's own CPU since " \
+                                       "the connection, fetched after the transfer)"
+    return out
 
 
 _SOCKPERF_PCT = {"p50": "50.000", "p90": "90.000", "p99": "99.000", "p999": "99.900"}
@@ -118,6 +196,95 @@ def parse_sockperf(stdout, stderr, json_path):
     return m
 
 
+# One per-second round-trip line of `ddsperf ping` (Cyclone DDS 0.10):
+#   [1459] 3.000  vm:1430 size 64 mean 37.184us min 12.348us 50% 36.350us
+#   90% 40.508us 99% 55.440us max 1865.598us cnt 13426
+# Values are half round trips. "sublat" lines (one-way, sub mode) do not match.
+_DDSPERF_LINE = re.compile(
+    r"^\[(?P<pid>\d+)\]\s+(?P<t>[\d.]+)\s+(?P<peer>\S+)\s+size (?P<size>\d+)"
+    r" mean (?P<mean>[\d.]+)us min (?P<min>[\d.]+)us 50% (?P<p50>[\d.]+)us"
+    r" 90% (?P<p90>[\d.]+)us 99% (?P<p99>[\d.]+)us max (?P<max>[\d.]+)us"
+    r" cnt (?P<cnt>\d+)\s*$", re.M)
+_DDSPERF_TIMEOUTS = re.compile(r"ping timed out \(total (\d+) times\)")
+_DDSPERF_ERROR = re.compile(r"^\[\d+\] error: .*$", re.M)
+
+
+def _weighted_median(pairs):
+    """Median of values weighted by counts: [(value, count), ...]."""
+    pairs = sorted(pairs)
+    total = sum(c for _, c in pairs)
+    seen = 0
+    for value, count in pairs:
+        seen += count
+        if 2 * seen >= total:
+            return value
+    return None
+
+
+def parse_ddsperf(stdout, stderr, json_path):
+    """`ddsperf ping` against `ddsperf pong`. ddsperf prints, once a second,
+    mean/min/50%/90%/99%/max of **half** round trips in µs and their count;
+    this returns full round trips (doubled). Seconds are combined: min and
+    max over all, the mean weighted by cnt, and each percentile as the
+    cnt-weighted median of the per-second values (ddsperf keeps no histogram
+    across seconds). With 3 or more seconds the first is dropped as warm-up
+    (discovery just finished, caches cold). ddsperf computes each second's
+    percentiles from at most its first 20000 round trips; it has no p99.9."""
+    text = _ANSI.sub("", stdout + "\n" + stderr)
+    lines = [m.groupdict() for m in _DDSPERF_LINE.finditer(text)]
+    if not lines:
+        errors = _DDSPERF_ERROR.findall(text)
+        raise ParseError("; ".join(e.split("] ", 1)[1] for e in errors) if errors else
+                         "no ddsperf round-trip lines ('... size S mean ... cnt N'): "
+                         "did ping match a pong within -Qinitwait?")
+    peers = sorted({ln["peer"] for ln in lines})
+    if len(peers) > 1:
+        raise ParseError(f"pongs from {len(peers)} ddsperf participants ({', '.join(peers)}): "
+                         "another ddsperf shares the domain; give each run its own -i")
+    lines.sort(key=lambda ln: float(ln["t"]))
+    total_all = sum(int(ln["cnt"]) for ln in lines)
+    dropped = 1 if len(lines) >= 3 else 0
+    kept = lines[dropped:]
+    times = [float(ln["t"]) for ln in lines]
+    # Each line covers the time since the previous one (ddsperf prints once a
+    # second, later when it wakes late); the first covers 1 s.
+    spans = [times[i] - times[i - 1] if i > 0 else min(1.0, times[0]) or 1.0
+             for i in range(dropped, len(lines))]
+    cnts = [int(ln["cnt"]) for ln in kept]
+    samples = sum(cnts)
+    if samples == 0:
+        raise ParseError("ddsperf reported no round trips")
+
+    def f(ln, key):
+        return float(ln[key])
+
+    m = empty_metrics()
+    m["samples"] = samples
+    m["rtt_us"] = {
+        "min": 2 * min(f(ln, "min") for ln in kept),
+        "max": 2 * max(f(ln, "max") for ln in kept),
+        "mean": 2 * sum(f(ln, "mean") * int(ln["cnt"]) for ln in kept) / samples,
+        "p50": 2 * _weighted_median([(f(ln, "p50"), int(ln["cnt"])) for ln in kept]),
+        "p90": 2 * _weighted_median([(f(ln, "p90"), int(ln["cnt"])) for ln in kept]),
+        "p99": 2 * _weighted_median([(f(ln, "p99"), int(ln["cnt"])) for ln in kept]),
+        "p999": None,
+    }
+    span = sum(spans)
+    m["messages_per_s"] = samples / span if span > 0 else None
+    m["total_messages"] = total_all
+    timeouts = [int(x) for x in _DDSPERF_TIMEOUTS.findall(text)]
+    m["lost"] = max(timeouts) if timeouts else 0
+    m["rtt_note"] = (f"ddsperf prints RTT/2; doubled. Over {len(kept)} s"
+                     + (" (first second dropped as warm-up)" if dropped else "")
+                     + "; percentiles are the cnt-weighted median of per-second values, "
+                       "each from at most 20000 round trips; no p99.9")
+    m["program_result"] = {"peer": peers[0], "size_bytes": int(lines[0]["size"]),
+                           "intervals": [{k: (float(v) if k not in ("peer", "pid") else v)
+                                          for k, v in ln.items()} for ln in lines],
+                           "dropped_intervals": dropped}
+    return m
+
+
 def _num(v):
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
@@ -129,4 +296,5 @@ def _int(v):
 PARSERS = {
     "ringlab_json": parse_ringlab_json,
     "sockperf": parse_sockperf,
+    "ddsperf": parse_ddsperf,
 }
