@@ -110,6 +110,18 @@ int Loop::SendTo(SocketId socket, BufferLease data, const Endpoint& to,
                  uint64_t tag) {
   return core_->SendTo(socket, std::move(data), to, tag);
 }
+int Loop::SendTo(SocketId socket, const SharedBuffer& payload,
+                 const Endpoint& to, std::span<const std::byte> header,
+                 uint64_t tag) {
+  return core_->SendShared(socket, payload, header, &to, tag);
+}
+int Loop::Send(SocketId socket, const SharedBuffer& payload,
+               std::span<const std::byte> header, uint64_t tag) {
+  return core_->SendShared(socket, payload, header, nullptr, tag);
+}
+SharedBuffer Loop::Share(BufferLease lease) {
+  return core_->Share(std::move(lease));
+}
 absl::StatusOr<SocketId> Loop::ListenTcp(const Endpoint& bind,
                                          SocketHandler* handler,
                                          const TcpOptions& options) {

@@ -71,6 +71,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 
 #include "absl/functional/any_invocable.h"
@@ -169,6 +170,10 @@ struct LoopOptions {
   // uring) and none on the provided-ring presets (the ring is their receive
   // budget).
   uint32_t receive_reserve_buffers = 0;
+  // Send descriptors (one per queued send, each with room for a header of
+  // up to Loop::kMaxSendHeaderBytes); 0 picks twice buffer_count, at least
+  // 1024. When they run out, Send() refuses with -EAGAIN like a full budget.
+  uint32_t send_ops = 0;
   // Pool buffers all send queues together may hold; 0 picks the pool minus
   // the receive reserve and the provided ring. Ring buffers (received
   // leases sent on, e.g. an echo) may fill at most a quarter of the ring in
@@ -235,6 +240,11 @@ struct TcpOptions {
 
 class Loop {
  public:
+  // Most bytes of per-send header Send()/SendTo() copy into a send
+  // descriptor (enough for an MQTT fixed header, topic, packet id and
+  // properties, or an RTPS header and submessage headers).
+  static constexpr size_t kMaxSendHeaderBytes = 512;
+
   // Probes the kernel, resolves `auto`, and builds the backend. Errors:
   // InvalidArgument for an unknown preset (the message lists valid ones);
   // FailedPrecondition / PermissionDenied / ResourceExhausted when the preset
@@ -253,6 +263,14 @@ class Loop {
   BufferPool& buffers();
   // An empty lease when the pool is exhausted (counted).
   BufferLease AcquireBuffer();
+  // Makes a payload shareable by many sends. A lease received on a
+  // provided-ring preset is first copied into a pool buffer (one copy per
+  // fan-out, counted in ring_buffers_copied_for_send), since every queue
+  // holding it would keep it from the ring. Empty if no buffer is free.
+  //
+  //   SharedBuffer payload = loop.Share(std::move(lease));
+  //   for (SocketId s : subscribers) loop.Send(s, payload, HeaderFor(s));
+  SharedBuffer Share(BufferLease lease);
 
   // --- UDP -------------------------------------------------------------------
   absl::StatusOr<SocketId> OpenUdp(const UdpOptions& options,
@@ -266,6 +284,12 @@ class Loop {
   // connected socket). Returns 0 or a negative errno.
   int SendTo(SocketId socket, BufferLease data, const Endpoint& to,
              uint64_t tag = 0);
+  // Fan-out: queues one datagram made of `header` (copied, at most
+  // kMaxSendHeaderBytes) followed by `payload`, without copying the payload:
+  // every send of one SharedBuffer uses the same pool buffer (RTPS to many
+  // locators). Both backends gather the two parts in one sendmsg.
+  int SendTo(SocketId socket, const SharedBuffer& payload, const Endpoint& to,
+             std::span<const std::byte> header = {}, uint64_t tag = 0);
 
   // --- TCP -------------------------------------------------------------------
   absl::StatusOr<SocketId> ListenTcp(const Endpoint& bind,
@@ -279,6 +303,13 @@ class Loop {
   // Queues `data` on the stream. Partial sends continue automatically; leases
   // complete in order. Returns 0 or a negative errno.
   int Send(SocketId socket, BufferLease data, uint64_t tag = 0);
+  // Fan-out on streams: `header` (copied; e.g. an MQTT PUBLISH's fixed
+  // header, topic and packet id, which differ per subscriber) followed by
+  // the shared `payload`, in one gathered send, without copying the payload.
+  // Either part may be empty (a header alone sends small messages with no
+  // pool buffer at all).
+  int Send(SocketId socket, const SharedBuffer& payload,
+           std::span<const std::byte> header = {}, uint64_t tag = 0);
   // Bytes queued on `socket` and not yet confirmed sent.
   size_t QueuedSendBytes(SocketId socket) const;
   // Half-close: sends FIN once all queued data is written.

@@ -347,21 +347,21 @@ class EpollBackend final : public LoopCore {
   }
 
   void FlushDatagrams(Socket& s) {
-    while (s.send_head != BufferPool::kNoBuffer && !s.want_write) {
+    while (s.send_head != kNoOp && !s.want_write) {
       int batch = 0;
-      for (uint32_t index = s.send_head;
-           index != BufferPool::kNoBuffer && batch < kUdpBatch;
-           index = pool->slot(index).next, ++batch) {
-        BufferPool::Slot& slot = pool->slot(index);
-        tx_iov_[batch].iov_base = pool->BufferAddress(index) + slot.data_offset;
-        tx_iov_[batch].iov_len = slot.size;
+      for (uint32_t index = s.send_head; index != kNoOp && batch < kUdpBatch;
+           index = op(index).next, ++batch) {
+        const SendOp& o = op(index);
         std::memset(&tx_msgs_[batch], 0, sizeof(mmsghdr));
-        tx_msgs_[batch].msg_hdr.msg_iov = &tx_iov_[batch];
-        tx_msgs_[batch].msg_hdr.msg_iovlen = 1;
+        // Header and payload gathered into one datagram (fan-out sends a
+        // shared payload behind a per-destination header).
+        tx_msgs_[batch].msg_hdr.msg_iov = tx_iov_[batch];
+        tx_msgs_[batch].msg_hdr.msg_iovlen =
+            static_cast<size_t>(AppendIov(o, tx_iov_[batch], 2));
         if (!s.connected) {
           tx_msgs_[batch].msg_hdr.msg_name =
-              const_cast<sockaddr*>(slot.destination.sockaddr());
-          tx_msgs_[batch].msg_hdr.msg_namelen = slot.destination.socklen();
+              const_cast<sockaddr*>(o.destination.sockaddr());
+          tx_msgs_[batch].msg_hdr.msg_namelen = o.destination.socklen();
         }
       }
       ++counters.socket_syscalls;
@@ -392,17 +392,14 @@ class EpollBackend final : public LoopCore {
 
   void FlushStream(Socket& s) {
     if (s.connecting || s.want_write || !s.connected) return;
-    while (s.send_head != BufferPool::kNoBuffer) {
+    while (s.send_head != kNoOp) {
       int count = 0;
       size_t requested = 0;
       for (uint32_t index = s.send_head;
-           index != BufferPool::kNoBuffer && count < kMaxGather;
-           index = pool->slot(index).next, ++count) {
-        BufferPool::Slot& slot = pool->slot(index);
-        s.send_iov[count].iov_base =
-            pool->BufferAddress(index) + slot.data_offset + slot.offset;
-        s.send_iov[count].iov_len = slot.size - slot.offset;
-        requested += slot.size - slot.offset;
+           index != kNoOp && count + 2 <= kMaxGather; index = op(index).next) {
+        const SendOp& o = op(index);
+        count += AppendIov(o, s.send_iov + count, kMaxGather - count);
+        requested += o.size() - o.sent;
       }
       msghdr msg{};
       msg.msg_iov = s.send_iov;
@@ -445,7 +442,7 @@ class EpollBackend final : public LoopCore {
   uint32_t rx_buffers_[kUdpBatch];
   int rx_ready_ = 0;  // rx_buffers_[0, rx_ready_) are leased and ready
   mmsghdr tx_msgs_[kUdpBatch];
-  iovec tx_iov_[kUdpBatch];
+  iovec tx_iov_[kUdpBatch][2];  // header, payload
 };
 
 }  // namespace

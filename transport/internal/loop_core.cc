@@ -97,6 +97,19 @@ absl::Status LoopCore::InitCore(const LoopOptions& options,
       options.buffer_count - receive_reserve_ - ring_buffers;
   if (send_budget_ == 0 || send_budget_ > sendable) send_budget_ = sendable;
   ring_send_limit_ = ring_buffers / 4;
+  // Send descriptors: enough for every pool buffer to be queued twice (a
+  // shared payload takes one per destination).
+  const uint32_t op_count =
+      options.send_ops != 0
+          ? options.send_ops
+          : std::max<uint32_t>(options.buffer_count * 2, 1024);
+  if (op_count >= (1u << 24)) {
+    return absl::InvalidArgumentError(
+        "LoopOptions::send_ops must be below 2^24 (16,777,216)");
+  }
+  ops_.resize(op_count);
+  free_ops_.reserve(op_count);
+  for (uint32_t i = op_count; i-- > 0;) free_ops_.push_back(i);
   info.receive_reserve_buffers = receive_reserve_;
   info.send_budget_buffers = send_budget_;
   const uint32_t max_sockets = options_.max_sockets;  // after FitFileLimit
@@ -427,19 +440,87 @@ int LoopCore::Refuse(Socket& s, bool budget) {
   return -EAGAIN;
 }
 
+uint32_t LoopCore::AllocOp() {
+  if (free_ops_.empty()) return kNoOp;
+  const uint32_t index = free_ops_.back();
+  free_ops_.pop_back();
+  SendOp& o = ops_[index];
+  o.next = kNoOp;
+  o.buffer = BufferPool::kNoBuffer;
+  o.payload_offset = 0;
+  o.payload_size = 0;
+  o.header_size = 0;
+  o.sent = 0;
+  o.tag = 0;
+  return index;
+}
+
+void LoopCore::FreeOp(uint32_t index) {
+  SendOp& o = ops_[index];
+  if (o.buffer != BufferPool::kNoBuffer) {
+    BufferPool::Slot& slot = pool->slot(o.buffer);
+    // The buffer leaves the send budget when no other queued send holds it
+    // (a shared payload counts once however many sockets it goes to).
+    if (--slot.send_refs == 0) {
+      if (slot.ring_owned != 0) {
+        --ring_send_held_;
+      } else {
+        --send_held_;
+      }
+    }
+    pool->Unref(o.buffer);
+    o.buffer = BufferPool::kNoBuffer;
+  }
+  free_ops_.push_back(index);
+}
+
 // Backpressure (issue 6, fault 7): a socket's queue holds at most its limit
-// (a lease larger than the limit is taken when the queue is empty, so it can
+// (a send larger than the limit is taken when the queue is empty, so it can
 // always make progress), and all send queues together at most the send
-// budget, so a peer that stops reading cannot take the buffers receives and
-// other sockets need. A refused lease is released; OnWritable follows.
+// budget of pool buffers and the send descriptors, so a peer that stops
+// reading cannot take the buffers receives and other sockets need. A refused
+// op is freed (its payload reference dropped); OnWritable follows.
+int LoopCore::QueueOp(Socket& s, uint32_t index) {
+  SendOp& o = ops_[index];
+  if (s.send_bytes > 0 && s.send_bytes + o.size() > s.send_limit) {
+    FreeOp(index);
+    return Refuse(s, /*budget=*/false);
+  }
+  if (o.buffer != BufferPool::kNoBuffer) {
+    BufferPool::Slot& slot = pool->slot(o.buffer);
+    if (slot.send_refs == 0) {
+      // First send of this buffer: it enters the budget.
+      const bool ring = slot.ring_owned != 0;
+      if (ring ? ring_send_held_ >= ring_send_limit_
+               : send_held_ >= send_budget_) {
+        FreeOp(index);
+        return Refuse(s, /*budget=*/true);
+      }
+      if (ring) {
+        ++ring_send_held_;
+      } else {
+        ++send_held_;
+      }
+    }
+    ++slot.send_refs;
+  }
+  if (s.send_tail == kNoOp) {
+    s.send_head = index;
+  } else {
+    ops_[s.send_tail].next = index;
+  }
+  s.send_tail = index;
+  ++s.send_queued;
+  s.send_bytes += o.size();
+  MarkDirty(s);
+  return 0;
+}
+
 int LoopCore::Enqueue(Socket& s, BufferLease data, uint64_t tag,
                       const Endpoint* to) {
   if (!data.valid()) return -EINVAL;
-  if (s.send_bytes > 0 && s.send_bytes + data.size() > s.send_limit) {
-    return Refuse(s, /*budget=*/false);
-  }
-  bool ring = pool->slot(data.index()).ring_owned != 0;
-  if (ring && ring_send_held_ >= ring_send_limit_) {
+  if (pool->slot(data.index()).ring_owned != 0 &&
+      ring_send_held_ >= ring_send_limit_) {
     // A received buffer from the provided ring: queued for long, it would
     // starve every socket's receives. Past a quarter of the ring, send a
     // copy and hand the ring buffer back now.
@@ -449,46 +530,85 @@ int LoopCore::Enqueue(Socket& s, BufferLease data, uint64_t tag,
     std::memcpy(copy.data(), data.data(), data.size());
     copy.set_size(data.size());
     data = std::move(copy);  // the ring buffer goes back to the ring
-    ring = false;
     ++counters.ring_buffers_copied_for_send;
-  } else if (!ring && send_held_ >= send_budget_) {
-    return Refuse(s, /*budget=*/true);
   }
-  const uint32_t index = BufferPool::Detach(data);
-  BufferPool::Slot& slot = pool->slot(index);
-  slot.offset = 0;
-  slot.tag = tag;
-  slot.next = BufferPool::kNoBuffer;
-  slot.in_send = 1;
-  if (ring) {
-    ++ring_send_held_;
-  } else {
-    ++send_held_;
-  }
-  if (to != nullptr) slot.destination = *to;
-  if (s.send_tail == BufferPool::kNoBuffer) {
-    s.send_head = index;
-  } else {
-    pool->slot(s.send_tail).next = index;
-  }
-  s.send_tail = index;
-  ++s.send_queued;
-  s.send_bytes += slot.size;
-  MarkDirty(s);
-  return 0;
+  const uint32_t index = AllocOp();
+  if (index == kNoOp) return Refuse(s, /*budget=*/true);
+  SendOp& o = ops_[index];
+  o.payload_size = static_cast<uint32_t>(data.size());
+  o.buffer = BufferPool::Detach(data);
+  o.payload_offset = pool->slot(o.buffer).data_offset;
+  pool->slot(o.buffer).refs = 1;  // the op's reference
+  o.tag = tag;
+  if (to != nullptr) o.destination = *to;
+  return QueueOp(s, index);
 }
 
-void LoopCore::ReleaseSent(uint32_t index) {
-  BufferPool::Slot& slot = pool->slot(index);
-  if (slot.in_send != 0) {
-    slot.in_send = 0;
-    if (slot.ring_owned != 0) {
-      --ring_send_held_;
-    } else {
-      --send_held_;
-    }
+SharedBuffer LoopCore::Share(BufferLease lease) {
+  if (!lease.valid()) return SharedBuffer();
+  if (pool->slot(lease.index()).ring_owned != 0) {
+    // A ring buffer fanned out would be held by every queue it goes to:
+    // one copy into a pool buffer keeps the ring for receives.
+    BufferLease copy = AcquireForSend();
+    if (!copy.valid()) return SharedBuffer();
+    std::memcpy(copy.data(), lease.data(), lease.size());
+    copy.set_size(lease.size());
+    ++counters.ring_buffers_copied_for_send;
+    return pool->Share(std::move(copy));
   }
-  pool->ReleaseIndex(index);
+  return pool->Share(std::move(lease));
+}
+
+int LoopCore::SendShared(SocketId id, const SharedBuffer& payload,
+                         std::span<const std::byte> header, const Endpoint* to,
+                         uint64_t tag) {
+  Socket* s = Lookup(id);
+  const SocketKind kind =
+      to != nullptr ? SocketKind::kUdp : SocketKind::kStream;
+  if (s == nullptr || s->kind != kind) return -EBADF;
+  if (s->closing) return -ECANCELED;
+  if (header.size() > Loop::kMaxSendHeaderBytes) return -EMSGSIZE;
+  if (!payload.valid() && header.empty()) return -EINVAL;
+  if (to != nullptr) {
+    if (!s->connected && !to->valid()) return -EDESTADDRREQ;
+  } else {
+    if (s->shutdown_requested) return -EPIPE;
+    if (s->write_error != 0) return s->write_error;
+    if (!s->connected && !s->connecting) return -ENOTCONN;
+  }
+  const uint32_t index = AllocOp();
+  if (index == kNoOp) return Refuse(*s, /*budget=*/true);
+  SendOp& o = ops_[index];
+  if (!header.empty()) {
+    std::memcpy(o.header, header.data(), header.size());
+    o.header_size = static_cast<uint32_t>(header.size());
+  }
+  if (payload.valid()) {
+    o.buffer = payload.index();
+    o.payload_offset = payload.offset();
+    o.payload_size = static_cast<uint32_t>(payload.size());
+    pool->AddRef(o.buffer);
+  }
+  o.tag = tag;
+  if (to != nullptr) o.destination = *to;
+  return QueueOp(*s, index);
+}
+
+int LoopCore::AppendIov(const SendOp& o, iovec* iov, int max) const {
+  int n = 0;
+  if (o.sent < o.header_size && n < max) {
+    iov[n].iov_base = const_cast<std::byte*>(o.header) + o.sent;
+    iov[n].iov_len = o.header_size - o.sent;
+    ++n;
+  }
+  const uint32_t payload_sent =
+      o.sent > o.header_size ? o.sent - o.header_size : 0;
+  if (o.payload_size > payload_sent && n < max) {
+    iov[n].iov_base = PayloadOf(o) + payload_sent;
+    iov[n].iov_len = o.payload_size - payload_sent;
+    ++n;
+  }
+  return n;
 }
 
 // Called at the end of each iteration: refused sockets hear OnWritable once
@@ -574,64 +694,60 @@ void LoopCore::MarkReadReady(Socket& s) {
 
 void LoopCore::ConsumeStreamSent(Socket& s, size_t bytes) {
   s.send_bytes -= bytes < s.send_bytes ? bytes : s.send_bytes;
-  while (s.send_head != BufferPool::kNoBuffer) {
+  while (s.send_head != kNoOp) {
     const uint32_t index = s.send_head;
-    BufferPool::Slot& slot = pool->slot(index);
-    const size_t left = slot.size - slot.offset;
+    SendOp& o = ops_[index];
+    const size_t left = o.size() - o.sent;
     if (bytes < left) {
-      // The kernel took only part of this buffer: remember where to resume.
-      slot.offset += static_cast<uint32_t>(bytes);
+      // The kernel took only part of this send: remember where to resume.
+      o.sent += static_cast<uint32_t>(bytes);
       if (bytes > 0) ++counters.send_partial;
       return;
     }
     bytes -= left;
-    s.send_head = slot.next;
-    if (s.send_head == BufferPool::kNoBuffer) {
-      s.send_tail = BufferPool::kNoBuffer;
-    }
+    s.send_head = o.next;
+    if (s.send_head == kNoOp) s.send_tail = kNoOp;
     --s.send_queued;
-    const int size = static_cast<int>(slot.size);
-    const uint64_t tag = slot.tag;
-    ReleaseSent(index);
+    const int size = static_cast<int>(o.size());
+    const uint64_t tag = o.tag;
+    FreeOp(index);
     if (!s.closing) s.handler->OnSendComplete(IdOf(s), size, tag);
   }
 }
 
 uint32_t LoopCore::PopDatagram(Socket& s) {
   const uint32_t index = s.send_head;
-  if (index == BufferPool::kNoBuffer) return index;
-  BufferPool::Slot& slot = pool->slot(index);
-  s.send_head = slot.next;
-  if (s.send_head == BufferPool::kNoBuffer) s.send_tail = BufferPool::kNoBuffer;
+  if (index == kNoOp) return index;
+  SendOp& o = ops_[index];
+  s.send_head = o.next;
+  if (s.send_head == kNoOp) s.send_tail = kNoOp;
   --s.send_queued;
-  s.send_bytes -= slot.size;
+  s.send_bytes -= o.size();
   return index;
 }
 
-void LoopCore::CompleteDatagram(Socket& s, uint32_t buffer, int result) {
-  const uint64_t tag = pool->slot(buffer).tag;
+void LoopCore::CompleteDatagram(Socket& s, uint32_t index, int result) {
+  const uint64_t tag = ops_[index].tag;
   if (result >= 0) {
     ++counters.datagrams_sent;
     counters.bytes_sent += static_cast<uint64_t>(result);
   }
-  ReleaseSent(buffer);
+  FreeOp(index);
   if (!s.closing || result < 0) s.handler->OnSendComplete(IdOf(s), result, tag);
 }
 
 void LoopCore::FailQueuedSends(Socket& s, int error) {
   // Detach the whole queue first: a completion callback may Send() again
-  // (to this socket or another), and must find a consistent, empty queue
-  // rather than one whose tail points at a buffer already released.
+  // (to this socket or another), and must find a consistent, empty queue.
   uint32_t index = s.send_head;
-  s.send_head = BufferPool::kNoBuffer;
-  s.send_tail = BufferPool::kNoBuffer;
+  s.send_head = kNoOp;
+  s.send_tail = kNoOp;
   s.send_queued = 0;
   s.send_bytes = 0;
-  while (index != BufferPool::kNoBuffer) {
-    BufferPool::Slot& slot = pool->slot(index);
-    const uint32_t next = slot.next;
-    const uint64_t tag = slot.tag;
-    ReleaseSent(index);
+  while (index != kNoOp) {
+    const uint32_t next = ops_[index].next;
+    const uint64_t tag = ops_[index].tag;
+    FreeOp(index);
     s.handler->OnSendComplete(IdOf(s), error, tag);
     index = next;
   }
@@ -715,7 +831,7 @@ void LoopCore::DeliverConnect(Socket& s, int result) {
   if (s.closing) return;
   if (result == 0) {
     ArmReceive(s);
-    if (s.send_head != BufferPool::kNoBuffer || s.shutdown_requested) {
+    if (s.send_head != kNoOp || s.shutdown_requested) {
       MarkDirty(s);
     }
   } else {

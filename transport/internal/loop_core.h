@@ -9,8 +9,9 @@
 // Invariants the backends rely on:
 //  - A socket's slot is not reused until every operation the backend started
 //    on it has completed (`ops_in_flight == 0`) and FinishClose() ran.
-//  - Send queues are intrusive lists through BufferPool::Slot::next, so
-//    queueing never allocates.
+//  - Send queues are intrusive lists of SendOps (a fixed array allocated at
+//    setup), so queueing never allocates. An op holds a reference on its
+//    payload buffer; several ops may share one buffer (fan-out).
 //  - No handler callback runs for a socket after Close() except send
 //    completions with -ECANCELED and the final OnClosed().
 #ifndef RINGLAB_TRANSPORT_INTERNAL_LOOP_CORE_H_
@@ -31,8 +32,29 @@ namespace ringlab::transport::internal {
 
 enum class SocketKind : uint8_t { kFree, kUdp, kListener, kStream };
 
-// Most buffers gathered into one stream sendmsg / one sendmmsg batch.
-inline constexpr int kMaxGather = 16;
+// Most iovecs gathered into one stream sendmsg (a send contributes up to
+// two: its header and its payload).
+inline constexpr int kMaxGather = 32;
+inline constexpr uint32_t kNoOp = 0xffffffffu;
+
+// One queued send: up to Loop::kMaxSendHeaderBytes of header copied inline,
+// then an optional payload in a pool buffer on which the op holds one
+// reference. Lives in LoopCore::ops_; linked into its socket's queue.
+struct SendOp {
+  uint32_t next = kNoOp;
+  uint32_t buffer = BufferPool::kNoBuffer;  // payload, or none
+  uint32_t payload_offset = 0;              // into the buffer
+  uint32_t payload_size = 0;
+  uint32_t header_size = 0;
+  uint32_t sent = 0;  // stream: bytes of header + payload already written
+  uint64_t tag = 0;
+  Endpoint destination;  // datagrams on unconnected sockets
+  // io_uring datagram sendmsg storage: the kernel reads it while in flight.
+  msghdr msg{};
+  iovec iov[2]{};
+  alignas(8) std::byte header[Loop::kMaxSendHeaderBytes];
+  uint32_t size() const { return header_size + payload_size; }
+};
 // Fairness (epoll): most reads one socket gets per loop iteration before the
 // others have their turn; a socket with more to read waits on the ready list
 // for the next iteration.
@@ -81,11 +103,11 @@ struct Socket {
   bool accept_paused = false;
   Duration accept_backoff{0};
   Timestamp accept_retry_at;
-  // Send queue: buffer indices linked through BufferPool::Slot::next.
-  uint32_t send_head = BufferPool::kNoBuffer;
-  uint32_t send_tail = BufferPool::kNoBuffer;
-  uint32_t send_queued = 0;  // buffers in the queue (stream: incl.
-                             // the in-flight head; UDP: unsubmitted)
+  // Send queue: SendOp indices linked through SendOp::next.
+  uint32_t send_head = kNoOp;
+  uint32_t send_tail = kNoOp;
+  uint32_t send_queued = 0;  // ops in the queue (stream: incl. the
+                             // in-flight head; UDP: unsubmitted)
   size_t send_bytes = 0;     // unsent bytes across the queue
   // Plain (non-provided) receive: the buffer the armed receive fills.
   uint32_t receive_buffer = BufferPool::kNoBuffer;
@@ -115,6 +137,10 @@ class LoopCore {
   absl::Status Multicast(SocketId id, const Endpoint& group,
                          const Endpoint& interface_address, bool join);
   int SendTo(SocketId id, BufferLease data, const Endpoint& to, uint64_t tag);
+  int SendShared(SocketId id, const SharedBuffer& payload,
+                 std::span<const std::byte> header, const Endpoint* to,
+                 uint64_t tag);
+  SharedBuffer Share(BufferLease lease);
   absl::StatusOr<SocketId> ListenTcp(const Endpoint& bind,
                                      SocketHandler* handler,
                                      const TcpOptions& options);
@@ -208,12 +234,21 @@ class LoopCore {
   // A listener accepted `fd`; creates the socket, asks the handler, arms it.
   void DeliverAccept(Socket& listener, int fd, const sockaddr* addr,
                      socklen_t len);
-  // Stream: `bytes` of the queue head were written. Completes whole buffers.
+  // Stream: `bytes` of the queue head were written. Completes whole sends.
   void ConsumeStreamSent(Socket& s, size_t bytes);
-  // Pops the head of a UDP queue (to hand it to the kernel).
+  // Pops the head of a UDP queue (to hand it to the kernel); kNoOp if none.
   uint32_t PopDatagram(Socket& s);
-  // A datagram the kernel took finished: callback, then release.
-  void CompleteDatagram(Socket& s, uint32_t buffer, int result);
+  // A datagram the kernel took finished: release, then callback.
+  void CompleteDatagram(Socket& s, uint32_t op, int result);
+  // The queued send `index` (see SendOp).
+  SendOp& op(uint32_t index) { return ops_[index]; }
+  // Where a send's payload bytes start.
+  std::byte* PayloadOf(const SendOp& op) const {
+    return pool->BufferAddress(op.buffer) + op.payload_offset;
+  }
+  // Fills `iov` (room for `max` entries) with the unsent part of `op`;
+  // returns how many it used.
+  int AppendIov(const SendOp& op, iovec* iov, int max) const;
   // Completes every queued send with `error` (close / reset). Callbacks may
   // queue new sends meanwhile.
   void FailQueuedSends(Socket& s, int error);
@@ -227,9 +262,9 @@ class LoopCore {
   // `s` has more to read but used its budget for this iteration: it is read
   // again at the start of the next one, and that iteration does not sleep.
   void MarkReadReady(Socket& s);
-  // A buffer leaves a send queue for good: out of its budget, back to its
-  // owner.
-  void ReleaseSent(uint32_t index);
+  // A send is done (or failed): drops its payload reference (out of the
+  // send budget when no other send holds the buffer) and frees the op.
+  void FreeOp(uint32_t index);
   // AcquireBuffer(): honours the receive reserve.
  public:
   BufferLease AcquireForSend();
@@ -257,6 +292,9 @@ class LoopCore {
   uint32_t send_held_ = 0;
   uint32_t ring_send_limit_ = 0;
   uint32_t ring_send_held_ = 0;
+  // Send descriptors: a fixed array and a free list (LoopOptions::send_ops).
+  std::vector<SendOp> ops_;
+  std::vector<uint32_t> free_ops_;
   std::vector<uint32_t> closing_;  // slots closing, not yet finished
   std::vector<uint32_t> scratch_;  // reused while walking the lists above
 
@@ -271,6 +309,10 @@ class LoopCore {
   void NotifyWritable();
   void CheckDeadStreams();
   int Refuse(Socket& s, bool budget);
+  // Queues `op` on `s` after the limit and budget checks (refusing frees
+  // it). `payload_buffer` is the pool buffer it references, or kNoBuffer.
+  int QueueOp(Socket& s, uint32_t op_index);
+  uint32_t AllocOp();
   void SetSendLimits(Socket& s, size_t limit, size_t low_water);
   int Enqueue(Socket& s, BufferLease data, uint64_t tag, const Endpoint* to);
 

@@ -49,7 +49,7 @@ enum Op : uint8_t {
   kOpRecvConnected,  // connected UDP, multishot recv: no recvmsg header
   kOpStreamSend,     // one stream send / sendmsg / write_fixed
   kOpStreamSendZc,   // SEND_ZC on a stream: result CQE, then a notification
-  kOpDatagramSend,   // one datagram; buffer index in the middle field
+  kOpDatagramSend,   // one datagram; its SendOp index in the middle field
   kOpAccept,
   kOpConnect,
   kOpShutdown,
@@ -170,7 +170,6 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       absl::Status s = SetUpBufferRing();
       if (!s.ok()) return s;
     }
-    tx_ops_.resize(pool->buffer_count());
     send_with_address_ = ProbeCapabilities().send_with_address;
     ArmWakeup();
     return absl::OkStatus();
@@ -317,7 +316,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
 
   void FlushSends(Socket& s) override {
     if (s.kind == SocketKind::kUdp) {
-      while (s.send_head != BufferPool::kNoBuffer && SubmitDatagram(s)) {
+      while (s.send_head != kNoOp && SubmitDatagram(s)) {
       }
     } else if (s.kind == SocketKind::kStream) {
       SubmitStream(s);
@@ -661,38 +660,49 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       return false;
     }
     const uint32_t index = PopDatagram(s);
-    BufferPool::Slot& slot = pool->slot(index);
-    std::byte* data = pool->BufferAddress(index) + slot.data_offset;
-    if (s.connected && info.flags.registered_buffers) {
-      // A write on a connected datagram socket sends one datagram. Unlike a
-      // stream write it cannot raise SIGPIPE: UDP never reports EPIPE.
-      io_uring_prep_write_fixed(sqe, FdFor(s), data, slot.size, 0, 0);
-    } else if (s.connected) {
-      io_uring_prep_send(sqe, FdFor(s), data, slot.size, MSG_NOSIGNAL);
-    } else if (send_with_address_) {
-      io_uring_prep_send(sqe, FdFor(s), data, slot.size, MSG_NOSIGNAL);
-      io_uring_prep_send_set_addr(
-          sqe, slot.destination.sockaddr(),
-          static_cast<uint16_t>(slot.destination.socklen()));
+    SendOp& o = op(index);
+    if (o.header_size == 0 && o.payload_size > 0) {
+      // One contiguous payload: the cheap single-buffer forms.
+      std::byte* data = PayloadOf(o);
+      if (s.connected && info.flags.registered_buffers) {
+        // A write on a connected datagram socket sends one datagram. Unlike
+        // a stream write it cannot raise SIGPIPE: UDP never reports EPIPE.
+        io_uring_prep_write_fixed(sqe, FdFor(s), data, o.payload_size, 0, 0);
+      } else if (s.connected) {
+        io_uring_prep_send(sqe, FdFor(s), data, o.payload_size, MSG_NOSIGNAL);
+      } else if (send_with_address_) {
+        io_uring_prep_send(sqe, FdFor(s), data, o.payload_size, MSG_NOSIGNAL);
+        io_uring_prep_send_set_addr(
+            sqe, o.destination.sockaddr(),
+            static_cast<uint16_t>(o.destination.socklen()));
+      } else {
+        PrepareDatagramMsg(s, o);
+        io_uring_prep_sendmsg(sqe, FdFor(s), &o.msg, MSG_NOSIGNAL);
+      }
     } else {
-      TxOp& op = tx_ops_[index];
-      op.iov.iov_base = data;
-      op.iov.iov_len = slot.size;
-      std::memset(&op.msg, 0, sizeof(op.msg));
-      op.msg.msg_iov = &op.iov;
-      op.msg.msg_iovlen = 1;
-      op.msg.msg_name = const_cast<sockaddr*>(slot.destination.sockaddr());
-      op.msg.msg_namelen = slot.destination.socklen();
-      io_uring_prep_sendmsg(sqe, FdFor(s), &op.msg, MSG_NOSIGNAL);
+      // Header + shared payload (fan-out), or a header alone: gathered by
+      // sendmsg from the op's own msghdr, which lives as long as the op.
+      PrepareDatagramMsg(s, o);
+      io_uring_prep_sendmsg(sqe, FdFor(s), &o.msg, MSG_NOSIGNAL);
     }
     Finish(sqe, s, Encode(kOpDatagramSend, index, IdOf(s).value));
     ++datagram_cqes_expected_;
     return true;
   }
 
+  void PrepareDatagramMsg(const Socket& s, SendOp& o) {
+    std::memset(&o.msg, 0, sizeof(o.msg));
+    o.msg.msg_iov = o.iov;
+    o.msg.msg_iovlen = static_cast<size_t>(AppendIov(o, o.iov, 2));
+    if (!s.connected) {
+      o.msg.msg_name = const_cast<sockaddr*>(o.destination.sockaddr());
+      o.msg.msg_namelen = o.destination.socklen();
+    }
+  }
+
   void SubmitStream(Socket& s) {
     if (s.send_in_flight || s.connecting || !s.connected) return;
-    if (s.send_head == BufferPool::kNoBuffer) {
+    if (s.send_head == kNoOp) {
       if (s.shutdown_requested && !s.shutdown_done) {
         io_uring_sqe* sqe = GetSqe();
         if (sqe == nullptr) {
@@ -706,17 +716,17 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       return;
     }
     // One send in flight per stream keeps completions in order; it gathers
-    // everything queued (up to kMaxGather buffers) so batching is not lost.
+    // everything queued (up to kMaxGather iovecs: each send gives its
+    // header and its payload) so batching is not lost.
     int count = 0;
     size_t total_bytes = 0;
+    bool headers = false;
     for (uint32_t index = s.send_head;
-         index != BufferPool::kNoBuffer && count < kMaxGather;
-         index = pool->slot(index).next, ++count) {
-      BufferPool::Slot& slot = pool->slot(index);
-      s.send_iov[count].iov_base =
-          pool->BufferAddress(index) + slot.data_offset + slot.offset;
-      s.send_iov[count].iov_len = slot.size - slot.offset;
-      total_bytes += s.send_iov[count].iov_len;
+         index != kNoOp && count + 2 <= kMaxGather; index = op(index).next) {
+      const SendOp& o = op(index);
+      headers = headers || o.sent < o.header_size;
+      count += AppendIov(o, s.send_iov + count, kMaxGather - count);
+      total_bytes += o.size() - o.sent;
     }
     // Zero-copy pays a page-pinning and notification cost per send, so it
     // only applies above the threshold (on loopback the kernel copies anyway
@@ -732,7 +742,8 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     if (count == 1) {
       void* data = s.send_iov[0].iov_base;
       const size_t len = s.send_iov[0].iov_len;
-      if (zero_copy && info.flags.registered_buffers) {
+      if (zero_copy && info.flags.registered_buffers && !headers) {
+        // The one iovec is a payload in the registered pool.
         io_uring_prep_send_zc_fixed(sqe, FdFor(s), data, len, MSG_NOSIGNAL, 0,
                                     0);
       } else if (zero_copy) {
@@ -841,7 +852,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
         break;
       case kOpDatagramSend:
         --s->ops_in_flight;
-        CompleteDatagram(*s, DecodeBuffer(user_data), res);
+        CompleteDatagram(*s, DecodeBuffer(user_data), res);  // the op index
         break;
       case kOpAccept:
         OnAccept(*s, res, more);
@@ -1082,11 +1093,6 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     return absl::OkStatus();
   }
 
-  struct TxOp {
-    msghdr msg;
-    iovec iov;
-  };
-
   io_uring ring_{};
   bool ring_ready_ = false;
   uint64_t memlock_charged_ = 0;    // this Loop's share of MemlockCharge
@@ -1102,7 +1108,6 @@ class UringBackend final : public LoopCore, public BufferRecycler {
   // What the next enter submits, for wait batching.
   uint32_t datagram_cqes_expected_ = 0;
   bool stream_send_submitted_ = false;
-  std::vector<TxOp> tx_ops_;  // per buffer: sendmsg storage for datagrams
 };
 
 }  // namespace
