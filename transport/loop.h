@@ -312,6 +312,18 @@ class Loop {
            std::span<const std::byte> header = {}, uint64_t tag = 0);
   // Bytes queued on `socket` and not yet confirmed sent.
   size_t QueuedSendBytes(SocketId socket) const;
+  // Receive-side backpressure (streams and UDP sockets): while paused the
+  // Loop reads nothing from the socket, so TCP's flow control pushes back on
+  // the peer instead of the Loop reading data it cannot forward (an echo or
+  // a broker whose sends to that peer are refused). A receive the kernel
+  // already had under way may still complete and be delivered (at most one
+  // datagram or buffer on plain uring, where the armed receive fills as data
+  // arrives). Returns 0 or -EBADF / -ECANCELED.
+  //
+  //   if (loop.Send(s, std::move(lease)) == -EAGAIN) loop.PauseReceive(s);
+  //   void OnWritable(SocketId s) override { loop.ResumeReceive(s); }
+  int PauseReceive(SocketId socket);
+  int ResumeReceive(SocketId socket);
   // Half-close: sends FIN once all queued data is written.
   absl::Status ShutdownWrite(SocketId socket);
 
@@ -325,17 +337,30 @@ class Loop {
   size_t open_sockets() const;
 
   // --- Timers ----------------------------------------------------------------
-  // Fires at `deadline`, then every `period` if period > 0. Returns an id
-  // (never 0) for CancelTimer(). Memory: the timer queue grows to the most
-  // timers ever pending at once and then stays; adding a TimerHandler timer
-  // below that high-water mark never allocates, while a callback that does
-  // not fit AnyInvocable's inline storage allocates on every AddTimer (the
-  // TimerHandler form is the zero-allocation path).
-  uint64_t AddTimer(Timestamp deadline, Duration period, TimerHandler* handler);
+  // Fires at `deadline`, then every `period` if period > 0, no earlier and
+  // (given `slack`) at most `slack` later: timers with slack share wakeups
+  // (see timer_queue.h), so 10,000 one-second keepalives with 100 ms slack
+  // wake the Loop ~15 times a second, not 10,000. `context` is passed back
+  // to the handler. Returns an id (never 0) for CancelTimer() and
+  // RescheduleTimer().
+  //
+  // Memory: the timer queue grows to the most timers ever pending at once
+  // and then stays. Below that, AddTimer with a TimerHandler or a TimerFn,
+  // RescheduleTimer and periodic re-arming never allocate; a callback
+  // allocates on AddTimer when its captures exceed AnyInvocable's inline
+  // storage (about two pointers). To push a timer back on every packet, use
+  // RescheduleTimer rather than cancel-and-add.
+  uint64_t AddTimer(Timestamp deadline, Duration period, TimerHandler* handler,
+                    void* context = nullptr, Duration slack = Duration(0));
+  uint64_t AddTimer(Timestamp deadline, Duration period, TimerFn fn,
+                    void* context, Duration slack = Duration(0));
   uint64_t AddTimer(Timestamp deadline, Duration period,
-                    absl::AnyInvocable<void(Timestamp now)> callback);
+                    absl::AnyInvocable<void(Timestamp now)> callback,
+                    Duration slack = Duration(0));
   // True if the timer was pending and will not fire again.
   bool CancelTimer(uint64_t timer_id);
+  // Moves a pending timer to `deadline`. False if it is not pending.
+  bool RescheduleTimer(uint64_t timer_id, Timestamp deadline);
 
   // --- Running ---------------------------------------------------------------
   // Runs until Stop(). Returns an error only if the backend itself fails.

@@ -20,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "transport/loop.h"
 #include "transport/loop_test_support.h"
+#include "transport/sim_network.h"
 
 namespace ringlab::transport {
 namespace {
@@ -382,6 +383,144 @@ TEST_P(LoopFeatureTest, SharingAReceivedLease) {
   ASSERT_TRUE(CloseAndWait(pair.client, client));
   ASSERT_TRUE(CloseAndWait(pair.server, server));
   ExpectNoLeakedBuffers();
+}
+
+// --- Backpressure -----------------------------------------------------------
+
+// PauseReceive: nothing more is read from the socket until ResumeReceive,
+// then everything that waited arrives in order (UDP and TCP). A receive the
+// kernel had already under way may still complete: at most one datagram or
+// one buffer (plain uring's armed receive fills as the data arrives, before
+// the cancellation reaches the kernel).
+TEST_P(LoopFeatureTest, PausedReceiveReadsNothingUntilResumed) {
+  Loop& loop = *loop_;
+  Recorder* rx = Make();
+  UdpOptions udp;
+  udp.bind = Endpoint::Loopback(0);
+  absl::StatusOr<SocketId> u = loop.OpenUdp(udp, rx);
+  ASSERT_TRUE(u.ok());
+  const Endpoint uep = *loop.LocalEndpoint(*u);
+  ASSERT_TRUE(RunFor(loop, 10ms));
+  ASSERT_EQ(loop.PauseReceive(*u), 0);
+  ScopedFd tx(BoundRawSocket(SOCK_DGRAM, 0));
+  for (int i = 0; i < 5; ++i) {
+    const std::string text = absl::StrCat("d", i);
+    ASSERT_EQ(::sendto(tx.get(), text.data(), text.size(), 0, uep.sockaddr(),
+                       uep.socklen()),
+              ssize_t(text.size()));
+  }
+  ASSERT_TRUE(RunFor(loop, 50ms));
+  EXPECT_LE(rx->datagrams.size(), 1u) << "read while paused";
+  ASSERT_EQ(loop.ResumeReceive(*u), 0);
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return rx->datagrams.size() == 5; }, kWait,
+      "the datagrams that waited"));
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(rx->datagrams[i].bytes, absl::StrCat("d", i));
+  }
+
+  // TCP: the peer's bytes wait in the kernel (and then in the peer).
+  Recorder* server = Make();
+  server->on_accept = [&](SocketId, SocketId, const Endpoint&) {
+    return server;
+  };
+  absl::StatusOr<SocketId> listener =
+      loop.ListenTcp(Endpoint::Loopback(0), server);
+  ASSERT_TRUE(listener.ok());
+  ScopedFd peer(ConnectRawTcp(*loop.LocalEndpoint(*listener)));
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return server->accepted.size() == 1; }, kWait, "accept"));
+  const SocketId conn = server->accepted[0];
+  ASSERT_TRUE(RunFor(loop, 10ms));
+  ASSERT_EQ(loop.PauseReceive(conn), 0);
+  std::string sent(10000, '\0');
+  FillPattern(9, 0, std::as_writable_bytes(std::span(sent)));
+  ASSERT_EQ(::write(peer.get(), sent.data(), sent.size()),
+            ssize_t(sent.size()));
+  ASSERT_TRUE(RunFor(loop, 50ms));
+  EXPECT_LE(server->stream.size(), loop.buffers().buffer_size())
+      << "read while paused";
+  ASSERT_EQ(loop.ResumeReceive(conn), 0);
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return server->stream.size() == sent.size(); }, kWait,
+      "the stream that waited"));
+  EXPECT_TRUE(server->stream == sent);
+  EXPECT_EQ(loop.PauseReceive(*listener), -EBADF) << "not for listeners";
+  ASSERT_TRUE(CloseAndWait(*u, rx));
+  loop.Close(conn);
+  ASSERT_TRUE(CloseAndWait(*listener, server));
+  ExpectNoLeakedBuffers();
+}
+
+// --- Timers ---------------------------------------------------------------
+
+// Timers with slack share wakeups: 1,000 periodic 200 ms timers with random
+// phases and 50 ms of slack wake the Loop a few times per period, not 1,000
+// times; and each one fires every period, never early. Run(1 s) so that the
+// timers alone end each wait.
+TEST_P(LoopFeatureTest, TimerSlackCoalescesWakeups) {
+  Loop& loop = *loop_;
+  if (loop.backend().flags.busy_poll) GTEST_SKIP() << "busy presets spin";
+  constexpr int kTimers = 1000;
+  struct Ctx {
+    int fired = 0;
+    bool early = false;
+    Timestamp first;
+  };
+  std::vector<Ctx> ctx(kTimers);
+  SimRandom random(5);
+  const Timestamp start = MonotonicNow() + 50ms;
+  for (int i = 0; i < kTimers; ++i) {
+    ctx[i].first =
+        start + Duration(static_cast<int64_t>(random.Uniform(199'999'999)));
+    loop.AddTimer(
+        ctx[i].first, 200ms,
+        [](void* c, uint64_t, Timestamp now) {
+          Ctx* x = static_cast<Ctx*>(c);
+          if (now < x->first + 200ms * x->fired) x->early = true;
+          ++x->fired;
+        },
+        &ctx[i], 50ms);
+  }
+  const LoopCounters before = loop.counters();
+  const Timestamp end = start + 1s;
+  while (MonotonicNow() < end) ASSERT_GE(loop.RunOnce(1s), 0);
+  const LoopCounters used = loop.counters().Delta(before);
+  int fired = 0;
+  for (const Ctx& c : ctx) {
+    fired += c.fired;
+    EXPECT_FALSE(c.early);
+  }
+  std::cout << "[ info     ] " << GetParam() << ": " << fired
+            << " firings of 1,000 timers in 1 s with " << used.loop_iterations
+            << " loop iterations\n";
+  EXPECT_GE(fired, 4 * kTimers) << "each timer fires every 200 ms";
+  EXPECT_LT(used.loop_iterations, 200u)
+      << "the timers' slack did not coalesce their wakeups";
+}
+
+// RescheduleTimer pushes a pending timer back (a keepalive reset by each
+// packet): it fires once, at the last deadline it was given.
+TEST_P(LoopFeatureTest, RescheduleTimerPushesItBack) {
+  Loop& loop = *loop_;
+  int fired = 0;
+  Timestamp fired_at;
+  const uint64_t id =
+      loop.AddTimer(MonotonicNow() + 20ms, Duration(0), [&](Timestamp now) {
+        ++fired;
+        fired_at = now;
+      });
+  Timestamp last;
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(RunFor(loop, 10ms));
+    last = MonotonicNow() + 20ms;
+    ASSERT_TRUE(loop.RescheduleTimer(id, last));
+  }
+  EXPECT_EQ(fired, 0) << "fired before its pushed-back deadline";
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return fired == 1; }, kWait, "the timer"));
+  EXPECT_GE(fired_at, last);
+  EXPECT_FALSE(loop.RescheduleTimer(id, last)) << "it is no longer pending";
 }
 
 INSTANTIATE_TEST_SUITE_P(Features, LoopFeatureTest, RINGLAB_ALL_PRESETS,

@@ -102,6 +102,11 @@ class EpollBackend final : public LoopCore {
 
   void RetryAccept(Socket& listener) override { AcceptAll(listener); }
 
+  // Edge-triggered: whatever arrived while paused raised its edge already,
+  // so resuming reads now.
+  void PauseReceiveOp(Socket& s) override {}
+  void ResumeReceiveOp(Socket& s) override { ContinueReceive(s); }
+
   // Reading on is harmless here: edge-triggered epoll reports the hangup,
   // so this only makes sure.
   void KickReceive(Socket& s) override {
@@ -234,6 +239,7 @@ class EpollBackend final : public LoopCore {
   // once the peer's hangup was reported (RDHUP/HUP/ERR) a short read does not
   // end the loop: the next recv returns the 0 or the error (issue 6, fault 1).
   void ReadStream(Socket& s) {
+    if (s.receive_paused) return;  // ResumeReceive reads on
     int reads = 0;
     while (!s.closing && !s.read_closed && s.connected) {
       if (reads == kStreamReadsPerIteration) {
@@ -292,6 +298,7 @@ class EpollBackend final : public LoopCore {
   }
 
   void DrainDatagrams(Socket& s) {
+    if (s.receive_paused) return;
     for (int batches = 0; !s.closing; ++batches) {
       if (batches == kDatagramBatchesPerIteration) {
         MarkReadReady(s);

@@ -657,6 +657,20 @@ int LoopCore::Send(SocketId id, BufferLease data, uint64_t tag) {
   return Enqueue(*s, std::move(data), tag, nullptr);
 }
 
+int LoopCore::SetReceivePaused(SocketId id, bool paused) {
+  Socket* s = Lookup(id);
+  if (s == nullptr || s->kind == SocketKind::kListener) return -EBADF;
+  if (s->closing) return -ECANCELED;
+  if (s->receive_paused == paused) return 0;
+  s->receive_paused = paused;
+  if (paused) {
+    PauseReceiveOp(*s);
+  } else if (!s->read_closed && (s->connected || s->kind == SocketKind::kUdp)) {
+    ResumeReceiveOp(*s);
+  }
+  return 0;
+}
+
 size_t LoopCore::QueuedSendBytes(SocketId id) const {
   const Socket* s = Lookup(id);
   return s == nullptr ? 0 : s->send_bytes;

@@ -83,6 +83,7 @@ struct Socket {
   bool receive_starved = false;  // waiting for buffers to re-arm
   bool send_in_flight = false;   // stream: one send op outstanding
   bool receive_kick = false;     // uring: receive cancelled to re-arm it
+  bool receive_paused = false;   // PauseReceive(): no receive armed
   bool cancel_pending = false;   // uring: Close() found no SQE for its cancel
   bool dead_listed = false;      // on dead_streams_ (see KickReceive)
   Duration dead_check_every{0};
@@ -149,6 +150,7 @@ class LoopCore {
                                       const TcpOptions& options);
   int Send(SocketId id, BufferLease data, uint64_t tag);
   size_t QueuedSendBytes(SocketId id) const;
+  int SetReceivePaused(SocketId id, bool paused);
   absl::Status ShutdownWrite(SocketId id);
   void Close(SocketId id);
   absl::StatusOr<Endpoint> LocalEndpoint(SocketId id) const;
@@ -198,6 +200,10 @@ class LoopCore {
   // has not been read yet: make sure the receive side notices (uring:
   // cancel the armed receive and arm a fresh one; epoll: read on).
   virtual void KickReceive(Socket& s) = 0;
+  // PauseReceive/ResumeReceive: stop arming receives on `s` (uring: cancel
+  // the armed one) / arm them again (epoll: read what waits).
+  virtual void PauseReceiveOp(Socket& s) = 0;
+  virtual void ResumeReceiveOp(Socket& s) = 0;
   // Accepts again on a listener that backed off (PauseAccept): epoll
   // accepts until EAGAIN, io_uring arms the accept op again.
   virtual void RetryAccept(Socket& listener) = 0;

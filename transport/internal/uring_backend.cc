@@ -265,7 +265,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
   }
 
   void RearmStarved(Socket& s) override {
-    if (s.closing || s.receive_armed) return;
+    if (s.closing || s.receive_armed || s.receive_paused) return;
     if (info.flags.provided_buffers && s.kind != SocketKind::kListener &&
         ring_available_ == 0) {
       // Still empty: re-arming now would only fail again with ENOBUFS.
@@ -277,6 +277,24 @@ class UringBackend final : public LoopCore, public BufferRecycler {
 
   void RetryAccept(Socket& listener) override {
     if (!listener.receive_armed && !listener.closing) ArmAccept(listener);
+  }
+
+  // Pausing cancels the armed receive (its CQEs up to the cancellation are
+  // still delivered); nothing re-arms it until ResumeReceive.
+  void PauseReceiveOp(Socket& s) override {
+    if (!s.receive_armed) return;
+    io_uring_sqe* sqe = GetSqe();
+    if (sqe == nullptr) return;  // it stays armed; paused on its next CQE
+    const Op op = s.kind == SocketKind::kStream ? kOpRecv
+                  : (info.flags.provided_buffers && s.connected)
+                      ? kOpRecvConnected
+                      : kOpRecvMsg;
+    io_uring_prep_cancel64(sqe, Encode(op, 0, IdOf(s).value), 0);
+    sqe->user_data = Encode(kOpCancel, 0, IdOf(s).value);
+    ++counters.submissions;
+  }
+  void ResumeReceiveOp(Socket& s) override {
+    if (!s.receive_armed) ArmReceive(s);
   }
 
   uint32_t StarvedRearmLimit() override {
@@ -914,7 +932,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
         return;
       }
     }
-    if (!s.receive_armed && !s.closing && !s.read_closed) {
+    if (!s.receive_armed && !s.closing && !s.read_closed && !s.receive_paused) {
       if (multishot) ++counters.multishot_rearms;
       ArmStreamReceive(s);
     }
@@ -984,7 +1002,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       // ICMP errors on a connected UDP socket: report, keep receiving.
       DeliverError(s, res);
     }
-    if (!s.receive_armed && !s.closing) {
+    if (!s.receive_armed && !s.closing && !s.receive_paused) {
       if (multishot) ++counters.multishot_rearms;
       ArmDatagramReceive(s);
     }
