@@ -41,7 +41,8 @@ namespace ringlab::transport {
   X(writable_notifications)       \
   X(ring_buffers_copied_for_send) \
   X(receive_buffers_held_long)    \
-  X(receive_kicks)
+  X(receive_kicks)                \
+  X(socket_buffers_clamped)
 // clang-format on
 
 LoopCounters LoopCounters::Delta(const LoopCounters& earlier) const {

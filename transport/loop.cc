@@ -153,6 +153,9 @@ void Loop::Close(SocketId socket) { core_->Close(socket); }
 absl::StatusOr<Endpoint> Loop::LocalEndpoint(SocketId socket) const {
   return core_->LocalEndpoint(socket);
 }
+absl::StatusOr<SocketBuffers> Loop::GetSocketBuffers(SocketId socket) const {
+  return core_->GetSocketBuffers(socket);
+}
 int Loop::NativeHandle(SocketId socket) const {
   return core_->NativeHandle(socket);
 }

@@ -149,6 +149,13 @@ class SocketHandler {
   virtual void OnClosed(SocketId socket) {}
 };
 
+// Kernel socket buffer sizes, as getsockopt(SO_RCVBUF/SO_SNDBUF) reports
+// them.
+struct SocketBuffers {
+  int receive_bytes = 0;
+  int send_bytes = 0;
+};
+
 struct LoopOptions {
   // A preset name (see preset.h) or "auto".
   std::string backend = "auto";
@@ -213,13 +220,18 @@ struct UdpOptions {
   std::optional<Endpoint> connect;  // fixes the peer; SendTo may then use any
                                     // endpoint argument (ignored)
   bool reuse_address = false;       // SO_REUSEADDR (+ SO_REUSEPORT)
-  // Outgoing multicast: interface address (e.g. 127.0.0.1 for lo), TTL, and
-  // whether our own multicast comes back to us.
+  // Outgoing multicast: interface address (e.g. 127.0.0.1 for lo; for IPv6
+  // an address of the interface, or one with its scope id), TTL (hop limit
+  // for IPv6), and whether our own multicast comes back to us.
   std::optional<Endpoint> multicast_interface;
   int multicast_ttl = 1;
   bool multicast_loop = true;
-  int receive_buffer_bytes = 0;  // SO_RCVBUF when > 0
-  int send_buffer_bytes = 0;     // SO_SNDBUF when > 0
+  // SO_RCVBUF / SO_SNDBUF when > 0. As root the FORCE variants are tried
+  // first (not capped by net.core.rmem_max / wmem_max). What the kernel
+  // granted: Loop::GetSocketBuffers(); a request granted less is counted in
+  // counters().socket_buffers_clamped.
+  int receive_buffer_bytes = 0;
+  int send_buffer_bytes = 0;
   // Backpressure: bytes the Loop queues for this socket before Send/SendTo
   // refuse with -EAGAIN (0: LoopOptions::send_queue_limit_bytes), and the
   // level below which OnWritable follows a refusal (0: half the limit).
@@ -231,6 +243,9 @@ struct TcpOptions {
   bool no_delay = true;  // TCP_NODELAY
   int backlog = 4096;    // listen()
   bool reuse_address = true;
+  // SO_REUSEPORT on a listener: several Loops (one per thread) may listen on
+  // one port, and the kernel spreads new connections over them.
+  bool reuse_port = false;
   int receive_buffer_bytes = 0;
   int send_buffer_bytes = 0;
   // As in UdpOptions; a listener passes them on to its accepted sockets.
@@ -275,7 +290,9 @@ class Loop {
   // --- UDP -------------------------------------------------------------------
   absl::StatusOr<SocketId> OpenUdp(const UdpOptions& options,
                                    SocketHandler* handler);
-  // Joins `group` on the interface with address `interface_address` (IPv4).
+  // Joins `group` on the interface with address `interface_address`. IPv4
+  // and IPv6 (the interface is found by its address, or by the address's
+  // scope id; an unspecified address lets the kernel choose).
   absl::Status JoinMulticast(SocketId socket, const Endpoint& group,
                              const Endpoint& interface_address);
   absl::Status LeaveMulticast(SocketId socket, const Endpoint& group,
@@ -332,6 +349,9 @@ class Loop {
   // sends complete with -ECANCELED. Safe to call twice (second is a no-op).
   void Close(SocketId socket);
   absl::StatusOr<Endpoint> LocalEndpoint(SocketId socket) const;
+  // SO_RCVBUF / SO_SNDBUF as the kernel reports them now (twice what was
+  // set: the kernel counts its bookkeeping too).
+  absl::StatusOr<SocketBuffers> GetSocketBuffers(SocketId socket) const;
   // The file descriptor, for setsockopt. Do not read or write it directly.
   int NativeHandle(SocketId socket) const;
   size_t open_sockets() const;

@@ -5,12 +5,16 @@
 //
 // A preset the kernel cannot provide is skipped with the reason Loop::Create
 // gave.
+#include <linux/capability.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -21,6 +25,10 @@
 #include "transport/loop.h"
 #include "transport/loop_test_support.h"
 #include "transport/sim_network.h"
+
+#ifndef IPV6_MULTICAST_ALL
+#define IPV6_MULTICAST_ALL 29  // linux/in6.h, Linux 4.20
+#endif
 
 namespace ringlab::transport {
 namespace {
@@ -383,6 +391,198 @@ TEST_P(LoopFeatureTest, SharingAReceivedLease) {
   ASSERT_TRUE(CloseAndWait(pair.client, client));
   ASSERT_TRUE(CloseAndWait(pair.server, server));
   ExpectNoLeakedBuffers();
+}
+
+// --- Listeners and sockets -------------------------------------------------
+
+// SO_REUSEPORT: two Loops listen on one port (a broker sharding over
+// threads; here both Loops run on this thread in turn) and the kernel
+// spreads the connections over both.
+TEST_P(LoopFeatureTest, ReusePortListenersShareAPort) {
+  Loop& a = *loop_;
+  LoopOptions options = DefaultOptions();
+  options.backend = GetParam();
+  absl::StatusOr<std::unique_ptr<Loop>> created = Loop::Create(options);
+  ASSERT_TRUE(created.ok()) << created.status();
+  Loop& b = **created;
+  Recorder* ha = Make();
+  Recorder* hb = Make();
+  TcpOptions tcp;
+  tcp.reuse_port = true;
+  absl::StatusOr<SocketId> la = a.ListenTcp(Endpoint::Loopback(0), ha, tcp);
+  ASSERT_TRUE(la.ok()) << la.status();
+  const Endpoint ep = *a.LocalEndpoint(*la);
+  absl::StatusOr<SocketId> lb = b.ListenTcp(ep, hb, tcp);
+  ASSERT_TRUE(lb.ok()) << "second listener on " << ep.ToString() << ": "
+                       << lb.status();
+  EXPECT_FALSE(b.ListenTcp(ep, hb).ok())
+      << "a listener without reuse_port must not join";
+  constexpr int kClients = 40;
+  std::vector<ScopedFd> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.emplace_back(ConnectRawTcp(ep));
+    ASSERT_GE(clients.back().get(), 0);
+  }
+  const Timestamp deadline = MonotonicNow() + kWait;
+  while (ha->accepted.size() + hb->accepted.size() < size_t(kClients) &&
+         MonotonicNow() < deadline) {
+    ASSERT_GE(a.RunOnce(Duration(0)), 0);
+    ASSERT_GE(b.RunOnce(1ms), 0);
+  }
+  std::cout << "[ info     ] " << GetParam() << ": loop A accepted "
+            << ha->accepted.size() << ", loop B " << hb->accepted.size()
+            << "\n";
+  EXPECT_EQ(ha->accepted.size() + hb->accepted.size(), size_t(kClients));
+  // 40 connections all hashed to one listener: 2 * 2^-40.
+  EXPECT_GT(ha->accepted.size(), 0u);
+  EXPECT_GT(hb->accepted.size(), 0u);
+  a.Close(*la);
+  b.Close(*lb);
+  for (int i = 0; i < 100 && (a.open_sockets() + b.open_sockets()) > 0; ++i) {
+    a.RunOnce(Duration(0));
+    b.RunOnce(1ms);
+  }
+}
+
+// Buffer sizes are read back after setting; as root the FORCE options get
+// past net.core.rmem_max, and without CAP_NET_ADMIN a request beyond it is
+// granted less and counted.
+TEST_P(LoopFeatureTest, SocketBufferSizesAreReadBack) {
+  Loop& loop = *loop_;
+  Recorder* h = Make();
+  // Twice net.core.rmem_max / wmem_max, so only the FORCE options grant it.
+  auto read_sysctl = [](const char* path) {
+    std::ifstream in(path);
+    int value = 0;
+    in >> value;
+    return value;
+  };
+  const int rmem_max = read_sysctl("/proc/sys/net/core/rmem_max");
+  const int wmem_max = read_sysctl("/proc/sys/net/core/wmem_max");
+  ASSERT_GT(rmem_max, 0);
+  ASSERT_GT(wmem_max, 0);
+  UdpOptions udp;
+  udp.bind = Endpoint::Loopback(0);
+  udp.receive_buffer_bytes = 2 * rmem_max;
+  udp.send_buffer_bytes = 2 * wmem_max;
+  absl::StatusOr<SocketId> id = loop.OpenUdp(udp, h);
+  ASSERT_TRUE(id.ok()) << id.status();
+  absl::StatusOr<SocketBuffers> got = loop.GetSocketBuffers(*id);
+  ASSERT_TRUE(got.ok()) << got.status();
+  std::cout << "[ info     ] " << GetParam() << ": asked "
+            << udp.receive_buffer_bytes << " / " << udp.send_buffer_bytes
+            << " (twice rmem_max / wmem_max), got " << got->receive_bytes
+            << " / " << got->send_bytes << "; clamped "
+            << loop.counters().socket_buffers_clamped << "\n";
+  // Root here: the FORCE variants grant it (the kernel reports double).
+  EXPECT_EQ(got->receive_bytes, 2 * udp.receive_buffer_bytes);
+  EXPECT_EQ(got->send_bytes, 2 * udp.send_buffer_bytes);
+  EXPECT_EQ(loop.counters().socket_buffers_clamped, 0u);
+  ASSERT_TRUE(CloseAndWait(*id, h));
+  EXPECT_FALSE(loop.GetSocketBuffers(*id).ok());
+
+  const std::string preset = GetParam();
+  const ChildResult child = RunInChild([&]() -> int {
+    const std::string dropped = DropCapability(CAP_NET_ADMIN);
+    CHILD_CHECK(dropped.empty(), dropped);
+    LoopOptions options = DefaultOptions();
+    options.backend = preset;
+    absl::StatusOr<std::unique_ptr<Loop>> created = Loop::Create(options);
+    CHILD_CHECK(created.ok(), created.status());
+    Recorder rec;
+    absl::StatusOr<SocketId> s = (*created)->OpenUdp(udp, &rec);
+    CHILD_CHECK(s.ok(), s.status());
+    absl::StatusOr<SocketBuffers> b = (*created)->GetSocketBuffers(*s);
+    CHILD_CHECK(b.ok(), b.status());
+    std::cout << "without CAP_NET_ADMIN: " << b->receive_bytes << " / "
+              << b->send_bytes << std::endl;
+    CHILD_CHECK(b->receive_bytes < 2 * udp.receive_buffer_bytes,
+                "rmem_max did not cap it: " << b->receive_bytes);
+    CHILD_CHECK((*created)->counters().socket_buffers_clamped >= 1,
+                (*created)->counters().ToString());
+    return 0;
+  });
+  EXPECT_EQ(child.exit_code, 0) << child.Describe();
+}
+
+// IPv6 multicast join and leave. lo has no multicast route for IPv6, so the
+// test runs in a child in its own network namespace with a veth pair.
+TEST_P(LoopFeatureTest, Ipv6MulticastJoinAndLeave) {
+  const std::string preset = GetParam();
+  const ChildResult child = RunInChild([&]() -> int {
+    if (::unshare(CLONE_NEWNET) != 0) {
+      std::cout << "SKIP: unshare(CLONE_NEWNET): " << std::strerror(errno);
+      return 77;
+    }
+    if (std::system("ip link set lo up && "
+                    "ip link add rlv0 type veth peer name rlv1 && "
+                    "ip link set rlv0 up && ip link set rlv1 up && "
+                    "ip -6 addr add fd00::1/64 dev rlv0 nodad") != 0) {
+      std::cout << "SKIP: could not set up a veth pair with `ip`";
+      return 77;
+    }
+    LoopOptions options = DefaultOptions();
+    options.backend = preset;
+    absl::StatusOr<std::unique_ptr<Loop>> created = Loop::Create(options);
+    CHILD_CHECK(created.ok(), created.status());
+    Loop& loop = **created;
+    absl::StatusOr<Endpoint> iface = Endpoint::Parse("[fd00::1]:0");
+    CHILD_CHECK(iface.ok(), iface.status());
+    absl::StatusOr<Endpoint> group = Endpoint::Parse("[ff12::7:1]:47400");
+    CHILD_CHECK(group.ok(), group.status());
+    absl::StatusOr<Endpoint> any = Endpoint::Parse("[::]:47400");
+    CHILD_CHECK(any.ok(), any.status());
+    Recorder rx[2];
+    SocketId ids[2];
+    for (int i = 0; i < 2; ++i) {
+      UdpOptions udp;
+      udp.bind = *any;
+      udp.reuse_address = true;
+      absl::StatusOr<SocketId> id = loop.OpenUdp(udp, &rx[i]);
+      CHILD_CHECK(id.ok(), id.status());
+      ids[i] = *id;
+      // Deliver only the groups this socket joined (Linux's default is
+      // every group anyone joined on the port), so a leave is observable.
+      int zero = 0;
+      CHILD_CHECK(::setsockopt(loop.NativeHandle(*id), IPPROTO_IPV6,
+                               IPV6_MULTICAST_ALL, &zero, sizeof(zero)) == 0,
+                  std::strerror(errno));
+      absl::Status joined = loop.JoinMulticast(*id, *group, *iface);
+      CHILD_CHECK(joined.ok(), joined);
+    }
+    Recorder tx;
+    UdpOptions send;
+    send.bind = *Endpoint::Parse("[fd00::1]:0");
+    send.multicast_interface = *iface;
+    absl::StatusOr<SocketId> sender = loop.OpenUdp(send, &tx);
+    CHILD_CHECK(sender.ok(), sender.status());
+    CHILD_CHECK(loop.SendTo(*sender, MakePayload(loop, "to-both"), *group) == 0,
+                "");
+    CHILD_CHECK(RunUntil(
+                    loop,
+                    [&] {
+                      return !rx[0].datagrams.empty() &&
+                             !rx[1].datagrams.empty();
+                    },
+                    kWait, "the group datagram at both receivers"),
+                "");
+    CHILD_CHECK(loop.LeaveMulticast(ids[0], *group, *iface).ok(), "leave");
+    CHILD_CHECK(!loop.LeaveMulticast(ids[0], *group, *iface).ok(),
+                "a second leave must fail");
+    CHILD_CHECK(loop.SendTo(*sender, MakePayload(loop, "after"), *group) == 0,
+                "");
+    CHILD_CHECK(RunUntil(
+                    loop, [&] { return rx[1].datagrams.size() == 2; }, kWait,
+                    "the datagram at the receiver still joined"),
+                "");
+    CHILD_CHECK(RunFor(loop, 50ms), "");
+    CHILD_CHECK(rx[0].datagrams.size() == 1,
+                "received after leaving: " << rx[0].datagrams.size());
+    std::cout << "ipv6 multicast: joined both, left one" << std::endl;
+    return 0;
+  });
+  if (child.exit_code == 77) GTEST_SKIP() << child.output;
+  EXPECT_EQ(child.exit_code, 0) << child.Describe();
 }
 
 // --- Backpressure -----------------------------------------------------------

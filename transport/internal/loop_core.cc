@@ -1,6 +1,8 @@
 #include "transport/internal/loop_core.h"
 
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/eventfd.h>
@@ -48,6 +50,51 @@ absl::Status ErrnoStatus(absl::string_view what, int err) {
 
 int SetInt(int fd, int level, int name, int value) {
   return setsockopt(fd, level, name, &value, sizeof(value));
+}
+
+int GetInt(int fd, int level, int name) {
+  int value = 0;
+  socklen_t len = sizeof(value);
+  return getsockopt(fd, level, name, &value, &len) == 0 ? value : -1;
+}
+
+// Sets a socket buffer size. The plain option is capped by
+// net.core.rmem_max / wmem_max; as root (CAP_NET_ADMIN) the FORCE variant
+// is not, so try it first. Returns 0 or -1 with errno, like setsockopt.
+int SetBufferSize(int fd, int force_name, int name, int bytes) {
+  if (SetInt(fd, SOL_SOCKET, force_name, bytes) == 0) return 0;
+  return SetInt(fd, SOL_SOCKET, name, bytes);
+}
+
+// The interface index for a multicast interface given by address (IPv6
+// joins and IPV6_MULTICAST_IF take an index): the address's scope id if
+// it has one, else the interface that holds the address; 0 (the kernel's
+// choice) for an unspecified address.
+absl::StatusOr<unsigned> InterfaceIndexFor(const Endpoint& address) {
+  if (!address.valid()) return 0u;
+  if (address.family() != AF_INET6) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(address.ToString(), " is not an IPv6 interface address"));
+  }
+  const auto* want = reinterpret_cast<const sockaddr_in6*>(address.sockaddr());
+  if (want->sin6_scope_id != 0) return want->sin6_scope_id;
+  if (IN6_IS_ADDR_UNSPECIFIED(&want->sin6_addr)) return 0u;
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return ErrnoStatus("getifaddrs", errno);
+  unsigned index = 0;
+  for (ifaddrs* a = list; a != nullptr && index == 0; a = a->ifa_next) {
+    if (a->ifa_addr == nullptr || a->ifa_addr->sa_family != AF_INET6) continue;
+    const auto* have = reinterpret_cast<const sockaddr_in6*>(a->ifa_addr);
+    if (std::memcmp(&have->sin6_addr, &want->sin6_addr, 16) == 0) {
+      index = if_nametoindex(a->ifa_name);
+    }
+  }
+  freeifaddrs(list);
+  if (index == 0) {
+    return absl::NotFoundError(
+        absl::StrCat("no interface has the address ", address.HostString()));
+  }
+  return index;
 }
 
 }  // namespace
@@ -245,12 +292,34 @@ absl::StatusOr<SocketId> LoopCore::OpenUdp(const UdpOptions& options,
     }
   }
   if (options.receive_buffer_bytes > 0 &&
-      SetInt(fd, SOL_SOCKET, SO_RCVBUF, options.receive_buffer_bytes) != 0) {
+      SetBufferSize(fd, SO_RCVBUFFORCE, SO_RCVBUF,
+                    options.receive_buffer_bytes) != 0) {
     return fail("setsockopt(SO_RCVBUF)");
   }
   if (options.send_buffer_bytes > 0 &&
-      SetInt(fd, SOL_SOCKET, SO_SNDBUF, options.send_buffer_bytes) != 0) {
+      SetBufferSize(fd, SO_SNDBUFFORCE, SO_SNDBUF, options.send_buffer_bytes) !=
+          0) {
     return fail("setsockopt(SO_SNDBUF)");
+  }
+  if (options.bind.family() == AF_INET6) {
+    if (options.multicast_interface.has_value()) {
+      absl::StatusOr<unsigned> index =
+          InterfaceIndexFor(*options.multicast_interface);
+      if (!index.ok()) {
+        ::close(fd);
+        return index.status();
+      }
+      if (SetInt(fd, IPPROTO_IPV6, IPV6_MULTICAST_IF,
+                 static_cast<int>(*index)) != 0) {
+        return fail("setsockopt(IPV6_MULTICAST_IF)");
+      }
+    }
+    if (SetInt(fd, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, options.multicast_ttl) !=
+            0 ||
+        SetInt(fd, IPPROTO_IPV6, IPV6_MULTICAST_LOOP,
+               options.multicast_loop ? 1 : 0) != 0) {
+      return fail("setsockopt(IPV6_MULTICAST_HOPS/LOOP)");
+    }
   }
   if (options.bind.is_ipv4()) {
     if (options.multicast_interface.has_value()) {
@@ -283,6 +352,7 @@ absl::StatusOr<SocketId> LoopCore::OpenUdp(const UdpOptions& options,
   (*s)->connected = connected;
   SetSendLimits(**s, options.send_queue_limit_bytes,
                 options.send_queue_low_water_bytes);
+  NoteBufferSizes(**s, options.receive_buffer_bytes, options.send_buffer_bytes);
   if (connected) {
     std::memcpy(&(*s)->peer_addr, options.connect->sockaddr(),
                 options.connect->socklen());
@@ -298,22 +368,64 @@ absl::Status LoopCore::Multicast(SocketId id, const Endpoint& group,
   if (s == nullptr || s->kind != SocketKind::kUdp) {
     return absl::InvalidArgumentError("not an open UDP socket");
   }
-  if (!group.is_ipv4() || !group.is_multicast()) {
+  if (!group.is_multicast()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(group.ToString(), " is not an IPv4 multicast group"));
+        absl::StrCat(group.ToString(), " is not a multicast group"));
   }
-  ip_mreq mreq{};
-  mreq.imr_multiaddr.s_addr = htonl(group.ipv4_host_order());
-  mreq.imr_interface.s_addr = htonl(interface_address.ipv4_host_order());
-  if (setsockopt(s->fd, IPPROTO_IP,
-                 join ? IP_ADD_MEMBERSHIP : IP_DROP_MEMBERSHIP, &mreq,
-                 sizeof(mreq)) != 0) {
+  int rc = 0;
+  if (group.is_ipv4()) {
+    ip_mreq mreq{};
+    mreq.imr_multiaddr.s_addr = htonl(group.ipv4_host_order());
+    mreq.imr_interface.s_addr = htonl(interface_address.ipv4_host_order());
+    rc = setsockopt(s->fd, IPPROTO_IP,
+                    join ? IP_ADD_MEMBERSHIP : IP_DROP_MEMBERSHIP, &mreq,
+                    sizeof(mreq));
+  } else {
+    // IPv6 joins name the interface by index.
+    absl::StatusOr<unsigned> index = InterfaceIndexFor(interface_address);
+    if (!index.ok()) return index.status();
+    ipv6_mreq mreq{};
+    std::memcpy(
+        &mreq.ipv6mr_multiaddr,
+        &reinterpret_cast<const sockaddr_in6*>(group.sockaddr())->sin6_addr,
+        16);
+    mreq.ipv6mr_interface = *index;
+    rc = setsockopt(s->fd, IPPROTO_IPV6,
+                    join ? IPV6_JOIN_GROUP : IPV6_LEAVE_GROUP, &mreq,
+                    sizeof(mreq));
+  }
+  if (rc != 0) {
     return ErrnoStatus(
         absl::StrCat(join ? "join " : "leave ", group.HostString(), " on ",
                      interface_address.HostString()),
         errno);
   }
   return absl::OkStatus();
+}
+
+// What was asked for and what the kernel granted (it reports twice what was
+// set, for its own bookkeeping, and caps the plain options at rmem_max /
+// wmem_max); a request granted less than asked is counted.
+void LoopCore::NoteBufferSizes(Socket& s, int receive_bytes, int send_bytes) {
+  if (receive_bytes > 0 &&
+      GetInt(s.fd, SOL_SOCKET, SO_RCVBUF) < 2 * receive_bytes) {
+    ++counters.socket_buffers_clamped;
+  }
+  if (send_bytes > 0 && GetInt(s.fd, SOL_SOCKET, SO_SNDBUF) < 2 * send_bytes) {
+    ++counters.socket_buffers_clamped;
+  }
+}
+
+absl::StatusOr<SocketBuffers> LoopCore::GetSocketBuffers(SocketId id) const {
+  const Socket* s = Lookup(id);
+  if (s == nullptr) return absl::NotFoundError("no such socket");
+  SocketBuffers b;
+  b.receive_bytes = GetInt(s->fd, SOL_SOCKET, SO_RCVBUF);
+  b.send_bytes = GetInt(s->fd, SOL_SOCKET, SO_SNDBUF);
+  if (b.receive_bytes < 0 || b.send_bytes < 0) {
+    return ErrnoStatus("getsockopt(SO_RCVBUF/SO_SNDBUF)", errno);
+  }
+  return b;
 }
 
 absl::StatusOr<SocketId> LoopCore::ListenTcp(const Endpoint& bind,
@@ -330,16 +442,23 @@ absl::StatusOr<SocketId> LoopCore::ListenTcp(const Endpoint& bind,
   if (options.reuse_address && SetInt(fd, SOL_SOCKET, SO_REUSEADDR, 1) != 0) {
     return fail("setsockopt(SO_REUSEADDR)");
   }
+  // SO_REUSEPORT: several listeners (one per Loop, each on its own thread)
+  // share the port and the kernel spreads new connections over them.
+  if (options.reuse_port && SetInt(fd, SOL_SOCKET, SO_REUSEPORT, 1) != 0) {
+    return fail("setsockopt(SO_REUSEPORT)");
+  }
   // Accepted sockets inherit TCP_NODELAY and buffer sizes from the listener.
   if (options.no_delay && SetInt(fd, IPPROTO_TCP, TCP_NODELAY, 1) != 0) {
     return fail("setsockopt(TCP_NODELAY)");
   }
   if (options.receive_buffer_bytes > 0 &&
-      SetInt(fd, SOL_SOCKET, SO_RCVBUF, options.receive_buffer_bytes) != 0) {
+      SetBufferSize(fd, SO_RCVBUFFORCE, SO_RCVBUF,
+                    options.receive_buffer_bytes) != 0) {
     return fail("setsockopt(SO_RCVBUF)");
   }
   if (options.send_buffer_bytes > 0 &&
-      SetInt(fd, SOL_SOCKET, SO_SNDBUF, options.send_buffer_bytes) != 0) {
+      SetBufferSize(fd, SO_SNDBUFFORCE, SO_SNDBUF, options.send_buffer_bytes) !=
+          0) {
     return fail("setsockopt(SO_SNDBUF)");
   }
   if (::bind(fd, bind.sockaddr(), bind.socklen()) != 0) {
@@ -351,6 +470,7 @@ absl::StatusOr<SocketId> LoopCore::ListenTcp(const Endpoint& bind,
   // Kept for the connections it accepts.
   SetSendLimits(**s, options.send_queue_limit_bytes,
                 options.send_queue_low_water_bytes);
+  NoteBufferSizes(**s, options.receive_buffer_bytes, options.send_buffer_bytes);
   ArmReceive(**s);
   return IdOf(**s);
 }
@@ -364,10 +484,10 @@ absl::StatusOr<SocketId> LoopCore::ConnectTcp(const Endpoint& peer,
   if (fd < 0) return ErrnoStatus("socket(TCP)", errno);
   if (options.no_delay) SetInt(fd, IPPROTO_TCP, TCP_NODELAY, 1);
   if (options.receive_buffer_bytes > 0) {
-    SetInt(fd, SOL_SOCKET, SO_RCVBUF, options.receive_buffer_bytes);
+    SetBufferSize(fd, SO_RCVBUFFORCE, SO_RCVBUF, options.receive_buffer_bytes);
   }
   if (options.send_buffer_bytes > 0) {
-    SetInt(fd, SOL_SOCKET, SO_SNDBUF, options.send_buffer_bytes);
+    SetBufferSize(fd, SO_SNDBUFFORCE, SO_SNDBUF, options.send_buffer_bytes);
   }
   absl::StatusOr<Socket*> created = NewSocket(SocketKind::kStream, fd, handler);
   if (!created.ok()) return created.status();
@@ -375,6 +495,7 @@ absl::StatusOr<SocketId> LoopCore::ConnectTcp(const Endpoint& peer,
   s.connecting = true;
   SetSendLimits(s, options.send_queue_limit_bytes,
                 options.send_queue_low_water_bytes);
+  NoteBufferSizes(s, options.receive_buffer_bytes, options.send_buffer_bytes);
   std::memcpy(&s.peer_addr, peer.sockaddr(), peer.socklen());
   s.peer_addr_len = peer.socklen();
   if (!StartConnect(s, peer)) {

@@ -151,6 +151,7 @@ class LoopCore {
   int Send(SocketId id, BufferLease data, uint64_t tag);
   size_t QueuedSendBytes(SocketId id) const;
   int SetReceivePaused(SocketId id, bool paused);
+  absl::StatusOr<SocketBuffers> GetSocketBuffers(SocketId id) const;
   absl::Status ShutdownWrite(SocketId id);
   void Close(SocketId id);
   absl::StatusOr<Endpoint> LocalEndpoint(SocketId id) const;
@@ -320,6 +321,7 @@ class LoopCore {
   int QueueOp(Socket& s, uint32_t op_index);
   uint32_t AllocOp();
   void SetSendLimits(Socket& s, size_t limit, size_t low_water);
+  void NoteBufferSizes(Socket& s, int receive_bytes, int send_bytes);
   int Enqueue(Socket& s, BufferLease data, uint64_t tag, const Endpoint* to);
 
   int wakeup_fd_ = -1;
