@@ -42,7 +42,8 @@ namespace ringlab::transport {
   X(ring_buffers_copied_for_send) \
   X(receive_buffers_held_long)    \
   X(receive_kicks)                \
-  X(socket_buffers_clamped)
+  X(socket_buffers_clamped)       \
+  X(receive_queue_drops)
 // clang-format on
 
 LoopCounters LoopCounters::Delta(const LoopCounters& earlier) const {

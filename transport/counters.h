@@ -81,6 +81,9 @@ struct LoopCounters {
   // Socket buffer sizes (UdpOptions/TcpOptions) the kernel granted less of
   // than asked (capped by net.core.rmem_max/wmem_max without privilege).
   uint64_t socket_buffers_clamped = 0;
+  // SO_RXQ_OVFL (UdpOptions::receive_drop_count): datagrams the kernel
+  // dropped because a socket's receive queue was full.
+  uint64_t receive_queue_drops = 0;
 
   uint64_t kernel_entries() const {
     return io_uring_enter + epoll_wait + socket_syscalls;

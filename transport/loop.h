@@ -104,6 +104,20 @@ struct SocketId {
   }
 };
 
+// What a UDP receive knows beyond the bytes. `to` and `interface_index` are
+// set when UdpOptions::receive_destination asked for them (IP_PKTINFO /
+// IPV6_PKTINFO: which of the host's addresses, e.g. a multicast group or a
+// unicast address, the datagram was sent to, and on which interface);
+// `dropped` when UdpOptions::receive_drop_count did (SO_RXQ_OVFL: datagrams
+// the kernel dropped on this socket because its queue was full, counted
+// since the socket was opened).
+struct DatagramInfo {
+  Endpoint from;
+  Endpoint to;  // invalid unless receive_destination (port 0)
+  uint32_t interface_index = 0;
+  uint32_t dropped = 0;
+};
+
 // Receives the completions of one socket. Every method has an empty default.
 // Callbacks run on the Loop's thread from inside Run()/RunOnce(); they may call
 // any Loop method, including Close() on the same socket.
@@ -113,10 +127,17 @@ class SocketHandler {
 
   // UDP: one datagram from `from`. `data` holds the bytes; keep the lease to
   // keep them, or move it into SendTo() to reply in place. Datagrams longer
-  // than buffers().buffer_size() are dropped, never delivered cut short, and
-  // counted in counters().receive_errors.
+  // than buffers().buffer_size() are dropped, never delivered cut short,
+  // reported as OnError(-EMSGSIZE) and counted.
   virtual void OnDatagram(SocketId socket, const Endpoint& from,
                           BufferLease data) {}
+  // The same with what the control messages said (see DatagramInfo). The
+  // Loop calls this one; the default forwards to OnDatagram above, so a
+  // handler overrides whichever it needs.
+  virtual void OnDatagramInfo(SocketId socket, const DatagramInfo& info,
+                              BufferLease data) {
+    OnDatagram(socket, info.from, std::move(data));
+  }
   // TCP: the next bytes of the stream, in order. One lease holds at most
   // buffers().slot_bytes() bytes (buffer_size() plus the headroom, which
   // provided-buffer presets let the kernel fill too).
@@ -232,6 +253,16 @@ struct UdpOptions {
   // counters().socket_buffers_clamped.
   int receive_buffer_bytes = 0;
   int send_buffer_bytes = 0;
+  // Control messages on receive, delivered in OnDatagramInfo(): the
+  // destination address and interface (IP_PKTINFO / IPV6_RECVPKTINFO; RTPS
+  // tells multicast from unicast by it), and the kernel's count of
+  // datagrams dropped on a full receive queue (SO_RXQ_OVFL; also added to
+  // counters().receive_queue_drops). On the provided-ring presets the
+  // control bytes share a buffer's headroom, so with either on, a datagram
+  // must be up to 48 bytes shorter than buffer_size() to fit (longer ones
+  // are reported as -EMSGSIZE).
+  bool receive_destination = false;
+  bool receive_drop_count = false;
   // Backpressure: bytes the Loop queues for this socket before Send/SendTo
   // refuse with -EAGAIN (0: LoopOptions::send_queue_limit_bytes), and the
   // level below which OnWritable follows a refusal (0: half the limit).

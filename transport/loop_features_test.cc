@@ -6,6 +6,7 @@
 // A preset the kernel cannot provide is skipped with the reason Loop::Create
 // gave.
 #include <linux/capability.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <sys/socket.h>
@@ -583,6 +584,69 @@ TEST_P(LoopFeatureTest, Ipv6MulticastJoinAndLeave) {
   });
   if (child.exit_code == 77) GTEST_SKIP() << child.output;
   EXPECT_EQ(child.exit_code, 0) << child.Describe();
+}
+
+// --- UDP control messages ----------------------------------------------------
+
+// IP_PKTINFO: the address a datagram was sent to (127.0.0.2 and 127.0.0.1
+// both reach a socket bound to INADDR_ANY), and the interface; SO_RXQ_OVFL:
+// the kernel's count of datagrams dropped on a full receive queue.
+TEST_P(LoopFeatureTest, DatagramDestinationAndDropCount) {
+  Loop& loop = *loop_;
+  std::vector<DatagramInfo> infos;
+  class InfoRecorder : public SocketHandler {
+   public:
+    explicit InfoRecorder(std::vector<DatagramInfo>* out) : out_(out) {}
+    void OnDatagramInfo(SocketId, const DatagramInfo& info,
+                        BufferLease) override {
+      out_->push_back(info);
+    }
+
+   private:
+    std::vector<DatagramInfo>* out_;
+  } rx(&infos);
+  UdpOptions udp;
+  udp.bind = Endpoint::Ipv4(0, 0);  // INADDR_ANY
+  udp.receive_destination = true;
+  udp.receive_drop_count = true;
+  udp.receive_buffer_bytes = 4096;  // a queue that overflows soon
+  absl::StatusOr<SocketId> id = loop.OpenUdp(udp, &rx);
+  ASSERT_TRUE(id.ok()) << id.status();
+  const uint16_t port = loop.LocalEndpoint(*id)->port();
+  ASSERT_TRUE(RunFor(loop, 10ms));
+  ScopedFd tx(BoundRawSocket(SOCK_DGRAM, 0));
+  auto send_to = [&](uint32_t host, const std::string& text) {
+    const Endpoint to = Endpoint::Ipv4(host, port);
+    return ::sendto(tx.get(), text.data(), text.size(), 0, to.sockaddr(),
+                    to.socklen());
+  };
+  ASSERT_GT(send_to(0x7f000002, "to .2"), 0);
+  ASSERT_GT(send_to(0x7f000001, "to .1"), 0);
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return infos.size() == 2; }, kWait, "two datagrams"));
+  const uint32_t lo = if_nametoindex("lo");
+  EXPECT_EQ(infos[0].to, Endpoint::Ipv4(0x7f000002, 0))
+      << infos[0].to.ToString();
+  EXPECT_EQ(infos[1].to, Endpoint::Ipv4(0x7f000001, 0))
+      << infos[1].to.ToString();
+  EXPECT_EQ(infos[0].interface_index, lo);
+  EXPECT_EQ(infos[0].dropped, 0u);
+  // Overflow the queue while the Loop does not run, drain it, then one more
+  // datagram carries the drop count.
+  const std::string filler(1000, 'f');
+  for (int i = 0; i < 300; ++i) send_to(0x7f000001, filler);
+  ASSERT_TRUE(RunFor(loop, 50ms));
+  ASSERT_GT(send_to(0x7f000001, "last"), 0);
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return infos.back().dropped > 0; }, kWait,
+      "a datagram that reports the drops"));
+  std::cout << "[ info     ] " << GetParam() << ": received " << infos.size()
+            << " of 302, kernel dropped " << infos.back().dropped << "\n";
+  EXPECT_EQ(loop.counters().receive_queue_drops, infos.back().dropped);
+  EXPECT_EQ(infos.size() + infos.back().dropped, 303u)
+      << "every datagram is either received or counted as dropped";
+  loop.Close(*id);
+  ASSERT_TRUE(RunFor(loop, 20ms));
 }
 
 // --- Backpressure -----------------------------------------------------------

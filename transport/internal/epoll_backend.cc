@@ -314,6 +314,11 @@ class EpollBackend final : public LoopCore {
       for (int i = 0; i < batch; ++i) {
         rx_msgs_[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
         rx_msgs_[i].msg_hdr.msg_flags = 0;
+        // Control messages only when the socket asked for them.
+        rx_msgs_[i].msg_hdr.msg_control =
+            s.receive_control ? rx_control_[i] : nullptr;
+        rx_msgs_[i].msg_hdr.msg_controllen =
+            s.receive_control ? kReceiveControlBytes : 0;
       }
       ++counters.socket_syscalls;
       const int n = recvmmsg(s.fd, rx_msgs_, batch, MSG_DONTWAIT, nullptr);
@@ -330,10 +335,19 @@ class EpollBackend final : public LoopCore {
         }
         // Handlers cannot re-enter ReadDatagrams (UDP sockets are read only
         // from dispatch), so the batch arrays stay valid while we deliver.
-        DeliverDatagram(
-            s, buffer, BufferPool::kHeadroom, rx_msgs_[i].msg_len,
+        DatagramInfo info;
+        info.from =
             Endpoint::FromSockaddr(reinterpret_cast<sockaddr*>(&rx_addrs_[i]),
-                                   rx_msgs_[i].msg_hdr.msg_namelen));
+                                   rx_msgs_[i].msg_hdr.msg_namelen);
+        if (s.receive_control) {
+          msghdr& m = rx_msgs_[i].msg_hdr;
+          for (cmsghdr* c = CMSG_FIRSTHDR(&m); c != nullptr;
+               c = CMSG_NXTHDR(&m, c)) {
+            NoteControl(s, *c, &info);
+          }
+        }
+        DeliverDatagram(s, buffer, BufferPool::kHeadroom, rx_msgs_[i].msg_len,
+                        info);
       }
       // The unused leased buffers move to the front for the next call.
       for (int i = received; i < batch; ++i) {
@@ -446,6 +460,7 @@ class EpollBackend final : public LoopCore {
   mmsghdr rx_msgs_[kUdpBatch];
   iovec rx_iov_[kUdpBatch];
   sockaddr_storage rx_addrs_[kUdpBatch];
+  alignas(8) unsigned char rx_control_[kUdpBatch][kReceiveControlBytes];
   uint32_t rx_buffers_[kUdpBatch];
   int rx_ready_ = 0;  // rx_buffers_[0, rx_ready_) are leased and ready
   mmsghdr tx_msgs_[kUdpBatch];

@@ -321,6 +321,17 @@ absl::StatusOr<SocketId> LoopCore::OpenUdp(const UdpOptions& options,
       return fail("setsockopt(IPV6_MULTICAST_HOPS/LOOP)");
     }
   }
+  if (options.receive_destination) {
+    const bool v6 = options.bind.family() == AF_INET6;
+    if (SetInt(fd, v6 ? IPPROTO_IPV6 : IPPROTO_IP,
+               v6 ? IPV6_RECVPKTINFO : IP_PKTINFO, 1) != 0) {
+      return fail("setsockopt(IP_PKTINFO)");
+    }
+  }
+  if (options.receive_drop_count &&
+      SetInt(fd, SOL_SOCKET, SO_RXQ_OVFL, 1) != 0) {
+    return fail("setsockopt(SO_RXQ_OVFL)");
+  }
   if (options.bind.is_ipv4()) {
     if (options.multicast_interface.has_value()) {
       in_addr iface{};
@@ -353,6 +364,8 @@ absl::StatusOr<SocketId> LoopCore::OpenUdp(const UdpOptions& options,
   SetSendLimits(**s, options.send_queue_limit_bytes,
                 options.send_queue_low_water_bytes);
   NoteBufferSizes(**s, options.receive_buffer_bytes, options.send_buffer_bytes);
+  (*s)->receive_control =
+      options.receive_destination || options.receive_drop_count;
   if (connected) {
     std::memcpy(&(*s)->peer_addr, options.connect->sockaddr(),
                 options.connect->socklen());
@@ -935,12 +948,48 @@ void LoopCore::CheckDeadStreams() {
 
 void LoopCore::DeliverDatagram(Socket& s, uint32_t buffer, uint32_t offset,
                                uint32_t size, const Endpoint& from) {
+  DatagramInfo info;
+  info.from = from;
+  DeliverDatagram(s, buffer, offset, size, info);
+}
+
+void LoopCore::DeliverDatagram(Socket& s, uint32_t buffer, uint32_t offset,
+                               uint32_t size, DatagramInfo& info) {
   ++counters.datagrams_received;
   counters.bytes_received += size;
   pool->slot(buffer).lent_at_ns = now.nanos();
   BufferLease lease = pool->Adopt(buffer, size, offset);
   if (s.closing) return;  // lease releases the buffer
-  s.handler->OnDatagram(IdOf(s), from, std::move(lease));
+  if (s.receive_control) info.dropped = s.last_dropped;
+  s.handler->OnDatagramInfo(IdOf(s), info, std::move(lease));
+}
+
+void LoopCore::NoteControl(Socket& s, const cmsghdr& cmsg, DatagramInfo* info) {
+  const unsigned char* data = CMSG_DATA(&cmsg);
+  if (cmsg.cmsg_level == IPPROTO_IP && cmsg.cmsg_type == IP_PKTINFO) {
+    in_pktinfo pi;
+    std::memcpy(&pi, data, sizeof(pi));
+    info->to = Endpoint::Ipv4(ntohl(pi.ipi_addr.s_addr), 0);
+    info->interface_index = static_cast<uint32_t>(pi.ipi_ifindex);
+  } else if (cmsg.cmsg_level == IPPROTO_IPV6 &&
+             cmsg.cmsg_type == IPV6_PKTINFO) {
+    in6_pktinfo pi;
+    std::memcpy(&pi, data, sizeof(pi));
+    sockaddr_in6 a{};
+    a.sin6_family = AF_INET6;
+    a.sin6_addr = pi.ipi6_addr;
+    info->to =
+        Endpoint::FromSockaddr(reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    info->interface_index = pi.ipi6_ifindex;
+  } else if (cmsg.cmsg_level == SOL_SOCKET && cmsg.cmsg_type == SO_RXQ_OVFL) {
+    uint32_t dropped = 0;
+    std::memcpy(&dropped, data, sizeof(dropped));
+    // The kernel reports a running total; count what is new.
+    if (dropped > s.last_dropped) {
+      counters.receive_queue_drops += dropped - s.last_dropped;
+    }
+    s.last_dropped = dropped;
+  }
 }
 
 void LoopCore::DeliverData(Socket& s, uint32_t buffer, uint32_t offset,

@@ -32,6 +32,10 @@ namespace ringlab::transport::internal {
 
 enum class SocketKind : uint8_t { kFree, kUdp, kListener, kStream };
 
+// Room for the receive control messages a UDP socket may ask for:
+// IP(V6)_PKTINFO and SO_RXQ_OVFL.
+inline constexpr size_t kReceiveControlBytes = 64;
+
 // Most iovecs gathered into one stream sendmsg (a send contributes up to
 // two: its header and its payload).
 inline constexpr int kMaxGather = 32;
@@ -84,6 +88,8 @@ struct Socket {
   bool send_in_flight = false;   // stream: one send op outstanding
   bool receive_kick = false;     // uring: receive cancelled to re-arm it
   bool receive_paused = false;   // PauseReceive(): no receive armed
+  bool receive_control = false;  // UDP: IP_PKTINFO and/or SO_RXQ_OVFL on
+  uint32_t last_dropped = 0;     // UDP: the last SO_RXQ_OVFL value seen
   bool cancel_pending = false;   // uring: Close() found no SQE for its cancel
   bool dead_listed = false;      // on dead_streams_ (see KickReceive)
   Duration dead_check_every{0};
@@ -116,6 +122,7 @@ struct Socket {
   msghdr receive_msg{};
   iovec receive_iov{};
   sockaddr_storage receive_addr{};
+  alignas(8) unsigned char receive_cmsg[kReceiveControlBytes]{};
   msghdr send_msg{};
   iovec send_iov[kMaxGather]{};
   sockaddr_storage peer_addr{};
@@ -225,6 +232,11 @@ class LoopCore {
   // Delivery (skipped silently when the socket is closing).
   void DeliverDatagram(Socket& s, uint32_t buffer, uint32_t offset,
                        uint32_t size, const Endpoint& from);
+  void DeliverDatagram(Socket& s, uint32_t buffer, uint32_t offset,
+                       uint32_t size, DatagramInfo& info);
+  // Reads IP(V6)_PKTINFO and SO_RXQ_OVFL from one control message into
+  // `info` (and the drop counter); called for each cmsg of a datagram.
+  void NoteControl(Socket& s, const cmsghdr& cmsg, DatagramInfo* info);
   void DeliverData(Socket& s, uint32_t buffer, uint32_t offset, uint32_t size);
   void DeliverReadClosed(Socket& s, int result);
   void DeliverConnect(Socket& s, int result);

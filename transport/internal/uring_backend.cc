@@ -577,7 +577,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
 
   void ArmDatagramReceive(Socket& s) {
     std::memset(&s.receive_msg, 0, sizeof(s.receive_msg));
-    if (info.flags.provided_buffers && s.connected) {
+    if (info.flags.provided_buffers && s.connected && !s.receive_control) {
       // The peer is fixed, so plain multishot recv will do: no msghdr to
       // import and no header in the buffer.
       ArmMultishotRecv(s, kOpRecvConnected);
@@ -587,7 +587,13 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       // Multishot recvmsg lays out each buffer as
       // [io_uring_recvmsg_out][name: msg_namelen bytes][payload]; an IPv6
       // sockaddr is the largest name we accept.
-      s.receive_msg.msg_namelen = sizeof(sockaddr_in6);
+      // 32 rather than sizeof(sockaddr_in6) (28) keeps what follows the
+      // name (the control messages) 8-byte aligned, as cmsghdr needs.
+      s.receive_msg.msg_namelen = 32;
+      // Control messages go between the name and the payload; only their
+      // length matters here (the kernel lays them out in each buffer).
+      s.receive_msg.msg_controllen =
+          s.receive_control ? kReceiveControlBytes : 0;
       io_uring_sqe* sqe = GetSqe();
       if (sqe == nullptr) {
         MarkStarved(s);
@@ -607,6 +613,10 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     s.receive_msg.msg_iovlen = 1;
     s.receive_msg.msg_name = &s.receive_addr;
     s.receive_msg.msg_namelen = sizeof(s.receive_addr);
+    if (s.receive_control) {
+      s.receive_msg.msg_control = s.receive_cmsg;
+      s.receive_msg.msg_controllen = kReceiveControlBytes;
+    }
     io_uring_sqe* sqe = GetSqe();
     if (sqe == nullptr) {
       ReturnReceiveBuffer(s);
@@ -980,11 +990,18 @@ class UringBackend final : public LoopCore, public BufferRecycler {
         if (s.receive_msg.msg_flags & MSG_TRUNC) {
           DropTruncatedDatagram(s, buffer);
         } else {
+          DatagramInfo dinfo;
+          dinfo.from = Endpoint::FromSockaddr(
+              reinterpret_cast<sockaddr*>(&s.receive_addr),
+              s.receive_msg.msg_namelen);
+          if (s.receive_control) {
+            for (cmsghdr* c = CMSG_FIRSTHDR(&s.receive_msg); c != nullptr;
+                 c = CMSG_NXTHDR(&s.receive_msg, c)) {
+              NoteControl(s, *c, &dinfo);
+            }
+          }
           DeliverDatagram(s, buffer, BufferPool::kHeadroom,
-                          static_cast<uint32_t>(res),
-                          Endpoint::FromSockaddr(
-                              reinterpret_cast<sockaddr*>(&s.receive_addr),
-                              s.receive_msg.msg_namelen));
+                          static_cast<uint32_t>(res), dinfo);
         }
       }
     } else {
@@ -1020,11 +1037,19 @@ class UringBackend final : public LoopCore, public BufferRecycler {
         static_cast<std::byte*>(io_uring_recvmsg_payload(out, &s.receive_msg));
     const uint32_t length =
         io_uring_recvmsg_payload_length(out, res, &s.receive_msg);
-    const Endpoint from = Endpoint::FromSockaddr(
+    DatagramInfo dinfo;
+    dinfo.from = Endpoint::FromSockaddr(
         static_cast<sockaddr*>(io_uring_recvmsg_name(out)),
         std::min<socklen_t>(out->namelen, s.receive_msg.msg_namelen));
+    if (s.receive_control) {
+      for (cmsghdr* c = io_uring_recvmsg_cmsg_firsthdr(out, &s.receive_msg);
+           c != nullptr;
+           c = io_uring_recvmsg_cmsg_nexthdr(out, &s.receive_msg, c)) {
+        NoteControl(s, *c, &dinfo);
+      }
+    }
     DeliverDatagram(s, buffer, static_cast<uint32_t>(payload - base), length,
-                    from);
+                    dinfo);
   }
 
   void OnStreamSent(Socket& s, int res) {
