@@ -84,6 +84,11 @@ struct LoopCounters {
   // SO_RXQ_OVFL (UdpOptions::receive_drop_count): datagrams the kernel
   // dropped because a socket's receive queue was full.
   uint64_t receive_queue_drops = 0;
+  // UDP GSO: sends that carried several datagrams, the datagrams they
+  // carried, and sockets where the kernel refused GSO (it was turned off).
+  uint64_t gso_sends = 0;
+  uint64_t gso_datagrams = 0;
+  uint64_t gso_refused = 0;
 
   uint64_t kernel_entries() const {
     return io_uring_enter + epoll_wait + socket_syscalls;

@@ -263,6 +263,14 @@ struct UdpOptions {
   // are reported as -EMSGSIZE).
   bool receive_destination = false;
   bool receive_drop_count = false;
+  // UDP GSO (UDP_SEGMENT): consecutive queued datagrams to one destination,
+  // all of one size (the last may be shorter), leave in one send of up to
+  // kMaxGsoSegments segments, which the kernel (or the NIC) cuts into
+  // datagrams; the receiver sees ordinary datagrams. Each send still gets
+  // its own OnSendComplete. A destination that refuses GSO (EIO, EINVAL)
+  // turns it off for the socket (counted) and the datagrams are sent one by
+  // one.
+  bool segmentation_offload = false;
   // Backpressure: bytes the Loop queues for this socket before Send/SendTo
   // refuse with -EAGAIN (0: LoopOptions::send_queue_limit_bytes), and the
   // level below which OnWritable follows a refusal (0: half the limit).
@@ -290,6 +298,9 @@ class Loop {
   // descriptor (enough for an MQTT fixed header, topic, packet id and
   // properties, or an RTPS header and submessage headers).
   static constexpr size_t kMaxSendHeaderBytes = 512;
+  // Most datagrams one UDP GSO send carries (UdpOptions::
+  // segmentation_offload).
+  static constexpr int kMaxGsoSegments = 16;
 
   // Probes the kernel, resolves `auto`, and builds the backend. Errors:
   // InvalidArgument for an unknown preset (the message lists valid ones);

@@ -369,6 +369,30 @@ class EpollBackend final : public LoopCore {
 
   void FlushDatagrams(Socket& s) {
     while (s.send_head != kNoOp && !s.want_write) {
+      if (s.gso) {
+        int count = 0;
+        const uint32_t batch = PopGsoBatch(s, &count);
+        if (batch != kNoOp) {
+          ++counters.socket_syscalls;
+          const ssize_t n =
+              ::sendmsg(s.fd, &s.send_msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+          if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            // Put them back as they were and wait for room.
+            const int err = errno;
+            RequeueGsoBatch(s, batch);
+            if (err == EAGAIN) {
+              ++counters.send_would_block;
+              s.want_write = true;
+              WatchWritable(s, true);
+              return;
+            }
+            continue;
+          }
+          counters.completions += static_cast<uint64_t>(count);
+          CompleteGsoBatch(s, batch, n < 0 ? -errno : static_cast<int>(n));
+          continue;
+        }
+      }
       int batch = 0;
       for (uint32_t index = s.send_head; index != kNoOp && batch < kUdpBatch;
            index = op(index).next, ++batch) {

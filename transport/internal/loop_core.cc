@@ -5,6 +5,7 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <netinet/udp.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -366,6 +367,7 @@ absl::StatusOr<SocketId> LoopCore::OpenUdp(const UdpOptions& options,
   NoteBufferSizes(**s, options.receive_buffer_bytes, options.send_buffer_bytes);
   (*s)->receive_control =
       options.receive_destination || options.receive_drop_count;
+  (*s)->gso = options.segmentation_offload;
   if (connected) {
     std::memcpy(&(*s)->peer_addr, options.connect->sockaddr(),
                 options.connect->socklen());
@@ -882,6 +884,95 @@ void LoopCore::CompleteDatagram(Socket& s, uint32_t index, int result) {
   }
   FreeOp(index);
   if (!s.closing || result < 0) s.handler->OnSendComplete(IdOf(s), result, tag);
+}
+
+uint32_t LoopCore::PopGsoBatch(Socket& s, int* count) {
+  *count = 0;
+  if (!s.gso || s.send_head == kNoOp) return kNoOp;
+  const SendOp& first = ops_[s.send_head];
+  const uint32_t segment = first.size();
+  if (segment == 0) return kNoOp;
+  // How many of the queue's head can go together.
+  int n = 0;
+  size_t total = 0;
+  for (uint32_t i = s.send_head; i != kNoOp && n < Loop::kMaxGsoSegments;
+       i = ops_[i].next) {
+    const SendOp& o = ops_[i];
+    if (o.size() > segment ||
+        (!s.connected && o.destination != first.destination) ||
+        total + o.size() > 65000) {
+      break;
+    }
+    ++n;
+    total += o.size();
+    if (o.size() < segment) break;  // a shorter one can only be the last
+  }
+  if (n < 2) return kNoOp;
+  std::memset(&s.send_msg, 0, sizeof(s.send_msg));
+  int iovs = 0;
+  const uint32_t head = s.send_head;
+  uint32_t tail = kNoOp;
+  for (int k = 0; k < n; ++k) {
+    const uint32_t index = PopDatagram(s);
+    SendOp& o = ops_[index];
+    iovs += AppendIov(o, s.send_iov + iovs, kMaxGather - iovs);
+    if (tail != kNoOp) ops_[tail].next = index;
+    tail = index;
+  }
+  ops_[tail].next = kNoOp;
+  s.send_msg.msg_iov = s.send_iov;
+  s.send_msg.msg_iovlen = static_cast<size_t>(iovs);
+  if (!s.connected) {
+    s.send_msg.msg_name = const_cast<sockaddr*>(first.destination.sockaddr());
+    s.send_msg.msg_namelen = first.destination.socklen();
+  }
+  s.send_msg.msg_control = s.send_cmsg;
+  s.send_msg.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+  cmsghdr* c = CMSG_FIRSTHDR(&s.send_msg);
+  c->cmsg_level = SOL_UDP;
+  c->cmsg_type = UDP_SEGMENT;
+  c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+  const uint16_t gso_size = static_cast<uint16_t>(segment);
+  std::memcpy(CMSG_DATA(c), &gso_size, sizeof(gso_size));
+  *count = n;
+  return head;
+}
+
+void LoopCore::RequeueGsoBatch(Socket& s, uint32_t head) {
+  uint32_t tail = head;
+  uint32_t n = 1;
+  size_t bytes = ops_[head].size();
+  while (ops_[tail].next != kNoOp) {
+    tail = ops_[tail].next;
+    ++n;
+    bytes += ops_[tail].size();
+  }
+  ops_[tail].next = s.send_head;
+  if (s.send_head == kNoOp) s.send_tail = tail;
+  s.send_head = head;
+  s.send_queued += n;
+  s.send_bytes += bytes;
+  MarkDirty(s);
+}
+
+void LoopCore::CompleteGsoBatch(Socket& s, uint32_t head, int result) {
+  if (result == -EIO || result == -EINVAL || result == -EOPNOTSUPP) {
+    // The path does not take GSO: send these one by one from now on, in
+    // their order, ahead of what was queued after them.
+    s.gso = false;
+    ++counters.gso_refused;
+    RequeueGsoBatch(s, head);
+    return;
+  }
+  if (result >= 0) ++counters.gso_sends;
+  uint32_t index = head;
+  while (index != kNoOp) {
+    const uint32_t next = ops_[index].next;
+    if (result >= 0) ++counters.gso_datagrams;
+    CompleteDatagram(
+        s, index, result >= 0 ? static_cast<int>(ops_[index].size()) : result);
+    index = next;
+  }
 }
 
 void LoopCore::FailQueuedSends(Socket& s, int error) {

@@ -90,8 +90,12 @@ struct Socket {
   bool receive_paused = false;   // PauseReceive(): no receive armed
   bool receive_control = false;  // UDP: IP_PKTINFO and/or SO_RXQ_OVFL on
   uint32_t last_dropped = 0;     // UDP: the last SO_RXQ_OVFL value seen
-  bool cancel_pending = false;   // uring: Close() found no SQE for its cancel
-  bool dead_listed = false;      // on dead_streams_ (see KickReceive)
+  bool gso = false;              // UDP: segmentation_offload in effect
+  // UDP GSO send in flight (uring): its ops, linked through SendOp::next.
+  uint32_t gso_head = kNoOp;
+  alignas(8) unsigned char send_cmsg[16]{};  // UDP_SEGMENT
+  bool cancel_pending = false;  // uring: Close() found no SQE for its cancel
+  bool dead_listed = false;     // on dead_streams_ (see KickReceive)
   Duration dead_check_every{0};
   Timestamp dead_check_at;
   bool peer_hup_seen = false;  // epoll: RDHUP/HUP/ERR reported once
@@ -259,6 +263,19 @@ class LoopCore {
   uint32_t PopDatagram(Socket& s);
   // A datagram the kernel took finished: release, then callback.
   void CompleteDatagram(Socket& s, uint32_t op, int result);
+  // UDP GSO: pops the longest run of queued datagrams one send can carry
+  // (same destination, one size, the last may be shorter; at least 2) into
+  // a chain through SendOp::next and fills s.send_msg / s.send_iov /
+  // s.send_cmsg for it. Returns the chain's head (count in *count), or kNoOp
+  // when the head of the queue goes alone.
+  uint32_t PopGsoBatch(Socket& s, int* count);
+  // Completes every op of a GSO chain: with its own size on success
+  // (`result` is the total), with `result` on failure. A refusal of GSO
+  // itself (EIO/EINVAL/EOPNOTSUPP) instead puts the datagrams back at the
+  // head of the queue and turns GSO off for the socket.
+  void CompleteGsoBatch(Socket& s, uint32_t head, int result);
+  // Puts a popped GSO chain back at the head of the queue, in order.
+  void RequeueGsoBatch(Socket& s, uint32_t head);
   // The queued send `index` (see SendOp).
   SendOp& op(uint32_t index) { return ops_[index]; }
   // Where a send's payload bytes start.

@@ -50,6 +50,7 @@ enum Op : uint8_t {
   kOpStreamSend,     // one stream send / sendmsg / write_fixed
   kOpStreamSendZc,   // SEND_ZC on a stream: result CQE, then a notification
   kOpDatagramSend,   // one datagram; its SendOp index in the middle field
+  kOpDatagramGso,    // a UDP GSO send: the chain starts at Socket::gso_head
   kOpAccept,
   kOpConnect,
   kOpShutdown,
@@ -682,10 +683,23 @@ class UringBackend final : public LoopCore, public BufferRecycler {
   // Hands the head datagram to the kernel. False when no SQE was free: the
   // datagram stays at the head and the socket is flushed again later.
   bool SubmitDatagram(Socket& s) {
+    // One GSO send at a time per socket: it uses the socket's msghdr.
+    if (s.gso && s.gso_head != kNoOp) return false;  // its CQE flushes on
     io_uring_sqe* sqe = GetSqe();
     if (sqe == nullptr) {
       MarkDirty(s);
       return false;
+    }
+    if (s.gso) {
+      int count = 0;
+      const uint32_t batch = PopGsoBatch(s, &count);
+      if (batch != kNoOp) {
+        s.gso_head = batch;
+        io_uring_prep_sendmsg(sqe, FdFor(s), &s.send_msg, MSG_NOSIGNAL);
+        Finish(sqe, s, Encode(kOpDatagramGso, 0, IdOf(s).value));
+        ++datagram_cqes_expected_;
+        return true;
+      }
     }
     const uint32_t index = PopDatagram(s);
     SendOp& o = op(index);
@@ -878,6 +892,14 @@ class UringBackend final : public LoopCore, public BufferRecycler {
           }
         }
         break;
+      case kOpDatagramGso: {
+        --s->ops_in_flight;
+        const uint32_t head = s->gso_head;
+        s->gso_head = kNoOp;
+        CompleteGsoBatch(*s, head, res);
+        if (!s->closing && s->send_head != kNoOp) MarkDirty(*s);
+        break;
+      }
       case kOpDatagramSend:
         --s->ops_in_flight;
         CompleteDatagram(*s, DecodeBuffer(user_data), res);  // the op index
