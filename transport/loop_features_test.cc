@@ -27,6 +27,7 @@
 #include "transport/loop.h"
 #include "transport/loop_test_support.h"
 #include "transport/sim_network.h"
+#include "transport/stream_assembler.h"
 
 #ifndef IPV6_MULTICAST_ALL
 #define IPV6_MULTICAST_ALL 29  // linux/in6.h, Linux 4.20
@@ -768,6 +769,124 @@ TEST_P(LoopFeatureTest, PausedReceiveReadsNothingUntilResumed) {
   EXPECT_EQ(loop.PauseReceive(*listener), -EBADF) << "not for listeners";
   ASSERT_TRUE(CloseAndWait(*u, rx));
   loop.Close(conn);
+  ASSERT_TRUE(CloseAndWait(*listener, server));
+  ExpectNoLeakedBuffers();
+}
+
+// --- Stream receive size and fairness --------------------------------------
+
+// A 64 KiB message through a 2 KiB pool arrives in about 32 leases; the
+// StreamAssembler holds them without copying and hands the message over in
+// one Read (the single copy a large message costs), byte exact.
+TEST_P(LoopFeatureTest, LargeStreamMessageIsAssembledWithOneCopy) {
+  Loop& loop = *loop_;
+  constexpr size_t kMessage = 64 * 1024;
+  StreamAssembler in(64);
+  std::vector<std::byte> message(kMessage);
+  size_t most_leases = 0;
+  bool done = false;
+  Recorder* server = Make();
+  server->keep_bytes = false;
+  server->on_accept = [&](SocketId, SocketId, const Endpoint&) {
+    return server;
+  };
+  server->on_data = [&](SocketId, BufferLease data) {
+    ASSERT_TRUE(in.Append(std::move(data)));
+    most_leases = std::max(most_leases, in.leases());
+    if (in.size() >= kMessage) {
+      ASSERT_EQ(in.Read(message), kMessage);
+      done = true;
+    }
+  };
+  absl::StatusOr<SocketId> listener =
+      loop.ListenTcp(Endpoint::Loopback(0), server);
+  ASSERT_TRUE(listener.ok());
+  ScopedFd peer(ConnectRawTcp(*loop.LocalEndpoint(*listener)));
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return server->accepted.size() == 1; }, kWait, "accept"));
+  std::string sent(kMessage, '\0');
+  FillPattern(64, 0, std::as_writable_bytes(std::span(sent)));
+  // Written while the Loop does not run, so it waits in the kernel and the
+  // Loop reads it in buffer-sized pieces.
+  ASSERT_EQ(::write(peer.get(), sent.data(), sent.size()),
+            ssize_t(sent.size()));
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return done; }, kWait, "the whole message"));
+  EXPECT_EQ(std::memcmp(message.data(), sent.data(), kMessage), 0);
+  EXPECT_GE(most_leases, kMessage / loop.buffers().slot_bytes() / 2)
+      << "the message should have come in many pieces";
+  EXPECT_EQ(in.size(), 0u);
+  loop.Close(server->accepted[0]);
+  ASSERT_TRUE(CloseAndWait(*listener, server));
+  ExpectNoLeakedBuffers();
+}
+
+// Fairness: a connection with a large backlog does not keep another from
+// being read. On epoll each socket gets at most 16 reads per iteration; on
+// io_uring the kernel caps a multishot receive's retries.
+TEST_P(LoopFeatureTest, BusyStreamDoesNotStarveAnother) {
+  LoopOptions options = DefaultOptions();
+  options.buffer_count = 2048;
+  options.provided_buffers = 512;
+  CREATE_LOOP_OR_RETURN(options);
+  Loop& loop = *loop_;
+  Recorder* server = Make();
+  server->keep_bytes = false;
+  absl::flat_hash_map<uint32_t, size_t> bytes;
+  size_t busy_bytes_when_quiet_arrived = 0;
+  SocketId quiet_id;
+  server->on_accept = [&](SocketId, SocketId, const Endpoint&) {
+    return server;
+  };
+  server->on_data = [&](SocketId s, BufferLease data) {
+    bytes[s.value] += data.size();
+    if (s == quiet_id && busy_bytes_when_quiet_arrived == 0) {
+      for (const auto& [id, n] : bytes) {
+        if (id != quiet_id.value) busy_bytes_when_quiet_arrived += n;
+      }
+    }
+  };
+  TcpOptions tcp;
+  tcp.receive_buffer_bytes = 4 << 20;  // the whole backlog fits the kernel
+  absl::StatusOr<SocketId> listener =
+      loop.ListenTcp(Endpoint::Loopback(0), server, tcp);
+  ASSERT_TRUE(listener.ok());
+  const Endpoint ep = *loop.LocalEndpoint(*listener);
+  ScopedFd busy(ConnectRawTcp(ep));
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return server->accepted.size() == 1; }, kWait, "busy"));
+  ScopedFd quiet(ConnectRawTcp(ep));
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return server->accepted.size() == 2; }, kWait, "quiet"));
+  quiet_id = server->accepted[1];
+  ASSERT_TRUE(RunFor(loop, 10ms));
+  constexpr size_t kBacklog = 2u << 20;
+  const std::string chunk(64 * 1024, 'b');
+  size_t written = 0;
+  while (written < kBacklog) {
+    const ssize_t n = ::write(busy.get(), chunk.data(), chunk.size());
+    ASSERT_GT(n, 0) << std::strerror(errno);
+    written += static_cast<size_t>(n);
+  }
+  ASSERT_EQ(::write(quiet.get(), "q", 1), 1);
+  ASSERT_TRUE(RunUntil(
+      loop,
+      [&] {
+        return bytes[quiet_id.value] == 1 &&
+               bytes[server->accepted[0].value] == written;
+      },
+      kWait, "both streams"));
+  std::cout << "[ info     ] " << GetParam() << ": the quiet byte came after "
+            << busy_bytes_when_quiet_arrived << " of " << written
+            << " busy bytes; read_budget_yields="
+            << loop.counters().read_budget_yields << "\n";
+  EXPECT_LT(busy_bytes_when_quiet_arrived, written / 2)
+      << "the busy connection was drained before the quiet one was read";
+  if (!IsUring()) {
+    EXPECT_GT(loop.counters().read_budget_yields, 0u);
+  }
+  loop.Close(server->accepted[0]);
+  loop.Close(quiet_id);
   ASSERT_TRUE(CloseAndWait(*listener, server));
   ExpectNoLeakedBuffers();
 }
