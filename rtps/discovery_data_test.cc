@@ -71,12 +71,11 @@ TEST(DiscoveryDataTest, ParsesBigEndianWithVendorSpecificPid) {
 }
 
 TEST(DiscoveryDataTest, RejectsUnknownMustUnderstandAndMalformed) {
-  auto must =
-      B({0x00, 0x03, 0x00, 0x00, 0x50, 0x00, 16, 0,  1,  2, 3,
-         4,    5,    6,    7,    8,    9,    10, 11, 12, 0, 0,
-         1,    0xc1, 0x01, 0x40, 4,    0,    0,  0,  0,  0,  // PID 0x4001: must
-                                                             // understand
-         0x01, 0x00, 0x00, 0x00});
+  auto must = B({0x00, 0x03, 0x00, 0x00, 0x50, 0x00, 16, 0, 1, 2, 3, 4, 5, 6, 7,
+                 8, 9, 10, 11, 12, 0, 0, 1, 0xc1, 0x01, 0x40, 4, 0, 0, 0, 0,
+                 0,  // PID 0x4001: must
+                     // understand
+                 0x01, 0x00, 0x00, 0x00});
   ParticipantData p;
   EXPECT_EQ(ParseParticipant(must, &p),
             DiscoveryParseError::kUnknownMustUnderstand);
