@@ -40,7 +40,9 @@ struct CdrType<Inner> {
     w.Write(v.a);
     w.Write(v.b);
   }
-  static bool Read(CdrReader& r, Inner* v) { return r.Read(&v->a) && r.Read(&v->b); }
+  static bool Read(CdrReader& r, Inner* v) {
+    return r.Read(&v->a) && r.Read(&v->b);
+  }
 };
 template <>
 struct CdrType<Fuzzed> {
@@ -55,9 +57,9 @@ struct CdrType<Fuzzed> {
     w.Write(v.flag);
   }
   static bool Read(CdrReader& r, Fuzzed* v) {
-    return r.Read(&v->tag) && r.ReadString(&v->name) && ReadCdr(r, &v->inners) &&
-           ReadCdr(r, &v->fixed) && ReadCdr(r, &v->names) && r.Read(&v->big) &&
-           r.Read(&v->flag);
+    return r.Read(&v->tag) && r.ReadString(&v->name) &&
+           ReadCdr(r, &v->inners) && ReadCdr(r, &v->fixed) &&
+           ReadCdr(r, &v->names) && r.Read(&v->big) && r.Read(&v->flag);
   }
 };
 template <>

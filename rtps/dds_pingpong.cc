@@ -183,9 +183,10 @@ class PingPong {
     gethostname(host, sizeof(host) - 1);
     dpo.core.user_data = absl::StrCat("DDSPerf:0:", getpid(), ":", host);
     dpo.core.entity_name = "ringlab_dds_pingpong";
-    // A datagram must hold one sample plus RTPS overhead.
-    uint32_t need = o_.payload + 512;
-    dpo.buffer_size = std::max<uint32_t>(2048, (need + 1023) & ~1023u);
+    // A datagram must hold one sample plus RTPS overhead, and any datagram
+    // Cyclone sends (it fragments into datagrams of up to ~14.7 KB).
+    uint32_t need = std::max<uint32_t>(o_.payload, 16384) + 1024;
+    dpo.buffer_size = (need + 1023) & ~1023u;
     dpo.buffer_count =
         std::clamp<uint32_t>((4u << 20) / dpo.buffer_size, 64, 2048);
     absl::StatusOr<std::unique_ptr<DomainParticipant>> dp =

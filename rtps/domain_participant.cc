@@ -84,7 +84,12 @@ absl::StatusOr<std::unique_ptr<DomainParticipant>> DomainParticipant::Create(
   lo.backend = options.backend;
   lo.buffer_size = options.buffer_size;
   lo.buffer_count = options.buffer_count;
-  lo.provided_buffers = std::min<uint32_t>(128, options.buffer_count / 2);
+  // A power of two, at most half the pool (the kernel fills these).
+  uint32_t provided = 1;
+  while (provided * 2 <= std::min<uint32_t>(256, options.buffer_count / 2)) {
+    provided *= 2;
+  }
+  lo.provided_buffers = provided;
   absl::StatusOr<std::unique_ptr<Loop>> loop = Loop::Create(lo);
   if (!loop.ok()) return loop.status();
   dp->loop_ = std::move(*loop);

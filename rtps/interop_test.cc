@@ -195,6 +195,36 @@ TEST_P(KeyedDataTest, WePublishCycloneReceives) {
   }
 }
 
+// Cyclone fragments samples above 1344 bytes (DATA_FRAG, ~14.7 KB per
+// datagram): we reassemble them.
+TEST_F(CycloneInteropTest, FragmentedSamplesFromCyclone) {
+  std::unique_ptr<DomainParticipant> dp = Ours();
+  ASSERT_NE(dp, nullptr);
+  Topic<KeyedSeq> topic("DDSPerfRDataKS");
+  EndpointQos q = EndpointQos::ReaderDefaults();
+  q.reliability = ReliabilityKind::kReliable;
+  q.history = HistoryKind::kKeepAll;
+  auto reader = DataReader<KeyedSeq>::Create(*dp, topic, q);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  std::unique_ptr<Process> pub =
+      Ddsperf({"-D", "8", "pub", "100Hz", "size", "20000"});
+  ASSERT_NE(pub, nullptr);
+  std::vector<uint32_t> seqs;
+  KeyedSeq s;
+  bool enough = dp->RunUntil(
+      [&] {
+        while ((*reader)->Take(&s)) {
+          EXPECT_EQ(s.baggage.size(), 20000u - 12);
+          seqs.push_back(s.seq);
+        }
+        return seqs.size() >= 50;
+      },
+      std::chrono::seconds(12));
+  ASSERT_TRUE(enough) << seqs.size() << "\n" << pub->OutputTail();
+  for (size_t i = 1; i < seqs.size(); ++i) ASSERT_EQ(seqs[i], seqs[i - 1] + 1);
+  EXPECT_GE(dp->core().counters().samples_reassembled, 50u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Reliability, KeyedDataTest, ::testing::Bool(),
                          [](const auto& info) {
                            return info.param ? "Reliable" : "BestEffort";

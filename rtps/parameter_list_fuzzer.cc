@@ -1,6 +1,7 @@
 // libFuzzer target: parameter lists (RTPS 2.5 §9.4.2.11) and the SPDP/SEDP
 // data decoded from them, in both byte orders, plus inline QoS.
-// fuzz-deps: rtps/parameter_list.cc rtps/discovery_data.cc rtps/cdr.cc rtps/qos.cc rtps/types.cc transport/endpoint.cc
+// fuzz-deps: rtps/parameter_list.cc rtps/discovery_data.cc rtps/cdr.cc
+// rtps/qos.cc rtps/types.cc transport/endpoint.cc
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -31,14 +32,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::vector<std::byte> again;
     SerializeParticipant(pd, &again);
     ParticipantData back;
-    if (ParseParticipant(again, &back) != DiscoveryParseError::kOk) __builtin_trap();
+    if (ParseParticipant(again, &back) != DiscoveryParseError::kOk)
+      __builtin_trap();
   }
   EndpointData ed;
   if (ParseEndpoint(bytes, &ed) == DiscoveryParseError::kOk) {
     std::vector<std::byte> again;
     SerializeEndpoint(ed, &again);
     EndpointData back;
-    if (ParseEndpoint(again, &back) != DiscoveryParseError::kOk) __builtin_trap();
+    if (ParseEndpoint(again, &back) != DiscoveryParseError::kOk)
+      __builtin_trap();
     (void)ed.qos.Validate();
   }
   return 0;

@@ -199,6 +199,19 @@ struct Participant::WriterProxy {
   // Reorder window: slot (or kGapSlot) of SN s at window[s % size].
   std::vector<uint32_t> window;
   std::vector<SequenceNumber> window_sn;
+  // DATA_FRAG reassembly of one sample (buffers keep their capacity).
+  SequenceNumber frag_sn = 0;  // 0: none in progress
+  uint32_t frag_sample_size = 0;
+  uint16_t frag_size = 0;
+  uint32_t frag_total = 0;
+  uint32_t frag_have = 0;
+  std::vector<std::byte> frag_data;
+  std::vector<uint64_t> frag_bits;
+  bool frag_key_only = false;
+  bool frag_has_key = false;
+  KeyHash frag_key;
+  uint32_t frag_status = 0;
+  int64_t frag_timestamp = kNoSourceTimestamp;
 };
 
 struct Participant::LocalWriter {
@@ -873,7 +886,7 @@ void Participant::HandleSubmessage(Receiver& rx, const Submessage& sm,
     case SubmessageId::kDataFrag: {
       DataFragSubmessage d;
       e = ParseDataFrag(sm, &d);
-      if (e == ParseError::kOk && rx.for_us) ++counters_.data_frag_unsupported;
+      if (e == ParseError::kOk && rx.for_us) HandleDataFrag(rx, d, now);
       break;
     }
     case SubmessageId::kHeartbeat: {
@@ -945,6 +958,116 @@ void Participant::HandleData(Receiver& rx, const DataSubmessage& d,
     }
   }
   if (!delivered) ++counters_.data_from_unknown_writer;
+}
+
+// §8.4.14.1 / §8.3.7.3: DATA_FRAG carries fragments [start, start + n) of
+// a sample of sampleSize bytes. We reassemble one sample per remote writer;
+// when complete it is delivered like a DATA. A reliable reader that misses
+// fragments NACKs the whole SN (NACK_FRAG repair is issue 11).
+void Participant::HandleDataFrag(Receiver& rx, const DataFragSubmessage& d,
+                                 Timestamp now) {
+  ++counters_.fragments_received;
+  if (d.sample_size > config_.max_sample_bytes) {
+    ++counters_.fragments_dropped;
+    return;
+  }
+  bool has_key = false;
+  KeyHash key;
+  uint32_t status = 0;
+  if (d.has_inline_qos &&
+      !ParseInlineQos(d.inline_qos, d.endian, &has_key, &key, &status)) {
+    ++counters_.inline_qos_rejected;
+    return;
+  }
+  Guid writer{rx.source, d.writer_id};
+  for (auto& rp : readers_) {
+    LocalReader& r = *rp;
+    if (!r.active) continue;
+    if (!d.reader_id.is_unknown() && d.reader_id != r.guid.entity) continue;
+    for (WriterProxy& p : r.writers) {
+      if (p.guid != writer) continue;
+      if (d.sn < p.expected ||
+          (p.reliable && d.sn >= p.expected + kReorderWindow)) {
+        ++counters_.data_duplicates;
+        break;
+      }
+      if (p.frag_sn != d.sn) {
+        // Keep the sample closest to delivery: replace a stale one, or one
+        // with a higher SN than this fragment's.
+        bool replace = p.frag_sn == 0 || p.frag_sn < p.expected ||
+                       (p.reliable ? d.sn < p.frag_sn : d.sn > p.frag_sn);
+        if (!replace) {
+          ++counters_.fragments_dropped;
+          break;
+        }
+        if (p.frag_sn != 0) {
+          reassembly_bytes_ -= p.frag_sample_size;
+          ++counters_.fragments_dropped;
+        }
+        if (reassembly_bytes_ + d.sample_size > config_.max_reassembly_bytes) {
+          p.frag_sn = 0;
+          ++counters_.fragments_dropped;
+          break;
+        }
+        p.frag_sn = d.sn;
+        p.frag_sample_size = d.sample_size;
+        p.frag_size = d.fragment_size;
+        p.frag_total = (d.sample_size + d.fragment_size - 1) / d.fragment_size;
+        p.frag_have = 0;
+        p.frag_data.resize(d.sample_size);
+        p.frag_bits.assign((p.frag_total + 63) / 64, 0);
+        p.frag_has_key = false;
+        p.frag_status = 0;
+        p.frag_key_only = d.has_key;
+        p.frag_timestamp = rx.timestamp_ns;
+        reassembly_bytes_ += d.sample_size;
+      } else if (d.sample_size != p.frag_sample_size ||
+                 d.fragment_size != p.frag_size) {
+        ++counters_.fragments_dropped;  // §8.3.7.3.3: inconsistent sample
+        break;
+      }
+      if (has_key) {
+        p.frag_has_key = true;
+        p.frag_key = key;
+      }
+      if (status != 0) p.frag_status = status;
+      if (rx.timestamp_ns != kNoSourceTimestamp)
+        p.frag_timestamp = rx.timestamp_ns;
+      // Copy each new fragment into place.
+      for (uint32_t i = 0; i < d.fragments_in_submessage; ++i) {
+        uint32_t fn = d.fragment_start + i;  // 1-based
+        if (fn > p.frag_total) break;
+        size_t off = size_t{fn - 1} * d.fragment_size;
+        size_t len = std::min<size_t>(d.fragment_size, d.sample_size - off);
+        size_t src = size_t{i} * d.fragment_size;
+        if (src + len > d.fragments.size()) break;
+        uint64_t bit = uint64_t{1} << ((fn - 1) % 64);
+        uint64_t& word = p.frag_bits[(fn - 1) / 64];
+        if (word & bit) continue;
+        word |= bit;
+        std::memcpy(p.frag_data.data() + off, d.fragments.data() + src, len);
+        ++p.frag_have;
+      }
+      if (p.frag_have == p.frag_total) {
+        DataSubmessage whole;
+        whole.reader_id = d.reader_id;
+        whole.writer_id = d.writer_id;
+        whole.sn = p.frag_sn;
+        whole.has_data = !p.frag_key_only;
+        whole.has_key = p.frag_key_only;
+        whole.payload = p.frag_data;
+        Receiver rx2 = rx;
+        rx2.timestamp_ns = p.frag_timestamp;
+        reassembly_bytes_ -= p.frag_sample_size;
+        p.frag_sn = 0;
+        ++counters_.samples_reassembled;
+        DeliverToReader(r, p, rx2, whole,
+                        p.frag_has_key ? &p.frag_key : nullptr, p.frag_status,
+                        now);
+      }
+      break;
+    }
+  }
 }
 
 void Participant::DeliverToReader(LocalReader& r, WriterProxy& p, Receiver& rx,
@@ -1381,6 +1504,7 @@ void Participant::RemoveParticipant(const GuidPrefix& prefix) {
           if (s != kNone && s != kGapSlot) r.pool.Release(s);
         }
         if (it->reliable) r.pool.limit -= kReorderWindow;
+        if (it->frag_sn != 0) reassembly_bytes_ -= it->frag_sample_size;
         it = r.writers.erase(it);
       } else {
         ++it;
@@ -1608,6 +1732,7 @@ void Participant::UnmatchRemoteEndpoint(const Guid& guid) {
           if (s != kNone && s != kGapSlot) r.pool.Release(s);
         }
         if (it->reliable) r.pool.limit -= kReorderWindow;
+        if (it->frag_sn != 0) reassembly_bytes_ -= it->frag_sample_size;
         r.writers.erase(it);
         PushEvent({Event::Kind::kReaderUnmatched,
                    static_cast<EndpointHandle>(h + 1), guid});

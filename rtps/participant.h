@@ -93,6 +93,11 @@ struct ParticipantConfig {
   size_t max_remote_endpoints = 4096;
   // Largest datagram built (also bounded by the PollTransmit buffer).
   size_t max_message_bytes = 65000;
+  // DATA_FRAG reassembly (§8.4.14.1): the largest sample accepted, and the
+  // bytes all partial samples may hold together. One sample per remote
+  // writer is reassembled at a time.
+  size_t max_sample_bytes = 16 << 20;
+  size_t max_reassembly_bytes = 64 << 20;
   // Caps for KEEP_ALL / unlimited RESOURCE_LIMITS, so memory stays bounded.
   int32_t default_max_samples = 4096;
   int32_t default_max_instances = 4096;
@@ -188,11 +193,13 @@ struct ParticipantCounters {
   uint64_t sedp_unknown_participant = 0;
   uint64_t domain_mismatch = 0;
   uint64_t data_from_unknown_writer = 0;
-  uint64_t data_duplicates = 0;        // SN already delivered
-  uint64_t data_out_of_window = 0;     // beyond the reorder window: dropped
-  uint64_t data_rejected_full = 0;     // history full (KEEP_ALL)
-  uint64_t key_hash_failures = 0;      // no key hash and payload undecodable
-  uint64_t data_frag_unsupported = 0;  // DATA_FRAG: reassembly is issue 11
+  uint64_t data_duplicates = 0;     // SN already delivered
+  uint64_t data_out_of_window = 0;  // beyond the reorder window: dropped
+  uint64_t data_rejected_full = 0;  // history full (KEEP_ALL)
+  uint64_t key_hash_failures = 0;   // no key hash and payload undecodable
+  uint64_t fragments_received = 0;  // DATA_FRAG submessages accepted
+  uint64_t samples_reassembled = 0;
+  uint64_t fragments_dropped = 0;  // inconsistent, too large, or displaced
   uint64_t samples_delivered = 0;
   uint64_t samples_lost = 0;  // best effort gaps, reliable GAPs
   uint64_t heartbeats_sent = 0;
@@ -290,6 +297,7 @@ class Participant {
   // Receive path.
   void HandleSubmessage(Receiver& rx, const Submessage& sm, Timestamp now);
   void HandleData(Receiver& rx, const DataSubmessage& d, Timestamp now);
+  void HandleDataFrag(Receiver& rx, const DataFragSubmessage& d, Timestamp now);
   void HandleHeartbeat(Receiver& rx, const HeartbeatSubmessage& hb,
                        Timestamp now);
   void HandleAckNack(Receiver& rx, const AckNackSubmessage& an, Timestamp now);
@@ -376,6 +384,7 @@ class Participant {
   std::vector<Event> events_;  // ring
   size_t event_head_ = 0, event_count_ = 0;
   size_t poll_cursor_ = 0;  // round robin over writers for fairness
+  size_t reassembly_bytes_ = 0;
 };
 
 }  // namespace ringlab::rtps
