@@ -517,8 +517,9 @@ void Participant::Announce(uint32_t index, bool dispose, Timestamp now) {
   if (dispose) {
     // Key-only payload: the key (PID_ENDPOINT_GUID) as a parameter list.
     scratch_.clear();
-    scratch_.insert(scratch_.end(),
-                    {std::byte{0}, std::byte{3}, std::byte{0}, std::byte{0}});
+    for (std::byte b : {std::byte{0}, std::byte{3}, std::byte{0}, std::byte{0}}) {
+      scratch_.push_back(b);  // PL_CDR_LE
+    }
     CdrWriter w(&scratch_, 4, Endian::kLittle);
     ParameterListWriter pl(&w);
     size_t at = pl.Begin(pid::kEndpointGuid);
