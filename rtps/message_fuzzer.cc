@@ -1,8 +1,9 @@
 // libFuzzer target: the RTPS message parser (RTPS 2.5 §9.4) and a
 // participant that handles whatever parses. Any crash, sanitizer report or
 // leak is a bug; malformed input must only be counted.
-// fuzz-deps: rtps/message.cc rtps/parameter_list.cc rtps/cdr.cc rtps/types.cc
-// rtps/discovery_data.cc rtps/qos.cc rtps/participant.cc transport/endpoint.cc
+// fuzz-deps: rtps/message.cc rtps/parameter_list.cc rtps/cdr.cc
+// fuzz-deps: rtps/types.cc rtps/discovery_data.cc rtps/qos.cc
+// fuzz-deps: rtps/participant.cc transport/endpoint.cc
 #include <cstddef>
 #include <cstdint>
 #include <memory>

@@ -1,7 +1,7 @@
 // libFuzzer target: parameter lists (RTPS 2.5 §9.4.2.11) and the SPDP/SEDP
 // data decoded from them, in both byte orders, plus inline QoS.
-// fuzz-deps: rtps/parameter_list.cc rtps/discovery_data.cc rtps/cdr.cc
-// rtps/qos.cc rtps/types.cc transport/endpoint.cc
+// fuzz-deps: rtps/parameter_list.cc rtps/discovery_data.cc
+// fuzz-deps: rtps/cdr.cc rtps/qos.cc rtps/types.cc transport/endpoint.cc
 #include <cstddef>
 #include <cstdint>
 #include <span>
