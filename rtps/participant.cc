@@ -117,10 +117,10 @@ struct Participant::SampleRing {
     // instance at the front cannot make the vector grow without bound.
     if (size() > 2 * live + 64) {
       auto first = entries.begin() + static_cast<ptrdiff_t>(head);
-      entries.erase(first,
-                    std::remove_if(first, entries.end(), [](const Entry& x) {
-                      return x.slot == kNone;
-                    }));
+      entries.erase(
+          std::remove_if(first, entries.end(),
+                         [](const Entry& x) { return x.slot == kNone; }),
+          entries.end());
       entries.erase(entries.begin(), first);
       head = 0;
     }
@@ -517,7 +517,8 @@ void Participant::Announce(uint32_t index, bool dispose, Timestamp now) {
   if (dispose) {
     // Key-only payload: the key (PID_ENDPOINT_GUID) as a parameter list.
     scratch_.clear();
-    for (std::byte b : {std::byte{0}, std::byte{3}, std::byte{0}, std::byte{0}}) {
+    for (std::byte b :
+         {std::byte{0}, std::byte{3}, std::byte{0}, std::byte{0}}) {
       scratch_.push_back(b);  // PL_CDR_LE
     }
     CdrWriter w(&scratch_, 4, Endian::kLittle);

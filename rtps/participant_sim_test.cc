@@ -604,3 +604,37 @@ TEST(ParticipantSimTest, ReassemblesDataFrag) {
 
 }  // namespace
 }  // namespace ringlab::rtps
+
+namespace ringlab::rtps {
+namespace {
+
+// A KEEP_LAST 1 history where one instance is written once and another 300
+// times: the replaced samples are dropped from the history's index, and the
+// long-lived instance's sample must survive that (a late joiner gets both).
+TEST(ParticipantSimTest,
+     KeepLastHistoryKeepsOldInstanceThroughManyReplacements) {
+  SimHarness h;
+  Node& a = h.Add();
+  EndpointQos wq = EndpointQos::WriterDefaults();
+  wq.durability = DurabilityKind::kTransientLocal;
+  EndpointHandle w = *a.p->CreateWriter(Writer("Instances", wq), h.now());
+  ASSERT_TRUE(a.p->Write(w, Encode(1, 100), KeyOf(100), 0, h.now()).ok());
+  for (uint32_t i = 2; i <= 301; ++i) {
+    ASSERT_TRUE(a.p->Write(w, Encode(i, 200), KeyOf(200), 0, h.now()).ok());
+  }
+  Node& b = h.Add();
+  EndpointQos rq = EndpointQos::ReaderDefaults();
+  rq.reliability = ReliabilityKind::kReliable;
+  rq.durability = DurabilityKind::kTransientLocal;
+  rq.history = HistoryKind::kKeepAll;
+  EndpointHandle r = *b.p->CreateReader(Reader("Instances", rq), h.now());
+  std::vector<uint32_t> got;
+  ASSERT_TRUE(h.RunUntil(h.now() + std::chrono::seconds(5), [&] {
+    for (uint32_t s : TakeSeqs(*h.nodes()[1].p, r)) got.push_back(s);
+    return got.size() >= 2;
+  }));
+  EXPECT_EQ(got, (std::vector<uint32_t>{1, 301}));
+}
+
+}  // namespace
+}  // namespace ringlab::rtps
