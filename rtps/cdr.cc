@@ -62,10 +62,7 @@ std::byte* CdrWriter::Reserve(size_t n) {
   return p;
 }
 
-void CdrWriter::Align(size_t n) {
-  size_t pad = (n - pos_ % n) % n;
-  if (pad != 0) Zeros(pad);
-}
+void CdrWriter::AlignSlow(size_t pad) { Zeros(pad); }
 
 void CdrWriter::WriteRaw(const void* data, size_t n) {
   if (n == 0) return;
@@ -127,12 +124,6 @@ void CdrWriter::PatchU16(size_t offset, uint16_t value) {
 
 // ---- CdrReader
 // ---------------------------------------------------------------
-
-bool CdrReader::Align(size_t n) {
-  if (!ok_) return false;
-  size_t pad = (n - pos_ % n) % n;
-  return Skip(pad);
-}
 
 bool CdrReader::Skip(size_t n) {
   if (!ok_) return false;

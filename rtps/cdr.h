@@ -113,7 +113,11 @@ class CdrWriter {
   Endian endian() const { return endian_; }
   CdrVersion version() const { return version_; }
 
-  void Align(size_t n);
+  // `n` is a power of two (1, 2, 4 or 8).
+  void Align(size_t n) {
+    size_t pad = (n - (pos_ & (n - 1))) & (n - 1);
+    if (pad != 0) AlignSlow(pad);
+  }
   void WriteRaw(const void* data, size_t n);
   void Zeros(size_t n);
 
@@ -157,6 +161,7 @@ class CdrWriter {
     }
   }
   std::byte* Reserve(size_t n);
+  void AlignSlow(size_t pad);
 
   std::span<std::byte> fixed_;
   std::vector<std::byte>* vec_ = nullptr;
@@ -185,7 +190,12 @@ class CdrReader {
     return false;
   }
 
-  bool Align(size_t n);
+  // `n` is a power of two (1, 2, 4 or 8).
+  bool Align(size_t n) {
+    if (!ok_) return false;
+    size_t pad = (n - (pos_ & (n - 1))) & (n - 1);
+    return pad == 0 || Skip(pad);
+  }
   bool ReadRaw(void* out, size_t n);
   bool Skip(size_t n);
   // A view of the next n bytes (no copy).
