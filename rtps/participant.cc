@@ -464,6 +464,7 @@ size_t Participant::MatchedCount(EndpointHandle h) const {
 }
 
 absl::Status Participant::DeleteEndpoint(EndpointHandle h, Timestamp now) {
+  maybe_pending_ = true;
   if (h == 0 || h > handles_.size()) {
     return absl::NotFoundError("no such endpoint handle");
   }
@@ -571,6 +572,7 @@ absl::Status Participant::WriteInternal(LocalWriter& w,
                                         int64_t source_time_ns,
                                         uint32_t status_info, bool key_only,
                                         Timestamp now) {
+  maybe_pending_ = true;
   if (payload.size() + kDataOverhead > config_.max_message_bytes) {
     ++counters_.samples_too_large;
     return absl::InvalidArgumentError(absl::StrCat(
@@ -797,6 +799,7 @@ bool Participant::StoreInHistory(LocalReader& r, uint32_t slot) {
 
 void Participant::OnDatagram(std::span<const std::byte> bytes,
                              const Locator& source, Timestamp now) {
+  maybe_pending_ = true;
   ++counters_.datagrams_received;
   counters_.bytes_received += bytes.size();
   MessageHeader header;
@@ -1747,6 +1750,11 @@ void Participant::UnmatchRemoteEndpoint(const Guid& guid) {
 // ---------------------------------------------------------------------------------
 
 Timestamp Participant::NextDeadline() const {
+  if (!maybe_pending_) return idle_until_;  // nothing changed since the scan
+  return ScanDeadline();
+}
+
+Timestamp Participant::ScanDeadline() const {
   Timestamp next = spdp_next_;
   for (const auto& [prefix, info] : participants_) {
     next = std::min(next, info.lease_expiry);
@@ -1763,6 +1771,7 @@ Timestamp Participant::NextDeadline() const {
 }
 
 void Participant::OnTimeout(Timestamp now) {
+  maybe_pending_ = true;
   // §8.5.3.3: a participant whose lease ran out is gone.
   std::vector<GuidPrefix> expired;
   for (const auto& [prefix, info] : participants_) {
@@ -1793,6 +1802,9 @@ void Participant::AddDestinations(std::span<const Locator> a) {
 
 std::optional<Transmit> Participant::PollTransmit(std::span<std::byte> out,
                                                   Timestamp now) {
+  // Fast path: nothing happened since the last empty poll and no timer is
+  // due, so a scan would find nothing.
+  if (!maybe_pending_ && now < idle_until_) return std::nullopt;
   if (out.size() > config_.max_message_bytes) {
     out = out.first(config_.max_message_bytes);
   }
@@ -1846,6 +1858,8 @@ std::optional<Transmit> Participant::PollTransmit(std::span<std::byte> out,
       return done();
     }
   }
+  maybe_pending_ = false;
+  idle_until_ = ScanDeadline();
   return std::nullopt;
 }
 

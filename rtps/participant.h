@@ -358,6 +358,7 @@ class Participant {
   void AddDestinations(std::span<const Locator> a);
 
   void PushEvent(Event e);
+  Timestamp ScanDeadline() const;
 
   ParticipantConfig config_;
   ParticipantCounters counters_;
@@ -385,6 +386,10 @@ class Participant {
   size_t event_head_ = 0, event_count_ = 0;
   size_t poll_cursor_ = 0;  // round robin over writers for fairness
   size_t reassembly_bytes_ = 0;
+  // Set by every input that may create output or move a deadline; cleared
+  // by a PollTransmit that found nothing, which caches the next deadline.
+  bool maybe_pending_ = true;
+  Timestamp idle_until_ = Timestamp::Zero();
 };
 
 }  // namespace ringlab::rtps
