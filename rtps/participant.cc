@@ -192,7 +192,7 @@ struct Participant::WriterProxy {
   bool reliable = false;
   SequenceNumber expected = 1;  // next SN to deliver
   SequenceNumber hb_last = 0;   // highest lastSN announced
-  bool hb_seen = false;
+  bool hb_seen = false;  // reliable: a heartbeat arrived; best effort: data did
   uint32_t last_hb_count = 0;
   Timestamp ack_deadline = Timestamp::Never();
   uint32_t acknack_count = 0;
@@ -1127,7 +1127,11 @@ void Participant::DeliverToReader(LocalReader& r, WriterProxy& p, Receiver& rx,
       r.pool.Release(slot);
       return;
     }
-    counters_.samples_lost += static_cast<uint64_t>(sn - p.expected);
+    // Skipped SNs count as lost, except before the first sample (a reader
+    // joining a writer that has been running for a while).
+    if (p.hb_seen)
+      counters_.samples_lost += static_cast<uint64_t>(sn - p.expected);
+    p.hb_seen = true;  // best effort: "has seen data"
     p.expected = sn + 1;
     return;
   }
