@@ -638,3 +638,36 @@ TEST(ParticipantSimTest,
 
 }  // namespace
 }  // namespace ringlab::rtps
+
+namespace ringlab::rtps {
+namespace {
+
+// Any message from a participant renews its lease (as Cyclone does), not
+// only its SPDP announcements: a writer that announces itself rarely but
+// sends data stays alive; once it stops sending, it expires.
+TEST(ParticipantSimTest, DataTrafficRenewsTheLease) {
+  SimHarness h;
+  ParticipantConfig quiet;
+  quiet.lease_duration_ns = 1'000'000'000;
+  quiet.spdp_period_ns = 60'000'000'000;  // far beyond the lease
+  Node& a = h.Add();
+  Node& b = h.Add(quiet);
+  EndpointQos wq = EndpointQos::WriterDefaults();
+  wq.reliability = ReliabilityKind::kBestEffort;
+  EndpointHandle w = *b.p->CreateWriter(Writer("Alive", wq), h.now());
+  EndpointHandle r = *a.p->CreateReader(
+      Reader("Alive", EndpointQos::ReaderDefaults()), h.now());
+  ASSERT_TRUE(h.RunUntil(h.now() + std::chrono::seconds(1),
+                         [&] { return a.p->MatchedCount(r) == 1; }));
+  for (uint32_t i = 1; i <= 30; ++i) {  // 3 s of data, 3 leases
+    ASSERT_TRUE(b.p->Write(w, Encode(i, 0), KeyOf(0), 0, h.now()).ok());
+    h.RunFor(std::chrono::milliseconds(100));
+    ASSERT_EQ(a.p->remote_participant_count(), 1u) << "at sample " << i;
+  }
+  h.RunFor(std::chrono::milliseconds(1500));  // silence: the lease runs out
+  EXPECT_EQ(a.p->remote_participant_count(), 0u);
+  EXPECT_EQ(a.p->MatchedCount(r), 0u);
+}
+
+}  // namespace
+}  // namespace ringlab::rtps
