@@ -364,3 +364,28 @@ TEST(CdrTest, ReusedVectorDoesNotShrink) {
 
 }  // namespace
 }  // namespace ringlab::rtps
+
+#include "rtps/ddsperf_types.h"
+#include "rtps/topic.h"
+
+namespace ringlab::rtps {
+namespace {
+
+// The key-only fast path (TopicType::ReadKey) and the full decode agree.
+TEST(CdrTest, KeyHashFromPayloadMatchesComputeKeyHash) {
+  KeyedSeq k{9, 0xabcdef01, {1, 2, 3}};
+  for (Encoding e : {Encoding::kCdrLe, Encoding::kCdrBe, Encoding::kCdr2Le,
+                     Encoding::kDCdr2Be}) {
+    std::vector<std::byte> bytes;
+    ASSERT_TRUE(SerializeSample(k, e, &bytes));
+    KeyHash h;
+    ASSERT_TRUE(MakeKeyHashFunction<KeyedSeq>()(bytes, &h));
+    EXPECT_EQ(h, ComputeKeyHash(k));
+  }
+  KeyHash h;
+  std::vector<std::byte> short_payload(6);
+  EXPECT_FALSE(MakeKeyHashFunction<KeyedSeq>()(short_payload, &h));
+}
+
+}  // namespace
+}  // namespace ringlab::rtps

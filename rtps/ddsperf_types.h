@@ -51,6 +51,13 @@ struct TopicType<KeyedSeq> {
   static constexpr bool kKeyed = true;
   static constexpr size_t kMaxKeyBytes = 4;
   static void WriteKey(CdrWriter& w, const KeyedSeq& v) { w.Write(v.keyval); }
+  // Only the key from a payload (seq, then keyval).
+  static bool ReadKey(CdrReader& r, CdrWriter& key) {
+    uint32_t seq = 0, keyval = 0;
+    if (!r.Read(&seq) || !r.Read(&keyval)) return false;
+    key.Write(keyval);
+    return true;
+  }
 };
 
 // ddsperf's partition for pongs to a participant: its GUID as four groups

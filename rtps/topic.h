@@ -44,15 +44,43 @@ class Topic {
   std::string name_;
 };
 
-// Serializes a T into a key hash, for readers of keyed topics.
+// The key hash of a serialized T, for readers of keyed topics (peers send
+// none). If TopicType<T> has
+//   static bool ReadKey(CdrReader& payload, CdrWriter& key_be_xcdr2);
+// (read the payload up to the last key member, write the key members), only
+// the key is decoded; otherwise the whole sample is, into a scratch T.
 template <typename T>
 KeyHashFunction MakeKeyHashFunction() {
-  auto scratch = std::make_shared<T>();
-  return [scratch](std::span<const std::byte> payload, KeyHash* out) {
-    if (!DeserializeSample(payload, scratch.get())) return false;
-    *out = ComputeKeyHash(*scratch);
-    return true;
-  };
+  if constexpr (requires(CdrReader & r, CdrWriter & w) {
+                  TopicType<T>::ReadKey(r, w);
+                }) {
+    return [](std::span<const std::byte> payload, KeyHash* out) {
+      if (payload.size() < 4) return false;
+      uint16_t id =
+          static_cast<uint16_t>(std::to_integer<uint16_t>(payload[0]) << 8 |
+                                std::to_integer<uint16_t>(payload[1]));
+      EncodingInfo info;
+      if (!DescribeEncoding(id, &info) || info.parameter_list) return false;
+      CdrReader r(payload.subspan(4), info.endian, info.version);
+      if (info.delimited) {
+        uint32_t len = 0;
+        if (!r.ReadDHeader(&len)) return false;
+      }
+      std::array<std::byte, 64> key;
+      CdrWriter w(std::span<std::byte>(key), Endian::kBig, CdrVersion::kXcdr2);
+      if (!TopicType<T>::ReadKey(r, w) || !w.ok()) return false;
+      *out = KeyHashFromSerializedKey(std::span(key).first(w.size()),
+                                      TopicType<T>::kMaxKeyBytes <= 16);
+      return true;
+    };
+  } else {
+    auto scratch = std::make_shared<T>();
+    return [scratch](std::span<const std::byte> payload, KeyHash* out) {
+      if (!DeserializeSample(payload, scratch.get())) return false;
+      *out = ComputeKeyHash(*scratch);
+      return true;
+    };
+  }
 }
 
 template <typename T>
