@@ -39,6 +39,10 @@ absl::StatusOr<std::unique_ptr<LoopEndpoint>> LoopEndpoint::Create(
   if (options.impairment.has_value()) {
     if (absl::Status s = options.impairment->Validate(); !s.ok()) return s;
   }
+  if (!(options.receive_loss >= 0 && options.receive_loss <= 1)) {
+    return absl::InvalidArgumentError(
+        "LoopEndpoint: receive_loss must be in [0, 1]");
+  }
   std::unique_ptr<LoopEndpoint> endpoint(
       new LoopEndpoint(loop, options, std::move(*host)));
   transport::UdpOptions udp;
@@ -58,7 +62,11 @@ absl::StatusOr<std::unique_ptr<LoopEndpoint>> LoopEndpoint::Create(
 LoopEndpoint::LoopEndpoint(transport::Loop* loop,
                            const LoopEndpointOptions& options,
                            std::unique_ptr<Host> host)
-    : loop_(loop), options_(options), host_(std::move(host)) {
+    : loop_(loop),
+      options_(options),
+      host_(std::move(host)),
+      receive_loss_(options.receive_loss),
+      receive_random_(options.receive_loss_seed) {
   if (options.impairment.has_value()) {
     transport::SimNetwork::Options net;
     net.seed = options.impairment_seed;
@@ -94,9 +102,18 @@ absl::Status LoopEndpoint::Close(ConnectionHandle connection) {
   return s;
 }
 
+void LoopEndpoint::SetReceiveLoss(double probability, uint64_t seed) {
+  receive_loss_ = probability;
+  receive_random_ = transport::SimRandom(seed);
+}
+
 void LoopEndpoint::OnDatagram(transport::SocketId, const Endpoint& from,
                               transport::BufferLease data) {
   ++stats_.datagrams_received;
+  if (receive_loss_ > 0 && receive_random_.Bernoulli(receive_loss_)) {
+    ++stats_.receive_dropped;
+    return;
+  }
   host_->OnDatagram(data.bytes(), from, loop_->now());
   data.Release();  // back to the pool (or the kernel's ring) before sending
   Flush();

@@ -48,6 +48,12 @@ struct LoopEndpointOptions {
   // In-process impairment of every datagram this endpoint sends.
   std::optional<transport::SimImpairment> impairment;
   uint64_t impairment_seed = 1;
+  // Drops this share of the datagrams the endpoint receives, before the
+  // Host sees them, from a seeded generator: the way ringlab_enet_bench
+  // impairs ENet, so the two can be compared. Changeable with
+  // SetReceiveLoss().
+  double receive_loss = 0;
+  uint64_t receive_loss_seed = 1;
   int socket_receive_buffer_bytes = 4 << 20;
   int socket_send_buffer_bytes = 4 << 20;
 };
@@ -60,6 +66,7 @@ struct LoopEndpointStats {
   uint64_t pool_exhausted = 0;      // no buffer for an outgoing datagram
   uint64_t impairment_dropped = 0;  // lost in the impairment layer
   uint64_t impairment_duplicated = 0;
+  uint64_t receive_dropped = 0;  // by receive_loss
   uint64_t timer_wakeups = 0;
 };
 
@@ -83,6 +90,9 @@ class LoopEndpoint : private transport::SocketHandler,
   SendResult Send(ConnectionHandle connection, uint8_t channel,
                   std::span<const std::byte> data);
   absl::Status Close(ConnectionHandle connection);
+  // Starts (or stops, with 0) dropping received datagrams; see
+  // LoopEndpointOptions::receive_loss.
+  void SetReceiveLoss(double probability, uint64_t seed);
 
   const Endpoint& local_endpoint() const { return local_; }
   Host& host() { return *host_; }
@@ -126,6 +136,8 @@ class LoopEndpoint : private transport::SocketHandler,
   std::unique_ptr<transport::SimNetwork> impairment_;
   Timestamp impairment_epoch_;
   std::vector<std::byte> scratch_;
+  double receive_loss_ = 0;
+  transport::SimRandom receive_random_{1};
   LoopEndpointStats stats_;
 };
 

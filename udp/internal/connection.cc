@@ -25,6 +25,12 @@ PhiAccrualOptions DetectorOptions(const ConnectionOptions& o) {
     if (d.min_sample_interval == Duration::zero()) {
       d.min_sample_interval = o.heartbeat_interval / 2;
     }
+    // Unset floor: three intervals (see DefaultFailureDetector()).
+    if (d.min_std_dev == Duration::zero()) {
+      d.min_std_dev = o.heartbeat_interval * 3;
+    }
+  } else if (d.min_std_dev == Duration::zero()) {
+    d.min_std_dev = d.first_heartbeat_estimate * 3;
   }
   return d;
 }
@@ -478,6 +484,7 @@ void Connection::OnAckFrame(const wire::Frame& f, Timestamp now) {
     const Duration ack_delay = std::min<Duration>(
         microseconds(f.ack_delay_raw << wire::kAckDelayExponent),
         peer_max_ack_delay_);
+    if (!rtt_.has_sample()) first_rtt_sample_time_ = now;
     rtt_.OnSample(now - largest_newly_acked->time_sent, ack_delay);
   }
   DetectLostPackets(now);
@@ -687,24 +694,22 @@ void Connection::DetectLostPackets(Timestamp now) {
       run_start = Timestamp::Never();
       continue;
     }
-    if (p.state == kPacketInFlight) {
-      // §6.1.1 packet threshold, §6.1.2 time threshold.
-      if (p.time_sent <= lost_send_time ||
-          *largest_acked_ >= p.pn + kPacketThreshold) {
-        DeclareLost(p, now);
-        any_lost = true;
-        latest_lost_sent = std::max(latest_lost_sent, p.time_sent);
-      } else {
-        loss_time_ = std::min(loss_time_, p.time_sent + loss_delay);
-        run_start = Timestamp::Never();
-        continue;
-      }
+    if (p.state == kPacketLost) continue;  // punished already: neutral
+    // §6.1.1 packet threshold, §6.1.2 time threshold.
+    if (p.time_sent > lost_send_time &&
+        *largest_acked_ < p.pn + kPacketThreshold) {
+      loss_time_ = std::min(loss_time_, p.time_sent + loss_delay);
+      run_start = Timestamp::Never();
+      continue;
     }
-    // p is lost (now or before): extend the run.
+    DeclareLost(p, now);
+    any_lost = true;
+    latest_lost_sent = std::max(latest_lost_sent, p.time_sent);
+    // §7.6.2: only packets declared lost now count, and only those sent
+    // after the first RTT sample (before it the PTO was a guess).
+    if (!rtt_.has_sample() || p.time_sent < first_rtt_sample_time_) continue;
     if (run_start.is_never()) run_start = p.time_sent;
-    if (rtt_.has_sample() && p.time_sent - run_start > persistent_duration) {
-      persistent = true;
-    }
+    if (p.time_sent - run_start > persistent_duration) persistent = true;
   }
   if (any_lost) {
     cc_.OnCongestionEvent(latest_lost_sent, now);
@@ -1053,6 +1058,14 @@ size_t Connection::WriteShortPacket(std::span<std::byte> out, Timestamp now) {
           (unreliable_out_head_slot_ + 1) % unreliable_out_.capacity();
       ack_eliciting = true;
     }
+  }
+  // The packet that fills the congestion window asks for an immediate ACK
+  // (a PING, which the receiver answers at once; the idea of QUIC's
+  // IMMEDIATE_ACK): otherwise a small window waits max_ack_delay for the
+  // receiver's every-second-packet rule each round trip.
+  if (ack_eliciting && cc_.enabled() && w.remaining() >= 1 &&
+      !cc_.CanSend(w.size() + options_.max_datagram_bytes)) {
+    w.U8(uint8_t(wire::FrameType::kPing));
   }
   if (probe && can_track && !ack_eliciting && w.remaining() >= 1) {
     w.U8(uint8_t(wire::FrameType::kPing));

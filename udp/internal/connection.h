@@ -287,6 +287,7 @@ class Connection {
   Ring<uint64_t> chunk_refs_;  // chunk sequence numbers, packet after packet
   uint64_t refs_base_ = 0;     // absolute index of chunk_refs_[0]
   Timestamp loss_time_ = Timestamp::Never();
+  Timestamp first_rtt_sample_time_ = Timestamp::Zero();
   Timestamp last_ack_eliciting_sent_ = Timestamp::Never();
   uint32_t ack_eliciting_in_flight_ = 0;
   uint32_t pto_count_ = 0;
