@@ -137,9 +137,8 @@ void LoopEndpoint::OnTimer(uint64_t timer_id, Timestamp now) {
 void LoopEndpoint::Flush() {
   if (flushing_) return;  // an event handler called Send: the loop below
   flushing_ = true;       // picks its output up
-  for (int round = 0; round < 64; ++round) {
+  for (int round = 0;; ++round) {
     blocked_on_pool_ = false;
-    bool sent_any = false;
     for (;;) {
       transport::BufferLease lease = loop_->AcquireBuffer();
       if (!lease) {
@@ -152,21 +151,25 @@ void LoopEndpoint::Flush() {
       if (!t.has_value()) break;  // the unused lease goes back to the pool
       lease.set_size(t->size);
       SendDatagram(std::move(lease), t->destination);
-      sent_any = true;
     }
-    const bool had_events = handler_ != nullptr;
-    if (had_events) DeliverEvents();
-    // Handlers may have queued more; stop once a round produced nothing.
-    if (!sent_any || blocked_on_pool_) break;
+    // Handlers may queue more (an echo, the next message): go round again
+    // until a round delivers no event, so the last step is always a send.
+    if (blocked_on_pool_ || round == 64 || handler_ == nullptr) break;
+    if (DeliverEvents() == 0) break;
   }
   if (impairment_) ReleaseImpaired();
   ArmTimer();
   flushing_ = false;
 }
 
-void LoopEndpoint::DeliverEvents() {
+size_t LoopEndpoint::DeliverEvents() {
   Event e;
-  while (host_->PollEvent(&e)) handler_(e);
+  size_t n = 0;
+  while (host_->PollEvent(&e)) {
+    handler_(e);
+    ++n;
+  }
+  return n;
 }
 
 void LoopEndpoint::SendDatagram(transport::BufferLease lease,

@@ -120,7 +120,7 @@ class LoopEndpoint : private transport::SocketHandler,
   void ReleaseImpaired();
   void ArmTimer();
   Timestamp Deadline() const;
-  void DeliverEvents();
+  size_t DeliverEvents();
 
   transport::Loop* loop_;
   LoopEndpointOptions options_;
