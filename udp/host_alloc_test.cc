@@ -80,6 +80,7 @@ struct Pair {
     o.connection.initial_rtt = milliseconds(10);
     o.connection.max_ack_delay = milliseconds(2);
     o.connection.heartbeat_interval = milliseconds(20);
+    o.connection.nack_on_gap = true;  // exercise the NACK paths too
     o.connection.receive_window_bytes = 1 << 20;
     o.connection.send_buffer_bytes = 1 << 20;
     o.connection.max_message_bytes = 256 << 10;
