@@ -724,6 +724,10 @@ std::string ResultJson(const Client& c, const Options& o) {
   }
   json.EndObject();
   json.Key("duration_s").Number(duration_s);
+  // The measured phase on CLOCK_MONOTONIC, so the runner can line it up with
+  // the server's timeline.
+  json.Key("measured_start_ns").Int(c.start.nanos());
+  json.Key("measured_end_ns").Int(c.end.nanos());
   json.Key("messages_per_s").Number(duration_s > 0 ? messages / duration_s : 0);
   json.Key("cpu_us_per_msg").Number(double(cpu.total_us()) / messages);
   json.Key("kernel_entries_per_msg")
@@ -745,6 +749,8 @@ std::string ResultJson(const Client& c, const Options& o) {
     json.Key("bytes").Uint(o.bytes);
     json.Key("chunk_bytes").Uint(o.chunk);
     json.Key("completion_s").Number(duration_s);
+    json.Key("goodput_bytes_per_s")
+        .Number(duration_s > 0 ? double(o.bytes) / duration_s : 0);
     json.Key("goodput_mbit_s").Number(duration_s > 0 ? mb * 8 / duration_s : 0);
     json.Key("receive_span_s")
         .Number(receiver ? double(receiver->receive_span_ns) / 1e9 : 0);
