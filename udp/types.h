@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -60,12 +61,18 @@ inline PhiAccrualOptions DefaultFailureDetector() {
   return o;
 }
 
+// Channel 0 reliable-ordered, 1 reliable-unordered, 2 unreliable-sequenced.
+inline std::vector<ChannelType> DefaultChannels() {
+  static constexpr ChannelType kChannels[] = {
+      ChannelType::kReliableOrdered, ChannelType::kReliableUnordered,
+      ChannelType::kUnreliableSequenced};
+  return std::vector<ChannelType>(std::begin(kChannels), std::end(kChannels));
+}
+
 struct ConnectionOptions {
   // At most wire::kMaxChannels; both ends must configure the same list
   // (the handshake rejects a mismatch).
-  std::vector<ChannelType> channels = {ChannelType::kReliableOrdered,
-                                       ChannelType::kReliableUnordered,
-                                       ChannelType::kUnreliableSequenced};
+  std::vector<ChannelType> channels = DefaultChannels();
   // UDP payload size of every packet we send (at least 1200, RFC 9000
   // §14; at most 65000).
   uint32_t max_datagram_bytes = 1400;
