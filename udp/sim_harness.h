@@ -74,8 +74,8 @@ class SimHarness {
   std::function<void(const Endpoint& from, const Endpoint& to,
                      std::vector<std::byte>& bytes)>
       on_send;
-  // Also flips each host's "deliver to the application" switch: a host
-  // listed here does not get its events polled (a stalled reader).
+  // A host for which this returns true does not get its events polled: a
+  // stalled reader (its receive window fills).
   std::function<bool(const Host&)> paused;
 
   // One step: see the header comment. Returns false when nothing at all is

@@ -295,7 +295,7 @@ struct ConnectionStats {
   Duration min_rtt{0};
   uint64_t congestion_window = 0;
   uint64_t bytes_in_flight = 0;
-  double phi = 0;
+  double phi = 0;  // the failure detector's, at the last timer check
 
   std::array<uint64_t, size_t(DropReason::kCount)> drops{};
   std::array<uint64_t, size_t(wire::ParseError::kCount)> parse_errors{};

@@ -1186,6 +1186,7 @@ void Connection::OnTimeout(Timestamp now) {
   if (now >= LossDetectionDeadline()) OnLossDetectionTimeout(now);
   if (options_.failure_detection && detector_.started()) {
     const double phi = detector_.Phi(now);
+    last_phi_ = phi;
     if (phi >= options_.failure_detector.threshold) {
       dead_event_pending_ = true;
       EnterClosed(CloseReason::kPeerDead);
@@ -1476,7 +1477,7 @@ ConnectionStats Connection::stats() const {
   s.bytes_in_flight = cc_.bytes_in_flight();
   s.congestion_events = cc_.congestion_events();
   s.persistent_congestion = cc_.persistent_congestion_events();
-  s.phi = detector_.Phi(last_receive_time_);
+  s.phi = last_phi_;
   return s;
 }
 

@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <vector>
 
 #include "transport/endpoint.h"
 #include "transport/time.h"
@@ -328,6 +329,7 @@ class Connection {
 
   // Liveness and close.
   PhiAccrualDetector detector_;
+  double last_phi_ = 0;  // at the last timer check, for stats()
   bool suspected_ = false;
   Timestamp last_probe_time_ = Timestamp::Zero();
   bool ping_pending_ = false;

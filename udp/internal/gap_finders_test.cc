@@ -54,7 +54,8 @@ TEST(GapFindersTest, AllThreeFindExactlyTheMissingIds) {
   for (uint64_t n : {1000u, 10000u, 100000u}) {
     for (double loss : {0.0, 0.01, 0.05, 0.2}) {
       for (bool bursty : {false, true}) {
-        const auto [ids, model] = Make(n + uint64_t(loss * 100), n, loss, bursty);
+        const auto [ids, model] =
+            Make(n + uint64_t(loss * 100), n, loss, bursty);
         SortedIdGaps sorted;
         BitmapGaps bitmap(n);
         RangeGaps ranges;
