@@ -71,6 +71,7 @@ struct Options {
   std::string json_path;
   double timeout_s = 60;
   double duration_s = 0;  // pong: 0 = until a signal
+  bool wait_batching = false;
 };
 
 const char* kUsage =
@@ -79,6 +80,7 @@ const char* kUsage =
     "  [--reliable|--best-effort] [--payload=BYTES (>= 12, ddsperf size)]\n"
     "  [--samples=N] [--warmup=N] [--mode=pingpong|burst] [--inflight=N]\n"
     "  [--cpu=N] [--json=PATH] [--timeout_s=S] [--duration_s=S]\n"
+    "  [--wait_batching=0|1 (uring-fixed/sqpoll: one enter per round trip)]\n"
     "exit: 0 ok, 1 usage, 2 run failed, 3 backend unsupported here\n";
 
 bool ParseArgs(int argc, char** argv, Options* o, std::string* err) {
@@ -139,6 +141,9 @@ bool ParseArgs(int argc, char** argv, Options* o, std::string* err) {
       ok = absl::SimpleAtod(v, &o->timeout_s);
     } else if (value("--duration_s=", &v)) {
       ok = absl::SimpleAtod(v, &o->duration_s);
+    } else if (value("--wait_batching=", &v)) {
+      ok = v == "0" || v == "1";
+      o->wait_batching = v == "1";
     } else {
       *err = absl::StrCat("unknown flag ", a);
       return false;
@@ -179,6 +184,7 @@ class PingPong {
     dpo.interface_address = o_.interface_address;
     dpo.multicast = o_.multicast;
     dpo.peers = o_.peers;
+    dpo.wait_batching = o_.wait_batching;
     char host[256] = "?";
     gethostname(host, sizeof(host) - 1);
     dpo.core.user_data = absl::StrCat("DDSPerf:0:", getpid(), ":", host);

@@ -90,6 +90,7 @@ absl::StatusOr<std::unique_ptr<DomainParticipant>> DomainParticipant::Create(
     provided *= 2;
   }
   lo.provided_buffers = provided;
+  lo.wait_batching = options.wait_batching;
   absl::StatusOr<std::unique_ptr<Loop>> loop = Loop::Create(lo);
   if (!loop.ok()) return loop.status();
   dp->loop_ = std::move(*loop);

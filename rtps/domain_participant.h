@@ -62,6 +62,10 @@ struct DomainParticipantOptions {
   uint32_t buffer_size = 16 * 1024 + 1024;
   uint32_t buffer_count = 256;
   int receive_buffer_bytes = 4 << 20;
+  // transport::LoopOptions::wait_batching (uring-fixed, uring-sqpoll): one
+  // kernel entry per request/response round trip; off by default (see
+  // transport/loop.h for what it costs one-way traffic).
+  bool wait_batching = false;
 };
 
 // CLOCK_REALTIME in nanoseconds (DDS source timestamps).
