@@ -4,6 +4,7 @@ table, and their plots, on a synthetic run with every family
 between repetitions)."""
 
 import json
+import re
 import shutil
 import unittest
 
@@ -178,7 +179,11 @@ class DdsSectionFromARun(unittest.TestCase):
         from tests.helpers import write_suite
         d = tempdir(self)
         reg = d / "registry.toml"
-        reg.write_text(suite_mod.REGISTRY_PATH.read_text() + DDS_ENTRY)
+        # The real registry has the real ringlab_dds_pingpong: replace it by
+        # the fake one (TOML forbids declaring a table twice).
+        real = re.sub(r"(?ms)^\[programs\.ringlab_dds_pingpong(\.[^\]]+)?\]\n.*?(?=^\[(?!programs\.ringlab_dds_pingpong)|\Z)",
+                      "", suite_mod.REGISTRY_PATH.read_text())
+        reg.write_text(real + DDS_ENTRY)
         opts = runner.RunOptions(suite=str(write_suite(d, DDS_SUITE)), results_root=d / "r",
                                  build=False, registry_path=reg, progress=None,
                                  binaries={"ringlab_pingpong": str(FAKE)})
