@@ -46,7 +46,16 @@
 //   -EAGAIN    send queue or send budget full: OnWritable() follows
 //   -EPIPE     after ShutdownWrite()                 -ENOTCONN   no stream
 //   the stream's send or connect error (e.g. -ECONNRESET) once it failed
-// The hot path throws nothing and allocates nothing.
+// The hot path throws nothing and allocates nothing (loop_alloc_test counts
+// operator new around send/receive, fan-out and timer re-arms).
+//
+// Beyond one send per lease: Share() + Send/SendTo(SharedBuffer, header)
+// fan one pool buffer out to many sockets or endpoints with a small
+// per-send header gathered in front; PauseReceive()/ResumeReceive() stop
+// reading a socket whose peer does not read our replies; timers carry a
+// context pointer and optional slack (AddTimer); UdpOptions turn on
+// control messages (DatagramInfo), UDP GSO, multicast (IPv4 and IPv6) and
+// socket buffer sizes; TcpOptions::reuse_port shares a port between Loops.
 //
 // Buffers and backpressure: one pool per Loop, split in budgets so a peer
 // that stops reading cannot starve anyone else.
@@ -140,7 +149,13 @@ class SocketHandler {
   }
   // TCP: the next bytes of the stream, in order. One lease holds at most
   // buffers().slot_bytes() bytes (buffer_size() plus the headroom, which
-  // provided-buffer presets let the kernel fill too).
+  // provided-buffer presets let the kernel fill too). Messages longer than
+  // that arrive over several calls: transport/stream_assembler.h gathers
+  // them with one copy per byte (or keep the leases and parse across them).
+  // Fairness: per iteration the epoll presets read at most 16 buffers from
+  // one stream (4 recvmmsg batches from one UDP socket, 64 accepts from one
+  // listener) before serving the other ready sockets; io_uring completes one
+  // receive per socket at a time and re-arms starved receives in turn.
   virtual void OnData(SocketId socket, BufferLease data) {}
   // TCP: the read side ended. `result` is 0 for an orderly EOF from the peer
   // or a negative errno (-ECONNRESET, ...). The socket stays open until
