@@ -19,13 +19,17 @@ namespace ringlab::bench {
 namespace {
 
 constexpr absl::string_view kServerFlags[] = {
-    "proto", "backend",    "bind",        "cpu",          "payload",
-    "json",  "sqpoll_cpu", "connections", "wait_batching"};
+    "proto",      "backend",           "bind",
+    "cpu",        "payload",           "json",
+    "sqpoll_cpu", "connections",       "wait_batching",
+    "features",   "min_wait_window_us"};
 constexpr absl::string_view kClientFlags[] = {
-    "proto",        "backend", "server",    "payload",    "samples",
-    "warmup",       "mode",    "rate",      "inflight",   "connections",
-    "cpu",          "json",    "timeout_s", "sqpoll_cpu", "max_duration_s",
-    "wait_batching"};
+    "proto",         "backend",    "server",
+    "payload",       "samples",    "warmup",
+    "mode",          "rate",       "inflight",
+    "connections",   "cpu",        "json",
+    "timeout_s",     "sqpoll_cpu", "max_duration_s",
+    "wait_batching", "features",   "min_wait_window_us"};
 
 absl::Status Usage(absl::string_view message) {
   return absl::InvalidArgumentError(message);
@@ -83,7 +87,7 @@ std::string PingPongUsage() {
       "[--sqpoll_cpu=N]\n"
       "                          [--connections=N (expected clients; sizes "
       "the socket table)]\n"
-      "                          [--wait_batching=0|1]\n"
+      "                          [--wait_batching=0|1] [--features=LIST]\n"
       "  ringlab_pingpong client --proto=udp|tcp --backend=PRESET "
       "--server=HOST:PORT\n"
       "                          [--payload=64] [--samples=100000] "
@@ -95,6 +99,8 @@ std::string PingPongUsage() {
       "                          [--max_duration_s=S (end the measured phase "
       "after S s even if fewer samples)]\n"
       "                          [--sqpoll_cpu=N] [--wait_batching=0|1]\n"
+      "                          [--features=LIST (comma-separated; '-NAME' "
+      "turns a preset's feature off)] [--min_wait_window_us=N]\n"
       "presets: ",
       transport::ValidPresetNames(),
       "\n"
@@ -167,6 +173,14 @@ absl::StatusOr<PingPongConfig> ParsePingPongArgs(int argc, char** argv) {
       int on = 0;
       s = ParseInt<int>(name, value, 0, 1, &on);
       config.wait_batching = on != 0;
+    } else if (name == "min_wait_window_us") {
+      s = ParseInt<uint32_t>(name, value, 1, 1000000,
+                             &config.min_wait_window_us);
+    } else if (name == "features") {
+      s = transport::ParseFeatureList(
+          std::string_view(value.data(), value.size()), &config.features);
+      if (!s.ok())
+        s = Usage(absl::StrCat("--features=", value, ": ", s.message()));
     } else if (name == "payload") {
       s = ParseInt<uint32_t>(name, value, 0, kMaxTcpPayloadBytes,
                              &config.payload_bytes);
@@ -265,6 +279,11 @@ transport::LoopOptions PingPongLoopOptions(const PingPongConfig& config) {
   options.provided_buffers = std::min<uint32_t>(512, count / 2);
   options.sqpoll_cpu = config.sqpoll_cpu;
   options.wait_batching = config.wait_batching;
+  options.features = config.features;
+  if (config.min_wait_window_us > 0) {
+    options.min_wait_window =
+        std::chrono::microseconds(config.min_wait_window_us);
+  }
   // Room for every connection plus listeners; the default below that keeps
   // small runs exactly as they were.
   options.max_sockets = std::max<uint32_t>(

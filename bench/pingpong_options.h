@@ -66,6 +66,10 @@ struct PingPongConfig {
   // LoopOptions::wait_batching: one enter per UDP round trip on uring-fixed
   // and uring-sqpoll, at the price of late completions for unanswered sends.
   bool wait_batching = false;
+  // LoopOptions::features (--features=LIST): unset ones follow the preset.
+  transport::LoopFeatures features;
+  // LoopOptions::min_wait_window in microseconds (0: the default).
+  uint32_t min_wait_window_us = 0;
   uint32_t payload_bytes = 64;
   std::string json_path;
   // Client only.

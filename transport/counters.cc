@@ -46,7 +46,9 @@ namespace ringlab::transport {
   X(receive_queue_drops)          \
   X(gso_sends)                    \
   X(gso_datagrams)                \
-  X(gso_refused)
+  X(gso_refused)                  \
+  X(batched_waits)                \
+  X(batched_wait_expired)
 // clang-format on
 
 LoopCounters LoopCounters::Delta(const LoopCounters& earlier) const {

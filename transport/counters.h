@@ -89,6 +89,12 @@ struct LoopCounters {
   uint64_t gso_sends = 0;
   uint64_t gso_datagrams = 0;
   uint64_t gso_refused = 0;
+  // Bounded wait batching (min_wait_batching): enters that waited for a
+  // completion beyond the datagram sends they submitted, and those whose
+  // window passed with nothing but the sends completing (the reply, if any,
+  // came later; the sends were dispatched at the window's end).
+  uint64_t batched_waits = 0;
+  uint64_t batched_wait_expired = 0;
 
   uint64_t kernel_entries() const {
     return io_uring_enter + epoll_wait + socket_syscalls;

@@ -45,6 +45,11 @@ absl::StatusOr<std::unique_ptr<Loop>> Loop::Create(const LoopOptions& options) {
     absl::StatusOr<BackendInfo> info =
         ResolveBackend(options.backend, caps, pool_bytes);
     if (!info.ok()) return info.status();
+    if (absl::Status f = ApplyFeatures(options.features, options.wait_batching,
+                                       caps, false, &*info);
+        !f.ok()) {
+      return f;
+    }
     absl::StatusOr<std::unique_ptr<internal::LoopCore>> core =
         Build(options, *info);
     if (!core.ok()) return core.status();
@@ -63,6 +68,12 @@ absl::StatusOr<std::unique_ptr<Loop>> Loop::Create(const LoopOptions& options) {
       continue;
     }
     info->requested = "auto";
+    if (absl::Status f = ApplyFeatures(options.features, options.wait_batching,
+                                       caps, true, &*info);
+        !f.ok()) {
+      absl::StrAppend(&passed_over, name, " unavailable (", f.message(), "); ");
+      continue;
+    }
     absl::StatusOr<std::unique_ptr<internal::LoopCore>> core =
         Build(options, *info);
     if (!core.ok()) {

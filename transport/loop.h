@@ -82,6 +82,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
@@ -238,13 +239,24 @@ struct LoopOptions {
   // copies anyway, so expect no gain there.
   bool zero_copy_send = false;
   uint32_t zero_copy_threshold_bytes = 8192;
-  // io_uring wait batching (uring-fixed, uring-sqpoll; ignored elsewhere):
-  // the enter that submits datagram sends waits for one more completion, so
-  // a UDP request/response round trip costs one kernel entry instead of two.
-  // Off by default because a datagram nobody answers then has its
-  // OnSendComplete (and its lease) held until the next completion or the
-  // wait's timeout. For request/response workloads only.
+  // Unbounded io_uring wait batching (uring-fixed, uring-sqpoll; ignored
+  // elsewhere): the enter that submits datagram sends waits for one more
+  // completion, so a UDP request/response round trip costs one kernel entry
+  // instead of two. Off by default because a datagram nobody answers then
+  // has its OnSendComplete (and its lease) held until the next completion
+  // or the wait's timeout. min_wait_batching (below) is the bounded form
+  // the presets use.
   bool wait_batching = false;
+  // Optional kernel features (see LoopFeatures); unset ones follow the
+  // preset.
+  LoopFeatures features;
+  // min_wait_batching: the longest a batched wait holds the completions of
+  // the sends it submitted when nothing else completes; replies slower than
+  // this turn batching off. Keep it above the kernel's tick (4 ms at
+  // HZ=250): shorter windows made every batched wait cost a timer
+  // reprogram, which on a VM is slower than the enter saved (README.md,
+  // "Limits").
+  Duration min_wait_window = std::chrono::milliseconds(5);
   // SQPOLL thread CPU (-1: let the kernel choose) and idle time before it
   // sleeps.
   int sqpoll_cpu = -1;

@@ -12,11 +12,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -888,6 +890,137 @@ TEST_P(LoopFeatureTest, BusyStreamDoesNotStarveAnother) {
   loop.Close(server->accepted[0]);
   loop.Close(quiet_id);
   ASSERT_TRUE(CloseAndWait(*listener, server));
+  ExpectNoLeakedBuffers();
+}
+
+// --- Bounded wait batching ------------------------------------------------
+
+// A peer on its own thread: echoes every datagram on a plain socket until
+// told to stop, or ignores them (answer = false).
+class EchoThread {
+ public:
+  explicit EchoThread(bool answer) : fd_(BoundRawSocket(SOCK_DGRAM, 0)) {
+    timeval tv{0, 20'000};  // wake up to look at stop_
+    ::setsockopt(fd_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    thread_ = std::thread([this, answer] {
+      char buf[2048];
+      while (!stop_.load()) {
+        sockaddr_storage from;
+        socklen_t len = sizeof(from);
+        const ssize_t n = ::recvfrom(fd_.get(), buf, sizeof(buf), 0,
+                                     reinterpret_cast<sockaddr*>(&from), &len);
+        if (n > 0 && answer) {
+          ::sendto(fd_.get(), buf, static_cast<size_t>(n), 0,
+                   reinterpret_cast<sockaddr*>(&from), len);
+        }
+      }
+    });
+  }
+  ~EchoThread() {
+    stop_.store(true);
+    thread_.join();
+  }
+  Endpoint endpoint() const { return Endpoint::Loopback(BoundPort(fd_.get())); }
+
+ private:
+  ScopedFd fd_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+// min_wait_batching (uring-fixed, uring-sqpoll): a request/response round
+// trip costs about one enter, where it costs two with the feature off; the
+// send completions are all delivered. Counts, not times: a batched wait that
+// a slow peer lets pass its window costs one more enter, so the bound
+// leaves room for a loaded machine.
+TEST_P(LoopFeatureTest, BoundedWaitBatchingOneEnterPerRoundTrip) {
+  if (!loop_->backend().flags.min_wait_batching) {
+    GTEST_SKIP() << "preset has no min_wait_batching: "
+                 << loop_->backend().flags.ToString();
+  }
+  EchoThread peer(/*answer=*/true);
+  auto round_trips = [&](Loop& loop, int count) -> uint64_t {
+    Recorder* client = Make();
+    UdpOptions udp;
+    udp.bind = Endpoint::Loopback(0);
+    udp.connect = peer.endpoint();
+    absl::StatusOr<SocketId> id = loop.OpenUdp(udp, client);
+    EXPECT_TRUE(id.ok()) << id.status();
+    if (!id.ok()) return 0;
+    int replies = 0;
+    client->keep_bytes = false;
+    client->on_datagram = [&](SocketId s, const Endpoint& from, BufferLease) {
+      if (++replies < count) loop.SendTo(s, MakePayload(loop, "ping"), from);
+    };
+    EXPECT_EQ(loop.SendTo(*id, MakePayload(loop, "ping"), peer.endpoint()), 0);
+    // Warm up the reply-gap estimate, then count.
+    EXPECT_TRUE(RunUntil(
+        loop, [&] { return replies >= 50; }, kWait, "warm"));
+    const uint64_t enters_before = loop.counters().io_uring_enter;
+    const int replies_before = replies;
+    EXPECT_TRUE(RunUntil(
+        loop, [&] { return replies >= count; }, kWait, "replies"));
+    const uint64_t enters = loop.counters().io_uring_enter - enters_before;
+    const int measured = replies - replies_before;
+    EXPECT_TRUE(RunUntil(
+        loop, [&] { return client->completions.size() >= size_t(count); },
+        kWait, "send completions"));
+    EXPECT_TRUE(CloseAndWait(*id, client));
+    return measured > 0 ? enters * 100 / measured : 0;  // per 100
+  };
+  const uint64_t batched = round_trips(*loop_, 1000);
+  EXPECT_GT(loop_->counters().batched_waits, 900u);
+  EXPECT_LE(batched, 130u) << "enters per 100 round trips with batching";
+
+  LoopOptions off = DefaultOptions();
+  off.features.min_wait_batching = false;
+  CREATE_LOOP_OR_RETURN(off);
+  EXPECT_FALSE(loop_->backend().flags.min_wait_batching);
+  const uint64_t plain = round_trips(*loop_, 1000);
+  EXPECT_GE(plain, 180u) << "enters per 100 round trips without batching";
+  EXPECT_EQ(loop_->counters().batched_waits, 0u);
+}
+
+// Issue 6 fault 6 with batching on: after request/response traffic taught
+// the Loop that replies come fast, a run of one-way sends expires a few
+// windows and then stops batching, and every send completes.
+TEST_P(LoopFeatureTest, BoundedWaitBatchingStopsForOneWaySends) {
+  if (!loop_->backend().flags.min_wait_batching) {
+    GTEST_SKIP() << "preset has no min_wait_batching";
+  }
+  Loop& loop = *loop_;
+  EchoThread echo(/*answer=*/true);
+  EchoThread sink(/*answer=*/false);
+  Recorder* client = Make();
+  client->keep_bytes = false;
+  UdpOptions udp;
+  udp.bind = Endpoint::Loopback(0);
+  absl::StatusOr<SocketId> id = loop.OpenUdp(udp, client);
+  ASSERT_TRUE(id.ok()) << id.status();
+  int replies = 0;
+  client->on_datagram = [&](SocketId s, const Endpoint& from, BufferLease) {
+    if (++replies < 100) loop.SendTo(s, MakePayload(loop, "ping"), from);
+  };
+  ASSERT_EQ(loop.SendTo(*id, MakePayload(loop, "ping"), echo.endpoint()), 0);
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return replies >= 100; }, kWait, "echo"));
+  const uint64_t expired_before = loop.counters().batched_wait_expired;
+  constexpr int kOneWay = 100;
+  for (int i = 0; i < kOneWay; ++i) {
+    const size_t done = client->completions.size();
+    ASSERT_EQ(loop.SendTo(*id, MakePayload(loop, "one way"), sink.endpoint()),
+              0);
+    ASSERT_TRUE(RunUntil(
+        loop, [&] { return client->completions.size() > done; }, kWait,
+        "one-way completion"));
+  }
+  EXPECT_EQ(client->completions.size(), size_t{100 + kOneWay});
+  const uint64_t expired =
+      loop.counters().batched_wait_expired - expired_before;
+  EXPECT_LE(expired, 12u) << "batching should stop after a few unanswered "
+                             "windows";
+  EXPECT_GE(expired, 1u);
+  ASSERT_TRUE(CloseAndWait(*id, client));
   ExpectNoLeakedBuffers();
 }
 

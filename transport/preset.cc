@@ -17,10 +17,16 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "liburing.h"
 
 namespace ringlab::transport {
 namespace {
+
+// Kernel 6.12: io_uring_getevents_arg's `pad` became min_wait_usec; liburing
+// 2.3 predates both the name and the feature bit.
+constexpr unsigned kFeatMinTimeout = 1U << 15;
 
 // Debian's abseil keeps its own string_view type; bridge for StrCat.
 absl::string_view Sv(std::string_view v) { return {v.data(), v.size()}; }
@@ -133,6 +139,7 @@ Capabilities Probe() {
   }
   caps.io_uring_available = true;
   caps.ext_arg = (params.features & IORING_FEAT_EXT_ARG) != 0;
+  caps.min_wait = (params.features & kFeatMinTimeout) != 0;
   caps.single_issuer = TryRing(IORING_SETUP_SINGLE_ISSUER) == 0;
   caps.defer_taskrun =
       TryRing(IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
@@ -194,6 +201,7 @@ std::string PresetFlags::ToString() const {
   if (sqpoll) on.push_back("sqpoll");
   if (busy_poll) on.push_back("busy_poll");
   if (wait_batching) on.push_back("wait_batching");
+  if (min_wait_batching) on.push_back("min_wait_batching");
   if (zero_copy_send) on.push_back("send_zc");
   return absl::StrJoin(on, ",");
 }
@@ -261,6 +269,9 @@ PresetFlags FlagsFor(Preset preset) {
       f.defer_taskrun = preset != Preset::kUringSqpoll;
       f.sqpoll = preset == Preset::kUringSqpoll;
       f.busy_poll = preset == Preset::kUringBusy;
+      // Bounded wait batching: one enter per UDP round trip without holding
+      // an unanswered send's completion (a busy preset never waits).
+      f.min_wait_batching = preset != Preset::kUringBusy;
       return f;
   }
   return f;
@@ -277,7 +288,8 @@ std::string Capabilities::ToString() const {
       " defer_taskrun=", Yes(defer_taskrun), " buffer_ring=", Yes(buffer_ring),
       " multishot_recv=", Yes(multishot_recv),
       " multishot_accept=", Yes(multishot_accept), " send_zc=", Yes(send_zc),
-      " ext_arg=", Yes(ext_arg), " send_with_address=", Yes(send_with_address),
+      " ext_arg=", Yes(ext_arg), " min_wait=", Yes(min_wait),
+      " send_with_address=", Yes(send_with_address),
       " registered_ring_fd=", Yes(registered_ring_fd), " memlock=",
       memlock_limit_bytes == UINT64_MAX ? std::string("unlimited")
                                         : absl::StrCat(memlock_limit_bytes),
@@ -446,6 +458,70 @@ absl::StatusOr<BackendInfo> ResolveBackend(std::string_view requested,
   info.name = std::string(PresetName(info.preset));
   info.flags = FlagsFor(info.preset);
   return info;
+}
+
+absl::Status ParseFeatureList(std::string_view list, LoopFeatures* features) {
+  struct Named {
+    absl::string_view name;
+    std::optional<bool> LoopFeatures::*field;
+  };
+  static constexpr Named kFeatures[] = {
+      {"min_wait_batching", &LoopFeatures::min_wait_batching},
+  };
+  for (absl::string_view item :
+       absl::StrSplit(absl::string_view(list.data(), list.size()), ',',
+                      absl::SkipWhitespace())) {
+    const bool on = !absl::ConsumePrefix(&item, "-");
+    absl::ConsumePrefix(&item, "+");
+    bool found = false;
+    for (const Named& f : kFeatures) {
+      if (f.name == item) {
+        features->*(f.field) = on;
+        found = true;
+      }
+    }
+    if (!found) {
+      std::vector<absl::string_view> names;
+      for (const Named& f : kFeatures) names.push_back(f.name);
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown feature '", item, "'; valid features: ",
+          absl::StrJoin(names, ", "), " (prefix '-' to turn one off)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ApplyFeatures(const LoopFeatures& want,
+                           bool unbounded_wait_batching,
+                           const Capabilities& caps, bool is_auto,
+                           BackendInfo* info) {
+  PresetFlags& f = info->flags;
+  auto missing = [&](absl::string_view feature, absl::string_view kernel,
+                     absl::string_view option) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "preset ", info->name, " uses ", feature, ", which kernel ",
+        caps.kernel_release, " does not provide (it needs Linux ", kernel,
+        "). Fix: run on a newer kernel, or turn it off with "
+        "LoopOptions::features.",
+        option, " = false (ringlab_pingpong --features=-", option, ")"));
+  };
+  // Bounded wait batching: the waiting io_uring presets with multishot
+  // receives (the same set wait_batching applies to).
+  const bool can_batch = f.io_uring && f.provided_buffers && !f.busy_poll;
+  f.min_wait_batching = can_batch && !unbounded_wait_batching &&
+                        want.min_wait_batching.value_or(f.min_wait_batching);
+  if (f.min_wait_batching && !caps.min_wait) {
+    if (is_auto && !want.min_wait_batching.has_value()) {
+      f.min_wait_batching = false;
+      absl::StrAppend(&info->adjustments, info->adjustments.empty() ? "" : "; ",
+                      "min_wait_batching off: the kernel lacks "
+                      "IORING_FEAT_MIN_TIMEOUT (Linux 6.12)");
+    } else {
+      return missing("bounded wait batching (IORING_FEAT_MIN_TIMEOUT)", "6.12",
+                     "min_wait_batching");
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace ringlab::transport

@@ -15,10 +15,12 @@
 //   uring-fixed    io_uring    registered buffers + provided buffer ring with
 //                              multishot recv/recvmsg/accept, registered files,
 //                              DEFER_TASKRUN + SINGLE_ISSUER, registered ring
-//                              fd (LoopOptions::wait_batching adds
-//                              wait_batching here and on uring-sqpoll)
+//                              fd, min_wait_batching (bounded wait
+//                              batching; LoopOptions::wait_batching adds
+//                              the unbounded kind here and on uring-sqpoll)
 //   uring-sqpoll   io_uring    uring-fixed + SQPOLL (no DEFER_TASKRUN: the
-//                              kernel forbids it with SQPOLL)
+//                              kernel forbids it with SQPOLL), with
+//                              min_wait_batching
 //   uring-busy     io_uring    uring-fixed + TASKRUN_FLAG; never sleeps: spins
 //                              on the CQ and the SQ ring's TASKRUN bit, and
 //                              enters only to submit or to run pending work
@@ -69,6 +71,11 @@ struct PresetFlags {
   // every send is answered soon. Never applied with a stream send in the
   // batch, nor on busy presets (they never wait).
   bool wait_batching = false;
+  // Bounded wait batching (LoopFeatures::min_wait_batching): as
+  // wait_batching, but the kernel returns after a window (min_wait_usec)
+  // learned from recent reply gaps when only the sends completed, so a send
+  // nobody answers completes promptly. uring-fixed and uring-sqpoll.
+  bool min_wait_batching = false;
   bool edge_triggered = false;  // epoll
 
   // The flags in effect, comma-separated, as reports print them: the kernel
@@ -76,6 +83,42 @@ struct PresetFlags {
   // "io_uring,registered_buffers,provided_buffer_ring+multishot_recv,...".
   std::string ToString() const;
 };
+
+// Optional kernel features, each named as PresetFlags::ToString() prints it.
+// std::nullopt (the default) leaves the choice to the preset (see preset.h:
+// the flag sets); true asks for the feature on a preset that can use it,
+// false turns it off. A feature the kernel lacks makes Loop::Create fail
+// with the kernel version that has it, never a silent fallback.
+struct LoopFeatures {
+  // uring-fixed, uring-sqpoll (on by default; Linux 6.12,
+  // IORING_FEAT_MIN_TIMEOUT): the enter that submits datagram sends waits
+  // for one completion beyond them, as wait_batching does, but for at most a
+  // window (the kernel's min_wait_usec; LoopOptions::min_wait_window, 5 ms).
+  // A request/response round trip costs one kernel entry; a send nobody
+  // answers completes within the window; traffic whose recent replies came
+  // later than the window (p90), or never, is not batched.
+  std::optional<bool> min_wait_batching;
+};
+
+// Parses a feature list as command lines take it: comma-separated names as
+// PresetFlags::ToString() prints them, each optionally prefixed by '-' to
+// turn it off ("min_wait_batching", "-min_wait_batching"). InvalidArgument
+// names the valid ones.
+absl::Status ParseFeatureList(std::string_view list, LoopFeatures* features);
+
+struct Capabilities;
+struct BackendInfo;
+// Sets the optional features in `info->flags`: what `features` asks for,
+// else what the preset says, on the presets that can use each one
+// (`unbounded_wait_batching` is LoopOptions::wait_batching, which replaces
+// min_wait_batching). A feature the kernel lacks is an error naming the
+// kernel that has it and how to turn it off; only under `is_auto` is a
+// preset's own default dropped instead, noted in info->adjustments.
+// Loop::Create calls this after ResolveBackend.
+absl::Status ApplyFeatures(const LoopFeatures& features,
+                           bool unbounded_wait_batching,
+                           const Capabilities& caps, bool is_auto,
+                           BackendInfo* info);
 
 // Every preset, in report order.
 std::span<const Preset> AllPresets();
@@ -117,7 +160,8 @@ struct Capabilities {
   bool multishot_accept = false;
   bool send_zc = false;
   bool ext_arg = false;
-  int buffer_ring_errno = 0;         // why registering a buffer ring failed
+  bool min_wait = false;      // IORING_FEAT_MIN_TIMEOUT (6.12): min_wait_usec
+  int buffer_ring_errno = 0;  // why registering a buffer ring failed
   bool send_with_address = false;    // IORING_OP_SEND takes a destination
   uint64_t memlock_limit_bytes = 0;  // RLIMIT_MEMLOCK soft limit (max = inf)
   bool cap_ipc_lock = false;         // memlock limit does not apply

@@ -39,7 +39,7 @@ auto Tie(const PresetFlags& f) {
       f.io_uring, f.busy_poll, f.registered_buffers, f.provided_buffers,
       f.multishot_accept, f.registered_files, f.defer_taskrun,
       f.registered_ring_fd, f.sqpoll, f.zero_copy_send, f.recvmmsg_batching,
-      f.edge_triggered, f.wait_batching);
+      f.edge_triggered, f.wait_batching, f.min_wait_batching);
 }
 
 // A machine where everything io_uring offers is available and memlock is no
@@ -57,6 +57,7 @@ Capabilities FullCaps() {
   caps.multishot_accept = true;
   caps.send_zc = true;
   caps.ext_arg = true;
+  caps.min_wait = true;
   caps.memlock_limit_bytes = 64 * kMiB;
   caps.cap_ipc_lock = false;
   caps.kernel_release = "6.18.0-test";
@@ -149,6 +150,7 @@ TEST(PresetTest, FlagsMatchTheDocumentedTable) {
   fixed.registered_files = true;
   fixed.defer_taskrun = true;
   fixed.registered_ring_fd = true;
+  fixed.min_wait_batching = true;
 
   PresetFlags sqpoll = fixed;
   sqpoll.sqpoll = true;
@@ -156,6 +158,7 @@ TEST(PresetTest, FlagsMatchTheDocumentedTable) {
 
   PresetFlags busy = fixed;  // keeps DEFER_TASKRUN (+ TASKRUN_FLAG)
   busy.busy_poll = true;
+  busy.min_wait_batching = false;  // it never waits
 
   EXPECT_EQ(Tie(FlagsFor(Preset::kEpoll)), Tie(epoll));
   EXPECT_EQ(Tie(FlagsFor(Preset::kEpollBusy)), Tie(epoll_busy));
@@ -401,6 +404,66 @@ TEST(PresetTest, ResolveUnknownNameListsValidNames) {
     EXPECT_THAT(message, HasSubstr(std::string(PresetName(p))));
   }
   EXPECT_THAT(message, HasSubstr("auto"));
+}
+
+TEST(PresetTest, FeatureListParsesNamesAndTurnsOff) {
+  LoopFeatures features;
+  ASSERT_TRUE(ParseFeatureList("", &features).ok());
+  EXPECT_FALSE(features.min_wait_batching.has_value());
+  ASSERT_TRUE(ParseFeatureList("-min_wait_batching", &features).ok());
+  EXPECT_EQ(features.min_wait_batching, false);
+  ASSERT_TRUE(ParseFeatureList("+min_wait_batching", &features).ok());
+  EXPECT_EQ(features.min_wait_batching, true);
+  absl::Status bad = ParseFeatureList("min_wait_batching,turbo", &features);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.message()), HasSubstr("turbo"));
+  EXPECT_THAT(std::string(bad.message()), HasSubstr("min_wait_batching"));
+}
+
+// A preset's default feature on a kernel without it: a named preset fails
+// and says how to turn it off; `auto` drops it and says so; turning it off
+// works; presets that cannot use it never show it.
+TEST(PresetTest, MinWaitBatchingNeedsTheKernelFeature) {
+  Capabilities old_kernel = FullCaps();
+  old_kernel.min_wait = false;
+  absl::StatusOr<BackendInfo> info =
+      ResolveBackend("uring-fixed", old_kernel, kMiB);
+  ASSERT_TRUE(info.ok()) << info.status();
+  absl::Status status = ApplyFeatures({}, false, old_kernel, false, &*info);
+  ASSERT_FALSE(status.ok());
+  EXPECT_TRUE(IsSetupErrorCode(status.code())) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr("6.12"));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("-min_wait_batching"));
+
+  LoopFeatures off;
+  off.min_wait_batching = false;
+  info = ResolveBackend("uring-fixed", old_kernel, kMiB);
+  ASSERT_TRUE(ApplyFeatures(off, false, old_kernel, false, &*info).ok());
+  EXPECT_FALSE(info->flags.min_wait_batching);
+  EXPECT_THAT(info->flags.ToString(), Not(HasSubstr("min_wait")));
+
+  info = ResolveBackend("uring-fixed", old_kernel, kMiB);
+  ASSERT_TRUE(ApplyFeatures({}, false, old_kernel, true, &*info).ok());
+  EXPECT_FALSE(info->flags.min_wait_batching);
+  EXPECT_THAT(info->adjustments, HasSubstr("min_wait_batching off"));
+
+  // Unbounded wait batching replaces the bounded kind.
+  info = ResolveBackend("uring-fixed", FullCaps(), kMiB);
+  ASSERT_TRUE(ApplyFeatures({}, true, FullCaps(), false, &*info).ok());
+  EXPECT_FALSE(info->flags.min_wait_batching);
+
+  LoopFeatures on;
+  on.min_wait_batching = true;
+  for (Preset p : AllPresets()) {
+    info = ResolveBackend(PresetName(p), FullCaps(), kMiB);
+    ASSERT_TRUE(info.ok());
+    ASSERT_TRUE(ApplyFeatures(on, false, FullCaps(), false, &*info).ok());
+    const PresetFlags& f = info->flags;
+    EXPECT_EQ(f.min_wait_batching,
+              f.io_uring && f.provided_buffers && !f.busy_poll)
+        << PresetName(p);
+  }
 }
 
 TEST(PresetTest, ProbeIsCachedAndDescribable) {
