@@ -48,7 +48,9 @@ namespace ringlab::transport {
   X(gso_datagrams)                \
   X(gso_refused)                  \
   X(batched_waits)                \
-  X(batched_wait_expired)
+  X(batched_wait_expired)         \
+  X(hybrid_spins)                 \
+  X(hybrid_spin_misses)
 // clang-format on
 
 LoopCounters LoopCounters::Delta(const LoopCounters& earlier) const {

@@ -95,6 +95,10 @@ struct LoopCounters {
   // came later; the sends were dispatched at the window's end).
   uint64_t batched_waits = 0;
   uint64_t batched_wait_expired = 0;
+  // Hybrid presets: loop iterations that polled instead of sleeping because
+  // a reply was due, and spins that ended (the window passed) without one.
+  uint64_t hybrid_spins = 0;
+  uint64_t hybrid_spin_misses = 0;
 
   uint64_t kernel_entries() const {
     return io_uring_enter + epoll_wait + socket_syscalls;

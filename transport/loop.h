@@ -1,11 +1,12 @@
 // Loop: one completion-based event loop per thread, on io_uring or on epoll.
 //
 // The backend is a named preset chosen at run time (see transport/preset.h):
-// `epoll`, `epoll-busy`, `uring`, `uring-fixed`, `uring-sqpoll`, `uring-busy`,
-// or `auto`. Every preset offers the same interface: UDP and TCP sockets whose
-// operations complete into a `SocketHandler`, timers, a buffer pool and
-// counters. The epoll backends emulate completions: on readiness they make the
-// syscall and deliver the result exactly as io_uring would.
+// `epoll`, `epoll-busy`, `epoll-hybrid`, `uring`, `uring-fixed`,
+// `uring-sqpoll`, `uring-busy`, `uring-hybrid`, or `auto`. Every preset
+// offers the same interface: UDP and TCP sockets whose operations complete
+// into a `SocketHandler`, timers, a buffer pool and counters. The epoll
+// backends emulate completions: on readiness they make the syscall and
+// deliver the result exactly as io_uring would.
 //
 //   LoopOptions options;
 //   options.backend = "uring-fixed";
@@ -257,6 +258,10 @@ struct LoopOptions {
   // reprogram, which on a VM is slower than the enter saved (README.md,
   // "Limits").
   Duration min_wait_window = std::chrono::milliseconds(5);
+  // Hybrid presets (uring-hybrid, epoll-hybrid): the longest spin after a
+  // send while a reply is due; replies slower than this (p90) turn the
+  // spin off. A spin costs CPU, never correctness.
+  Duration hybrid_spin_max = std::chrono::microseconds(100);
   // SQPOLL thread CPU (-1: let the kernel choose) and idle time before it
   // sleeps.
   int sqpoll_cpu = -1;

@@ -1024,6 +1024,74 @@ TEST_P(LoopFeatureTest, BoundedWaitBatchingStopsForOneWaySends) {
   ExpectNoLeakedBuffers();
 }
 
+// --- Hybrid presets: spin only when a reply is due ---------------------------
+
+// uring-hybrid, epoll-hybrid: an idle Loop never spins; request/response
+// traffic spins (and every round trip completes); a one-way sender stops
+// spinning after a few unanswered sends. Counts of iterations, not times.
+TEST_P(LoopFeatureTest, HybridSpinsOnlyWhenAReplyIsDue) {
+  if (!loop_->backend().flags.hybrid_spin) {
+    GTEST_SKIP() << "not a hybrid preset: "
+                 << loop_->backend().flags.ToString();
+  }
+  Loop& loop = *loop_;
+  EchoThread echo(/*answer=*/true);
+  EchoThread sink(/*answer=*/false);
+  Recorder* client = Make();
+  client->keep_bytes = false;
+  UdpOptions udp;
+  udp.bind = Endpoint::Loopback(0);
+  absl::StatusOr<SocketId> id = loop.OpenUdp(udp, client);
+  ASSERT_TRUE(id.ok()) << id.status();
+
+  // Idle: a socket open, nothing sent. 50 ms of RunOnce(1 ms) sleeps.
+  ASSERT_TRUE(RunFor(loop, 50ms));
+  EXPECT_EQ(loop.counters().hybrid_spins, 0u) << "an idle Loop must sleep";
+
+  int replies = 0;
+  constexpr int kRoundTrips = 500;
+  client->on_datagram = [&](SocketId s, const Endpoint& from, BufferLease) {
+    if (++replies < kRoundTrips) {
+      loop.SendTo(s, MakePayload(loop, "ping"), from);
+    }
+  };
+  ASSERT_EQ(loop.SendTo(*id, MakePayload(loop, "ping"), echo.endpoint()), 0);
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return replies >= kRoundTrips; }, kWait, "echo"));
+  const uint64_t spins = loop.counters().hybrid_spins;
+  EXPECT_GT(spins, 0u) << "request/response should spin for the reply";
+
+  // One-way: each send opens a spin at first; once the unanswered sends
+  // outnumber a tenth of the recent gaps, no more spins.
+  constexpr int kOneWay = 60;
+  for (int i = 0; i < kOneWay; ++i) {
+    const size_t done = client->completions.size();
+    ASSERT_EQ(loop.SendTo(*id, MakePayload(loop, "one way"), sink.endpoint()),
+              0);
+    ASSERT_TRUE(RunUntil(
+        loop, [&] { return client->completions.size() > done; }, kWait,
+        "one-way completion"));
+    ASSERT_TRUE(RunFor(loop, 200us));  // longer than the spin cap
+  }
+  const uint64_t misses_mid = loop.counters().hybrid_spin_misses;
+  const uint64_t spins_mid = loop.counters().hybrid_spins;
+  for (int i = 0; i < 20; ++i) {
+    const size_t done = client->completions.size();
+    ASSERT_EQ(loop.SendTo(*id, MakePayload(loop, "one way"), sink.endpoint()),
+              0);
+    ASSERT_TRUE(RunUntil(
+        loop, [&] { return client->completions.size() > done; }, kWait,
+        "one-way completion"));
+    ASSERT_TRUE(RunFor(loop, 200us));
+  }
+  EXPECT_EQ(loop.counters().hybrid_spin_misses, misses_mid)
+      << "a one-way sender should have stopped spinning";
+  EXPECT_EQ(loop.counters().hybrid_spins, spins_mid);
+  EXPECT_EQ(client->completions.size(), size_t{kRoundTrips + kOneWay + 20});
+  ASSERT_TRUE(CloseAndWait(*id, client));
+  ExpectNoLeakedBuffers();
+}
+
 // --- Timers ---------------------------------------------------------------
 
 // Timers with slack share wakeups: 1,000 periodic 200 ms timers with random

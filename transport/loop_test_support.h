@@ -548,7 +548,7 @@ class LoopTestBase : public ::testing::TestWithParam<std::string> {
   bool IsUring() const { return GetParam().rfind("uring", 0) == 0; }
   bool HasBufferRing() const {
     return GetParam() == "uring-fixed" || GetParam() == "uring-sqpoll" ||
-           GetParam() == "uring-busy";
+           GetParam() == "uring-busy" || GetParam() == "uring-hybrid";
   }
 
   // Closes `socket` and waits for its OnClosed.
@@ -614,9 +614,10 @@ inline std::string PresetTestName(
 }
 
 // Every preset, for INSTANTIATE_TEST_SUITE_P.
-#define RINGLAB_ALL_PRESETS                                        \
-  ::testing::Values("epoll", "epoll-busy", "uring", "uring-fixed", \
-                    "uring-sqpoll", "uring-busy")
+#define RINGLAB_ALL_PRESETS                                         \
+  ::testing::Values("epoll", "epoll-busy", "epoll-hybrid", "uring", \
+                    "uring-fixed", "uring-sqpoll", "uring-busy",    \
+                    "uring-hybrid")
 
 }  // namespace transport::testing_support
 }  // namespace ringlab

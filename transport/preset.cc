@@ -31,9 +31,10 @@ constexpr unsigned kFeatMinTimeout = 1U << 15;
 // Debian's abseil keeps its own string_view type; bridge for StrCat.
 absl::string_view Sv(std::string_view v) { return {v.data(), v.size()}; }
 
-constexpr std::array<Preset, 6> kAllPresets = {
-    Preset::kEpoll,      Preset::kEpollBusy,   Preset::kUring,
-    Preset::kUringFixed, Preset::kUringSqpoll, Preset::kUringBusy,
+constexpr std::array<Preset, 8> kAllPresets = {
+    Preset::kEpoll,     Preset::kEpollBusy,   Preset::kEpollHybrid,
+    Preset::kUring,     Preset::kUringFixed,  Preset::kUringSqpoll,
+    Preset::kUringBusy, Preset::kUringHybrid,
 };
 
 int ReadIoUringDisabledSysctl() {
@@ -200,6 +201,7 @@ std::string PresetFlags::ToString() const {
   if (registered_ring_fd) on.push_back("registered_ring_fd");
   if (sqpoll) on.push_back("sqpoll");
   if (busy_poll) on.push_back("busy_poll");
+  if (hybrid_spin) on.push_back("hybrid_spin");
   if (wait_batching) on.push_back("wait_batching");
   if (min_wait_batching) on.push_back("min_wait_batching");
   if (zero_copy_send) on.push_back("send_zc");
@@ -222,6 +224,10 @@ std::string_view PresetName(Preset preset) {
       return "uring-sqpoll";
     case Preset::kUringBusy:
       return "uring-busy";
+    case Preset::kEpollHybrid:
+      return "epoll-hybrid";
+    case Preset::kUringHybrid:
+      return "uring-hybrid";
   }
   return "unknown";
 }
@@ -244,7 +250,9 @@ PresetFlags FlagsFor(Preset preset) {
   PresetFlags f;
   switch (preset) {
     case Preset::kEpollBusy:
-      f.busy_poll = true;
+    case Preset::kEpollHybrid:
+      f.busy_poll = preset == Preset::kEpollBusy;
+      f.hybrid_spin = preset == Preset::kEpollHybrid;
       [[fallthrough]];
     case Preset::kEpoll:
       f.edge_triggered = true;
@@ -256,6 +264,7 @@ PresetFlags FlagsFor(Preset preset) {
     case Preset::kUringFixed:
     case Preset::kUringSqpoll:
     case Preset::kUringBusy:
+    case Preset::kUringHybrid:
       f.io_uring = true;
       f.registered_buffers = true;
       f.provided_buffers = true;
@@ -269,9 +278,12 @@ PresetFlags FlagsFor(Preset preset) {
       f.defer_taskrun = preset != Preset::kUringSqpoll;
       f.sqpoll = preset == Preset::kUringSqpoll;
       f.busy_poll = preset == Preset::kUringBusy;
+      f.hybrid_spin = preset == Preset::kUringHybrid;
       // Bounded wait batching: one enter per UDP round trip without holding
-      // an unanswered send's completion (a busy preset never waits).
-      f.min_wait_batching = preset != Preset::kUringBusy;
+      // an unanswered send's completion. A busy preset never waits; a
+      // hybrid one reaps its sends' completions while it spins.
+      f.min_wait_batching =
+          preset == Preset::kUringFixed || preset == Preset::kUringSqpoll;
       return f;
   }
   return f;

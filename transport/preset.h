@@ -10,6 +10,7 @@
 //   epoll          epoll       edge-triggered, persistent registration,
 //                              recvmmsg/sendmmsg batches, blocking wait
 //   epoll-busy     epoll       as epoll, epoll_wait(timeout 0) spin
+//   (epoll-hybrid: below, beside uring-hybrid)
 //   uring          io_uring    plain recv/send/accept ops, one
 //                              io_uring_enter per iteration (submit + wait)
 //   uring-fixed    io_uring    registered buffers + provided buffer ring with
@@ -24,6 +25,13 @@
 //   uring-busy     io_uring    uring-fixed + TASKRUN_FLAG; never sleeps: spins
 //                              on the CQ and the SQ ring's TASKRUN bit, and
 //                              enters only to submit or to run pending work
+//   uring-hybrid   io_uring    uring-fixed without min_wait_batching, +
+//                              hybrid_spin: after sends, spins as uring-busy
+//                              for an adaptive window (p90 of recent reply
+//                              gaps, capped), then sleeps as uring-fixed
+//   epoll-hybrid   epoll       epoll + hybrid_spin: after sends,
+//                              epoll_wait(0) for the same window, then a
+//                              blocking epoll_wait
 //
 //   std::optional<Preset> p = ParsePreset("uring-fixed");
 //   PresetFlags f = FlagsFor(*p);
@@ -44,15 +52,23 @@ namespace ringlab::transport {
 enum class Preset {
   kEpoll,
   kEpollBusy,
+  kEpollHybrid,
   kUring,
   kUringFixed,
   kUringSqpoll,
   kUringBusy,
+  kUringHybrid,
 };
 
 struct PresetFlags {
   bool io_uring = false;
-  bool busy_poll = false;           // never sleep in the kernel
+  bool busy_poll = false;  // never sleep in the kernel
+  // Hybrid presets: after sends, spin (poll without sleeping) for about
+  // the p90 of the recent reply gaps, at most LoopOptions::hybrid_spin_max,
+  // while no reply arrived; then sleep in the kernel as the blocking preset
+  // does. No spin without sends (an idle Loop sleeps), nor while replies
+  // come later than the cap.
+  bool hybrid_spin = false;
   bool registered_buffers = false;  // io_uring_register_buffers on the pool
   bool provided_buffers = false;    // buffer ring + multishot recv
   bool multishot_accept = false;
@@ -124,7 +140,8 @@ absl::Status ApplyFeatures(const LoopFeatures& features,
 std::span<const Preset> AllPresets();
 std::string_view PresetName(Preset preset);
 std::optional<Preset> ParsePreset(std::string_view name);
-// "epoll, epoll-busy, uring, uring-fixed, uring-sqpoll, uring-busy, auto".
+// "epoll, epoll-busy, epoll-hybrid, uring, uring-fixed, uring-sqpoll,
+// uring-busy, uring-hybrid, auto".
 std::string ValidPresetNames();
 PresetFlags FlagsFor(Preset preset);
 

@@ -39,7 +39,7 @@ auto Tie(const PresetFlags& f) {
       f.io_uring, f.busy_poll, f.registered_buffers, f.provided_buffers,
       f.multishot_accept, f.registered_files, f.defer_taskrun,
       f.registered_ring_fd, f.sqpoll, f.zero_copy_send, f.recvmmsg_batching,
-      f.edge_triggered, f.wait_batching, f.min_wait_batching);
+      f.edge_triggered, f.wait_batching, f.min_wait_batching, f.hybrid_spin);
 }
 
 // A machine where everything io_uring offers is available and memlock is no
@@ -87,15 +87,17 @@ bool IsSetupErrorCode(absl::StatusCode code) {
          code == absl::StatusCode::kUnimplemented;
 }
 
-TEST(PresetTest, AllPresetsListsSixInReportOrder) {
+TEST(PresetTest, AllPresetsListsEightInReportOrder) {
   std::span<const Preset> all = AllPresets();
-  ASSERT_EQ(all.size(), 6u);
+  ASSERT_EQ(all.size(), 8u);
   EXPECT_EQ(all[0], Preset::kEpoll);
   EXPECT_EQ(all[1], Preset::kEpollBusy);
-  EXPECT_EQ(all[2], Preset::kUring);
-  EXPECT_EQ(all[3], Preset::kUringFixed);
-  EXPECT_EQ(all[4], Preset::kUringSqpoll);
-  EXPECT_EQ(all[5], Preset::kUringBusy);
+  EXPECT_EQ(all[2], Preset::kEpollHybrid);
+  EXPECT_EQ(all[3], Preset::kUring);
+  EXPECT_EQ(all[4], Preset::kUringFixed);
+  EXPECT_EQ(all[5], Preset::kUringSqpoll);
+  EXPECT_EQ(all[6], Preset::kUringBusy);
+  EXPECT_EQ(all[7], Preset::kUringHybrid);
 }
 
 TEST(PresetTest, NamesAreTheDocumentedOnes) {
@@ -105,6 +107,8 @@ TEST(PresetTest, NamesAreTheDocumentedOnes) {
   EXPECT_EQ(PresetName(Preset::kUringFixed), "uring-fixed");
   EXPECT_EQ(PresetName(Preset::kUringSqpoll), "uring-sqpoll");
   EXPECT_EQ(PresetName(Preset::kUringBusy), "uring-busy");
+  EXPECT_EQ(PresetName(Preset::kEpollHybrid), "epoll-hybrid");
+  EXPECT_EQ(PresetName(Preset::kUringHybrid), "uring-hybrid");
 }
 
 TEST(PresetTest, ParseRoundTripsEveryName) {
@@ -138,6 +142,8 @@ TEST(PresetTest, FlagsMatchTheDocumentedTable) {
   epoll.recvmmsg_batching = true;
   PresetFlags epoll_busy = epoll;
   epoll_busy.busy_poll = true;
+  PresetFlags epoll_hybrid = epoll;
+  epoll_hybrid.hybrid_spin = true;
 
   PresetFlags uring;
   uring.io_uring = true;
@@ -160,12 +166,18 @@ TEST(PresetTest, FlagsMatchTheDocumentedTable) {
   busy.busy_poll = true;
   busy.min_wait_batching = false;  // it never waits
 
+  PresetFlags hybrid = fixed;  // spins after sends, then sleeps
+  hybrid.hybrid_spin = true;
+  hybrid.min_wait_batching = false;  // its spin reaps the sends' completions
+
   EXPECT_EQ(Tie(FlagsFor(Preset::kEpoll)), Tie(epoll));
   EXPECT_EQ(Tie(FlagsFor(Preset::kEpollBusy)), Tie(epoll_busy));
   EXPECT_EQ(Tie(FlagsFor(Preset::kUring)), Tie(uring));
   EXPECT_EQ(Tie(FlagsFor(Preset::kUringFixed)), Tie(fixed));
   EXPECT_EQ(Tie(FlagsFor(Preset::kUringSqpoll)), Tie(sqpoll));
   EXPECT_EQ(Tie(FlagsFor(Preset::kUringBusy)), Tie(busy));
+  EXPECT_EQ(Tie(FlagsFor(Preset::kEpollHybrid)), Tie(epoll_hybrid));
+  EXPECT_EQ(Tie(FlagsFor(Preset::kUringHybrid)), Tie(hybrid));
 }
 
 TEST(PresetTest, NoPresetTurnsOnWaitBatching) {

@@ -258,6 +258,7 @@ class EpollBackend final : public LoopCore {
       const ssize_t n = ::recv(s.fd, lease.data(), capacity, MSG_DONTWAIT);
       if (n > 0) {
         ++counters.completions;
+        NoteReceived();
         const uint32_t index = BufferPool::Detach(lease);
         DeliverData(s, index, BufferPool::kHeadroom, static_cast<uint32_t>(n));
         if (static_cast<size_t>(n) < capacity && !s.peer_hup_seen) return;
@@ -324,6 +325,7 @@ class EpollBackend final : public LoopCore {
       const int n = recvmmsg(s.fd, rx_msgs_, batch, MSG_DONTWAIT, nullptr);
       const int received = n < 0 ? 0 : n;
       const int err = n < 0 ? errno : 0;
+      if (received > 0) NoteReceived();
       for (int i = 0; i < received; ++i) {
         ++counters.completions;
         const uint32_t buffer = rx_buffers_[i];
@@ -389,6 +391,7 @@ class EpollBackend final : public LoopCore {
             continue;
           }
           counters.completions += static_cast<uint64_t>(count);
+          if (n > 0) NoteSends();
           CompleteGsoBatch(s, batch, n < 0 ? -errno : static_cast<int>(n));
           continue;
         }
@@ -427,6 +430,7 @@ class EpollBackend final : public LoopCore {
         CompleteDatagram(s, PopDatagram(s), err);
         continue;
       }
+      if (n > 0) NoteSends();
       for (int i = 0; i < n; ++i) {
         ++counters.completions;
         const uint32_t index = PopDatagram(s);
@@ -464,6 +468,7 @@ class EpollBackend final : public LoopCore {
         return;
       }
       ++counters.completions;
+      NoteSends();
       counters.bytes_sent += static_cast<uint64_t>(n);
       ConsumeStreamSent(s, static_cast<size_t>(n));
       if (static_cast<size_t>(n) < requested) {

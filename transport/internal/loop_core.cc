@@ -114,7 +114,8 @@ absl::Status LoopCore::InitCore(const LoopOptions& options,
   info.flags.zero_copy_send = options.zero_copy_send && info.flags.io_uring;
   info.flags.wait_batching = options.wait_batching && info.flags.io_uring &&
                              info.flags.provided_buffers &&
-                             !info.flags.busy_poll;
+                             !info.flags.busy_poll && !info.flags.hybrid_spin;
+  track_gaps_ = info.flags.hybrid_spin || info.flags.min_wait_batching;
   if (options.max_sockets == 0 || options.max_sockets >= kSlotMask) {
     return absl::InvalidArgumentError("max_sockets must be in 1..1048574");
   }
@@ -1327,6 +1328,45 @@ void LoopCore::ServeStarved() {
   scratch_.clear();
 }
 
+void LoopCore::NoteSendsSlow() {
+  const int64_t t = now.nanos();
+  if (info.flags.hybrid_spin && reply_gaps_.gap_open() &&
+      t - reply_gaps_.open_since_ns() > options_.hybrid_spin_max.count()) {
+    // The last unanswered send got no reply within the cap: whatever comes
+    // back later is not worth spinning for (a one-way sender, or a slow
+    // peer), so it counts as a gap beyond the window.
+    reply_gaps_.Expired();
+  }
+  if (reply_gaps_.gap_open()) return;
+  reply_gaps_.Sent(t);
+  if (info.flags.hybrid_spin) spin_until_ = now + SpinWindow();
+}
+
+// A reply is likely soon when recent ones came within the cap: spin for
+// their p90 plus a quarter (and 2 us for the clock's and the loop's own
+// granularity), so about nine replies in ten end the spin. Before there
+// are enough samples, spin up to the cap to learn them; once the p90 is
+// beyond the cap (replies come later, or never), do not spin.
+Duration LoopCore::SpinWindow() const {
+  const int64_t cap = options_.hybrid_spin_max.count();
+  const int64_t p90 = reply_gaps_.p90_ns();
+  if (p90 < 0) return Duration(cap);
+  if (p90 > cap) return Duration(0);
+  return Duration(std::min<int64_t>(cap, p90 + p90 / 4 + 2000));
+}
+
+bool LoopCore::Spinning() {
+  if (!info.flags.hybrid_spin) return false;
+  const bool spin = reply_gaps_.gap_open() && now < spin_until_;
+  if (spin) {
+    ++counters.hybrid_spins;
+  } else if (spinning_ && reply_gaps_.gap_open()) {
+    ++counters.hybrid_spin_misses;  // the window passed without a reply
+  }
+  spinning_ = spin;
+  return spin;
+}
+
 int LoopCore::RunOnce(Duration timeout) {
   ++counters.loop_iterations;
   now = MonotonicNow();
@@ -1369,7 +1409,7 @@ int LoopCore::RunOnce(Duration timeout) {
   }
 
   Duration wait = timeout;
-  if (busy() || !ready_.empty()) {
+  if (busy() || !ready_.empty() || Spinning()) {
     wait = Duration(0);
   } else if (!dirty_.empty() || !starved_.empty()) {
     // Starved receives retry next iteration; don't sleep past that.

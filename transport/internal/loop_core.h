@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "transport/internal/reply_gap.h"
 #include "transport/loop.h"
 
 namespace ringlab::transport::internal {
@@ -306,6 +307,19 @@ class LoopCore {
   BufferLease AcquireForSend();
 
  protected:
+  // Reply gaps (reply_gap.h), kept when a flag uses them (hybrid_spin,
+  // min_wait_batching): backends call NoteSends() when they hand sends to
+  // the kernel (or submit them) and NoteReceived() when receives completed.
+  // On hybrid presets a send opens a spin window that RunOnce honours.
+  void NoteSends() {
+    if (track_gaps_) NoteSendsSlow();
+  }
+  void NoteReceived() {
+    if (track_gaps_) reply_gaps_.Received(now.nanos());
+  }
+  ReplyGapTracker reply_gaps_;
+  bool track_gaps_ = false;
+
   // Writes to the wakeup fd's counterpart; backends read it.
   int wakeup_fd() const { return wakeup_fd_; }
   void DrainWakeup();
@@ -336,6 +350,11 @@ class LoopCore {
 
  private:
   absl::Status FitFileLimit();
+  void NoteSendsSlow();
+  // Hybrid presets: how long to spin after a send (0: do not).
+  Duration SpinWindow() const;
+  // Whether this iteration polls instead of sleeping (hybrid presets).
+  bool Spinning();
   absl::StatusOr<Socket*> NewSocket(SocketKind kind, int fd,
                                     SocketHandler* handler);
   void FinishClose(Socket& s);
@@ -354,6 +373,8 @@ class LoopCore {
   int Enqueue(Socket& s, BufferLease data, uint64_t tag, const Endpoint* to);
 
   int wakeup_fd_ = -1;
+  Timestamp spin_until_ = Timestamp::Zero();
+  bool spinning_ = false;  // the last iteration polled for a reply
   std::atomic<bool> stop_{false};
   std::atomic<bool> has_posted_{false};
   absl::Mutex posted_mu_;

@@ -1,4 +1,5 @@
-// The io_uring backends: uring, uring-fixed, uring-sqpoll, uring-busy.
+// The io_uring backends: uring, uring-fixed, uring-sqpoll, uring-busy,
+// uring-hybrid.
 //
 // One class serves every io_uring preset; PresetFlags decide which features
 // are used, and each feature is set up exactly as the flag says or setup
@@ -29,7 +30,6 @@
 #include "absl/strings/str_cat.h"
 #include "liburing.h"
 #include "transport/internal/loop_core.h"
-#include "transport/internal/reply_gap.h"
 
 // Kernel 6.0+ constants that liburing 2.3's header may lack.
 #ifndef IORING_SEND_ZC_REPORT_USAGE
@@ -383,10 +383,6 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     datagram_cqes_expected_ = 0;
     stream_send_submitted_ = false;
     bool batched = false;
-    // A reply gap opens with the first datagram send after a receive.
-    if (datagram_cqes > 0 && info.flags.min_wait_batching) {
-      gaps_.Sent(now.nanos());
-    }
     if (sqpoll) {
       // The SQ thread consumes the SQ; we enter only to wake it or to sleep.
       submit_count = 0;
@@ -447,12 +443,12 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     received_ = false;
     const int reaped = Reap();
     if (received_) {
-      gaps_.Received(now.nanos());
+      NoteReceived();
     } else if (batched) {
       // The window passed (or something other than a receive ended the
       // wait) with no reply: the sends were dispatched at its end.
       ++counters.batched_wait_expired;
-      gaps_.Expired();
+      reply_gaps_.Expired();
     }
     return reaped;
   }
@@ -473,7 +469,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
   // reprograms the clock event device, a VM exit, on every wait.
   Duration BatchWindow(Duration timeout) const {
     const int64_t window = options_.min_wait_window.count();
-    const int64_t p90 = gaps_.p90_ns();
+    const int64_t p90 = reply_gaps_.p90_ns();
     if (p90 > window) return Duration(0);
     const int64_t bounded = std::min<int64_t>(window, timeout.count());
     return Duration(bounded >= 1000 ? bounded : 0);
@@ -749,6 +745,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
         io_uring_prep_sendmsg(sqe, FdFor(s), &s.send_msg, MSG_NOSIGNAL);
         Finish(sqe, s, Encode(kOpDatagramGso, 0, IdOf(s).value));
         ++datagram_cqes_expected_;
+        NoteSends();
         return true;
       }
     }
@@ -780,6 +777,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     }
     Finish(sqe, s, Encode(kOpDatagramSend, index, IdOf(s).value));
     ++datagram_cqes_expected_;
+    NoteSends();
     return true;
   }
 
@@ -866,6 +864,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     stream_send_submitted_ = true;
     Finish(sqe, s, Encode(op, 0, IdOf(s).value));
     s.send_in_flight = true;
+    NoteSends();
   }
 
   // --- Completion ------------------------------------------------------------
@@ -1226,9 +1225,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
   // What the next enter submits, for wait batching.
   uint32_t datagram_cqes_expected_ = 0;
   bool stream_send_submitted_ = false;
-  // Bounded wait batching: how soon replies follow our datagram sends, and
-  // whether the last reap saw a receive.
-  ReplyGapTracker gaps_;
+  // Whether the last reap saw a receive (for the reply gaps).
   bool received_ = false;
 };
 
