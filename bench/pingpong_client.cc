@@ -135,13 +135,15 @@ class Client {
   void FinishMeasuring();
   void Fail(std::string message);
   uint64_t budget_left() const {
-    const uint64_t total = config_.warmup + config_.samples;
+    // Idle mode exchanges its warm-up only.
+    const uint64_t total = config_.warmup + (idle() ? 0 : config_.samples);
     const uint64_t used = answered_ + total_inflight_;
     return used >= total ? 0 : total - used;
   }
   uint32_t per_connection_target() const {
     switch (config_.mode) {
       case Mode::kPingPong:
+      case Mode::kIdle:
         return 1;
       case Mode::kBurst:
         return config_.inflight;
@@ -155,6 +157,9 @@ class Client {
            static_cast<int64_t>(static_cast<long double>(k) * 1e9L /
                                 static_cast<long double>(config_.rate_per_s));
   }
+  bool idle() const { return config_.mode == Mode::kIdle; }
+  // Mode idle: after the warm-up, nothing for config_.idle_s seconds.
+  void RunIdlePhase(Timestamp deadline);
   void CloseAll();
   std::string ResultJson() const;
   void PrintSummary() const;
@@ -304,6 +309,7 @@ absl::Status Client::OpenConnections() {
   uint32_t window = 64;
   switch (config_.mode) {
     case Mode::kPingPong:
+    case Mode::kIdle:
       break;
     case Mode::kBurst: {
       // Bounded to about a million slots in total (24 MiB) for runs with
@@ -491,6 +497,11 @@ void Client::OnReply(Connection& c, uint64_t seq, uint64_t check,
   --c.outstanding_;
   --total_inflight_;
   ++answered_;
+  if (idle()) {  // warm-up only; Run() measures the quiet phase after it
+    AdvanceTail(c);
+    TopUp(c);
+    return;
+  }
   if (measuring_) {
     histogram_.Record(
         static_cast<uint64_t>(std::max<int64_t>(0, now_ns - slot.intended_ns)));
@@ -517,6 +528,34 @@ void Client::FinishMeasuring() {
   end_cpu_ = CpuTime::Now();
   end_counters_ = loop_->counters();
   finished_ = true;
+}
+
+void Client::RunIdlePhase(Timestamp deadline) {
+  for (auto& c : connections_) TopUp(*c);
+  while (!failed_ && answered_ + lost_ + warmup_lost_ < config_.warmup) {
+    if (MonotonicNow() >= deadline) {
+      Fail(absl::StrCat("timeout: ", answered_, " of ", config_.warmup,
+                        " warm-up round trips answered"));
+      return;
+    }
+    const int rc = loop_->RunOnce(std::chrono::milliseconds(10));
+    if (rc < 0) Fail(absl::StrCat("RunOnce: ", std::strerror(-rc)));
+    if (config_.protocol == Protocol::kUdp) ExpireLost(MonotonicNow().nanos());
+  }
+  if (failed_) return;
+  // The quiet phase: the Loop waits as an application's would (Run()'s
+  // one-second cap), with every socket open and nothing to do.
+  StartMeasuring();
+  const Timestamp until =
+      start_time_ + Duration(static_cast<int64_t>(config_.idle_s * 1e9));
+  while (!failed_) {
+    const Timestamp now = MonotonicNow();
+    if (now >= until) break;
+    const int rc = loop_->RunOnce(
+        std::min<Duration>(until - now, std::chrono::seconds(1)));
+    if (rc < 0) Fail(absl::StrCat("RunOnce: ", std::strerror(-rc)));
+  }
+  FinishMeasuring();
 }
 
 void Client::CloseAll() {
@@ -554,7 +593,9 @@ int Client::Run() {
     if (rc < 0) Fail(absl::StrCat("RunOnce: ", std::strerror(-rc)));
   }
 
-  if (!failed_) {
+  if (!failed_ && idle()) {
+    RunIdlePhase(deadline);
+  } else if (!failed_) {
     if (config_.warmup == 0) StartMeasuring();
     if (config_.mode == Mode::kRate) {
       rate_start_ns_ = MonotonicNow().nanos();
@@ -652,6 +693,8 @@ uint32_t ReportedInflight(const PingPongConfig& config) {
       return config.inflight;
     case Mode::kRate:
       return kRateModeMaxInflight;
+    case Mode::kIdle:
+      return 0;
   }
   return 1;
 }
@@ -677,13 +720,20 @@ std::string Client::ResultJson() const {
   json.Key("warmup").Uint(config_.warmup);
   json.Key("lost").Uint(lost_);
   json.Key("rtt_us").BeginObject();
-  json.Key("min").Number(Us(histogram_.min()));
-  json.Key("mean").Number(histogram_.mean() / 1000.0);
-  json.Key("p50").Number(Us(histogram_.Percentile(50)));
-  json.Key("p90").Number(Us(histogram_.Percentile(90)));
-  json.Key("p99").Number(Us(histogram_.Percentile(99)));
-  json.Key("p999").Number(Us(histogram_.Percentile(99.9)));
-  json.Key("max").Number(Us(histogram_.max()));
+  if (idle()) {  // no round trips were measured
+    for (const char* key :
+         {"min", "mean", "p50", "p90", "p99", "p999", "max"}) {
+      json.Key(key).Null();
+    }
+  } else {
+    json.Key("min").Number(Us(histogram_.min()));
+    json.Key("mean").Number(histogram_.mean() / 1000.0);
+    json.Key("p50").Number(Us(histogram_.Percentile(50)));
+    json.Key("p90").Number(Us(histogram_.Percentile(90)));
+    json.Key("p99").Number(Us(histogram_.Percentile(99)));
+    json.Key("p999").Number(Us(histogram_.Percentile(99.9)));
+    json.Key("max").Number(Us(histogram_.max()));
+  }
   json.EndObject();
   json.Key("duration_s").Number(duration_s);
   // The measured phase on CLOCK_MONOTONIC, which the server's timeline
@@ -691,11 +741,28 @@ std::string Client::ResultJson() const {
   // CPU and kernel entries to this window.
   json.Key("measured_start_ns").Int(start_time_.nanos());
   json.Key("measured_end_ns").Int(end_time_.nanos());
-  json.Key("messages_per_s").Number(duration_s > 0 ? samples / duration_s : 0);
-  json.Key("cpu_us_per_msg")
-      .Number(static_cast<double>(cpu.total_us()) / samples);
-  json.Key("kernel_entries_per_msg")
-      .Number(static_cast<double>(counters.kernel_entries()) / samples);
+  if (idle()) {
+    json.Key("messages_per_s").Number(0);
+    json.Key("cpu_us_per_msg").Null();
+    json.Key("kernel_entries_per_msg").Null();
+  } else {
+    json.Key("messages_per_s")
+        .Number(duration_s > 0 ? samples / duration_s : 0);
+    json.Key("cpu_us_per_msg")
+        .Number(static_cast<double>(cpu.total_us()) / samples);
+    json.Key("kernel_entries_per_msg")
+        .Number(static_cast<double>(counters.kernel_entries()) / samples);
+  }
+  // CPU as a share of one core over the measured phase: the cost of a
+  // spinning or hybrid preset beside its latency, and (mode idle) what a
+  // Loop burns with nothing to do.
+  json.Key("cpu_pct").Number(
+      duration_s > 0 ? static_cast<double>(cpu.total_us()) / 1e4 / duration_s
+                     : 0);
+  json.Key("kernel_entries_per_s")
+      .Number(duration_s > 0
+                  ? static_cast<double>(counters.kernel_entries()) / duration_s
+                  : 0);
   json.Key("counters");
   AppendCounters(json, counters);
   json.Key("cpu").Int(config_.cpu);
@@ -740,6 +807,22 @@ void Client::PrintSummary() const {
               static_cast<unsigned long long>(config_.warmup),
               static_cast<unsigned long long>(lost_),
               static_cast<unsigned long long>(warmup_lost_));
+  if (idle()) {
+    std::printf(
+        "  idle %.3f s after %llu warm-up round trips: cpu %.3f%% of a core, "
+        "%.1f kernel entries/s, %.1f loop iterations/s, %llu hybrid spins\n",
+        duration_s, static_cast<unsigned long long>(answered_),
+        duration_s > 0 ? static_cast<double>(cpu.total_us()) / 1e4 / duration_s
+                       : 0.0,
+        duration_s > 0
+            ? static_cast<double>(counters.kernel_entries()) / duration_s
+            : 0.0,
+        duration_s > 0
+            ? static_cast<double>(counters.loop_iterations) / duration_s
+            : 0.0,
+        static_cast<unsigned long long>(counters.hybrid_spins));
+    return;
+  }
   std::printf(
       "  rtt us: min %.2f  mean %.2f  p50 %.2f  p90 %.2f  p99 %.2f  "
       "p99.9 %.2f  max %.2f\n",

@@ -29,7 +29,8 @@ constexpr absl::string_view kClientFlags[] = {
     "mode",          "rate",       "inflight",
     "connections",   "cpu",        "json",
     "timeout_s",     "sqpoll_cpu", "max_duration_s",
-    "wait_batching", "features",   "min_wait_window_us"};
+    "wait_batching", "features",   "min_wait_window_us",
+    "idle_s"};
 
 absl::Status Usage(absl::string_view message) {
   return absl::InvalidArgumentError(message);
@@ -74,6 +75,8 @@ std::string_view ModeName(Mode mode) {
       return "rate";
     case Mode::kBurst:
       return "burst";
+    case Mode::kIdle:
+      return "idle";
   }
   return "?";
 }
@@ -92,8 +95,10 @@ std::string PingPongUsage() {
       "--server=HOST:PORT\n"
       "                          [--payload=64] [--samples=100000] "
       "[--warmup=5000]\n"
-      "                          [--mode=pingpong|rate|burst] [--rate=N] "
+      "                          [--mode=pingpong|rate|burst|idle] [--rate=N] "
       "[--inflight=32]\n"
+      "                          [--idle_s=5 (mode idle: seconds without "
+      "traffic after the warm-up; reports CPU %)]\n"
       "                          [--connections=1] [--cpu=N] [--json=PATH] "
       "[--timeout_s=30]\n"
       "                          [--max_duration_s=S (end the measured phase "
@@ -198,9 +203,11 @@ absl::StatusOr<PingPongConfig> ParsePingPongArgs(int argc, char** argv) {
         config.mode = Mode::kRate;
       } else if (value == "burst") {
         config.mode = Mode::kBurst;
+      } else if (value == "idle") {
+        config.mode = Mode::kIdle;
       } else {
         s = Usage(absl::StrCat("--mode=", value,
-                               ": expected pingpong, rate or burst"));
+                               ": expected pingpong, rate, burst or idle"));
       }
     } else if (name == "rate") {
       rate_given = true;
@@ -216,6 +223,8 @@ absl::StatusOr<PingPongConfig> ParsePingPongArgs(int argc, char** argv) {
       s = ParseDouble(name, value, 0.001, &config.timeout_s);
     } else if (name == "max_duration_s") {
       s = ParseDouble(name, value, 0.001, &config.max_duration_s);
+    } else if (name == "idle_s") {
+      s = ParseDouble(name, value, 0.001, &config.idle_s);
     }
     if (!s.ok()) return s;
   }

@@ -50,7 +50,10 @@ inline constexpr uint32_t kSocketHeadroom = 64;
 
 enum class Role { kServer, kClient };
 enum class Protocol { kUdp, kTcp };
-enum class Mode { kPingPong, kRate, kBurst };
+// kIdle: after the warm-up round trips, send nothing for idle_s seconds
+// and report the CPU the Loop spent meanwhile (a hybrid or busy preset
+// must not spin without traffic); the server's share is in its timeline.
+enum class Mode { kPingPong, kRate, kBurst, kIdle };
 
 std::string_view ProtocolName(Protocol protocol);
 std::string_view ModeName(Mode mode);
@@ -86,6 +89,8 @@ struct PingPongConfig {
   // then a cap, and the result counts what was recorded (runs over many
   // connection counts last about the same time).
   double max_duration_s = 0;
+  // Mode kIdle: how long the measured idle phase lasts.
+  double idle_s = 5;
 };
 
 // Parses `argv[1]` (server|client) and `--name=value` flags.

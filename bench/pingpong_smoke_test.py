@@ -248,6 +248,48 @@ def smoke(args):
     print("PASS")
 
 
+def smoke_idle(args):
+    """--mode=idle: a warm-up, then a quiet phase; the result reports the
+    Loop's CPU share and no latency (a hybrid preset must sleep when idle)."""
+    with tempfile.TemporaryDirectory(prefix="pingpong_idle_") as tmp:
+        server, address = start_server(args, os.path.join(tmp, "server.json"))
+        try:
+            run = run_client(args, address, ["--warmup=200", "--idle_s=0.5"])
+            if run.returncode == 3:
+                skip(f"backend {args.backend} unsupported (client exit 3): "
+                     f"{run.stderr.strip()}")
+            print(run.stdout, end="")
+            check(run.returncode == 0,
+                  f"client exited {run.returncode}: {run.stderr}")
+            check("idle " in run.stdout, "no idle summary line")
+            last = run.stdout.strip().splitlines()[-1]
+            check(last.startswith("RESULT "), f"last line is {last!r}")
+            result = json.loads(last[len("RESULT "):])
+        finally:
+            if server.poll() is None:
+                code, _, err = stop_server(server)
+            else:
+                code, err = server.returncode, server.stderr.read()
+        check(code == 0, f"server exited {code} after SIGTERM: {err}")
+    check(result["mode"] == "idle", "mode")
+    check(result["backend"] == args.backend, "backend")
+    check(result["samples"] == 0, f"samples {result['samples']}")
+    check(all(v is None for v in result["rtt_us"].values()),
+          f"idle mode reported latencies: {result['rtt_us']}")
+    check(result["duration_s"] >= 0.5,
+          f"quiet phase ended early: {result['duration_s']} s")
+    check(isinstance(result["cpu_pct"], (int, float)) and
+          0 <= result["cpu_pct"] <= 200, f"cpu_pct {result['cpu_pct']}")
+    counters = result["counters"]
+    check(counters["bytes_sent"] == 0 and counters["bytes_received"] == 0,
+          f"traffic in the quiet phase: {counters}")
+    if "hybrid_spin" in result["backend_flags"]:
+        # Counts, not times: an idle hybrid Loop never polls for a reply.
+        check(counters["hybrid_spins"] == 0,
+              f"idle hybrid Loop spun {counters['hybrid_spins']} times")
+    print("PASS")
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -321,6 +363,8 @@ def main():
     args = parser.parse_args()
     if args.check_usage:
         check_usage(args)
+    elif args.mode == "idle":
+        smoke_idle(args)
     else:
         smoke(args)
 
