@@ -18,19 +18,38 @@
 namespace ringlab::bench {
 namespace {
 
-constexpr absl::string_view kServerFlags[] = {
-    "proto",      "backend",           "bind",
-    "cpu",        "payload",           "json",
-    "sqpoll_cpu", "connections",       "wait_batching",
-    "features",   "min_wait_window_us"};
-constexpr absl::string_view kClientFlags[] = {
-    "proto",         "backend",    "server",
-    "payload",       "samples",    "warmup",
-    "mode",          "rate",       "inflight",
-    "connections",   "cpu",        "json",
-    "timeout_s",     "sqpoll_cpu", "max_duration_s",
-    "wait_batching", "features",   "min_wait_window_us",
-    "idle_s"};
+constexpr absl::string_view kServerFlags[] = {"proto",
+                                              "backend",
+                                              "bind",
+                                              "cpu",
+                                              "payload",
+                                              "json",
+                                              "sqpoll_cpu",
+                                              "connections",
+                                              "wait_batching",
+                                              "features",
+                                              "min_wait_window_us",
+                                              "hybrid_spin_max_us"};
+constexpr absl::string_view kClientFlags[] = {"proto",
+                                              "backend",
+                                              "server",
+                                              "payload",
+                                              "samples",
+                                              "warmup",
+                                              "mode",
+                                              "rate",
+                                              "inflight",
+                                              "connections",
+                                              "cpu",
+                                              "json",
+                                              "timeout_s",
+                                              "sqpoll_cpu",
+                                              "max_duration_s",
+                                              "wait_batching",
+                                              "features",
+                                              "min_wait_window_us",
+                                              "idle_s",
+                                              "hybrid_spin_max_us"};
 
 absl::Status Usage(absl::string_view message) {
   return absl::InvalidArgumentError(message);
@@ -106,6 +125,8 @@ std::string PingPongUsage() {
       "                          [--sqpoll_cpu=N] [--wait_batching=0|1]\n"
       "                          [--features=LIST (comma-separated; '-NAME' "
       "turns a preset's feature off)] [--min_wait_window_us=N]\n"
+      "                          [--hybrid_spin_max_us=N (hybrid presets: the "
+      "longest spin after a send; default 100)]\n"
       "presets: ",
       transport::ValidPresetNames(),
       "\n"
@@ -181,6 +202,9 @@ absl::StatusOr<PingPongConfig> ParsePingPongArgs(int argc, char** argv) {
     } else if (name == "min_wait_window_us") {
       s = ParseInt<uint32_t>(name, value, 1, 1000000,
                              &config.min_wait_window_us);
+    } else if (name == "hybrid_spin_max_us") {
+      s = ParseInt<uint32_t>(name, value, 1, 1000000,
+                             &config.hybrid_spin_max_us);
     } else if (name == "features") {
       s = transport::ParseFeatureList(
           std::string_view(value.data(), value.size()), &config.features);
@@ -292,6 +316,10 @@ transport::LoopOptions PingPongLoopOptions(const PingPongConfig& config) {
   if (config.min_wait_window_us > 0) {
     options.min_wait_window =
         std::chrono::microseconds(config.min_wait_window_us);
+  }
+  if (config.hybrid_spin_max_us > 0) {
+    options.hybrid_spin_max =
+        std::chrono::microseconds(config.hybrid_spin_max_us);
   }
   // Room for every connection plus listeners; the default below that keeps
   // small runs exactly as they were.

@@ -73,6 +73,8 @@ struct PingPongConfig {
   transport::LoopFeatures features;
   // LoopOptions::min_wait_window in microseconds (0: the default).
   uint32_t min_wait_window_us = 0;
+  // LoopOptions::hybrid_spin_max in microseconds (0: the default).
+  uint32_t hybrid_spin_max_us = 0;
   uint32_t payload_bytes = 64;
   std::string json_path;
   // Client only.

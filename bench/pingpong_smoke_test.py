@@ -321,6 +321,10 @@ def check_usage(args):
     check(r.returncode == 2, "rate mode without --rate accepted")
     r = run(["client", "--samples=0"])
     check(r.returncode == 2, "--samples=0 accepted")
+    r = run(["client", "--hybrid_spin_max_us=0"])
+    check(r.returncode == 2, "--hybrid_spin_max_us=0 accepted")
+    r = run(["client", "--mode=idle", "--idle_s=0"])
+    check(r.returncode == 2, "--idle_s=0 accepted")
     r = run(["--help"])
     check(r.returncode == 0 and "usage" in r.stdout, "--help")
     # More connections than the hard descriptor limit allows: "unsupported
