@@ -2,8 +2,10 @@
 
 #include <linux/capability.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -27,6 +29,9 @@ namespace {
 // Kernel 6.12: io_uring_getevents_arg's `pad` became min_wait_usec; liburing
 // 2.3 predates both the name and the feature bit.
 constexpr unsigned kFeatMinTimeout = 1U << 15;
+constexpr unsigned kFeatRecvSendBundle = 1U << 14;  // 6.10
+// io_uring_buf_reg.flags (liburing 2.3 names the field `pad`).
+constexpr uint16_t kPbufRingIncremental = 2;  // IOU_PBUF_RING_INC, 6.12
 
 // Debian's abseil keeps its own string_view type; bridge for StrCat.
 absl::string_view Sv(std::string_view v) { return {v.data(), v.size()}; }
@@ -95,11 +100,21 @@ bool ProbeSendWithAddress(io_uring* ring) {
   return ok;
 }
 
+bool ProbeUdpGro() {
+  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  const int on = 1;
+  const bool ok = setsockopt(fd, SOL_UDP, UDP_GRO, &on, sizeof(on)) == 0;
+  ::close(fd);
+  return ok;
+}
+
 Capabilities Probe() {
   Capabilities caps;
   utsname uts;
   if (uname(&uts) == 0) caps.kernel_release = uts.release;
   caps.io_uring_disabled_sysctl = ReadIoUringDisabledSysctl();
+  caps.udp_gro = ProbeUdpGro();
   rlimit memlock;
   if (getrlimit(RLIMIT_MEMLOCK, &memlock) == 0) {
     caps.memlock_limit_bytes = memlock.rlim_cur == RLIM_INFINITY
@@ -141,6 +156,7 @@ Capabilities Probe() {
   caps.io_uring_available = true;
   caps.ext_arg = (params.features & IORING_FEAT_EXT_ARG) != 0;
   caps.min_wait = (params.features & kFeatMinTimeout) != 0;
+  caps.recvsend_bundle = (params.features & kFeatRecvSendBundle) != 0;
   caps.single_issuer = TryRing(IORING_SETUP_SINGLE_ISSUER) == 0;
   caps.defer_taskrun =
       TryRing(IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
@@ -174,7 +190,16 @@ Capabilities Probe() {
       const int ret = io_uring_register_buf_ring(&ring, &reg, 0);
       caps.buffer_ring = ret == 0;
       caps.buffer_ring_errno = ret < 0 ? -ret : 0;
-      if (caps.buffer_ring) io_uring_unregister_buf_ring(&ring, 0);
+      if (caps.buffer_ring) {
+        io_uring_unregister_buf_ring(&ring, 0);
+        // Older kernels reject unknown flags with EINVAL.
+        reg.pad = kPbufRingIncremental;
+        caps.buffer_ring_incremental =
+            io_uring_register_buf_ring(&ring, &reg, 0) == 0;
+        if (caps.buffer_ring_incremental) {
+          io_uring_unregister_buf_ring(&ring, 0);
+        }
+      }
       munmap(mem, 4096);
     }
     caps.send_with_address = ProbeSendWithAddress(&ring);
@@ -302,7 +327,10 @@ std::string Capabilities::ToString() const {
       " multishot_accept=", Yes(multishot_accept), " send_zc=", Yes(send_zc),
       " ext_arg=", Yes(ext_arg), " min_wait=", Yes(min_wait),
       " send_with_address=", Yes(send_with_address),
-      " registered_ring_fd=", Yes(registered_ring_fd), " memlock=",
+      " registered_ring_fd=", Yes(registered_ring_fd),
+      " recvsend_bundle=", Yes(recvsend_bundle),
+      " buffer_ring_incremental=", Yes(buffer_ring_incremental),
+      " udp_gro=", Yes(udp_gro), " memlock=",
       memlock_limit_bytes == UINT64_MAX ? std::string("unlimited")
                                         : absl::StrCat(memlock_limit_bytes),
       cap_ipc_lock ? " (CAP_IPC_LOCK: limit not enforced)" : "");

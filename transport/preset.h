@@ -177,8 +177,15 @@ struct Capabilities {
   bool multishot_accept = false;
   bool send_zc = false;
   bool ext_arg = false;
-  bool min_wait = false;      // IORING_FEAT_MIN_TIMEOUT (6.12): min_wait_usec
-  int buffer_ring_errno = 0;  // why registering a buffer ring failed
+  bool min_wait = false;  // IORING_FEAT_MIN_TIMEOUT (6.12): min_wait_usec
+  // Newer features issue 10 wants measured; probed and reported only, no
+  // preset uses them yet: IORING_FEAT_RECVSEND_BUNDLE (6.10), a buffer ring
+  // registered with IOU_PBUF_RING_INC (6.12, incremental consumption), and
+  // setsockopt(UDP_GRO) on a UDP socket (5.0).
+  bool recvsend_bundle = false;
+  bool buffer_ring_incremental = false;
+  bool udp_gro = false;
+  int buffer_ring_errno = 0;         // why registering a buffer ring failed
   bool send_with_address = false;    // IORING_OP_SEND takes a destination
   uint64_t memlock_limit_bytes = 0;  // RLIMIT_MEMLOCK soft limit (max = inf)
   bool cap_ipc_lock = false;         // memlock limit does not apply

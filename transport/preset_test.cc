@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -487,6 +488,30 @@ TEST(PresetTest, ProbeIsCachedAndDescribable) {
     // When io_uring is missing the probe must say why.
     EXPECT_FALSE(first.io_uring_error.empty());
   }
+}
+
+// The newer features issue 10 wants measured are probed by trying them, so
+// the answers must agree with the kernel version that introduced each one
+// (a feature reported on an older kernel, or missing on a newer one, is a
+// broken probe). Mainline version numbers; a distribution kernel with
+// backports would be a skip, not a pass.
+TEST(PresetTest, NewerFeatureProbesMatchTheKernelVersion) {
+  const Capabilities& caps = ProbeCapabilities();
+  int major = 0;
+  int minor = 0;
+  if (std::sscanf(caps.kernel_release.c_str(), "%d.%d", &major, &minor) != 2) {
+    GTEST_SKIP() << "unparsable kernel release " << caps.kernel_release;
+  }
+  const int version = major * 100 + minor;
+  EXPECT_EQ(caps.udp_gro, version >= 500) << caps.ToString();
+  if (!caps.io_uring_available || !caps.buffer_ring) {
+    GTEST_SKIP() << "io_uring or buffer rings unavailable: " << caps.ToString();
+  }
+  EXPECT_EQ(caps.recvsend_bundle, version >= 610) << caps.ToString();
+  EXPECT_EQ(caps.buffer_ring_incremental, version >= 612) << caps.ToString();
+  EXPECT_THAT(caps.ToString(), AllOf(HasSubstr("recvsend_bundle="),
+                                     HasSubstr("buffer_ring_incremental="),
+                                     HasSubstr("udp_gro=")));
 }
 
 }  // namespace
