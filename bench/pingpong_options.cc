@@ -355,6 +355,10 @@ void AppendBackend(JsonWriter& json, const transport::BackendInfo& info) {
   json.Key("backend_flags").String(info.flags.ToString());
   json.Key("backend_note").String(info.chosen_because);
   json.Key("backend_adjustments").String(info.adjustments);
+  // What the kernel offers, including features no preset uses yet, so a
+  // record says which of them a run could have had.
+  json.Key("kernel_capabilities")
+      .String(transport::ProbeCapabilities().ToString());
 }
 
 absl::Status WriteTextFile(const std::string& path, std::string_view contents) {
