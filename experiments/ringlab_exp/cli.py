@@ -29,6 +29,13 @@ def _kv(text):
     return tuple(text.split("=", 1))
 
 
+def _key_field(text):
+    if text in compare_mod.KEY_FIELDS or (text.startswith("params.") and len(text) > 7):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: expected one of "
+                                     f"{', '.join(compare_mod.KEY_FIELDS)} or params.NAME")
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="ringlab", description="ringlab experiment runner")
     sub = p.add_subparsers(dest="command", required=True)
@@ -54,8 +61,9 @@ def build_parser():
     c.add_argument("--tail-threshold", type=float, default=0.10,
                    help="the same for p99, which drifts more between runs (default 0.10)")
     c.add_argument("--min-reps", type=int, default=2)
-    c.add_argument("--ignore", action="append", default=[], choices=compare_mod.KEY_FIELDS,
-                   help="drop a field from the case match key")
+    c.add_argument("--ignore", action="append", default=[], type=_key_field,
+                   help="drop a field from the case match key: one of "
+                   f"{', '.join(compare_mod.KEY_FIELDS)}, or params.NAME")
     c.add_argument("--where-a", action="append", type=_kv, default=[], metavar="FIELD=VALUE")
     c.add_argument("--where-b", action="append", type=_kv, default=[], metavar="FIELD=VALUE")
     c.add_argument("--out", help="Markdown output (default results/compare/<stamp>.md)")

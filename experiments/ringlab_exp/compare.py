@@ -30,18 +30,37 @@ import statistics
 from . import results
 
 KEY_FIELDS = ("protocol", "payload_bytes", "connections", "mode", "rate_per_s", "inflight",
-              "program", "variant")
+              "params", "program", "variant")
 # (record field, column title, which direction is better, is it a tail metric)
 METRICS = (("p50", "p50 RTT", "lower", False), ("p99", "p99 RTT", "lower", True),
            ("messages_per_s", "msg/s", "higher", False))
 
 
+def _field(record, name):
+    """A match-key field; "params" is the sorted (name, value) tuple and
+    "params.NAME" one parameter."""
+    if name == "params":
+        return results.params_key(record)
+    if name.startswith("params."):
+        return (record.get("params") or {}).get(name[7:])
+    return record.get(name)
+
+
 def _key(record, ignore):
-    return tuple((f, record.get(f)) for f in KEY_FIELDS if f not in ignore)
+    ignore_params = {f[7:] for f in ignore if f.startswith("params.")}
+    out = []
+    for f in KEY_FIELDS:
+        if f in ignore:
+            continue
+        v = _field(record, f)
+        if f == "params" and ignore_params:
+            v = tuple(p for p in v if p[0] not in ignore_params)
+        out.append((f, v))
+    return tuple(out)
 
 
 def _matches(record, where):
-    return all(str(record.get(k)) == str(v) for k, v in where.items())
+    return all(str(_field(record, k)) == str(v) for k, v in where.items())
 
 
 def significance(a_vals, b_vals, threshold, min_reps=2):
@@ -105,6 +124,8 @@ def _label(row):
         parts.append(f"c{k['connections']}")
     if "mode" in k:
         parts.append(k["mode"] + (f"@{k['rate_per_s']:g}" if k.get("rate_per_s") else ""))
+    if k.get("params"):
+        parts.append(results.params_label(k["params"]))
     impl = ":".join(str(k[f]) for f in ("program", "variant") if f in k)
     return " ".join(parts) + (f" {impl}" if impl else "")
 

@@ -208,3 +208,35 @@ def listening(pid, port, protocol):
                 if protocol == "udp" or fields[3] == "0A":
                     return True
     return False
+
+
+def owns_socket(pid, protocol):
+    """True when process `pid` itself holds a bound UDP socket (any port) or
+    a listening TCP socket: its /proc/PID/fd links name socket inodes that
+    appear in /proc/PID/net/{udp,tcp}[6]. For servers whose port the runner
+    does not choose (a DDS participant derives its ports from the domain)."""
+    try:
+        inodes = set()
+        for fd in pathlib.Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        return False
+    if not inodes:
+        return False
+    names = ("tcp", "tcp6") if protocol == "tcp" else ("udp", "udp6")
+    for name in names:
+        try:
+            lines = pathlib.Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[9] in inodes:
+                if protocol == "udp" or fields[3] == "0A":
+                    return True
+    return False

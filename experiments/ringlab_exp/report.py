@@ -120,7 +120,8 @@ def render(run, records, plots, plot_note=None):
         best_p99 = min(rows_ok, key=lambda r: r.s("p99").median or inf)
         peers = [r for r in rows_ok if r.program_kind == "peer"]
         head = ["implementation", "ok/reps", "p50 µs", "p99 µs", "p99.9 µs", "max µs",
-                "msg/s", "CPU µs/msg", "kernel entries/msg", "p50 vs best", "p99 vs best"]
+                "msg/s", "CPU µs/msg", "server CPU µs/msg", "kernel entries/msg", "p50 vs best",
+                "p99 vs best"]
         head += [f"p50 vs {p.implementation}" for p in peers]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
@@ -129,6 +130,7 @@ def render(run, records, plots, plot_note=None):
                      fmt_spread(r.s("p50")), fmt_spread(r.s("p99")), fmt_spread(r.s("p999")),
                      fmt_spread(r.s("max")), fmt_spread(r.s("messages_per_s"), 0),
                      fmt_spread(r.s("cpu_us_per_msg"), 2),
+                     fmt_spread(r.s("server_cpu_us_per_msg"), 2),
                      fmt_spread(r.s("kernel_entries_per_msg"), 2),
                      fmt_ratio(ratio_range(r.s("p50"), best_p50.s("p50"))),
                      fmt_ratio(ratio_range(r.s("p99"), best_p99.s("p99")))]
@@ -141,6 +143,15 @@ def render(run, records, plots, plot_note=None):
         sources = sorted({r["cpu_source"] for row in rows_ok for r in row.ok if r["cpu_source"]})
         if sources:
             lines.append("CPU µs/msg source: " + "; ".join(sources) + ".")
+            lines.append("")
+        by_source = {}
+        for row in rows_ok:
+            for src in sorted({r["server_cpu_source"] for r in row.ok
+                               if r.get("server_cpu_source")}):
+                by_source.setdefault(src, []).append(f"`{row.implementation}`")
+        if by_source:
+            lines.append("Server CPU µs/msg source: " + "; ".join(
+                f"{src} ({', '.join(impls)})" for src, impls in by_source.items()) + ".")
             lines.append("")
 
     lines.append("## Plots")
@@ -273,7 +284,7 @@ def make_plots(run_dir, records, gnuplot=None):
     for scen, rows in groups.items():
         if scen[3] != "rate":
             continue
-        key = (scen[0], scen[1], scen[2])
+        key = (scen[0], scen[1], scen[2], scen[6])
         for r in rows:
             if r.ok:
                 sweeps.setdefault(key, {}).setdefault(r.implementation, []).append((scen[4], r))
@@ -293,7 +304,8 @@ def make_plots(run_dir, records, gnuplot=None):
                             f"title {_q(b)}" for i, b in enumerate(blocks))
         plots_l = ", ".join(f"{_q(name + '.dat')} index {i} using 1:3 with linespoints lw 2 "
                             f"title {_q(b)}" for i, b in enumerate(blocks))
-        label = f"{key[0].upper()} {key[1]} B, {key[2]} conn"
+        label = f"{key[0].upper()} {key[1]} B, {key[2]} conn" + \
+            (f", {results.params_label(key[3])}" if key[3] else "")
         script = header + [
             f"set output {_q(name + '.png')}", "set multiplot layout 1,2",
             f"set title {_q('Achieved vs offered rate: ' + label)}",

@@ -142,16 +142,29 @@ def spread(records, name):
     return Spread(metric(r, name) for r in records if r.get("status") == "ok")
 
 
+def params_key(record):
+    """A record's parameters as a hashable, sorted tuple of (name, value)."""
+    return tuple(sorted((record.get("params") or {}).items()))
+
+
 def scenario_of(record):
     return (record["protocol"], record["payload_bytes"], record["connections"],
-            record["mode"], record.get("rate_per_s"), record.get("inflight", 1))
+            record["mode"], record.get("rate_per_s"), record.get("inflight", 1),
+            params_key(record))
+
+
+def params_label(params):
+    return ", ".join(f"{k}={v}" for k, v in params)
 
 
 def scenario_label(s):
-    protocol, payload, conns, mode, rate, inflight = s
+    protocol, payload, conns, mode, rate, inflight = s[:6]
+    params = s[6] if len(s) > 6 else ()
     label = f"{protocol.upper()} {payload} B, {conns} conn, {mode}"
     if mode == "rate" and rate:
         label += f" @ {rate:g}/s"
     if mode == "burst":
         label += f", {inflight} in flight"
+    if params:
+        label += f", {params_label(params)}"
     return label

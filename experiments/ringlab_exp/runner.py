@@ -26,7 +26,8 @@ import sys
 import time
 
 from . import machine, netns, parsers, procs, report, results, schema
-from .suite import EXPERIMENTS_DIR, SuiteError, load_registry, load_suite
+from .suite import (EXPERIMENTS_DIR, PLACEHOLDER_RE, READY_DELAY_RE, SuiteError,
+                    load_registry, load_suite, params_id)
 
 REPO_DIR = EXPERIMENTS_DIR.parent
 RESULT_SCHEMA = schema.RECORD_SCHEMA_ID
@@ -72,7 +73,7 @@ class Progress:
 def resolve_binaries(suite, registry, opts, build_dir, log_dir, say):
     """program -> (path or None, reason if None, built_now)."""
     out = {}
-    used = sorted({c.program for c in suite.cases})
+    used = programs_needed({c.program for c in suite.cases}, registry)
     for name in used:
         prog = registry[name]
         if name in opts.binaries:
@@ -100,6 +101,18 @@ def resolve_binaries(suite, registry, opts, build_dir, log_dir, say):
             (None, f"{path} not found (build target {prog.get('build_target')} "
                    f"with cmake, or pass --binary {name}=PATH)")
     return out
+
+
+def programs_needed(names, registry):
+    """`names` plus every program their templates run via {binary:NAME}."""
+    todo, seen = list(names), set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo += registry[name].get("uses", [])
+    return sorted(seen)
 
 
 def build_target(repo_dir, build_dir, target, log_path):
@@ -135,25 +148,57 @@ def build_target(repo_dir, build_dir, target, log_path):
 # ---------------------------------------------------------------- commands
 
 def expand_args(template, values, lists):
-    """Fills {placeholders}; a token that is exactly "{name}" with a list
-    value in `lists` becomes those tokens."""
+    """Fills placeholders; a token that is exactly "{name}" or "{kind:arg}"
+    with a list value in `lists` becomes those tokens (possibly none)."""
     out = []
     for token in template:
-        m = re.fullmatch(r"\{(\w+)\}", token)
-        if m and m.group(1) in lists:
-            out += [expand_one(t, values) for t in lists[m.group(1)]]
+        m = PLACEHOLDER_RE.fullmatch(token)
+        key = None if not m or m.group(1) is None else \
+            (m.group(1) if m.group(2) is None else f"{m.group(1)}:{m.group(2)}")
+        if key is not None and key in lists:
+            out += [expand_one(t, values) for t in lists[key]]
+        elif key is not None and key.startswith("param_args:"):
+            raise KeyError(f"{{{key}}}: no arguments for this parameter value "
+                           "(add it to param_args)")
         else:
             out.append(expand_one(token, values))
     return out
 
 
 def expand_one(token, values):
+    """Replaces {name} and {kind:arg} in one string; {{ and }} are braces."""
     def sub(m):
-        key = m.group(1)
+        if m.group(1) is None:
+            return m.group(0)[0]
+        key = m.group(1) if m.group(2) is None else f"{m.group(1)}:{m.group(2)}"
         if key not in values or values[key] is None:
-            raise KeyError(f"placeholder {{{key}}} has no value")
+            hint = ""
+            if key.startswith("param:"):
+                hint = f" (give params.{m.group(2)} in the suite)"
+            elif key in ("server_address",):
+                hint = " (not known before the server is ready)"
+            raise KeyError(f"placeholder {{{key}}} has no value{hint}")
         return str(values[key])
-    return re.sub(r"\{(\w+)\}", sub, token)
+    return PLACEHOLDER_RE.sub(sub, token)
+
+
+def param_text(value):
+    """A parameter value as a command-line string."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def template_program(template, default):
+    """The program whose binary a command template runs: {binary} is the
+    entry itself, {binary:NAME} another registry program."""
+    if template:
+        m = PLACEHOLDER_RE.fullmatch(template[0])
+        if m and m.group(1) == "binary":
+            return m.group(2) or default
+    return default
 
 
 def pick_port(protocol, host="127.0.0.1"):
@@ -172,6 +217,7 @@ class CaseRunner:
         self.machine, self.topo = machine_info, topo
         self.log_dir = run_dir / "logs"
         self._next_port = 21000 + os.getpid() % 20000
+        self._instances = 0
 
     def base_record(self, case, index, rep):
         prog = self.registry[case.program]
@@ -189,17 +235,21 @@ class CaseRunner:
             "case_count": len(self.suite.cases), "repetition": rep,
             "repetitions": self.suite.repetitions, "status": "skipped", "reason": None,
             "stderr_tail": None, "program": case.program, "program_kind": prog.kind,
+            "server_program": template_program(prog.server, case.program),
+            "client_program": template_program(prog.client, case.program),
             "variant": case.variant, "implementation": case.implementation,
             "backend": case.variant, "backend_effective": None,
             "flags": " ".join(prog.get("variant_args", {}).get(case.variant, [])) or None,
             "protocol": case.protocol, "payload_bytes": case.payload_bytes,
             "connections": case.connections, "mode": case.mode,
             "rate_per_s": case.rate_per_s, "inflight": case.inflight,
+            "params": case.params_dict,
             "samples_requested": case.samples, "warmup": case.warmup,
             "duration_s_requested": case.duration_s, "samples": None, "lost": None,
             "rtt_us": {k: None for k in parsers.RTT_KEYS}, "rtt_note": None,
             "messages_per_s": None, "cpu_us_per_msg": None, "cpu_source": None,
-            "kernel_entries_per_msg": None, "server_stats": None, "pinning": pinning,
+            "kernel_entries_per_msg": None, "server_stats": None,
+            "server_cpu_us_per_msg": None, "server_cpu_source": None, "pinning": pinning,
             "topology": self.suite.topology, "server_address": None,
             "commands": {"server": None, "client": None},
             "started_utc": machine.utc_now(), "wall_s": None,
@@ -226,60 +276,118 @@ class CaseRunner:
             rec["wall_s"] = round(time.monotonic() - t0, 3)
         return rec
 
-    def _run(self, case, rep, rec):
-        prog = self.registry[case.program]
-        binary, why = self.binaries[case.program]
-        if binary is None:
-            rec["status"] = "skipped" if prog.kind == "peer" else "failed"
-            rec["reason"] = why
-            return
-        stem = f"{case.case_id}.r{rep}"
-        paths = {k: self.log_dir / f"{stem}.{k}" for k in
-                 ("server.out", "server.err", "client.out", "client.err",
-                  "server.json", "client.json")}
-        host = self.topo.server_ip if self.topo else "127.0.0.1"
-        if prog.port == "pick":
-            if self.topo:
-                self._next_port += 1
-                port = self._next_port
-            else:
-                port = pick_port(case.protocol)
-        else:
-            port = 0
-        pinning = rec["pinning"]
-        pin_args = prog.get("pin_args", [])
+    def _missing_binary(self, case):
+        """(status, reason) when this case's program, or one its commands run
+        via {binary:NAME}, is unavailable; else None."""
+        for name in programs_needed([case.program], self.registry):
+            binary, why = self.binaries.get(name, (None, f"{name} was not resolved"))
+            if binary is None:
+                kind = self.registry[name].kind
+                via = "" if name == case.program else f"{name} (used by {case.program}): "
+                return ("skipped" if kind == "peer" else "failed"), via + why
+        return None
+
+    def _values(self, case, prog, paths, host, port, work_dir):
+        """Everything a template may name, for this case repetition."""
+        self._instances += 1
         values = {
-            "binary": binary, "variant": case.variant, "protocol": case.protocol,
-            "payload": case.payload_bytes, "connections": case.connections,
-            "mode": case.mode, "inflight": case.inflight,
+            "binary": self.binaries[case.program][0], "variant": case.variant,
+            "protocol": case.protocol, "payload": case.payload_bytes,
+            "connections": case.connections, "mode": case.mode, "inflight": case.inflight,
             "rate": int(case.rate_per_s) if case.rate_per_s else None,
             "samples": case.samples, "warmup": case.warmup, "duration_s": case.duration_s,
             "duration_s_int": max(1, int(round(case.duration_s))),
             "server_host": host, "port": port, "server_json": paths["server.json"],
             "client_json": paths["client.json"],
             "client_timeout_s": max(1, int(case.timeout_s)),
+            "work_dir": work_dir,
+            # A small number that differs between the runner's processes and
+            # between consecutive repetitions (a DDS domain id, a topic suffix).
+            "instance": (os.getpid() + self._instances) % 200 + 1,
         }
+        for name in programs_needed([case.program], self.registry):
+            values[f"binary:{name}"] = self.binaries[name][0]
+        for name, value in case.params:
+            values[f"param:{name}"] = param_text(value)
+        for fname in prog.get("files", {}):
+            values[f"file:{fname}"] = work_dir / fname
+        return values
+
+    def _lists(self, case, prog, pinning):
         lists = {
             "variant_args": prog.get("variant_args", {}).get(case.variant, []),
             "protocol_args": prog.get("protocol_args", {}).get(case.protocol, []),
             "mode_args": prog.get("mode_args", {}).get(case.mode, []),
             "server_pin": [], "client_pin": [],
         }
+        for name, value in case.params:
+            table = prog.get("param_args", {}).get(name)
+            if table is not None and param_text(value) in table:
+                lists[f"param_args:{name}"] = table[param_text(value)]
         if pinning["method"] == "flag":
+            pin_args = prog.get("pin_args", [])
             lists["server_pin"] = [t.replace("{cpu}", str(pinning["server_cpu"]))
                                    for t in pin_args]
             lists["client_pin"] = [t.replace("{cpu}", str(pinning["client_cpu"]))
                                    for t in pin_args]
+        return lists
+
+    def _env(self, prog, values):
+        """(environment for a child or None, the expanded program env)."""
+        extra = {k: expand_one(v, values) for k, v in prog.get("env", {}).items()}
+        if not extra:
+            return None, {}
+        env = dict(os.environ)
+        env.update(extra)
+        return env, extra
+
+    def _run(self, case, rep, rec):
+        prog = self.registry[case.program]
+        missing = self._missing_binary(case)
+        if missing:
+            rec["status"], rec["reason"] = missing
+            return
+        stem = f"{case.case_id}.r{rep}"
+        paths = {k: self.log_dir / f"{stem}.{k}" for k in
+                 ("server.out", "server.err", "client.out", "client.err",
+                  "server.json", "client.json")}
+        host = self.topo.server_ip if self.topo else "127.0.0.1"
+        kind = prog.transport_of(case.protocol)
+        if prog.port == "pick":
+            if self.topo:
+                self._next_port += 1
+                port = self._next_port
+            else:
+                port = pick_port(kind)
+        else:
+            port = 0
+        work_dir = self.log_dir / f"{stem}.work"
+        pinning = rec["pinning"]
+        values = self._values(case, prog, paths, host, port, work_dir)
+        lists = self._lists(case, prog, pinning)
         try:
+            server_env, env_shown = self._env(prog, values)
+            # Config files first: the server reads them when it starts.
+            files = prog.get("files", {})
+            texts = {name: expand_one(text, values) for name, text in files.items()}
             server_argv = self._prefix("server", pinning) + expand_args(prog.server, values,
                                                                         lists)
         except KeyError as e:
-            rec.update(status="failed", reason=f"registry {case.program}.server: {e.args[0]}")
+            rec.update(status="failed", reason=f"registry {case.program}: {e.args[0]}")
             return
+        if files or any("{work_dir}" in t for t in prog.server + prog.client):
+            work_dir.mkdir(parents=True, exist_ok=True)
+            for name, text in texts.items():
+                (work_dir / name).write_text(text, encoding="utf-8")
         rec["commands"]["server"] = server_argv
+        if env_shown:
+            rec["commands"]["env"] = env_shown
+        if files:
+            rec["commands"]["files"] = {name: str(work_dir / name) for name in files}
         unsupported = prog.get("unsupported_exit_code")
 
-        server = self.sup.start(server_argv, paths["server.out"], paths["server.err"])
+        server = self.sup.start(server_argv, paths["server.out"], paths["server.err"],
+                                env=server_env)
         try:
             address, why = self._wait_ready(server, prog, case, host, port)
             if address is None:
@@ -292,14 +400,18 @@ class CaseRunner:
             rec["server_address"] = address
             values["server_address"] = address
             try:
+                client_env, client_env_shown = self._env(prog, values)
                 client_argv = self._prefix("client", pinning) + expand_args(prog.client,
                                                                              values, lists)
             except KeyError as e:
                 rec.update(status="failed",
                            reason=f"registry {case.program}.client: {e.args[0]}")
                 return
+            if client_env_shown and client_env_shown != env_shown:
+                rec["commands"]["client_env"] = client_env_shown
             rec["commands"]["client"] = client_argv
-            client = self.sup.start(client_argv, paths["client.out"], paths["client.err"])
+            client = self.sup.start(client_argv, paths["client.out"], paths["client.err"],
+                                    env=client_env)
             code = client.wait(case.timeout_s + 5)
             if code is None:
                 client.stop(signal.SIGTERM, grace_s=2)
@@ -333,19 +445,28 @@ class CaseRunner:
         rec["backend_effective"] = m["backend_effective"] or case.variant
         if m["flags"] is not None:
             rec["flags"] = m["flags"]
+        total_msgs = m["total_messages"] or ((m["samples"] or 0) + case.warmup)
         if m["cpu_us_per_msg"] is not None:
             rec["cpu_us_per_msg"] = m["cpu_us_per_msg"]
             rec["cpu_source"] = "program (client, measured phase)"
         else:
-            msgs = m["total_messages"] or ((m["samples"] or 0) + case.warmup)
             cpu_s = client.cpu_s()
-            if cpu_s is not None and msgs:
-                rec["cpu_us_per_msg"] = cpu_s * 1e6 / msgs
+            if cpu_s is not None and total_msgs:
+                rec["cpu_us_per_msg"] = cpu_s * 1e6 / total_msgs
                 rec["cpu_source"] = "runner rusage (client, whole run incl. warm-up)"
+        rec["server_cpu_us_per_msg"], rec["server_cpu_source"] = server_cpu(
+            rec["server_stats"], server.cpu_s(), total_msgs, case.payload_bytes)
 
     def _wait_ready(self, server, prog, case, host, port):
         deadline = time.monotonic() + self.suite.ready_timeout_s
-        regex = None if prog.ready == "listen" else re.compile(prog.ready, re.M)
+        ready = prog.ready
+        kind = prog.transport_of(case.protocol)
+        delay = READY_DELAY_RE.match(ready)
+        regex = None if ready in ("listen", "socket") or delay else re.compile(ready, re.M)
+        if delay:
+            # The server says nothing and its sockets prove nothing (a DDS
+            # participant is up long before it has matched): give it time.
+            ready_at = time.monotonic() + float(delay.group(1))
         while time.monotonic() < deadline:
             if regex is not None:
                 for text in (server.stdout_text(), server.stderr_text()):
@@ -353,7 +474,13 @@ class CaseRunner:
                     if m:
                         addr = m.groupdict().get("address") or f"{host}:{port}"
                         return addr, None
-            elif procs.listening(server.pid, port, case.protocol):
+            elif delay:
+                if time.monotonic() >= ready_at and server.alive():
+                    return f"{host}:{port}", None
+            elif ready == "socket":
+                if procs.owns_socket(server.pid, kind):
+                    return f"{host}:{port}", None
+            elif procs.listening(server.pid, port, kind):
                 return f"{host}:{port}", None
             if not server.alive():
                 code = server.returncode
@@ -362,8 +489,14 @@ class CaseRunner:
                     (f": {last}" if last else "")
             time.sleep(0.005)
         server.stop(signal.SIGKILL, grace_s=1)
-        what = "a line matching " + repr(prog.ready) if regex else \
-            f"a {case.protocol} socket on port {port}"
+        if regex is not None:
+            what = "a line matching " + repr(ready)
+        elif delay:
+            what = f"{delay.group(1)} s, longer than ready_timeout_s"
+        elif ready == "socket":
+            what = f"a {kind} socket of the server process"
+        else:
+            what = f"a {kind} socket on port {port}"
         return None, f"server not ready within {self.suite.ready_timeout_s:g} s " \
             f"(waited for {what}); killed"
 
@@ -377,6 +510,37 @@ def _server_stats(server, json_path):
             except ValueError:
                 return {"unparsed": line[:500]}
     return None
+
+
+def server_messages(stats, payload_bytes):
+    """Messages the server handled, from its SERVER_STATS: `messages`, else
+    ringlab_pingpong's datagrams_echoed (UDP) or bytes_echoed / payload (TCP,
+    whose echo does not see message boundaries)."""
+    for key in ("messages", "datagrams_echoed"):
+        v = stats.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+            return v
+    b = stats.get("bytes_echoed")
+    if isinstance(b, (int, float)) and b > 0 and payload_bytes:
+        return b / payload_bytes
+    return None
+
+
+def server_cpu(stats, rusage_cpu_s, client_total_msgs, payload_bytes):
+    """(server CPU µs per message, source). Preference: the server's own
+    rusage in SERVER_STATS over its own message count; else the runner's
+    wait4 rusage of the server process over the client's message count."""
+    if isinstance(stats, dict):
+        cpu = stats.get("cpu_us")
+        msgs = server_messages(stats, payload_bytes)
+        if isinstance(cpu, (int, float)) and not isinstance(cpu, bool) and msgs:
+            return cpu / msgs, "server SERVER_STATS (own rusage and message count, whole " \
+                               "server run incl. warm-up)"
+    if rusage_cpu_s is not None and client_total_msgs:
+        return rusage_cpu_s * 1e6 / client_total_msgs, \
+            "runner wait4 rusage (server process, whole run incl. start-up and warm-up) " \
+            "/ client messages"
+    return None, None
 
 
 # ---------------------------------------------------------------- the run

@@ -24,9 +24,19 @@ SUITES_DIR = EXPERIMENTS_DIR / "suites"
 REGISTRY_PATH = EXPERIMENTS_DIR / "registry.toml"
 
 MODES = ("pingpong", "rate", "burst")
-PROTOCOLS = ("udp", "tcp")
+# Protocols are whatever the registry's programs declare; these are the socket
+# kinds the runner knows for the usual names (used to pick a free port and to
+# watch for the server's socket). Another name needs
+# `transport_protocol = { NAME = "udp"|"tcp" }` in its registry entry.
+KNOWN_TRANSPORTS = {"udp": "udp", "tcp": "tcp", "mqtt": "tcp", "dds": "udp", "rtps": "udp",
+                    "rudp": "udp", "enet": "udp"}
 TOPOLOGIES = ("loopback", "netns-veth")
 MIN_PAYLOAD_BYTES = 16
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+PROTOCOL_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+# A placeholder: {name} or {kind:argument}; {{ and }} are literal braces.
+PLACEHOLDER_RE = re.compile(r"\{\{|\}\}|\{([a-z_]+)(?::([^{}\s]+))?\}")
+READY_DELAY_RE = re.compile(r"^delay:(\d+(?:\.\d+)?)$")
 
 
 class SuiteError(Exception):
@@ -42,7 +52,8 @@ _PROGRAM_KEYS = {
     "protocols": list, "modes": list, "max_connections": int, "pin": str,
     "pin_args": list, "port": str, "ready": str, "parser": str,
     "unsupported_exit_code": int, "stop_signal": str, "rtt": str,
-    "server": list, "client": list,
+    "server": list, "client": list, "params": dict, "param_args": dict, "env": dict,
+    "files": dict, "transport_protocol": dict,
 }
 _PROGRAM_REQUIRED = ("kind", "binary", "variants", "protocols", "modes", "pin",
                      "port", "ready", "parser", "server", "client")
@@ -61,6 +72,11 @@ class Program:
 
     def get(self, key, default=None):
         return self.spec.get(key, default)
+
+    def transport_of(self, protocol):
+        """The socket kind ("udp"/"tcp") behind one of this program's protocols."""
+        return self.spec.get("transport_protocol", {}).get(protocol,
+                                                           KNOWN_TRANSPORTS.get(protocol))
 
 
 def load_registry(path=REGISTRY_PATH):
@@ -94,8 +110,82 @@ def load_registry(path=REGISTRY_PATH):
         if spec["parser"] not in parsers.PARSERS:
             raise SuiteError(_at(path, "parser", f"{where}.parser: unknown parser "
                                  f"{spec['parser']!r}; valid: {', '.join(sorted(parsers.PARSERS))}"))
+        _check_program_extras(path, where, spec)
         registry[name] = Program(name, spec)
+    for name, prog in registry.items():
+        for other in prog.uses:
+            if other not in registry:
+                raise SuiteError(f"{path}: programs.{name}: {{binary:{other}}} names no program; "
+                                 f"valid programs: {', '.join(sorted(registry))}")
     return registry
+
+
+def _check_program_extras(path, where, spec):
+    """The keys the protocol modules need: params, param_args, env, files,
+    transport_protocol, and the placeholders in every template."""
+    for proto in spec["protocols"]:
+        if not isinstance(proto, str) or not PROTOCOL_RE.match(proto):
+            raise SuiteError(_at(path, "protocols", f"{where}.protocols: {proto!r} is not a "
+                                 "protocol name (lower case letters, digits, _ and -)"))
+        kind = spec.get("transport_protocol", {}).get(proto, KNOWN_TRANSPORTS.get(proto))
+        if kind not in ("udp", "tcp"):
+            raise SuiteError(_at(path, "protocols", f"{where}.protocols: protocol {proto!r} "
+                                 "needs transport_protocol = {{ {proto} = \"udp\" or \"tcp\" }} "
+                                 "(the socket kind the runner watches and picks ports for)"))
+    ready = spec["ready"]
+    if ready.startswith("delay:") and not READY_DELAY_RE.match(ready):
+        raise SuiteError(_at(path, "ready", f"{where}.ready: {ready!r}: expected delay:SECONDS"))
+    for pname, values in spec.get("params", {}).items():
+        if not NAME_RE.match(pname):
+            raise SuiteError(_at(path, "params", f"{where}.params.{pname}: parameter names are "
+                                 "lower case letters, digits and _"))
+        if values != "any" and not (isinstance(values, list) and values and
+                                    all(_is_scalar(v) for v in values)):
+            raise SuiteError(_at(path, "params", f"{where}.params.{pname}: expected a list of "
+                                 "supported values or \"any\""))
+    for pname, table in spec.get("param_args", {}).items():
+        if pname not in spec.get("params", {}):
+            raise SuiteError(_at(path, "param_args", f"{where}.param_args.{pname}: not declared "
+                                 "in params"))
+        if not isinstance(table, dict) or not all(isinstance(v, list) for v in table.values()):
+            raise SuiteError(_at(path, "param_args", f"{where}.param_args.{pname}: expected a "
+                                 "table value -> list of arguments"))
+    for key in ("env", "files"):
+        for k, v in spec.get(key, {}).items():
+            if not isinstance(v, str):
+                raise SuiteError(_at(path, key, f"{where}.{key}.{k}: expected a string"))
+    for fname in spec.get("files", {}):
+        if "/" in fname or fname in (".", "..") or not fname:
+            raise SuiteError(_at(path, "files", f"{where}.files.{fname!r}: a plain file name "
+                                 "is needed (it is written into the repetition's work dir)"))
+    uses = []
+    templates = [("server", t) for t in spec["server"]] + [("client", t) for t in spec["client"]]
+    templates += [(f"env.{k}", v) for k, v in spec.get("env", {}).items()]
+    templates += [(f"files.{k}", v) for k, v in spec.get("files", {}).items()]
+    for key, text in templates:
+        if not isinstance(text, str):
+            raise SuiteError(_at(path, key.split(".")[0], f"{where}.{key}: expected strings"))
+        for m in PLACEHOLDER_RE.finditer(text):
+            kind, arg = m.group(1), m.group(2)
+            if kind is None:
+                continue
+            if arg is not None and kind not in ("param", "param_args", "file", "binary"):
+                raise SuiteError(_at(path, key.split(".")[0], f"{where}.{key}: unknown "
+                                     f"placeholder {m.group(0)}; namespaced ones are "
+                                     "{param:NAME} {param_args:NAME} {file:NAME} {binary:PROGRAM}"))
+            if kind == "file" and arg not in spec.get("files", {}):
+                raise SuiteError(_at(path, key.split(".")[0], f"{where}.{key}: {m.group(0)} "
+                                     f"names no entry of [{where}.files]"))
+            if kind in ("param", "param_args") and arg not in spec.get("params", {}):
+                raise SuiteError(_at(path, key.split(".")[0], f"{where}.{key}: {m.group(0)}: "
+                                     f"parameter {arg!r} is not declared in params"))
+            if kind == "binary" and arg is not None and arg not in uses:
+                uses.append(arg)
+    spec["uses"] = uses
+
+
+def _is_scalar(v):
+    return isinstance(v, (str, int, float, bool))
 
 
 # ---------------------------------------------------------------- suites
@@ -111,12 +201,12 @@ _MATRIX_KEYS = {
     "protocols": list, "payloads": list, "connections": list, "mode": str,
     "modes": list, "rates": list, "inflight": list, "samples": int,
     "warmup": int, "duration_s": (int, float), "timeout_s": (int, float),
-    "stop_at_saturation": bool, "saturation_fraction": (int, float),
+    "stop_at_saturation": bool, "saturation_fraction": (int, float), "params": dict,
 }
 _DEFAULTS = {
     "payloads": [64], "connections": [1], "modes": ["pingpong"], "rates": [None],
     "inflight": [1], "samples": 50000, "warmup": 5000, "duration_s": None,
-    "timeout_s": None, "stop_at_saturation": False, "saturation_fraction": 0.9,
+    "timeout_s": None, "stop_at_saturation": False, "saturation_fraction": 0.9, "params": {},
 }
 
 
@@ -140,6 +230,11 @@ class Case:
     stop_at_saturation: bool
     saturation_fraction: float
     skip_reason: str | None = None   # set when the program cannot run this case
+    params: tuple = ()               # ((name, value), ...) sorted by name
+
+    @property
+    def params_dict(self):
+        return dict(self.params)
 
     @property
     def implementation(self):
@@ -149,13 +244,13 @@ class Case:
     def scenario(self):
         """The case without the implementation: what ratios are taken within."""
         return (self.protocol, self.payload_bytes, self.connections, self.mode,
-                self.rate_per_s, self.inflight)
+                self.rate_per_s, self.inflight, self.params)
 
     @property
     def sweep_key(self):
         """Cases that differ only in offered rate (for stop_at_saturation)."""
         return (self.block, self.program, self.variant, self.protocol,
-                self.payload_bytes, self.connections, self.mode, self.inflight)
+                self.payload_bytes, self.connections, self.mode, self.inflight, self.params)
 
 
 @dataclasses.dataclass
@@ -233,7 +328,7 @@ def build_suite(data, path, text, registry, cpu_count=None):
         if not isinstance(data["defaults"], dict):
             raise SuiteError(f"{path}: defaults: expected a table")
         _check_keys(data["defaults"], _MATRIX_KEYS, "defaults", path, text)
-        defaults.update(_normalise_block(data["defaults"], "defaults", path, text))
+        defaults.update(_normalise_block(data["defaults"], "defaults", path, text, registry))
 
     blocks = data.get("matrix")
     if not isinstance(blocks, list) or not blocks:
@@ -244,7 +339,13 @@ def build_suite(data, path, text, registry, cpu_count=None):
         where = f"matrix[{i}]"
         _check_keys(block, _MATRIX_KEYS, where, path, text)
         merged = dict(defaults)
-        merged.update(_normalise_block(block, where, path, text))
+        own = _normalise_block(block, where, path, text, registry)
+        # Parameters merge by name: a block adds to (or overrides some of)
+        # the parameters of [defaults].
+        params = dict(defaults.get("params") or {})
+        params.update(own.pop("params", {}))
+        merged.update(own)
+        merged["params"] = params
         for case in _expand_block(merged, block.get("name", where), where, registry, path, text):
             if case.case_id in seen:
                 raise SuiteError(f"{path}: {where}: case {case.case_id} is also produced by "
@@ -258,7 +359,14 @@ def build_suite(data, path, text, registry, cpu_count=None):
                  pause_s=float(head.get("pause_s", 0.2)), cases=cases)
 
 
-def _normalise_block(block, where, path, text):
+def _registry_protocols(registry):
+    out = []
+    for prog in registry.values():
+        out += [p for p in prog.protocols if p not in out]
+    return out
+
+
+def _normalise_block(block, where, path, text, registry):
     out = {}
     for key, value in block.items():
         if key == "mode":
@@ -280,10 +388,27 @@ def _normalise_block(block, where, path, text):
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
             raise SuiteError(_at(path, "rates", f"{where}.rates[{j}]: expected a positive "
                                  f"number of messages/s, got {v!r}", text))
+    known = _registry_protocols(registry)
     for j, v in enumerate(out.get("protocols", [])):
-        if v not in PROTOCOLS:
+        if v not in known:
             raise SuiteError(_at(path, "protocols", f"{where}.protocols[{j}]: unknown protocol "
-                                 f"{v!r}; valid: {', '.join(PROTOCOLS)}", text))
+                                 f"{v!r}; valid (declared by the registry's programs): "
+                                 f"{', '.join(known)}", text))
+    if "params" in out:
+        for name, values in out["params"].items():
+            if not NAME_RE.match(name):
+                raise SuiteError(_at(path, "params", f"{where}.params.{name}: parameter names "
+                                     "are lower case letters, digits and _", text))
+            if not isinstance(values, list) or not values:
+                raise SuiteError(_at(path, "params", f"{where}.params.{name}: expected a "
+                                     f"non-empty list of values, got {values!r}", text))
+            for j, v in enumerate(values):
+                if not _is_scalar(v):
+                    raise SuiteError(_at(path, "params", f"{where}.params.{name}[{j}]: expected "
+                                         f"a string, number or boolean, got {v!r}", text))
+            if len({_param_token(v) for v in values}) != len(values):
+                raise SuiteError(_at(path, "params", f"{where}.params.{name}: duplicate "
+                                     "values", text))
     for j, v in enumerate(out.get("modes", [])):
         if v not in MODES:
             key = "mode" if "mode" in block else "modes"
@@ -302,7 +427,8 @@ def _expand_block(b, block_name, where, registry, path, text):
         raise SuiteError(f"{path}: {where}: missing 'program' (valid programs: "
                          f"{', '.join(sorted(registry))})")
     if "protocols" not in b:
-        raise SuiteError(f"{path}: {where}: missing 'protocols' (valid: {', '.join(PROTOCOLS)})")
+        raise SuiteError(f"{path}: {where}: missing 'protocols' (valid: "
+                         f"{', '.join(_registry_protocols(registry))})")
     for j, name in enumerate(programs):
         if name not in registry:
             key = "program" if len(programs) == 1 else f"programs[{j}]"
@@ -324,6 +450,7 @@ def _expand_block(b, block_name, where, registry, path, text):
                 raise SuiteError(_at(path, "variants", f"{where}.variants[{j}]: unknown "
                                      f"{'preset' if prog.kind == 'ours' else 'variant'} {v!r} "
                                      f"for {name}; valid: {', '.join(prog.variants)}", text))
+        param_sets = _param_product(b.get("params") or {})
         for protocol in b["protocols"]:
             for payload in b["payloads"]:
                 for conns in b["connections"]:
@@ -332,17 +459,72 @@ def _expand_block(b, block_name, where, registry, path, text):
                         inflights = b["inflight"] if mode == "burst" else [1]
                         for rate in rates:
                             for inflight in inflights:
-                                for variant in variants:
-                                    yield _make_case(b, block_name, prog, variant, protocol,
-                                                     payload, conns, mode, rate, inflight)
+                                for params in param_sets:
+                                    for variant in variants:
+                                        yield _make_case(b, block_name, prog, variant, protocol,
+                                                         payload, conns, mode, rate, inflight,
+                                                         params)
 
 
-def _make_case(b, block_name, prog, variant, protocol, payload, conns, mode, rate, inflight):
+def _param_product(params):
+    """Cross product of the parameter lists: [((name, value), ...), ...],
+    names sorted so a case's parameters have one order everywhere."""
+    sets = [()]
+    for name in sorted(params):
+        sets = [s + ((name, v),) for s in sets for v in params[name]]
+    return sets
+
+
+def _param_token(value):
+    """A parameter value as it appears in a case id."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return _fmt_num(value)
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", value)
+
+
+def params_id(params):
+    """The case-id part for ((name, value), ...): numbers glue to the name
+    (qos1, loss_pct20), other values follow an underscore
+    (reliability_best-effort)."""
+    out = []
+    for name, value in params:
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        out.append(f"{name}{_param_token(value)}" if numeric else
+                   f"{name}_{_param_token(value)}")
+    return out
+
+
+def _param_skip_reason(prog, params):
+    declared = prog.get("params", {})
+    for name, value in params:
+        if name not in declared:
+            takes = ", ".join(sorted(declared)) or "none"
+            return f"{prog.name} does not take parameter {name!r} (takes: {takes})"
+        allowed = declared[name]
+        if allowed != "any" and not any(_same_value(value, a) for a in allowed):
+            return (f"{prog.name} does not support {name}={value!r} (supports "
+                    f"{', '.join(repr(a) for a in allowed)})")
+    return None
+
+
+def _same_value(a, b):
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, str) or isinstance(b, str):
+        return a == b
+    return float(a) == float(b)
+
+
+def _make_case(b, block_name, prog, variant, protocol, payload, conns, mode, rate, inflight,
+               params=()):
     parts = [protocol, f"{payload}B", f"c{conns}", mode]
     if mode == "rate":
         parts.append(f"r{_fmt_num(rate)}")
     if mode == "burst":
         parts.append(f"i{inflight}")
+    parts += params_id(params)
     parts += [prog.name, variant]
     case_id = "-".join(str(p) for p in parts)
     samples = b["samples"]
@@ -360,12 +542,15 @@ def _make_case(b, block_name, prog, variant, protocol, payload, conns, mode, rat
     elif conns > prog.get("max_connections", 1):
         reason = (f"{prog.name} supports at most {prog.get('max_connections', 1)} "
                   f"connection(s) per run")
+    else:
+        reason = _param_skip_reason(prog, params)
     return Case(case_id=case_id, block=block_name, program=prog.name, variant=variant,
                 protocol=protocol, payload_bytes=payload, connections=conns, mode=mode,
                 rate_per_s=float(rate) if rate is not None else None, inflight=inflight,
                 samples=samples, warmup=b["warmup"], duration_s=float(duration),
                 timeout_s=float(timeout), stop_at_saturation=b["stop_at_saturation"],
-                saturation_fraction=float(b["saturation_fraction"]), skip_reason=reason)
+                saturation_fraction=float(b["saturation_fraction"]), skip_reason=reason,
+                params=tuple(params))
 
 
 def _fmt_num(x):
