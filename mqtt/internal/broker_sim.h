@@ -24,6 +24,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "gtest/gtest.h"
 #include "mqtt/broker.h"
+#include "mqtt/client.h"
 #include "mqtt/packets.h"
 #include "mqtt/stream_decoder.h"
 #include "transport/sim_network.h"
@@ -86,6 +87,51 @@ class RawClient {
   bool closed_ = false;
 };
 
+// A Client core on a SimNetwork node, pumped by the BrokerSim. Received
+// events are copied so tests can look at them later.
+class CoreClient {
+ public:
+  struct Event {
+    ClientEvent::Kind kind;
+    ReasonCode reason = ReasonCode::kSuccess;
+    uint16_t packet_id = 0;
+    bool session_present = false;
+    std::string topic;
+    std::string payload;
+    uint8_t qos = 0;
+    bool dup = false;
+    bool retain = false;
+    std::vector<uint8_t> codes;
+  };
+
+  CoreClient(BrokerSim* sim, Endpoint node, ClientOptions options)
+      : client(std::move(options)), sim_(sim), node_(node) {}
+
+  void Open();
+  void Abort();  // a network failure, seen from both sides
+  void Poll();
+  Timestamp NextDeadline() const { return client.NextDeadline(); }
+
+  // Events of `kind` seen so far.
+  std::vector<Event> Of(ClientEvent::Kind kind) const {
+    std::vector<Event> out;
+    for (const Event& e : events) {
+      if (e.kind == kind) out.push_back(e);
+    }
+    return out;
+  }
+
+  Client client;
+  std::vector<Event> events;
+  transport::SimStreamId stream = 0;
+  bool connected_transport = false;
+  Endpoint node() const { return node_; }
+
+ private:
+  BrokerSim* sim_;
+  Endpoint node_;
+};
+
 class BrokerSim {
  public:
   explicit BrokerSim(BrokerOptions options = {},
@@ -101,6 +147,15 @@ class BrokerSim {
   Timestamp now() const { return net_.now(); }
   size_t socket_buffer_bytes = 64 * 1024;
 
+  CoreClient& AddCoreClient(ClientOptions options) {
+    const Endpoint node =
+        Endpoint::Loopback(uint16_t(40000 + core_clients_.size()));
+    EXPECT_TRUE(net_.AddNode(node).ok());
+    core_clients_.push_back(
+        std::make_unique<CoreClient>(this, node, std::move(options)));
+    return *core_clients_.back();
+  }
+
   RawClient& AddClient() {
     const Endpoint node = Endpoint::Loopback(uint16_t(20000 + clients_.size()));
     EXPECT_TRUE(net_.AddNode(node).ok());
@@ -114,15 +169,22 @@ class BrokerSim {
   void RunUntil(Timestamp t) {
     while (true) {
       Process();
-      const Timestamp next =
-          std::min(net_.NextDeadline(), broker_.NextDeadline());
+      Timestamp next = std::min(net_.NextDeadline(), broker_.NextDeadline());
+      for (auto& c : core_clients_) next = std::min(next, c->NextDeadline());
       if (next > t) break;
       (void)net_.AdvanceTo(std::max(next, net_.now()));
-      if (broker_.NextDeadline() <= net_.now()) broker_.OnTimeout(net_.now());
+      Timers();
     }
     (void)net_.AdvanceTo(t);
-    if (broker_.NextDeadline() <= net_.now()) broker_.OnTimeout(net_.now());
+    Timers();
     Process();
+  }
+
+  void Timers() {
+    if (broker_.NextDeadline() <= net_.now()) broker_.OnTimeout(net_.now());
+    for (auto& c : core_clients_) {
+      if (c->NextDeadline() <= net_.now()) c->client.OnTimeout(net_.now());
+    }
   }
 
   // The server side of one step: like broker_driver.cc on a Loop.
@@ -174,6 +236,11 @@ class BrokerSim {
         broker_.OnConnectionClosed(e->connection, net_.now());
       }
       for (auto& c : clients_) c->Poll();
+      for (auto& c : core_clients_) {
+        const size_t before = c->events.size();
+        c->Poll();
+        progress |= c->events.size() != before;
+      }
       if (!progress) break;
     }
   }
@@ -182,6 +249,7 @@ class BrokerSim {
 
  private:
   friend class RawClient;
+  friend class CoreClient;
   static transport::SimNetwork::Options Options(Duration delay) {
     transport::SimNetwork::Options o;
     o.default_impairment.delay = delay;
@@ -248,6 +316,7 @@ class BrokerSim {
   Broker broker_;
   Endpoint server_ = Endpoint::Loopback(1883);
   std::vector<std::unique_ptr<RawClient>> clients_;
+  std::vector<std::unique_ptr<CoreClient>> core_clients_;
   absl::flat_hash_map<transport::SimStreamId, ConnectionId> by_stream_;
   absl::flat_hash_map<uint32_t, transport::SimStreamId> stream_by_index_;
   absl::flat_hash_map<transport::SimStreamId, RawClient*> client_by_stream_;
@@ -335,6 +404,96 @@ inline bool BrokerSim::Blocked(ConnectionId id) {
   RawClient* c = ClientOf(it->second);
   if (c == nullptr || c->reading) return false;
   return net_.StreamReadable(c->stream) >= socket_buffer_bytes;
+}
+
+inline void CoreClient::Open() {
+  absl::StatusOr<transport::SimStreamId> s =
+      sim_->net_.Connect(node_, sim_->server_);
+  ASSERT_TRUE(s.ok());
+  stream = *s;
+  connected_transport = false;
+}
+
+inline void CoreClient::Abort() {
+  (void)sim_->net_.StreamAbort(stream);
+  connected_transport = false;
+  client.OnTransportClosed(sim_->net_.now());
+  stream = 0;
+}
+
+inline void CoreClient::Poll() {
+  const Timestamp now = sim_->net_.now();
+  while (std::optional<transport::SimStreamEvent> e =
+             sim_->net_.PollStreamEvent(node_)) {
+    if (e->stream != stream) continue;  // an old connection
+    switch (e->kind) {
+      case transport::SimStreamEvent::Kind::kConnected:
+        connected_transport = true;
+        client.OnTransportConnected(now);
+        break;
+      case transport::SimStreamEvent::Kind::kReset:
+      case transport::SimStreamEvent::Kind::kRefused:
+        connected_transport = false;
+        client.OnTransportClosed(now);
+        stream = 0;
+        break;
+      default:
+        break;
+    }
+  }
+  if (stream != 0 && connected_transport) {
+    std::byte buf[4096];
+    while (true) {
+      absl::StatusOr<transport::SimStreamReadResult> r =
+          sim_->net_.StreamRead(stream, buf);
+      if (!r.ok()) break;
+      if (r->bytes > 0) {
+        client.OnBytes(std::span<const std::byte>(buf, r->bytes), now);
+      }
+      if (r->eof) {
+        connected_transport = false;
+        (void)sim_->net_.StreamClose(stream);
+        client.OnTransportClosed(now);
+        stream = 0;
+        break;
+      }
+      if (r->bytes == 0) break;
+    }
+  }
+  while (std::optional<ClientEvent> e = client.PollEvent()) {
+    Event copy;
+    copy.kind = e->kind;
+    copy.reason = e->reason;
+    copy.packet_id = e->packet_id;
+    copy.session_present = e->session_present;
+    copy.codes.assign(e->reason_codes.begin(), e->reason_codes.end());
+    if (e->kind == ClientEvent::Kind::kMessage) {
+      copy.topic = std::string(e->message.topic);
+      copy.payload = std::string(AsString(e->message.payload));
+      copy.qos = e->message.qos;
+      copy.dup = e->message.dup;
+      copy.retain = e->message.retain;
+    }
+    events.push_back(std::move(copy));
+    if (e->kind == ClientEvent::Kind::kClosed && stream != 0) {
+      // Flush the DISCONNECT, then FIN, like a driver.
+      std::byte out[4096];
+      while (size_t n = client.PollTransmit(out, now)) {
+        (void)sim_->net_.StreamWrite(stream,
+                                     std::span<const std::byte>(out, n));
+      }
+      (void)sim_->net_.StreamClose(stream);
+      connected_transport = false;
+      client.OnTransportClosed(now);
+      stream = 0;
+    }
+  }
+  if (stream != 0 && connected_transport) {
+    std::byte out[4096];
+    while (size_t n = client.PollTransmit(out, now)) {
+      (void)sim_->net_.StreamWrite(stream, std::span<const std::byte>(out, n));
+    }
+  }
 }
 
 }  // namespace ringlab::mqtt::internal
