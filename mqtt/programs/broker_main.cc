@@ -147,6 +147,19 @@ int Run(int argc, char** argv) {
     }
   }
 
+  // Every connection is a file descriptor (and, on the uring-fixed family,
+  // a slot in the registered file table): raise the soft limit as far as
+  // the hard limit allows, and size the Loop to what is possible.
+  const uint64_t fd_limit = RaiseFileLimit(uint64_t(cfg.max_connections) + 256);
+  if (fd_limit < uint64_t(cfg.max_connections) + 256) {
+    std::fprintf(
+        stderr,
+        "ringlab_mqtt_broker: RLIMIT_NOFILE is %llu; "
+        "--max_connections lowered to %llu\n",
+        static_cast<unsigned long long>(fd_limit),
+        static_cast<unsigned long long>(fd_limit > 256 ? fd_limit - 256 : 0));
+    cfg.max_connections = uint32_t(fd_limit > 256 ? fd_limit - 256 : 0);
+  }
   transport::LoopOptions lo;
   lo.backend = cfg.backend;
   lo.buffer_size = cfg.buffer_size;

@@ -1,8 +1,10 @@
 #include "mqtt/programs/program_support.h"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -143,6 +145,17 @@ uint64_t ResidentBytes() {
   std::fclose(f);
   if (n != 2) return 0;
   return uint64_t(resident) * uint64_t(::sysconf(_SC_PAGESIZE));
+}
+
+uint64_t RaiseFileLimit(uint64_t wanted) {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return 0;
+  if (lim.rlim_cur < wanted) {
+    lim.rlim_cur = std::min<rlim_t>(lim.rlim_max, wanted);
+    (void)::setrlimit(RLIMIT_NOFILE, &lim);
+    (void)::getrlimit(RLIMIT_NOFILE, &lim);
+  }
+  return uint64_t(lim.rlim_cur);
 }
 
 void InstallStopHandlers() {

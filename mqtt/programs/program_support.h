@@ -67,6 +67,10 @@ absl::Status WriteTextFile(const std::string& path, const std::string& text);
 // The resident set size of this process in bytes (from /proc/self/statm).
 uint64_t ResidentBytes();
 
+// Raises RLIMIT_NOFILE's soft limit towards `wanted` (up to the hard
+// limit); returns the soft limit now in effect.
+uint64_t RaiseFileLimit(uint64_t wanted);
+
 // SIGINT and SIGTERM set stop_requested(); SIGPIPE is ignored.
 void InstallStopHandlers();
 bool stop_requested();
