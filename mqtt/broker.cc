@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "mqtt/internal/absl_view.h"
+#include "mqtt/internal/id_list.h"
 #include "mqtt/internal/retained_store.h"
 #include "mqtt/stream_decoder.h"
 #include "mqtt/topic.h"
@@ -23,7 +24,7 @@ struct Delivery {
   uint64_t sequence = 0;  // order across the QoS 0 and QoS 1/2 queues
   uint8_t qos = 0;
   bool retain = false;
-  absl::InlinedVector<uint32_t, 2> subscription_ids;
+  internal::IdList subscription_ids;
 };
 
 // A QoS 1/2 PUBLISH sent to the client and not yet fully acknowledged.
@@ -34,7 +35,7 @@ struct Inflight {
   uint8_t qos = 0;
   bool retain = false;
   State state = State::kAwaitPuback;
-  absl::InlinedVector<uint32_t, 2> subscription_ids;
+  internal::IdList subscription_ids;
 };
 
 struct SubscriptionRecord {
@@ -140,7 +141,7 @@ struct Broker::Target {
   uint32_t session = 0;
   uint8_t qos = 0;
   bool retain = false;
-  absl::InlinedVector<uint32_t, 2> subscription_ids;
+  internal::IdList subscription_ids;
 };
 
 namespace {
@@ -383,7 +384,7 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
   while (true) {
     Publish header;
     MessageRef message;
-    absl::InlinedVector<uint32_t, 2> ids;
+    internal::IdList ids;
     uint32_t alias_to_assign = 0;
 
     if (s.resend_cursor < s.inflight.size()) {
@@ -1177,7 +1178,7 @@ void Broker::Enqueue(Session& s, const MessageRef& message, uint8_t qos,
   d.sequence = s.next_sequence++;
   d.qos = qos;
   d.retain = retain;
-  d.subscription_ids.assign(subscription_ids.begin(), subscription_ids.end());
+  d.subscription_ids.assign(subscription_ids);
   (qos == 0 ? s.qos0 : s.qos12).push_back(std::move(d));
   if (online) MarkReady(*connections_[s.connection]);
 }

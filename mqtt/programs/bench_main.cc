@@ -62,6 +62,7 @@ struct Config {
   double duration_s = 0;
   double timeout_s = 120;
   double hold_s = 5;
+  double drain_s = 3;
   int broker_pid = 0;
   int cpu = -1;
   uint32_t keep_alive_s = 60;
@@ -410,9 +411,9 @@ int Bench::Run() {
   }
   if (pacing_timer_ != 0) loop_->CancelTimer(pacing_timer_);
   // Messages still in flight when recording ended are waited for (up to
-  // 3 s), so `lost` counts only those that never arrive.
+  // --drain_s), so `lost` counts only those that do not arrive by then.
   phase_ = Phase::kDraining;
-  WaitFor([&] { return received_ >= next_seq_ * subs_.size(); }, 3);
+  WaitFor([&] { return received_ >= next_seq_ * subs_.size(); }, cfg_.drain_s);
   if (failed_) {
     std::fprintf(stderr, "ringlab_mqtt_bench: %s\n", failure_.c_str());
   }
@@ -477,6 +478,24 @@ int Bench::Report() {
   json.Key("publish_errors").Uint(publish_errors_);
   json.Key("late").Uint(late_);
   json.Key("stalls").Uint(stalls_);
+  // Where undelivered messages sit at the end: still unacknowledged or
+  // waiting for a window slot in the publishers, or unsent output.
+  uint64_t pub_inflight = 0, pub_waiting = 0, pending_output = 0;
+  for (ClientDriver* p : pubs_) {
+    pub_inflight += p->core().inflight();
+    pub_waiting += p->core().waiting();
+    pending_output += p->core().pending_output_bytes();
+  }
+  json.Key("publisher_inflight_at_end").Uint(pub_inflight);
+  json.Key("publisher_waiting_at_end").Uint(pub_waiting);
+  json.Key("publisher_pending_output_bytes").Uint(pending_output);
+  uint64_t sub_pending = 0, sub_received = 0;
+  for (ClientDriver* c : subs_) {
+    sub_pending += c->core().pending_output_bytes();
+    for (uint64_t r : c->core().counters().received) sub_received += r;
+  }
+  json.Key("subscriber_pending_output_bytes").Uint(sub_pending);
+  json.Key("subscriber_publishes_received").Uint(sub_received);
   json.Key("cpu_user_us").Int(cpu.user_us);
   json.Key("cpu_system_us").Int(cpu.system_us);
   json.Key("counters");
@@ -534,6 +553,10 @@ int Run(int argc, char** argv) {
             &cfg.duration_s);
   flags.Add("timeout_s", "give up after this many seconds", &cfg.timeout_s);
   flags.Add("hold_s", "idle mode: how long the connections stay", &cfg.hold_s);
+  flags.Add("drain_s",
+            "after recording, wait this long for messages still in flight; "
+            "those that do not arrive are counted as lost",
+            &cfg.drain_s);
   flags.Add("broker_pid",
             "idle mode: read this process's RSS before and after connecting",
             &cfg.broker_pid);
