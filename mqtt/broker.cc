@@ -91,10 +91,18 @@ struct Connection {
   // The will from CONNECT, until the connection ends.
   MessageRef will;
   uint32_t will_delay_s = 0;
-  // Topic aliases: theirs (index alias - 1) and ours.
-  std::vector<std::string> aliases_in;
-  absl::flat_hash_map<std::string, uint16_t> aliases_out;
-  uint16_t next_alias_out = 1;
+  // Topic aliases, theirs (index alias - 1) and ours: allocated on first
+  // use, so the many connections that never use them stay small.
+  struct Aliases {
+    std::vector<std::string> in;
+    absl::flat_hash_map<std::string, uint16_t> out;
+    uint16_t next_out = 1;
+  };
+  std::unique_ptr<Aliases> aliases;
+  Aliases& GetAliases() {
+    if (!aliases) aliases = std::make_unique<Aliases>();
+    return *aliases;
+  }
   // Control packets and oversized headers waiting for PollTransmit.
   std::vector<std::byte> staged;
   size_t staged_pos = 0;
@@ -115,10 +123,7 @@ struct Connection {
     connect_expiry_s = 0;
     will.Reset();
     will_delay_s = 0;
-    aliases_in.clear();
-    aliases_in.shrink_to_fit();
-    aliases_out.clear();
-    next_alias_out = 1;
+    aliases.reset();
     staged.clear();
     if (staged.capacity() > 1024) staged.shrink_to_fit();
     staged_pos = 0;
@@ -163,10 +168,27 @@ uint32_t RemainingSeconds(Timestamp at, Timestamp now) {
 // ---- Construction
 // ------------------------------------------------------------
 
+size_t Broker::SessionKeyHash::operator()(uint32_t index) const {
+  return std::hash<std::string_view>{}((*sessions)[index]->client_id);
+}
+size_t Broker::SessionKeyHash::operator()(std::string_view id) const {
+  return std::hash<std::string_view>{}(id);
+}
+bool Broker::SessionKeyEq::operator()(uint32_t a, uint32_t b) const {
+  return a == b;
+}
+bool Broker::SessionKeyEq::operator()(uint32_t a, std::string_view b) const {
+  return (*sessions)[a]->client_id == b;
+}
+bool Broker::SessionKeyEq::operator()(std::string_view a, uint32_t b) const {
+  return a == (*sessions)[b]->client_id;
+}
+
 Broker::Broker(BrokerOptions options, BrokerAuthenticator* authenticator)
     : options_(std::move(options)),
       authenticator_(authenticator),
-      retained_(std::make_unique<internal::RetainedStore>()) {
+      retained_(std::make_unique<internal::RetainedStore>()),
+      session_by_id_(0, SessionKeyHash{&sessions_}, SessionKeyEq{&sessions_}) {
   options_.maximum_qos = std::min<uint8_t>(options_.maximum_qos, 2);
   options_.max_packet_bytes =
       std::clamp<uint32_t>(options_.max_packet_bytes, 64, kMaxPacketBytes);
@@ -437,12 +459,13 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
       header.qos = d.qos;
       header.retain = d.retain;
       if (v5 && c.topic_alias_max_out > 0) {
-        auto it = c.aliases_out.find(internal::AbslView(header.topic));
-        if (it != c.aliases_out.end()) {
+        Connection::Aliases& aliases = c.GetAliases();
+        auto it = aliases.out.find(internal::AbslView(header.topic));
+        if (it != aliases.out.end()) {
           header.properties.topic_alias = it->second;
           header.topic = {};  // §3.3.2.3.4: the alias stands for the topic
-        } else if (c.next_alias_out <= c.topic_alias_max_out) {
-          alias_to_assign = c.next_alias_out;
+        } else if (aliases.next_out <= c.topic_alias_max_out) {
+          alias_to_assign = aliases.next_out;
           header.properties.topic_alias = uint16_t(alias_to_assign);
         }
       }
@@ -485,9 +508,9 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
       continue;
     }
     if (alias_to_assign != 0) {
-      c.aliases_out.emplace(std::string(message->topic()),
-                            uint16_t(alias_to_assign));
-      ++c.next_alias_out;
+      c.aliases->out.emplace(std::string(message->topic()),
+                             uint16_t(alias_to_assign));
+      ++c.aliases->next_out;
     }
     if (!header.dup) {
       if (header.qos > 0) {
@@ -696,7 +719,7 @@ Session* Broker::CreateSession(std::string_view client_id) {
   Session& s = *sessions_[index];
   s.index = index;
   s.client_id = std::string(client_id);
-  session_by_id_.emplace(s.client_id, index);
+  session_by_id_.insert(index);
   ++counters_.sessions_created;
   return &s;
 }
@@ -783,7 +806,7 @@ void Broker::HandleConnect(Connection& c, const Frame& frame, Timestamp now) {
     do {
       assigned =
           absl::StrCat(options_.assigned_client_id_prefix, ++assigned_ids_);
-    } while (session_by_id_.contains(internal::AbslView(assigned)));
+    } while (session_by_id_.contains(std::string_view(assigned)));
     client_id = assigned;
   }
 
@@ -798,9 +821,9 @@ void Broker::HandleConnect(Connection& c, const Frame& frame, Timestamp now) {
 
   Session* s = nullptr;
   bool session_present = false;
-  auto found = session_by_id_.find(internal::AbslView(client_id));
+  auto found = session_by_id_.find(client_id);
   if (found != session_by_id_.end()) {
-    s = sessions_[found->second].get();
+    s = sessions_[*found].get();
     if (s->connection != kNone) {
       // MQTT-3.1.4-3: take over from the connection already using it.
       Connection& old = *connections_[s->connection];
@@ -812,9 +835,8 @@ void Broker::HandleConnect(Connection& c, const Frame& frame, Timestamp now) {
       }
       CloseConnection(old, ReasonCode::kSessionTakenOver, true, now);
       // The old connection's session may have ended with it (expiry 0).
-      found = session_by_id_.find(internal::AbslView(client_id));
-      s = found == session_by_id_.end() ? nullptr
-                                        : sessions_[found->second].get();
+      found = session_by_id_.find(client_id);
+      s = found == session_by_id_.end() ? nullptr : sessions_[*found].get();
     }
   }
   if (s != nullptr && p.clean_start) {
@@ -939,8 +961,9 @@ void Broker::HandlePublish(Connection& c, const Publish& in, Timestamp now) {
              "MQTT-3.3.2-9: topic alias out of range", now);
         return;
       }
-      if (c.aliases_in.size() < alias) c.aliases_in.resize(alias);
-      std::string& mapped = c.aliases_in[alias - 1];
+      std::vector<std::string>& in = c.GetAliases().in;
+      if (in.size() < alias) in.resize(alias);
+      std::string& mapped = in[alias - 1];
       if (!p.topic.empty()) {
         mapped.assign(p.topic.data(), p.topic.size());
       } else if (mapped.empty()) {
@@ -1478,7 +1501,7 @@ void Broker::EndSession(Session& s, Timestamp now) {
     }
   }
   total_queued_bytes_ -= s.queued_bytes;
-  session_by_id_.erase(s.client_id);
+  session_by_id_.erase(session_by_id_.find(std::string_view(s.client_id)));
   const uint32_t index = s.index;
   sessions_[index].reset();  // frees queues, in-flight messages, maps
   free_sessions_.push_back(index);
@@ -1580,9 +1603,9 @@ void Broker::Shutdown(Timestamp now) {
 
 std::optional<Broker::SessionInfo> Broker::GetSessionInfo(
     std::string_view client_id) const {
-  auto it = session_by_id_.find(internal::AbslView(client_id));
+  auto it = session_by_id_.find(client_id);
   if (it == session_by_id_.end()) return std::nullopt;
-  const Session& s = *sessions_[it->second];
+  const Session& s = *sessions_[*it];
   SessionInfo info;
   info.connected = s.connection != kNone;
   info.queued = s.qos0.size() + s.qos12.size();

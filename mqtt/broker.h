@@ -85,6 +85,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/status/statusor.h"
 #include "mqtt/internal/absl_view.h"
@@ -380,7 +381,22 @@ class Broker {
   size_t open_connections_ = 0;
   std::vector<std::unique_ptr<Session>> sessions_;
   std::vector<uint32_t> free_sessions_;
-  absl::flat_hash_map<std::string, uint32_t> session_by_id_;
+  // Session indices, found by client id: the id is stored once, in the
+  // session (hashing and comparing look it up there).
+  struct SessionKeyHash {
+    using is_transparent = void;
+    const std::vector<std::unique_ptr<Session>>* sessions;
+    size_t operator()(uint32_t index) const;
+    size_t operator()(std::string_view id) const;
+  };
+  struct SessionKeyEq {
+    using is_transparent = void;
+    const std::vector<std::unique_ptr<Session>>* sessions;
+    bool operator()(uint32_t a, uint32_t b) const;
+    bool operator()(uint32_t a, std::string_view b) const;
+    bool operator()(std::string_view a, uint32_t b) const;
+  };
+  absl::flat_hash_set<uint32_t, SessionKeyHash, SessionKeyEq> session_by_id_;
 
   internal::Ring<uint32_t> ready_;
   internal::Ring<BrokerEvent> events_;

@@ -78,13 +78,14 @@ StreamDecoder::Result StreamDecoder::Next(std::span<const std::byte>* input,
       if (header == 0) continue;
       const uint64_t total = header + uint64_t(remaining);
       if (total > max_packet_bytes_) return Fail(Result::kTooLarge);
-      packet_bytes_ = size_t(total);
+      packet_bytes_ = uint32_t(total);
       if (buffer_.size() < packet_bytes_) buffer_.resize(packet_bytes_);
     }
-    const size_t take = std::min(input->size(), packet_bytes_ - buffered_);
+    const size_t take =
+        std::min<size_t>(input->size(), packet_bytes_ - buffered_);
     if (take > 0) {
       std::memcpy(buffer_.data() + buffered_, input->data(), take);
-      buffered_ += take;
+      buffered_ += uint32_t(take);
       copied_bytes_ += take;
       *input = input->subspan(take);
     }

@@ -67,9 +67,9 @@ class StreamDecoder {
 
   uint32_t max_packet_bytes_;
   std::vector<std::byte> buffer_;
-  size_t buffered_ = 0;
+  uint32_t buffered_ = 0;
   // The total size of the buffered packet once its header is known, else 0.
-  size_t packet_bytes_ = 0;
+  uint32_t packet_bytes_ = 0;
   bool release_on_next_ = false;
   Result error_ = Result::kNeedMore;  // kNeedMore: no error
   uint64_t copied_bytes_ = 0;

@@ -77,7 +77,7 @@ class Ring {
 
  private:
   void Grow() {
-    const size_t next = capacity_ == 0 ? 4 : capacity_ * 2;
+    const uint32_t next = capacity_ == 0 ? 4 : capacity_ * 2;
     std::unique_ptr<T[]> bigger(new T[next]);
     for (size_t i = 0; i < size_; ++i) bigger[i] = std::move((*this)[i]);
     slots_ = std::move(bigger);
@@ -85,10 +85,12 @@ class Ring {
     head_ = 0;
   }
 
+  // 32-bit indices keep an idle ring at 16 bytes: a broker holds three per
+  // session.
   std::unique_ptr<T[]> slots_;
-  size_t capacity_ = 0;
-  size_t head_ = 0;
-  size_t size_ = 0;
+  uint32_t capacity_ = 0;
+  uint32_t head_ = 0;
+  uint32_t size_ = 0;
 };
 
 }  // namespace ringlab::mqtt::internal
