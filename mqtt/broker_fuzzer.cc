@@ -5,8 +5,8 @@
 // the broker sends parses as an MQTT packet of one of the two versions, and
 // the connection count stays consistent.
 // fuzz-deps: mqtt/broker.cc mqtt/internal/retained_store.cc mqtt/message.cc
-// mqtt/packets.cc mqtt/properties.cc mqtt/stream_decoder.cc mqtt/topic.cc
-// mqtt/topic_tree.cc mqtt/types.cc mqtt/wire.cc
+// fuzz-deps: mqtt/packets.cc mqtt/properties.cc mqtt/stream_decoder.cc
+// fuzz-deps: mqtt/topic.cc mqtt/topic_tree.cc mqtt/types.cc mqtt/wire.cc
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>

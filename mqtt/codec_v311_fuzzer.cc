@@ -1,7 +1,7 @@
 // libFuzzer target: the MQTT 3.1.1 decoder over a byte stream in pieces,
 // with a re-encode round-trip check on every packet that decodes.
 // fuzz-deps: mqtt/packets.cc mqtt/properties.cc mqtt/stream_decoder.cc
-// mqtt/topic.cc mqtt/types.cc mqtt/wire.cc
+// fuzz-deps: mqtt/topic.cc mqtt/types.cc mqtt/wire.cc
 #include <cstddef>
 #include <cstdint>
 
