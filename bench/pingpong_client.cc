@@ -15,8 +15,11 @@
 //
 // Warm-up: the first `warmup` answered messages are not recorded. The
 // measured phase (time, rusage, Loop counters) starts after the last of them
-// and ends when the `samples`-th recorded answer arrives. Exactly `samples`
-// round trips are recorded; lost UDP messages are replaced by new ones.
+// and ends when the `samples`-th recorded answer arrives, or, with
+// --max_duration_s, when that time has passed (checked after each loop
+// iteration, so it ends at most one poll interval late). Without it exactly
+// `samples` round trips are recorded; lost UDP messages are replaced by new
+// ones. Rates and per-message costs divide by the round trips recorded.
 #include <unistd.h>
 
 #include <algorithm>
@@ -594,6 +597,12 @@ int Client::Run() {
     }
     if (finished_ || failed_) break;
     const int64_t now_ns = MonotonicNow().nanos();
+    if (measuring_ && config_.max_duration_s > 0 &&
+        now_ns - start_time_.nanos() >=
+            static_cast<int64_t>(config_.max_duration_s * 1e9)) {
+      FinishMeasuring();
+      break;
+    }
     if (config_.protocol == Protocol::kUdp) ExpireLost(now_ns);
     if (config_.mode == Mode::kRate) {
       SendDue(now_ns);
@@ -651,7 +660,7 @@ std::string Client::ResultJson() const {
   const LoopCounters counters = end_counters_.Delta(start_counters_);
   const CpuTime cpu = end_cpu_ - start_cpu_;
   const double duration_s = (end_time_ - start_time_).count() / 1e9;
-  const double samples = static_cast<double>(config_.samples);
+  const double samples = static_cast<double>(std::max<uint64_t>(1, recorded_));
 
   JsonWriter json;
   json.BeginObject();
@@ -677,6 +686,11 @@ std::string Client::ResultJson() const {
   json.Key("max").Number(Us(histogram_.max()));
   json.EndObject();
   json.Key("duration_s").Number(duration_s);
+  // The measured phase on CLOCK_MONOTONIC, which the server's timeline
+  // shares (same host or network namespace): the runner cuts the server's
+  // CPU and kernel entries to this window.
+  json.Key("measured_start_ns").Int(start_time_.nanos());
+  json.Key("measured_end_ns").Int(end_time_.nanos());
   json.Key("messages_per_s").Number(duration_s > 0 ? samples / duration_s : 0);
   json.Key("cpu_us_per_msg")
       .Number(static_cast<double>(cpu.total_us()) / samples);
@@ -705,7 +719,7 @@ void Client::PrintSummary() const {
   const LoopCounters counters = end_counters_.Delta(start_counters_);
   const CpuTime cpu = end_cpu_ - start_cpu_;
   const double duration_s = (end_time_ - start_time_).count() / 1e9;
-  const double samples = static_cast<double>(config_.samples);
+  const double samples = static_cast<double>(std::max<uint64_t>(1, recorded_));
   const transport::BackendInfo& info = loop_->backend();
   std::printf(
       "ringlab_pingpong client: %s %s, backend %s (requested %s) [%s]%s%s\n",
@@ -761,6 +775,15 @@ int RunPingPongClient(const PingPongConfig& config) {
                    std::string(pinned.message()).c_str());
       return kExitUsage;
     }
+  }
+  // One descriptor per connection; the default soft limit (often 1024) is
+  // below 10,000 connections.
+  absl::StatusOr<uint64_t> nofile =
+      RaiseOpenFileLimit(uint64_t{config.connections} + kSocketHeadroom);
+  if (!nofile.ok()) {
+    std::fprintf(stderr, "ringlab_pingpong client: %s\n",
+                 std::string(nofile.status().message()).c_str());
+    return kExitUnsupportedBackend;
   }
   absl::StatusOr<std::unique_ptr<Loop>> loop =
       Loop::Create(PingPongLoopOptions(config));

@@ -19,11 +19,12 @@ namespace ringlab::bench {
 namespace {
 
 constexpr absl::string_view kServerFlags[] = {
-    "proto", "backend", "bind", "cpu", "payload", "json", "sqpoll_cpu"};
+    "proto",   "backend", "bind",       "cpu",
+    "payload", "json",    "sqpoll_cpu", "connections"};
 constexpr absl::string_view kClientFlags[] = {
-    "proto",  "backend", "server",    "payload",   "samples",
-    "warmup", "mode",    "rate",      "inflight",  "connections",
-    "cpu",    "json",    "timeout_s", "sqpoll_cpu"};
+    "proto",  "backend", "server",    "payload",    "samples",
+    "warmup", "mode",    "rate",      "inflight",   "connections",
+    "cpu",    "json",    "timeout_s", "sqpoll_cpu", "max_duration_s"};
 
 absl::Status Usage(absl::string_view message) {
   return absl::InvalidArgumentError(message);
@@ -79,6 +80,8 @@ std::string PingPongUsage() {
       "--bind=HOST:PORT\n"
       "                          [--cpu=N] [--payload=64] [--json=PATH] "
       "[--sqpoll_cpu=N]\n"
+      "                          [--connections=N (expected clients; sizes "
+      "the socket table)]\n"
       "  ringlab_pingpong client --proto=udp|tcp --backend=PRESET "
       "--server=HOST:PORT\n"
       "                          [--payload=64] [--samples=100000] "
@@ -87,6 +90,8 @@ std::string PingPongUsage() {
       "[--inflight=32]\n"
       "                          [--connections=1] [--cpu=N] [--json=PATH] "
       "[--timeout_s=30]\n"
+      "                          [--max_duration_s=S (end the measured phase "
+      "after S s even if fewer samples)]\n"
       "                          [--sqpoll_cpu=N]\n"
       "presets: ",
       transport::ValidPresetNames(),
@@ -185,9 +190,12 @@ absl::StatusOr<PingPongConfig> ParsePingPongArgs(int argc, char** argv) {
       s = ParseInt<uint32_t>(name, value, 1, kRateModeMaxInflight,
                              &config.inflight);
     } else if (name == "connections") {
-      s = ParseInt<uint32_t>(name, value, 1, 10000, &config.connections);
+      s = ParseInt<uint32_t>(name, value, 1, kMaxConnections,
+                             &config.connections);
     } else if (name == "timeout_s") {
       s = ParseDouble(name, value, 0.001, &config.timeout_s);
+    } else if (name == "max_duration_s") {
+      s = ParseDouble(name, value, 0.001, &config.max_duration_s);
     }
     if (!s.ok()) return s;
   }
@@ -250,6 +258,10 @@ transport::LoopOptions PingPongLoopOptions(const PingPongConfig& config) {
   options.buffer_count = count;
   options.provided_buffers = std::min<uint32_t>(512, count / 2);
   options.sqpoll_cpu = config.sqpoll_cpu;
+  // Room for every connection plus listeners; the default below that keeps
+  // small runs exactly as they were.
+  options.max_sockets = std::max<uint32_t>(
+      options.max_sockets, config.connections + kSocketHeadroom);
   return options;
 }
 

@@ -42,6 +42,11 @@ inline constexpr uint32_t kMaxUdpPayloadBytes = 65507;
 inline constexpr uint32_t kMaxTcpPayloadBytes = 64u << 20;
 // Open-loop mode never has more than this many messages outstanding.
 inline constexpr uint32_t kRateModeMaxInflight = 4096;
+// Most connections one client opens (and a server is sized for).
+inline constexpr uint32_t kMaxConnections = 10000;
+// Sockets and descriptors beyond the connections: listener, ring, epoll fd,
+// stdio, the timer, files.
+inline constexpr uint32_t kSocketHeadroom = 64;
 
 enum class Role { kServer, kClient };
 enum class Protocol { kUdp, kTcp };
@@ -66,8 +71,14 @@ struct PingPongConfig {
   Mode mode = Mode::kPingPong;
   double rate_per_s = 0;
   uint32_t inflight = 32;
+  // Client: connections to open. Server: how many clients to expect, which
+  // sizes its socket table and file descriptor limit.
   uint32_t connections = 1;
   double timeout_s = 30;
+  // When > 0, the measured phase also ends after this long: `samples` is
+  // then a cap, and the result counts what was recorded (runs over many
+  // connection counts last about the same time).
+  double max_duration_s = 0;
 };
 
 // Parses `argv[1]` (server|client) and `--name=value` flags.

@@ -8,13 +8,24 @@
 // Shutdown: SIGINT/SIGTERM only set a flag; a 50 ms periodic timer notices it
 // on the Loop's thread and calls Stop(), so nothing but an async-signal-safe
 // store happens in the handler.
+//
+// Measured phase: the server cannot know when the client's measured phase
+// starts, so the same 50 ms timer samples cumulative CPU time (rusage),
+// messages, kernel entries, RSS and open connections into a timeline, which
+// SERVER_STATS carries. The client reports its measured phase on the same
+// clock (CLOCK_MONOTONIC), and the runner interpolates the server's timeline
+// over exactly that window (experiments/ringlab_exp/runner.py,
+// server_measured). The timeline is bounded (kMaxTimelineSamples): when full
+// it keeps every other sample and samples half as often.
 #include <signal.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "bench/json_writer.h"
@@ -116,6 +127,60 @@ class TcpEcho : public SocketHandler {
   SocketId listener_;
 };
 
+// Cumulative server measures at fixed times, columnar so the JSON stays
+// small. Storage is reserved up front: sampling never allocates.
+class Timeline {
+ public:
+  static constexpr size_t kMaxTimelineSamples = 2048;
+
+  struct Sample {
+    int64_t t_ns;
+    int64_t cpu_us;
+    uint64_t messages;
+    uint64_t kernel_entries;
+    uint64_t rss_kib;
+    uint64_t connections;
+  };
+
+  Timeline() { samples_.reserve(kMaxTimelineSamples); }
+
+  // Records every stride-th call; `force` records regardless (the first and
+  // the last sample).
+  void Add(const Sample& sample, bool force) {
+    if (!force && ++calls_ % stride_ != 0) return;
+    if (samples_.size() == kMaxTimelineSamples) {
+      size_t kept = 0;
+      for (size_t i = 0; i < samples_.size(); i += 2)
+        samples_[kept++] = samples_[i];
+      samples_.resize(kept);
+      stride_ *= 2;
+    }
+    samples_.push_back(sample);
+  }
+
+  void AppendJson(JsonWriter& json, int interval_ms) const {
+    json.BeginObject();
+    json.Key("interval_ms").Int(interval_ms * static_cast<int64_t>(stride_));
+    auto column = [&](const char* name, auto field) {
+      json.Key(name).BeginArray();
+      for (const Sample& s : samples_) json.Int(static_cast<int64_t>(field(s)));
+      json.EndArray();
+    };
+    column("t_ns", [](const Sample& s) { return s.t_ns; });
+    column("cpu_us", [](const Sample& s) { return s.cpu_us; });
+    column("messages", [](const Sample& s) { return s.messages; });
+    column("kernel_entries", [](const Sample& s) { return s.kernel_entries; });
+    column("rss_kib", [](const Sample& s) { return s.rss_kib; });
+    column("connections", [](const Sample& s) { return s.connections; });
+    json.EndObject();
+  }
+
+ private:
+  std::vector<Sample> samples_;
+  uint64_t calls_ = 0;
+  uint64_t stride_ = 1;
+};
+
 void InstallStopHandlers() {
   struct sigaction action {};
   action.sa_handler = OnStopSignal;
@@ -137,6 +202,14 @@ int RunPingPongServer(const PingPongConfig& config) {
                    std::string(pinned.message()).c_str());
       return kExitUsage;
     }
+  }
+  // Every expected client needs a descriptor; the soft limit is often 1024.
+  absl::StatusOr<uint64_t> nofile =
+      RaiseOpenFileLimit(uint64_t{config.connections} + kSocketHeadroom);
+  if (!nofile.ok()) {
+    std::fprintf(stderr, "ringlab_pingpong server: %s\n",
+                 std::string(nofile.status().message()).c_str());
+    return kExitUnsupportedBackend;
   }
   // Handlers must outlive their sockets, so they are declared before (and
   // destroyed after) the Loop that owns those sockets.
@@ -176,18 +249,37 @@ int RunPingPongServer(const PingPongConfig& config) {
   const std::string shown =
       local.ok() ? local->ToString() : config.bind.ToString();
 
-  loop.AddTimer(MonotonicNow() + std::chrono::milliseconds(50),
-                std::chrono::milliseconds(50), [&loop](Timestamp) {
-                  if (g_stop_requested) loop.Stop();
-                });
-
   const transport::LoopCounters counters_start = loop.counters();
   const CpuTime cpu_start = CpuTime::Now();
   const Timestamp time_start = MonotonicNow();
+  const bool udp = config.protocol == Protocol::kUdp;
+  const uint64_t payload = std::max<uint32_t>(1, config.payload_bytes);
+  Timeline timeline;
+  // TCP echoes a byte stream: with a fixed payload, bytes / payload counts
+  // messages exactly once the stream is at a message boundary.
+  auto sample = [&](bool force) {
+    timeline.Add(
+        {MonotonicNow().nanos(), (CpuTime::Now() - cpu_start).total_us(),
+         udp ? stats.datagrams_echoed : stats.bytes_echoed / payload,
+         loop.counters().Delta(counters_start).kernel_entries(),
+         ResidentSetKib(), stats.connections_open},
+        force);
+  };
+  sample(true);  // before any client: the RSS baseline
+  const uint64_t rss_ready_kib = ResidentSetKib();
+  constexpr int kTimerMs = 50;
+  loop.AddTimer(MonotonicNow() + std::chrono::milliseconds(kTimerMs),
+                std::chrono::milliseconds(kTimerMs),
+                [&loop, &sample](Timestamp) {
+                  sample(false);
+                  if (g_stop_requested) loop.Stop();
+                });
+
   std::printf("READY %s\n", shown.c_str());
   std::fflush(stdout);
 
   absl::Status run = g_stop_requested ? absl::OkStatus() : loop.Run();
+  sample(true);
   const Timestamp time_end = MonotonicNow();
   const CpuTime cpu_used = CpuTime::Now() - cpu_start;
   const transport::LoopCounters counters =
@@ -211,6 +303,8 @@ int RunPingPongServer(const PingPongConfig& config) {
   json.Key("cpu_us").Int(cpu_used.total_us());
   json.Key("cpu_user_us").Int(cpu_used.user_us);
   json.Key("cpu_system_us").Int(cpu_used.system_us);
+  json.Key("messages")
+      .Uint(udp ? stats.datagrams_echoed : stats.bytes_echoed / payload);
   json.Key("datagrams_echoed").Uint(stats.datagrams_echoed);
   json.Key("bytes_echoed").Uint(stats.bytes_echoed);
   json.Key("connections_accepted").Uint(stats.connections_accepted);
@@ -221,6 +315,11 @@ int RunPingPongServer(const PingPongConfig& config) {
   json.Key("counters");
   AppendCounters(json, counters);
   json.Key("cpu").Int(config.cpu);
+  json.Key("sqpoll_cpu").Int(config.sqpoll_cpu);
+  json.Key("rss_kib_ready").Uint(rss_ready_kib);
+  json.Key("nofile_limit").Uint(*nofile);
+  json.Key("timeline");
+  timeline.AppendJson(json, kTimerMs);
   json.EndObject();
 
   std::printf("SERVER_STATS %s\n", json.str().c_str());

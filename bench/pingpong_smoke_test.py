@@ -6,8 +6,11 @@ against it, checks the client's JSON result against the shared schema, stops
 the server with SIGTERM and checks its SERVER_STATS. Exit 77 (ctest
 SKIP_RETURN_CODE) when the backend preset is unsupported on this machine
 (exit code 3 from either side), so an unsupported preset is reported as
-skipped, never as passed. With --check_usage it checks the usage-error and
-failure exit codes instead.
+skipped, never as passed. It also checks the measured phase's clock
+(measured_start_ns / measured_end_ns), the server's timeline, and a
+--max_duration_s run. With --check_usage it checks the usage-error and
+failure exit codes instead (also: more --connections than RLIMIT_NOFILE
+allows exits 3).
 
 Standard library only.
 """
@@ -15,6 +18,7 @@ Standard library only.
 import argparse
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -175,7 +179,10 @@ def smoke(args):
             check("RESULT " not in run.stdout,
                   "RESULT line printed although --json was given")
             with open(client_json) as f:
-                validate_result(json.load(f), args, SAMPLES, WARMUP)
+                first = json.load(f)
+            validate_result(first, args, SAMPLES, WARMUP)
+            check(first["measured_start_ns"] < first["measured_end_ns"],
+                  "measured phase start/end (CLOCK_MONOTONIC ns)")
 
             # Without --json the result is the last stdout line.
             run = run_client(args, address, ["--samples=100", "--warmup=10"])
@@ -184,6 +191,21 @@ def smoke(args):
             last = run.stdout.strip().splitlines()[-1]
             check(last.startswith("RESULT "), f"last line is {last!r}")
             validate_result(json.loads(last[len("RESULT "):]), args, 100, 10)
+
+            # --max_duration_s: samples become a cap; the phase ends by time.
+            cap = 10**9
+            run = run_client(args, address, [f"--samples={cap}", "--warmup=10",
+                                             "--max_duration_s=0.3",
+                                             "--timeout_s=20"])
+            check(run.returncode == 0,
+                  f"--max_duration_s client exited {run.returncode}: "
+                  f"{run.stderr}")
+            timed = json.loads(run.stdout.strip().splitlines()[-1][7:])
+            check(0 < timed["samples"] < cap, f"samples {timed['samples']}")
+            check(timed["duration_s"] >= 0.3,
+                  f"measured phase ended early: {timed['duration_s']} s")
+            check(abs(timed["messages_per_s"] * timed["duration_s"] -
+                      timed["samples"]) <= 1, "msg/s counts recorded samples")
         finally:
             if server.poll() is None:
                 code, out, err = stop_server(server)
@@ -205,9 +227,24 @@ def smoke(args):
             check(stats["datagrams_echoed"] >= SAMPLES + WARMUP + 110,
                   "datagrams_echoed")
         else:
-            check(stats["connections_accepted"] == 2 * args.connections,
+            check(stats["connections_accepted"] == 3 * args.connections,
                   f"connections_accepted {stats['connections_accepted']}")
-        print(f"server: {lines[0]}")
+        # The timeline the runner cuts the measured phase from.
+        tl = stats["timeline"]
+        n = len(tl["t_ns"])
+        check(n >= 2, f"timeline has {n} samples")
+        for key in ("cpu_us", "messages", "kernel_entries", "rss_kib",
+                    "connections"):
+            check(len(tl[key]) == n, f"timeline.{key} length")
+        for key in ("t_ns", "cpu_us", "messages", "kernel_entries"):
+            check(tl[key] == sorted(tl[key]), f"timeline.{key} not cumulative")
+        check(tl["messages"][-1] == stats["messages"], "timeline ends at total")
+        check(tl["t_ns"][0] <= first["measured_start_ns"] and
+              first["measured_end_ns"] <= tl["t_ns"][-1],
+              "the timeline does not cover the client's measured phase")
+        check(stats["rss_kib_ready"] > 0, "rss_kib_ready")
+        check(stats["nofile_limit"] >= 64, "nofile_limit")
+        print(f"server: {lines[0][:300]}...")
     print("PASS")
 
 
@@ -244,6 +281,18 @@ def check_usage(args):
     check(r.returncode == 2, "--samples=0 accepted")
     r = run(["--help"])
     check(r.returncode == 0 and "usage" in r.stdout, "--help")
+    # More connections than the hard descriptor limit allows: "unsupported
+    # here" (3) with both numbers, before any socket is opened.
+    def low_nofile():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100))
+    for role, address in (("client", "--server=127.0.0.1:9"),
+                          ("server", "--bind=127.0.0.1:0")):
+        r = subprocess.run([args.binary, role, "--proto=tcp", "--backend=epoll",
+                            "--connections=200", address],
+                           capture_output=True, text=True, timeout=30,
+                           preexec_fn=low_nofile)
+        check(r.returncode == 3 and "RLIMIT_NOFILE allows 100" in r.stderr,
+              f"{role} over the fd limit: exit {r.returncode}: {r.stderr}")
     # Nobody listens on this port: a run failure (1), not a hang.
     port = free_port()
     for proto in ("udp", "tcp"):

@@ -1,9 +1,12 @@
 #include "bench/process_stats.h"
 
+#include <fcntl.h>
 #include <sched.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -40,6 +43,42 @@ absl::Status PinThisThreadToCpu(int cpu) {
         " (is the CPU online and in this process's allowed set?)"));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> RaiseOpenFileLimit(uint64_t needed) {
+  struct rlimit limit {};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    return absl::InternalError(
+        absl::StrCat("getrlimit(RLIMIT_NOFILE): ", std::strerror(errno)));
+  }
+  if (limit.rlim_cur < limit.rlim_max) {
+    const rlim_t old = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) limit.rlim_cur = old;
+  }
+  if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < needed) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "needs ", needed, " file descriptors but RLIMIT_NOFILE allows ",
+        limit.rlim_cur, " (hard limit ", limit.rlim_max,
+        "); raise the hard limit (ulimit -Hn, or LimitNOFILE= for a service)"));
+  }
+  return static_cast<uint64_t>(limit.rlim_cur);
+}
+
+uint64_t ResidentSetKib() {
+  const int fd = ::open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char text[128];
+  const ssize_t n = ::read(fd, text, sizeof(text) - 1);
+  ::close(fd);
+  if (n <= 0) return 0;
+  text[n] = '\0';
+  // statm: size resident shared ... in pages.
+  unsigned long long size_pages = 0, resident_pages = 0;
+  if (std::sscanf(text, "%llu %llu", &size_pages, &resident_pages) != 2) {
+    return 0;
+  }
+  return resident_pages * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE)) / 1024;
 }
 
 }  // namespace ringlab::bench

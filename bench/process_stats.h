@@ -8,6 +8,9 @@
 //
 //   absl::Status s = PinThisThreadToCpu(1);  // InvalidArgument / errno text
 //
+//   absl::StatusOr<uint64_t> limit = RaiseOpenFileLimit(10064);
+//   uint64_t rss_kib = ResidentSetKib();
+//
 // CpuTime covers the whole process (RUSAGE_SELF): all threads, including an
 // io_uring SQPOLL thread, which the kernel accounts to the owning process.
 #ifndef RINGLAB_BENCH_PROCESS_STATS_H_
@@ -16,6 +19,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace ringlab::bench {
 
@@ -33,6 +37,15 @@ struct CpuTime {
 // Restricts the calling thread to `cpu` (sched_setaffinity). Errors name the
 // CPU and the errno text (e.g. a CPU outside the allowed set).
 absl::Status PinThisThreadToCpu(int cpu);
+
+// Raises RLIMIT_NOFILE's soft limit to its hard limit and returns the new
+// soft limit. ResourceExhausted (naming both numbers and the fix) when even
+// the hard limit is below `needed` descriptors.
+absl::StatusOr<uint64_t> RaiseOpenFileLimit(uint64_t needed);
+
+// The process's resident set in KiB (/proc/self/statm), 0 if unreadable.
+// Makes three syscalls and no allocation: fine on a timer, not per message.
+uint64_t ResidentSetKib();
 
 }  // namespace ringlab::bench
 

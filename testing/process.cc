@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -276,7 +277,7 @@ absl::StatusOr<std::unique_ptr<Process>> Process::Start(
   }
   // Several processes may share an output dir: the pid is not known yet, so
   // a counter keeps the file names apart.
-  static int serial = 0;
+  static std::atomic<int> serial{0};
   const std::string stem =
       absl::StrCat(p->output_dir_, "/", p->name_, ".", ++serial);
   p->stdout_path_ = stem + ".stdout";

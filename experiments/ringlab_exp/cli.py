@@ -66,6 +66,14 @@ def build_parser():
                    f"{', '.join(compare_mod.KEY_FIELDS)}, or params.NAME")
     c.add_argument("--where-a", action="append", type=_kv, default=[], metavar="FIELD=VALUE")
     c.add_argument("--where-b", action="append", type=_kv, default=[], metavar="FIELD=VALUE")
+    c.add_argument("--normalize", metavar="PROGRAM:VARIANT",
+                   help="divide each side, repetition by repetition, by this implementation "
+                   "measured in the same run (e.g. sockperf:blocking or "
+                   "ringlab_floor_pingpong:uring), or by each record's own steadiness check "
+                   "(calibration), then compare what remains")
+    c.add_argument("--normalize-spinning", metavar="PROGRAM:VARIANT",
+                   help="with --normalize: the anchor for spinning rows (busy presets, "
+                   "sockperf --nonblocked, floor uring-spin), e.g. sockperf:nonblocked")
     c.add_argument("--out", help="Markdown output (default results/compare/<stamp>.md)")
     v = sub.add_parser("validate", help="check records against schema/result-v1.json")
     v.add_argument("path")
@@ -112,9 +120,12 @@ def cmd_compare(args):
     _, ra = results.load(args.a)
     _, rb = results.load(args.b)
     rows = compare_mod.compare(ra, rb, args.threshold, args.min_reps, args.ignore,
-                               dict(args.where_a), dict(args.where_b), args.tail_threshold)
+                               dict(args.where_a), dict(args.where_b), args.tail_threshold,
+                               normalize=args.normalize,
+                               normalize_spinning=args.normalize_spinning)
     text = compare_mod.render(rows, args.a, args.b, args.threshold, args.min_reps,
-                              args.tail_threshold)
+                              args.tail_threshold, normalize=args.normalize,
+                              normalize_spinning=args.normalize_spinning)
     out = pathlib.Path(args.out) if args.out else None
     if out is None:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

@@ -118,6 +118,95 @@ def parse_sockperf(stdout, stderr, json_path):
     return m
 
 
+# One per-second round-trip line of `ddsperf ping` (Cyclone DDS 0.10):
+#   [1459] 3.000  vm:1430 size 64 mean 37.184us min 12.348us 50% 36.350us
+#   90% 40.508us 99% 55.440us max 1865.598us cnt 13426
+# Values are half round trips. "sublat" lines (one-way, sub mode) do not match.
+_DDSPERF_LINE = re.compile(
+    r"^\[(?P<pid>\d+)\]\s+(?P<t>[\d.]+)\s+(?P<peer>\S+)\s+size (?P<size>\d+)"
+    r" mean (?P<mean>[\d.]+)us min (?P<min>[\d.]+)us 50% (?P<p50>[\d.]+)us"
+    r" 90% (?P<p90>[\d.]+)us 99% (?P<p99>[\d.]+)us max (?P<max>[\d.]+)us"
+    r" cnt (?P<cnt>\d+)\s*$", re.M)
+_DDSPERF_TIMEOUTS = re.compile(r"ping timed out \(total (\d+) times\)")
+_DDSPERF_ERROR = re.compile(r"^\[\d+\] error: .*$", re.M)
+
+
+def _weighted_median(pairs):
+    """Median of values weighted by counts: [(value, count), ...]."""
+    pairs = sorted(pairs)
+    total = sum(c for _, c in pairs)
+    seen = 0
+    for value, count in pairs:
+        seen += count
+        if 2 * seen >= total:
+            return value
+    return None
+
+
+def parse_ddsperf(stdout, stderr, json_path):
+    """`ddsperf ping` against `ddsperf pong`. ddsperf prints, once a second,
+    mean/min/50%/90%/99%/max of **half** round trips in µs and their count;
+    this returns full round trips (doubled). Seconds are combined: min and
+    max over all, the mean weighted by cnt, and each percentile as the
+    cnt-weighted median of the per-second values (ddsperf keeps no histogram
+    across seconds). With 3 or more seconds the first is dropped as warm-up
+    (discovery just finished, caches cold). ddsperf computes each second's
+    percentiles from at most its first 20000 round trips; it has no p99.9."""
+    text = _ANSI.sub("", stdout + "\n" + stderr)
+    lines = [m.groupdict() for m in _DDSPERF_LINE.finditer(text)]
+    if not lines:
+        errors = _DDSPERF_ERROR.findall(text)
+        raise ParseError("; ".join(e.split("] ", 1)[1] for e in errors) if errors else
+                         "no ddsperf round-trip lines ('... size S mean ... cnt N'): "
+                         "did ping match a pong within -Qinitwait?")
+    peers = sorted({ln["peer"] for ln in lines})
+    if len(peers) > 1:
+        raise ParseError(f"pongs from {len(peers)} ddsperf participants ({', '.join(peers)}): "
+                         "another ddsperf shares the domain; give each run its own -i")
+    lines.sort(key=lambda ln: float(ln["t"]))
+    total_all = sum(int(ln["cnt"]) for ln in lines)
+    dropped = 1 if len(lines) >= 3 else 0
+    kept = lines[dropped:]
+    times = [float(ln["t"]) for ln in lines]
+    # Each line covers the time since the previous one (ddsperf prints once a
+    # second, later when it wakes late); the first covers 1 s.
+    spans = [times[i] - times[i - 1] if i > 0 else min(1.0, times[0]) or 1.0
+             for i in range(dropped, len(lines))]
+    cnts = [int(ln["cnt"]) for ln in kept]
+    samples = sum(cnts)
+    if samples == 0:
+        raise ParseError("ddsperf reported no round trips")
+
+    def f(ln, key):
+        return float(ln[key])
+
+    m = empty_metrics()
+    m["samples"] = samples
+    m["rtt_us"] = {
+        "min": 2 * min(f(ln, "min") for ln in kept),
+        "max": 2 * max(f(ln, "max") for ln in kept),
+        "mean": 2 * sum(f(ln, "mean") * int(ln["cnt"]) for ln in kept) / samples,
+        "p50": 2 * _weighted_median([(f(ln, "p50"), int(ln["cnt"])) for ln in kept]),
+        "p90": 2 * _weighted_median([(f(ln, "p90"), int(ln["cnt"])) for ln in kept]),
+        "p99": 2 * _weighted_median([(f(ln, "p99"), int(ln["cnt"])) for ln in kept]),
+        "p999": None,
+    }
+    span = sum(spans)
+    m["messages_per_s"] = samples / span if span > 0 else None
+    m["total_messages"] = total_all
+    timeouts = [int(x) for x in _DDSPERF_TIMEOUTS.findall(text)]
+    m["lost"] = max(timeouts) if timeouts else 0
+    m["rtt_note"] = (f"ddsperf prints RTT/2; doubled. Over {len(kept)} s"
+                     + (" (first second dropped as warm-up)" if dropped else "")
+                     + "; percentiles are the cnt-weighted median of per-second values, "
+                       "each from at most 20000 round trips; no p99.9")
+    m["program_result"] = {"peer": peers[0], "size_bytes": int(lines[0]["size"]),
+                           "intervals": [{k: (float(v) if k not in ("peer", "pid") else v)
+                                          for k, v in ln.items()} for ln in lines],
+                           "dropped_intervals": dropped}
+    return m
+
+
 def _num(v):
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
@@ -129,4 +218,5 @@ def _int(v):
 PARSERS = {
     "ringlab_json": parse_ringlab_json,
     "sockperf": parse_sockperf,
+    "ddsperf": parse_ddsperf,
 }

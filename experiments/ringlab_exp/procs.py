@@ -16,6 +16,7 @@ the benchmark process and any threads or helpers it started.
 import atexit
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import threading
@@ -240,3 +241,33 @@ def owns_socket(pid, protocol):
                 if protocol == "udp" or fields[3] == "0A":
                     return True
     return False
+
+
+def thread_placement(pid):
+    """Where process `pid`'s threads may run and last ran: a list of
+    {"name", "cpus" (affinity, e.g. "0" or "0-1"), "last_cpu"} from
+    /proc/PID/task/*/{comm,status,stat}; [] when the process is gone. Kernel
+    threads the process owns (io_uring's SQPOLL thread "iou-sqp-PID") are
+    listed with it. Names are normalised ("iou-sqp-1234" -> "iou-sqp") so
+    records compare across runs."""
+    out = []
+    try:
+        tasks = sorted(pathlib.Path(f"/proc/{pid}/task").iterdir(), key=lambda p: int(p.name))
+    except (OSError, ValueError):
+        return out
+    for task in tasks:
+        try:
+            name = (task / "comm").read_text().strip()
+            cpus = None
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("Cpus_allowed_list:"):
+                    cpus = line.split(":", 1)[1].strip()
+            stat = (task / "stat").read_text()
+            # Field 39 (processor) counted after the parenthesised comm.
+            fields = stat[stat.rindex(")") + 2:].split()
+            last_cpu = int(fields[36]) if len(fields) > 36 else None
+        except (OSError, ValueError, IndexError):
+            continue
+        name = re.sub(r"^(iou-(?:sqp|wrk))-\d+$", r"\1", name)
+        out.append({"name": name, "cpus": cpus, "last_cpu": last_cpu})
+    return out

@@ -4,11 +4,14 @@
     text = render(run, records, plots)      # the Markdown, without writing
 
 Ratios are taken within one run only (absolute times drift on a shared
-machine). For each scenario (protocol, payload, connections, mode, rate) and
-each implementation (program:variant) we take the median over its ok
-repetitions and show min..max; "vs best" divides by the best median in the
-scenario, "vs <peer>" by the peer's median. The range of a ratio a/b is
-[min a / max b, max a / min b], so it is wide when either side is noisy.
+machine). For each scenario (protocol, payload, connections, mode, rate,
+parameters) and each implementation (program:variant) the cells are the
+median over its ok repetitions with min..max. Every "vs" column is a *paired*
+ratio (stats.py): the ratio within each repetition, then the median and
+min..max of those ratios, so a host that changes speed between repetitions
+moves both sides of each ratio together. A ratio is bold (significant) when
+its whole spread excludes 1.0 and its median is more than 5% (p99: 10%) from
+1.
 
 Plots need gnuplot; without it the report says they were skipped.
 """
@@ -17,7 +20,7 @@ import pathlib
 import shutil
 import subprocess
 
-from . import results
+from . import results, stats, targets
 from .results import Spread, group_by_case, metric, scenario_label, scenario_of
 
 PCTS = (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.9"), ("max", "max"))
@@ -39,20 +42,179 @@ def fmt_spread(s, digits=1):
     return f"{fmt(s.median, digits)} ({fmt(s.lo, digits)}..{fmt(s.hi, digits)})"
 
 
-def ratio_range(a, b):
-    """(median ratio, lo, hi) of Spread a over Spread b, or None."""
-    if not a.n or not b.n or not b.median or not b.lo or not b.hi:
-        return None
-    return a.median / b.median, a.lo / b.hi, a.hi / b.lo
+def vs(row, other, name, min_n=2):
+    """The paired ratio row/other of metric `name`, formatted; bold when
+    significant."""
+    if row is other:
+        return "1.00"
+    r = stats.paired(row.rep(name), other.rep(name))
+    return stats.fmt_ratio(r, stats.threshold_for(name), min_n)
 
 
-def fmt_ratio(r):
-    if r is None:
+# ---------------------------------------------------------------- host state
+
+# Two calibrations (the steadiness check before each repetition) more than
+# this factor apart mean the host changed speed state between them. The
+# states seen here differ by ~1.4x (sockperf blocking ~17 vs ~24 µs); the
+# p50 of 1,000 round trips repeats within a few % on a steady host.
+STATE_CHANGE_FACTOR = 1.15
+
+
+def _cal_p50(cal):
+    if isinstance(cal, dict) and cal.get("status") == "ok" and cal.get("p50_us"):
+        return float(cal["p50_us"])
+    return None
+
+
+class HostState:
+    """The steadiness check of a run, in run order.
+
+    Rule: a record is *unsteady* when the calibration taken just before it
+    and the next calibration of the run (before the next measured record, or
+    the end-of-run calibration) differ by more than STATE_CHANGE_FACTOR
+    (max/min > 1.15): the host changed speed state while it was measured.
+    States are clusters of the run's calibration p50s: sorted, a new state
+    starts where a value exceeds the previous one by the same factor; S1 is
+    the fastest."""
+
+    def __init__(self, run, records):
+        self.records = sorted((r for r in records if r.get("calibration") is not None),
+                              key=lambda r: r.get("sequence", 0))
+        end = _cal_p50(run.get("calibration_end"))
+        self.unsteady = {}   # id(record) -> (before, after)
+        points = [(r, _cal_p50(r["calibration"])) for r in self.records]
+        for i, (rec, before) in enumerate(points):
+            after = points[i + 1][1] if i + 1 < len(points) else end
+            if before and after and max(before, after) / min(before, after) > \
+                    STATE_CHANGE_FACTOR:
+                self.unsteady[id(rec)] = (before, after)
+        values = sorted(v for _, v in points if v) + ([end] if end else [])
+        values.sort()
+        self.states = []     # [[values...], ...] fastest first
+        for v in values:
+            if self.states and v <= self.states[-1][-1] * STATE_CHANGE_FACTOR:
+                self.states[-1].append(v)
+            else:
+                self.states.append([v])
+        self.calibrated = any(v for _, v in points)
+
+    def state_of(self, p50):
+        for i, group in enumerate(self.states, 1):
+            if group[0] <= p50 <= group[-1]:
+                return f"S{i}"
+        return "?"
+
+    def is_unsteady(self, record):
+        return id(record) in self.unsteady
+
+
+def render_host_state(run, records, host):
+    lines = ["## Host state (steadiness check)", ""]
+    conf = run.get("calibration") or {}
+    if not host.records:
+        if conf and not conf.get("enabled", True):
+            lines.append("The steadiness check was off for this run (`calibrate = false`).")
+        else:
+            lines.append("No calibrations in this run.")
+        lines.append("")
+        return lines
+    failed = [r for r in host.records if not _cal_p50(r["calibration"])]
+    lines.append(f"Before each repetition the runner ran {conf.get('samples', '?')} UDP round "
+                 f"trips of `{conf.get('program', '?')} {conf.get('variant', '?')}`, pinned "
+                 "like the cases; its p50 is the host's speed index. **Rule:** a repetition "
+                 "is *unsteady* when the check before it and the next check differ by more "
+                 f"than {STATE_CHANGE_FACTOR - 1:.0%} (the host changed speed state while it "
+                 "ran); states S1 (fastest), S2, ... are clusters of the checks' p50 that are "
+                 f"more than {STATE_CHANGE_FACTOR - 1:.0%} apart. Unsteady repetitions stay in "
+                 "every table; the *ok/reps* column counts them.")
+    lines.append("")
+    if not host.calibrated:
+        reason = failed[0]["calibration"].get("reason") if failed else "?"
+        lines.append(f"No calibration succeeded ({reason}).")
+        lines.append("")
+        return lines
+    states = ", ".join(f"S{i}: p50 {fmt(Spread(g).median, 2)} µs ({len(g)} checks, "
+                       f"{fmt(g[0], 2)}..{fmt(g[-1], 2)})" for i, g in enumerate(host.states, 1))
+    lines.append(f"States seen: {states}.")
+    lines.append("")
+    lines.append("| repetition | checks | check p50 µs | states | unsteady records |")
+    lines.append("|---|---|---|---|---|")
+    reps = sorted({r["repetition"] for r in host.records})
+    for k in reps:
+        recs = [r for r in host.records if r["repetition"] == k]
+        vals = [_cal_p50(r["calibration"]) for r in recs]
+        vals = [v for v in vals if v]
+        seen = []
+        for v in vals:
+            st = host.state_of(v)
+            if not seen or seen[-1] != st:
+                seen.append(st)
+        n_bad = sum(host.is_unsteady(r) for r in recs)
+        lines.append(f"| {k} | {len(vals)}/{len(recs)} | {fmt_spread(Spread(vals), 2)} | "
+                     f"{' -> '.join(seen) or '–'} | {n_bad or '–'} |")
+    lines.append("")
+    if host.unsteady:
+        lines.append("Unsteady repetitions (check before -> check after, µs):")
+        lines.append("")
+        for r in host.records:
+            if host.is_unsteady(r):
+                before, after = host.unsteady[id(r)]
+                states = f"{host.state_of(before)} -> {host.state_of(after)}"
+                change = f"{after / before - 1:+.0%}"
+                lines.append(f"- `{r['case_id']}` rep {r['repetition']}: {before:.2f} -> "
+                             f"{after:.2f} ({change}" +
+                             (f", {states})" if host.state_of(before) != host.state_of(after)
+                              else ")"))
+        lines.append("")
+    if failed:
+        lines.append(f"{len(failed)} check(s) failed or were unavailable: "
+                     f"{_cell(failed[0]['calibration'].get('reason'))}.")
+        lines.append("")
+    return lines
+
+
+def _threads_text(threads):
+    if not threads:
         return "–"
-    mid, lo, hi = r
-    if abs(hi - lo) < 0.005:
-        return f"{mid:.2f}"
-    return f"{mid:.2f} ({lo:.2f}..{hi:.2f})"
+    parts = []
+    for t in threads:
+        last = f", last on {t['last_cpu']}" if t.get("last_cpu") is not None else ""
+        parts.append(f"{t['name']} (cpus {t.get('cpus') or '?'}{last})")
+    # One entry per distinct thread description; counts for repeats.
+    seen = {}
+    for x in parts:
+        seen[x] = seen.get(x, 0) + 1
+    return "; ".join(x if n == 1 else f"{n}x {x}" for x, n in seen.items())
+
+
+def render_threads(records):
+    """Where each implementation's threads ran (sampled by the runner from
+    /proc: affinity and the cpu each last ran on), from its first ok
+    record."""
+    lines = ["## Where threads ran", ""]
+    rows, seen = [], set()
+    for r in records:
+        threads = r.get("threads")
+        if r.get("status") != "ok" or not threads or r["implementation"] in seen:
+            continue
+        seen.add(r["implementation"])
+        rows.append((r["implementation"], _threads_text(threads.get("server")),
+                     _threads_text(threads.get("client"))))
+    if not rows:
+        lines += ["No thread placement recorded (runs made before the runner sampled it).", ""]
+        return lines
+    lines.append("Sampled from /proc while the client ran (client) and before the server "
+                 "was stopped (server): each thread's allowed cpus and the cpu it last ran "
+                 "on. `iou-sqp` is io_uring's SQPOLL kernel thread, `iou-wrk` an io-wq "
+                 "worker. A client that finished within "
+                 "0.15 s was not sampled.")
+    lines.append("")
+    lines.append("| implementation | server threads | client threads |")
+    lines.append("|---|---|---|")
+    for impl, srv, cli in rows:
+        lines.append(f"| `{impl}` | {_cell(srv)} | {_cell(cli)} |")
+    lines.append("")
+    return lines
 
 
 class Row:
@@ -70,6 +232,10 @@ class Row:
 
     def s(self, name):
         return results.spread(self.records, name)
+
+    def rep(self, name):
+        """{repetition: value} of metric `name` over the ok repetitions."""
+        return stats.by_repetition(self.records, name)
 
 
 def scenarios(records):
@@ -96,14 +262,27 @@ def render(run, records, plots, plot_note=None):
     pin = run.get("pinning") or {}
     if pin:
         lines.append(f"- pinning: server on cpu {pin.get('server_cpu')}, client on cpu "
-                     f"{pin.get('client_cpu')} (ours: `--cpu`; peers: `taskset -c`). Kernel "
-                     "threads (SQPOLL) are not pinned and share these cores.")
+                     f"{pin.get('client_cpu')} (ours: `--cpu`; peers: `taskset -c`); "
+                     "`uring-sqpoll` pins each side's SQPOLL thread to that side's cpu "
+                     "(`--sqpoll_cpu`). Every thread's observed affinity is under *Where "
+                     "threads ran*.")
     lines.append("- RTT is the full round trip in µs (sockperf runs with `--full-rtt`). Cells are "
-                 "the median over ok repetitions with (min..max). Ratios: <1 is faster / "
-                 "lower; the range is [min a / max b .. max a / min b].")
+                 "the median over ok repetitions with (min..max).")
+    lines.append("- Every \"vs\" column is a **paired ratio**: the ratio of the two "
+                 "implementations within each repetition (interleaved repetitions share the "
+                 "host's state), then the median and (min..max) of those per-repetition ratios. "
+                 "<1 is faster / lower. **Bold** = significant: the whole spread excludes 1.0 "
+                 "and the median is more than 5% (p99: 10%) away from 1; never with fewer than "
+                 "2 paired repetitions.")
     lines.append("")
 
     groups = scenarios(records)
+    host = HostState(run, records)
+    if host.unsteady:
+        lines.append(f"- **{len(host.unsteady)} repetition(s) were taken while the host changed "
+                     "speed state** (see *Host state*); ratios that pair them mix states.")
+        lines.append("")
+    lines += targets.render(targets.evaluate(run.get("targets"), records))
     lines.append("## Summary")
     lines.append("")
     for scen, rows in groups.items():
@@ -119,22 +298,45 @@ def render(run, records, plots, plot_note=None):
         best_p50 = min(rows_ok, key=lambda r: r.s("p50").median or inf)
         best_p99 = min(rows_ok, key=lambda r: r.s("p99").median or inf)
         peers = [r for r in rows_ok if r.program_kind == "peer"]
+        # Server-side columns appear where some row has them (the scale suite).
+        has = lambda name: any(r.s(name).n for r in rows_ok)
+        srv_entries = has("server_kernel_entries_per_msg")
+        srv_rss = has("server_rss_kib_per_connection")
+        # "server CPU vs best" only among rows measured the same way (the
+        # server's rusage over the client's measured phase), and only where
+        # server efficiency is the question (several connections or batches).
+        srv_cpu = [r for r in rows_ok if r.s("server_cpu_us_per_msg").n and
+                   all(x.get("server_measured") for x in r.ok)]
+        scale_like = scen[2] > 1 or scen[3] != "pingpong"
+        best_srv = min(srv_cpu, key=lambda r: r.s("server_cpu_us_per_msg").median) \
+            if len(srv_cpu) > 1 and scale_like else None
         head = ["implementation", "ok/reps", "p50 µs", "p99 µs", "p99.9 µs", "max µs",
-                "msg/s", "CPU µs/msg", "server CPU µs/msg", "kernel entries/msg", "p50 vs best",
-                "p99 vs best"]
+                "msg/s", "CPU µs/msg", "server CPU µs/msg"]
+        head += ["server entries/msg"] if srv_entries else []
+        head += ["server RSS KiB/conn"] if srv_rss else []
+        head += ["kernel entries/msg", "p50 vs best", "p99 vs best"]
+        head += ["server CPU vs best"] if best_srv else []
         head += [f"p50 vs {p.implementation}" for p in peers]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         for r in rows_ok:
-            cells = [f"`{r.implementation}`", f"{len(r.ok)}/{len(r.records)}",
+            n_bad = sum(host.is_unsteady(x) for x in r.ok)
+            cells = [f"`{r.implementation}`", f"{len(r.ok)}/{len(r.records)}" +
+                     (f" ({n_bad} unsteady)" if n_bad else ""),
                      fmt_spread(r.s("p50")), fmt_spread(r.s("p99")), fmt_spread(r.s("p999")),
                      fmt_spread(r.s("max")), fmt_spread(r.s("messages_per_s"), 0),
                      fmt_spread(r.s("cpu_us_per_msg"), 2),
-                     fmt_spread(r.s("server_cpu_us_per_msg"), 2),
-                     fmt_spread(r.s("kernel_entries_per_msg"), 2),
-                     fmt_ratio(ratio_range(r.s("p50"), best_p50.s("p50"))),
-                     fmt_ratio(ratio_range(r.s("p99"), best_p99.s("p99")))]
-            cells += [fmt_ratio(ratio_range(r.s("p50"), p.s("p50"))) for p in peers]
+                     fmt_spread(r.s("server_cpu_us_per_msg"), 2)]
+            if srv_entries:
+                cells.append(fmt_spread(r.s("server_kernel_entries_per_msg"), 3))
+            if srv_rss:
+                cells.append(fmt_spread(r.s("server_rss_kib_per_connection"), 2))
+            cells += [fmt_spread(r.s("kernel_entries_per_msg"), 2),
+                      vs(r, best_p50, "p50"), vs(r, best_p99, "p99")]
+            if best_srv:
+                cells.append(vs(r, best_srv, "server_cpu_us_per_msg") if r in srv_cpu
+                             else "–")
+            cells += [vs(r, p, "p50") for p in peers]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         lines.append(f"Best p50: `{best_p50.implementation}`; best p99: "
@@ -153,6 +355,8 @@ def render(run, records, plots, plot_note=None):
             lines.append("Server CPU µs/msg source: " + "; ".join(
                 f"{src} ({', '.join(impls)})" for src, impls in by_source.items()) + ".")
             lines.append("")
+
+    lines += render_host_state(run, records, host)
 
     lines.append("## Plots")
     lines.append("")
@@ -191,6 +395,8 @@ def render(run, records, plots, plot_note=None):
             lines.append("```")
             lines.append("</details>")
     lines.append("")
+
+    lines += render_threads(records)
 
     lines.append("## Backends and flags in effect")
     lines.append("")
@@ -246,7 +452,7 @@ def _q(s):
     return '"' + str(s).replace('"', "'") + '"'
 
 
-def make_plots(run_dir, records, gnuplot=None):
+def make_plots(run_dir, records, gnuplot=None, run=None):
     """Writes plots/*.dat, *.gp and *.png. Returns ([(title, relpath)], note)."""
     gnuplot = gnuplot if gnuplot is not None else shutil.which("gnuplot")
     if not gnuplot:
@@ -315,7 +521,65 @@ def make_plots(run_dir, records, gnuplot=None):
             "set ylabel 'p99 RTT (µs, log)'", f"plot {plots_l}", "unset multiplot"]
         jobs.append((f"Throughput and p99 vs offered rate, {label}", name, script))
 
-    # 3. Kernel entries per message.
+    # 3. Scaling: msg/s and server CPU per message against the connection
+    # count (log x), one plot per (protocol, payload, mode, rate, inflight,
+    # params) that has at least two connection counts.
+    curves = {}
+    for scen, rows in groups.items():
+        key = scen[:2] + scen[3:]
+        for r in rows:
+            if r.ok:
+                curves.setdefault(key, {}).setdefault(r.implementation, []).append((scen[2], r))
+    n_scale = 0
+    for key, impls in curves.items():
+        if len({c for pts in impls.values() for c, _ in pts}) < 2:
+            continue
+        name = f"scale-{n_scale:02d}-{key[0]}-{key[1]}B-{key[2]}"
+        n_scale += 1
+        blocks = []
+        with open(plot_dir / f"{name}.dat", "w") as f:
+            for impl, pts in impls.items():
+                f.write(f"# {impl}: connections msg/s server_cpu_us_per_msg\n")
+                for conns, row in sorted(pts, key=lambda p: p[0]):
+                    tput = row.s("messages_per_s").median
+                    cpu = row.s("server_cpu_us_per_msg").median
+                    f.write(f"{conns} {'?' if tput is None else f'{tput:.1f}'} "
+                            f"{'?' if cpu is None else f'{cpu:.4f}'}\n")
+                f.write("\n\n")
+                blocks.append(impl)
+        label = scenario_label((key[0], key[1], "N") + key[2:]).replace("N conn, ", "")
+        plot = lambda col: ", ".join(
+            f"{_q(name + '.dat')} index {i} using 1:{col} with linespoints lw 2 title {_q(b)}"
+            for i, b in enumerate(blocks))
+        script = [header[0].replace("960,540", "1280,540")] + header[1:] + [
+            f"set output {_q(name + '.png')}", "set multiplot layout 1,2",
+            "set logscale x", "set xlabel 'connections (log)'",
+            "set key inside top left font ',9'", "set xrange [0.7:*]",
+            f"set title {_q('msg/s: ' + label)}", "set ylabel 'msg/s'", "set yrange [0:*]",
+            f"plot {plot(2)}",
+            f"set title {_q('server CPU per message: ' + label)}",
+            "set ylabel 'server CPU µs/msg'", f"plot {plot(3)}", "unset multiplot"]
+        jobs.append((f"msg/s and server CPU/msg vs connections, {label}", name, script))
+
+    # 4. The host's speed index over the run.
+    host = HostState(run or {}, records)
+    if host.calibrated:
+        name = "host-state"
+        with open(plot_dir / f"{name}.dat", "w") as f:
+            f.write("# sequence calibration_p50_us repetition\n")
+            for r in host.records:
+                v = _cal_p50(r["calibration"])
+                if v:
+                    f.write(f"{r.get('sequence', 0)} {v:.3f} {r['repetition']}\n")
+        script = header + [
+            f"set output {_q(name + '.png')}",
+            "set title 'Steadiness check before each repetition (p50 of the floor ping-pong)'",
+            "set xlabel 'record in run order'", "set ylabel 'check p50 (µs)'",
+            "set yrange [0:*]",
+            f"plot {_q(name + '.dat')} using 1:2 with linespoints lw 2 title 'check p50'"]
+        jobs.append(("Host state: steadiness check in run order", name, script))
+
+    # 5. Kernel entries per message.
     impls, cols, table = [], [], {}
     for scen, rows in groups.items():
         for r in rows:
@@ -371,7 +635,7 @@ def make_plots(run_dir, records, gnuplot=None):
 def write_report(run_dir, gnuplot=None):
     run_dir = pathlib.Path(run_dir)
     run, records = results.load(run_dir)
-    plots, note = make_plots(run_dir, records, gnuplot)
+    plots, note = make_plots(run_dir, records, gnuplot, run)
     path = run_dir / "report.md"
     path.write_text(render(run, records, plots, note))
     return path

@@ -26,11 +26,13 @@ import sys
 import time
 
 from . import machine, netns, parsers, procs, report, results, schema
-from .suite import (EXPERIMENTS_DIR, PLACEHOLDER_RE, READY_DELAY_RE, SuiteError,
-                    load_registry, load_suite, params_id)
+from .suite import (CALIBRATION_PROGRAM, EXPERIMENTS_DIR, PLACEHOLDER_RE, READY_DELAY_RE,
+                    SuiteError, load_registry, load_suite, params_id)
 
 REPO_DIR = EXPERIMENTS_DIR.parent
 RESULT_SCHEMA = schema.RECORD_SCHEMA_ID
+# The client's threads are sampled this long after it started (if it still runs).
+THREAD_SAMPLE_AFTER_S = 0.15
 
 
 @dataclasses.dataclass
@@ -73,7 +75,10 @@ class Progress:
 def resolve_binaries(suite, registry, opts, build_dir, log_dir, say):
     """program -> (path or None, reason if None, built_now)."""
     out = {}
-    used = programs_needed({c.program for c in suite.cases}, registry)
+    wanted = {c.program for c in suite.cases}
+    if suite.calibrate and CALIBRATION_PROGRAM in registry:
+        wanted.add(CALIBRATION_PROGRAM)
+    used = programs_needed(wanted, registry)
     for name in used:
         prog = registry[name]
         if name in opts.binaries:
@@ -245,13 +250,17 @@ class CaseRunner:
             "rate_per_s": case.rate_per_s, "inflight": case.inflight,
             "params": case.params_dict,
             "samples_requested": case.samples, "warmup": case.warmup,
+            "max_duration_s": case.max_duration_s,
             "duration_s_requested": case.duration_s, "samples": None, "lost": None,
             "rtt_us": {k: None for k in parsers.RTT_KEYS}, "rtt_note": None,
             "messages_per_s": None, "cpu_us_per_msg": None, "cpu_source": None,
             "kernel_entries_per_msg": None, "server_stats": None,
-            "server_cpu_us_per_msg": None, "server_cpu_source": None, "pinning": pinning,
+            "server_cpu_us_per_msg": None, "server_cpu_source": None,
+            "server_kernel_entries_per_msg": None, "server_rss_kib_per_connection": None,
+            "server_measured": None, "pinning": pinning,
             "topology": self.suite.topology, "server_address": None,
             "commands": {"server": None, "client": None},
+            "threads": {"server": [], "client": []},
             "started_utc": machine.utc_now(), "wall_s": None,
             "machine": self.machine, "program_result": None,
         }
@@ -300,7 +309,7 @@ class CaseRunner:
             "server_host": host, "port": port, "server_json": paths["server.json"],
             "client_json": paths["client.json"],
             "client_timeout_s": max(1, int(case.timeout_s)),
-            "work_dir": work_dir,
+            "work_dir": work_dir, "max_duration_s": case.max_duration_s,
             # A small number that differs between the runner's processes and
             # between consecutive repetitions (a DDS domain id, a topic suffix).
             "instance": (os.getpid() + self._instances) % 200 + 1,
@@ -319,17 +328,19 @@ class CaseRunner:
             "protocol_args": prog.get("protocol_args", {}).get(case.protocol, []),
             "mode_args": prog.get("mode_args", {}).get(case.mode, []),
             "server_pin": [], "client_pin": [],
+            "max_duration_args": prog.get("max_duration_args", []) if case.max_duration_s
+            else [],
         }
         for name, value in case.params:
             table = prog.get("param_args", {}).get(name)
             if table is not None and param_text(value) in table:
                 lists[f"param_args:{name}"] = table[param_text(value)]
-        if pinning["method"] == "flag":
-            pin_args = prog.get("pin_args", [])
-            lists["server_pin"] = [t.replace("{cpu}", str(pinning["server_cpu"]))
-                                   for t in pin_args]
-            lists["client_pin"] = [t.replace("{cpu}", str(pinning["client_cpu"]))
-                                   for t in pin_args]
+        pin_args = list(prog.get("pin_args", [])) if pinning["method"] == "flag" else []
+        if pinning["method"] != "none":
+            # Per-variant placement of helper threads (SQPOLL), on the side's cpu.
+            pin_args += prog.get("variant_pin_args", {}).get(case.variant, [])
+        lists["server_pin"] = [t.replace("{cpu}", str(pinning["server_cpu"])) for t in pin_args]
+        lists["client_pin"] = [t.replace("{cpu}", str(pinning["client_cpu"])) for t in pin_args]
         return lists
 
     def _env(self, prog, values):
@@ -412,7 +423,14 @@ class CaseRunner:
             rec["commands"]["client"] = client_argv
             client = self.sup.start(client_argv, paths["client.out"], paths["client.err"],
                                     env=client_env)
-            code = client.wait(case.timeout_s + 5)
+            # Where the threads ran: sampled once while the client is busy
+            # (one short wake-up of the runner), and from the server before
+            # it is stopped.
+            code = client.wait(THREAD_SAMPLE_AFTER_S)
+            if code is None:
+                rec["threads"]["client"] = procs.thread_placement(client.pid)
+                code = client.wait(case.timeout_s + 5)
+            rec["threads"]["server"] = procs.thread_placement(server.pid)
             if code is None:
                 client.stop(signal.SIGTERM, grace_s=2)
                 rec.update(status="failed", reason=f"client did not finish within "
@@ -454,8 +472,13 @@ class CaseRunner:
             if cpu_s is not None and total_msgs:
                 rec["cpu_us_per_msg"] = cpu_s * 1e6 / total_msgs
                 rec["cpu_source"] = "runner rusage (client, whole run incl. warm-up)"
+        measured = server_measured(rec["server_stats"], m["program_result"])
+        rec["server_measured"] = measured
+        if measured:
+            rec["server_kernel_entries_per_msg"] = measured["kernel_entries_per_msg"]
+            rec["server_rss_kib_per_connection"] = measured["rss_kib_per_connection"]
         rec["server_cpu_us_per_msg"], rec["server_cpu_source"] = server_cpu(
-            rec["server_stats"], server.cpu_s(), total_msgs, case.payload_bytes)
+            rec["server_stats"], server.cpu_s(), total_msgs, case.payload_bytes, measured)
 
     def _wait_ready(self, server, prog, case, host, port):
         deadline = time.monotonic() + self.suite.ready_timeout_s
@@ -526,10 +549,72 @@ def server_messages(stats, payload_bytes):
     return None
 
 
-def server_cpu(stats, rusage_cpu_s, client_total_msgs, payload_bytes):
+def _interp(ts, ys, x):
+    """Linear interpolation of the cumulative series ys(ts) at time x
+    (clamped to the series' ends)."""
+    if x <= ts[0]:
+        return ys[0]
+    if x >= ts[-1]:
+        return ys[-1]
+    lo, hi = 0, len(ts) - 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ts[mid] <= x:
+            lo = mid
+        else:
+            hi = mid
+    span = ts[hi] - ts[lo]
+    f = (x - ts[lo]) / span if span else 0.0
+    return ys[lo] + f * (ys[hi] - ys[lo])
+
+
+def server_measured(stats, client_result):
+    """The server's CPU, messages and kernel entries over exactly the
+    client's measured phase, from the timeline ringlab servers sample every
+    50 ms (cumulative values, interpolated linearly at the phase's ends: the
+    client's measured_start_ns / measured_end_ns, on the same monotonic
+    clock), and its RSS per open connection then. None when either side
+    lacks the data."""
+    if not isinstance(stats, dict) or not isinstance(client_result, dict):
+        return None
+    tl = stats.get("timeline")
+    start, end = client_result.get("measured_start_ns"), client_result.get("measured_end_ns")
+    if not isinstance(tl, dict) or not isinstance(start, (int, float)) or \
+            not isinstance(end, (int, float)) or end <= start:
+        return None
+    ts = tl.get("t_ns") or []
+    cols = {k: tl.get(k) or [] for k in ("cpu_us", "messages", "kernel_entries", "rss_kib",
+                                         "connections")}
+    if len(ts) < 2 or any(len(v) != len(ts) for v in cols.values()):
+        return None
+    if start < ts[0] or end > ts[-1]:
+        return None    # the server's timeline does not cover the phase: other clock?
+    d = {k: _interp(ts, cols[k], end) - _interp(ts, cols[k], start)
+         for k in ("cpu_us", "messages", "kernel_entries")}
+    inside = [c for t, c in zip(ts, cols["connections"]) if start <= t <= end]
+    conns = max(inside) if inside else round(_interp(ts, cols["connections"], start))
+    rss_ready = stats.get("rss_kib_ready") or cols["rss_kib"][0]
+    rss_phase = _interp(ts, cols["rss_kib"], start)
+    out = {"window_s": round((end - start) / 1e9, 6), "cpu_us": round(d["cpu_us"], 1),
+           "messages": round(d["messages"], 1), "kernel_entries": round(d["kernel_entries"], 1),
+           "connections": conns, "rss_kib_ready": rss_ready, "rss_kib_measured": rss_phase,
+           "sample_interval_ms": tl.get("interval_ms")}
+    out["cpu_us_per_msg"] = d["cpu_us"] / d["messages"] if d["messages"] > 0 else None
+    out["kernel_entries_per_msg"] = d["kernel_entries"] / d["messages"] \
+        if d["messages"] > 0 else None
+    out["rss_kib_per_connection"] = (rss_phase - rss_ready) / conns if conns else None
+    return out
+
+
+def server_cpu(stats, rusage_cpu_s, client_total_msgs, payload_bytes, measured=None):
     """(server CPU µs per message, source). Preference: the server's own
-    rusage in SERVER_STATS over its own message count; else the runner's
-    wait4 rusage of the server process over the client's message count."""
+    rusage over the client's measured phase (`measured`, from its
+    timeline); else its whole-run rusage in SERVER_STATS over its own
+    message count; else the runner's wait4 rusage of the server process over
+    the client's message count."""
+    if measured and measured.get("cpu_us_per_msg") is not None:
+        return measured["cpu_us_per_msg"], "server rusage over the client's measured phase " \
+            "(interpolated from the server's timeline)"
     if isinstance(stats, dict):
         cpu = stats.get("cpu_us")
         msgs = server_messages(stats, payload_bytes)
@@ -541,6 +626,113 @@ def server_cpu(stats, rusage_cpu_s, client_total_msgs, payload_bytes):
             "runner wait4 rusage (server process, whole run incl. start-up and warm-up) " \
             "/ client messages"
     return None, None
+
+
+# ---------------------------------------------------------------- steadiness
+
+class Calibrator:
+    """The steadiness check: before each repetition, a short no-framework UDP
+    ping-pong (ringlab_floor_pingpong, `calibration_samples` round trips,
+    pinned like the cases, on loopback in the runner's namespace). Its p50 is
+    an index of the host's speed state; report.py compares consecutive ones.
+
+        cal = Calibrator(suite, (path, why), sup, log_dir)
+        record["calibration"] = cal.run()     # dict, see SCHEMA.md
+
+    It costs about 0.1 s (two process starts and ~1,100 round trips). The
+    logs of the latest calibration are kept in logs/calibration.*; a failed
+    one keeps its stderr tail in the record. io_uring refused (exit 3): it
+    falls back to the epoll variant once and says so."""
+
+    SERVER_READY_S = 3.0
+    CLIENT_TIMEOUT_S = 10.0
+
+    def __init__(self, suite, binary, sup, log_dir):
+        self.suite, self.sup, self.log_dir = suite, sup, log_dir
+        self.binary, self.why = binary
+        self.variant = suite.calibration_variant
+        self.note = None
+        self.count = 0
+
+    def _pin(self, cpu):
+        return [f"--cpu={cpu}"] if self.suite.pin and cpu is not None else []
+
+    def run(self):
+        t0 = time.monotonic()
+        self.count += 1
+        cal = {"status": "failed", "reason": None, "program": CALIBRATION_PROGRAM,
+               "variant": self.variant, "samples": self.suite.calibration_samples,
+               "p50_us": None, "rtt_us": None, "wall_s": None,
+               "server_cpu": self.suite.server_cpu if self.suite.pin else None,
+               "client_cpu": self.suite.client_cpu if self.suite.pin else None}
+        if self.binary is None:
+            cal.update(status="unavailable", reason=self.why)
+            return cal
+        try:
+            self._measure(cal)
+            if cal["status"] == "unsupported" and self.variant != "epoll":
+                self.note = f"{self.variant} refused here ({cal['reason']}); using epoll"
+                self.variant = "epoll"
+                cal["variant"] = "epoll"
+                self._measure(cal)
+        finally:
+            cal["wall_s"] = round(time.monotonic() - t0, 3)
+        if self.note:
+            cal["note"] = self.note
+        if cal["status"] == "unsupported":
+            cal["status"] = "failed"
+        return cal
+
+    def _measure(self, cal):
+        logs = {k: self.log_dir / f"calibration.{k}" for k in
+                ("server.out", "server.err", "client.out", "client.err")}
+        server = self.sup.start([self.binary, "server", f"--variant={self.variant}",
+                                 "--bind=127.0.0.1:0"] + self._pin(self.suite.server_cpu),
+                                logs["server.out"], logs["server.err"])
+        try:
+            address = None
+            deadline = time.monotonic() + self.SERVER_READY_S
+            while time.monotonic() < deadline and address is None:
+                m = re.search(r"^READY (\S+)\s*$", server.stdout_text(), re.M)
+                if m:
+                    address = m.group(1)
+                elif not server.alive():
+                    break
+                else:
+                    time.sleep(0.002)
+            if address is None:
+                code = server.wait(0.5)
+                cal["status"] = "unsupported" if code == 3 else "failed"
+                cal["reason"] = f"calibration server not ready (exit {code})"
+                cal["stderr_tail"] = procs.tail(server.stderr_text(), 5)
+                return
+            n = self.suite.calibration_samples
+            client = self.sup.start(
+                [self.binary, "client", f"--variant={self.variant}", f"--server={address}",
+                 "--payload=64", f"--samples={n}", f"--warmup={max(10, n // 10)}"] +
+                self._pin(self.suite.client_cpu), logs["client.out"], logs["client.err"])
+            code = client.wait(self.CLIENT_TIMEOUT_S)
+            if code is None:
+                client.stop(signal.SIGKILL, grace_s=1)
+                cal["reason"] = f"calibration client hung for {self.CLIENT_TIMEOUT_S:g} s"
+                return
+        finally:
+            server.stop(signal.SIGINT, grace_s=2)
+        if code != 0:
+            cal["status"] = "unsupported" if code == 3 else "failed"
+            cal["reason"] = f"calibration client exited {code}"
+            cal["stderr_tail"] = procs.tail(client.stderr_text(), 5)
+            return
+        try:
+            m = parsers.parse_ringlab_json(client.stdout_text(), client.stderr_text(), None)
+        except parsers.ParseError as e:
+            cal["reason"] = f"calibration output: {e}"
+            return
+        cal["status"] = "ok"
+        cal["reason"] = None
+        cal["stderr_tail"] = None
+        cal["rtt_us"] = {k: m["rtt_us"].get(k) for k in ("min", "mean", "p50", "p90", "p99")}
+        cal["p50_us"] = m["rtt_us"]["p50"]
 
 
 # ---------------------------------------------------------------- the run
@@ -571,9 +763,19 @@ def run_suite(opts, say=None):
         f"repetitions) -> {run_dir}")
 
     binaries = resolve_binaries(suite, registry, opts, build_dir, run_dir / "logs", say)
+    case_programs = set(programs_needed({c.program for c in suite.cases}, registry))
     for name, (path, why) in binaries.items():
-        say(f"  {name}: {path}" if path else f"  {name}: UNAVAILABLE: {why}; its cases are "
-            "recorded as " + ("skipped" if registry[name].kind == "peer" else "failed"))
+        if path or name not in case_programs:
+            say(f"  {name}: {path or 'UNAVAILABLE: ' + why}")
+        else:
+            say(f"  {name}: UNAVAILABLE: {why}; its cases are recorded as " +
+                ("skipped" if registry[name].kind == "peer" else "failed"))
+    if suite.calibrate:
+        cal_binary = binaries.get(CALIBRATION_PROGRAM,
+                                  (None, f"{CALIBRATION_PROGRAM} is not in the registry"))
+        say(f"  steadiness check: {suite.calibration_samples} round trips of "
+            f"{CALIBRATION_PROGRAM} {suite.calibration_variant} before each repetition"
+            + ("" if cal_binary[0] else f" UNAVAILABLE ({cal_binary[1]})"))
     info = machine.collect(opts.repo_dir, build_dir, registry)
     run_meta = {
         "schema": results.RUN_SCHEMA, "run_id": run_id, "suite": suite.name,
@@ -587,6 +789,11 @@ def run_suite(opts, say=None):
         "binaries": {k: v[0] for k, v in binaries.items()},
         "unavailable": {k: v[1] for k, v in binaries.items() if v[0] is None},
         "argv": sys.argv, "machine": info,
+        "calibration": {"enabled": suite.calibrate, "program": CALIBRATION_PROGRAM,
+                        "variant": suite.calibration_variant,
+                        "samples": suite.calibration_samples},
+        "calibration_end": None,
+        "targets": suite.targets,
     }
     results.write_json(run_dir / "run.json", run_meta)
 
@@ -617,6 +824,9 @@ def run_suite(opts, say=None):
                     say(f"ringlab: namespaces {topo_ctx.server_ns} ({topo_ctx.server_ip}) and "
                         f"{topo_ctx.client_ns} ({topo_ctx.client_ip}) joined by a veth pair")
             runner = CaseRunner(suite, registry, binaries, sup, run_dir, run_id, info, topo_ctx)
+            calibrator = Calibrator(suite, cal_binary, sup, run_dir / "logs") \
+                if suite.calibrate else None
+            calibrated = False
             for n, (case, index, rep) in enumerate(order, 1):
                 skip = topo_skip
                 if case.mode == "rate" and case.stop_at_saturation:
@@ -625,12 +835,18 @@ def run_suite(opts, say=None):
                         skip = f"beyond saturation: {case.implementation} already fell " \
                                f"below {case.saturation_fraction:.0%} of the offered rate " \
                                f"at {sat:g}/s"
-                runnable = not (skip or case.skip_reason or binaries[case.program][0] is None)
+                runnable = not (skip or case.skip_reason or runner._missing_binary(case))
                 remaining = sum(1 for c, _, _ in order[n - 1:] if not c.skip_reason)
                 progress.line(f"[{n}/{len(order)}] case {index}/{len(suite.cases)} "
                               f"{case.case_id} rep {rep}/{suite.repetitions} "
                               f"(ETA {progress.eta(remaining, case.duration_s + 1.5)})")
+                cal = None
+                if runnable and calibrator is not None:
+                    cal = calibrator.run()
+                    calibrated = True
                 rec = runner.run(case, index, rep, skip_reason=skip)
+                rec["sequence"] = n
+                rec["calibration"] = cal
                 if runnable and rec["wall_s"]:
                     progress.run_wall += rec["wall_s"]
                     progress.runs_timed += 1
@@ -647,6 +863,9 @@ def run_suite(opts, say=None):
                         case.rate_per_s
                 if runnable and suite.pause_s:
                     time.sleep(suite.pause_s)
+            if calibrated:
+                # The state after the last repetition, so that one is judged too.
+                run_meta["calibration_end"] = calibrator.run()
     except (KeyboardInterrupt, procs.Terminated) as e:
         status = "interrupted"
         say(f"\nringlab: interrupted ({type(e).__name__} {e}); children killed, "
@@ -682,6 +901,9 @@ def _summary(rec):
     r = rec["rtt_us"]
     f = lambda v: "?" if v is None else f"{v:.1f}"
     parts = [f"ok p50={f(r['p50'])}us p99={f(r['p99'])}us"]
+    cal = rec.get("calibration") or {}
+    if cal.get("p50_us"):
+        parts.append(f"(host check {cal['p50_us']:.1f}us)")
     if rec["messages_per_s"]:
         parts.append(f"{rec['messages_per_s']:.0f} msg/s")
     if rec["kernel_entries_per_msg"] is not None:

@@ -3,7 +3,7 @@
 Only the standard library is allowed, so this is a small validator for the
 subset of JSON Schema (draft 2020-12) that the schema file uses: type (one or
 a list), required, properties, additionalProperties (bool), enum, const,
-minimum, minLength, pattern, items and local $ref ("#/$defs/name").
+minimum, minLength, pattern, items, anyOf and local $ref ("#/$defs/name").
 
     errors = validate_record(record)      # [] when valid
     for e in errors: print(e)             # "$.rtt_us.p50: expected number ..."
@@ -54,6 +54,12 @@ def validate(value, schema, root=None, path="$"):
     """Returns a list of error strings for `value` against `schema`."""
     root = root if root is not None else schema
     errors = []
+    if "anyOf" in schema:
+        tries = [validate(value, sub, root, path) for sub in schema["anyOf"]]
+        if all(tries):
+            best = min(tries, key=len)
+            errors += best if len(best) == 1 else \
+                [f"{path}: matches none of anyOf: " + "; ".join(best[:3])]
     if "$ref" in schema:
         errors += validate(value, _resolve(schema["$ref"], root), root, path)
     if "type" in schema:

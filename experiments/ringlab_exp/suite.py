@@ -31,6 +31,8 @@ MODES = ("pingpong", "rate", "burst")
 KNOWN_TRANSPORTS = {"udp": "udp", "tcp": "tcp", "mqtt": "tcp", "dds": "udp", "rtps": "udp",
                     "rudp": "udp", "enet": "udp"}
 TOPOLOGIES = ("loopback", "netns-veth")
+# The program the steadiness check runs before each repetition.
+CALIBRATION_PROGRAM = "ringlab_floor_pingpong"
 MIN_PAYLOAD_BYTES = 16
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 PROTOCOL_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -53,7 +55,8 @@ _PROGRAM_KEYS = {
     "pin_args": list, "port": str, "ready": str, "parser": str,
     "unsupported_exit_code": int, "stop_signal": str, "rtt": str,
     "server": list, "client": list, "params": dict, "param_args": dict, "env": dict,
-    "files": dict, "transport_protocol": dict,
+    "files": dict, "transport_protocol": dict, "variant_pin_args": dict,
+    "max_duration_args": list,
 }
 _PROGRAM_REQUIRED = ("kind", "binary", "variants", "protocols", "modes", "pin",
                      "port", "ready", "parser", "server", "client")
@@ -194,7 +197,8 @@ _SUITE_KEYS = {
     "name": str, "description": str, "repetitions": int, "order": str,
     "timeout_s": (int, float), "topology": str, "server_cpu": int,
     "client_cpu": int, "pin": bool, "ready_timeout_s": (int, float),
-    "pause_s": (int, float),
+    "pause_s": (int, float), "calibrate": bool, "calibration_variant": str,
+    "calibration_samples": int,
 }
 _MATRIX_KEYS = {
     "name": str, "program": str, "programs": list, "variants": (list, str),
@@ -202,11 +206,13 @@ _MATRIX_KEYS = {
     "modes": list, "rates": list, "inflight": list, "samples": int,
     "warmup": int, "duration_s": (int, float), "timeout_s": (int, float),
     "stop_at_saturation": bool, "saturation_fraction": (int, float), "params": dict,
+    "max_duration_s": (int, float),
 }
 _DEFAULTS = {
     "payloads": [64], "connections": [1], "modes": ["pingpong"], "rates": [None],
     "inflight": [1], "samples": 50000, "warmup": 5000, "duration_s": None,
     "timeout_s": None, "stop_at_saturation": False, "saturation_fraction": 0.9, "params": {},
+    "max_duration_s": None,
 }
 
 
@@ -231,6 +237,7 @@ class Case:
     saturation_fraction: float
     skip_reason: str | None = None   # set when the program cannot run this case
     params: tuple = ()               # ((name, value), ...) sorted by name
+    max_duration_s: float | None = None  # measured phase cap (ours: samples become a cap)
 
     @property
     def params_dict(self):
@@ -268,6 +275,10 @@ class Suite:
     ready_timeout_s: float
     pause_s: float
     cases: list
+    calibrate: bool = True
+    calibration_variant: str = "uring"
+    calibration_samples: int = 1000
+    targets: list = dataclasses.field(default_factory=list)
 
 
 def resolve_suite_path(name_or_path):
@@ -295,9 +306,10 @@ def build_suite(data, path, text, registry, cpu_count=None):
     import os
     cpu_count = cpu_count or os.cpu_count() or 1
     for key in data:
-        if key not in ("suite", "defaults", "matrix"):
+        if key not in ("suite", "defaults", "matrix", "target"):
             raise SuiteError(_at(path, key, f"{key}: unknown top-level table; valid: "
-                                 "suite, defaults, matrix", text))
+                                 "suite, defaults, matrix, target", text))
+    targets = _check_targets(data.get("target", []), path, text)
     head = data.get("suite")
     if not isinstance(head, dict):
         raise SuiteError(f"{path}: missing [suite] table")
@@ -323,6 +335,16 @@ def build_suite(data, path, text, registry, cpu_count=None):
             raise SuiteError(_at(path, key, f"suite.{key}: cpu {cpu} does not exist "
                                  f"(this machine has cpus 0..{cpu_count - 1})", text))
 
+    cal_variant = head.get("calibration_variant", "uring")
+    floor = registry.get(CALIBRATION_PROGRAM)
+    if floor is not None and cal_variant not in floor.variants:
+        raise SuiteError(_at(path, "calibration_variant", f"suite.calibration_variant: "
+                             f"{cal_variant!r} is not a variant of {CALIBRATION_PROGRAM}; valid: "
+                             f"{', '.join(floor.variants)}", text))
+    cal_samples = head.get("calibration_samples", 1000)
+    if not 100 <= cal_samples <= 100000:
+        raise SuiteError(_at(path, "calibration_samples", "suite.calibration_samples: must be "
+                             "in 100..100000", text))
     defaults = dict(_DEFAULTS)
     if "defaults" in data:
         if not isinstance(data["defaults"], dict):
@@ -356,13 +378,71 @@ def build_suite(data, path, text, registry, cpu_count=None):
                  description=head.get("description", ""), repetitions=reps, order=order,
                  topology=topology, server_cpu=server_cpu, client_cpu=client_cpu,
                  pin=pin, ready_timeout_s=float(head.get("ready_timeout_s", 10)),
-                 pause_s=float(head.get("pause_s", 0.2)), cases=cases)
+                 pause_s=float(head.get("pause_s", 0.2)), cases=cases,
+                 calibrate=head.get("calibrate", True),
+                 calibration_variant=cal_variant, calibration_samples=cal_samples,
+                 targets=targets)
 
 
 def _registry_protocols(registry):
     out = []
     for prog in registry.values():
         out += [p for p in prog.protocols if p not in out]
+    return out
+
+
+TARGET_METRICS = ("p50", "p90", "p99", "p999", "max", "mean", "messages_per_s",
+                  "cpu_us_per_msg", "server_cpu_us_per_msg", "kernel_entries_per_msg",
+                  "server_kernel_entries_per_msg", "server_rss_kib_per_connection")
+TARGET_FIELDS = ("implementation", "program", "variant", "protocol", "payload_bytes",
+                 "connections", "mode", "rate_per_s", "inflight")
+
+
+def _check_targets(targets, path, text):
+    """[[target]] blocks: a paired ratio the report checks against a bound.
+
+        [[target]]
+        name = "uring-fixed within 2% of its floor"
+        metric = "p50"
+        a = { implementation = "ringlab_pingpong:uring-fixed" }
+        b = { implementation = "ringlab_floor_pingpong:uring" }
+        where = { protocol = "udp" }     # optional, applies to both sides
+        max = 1.02                       # and/or min = ...
+    """
+    if not isinstance(targets, list):
+        raise SuiteError(f"{path}: target: use [[target]] blocks")
+    out = []
+    for i, t in enumerate(targets, 1):
+        where = f"target[{i}]"
+        if not isinstance(t, dict):
+            raise SuiteError(f"{path}: {where}: expected a table")
+        _check_keys(t, {"name": str, "metric": str, "a": dict, "b": dict, "where": dict,
+                        "max": (int, float), "min": (int, float), "note": str},
+                    where, path, text)
+        for key in ("name", "metric", "a", "b"):
+            if key not in t:
+                raise SuiteError(f"{path}: {where}: missing {key!r}")
+        if t["metric"] not in TARGET_METRICS:
+            raise SuiteError(_at(path, "metric", f"{where}.metric: {t['metric']!r}; valid: "
+                                 f"{', '.join(TARGET_METRICS)}", text))
+        if "max" not in t and "min" not in t:
+            raise SuiteError(f"{path}: {where}: needs max = ... and/or min = ...")
+        for side in ("a", "b", "where"):
+            sel = dict(t.get(side, {}))
+            # TOML makes `params.qos = 1` a nested table: flatten it.
+            if isinstance(sel.get("params"), dict):
+                for k, v in sel.pop("params").items():
+                    sel[f"params.{k}"] = v
+            t = dict(t)
+            if side in t:
+                t[side] = sel
+            for field in sel:
+                if field not in TARGET_FIELDS and not (field.startswith("params.") and
+                                                       NAME_RE.match(field[7:])):
+                    raise SuiteError(_at(path, side, f"{where}.{side}.{field}: not a record "
+                                         f"field; valid: {', '.join(TARGET_FIELDS)}, "
+                                         "params.NAME", text))
+        out.append(dict(t))
     return out
 
 
@@ -414,6 +494,9 @@ def _normalise_block(block, where, path, text, registry):
             key = "mode" if "mode" in block else "modes"
             raise SuiteError(_at(path, key, f"{where}.{key}: unknown mode {v!r}; valid: "
                                  f"{', '.join(MODES)}", text))
+    if "max_duration_s" in out and out["max_duration_s"] <= 0:
+        raise SuiteError(_at(path, "max_duration_s", f"{where}.max_duration_s: must be > 0",
+                             text))
     for key in ("samples", "warmup"):
         if key in out and (out[key] < (1 if key == "samples" else 0)):
             raise SuiteError(_at(path, key, f"{where}.{key}: must be "
@@ -533,7 +616,8 @@ def _make_case(b, block_name, prog, variant, protocol, payload, conns, mode, rat
         samples = max(1, int(rate * duration))
     if duration is None:
         duration = 1.0
-    timeout = b["timeout_s"] or max(30.0, 4 * duration + 20)
+    longest = max(duration, b.get("max_duration_s") or 0)
+    timeout = b["timeout_s"] or max(30.0, 4 * longest + 20)
     reason = None
     if protocol not in prog.protocols:
         reason = f"{prog.name} does not support protocol {protocol}"
@@ -550,7 +634,10 @@ def _make_case(b, block_name, prog, variant, protocol, payload, conns, mode, rat
                 samples=samples, warmup=b["warmup"], duration_s=float(duration),
                 timeout_s=float(timeout), stop_at_saturation=b["stop_at_saturation"],
                 saturation_fraction=float(b["saturation_fraction"]), skip_reason=reason,
-                params=tuple(params))
+                params=tuple(params),
+                # Rate mode's measured phase is rate x duration_s already.
+                max_duration_s=float(b["max_duration_s"])
+                if b.get("max_duration_s") and mode != "rate" else None)
 
 
 def _fmt_num(x):

@@ -38,13 +38,17 @@ class Report(unittest.TestCase):
         summary = text.split("### UDP 64 B, 1 conn, pingpong\n")[1].split("###")[0]
         rows = {l.split("|")[1].strip(): l for l in summary.splitlines()
                 if l.startswith("| `")}
-        # uring-fixed is best: ratio 1.00 vs best; 10/25 = 0.40 vs sockperf, range
-        # [9/27.5, 11/22.5].
+        # uring-fixed is best: ratio 1.00 vs best. The host's speed moved all
+        # implementations together in each repetition (jitter 1.0, 1.1, 0.9),
+        # so the paired ratio vs sockperf is exactly 10/25 = 0.40 in every
+        # repetition: no spread, significant (bold). The unpaired range would
+        # have been [9/27.5, 11/22.5] = 0.33..0.49.
         uf = rows["`ringlab_pingpong:uring-fixed`"]
         self.assertIn("10.0 (9.0..11.0)", uf)
-        self.assertIn("0.40 (0.33..0.49)", uf)
+        self.assertIn("| **0.40** |", uf)
         ep = rows["`ringlab_pingpong:epoll`"]
-        self.assertIn("2.00 (1.64..2.44)", ep)   # p50 vs best
+        self.assertIn("| **2.00** |", ep)   # p50 vs best
+        self.assertIn("paired ratio", text)
         self.assertIn("Best p50: `ringlab_pingpong:uring-fixed`", text)
         self.assertIn("unsupported here (exit 3): no SQPOLL", text)
         self.assertIn("| 1,2,3 |", text)
@@ -65,6 +69,29 @@ class Report(unittest.TestCase):
         for p in pngs:
             self.assertIn(f"plots/{p}", text)
             self.assertEqual((d / "plots" / p).read_bytes()[:4], b"\x89PNG")
+
+    def test_paired_spread_and_significance(self):
+        d = tempdir(self)
+        recs = []
+        # b is 3% slower in reps 1-2 and 8% faster in rep 3: spread includes 1.
+        # c is 20% slower in every repetition although the host's speed moves
+        # 30% between repetitions: significant by pairing.
+        for rep, (host, b_rel) in enumerate(((1.0, 1.03), (1.3, 1.03), (0.9, 0.92)), 1):
+            recs.append(make_record(variant="epoll", rep=rep, p50=20 * host, p99=40 * host))
+            recs.append(make_record(variant="uring", rep=rep, p50=20 * host * b_rel,
+                                    p99=40 * host * b_rel))
+            recs.append(make_record(variant="uring-busy", rep=rep, p50=24 * host,
+                                    p99=48 * host))
+        results.write_json(d / "results.json", {"run": {"status": "complete"}, "records": recs})
+        text = report.write_report(d, gnuplot="").read_text()
+        summary = text.split("## Summary")[1].split("## Plots")[0]
+        rows = {l.split("|")[1].strip(): l.split("|") for l in summary.splitlines()
+                if l.startswith("| `")}
+        head = next(l.split("|") for l in summary.splitlines() if l.startswith("| implementation"))
+        col = [c.strip() for c in head].index("p50 vs best")
+        self.assertEqual(rows["`ringlab_pingpong:uring`"][col].strip(), "1.03 (0.92..1.03)")
+        self.assertEqual(rows["`ringlab_pingpong:uring-busy`"][col].strip(), "**1.20**")
+        self.assertEqual(rows["`ringlab_pingpong:epoll`"][col].strip(), "1.00")
 
     def test_empty_run(self):
         d = tempdir(self)

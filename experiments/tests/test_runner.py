@@ -79,6 +79,12 @@ class RunnerWithFakeProgram(unittest.TestCase):
         self.assertIn("--cpu=0", ok["commands"]["server"])
         self.assertIn("--cpu=1", ok["commands"]["client"])
         self.assertEqual(ok["server_stats"]["messages"], 220)
+        # Threads: the fake is one thread, pinned by --cpu; uring-sqpoll also
+        # pins its SQPOLL thread to each side's cpu.
+        self.assertEqual(ok["threads"]["server"][0]["cpus"], "0")
+        self.assertEqual(ok["threads"]["server"][0]["last_cpu"], 0)
+        self.assertIn("--sqpoll_cpu=0", skipped[0]["commands"]["server"])
+        self.assertNotIn("--sqpoll_cpu=0", ok["commands"]["server"])
         self.assertEqual(ok["flags"], "fake,epoll")
         self.assertEqual(ok["cpu_source"], "program (client, measured phase)")
         # interleaved: rep 1 of every case first.
