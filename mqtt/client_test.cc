@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "mqtt/internal/broker_sim.h"
 
@@ -65,8 +66,7 @@ TEST_P(ClientVersions, EveryQosEndToEnd) {
   SubscribeAndWait(sim, sub, "t/#", 2);
   for (uint8_t qos = 0; qos <= 2; ++qos) {
     for (int i = 0; i < 10; ++i) {
-      const std::string payload =
-          "q" + std::to_string(qos) + "-" + std::to_string(i);
+      const std::string payload = absl::StrCat("q", qos, "-", i);
       ASSERT_TRUE(
           pub.client.Publish("t/x", AsBytes(payload), {.qos = qos}, sim.now())
               .ok());
@@ -78,8 +78,7 @@ TEST_P(ClientVersions, EveryQosEndToEnd) {
   for (size_t i = 0; i < got.size(); ++i) {
     EXPECT_EQ(got[i].topic, "t/x");
     EXPECT_EQ(got[i].qos, i / 10);
-    EXPECT_EQ(got[i].payload, "q" + std::to_string(i / 10) + "-" +
-                                  std::to_string(i % 10));  // in order
+    EXPECT_EQ(got[i].payload, absl::StrCat("q", i / 10, "-", i % 10));  // order
   }
   EXPECT_EQ(pub.Of(Kind::kPublished).size(), 20u);  // QoS 1 and 2 completed
   EXPECT_EQ(pub.client.inflight(), 0u);
