@@ -132,6 +132,9 @@ void BrokerDriver::OnError(transport::SocketId, int) {
 
 void BrokerDriver::OnTimer(uint64_t timer_id, Timestamp now) {
   if (timer_id == housekeeping_timer_) {
+    // Connections paused for the pool are retried by send completions; this
+    // is the backstop for when no send was in flight.
+    if (!waiting_.empty()) Pump();
     for (size_t i = 0; i < lingering_.size();) {
       if (lingering_[i].deadline <= now) {
         ++counters_.linger_closes;

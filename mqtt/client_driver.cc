@@ -79,10 +79,15 @@ void ClientDriver::Flush() {
   writer_.Begin(socket_);
   while (core_.pending_output_bytes() > 0) {
     std::span<std::byte> space = writer_.Space();
-    if (space.empty()) break;  // pool exhausted: the rest waits
+    if (space.empty()) break;  // the Loop's pool is exhausted
     writer_.Commit(core_.PollTransmit(space, now()));
   }
   writer_.End();
+  if (core_.pending_output_bytes() > 0) {
+    // Out of buffers: try again shortly. A send completing on this socket
+    // would also retry, but there may be none in flight.
+    retry_at_ = now() + kPoolRetry;
+  }
   ArmTimer();
 }
 
@@ -151,7 +156,7 @@ void ClientDriver::Dispatch() {
 }
 
 void ClientDriver::ArmTimer() {
-  Timestamp next = core_.NextDeadline();
+  Timestamp next = std::min(core_.NextDeadline(), retry_at_);
   if (closing_) next = std::min(next, close_deadline_);
   if (next >= timer_at_) return;
   if (timer_id_ != 0) loop_->CancelTimer(timer_id_);
@@ -163,6 +168,10 @@ void ClientDriver::OnTimer(uint64_t timer_id, Timestamp now) {
   if (timer_id != timer_id_) return;
   timer_id_ = 0;
   timer_at_ = Timestamp::Never();
+  if (now >= retry_at_) {
+    retry_at_ = Timestamp::Never();
+    Flush();
+  }
   if (closing_ && now >= close_deadline_ && socket_.valid()) {
     const transport::SocketId s = socket_;
     socket_ = {};

@@ -109,6 +109,9 @@ class ClientDriver : public transport::SocketHandler,
   Timestamp close_deadline_ = Timestamp::Never();
   uint64_t timer_id_ = 0;
   Timestamp timer_at_ = Timestamp::Never();
+  // When Flush() found the Loop's pool empty: retry then.
+  static constexpr Duration kPoolRetry = std::chrono::microseconds(500);
+  Timestamp retry_at_ = Timestamp::Never();
   bool dispatching_ = false;
 };
 
