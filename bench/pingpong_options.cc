@@ -19,12 +19,13 @@ namespace ringlab::bench {
 namespace {
 
 constexpr absl::string_view kServerFlags[] = {
-    "proto",   "backend", "bind",       "cpu",
-    "payload", "json",    "sqpoll_cpu", "connections"};
+    "proto", "backend",    "bind",        "cpu",          "payload",
+    "json",  "sqpoll_cpu", "connections", "wait_batching"};
 constexpr absl::string_view kClientFlags[] = {
-    "proto",  "backend", "server",    "payload",    "samples",
-    "warmup", "mode",    "rate",      "inflight",   "connections",
-    "cpu",    "json",    "timeout_s", "sqpoll_cpu", "max_duration_s"};
+    "proto",        "backend", "server",    "payload",    "samples",
+    "warmup",       "mode",    "rate",      "inflight",   "connections",
+    "cpu",          "json",    "timeout_s", "sqpoll_cpu", "max_duration_s",
+    "wait_batching"};
 
 absl::Status Usage(absl::string_view message) {
   return absl::InvalidArgumentError(message);
@@ -82,6 +83,7 @@ std::string PingPongUsage() {
       "[--sqpoll_cpu=N]\n"
       "                          [--connections=N (expected clients; sizes "
       "the socket table)]\n"
+      "                          [--wait_batching=0|1]\n"
       "  ringlab_pingpong client --proto=udp|tcp --backend=PRESET "
       "--server=HOST:PORT\n"
       "                          [--payload=64] [--samples=100000] "
@@ -92,7 +94,7 @@ std::string PingPongUsage() {
       "[--timeout_s=30]\n"
       "                          [--max_duration_s=S (end the measured phase "
       "after S s even if fewer samples)]\n"
-      "                          [--sqpoll_cpu=N]\n"
+      "                          [--sqpoll_cpu=N] [--wait_batching=0|1]\n"
       "presets: ",
       transport::ValidPresetNames(),
       "\n"
@@ -161,6 +163,10 @@ absl::StatusOr<PingPongConfig> ParsePingPongArgs(int argc, char** argv) {
       s = ParseInt<int>(name, value, -1, 4095, &config.cpu);
     } else if (name == "sqpoll_cpu") {
       s = ParseInt<int>(name, value, -1, 4095, &config.sqpoll_cpu);
+    } else if (name == "wait_batching") {
+      int on = 0;
+      s = ParseInt<int>(name, value, 0, 1, &on);
+      config.wait_batching = on != 0;
     } else if (name == "payload") {
       s = ParseInt<uint32_t>(name, value, 0, kMaxTcpPayloadBytes,
                              &config.payload_bytes);
@@ -258,6 +264,7 @@ transport::LoopOptions PingPongLoopOptions(const PingPongConfig& config) {
   options.buffer_count = count;
   options.provided_buffers = std::min<uint32_t>(512, count / 2);
   options.sqpoll_cpu = config.sqpoll_cpu;
+  options.wait_batching = config.wait_batching;
   // Room for every connection plus listeners; the default below that keeps
   // small runs exactly as they were.
   options.max_sockets = std::max<uint32_t>(
@@ -291,6 +298,7 @@ void AppendBackend(JsonWriter& json, const transport::BackendInfo& info) {
   json.Key("backend_requested").String(info.requested);
   json.Key("backend_flags").String(info.flags.ToString());
   json.Key("backend_note").String(info.chosen_because);
+  json.Key("backend_adjustments").String(info.adjustments);
 }
 
 absl::Status WriteTextFile(const std::string& path, std::string_view contents) {

@@ -63,6 +63,9 @@ struct PingPongConfig {
   Endpoint server;  // client
   int cpu = -1;
   int sqpoll_cpu = -1;
+  // LoopOptions::wait_batching: one enter per UDP round trip on uring-fixed
+  // and uring-sqpoll, at the price of late completions for unanswered sends.
+  bool wait_batching = false;
   uint32_t payload_bytes = 64;
   std::string json_path;
   // Client only.

@@ -142,8 +142,10 @@ class BufferPool {
     uint32_t offset = 0;       // bytes already sent (stream partial sends)
     uint32_t next = 0;         // intrusive queue link (kNoBuffer terminates)
     uint32_t ring_owned = 0;
-    uint64_t tag = 0;      // caller's send tag, echoed in OnSendComplete
-    Endpoint destination;  // datagram destination (unconnected sends)
+    uint32_t in_send = 0;    // held by a send queue (counted in a budget)
+    uint64_t tag = 0;        // caller's send tag, echoed in OnSendComplete
+    int64_t lent_at_ns = 0;  // ring buffers: when handed to the handler
+    Endpoint destination;    // datagram destination (unconnected sends)
   };
   static constexpr uint32_t kNoBuffer = 0xffffffffu;
   Slot& slot(uint32_t index) { return slots_[index]; }

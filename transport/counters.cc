@@ -27,8 +27,21 @@ namespace ringlab::transport {
   X(zero_copy_sends)              \
   X(zero_copy_copied)             \
   X(receive_errors)               \
+  X(datagrams_truncated)          \
   X(sqpoll_wakeups)               \
-  X(submission_queue_full)
+  X(submission_queue_full)        \
+  X(submission_queue_stuck)       \
+  X(read_budget_yields)           \
+  X(accept_fd_limit)              \
+  X(accept_system_limit)          \
+  X(accept_retries)               \
+  X(accept_socket_table_full)     \
+  X(send_refused_queue_full)      \
+  X(send_refused_budget)          \
+  X(writable_notifications)       \
+  X(ring_buffers_copied_for_send) \
+  X(receive_buffers_held_long)    \
+  X(receive_kicks)
 // clang-format on
 
 LoopCounters LoopCounters::Delta(const LoopCounters& earlier) const {

@@ -43,8 +43,41 @@ struct LoopCounters {
   uint64_t zero_copy_sends = 0;
   uint64_t zero_copy_copied = 0;  // SEND_ZC notifications saying "copied"
   uint64_t receive_errors = 0;
+  // Datagrams longer than a pool buffer: dropped, reported as
+  // OnError(-EMSGSIZE) (also counted in receive_errors).
+  uint64_t datagrams_truncated = 0;
   uint64_t sqpoll_wakeups = 0;
   uint64_t submission_queue_full = 0;  // io_uring SQ full: flushed early
+  // io_uring SQ still full after flushing: the operations wait for the next
+  // iteration (it used to abort the process).
+  uint64_t submission_queue_stuck = 0;
+  // epoll fairness: a socket used its reads for this iteration and was put
+  // on the ready list to read on in the next one.
+  uint64_t read_budget_yields = 0;
+  // Accepts refused for lack of descriptors: the process limit
+  // (RLIMIT_NOFILE, EMFILE), the system file table (ENFILE) or kernel memory
+  // (ENOBUFS/ENOMEM). The listener backs off and retries (accept_retries);
+  // OnError(-errno) reports the first of each episode.
+  uint64_t accept_fd_limit = 0;
+  uint64_t accept_system_limit = 0;
+  uint64_t accept_retries = 0;
+  // Connections accepted and closed at once because the Loop's socket table
+  // (LoopOptions::max_sockets) was full; each reported as OnError(-EMFILE).
+  uint64_t accept_socket_table_full = 0;
+  // Backpressure: Send/SendTo refused with -EAGAIN because the socket's
+  // queue was at its limit, or because the Loop's send budget (buffers held
+  // by all send queues) was spent; and OnWritable calls that followed.
+  uint64_t send_refused_queue_full = 0;
+  uint64_t send_refused_budget = 0;
+  uint64_t writable_notifications = 0;
+  // uring-fixed family: ring buffers copied into pool buffers by Send()
+  // because a quarter of the ring already sat in send queues, and ring
+  // buffers handed back later than LoopOptions::receive_hold_limit.
+  uint64_t ring_buffers_copied_for_send = 0;
+  uint64_t receive_buffers_held_long = 0;
+  // Receives kicked (cancelled and armed afresh) on streams whose send had
+  // failed and whose end was still unread after 20 ms (see loop_core.cc).
+  uint64_t receive_kicks = 0;
 
   uint64_t kernel_entries() const {
     return io_uring_enter + epoll_wait + socket_syscalls;

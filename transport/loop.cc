@@ -5,14 +5,12 @@
 
 namespace ringlab::transport {
 
-absl::StatusOr<std::unique_ptr<Loop>> Loop::Create(const LoopOptions& options) {
-  const Capabilities& caps = ProbeCapabilities();
-  const uint64_t pool_bytes =
-      BufferPool::RegionBytesFor(options.buffer_size, options.buffer_count);
-  absl::StatusOr<BackendInfo> info =
-      ResolveBackend(options.backend, caps, pool_bytes);
-  if (!info.ok()) return info.status();
-  if (info->flags.provided_buffers) {
+namespace {
+
+// Builds and sets up the backend `info` names. Errors carry the preset name.
+absl::StatusOr<std::unique_ptr<internal::LoopCore>> Build(
+    const LoopOptions& options, const BackendInfo& info) {
+  if (info.flags.provided_buffers) {
     const uint32_t n = options.provided_buffers;
     if (n == 0 || (n & (n - 1)) != 0 || n > 32768 ||
         n > options.buffer_count / 2) {
@@ -23,16 +21,65 @@ absl::StatusOr<std::unique_ptr<Loop>> Loop::Create(const LoopOptions& options) {
           options.buffer_count, ")"));
     }
   }
-  std::unique_ptr<internal::LoopCore> core = info->flags.io_uring
+  std::unique_ptr<internal::LoopCore> core = info.flags.io_uring
                                                  ? internal::MakeUringBackend()
                                                  : internal::MakeEpollBackend();
-  absl::Status status = core->InitCore(options, *info);
+  absl::Status status = core->InitCore(options, info);
   if (status.ok()) status = core->InitBackend();
   if (!status.ok()) {
-    return absl::Status(status.code(), absl::StrCat("backend ", info->name,
-                                                    ": ", status.message()));
+    return absl::Status(status.code(), absl::StrCat("backend ", info.name, ": ",
+                                                    status.message()));
   }
-  return std::unique_ptr<Loop>(new Loop(std::move(core)));
+  return core;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Loop>> Loop::Create(const LoopOptions& options) {
+  // Limits that change at run time (memlock, CAP_IPC_LOCK, what other Loops
+  // of this process registered) are read again for every Loop.
+  const Capabilities caps = CurrentCapabilities();
+  const uint64_t pool_bytes =
+      BufferPool::RegionBytesFor(options.buffer_size, options.buffer_count);
+  if (options.backend != "auto") {
+    absl::StatusOr<BackendInfo> info =
+        ResolveBackend(options.backend, caps, pool_bytes);
+    if (!info.ok()) return info.status();
+    absl::StatusOr<std::unique_ptr<internal::LoopCore>> core =
+        Build(options, *info);
+    if (!core.ok()) return core.status();
+    return std::unique_ptr<Loop>(new Loop(*std::move(core)));
+  }
+  // `auto` tries the presets in order of preference and takes the first
+  // whose probe passes *and* whose setup succeeds, saying why it passed over
+  // the others (issue 6, fault 4: a setup failure used to end it).
+  std::string passed_over;
+  for (Preset preset : {Preset::kUringFixed, Preset::kUring, Preset::kEpoll}) {
+    const std::string name(PresetName(preset));
+    absl::StatusOr<BackendInfo> info = ResolveBackend(name, caps, pool_bytes);
+    if (!info.ok()) {
+      absl::StrAppend(&passed_over, name, " unavailable (",
+                      info.status().message(), "); ");
+      continue;
+    }
+    info->requested = "auto";
+    absl::StatusOr<std::unique_ptr<internal::LoopCore>> core =
+        Build(options, *info);
+    if (!core.ok()) {
+      absl::StrAppend(&passed_over, name, " setup failed (",
+                      core.status().ToString(), "); ");
+      continue;
+    }
+    (*core)->info.chosen_because =
+        passed_over.empty()
+            ? absl::StrCat("auto: ", name,
+                           " (io_uring with buffer rings, multishot and "
+                           "DEFER_TASKRUN) is available")
+            : absl::StrCat("auto: ", passed_over, "using ", name);
+    return std::unique_ptr<Loop>(new Loop(*std::move(core)));
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat("auto: no backend could be set up: ", passed_over));
 }
 
 Loop::Loop(std::unique_ptr<internal::LoopCore> core) : core_(std::move(core)) {}
@@ -44,11 +91,7 @@ Timestamp Loop::now() const { return core_->now; }
 BufferPool& Loop::buffers() { return *core_->pool; }
 size_t Loop::open_sockets() const { return core_->open_sockets; }
 
-BufferLease Loop::AcquireBuffer() {
-  BufferLease lease = core_->pool->Acquire();
-  if (!lease.valid()) ++core_->counters.pool_exhausted;
-  return lease;
-}
+BufferLease Loop::AcquireBuffer() { return core_->AcquireForSend(); }
 
 absl::StatusOr<SocketId> Loop::OpenUdp(const UdpOptions& options,
                                        SocketHandler* handler) {

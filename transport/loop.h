@@ -40,9 +40,31 @@
 //
 // Errors: setup and control calls return absl::Status. Per-operation failures
 // reach the handler as a negative errno in `result`. Send/SendTo return 0 or a
-// negative errno when the operation could not even be queued (bad socket,
-// closed socket, full send queue); the lease is released in that case. The hot
-// path throws nothing and allocates nothing.
+// negative errno when the operation could not even be queued; the lease is
+// released in that case:
+//   -EBADF     not a (live) socket of this kind      -ECANCELED  closing
+//   -EAGAIN    send queue or send budget full: OnWritable() follows
+//   -EPIPE     after ShutdownWrite()                 -ENOTCONN   no stream
+//   the stream's send or connect error (e.g. -ECONNRESET) once it failed
+// The hot path throws nothing and allocates nothing.
+//
+// Buffers and backpressure: one pool per Loop, split in budgets so a peer
+// that stops reading cannot starve anyone else.
+//  - Receives: on epoll and plain uring they take pool buffers, and
+//    AcquireBuffer() leaves them a reserve (receive_reserve_buffers). On the
+//    uring-fixed family the kernel fills buffers of the provided ring, which
+//    is their budget. A received lease on those presets belongs to the ring:
+//    while the handler holds it, no socket can receive into it. The rule:
+//    copy the bytes out, or hand the lease back (release it, or Send it on)
+//    within the iteration; leases held longer than receive_hold_limit are
+//    counted in counters().receive_buffers_held_long.
+//  - Sends: each socket queues at most send_queue_limit_bytes, and all send
+//    queues together hold at most send_budget_buffers pool buffers (ring
+//    buffers sent on, as by an echo, may fill a quarter of the ring; past
+//    that Send() copies them into a pool buffer). A Send that would exceed
+//    either returns -EAGAIN; once the socket's queue is below its low-water
+//    mark (and the budget below half, if it was the budget) the handler gets
+//    OnWritable(). counters() counts both refusals.
 #ifndef RINGLAB_TRANSPORT_LOOP_H_
 #define RINGLAB_TRANSPORT_LOOP_H_
 
@@ -116,6 +138,11 @@ class SocketHandler {
   // A non-fatal error on the socket that belongs to no send: a UDP receive
   // error (e.g. -ECONNREFUSED from an ICMP), an accept failure.
   virtual void OnError(SocketId socket, int error) {}
+  // Send()/SendTo() refused this socket with -EAGAIN (its send queue or the
+  // Loop's send budget was full) and there is room again: the queue drained
+  // below its low-water mark and the budget below half. Called once per
+  // refusal episode, from inside Run()/RunOnce().
+  virtual void OnWritable(SocketId socket) {}
   // Close() finished: no operation on the socket is in flight any more and the
   // id is dead. The last callback a socket receives.
   virtual void OnClosed(SocketId socket) {}
@@ -134,13 +161,42 @@ struct LoopOptions {
   uint32_t provided_buffers = 512;
   // Submission queue entries (io_uring) / events per epoll_wait.
   uint32_t queue_depth = 512;
+  // Backpressure and budgets (see "Buffers and backpressure" above).
+  // Default per-socket send queue limit (UdpOptions/TcpOptions can override).
+  size_t send_queue_limit_bytes = 1u << 20;
+  // Buffers AcquireBuffer() leaves in the pool for receives; 0 picks a
+  // quarter of the pool on presets whose receives come from it (epoll,
+  // uring) and none on the provided-ring presets (the ring is their receive
+  // budget).
+  uint32_t receive_reserve_buffers = 0;
+  // Pool buffers all send queues together may hold; 0 picks the pool minus
+  // the receive reserve and the provided ring. Ring buffers (received
+  // leases sent on, e.g. an echo) may fill at most a quarter of the ring in
+  // send queues; beyond that Send() copies them into a pool buffer.
+  uint32_t send_budget_buffers = 0;
+  // uring-fixed family: a received buffer handed back later than this counts
+  // in counters().receive_buffers_held_long.
+  Duration receive_hold_limit = std::chrono::milliseconds(10);
   // Most sockets the Loop can hold at once (listening + connected + UDP).
+  // It must fit RLIMIT_NOFILE (uring-fixed also sizes its fixed-file table
+  // to it): if the soft limit is too low, Create() raises it toward the hard
+  // limit (when raise_fd_limit), and if that is not enough clamps
+  // max_sockets. Either is reported in backend().adjustments, and
+  // backend().max_sockets is the value in effect.
   uint32_t max_sockets = 4096;
+  bool raise_fd_limit = true;
   // Zero-copy send (IORING_OP_SEND_ZC) for TCP payloads of at least
   // zero_copy_threshold_bytes. io_uring backends only. On loopback the kernel
   // copies anyway, so expect no gain there.
   bool zero_copy_send = false;
   uint32_t zero_copy_threshold_bytes = 8192;
+  // io_uring wait batching (uring-fixed, uring-sqpoll; ignored elsewhere):
+  // the enter that submits datagram sends waits for one more completion, so
+  // a UDP request/response round trip costs one kernel entry instead of two.
+  // Off by default because a datagram nobody answers then has its
+  // OnSendComplete (and its lease) held until the next completion or the
+  // wait's timeout. For request/response workloads only.
+  bool wait_batching = false;
   // SQPOLL thread CPU (-1: let the kernel choose) and idle time before it
   // sleeps.
   int sqpoll_cpu = -1;
@@ -159,6 +215,11 @@ struct UdpOptions {
   bool multicast_loop = true;
   int receive_buffer_bytes = 0;  // SO_RCVBUF when > 0
   int send_buffer_bytes = 0;     // SO_SNDBUF when > 0
+  // Backpressure: bytes the Loop queues for this socket before Send/SendTo
+  // refuse with -EAGAIN (0: LoopOptions::send_queue_limit_bytes), and the
+  // level below which OnWritable follows a refusal (0: half the limit).
+  size_t send_queue_limit_bytes = 0;
+  size_t send_queue_low_water_bytes = 0;
 };
 
 struct TcpOptions {
@@ -167,6 +228,9 @@ struct TcpOptions {
   bool reuse_address = true;
   int receive_buffer_bytes = 0;
   int send_buffer_bytes = 0;
+  // As in UdpOptions; a listener passes them on to its accepted sockets.
+  size_t send_queue_limit_bytes = 0;
+  size_t send_queue_low_water_bytes = 0;
 };
 
 class Loop {
@@ -229,20 +293,21 @@ class Loop {
   int NativeHandle(SocketId socket) const;
   size_t open_sockets() const;
 
-  // --- Timers
-  // ------------------------------------------------------------------ Fires at
-  // `deadline`, then every `period` if period > 0. Returns an id (never 0) for
-  // CancelTimer(). Never allocates once max_timers is reached in capacity;
-  // grows on the control path otherwise.
+  // --- Timers ----------------------------------------------------------------
+  // Fires at `deadline`, then every `period` if period > 0. Returns an id
+  // (never 0) for CancelTimer(). Memory: the timer queue grows to the most
+  // timers ever pending at once and then stays; adding a TimerHandler timer
+  // below that high-water mark never allocates, while a callback that does
+  // not fit AnyInvocable's inline storage allocates on every AddTimer (the
+  // TimerHandler form is the zero-allocation path).
   uint64_t AddTimer(Timestamp deadline, Duration period, TimerHandler* handler);
   uint64_t AddTimer(Timestamp deadline, Duration period,
                     absl::AnyInvocable<void(Timestamp now)> callback);
   // True if the timer was pending and will not fire again.
   bool CancelTimer(uint64_t timer_id);
 
-  // --- Running
-  // ----------------------------------------------------------------- Runs
-  // until Stop(). Returns an error only if the backend itself fails.
+  // --- Running ---------------------------------------------------------------
+  // Runs until Stop(). Returns an error only if the backend itself fails.
   absl::Status Run();
   // One iteration: submit, wait at most `timeout` (0: poll without waiting;
   // busy presets never sleep), dispatch completions and due timers. Returns

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -258,7 +259,6 @@ PresetFlags FlagsFor(Preset preset) {
       // the SQ ring when work is pending, so the spinning task enters only
       // then instead of waiting for an IPI to run task work.
       f.defer_taskrun = preset != Preset::kUringSqpoll;
-      f.wait_batching = preset != Preset::kUringBusy;  // busy never waits
       f.sqpoll = preset == Preset::kUringSqpoll;
       f.busy_poll = preset == Preset::kUringBusy;
       return f;
@@ -289,6 +289,41 @@ const Capabilities& ProbeCapabilities() {
   return *caps;
 }
 
+namespace {
+std::atomic<uint64_t> g_memlock_charged_bytes{0};
+std::atomic<uint32_t> g_memlock_charged_loops{0};
+}  // namespace
+
+namespace internal {
+void MemlockCharge(uint64_t bytes) {
+  g_memlock_charged_bytes.fetch_add(bytes);
+  g_memlock_charged_loops.fetch_add(1);
+}
+void MemlockRelease(uint64_t bytes) {
+  g_memlock_charged_bytes.fetch_sub(bytes);
+  g_memlock_charged_loops.fetch_sub(1);
+}
+}  // namespace internal
+
+uint64_t MemlockPagesBytes(uint64_t bytes) {
+  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  return (bytes + page - 1) / page * page;
+}
+
+Capabilities CurrentCapabilities() {
+  Capabilities caps = ProbeCapabilities();
+  rlimit memlock;
+  if (getrlimit(RLIMIT_MEMLOCK, &memlock) == 0) {
+    caps.memlock_limit_bytes = memlock.rlim_cur == RLIM_INFINITY
+                                   ? UINT64_MAX
+                                   : static_cast<uint64_t>(memlock.rlim_cur);
+  }
+  caps.cap_ipc_lock = HasCapIpcLock();
+  caps.memlock_charged_bytes = g_memlock_charged_bytes.load();
+  caps.memlock_charged_loops = g_memlock_charged_loops.load();
+  return caps;
+}
+
 absl::Status CheckPresetSupported(Preset preset, const Capabilities& caps,
                                   uint64_t registered_bytes) {
   const PresetFlags f = FlagsFor(preset);
@@ -314,7 +349,7 @@ absl::Status CheckPresetSupported(Preset preset, const Capabilities& caps,
           std::strerror(caps.buffer_ring_errno), " with a memlock limit of ",
           caps.memlock_limit_bytes,
           " bytes. Fix: raise it (`ulimit -l unlimited`, LimitMEMLOCK= in "
-          "systemd, --ulimit memlock=-1 in docker)."));
+          "systemd, `--ulimit memlock=-1:-1` in docker)."));
     }
     return missing("provided buffer rings (IORING_REGISTER_PBUF_RING)",
                    kNewerKernel);
@@ -328,7 +363,7 @@ absl::Status CheckPresetSupported(Preset preset, const Capabilities& caps,
   if (f.defer_taskrun && !caps.defer_taskrun) {
     return missing("IORING_SETUP_DEFER_TASKRUN", kNewerKernel);
   }
-  if (f.wait_batching && !caps.ext_arg) {
+  if (f.io_uring && !caps.ext_arg) {
     return missing("timed waits in io_uring_enter (IORING_FEAT_EXT_ARG)",
                    kNewerKernel);
   }
@@ -340,15 +375,33 @@ absl::Status CheckPresetSupported(Preset preset, const Capabilities& caps,
                    "SQPOLL may need CAP_SYS_NICE on old kernels, or is "
                    "blocked by seccomp; pick preset uring-fixed instead.");
   }
+  const uint64_t charge = MemlockPagesBytes(registered_bytes);
   if (f.registered_buffers && !caps.cap_ipc_lock &&
-      registered_bytes > caps.memlock_limit_bytes) {
+      caps.memlock_limit_bytes != UINT64_MAX &&
+      charge + caps.memlock_charged_bytes > caps.memlock_limit_bytes) {
+    // The kernel charges registered buffers to the user, so what other
+    // Loops of this process hold counts too (issue 6, fault 5).
+    const uint64_t left =
+        caps.memlock_charged_bytes >= caps.memlock_limit_bytes
+            ? 0
+            : caps.memlock_limit_bytes - caps.memlock_charged_bytes;
+    std::string already;
+    if (caps.memlock_charged_loops > 0) {
+      already = absl::StrCat(
+          "; this process already has ", caps.memlock_charged_bytes,
+          " bytes registered by ", caps.memlock_charged_loops, " other Loop",
+          caps.memlock_charged_loops == 1 ? "" : "s", ", leaving ", left);
+    }
     return absl::ResourceExhaustedError(absl::StrCat(
-        "preset ", name, " registers ", registered_bytes,
-        " bytes of buffers but the memlock limit (RLIMIT_MEMLOCK) is ",
+        "preset ", name, " registers ", charge,
+        " bytes of buffers, which count against RLIMIT_MEMLOCK (",
         caps.memlock_limit_bytes,
-        " bytes. Fix: raise it (`ulimit -l unlimited`, or LimitMEMLOCK= in "
-        "systemd, or --memlock in docker), or shrink the pool "
-        "(LoopOptions::buffer_count / buffer_size)."));
+        " bytes, charged per user, not per pool, without CAP_IPC_LOCK)",
+        already,
+        ". Fix: raise the limit (`ulimit -l unlimited`, LimitMEMLOCK= in "
+        "systemd, `--ulimit memlock=-1:-1` in docker), grant CAP_IPC_LOCK, "
+        "or shrink the pool (LoopOptions::buffer_count / buffer_size); or "
+        "use preset uring, which registers nothing."));
   }
   return absl::OkStatus();
 }

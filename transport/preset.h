@@ -15,7 +15,8 @@
 //   uring-fixed    io_uring    registered buffers + provided buffer ring with
 //                              multishot recv/recvmsg/accept, registered files,
 //                              DEFER_TASKRUN + SINGLE_ISSUER, registered ring
-//                              fd
+//                              fd (LoopOptions::wait_batching adds
+//                              wait_batching here and on uring-sqpoll)
 //   uring-sqpoll   io_uring    uring-fixed + SQPOLL (no DEFER_TASKRUN: the
 //                              kernel forbids it with SQPOLL)
 //   uring-busy     io_uring    uring-fixed + TASKRUN_FLAG; never sleeps: spins
@@ -59,11 +60,14 @@ struct PresetFlags {
   bool sqpoll = false;
   bool zero_copy_send = false;     // set from LoopOptions, not by a preset
   bool recvmmsg_batching = false;  // epoll: recvmmsg/sendmmsg
-  // io_uring wait batching: the enter that submits datagram sends also
-  // waits for one completion beyond them (they usually complete inline, and
-  // their completions alone would end the wait), so a UDP request/response
-  // round trip costs one enter. Not applied when a stream send is in the
-  // batch: it may wait on the peer. uring-fixed and uring-sqpoll.
+  // io_uring wait batching, opt-in through LoopOptions::wait_batching (no
+  // preset turns it on): the enter that submits datagram sends also waits
+  // for one completion beyond them, so a UDP request/response round trip
+  // costs one enter instead of two. The price: a datagram whose send is not
+  // answered has its OnSendComplete held until the next completion or the
+  // wait's timeout (issue 6, fault 6), so it is only for workloads where
+  // every send is answered soon. Never applied with a stream send in the
+  // batch, nor on busy presets (they never wait).
   bool wait_batching = false;
   bool edge_triggered = false;  // epoll
 
@@ -88,6 +92,15 @@ struct BackendInfo {
   PresetFlags flags;           // flags in effect
   std::string requested;       // what LoopOptions::backend said
   std::string chosen_because;  // non-empty when `auto` decided
+  // Limits the Loop adapted to at setup, e.g. "raised RLIMIT_NOFILE soft
+  // limit from 1024 to 4112" or "max_sockets clamped from 4096 to 1008
+  // (RLIMIT_NOFILE soft=hard=1024)". Empty when nothing was adapted.
+  std::string adjustments;
+  uint32_t max_sockets = 0;  // in effect (after any clamp)
+  // Budgets in effect (see LoopOptions): buffers AcquireBuffer() leaves for
+  // receives, and pool buffers all send queues together may hold.
+  uint32_t receive_reserve_buffers = 0;
+  uint32_t send_budget_buffers = 0;
 };
 
 // What the kernel and process limits allow, probed once per process.
@@ -108,6 +121,11 @@ struct Capabilities {
   bool send_with_address = false;    // IORING_OP_SEND takes a destination
   uint64_t memlock_limit_bytes = 0;  // RLIMIT_MEMLOCK soft limit (max = inf)
   bool cap_ipc_lock = false;         // memlock limit does not apply
+  // What this process's live Loops have registered (and the kernel charged
+  // to the user's RLIMIT_MEMLOCK), and how many Loops hold it. The kernel
+  // charges per user, not per pool: a second pool must fit what is left.
+  uint64_t memlock_charged_bytes = 0;
+  uint32_t memlock_charged_loops = 0;
   std::string kernel_release;
 
   std::string ToString() const;
@@ -115,6 +133,22 @@ struct Capabilities {
 
 // Probes once and caches the answer (thread-safe).
 const Capabilities& ProbeCapabilities();
+// The probe with the values that change at run time read again: the memlock
+// limit, CAP_IPC_LOCK, and the registered bytes of this process's Loops.
+// Loop::Create checks presets against this.
+Capabilities CurrentCapabilities();
+
+// Bytes of memory the kernel pins (and charges to RLIMIT_MEMLOCK) when a
+// region of `bytes` is registered: whole pages.
+uint64_t MemlockPagesBytes(uint64_t bytes);
+
+namespace internal {
+// The process-wide record of registered buffer memory, kept by the io_uring
+// backend: Charge() after a successful registration, Release() once it is
+// unregistered. Thread-safe.
+void MemlockCharge(uint64_t bytes);
+void MemlockRelease(uint64_t bytes);
+}  // namespace internal
 
 // OK if `preset` can run here with `registered_bytes` of registered buffers,
 // otherwise an error naming the missing feature, its cause and the fix.

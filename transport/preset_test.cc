@@ -18,6 +18,7 @@
 namespace ringlab::transport {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::AnyOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -148,7 +149,6 @@ TEST(PresetTest, FlagsMatchTheDocumentedTable) {
   fixed.registered_files = true;
   fixed.defer_taskrun = true;
   fixed.registered_ring_fd = true;
-  fixed.wait_batching = true;
 
   PresetFlags sqpoll = fixed;
   sqpoll.sqpoll = true;
@@ -156,7 +156,6 @@ TEST(PresetTest, FlagsMatchTheDocumentedTable) {
 
   PresetFlags busy = fixed;  // keeps DEFER_TASKRUN (+ TASKRUN_FLAG)
   busy.busy_poll = true;
-  busy.wait_batching = false;  // never waits
 
   EXPECT_EQ(Tie(FlagsFor(Preset::kEpoll)), Tie(epoll));
   EXPECT_EQ(Tie(FlagsFor(Preset::kEpollBusy)), Tie(epoll_busy));
@@ -164,6 +163,14 @@ TEST(PresetTest, FlagsMatchTheDocumentedTable) {
   EXPECT_EQ(Tie(FlagsFor(Preset::kUringFixed)), Tie(fixed));
   EXPECT_EQ(Tie(FlagsFor(Preset::kUringSqpoll)), Tie(sqpoll));
   EXPECT_EQ(Tie(FlagsFor(Preset::kUringBusy)), Tie(busy));
+}
+
+TEST(PresetTest, NoPresetTurnsOnWaitBatching) {
+  // wait_batching delays one-way send completions (issue 6, fault 6), so it
+  // comes only from LoopOptions.
+  for (Preset p : AllPresets()) {
+    EXPECT_FALSE(FlagsFor(p).wait_batching) << PresetName(p);
+  }
 }
 
 TEST(PresetTest, NoPresetTurnsOnZeroCopy) {
@@ -246,6 +253,30 @@ TEST(PresetTest, TinyMemlockBlocksRegisteredBuffers) {
     EXPECT_THAT(message, AnyOf(HasSubstr("memlock"), HasSubstr("ulimit -l")))
         << status;
   }
+}
+
+// Issue 6, fault 5: the kernel charges registered buffers per user, so the
+// Loops this process already registered count against the limit.
+TEST(PresetTest, MemlockCountsWhatOtherLoopsRegistered) {
+  Capabilities caps = FullCaps();
+  caps.memlock_limit_bytes = 8 * kMiB;
+  caps.cap_ipc_lock = false;
+  EXPECT_TRUE(CheckPresetSupported(Preset::kUringFixed, caps, 4 * kMiB).ok());
+  caps.memlock_charged_bytes = 5 * kMiB;
+  caps.memlock_charged_loops = 1;
+  absl::Status status =
+      CheckPresetSupported(Preset::kUringFixed, caps, 4 * kMiB);
+  ASSERT_FALSE(status.ok());
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(status.message()),
+              AllOf(HasSubstr("RLIMIT_MEMLOCK"), HasSubstr("per user"),
+                    HasSubstr("5242880 bytes registered by 1 other Loop"),
+                    HasSubstr("--ulimit memlock=-1:-1")))
+      << status;
+  EXPECT_TRUE(CheckPresetSupported(Preset::kUringFixed, caps, 2 * kMiB).ok());
+  EXPECT_TRUE(CheckPresetSupported(Preset::kUring, caps, 4 * kMiB).ok());
+  caps.cap_ipc_lock = true;
+  EXPECT_TRUE(CheckPresetSupported(Preset::kUringFixed, caps, 4 * kMiB).ok());
 }
 
 TEST(PresetTest, CapIpcLockLiftsTheMemlockLimit) {

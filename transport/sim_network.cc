@@ -752,6 +752,21 @@ absl::Status SimNetwork::StreamWrite(SimStreamId stream,
         "SimNetwork::StreamWrite: stream ", stream, " was closed for writing"));
   }
   if (bytes.empty()) return absl::OkStatus();
+  if (flow_control()) {
+    if (bytes.size() > SendBufferRoom(end)) {
+      ++counters_.stream_writes_refused;
+      end.writable_wanted = true;
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "SimNetwork::StreamWrite: stream ", stream,
+          "'s send buffer is full (", end.pending.size(), " of ",
+          options_.stream_send_buffer_bytes, " bytes held, ", bytes.size(),
+          " to write); wait for kWritable or use StreamWriteSome"));
+    }
+    counters_.stream_bytes_written += bytes.size();
+    end.pending.insert(end.pending.end(), bytes.begin(), bytes.end());
+    Pump(static_cast<uint64_t>(c - connections_.data()), side);
+    return absl::OkStatus();
+  }
   counters_.stream_bytes_written += bytes.size();
   if (!end.established) {
     end.unsent.insert(end.unsent.end(), bytes.begin(), bytes.end());
@@ -760,6 +775,85 @@ absl::Status SimNetwork::StreamWrite(SimStreamId stream,
   ScheduleStream(static_cast<uint64_t>(c - connections_.data()), side,
                  EventType::kStreamData, bytes);
   return absl::OkStatus();
+}
+
+absl::StatusOr<size_t> SimNetwork::StreamWriteSome(
+    SimStreamId stream, std::span<const std::byte> bytes) {
+  int side = 0;
+  Connection* c = FindStream(stream, &side);
+  if (c == nullptr) {
+    return absl::NotFoundError(
+        absl::StrCat("SimNetwork::StreamWriteSome: unknown stream ", stream));
+  }
+  const size_t room = flow_control() ? SendBufferRoom(c->end[side]) : SIZE_MAX;
+  const size_t n = std::min(room, bytes.size());
+  if (n < bytes.size() && !c->end[side].reset && !c->end[side].write_closed) {
+    ++counters_.stream_writes_refused;
+    c->end[side].writable_wanted = true;
+  }
+  absl::Status s = StreamWrite(stream, bytes.first(n));
+  if (!s.ok()) return s;
+  return n;
+}
+
+size_t SimNetwork::SendBufferRoom(const StreamEnd& end) const {
+  if (options_.stream_send_buffer_bytes == 0) return SIZE_MAX;
+  const size_t limit = options_.stream_send_buffer_bytes;
+  return end.pending.size() >= limit ? 0 : limit - end.pending.size();
+}
+
+size_t SimNetwork::StreamPendingBytes(SimStreamId stream) const {
+  int side = 0;
+  const Connection* c = FindStream(stream, &side);
+  if (c == nullptr || c->end[side].reset) return 0;
+  return c->end[side].pending.size();
+}
+
+size_t SimNetwork::StreamWritableBytes(SimStreamId stream) const {
+  int side = 0;
+  const Connection* c = FindStream(stream, &side);
+  if (c == nullptr || c->end[side].reset || c->end[side].write_closed) {
+    return 0;
+  }
+  return flow_control() ? SendBufferRoom(c->end[side]) : SIZE_MAX;
+}
+
+void SimNetwork::Pump(uint64_t connection, int side) {
+  Connection& c = connections_[connection];
+  StreamEnd& end = c.end[side];
+  if (!end.established || end.reset) return;
+  const uint64_t window = options_.stream_receive_window_bytes;
+  while (!end.pending.empty()) {
+    size_t n = end.pending.size();
+    if (window > 0) {
+      const uint64_t open =
+          end.sent_unread >= window ? 0 : window - end.sent_unread;
+      if (open == 0) {
+        ++counters_.stream_window_stalls;
+        break;
+      }
+      n = static_cast<size_t>(std::min<uint64_t>(n, open));
+    }
+    std::vector<std::byte> chunk(
+        end.pending.begin(), end.pending.begin() + static_cast<ptrdiff_t>(n));
+    end.pending.erase(end.pending.begin(),
+                      end.pending.begin() + static_cast<ptrdiff_t>(n));
+    end.sent_unread += n;
+    ScheduleStream(connection, side, EventType::kStreamData, chunk);
+  }
+  if (end.pending.empty() && end.fin_after_pending) {
+    end.fin_after_pending = false;
+    ScheduleStream(connection, side, EventType::kStreamFin, {});
+  }
+  if (end.writable_wanted &&
+      (options_.stream_send_buffer_bytes == 0 ||
+       end.pending.size() <= options_.stream_send_buffer_bytes / 2)) {
+    end.writable_wanted = false;
+    const uint32_t peer_node = c.end[1 - side].node;
+    nodes_[end.node].stream_events.push_back(SimStreamEvent{
+        SimStreamEvent::Kind::kWritable, MakeStreamId(connection, side),
+        peer_node < nodes_.size() ? nodes_[peer_node].endpoint : Endpoint()});
+  }
 }
 
 absl::StatusOr<SimStreamReadResult> SimNetwork::StreamRead(
@@ -783,6 +877,25 @@ absl::StatusOr<SimStreamReadResult> SimNetwork::StreamRead(
       end.received.begin(),
       end.received.begin() + static_cast<ptrdiff_t>(result.bytes));
   result.eof = end.peer_fin && end.received.empty();
+  if (flow_control() && options_.stream_receive_window_bytes > 0 &&
+      result.bytes > 0 && !c->refused) {
+    // Tell the sender its window opened; it hears one link delay later.
+    const uint64_t conn = static_cast<uint64_t>(c - connections_.data());
+    Event update{};
+    update.type = EventType::kStreamWindow;
+    update.credit = result.bytes;
+    const uint32_t from = end.node;
+    const uint32_t to = c->end[1 - side].node;
+    Link& link = GetLink(from, to);
+    update.from = from;
+    update.to = to;
+    update.connection = conn;
+    update.generation = c->generation;
+    update.to_side = static_cast<uint8_t>(1 - side);
+    update.sent_at = now_;
+    update.at = now_ + Effective(link).delay;
+    Schedule(std::move(update));
+  }
   return result;
 }
 
@@ -803,6 +916,12 @@ absl::Status SimNetwork::StreamClose(SimStreamId stream) {
   StreamEnd& end = c->end[side];
   if (end.write_closed || end.reset) return absl::OkStatus();
   end.write_closed = true;
+  if (flow_control()) {
+    // The FIN follows every byte still waiting for the window.
+    end.fin_after_pending = true;
+    Pump(static_cast<uint64_t>(c - connections_.data()), side);
+    return absl::OkStatus();
+  }
   if (!end.established) {
     end.fin_pending = true;
     return absl::OkStatus();
@@ -818,6 +937,9 @@ void SimNetwork::ResetEnd(uint64_t connection, int side, uint32_t other_node) {
   end.reset = true;
   end.received.clear();
   end.unsent.clear();
+  end.pending.clear();
+  end.fin_after_pending = false;
+  end.writable_wanted = false;
   Node& node = nodes_[end.node];
   node.stream_events.push_back(SimStreamEvent{
       SimStreamEvent::Kind::kReset, MakeStreamId(connection, side),
@@ -930,6 +1052,7 @@ void SimNetwork::Process(Event& event) {
         client.fin_pending = false;
         ScheduleStream(conn, 0, EventType::kStreamFin, {});
       }
+      if (flow_control()) Pump(conn, 0);
       return;
     }
     case EventType::kStreamRefused: {
@@ -948,6 +1071,13 @@ void SimNetwork::Process(Event& event) {
     case EventType::kStreamFin:
     case EventType::kStreamRst:
       break;  // below
+    case EventType::kStreamWindow: {
+      StreamEnd& sender = c.end[event.to_side];
+      if (!sender.open || sender.reset) return;
+      sender.sent_unread -= std::min(sender.sent_unread, event.credit);
+      Pump(conn, event.to_side);
+      return;
+    }
   }
   // Data, FIN and RST go to the end that did not send them. The side travels
   // in the event because a node may connect to itself (from == to).

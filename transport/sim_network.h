@@ -36,6 +36,22 @@
 //         net.SendDatagram(a, to, bytes) ...
 //   }
 //
+// Stream flow control (for slow readers and backpressure on the virtual
+// clock) is off by default. With Options::stream_receive_window_bytes a
+// reader that does not read holds its peer to that many unread bytes; the
+// rest waits in the sender's send buffer (StreamPendingBytes). With
+// Options::stream_send_buffer_bytes that buffer is bounded too: StreamWrite()
+// refuses a write that does not fit (ResourceExhausted, nothing written),
+// StreamWriteSome() takes what fits, and a kWritable event follows once half
+// of the buffer is free:
+//
+//   SimNetwork::Options options;
+//   options.stream_receive_window_bytes = 64 * 1024;
+//   options.stream_send_buffer_bytes = 256 * 1024;
+//   ...
+//   absl::StatusOr<size_t> n = net.StreamWriteSome(stream, bytes);
+//   if (n.ok() && *n < bytes.size()) { /* keep the rest; wait kWritable */ }
+//
 // Memory and ownership: the simulator is a test tool, not a hot path. A sent
 // datagram or stream write is copied into storage the network owns at send
 // time, so the caller's span may be reused at once; a polled `SimDatagram`
@@ -175,6 +191,10 @@ struct SimCounters {
   uint64_t stream_bytes_written = 0;
   uint64_t stream_bytes_delivered = 0;  // arrived in the peer's buffer
   uint64_t stream_fins = 0;             // FINs that reached the peer
+  // Flow control only: writes refused or cut short by a full send buffer,
+  // and times a sender had bytes to send but the peer's window was closed.
+  uint64_t stream_writes_refused = 0;
+  uint64_t stream_window_stalls = 0;
 };
 
 // One record of the optional event trace. Nodes are given by index (their
@@ -223,6 +243,10 @@ struct SimStreamEvent {
     kFin,        // the peer closed its direction; reads end after the data
     kReset,      // the connection was reset; reads and writes now fail
     kRefused,    // nobody listened at the server address (client end)
+    // Flow control only: a write on this end was refused or cut short
+    // because its send buffer was full, and at least half of it is free
+    // again.
+    kWritable,
   };
   Kind kind;
   SimStreamId stream;
@@ -246,6 +270,19 @@ class SimNetwork {
     // With a rate limit, streams are carved into segments of this size so
     // bytes arrive progressively. Must be > 0.
     uint32_t stream_segment_bytes = 1460;
+    // Stream flow control, off by default (0 = unlimited: every write is
+    // accepted and sent at once, the behaviour of earlier versions).
+    // Receive window: the most bytes a stream end lets its peer send that it
+    // has not read yet. The peer learns of reads one link delay later (a
+    // window update travels back like an ACK); until then the bytes wait in
+    // the sender's send buffer.
+    uint32_t stream_receive_window_bytes = 0;
+    // Send buffer: the most bytes a stream end holds written but not yet
+    // sent (the window was closed). A StreamWrite() that does not fit is
+    // refused with ResourceExhausted and writes nothing; StreamWriteSome()
+    // writes what fits. Either way the end gets a kWritable event once half
+    // of the buffer is free again. 0 = unlimited.
+    uint32_t stream_send_buffer_bytes = 0;
     // Impairments of every link without its own override.
     SimImpairment default_impairment;
   };
@@ -326,10 +363,23 @@ class SimNetwork {
                                       const Endpoint& server);
   // Next stream notification for `node`, or nullopt.
   std::optional<SimStreamEvent> PollStreamEvent(const Endpoint& node);
-  // Queues a copy of `bytes`; all of them are accepted. FailedPrecondition
-  // after Close() or a reset, NotFound for an unknown id.
+  // Queues a copy of `bytes`; without a send buffer limit all of them are
+  // accepted. With Options::stream_send_buffer_bytes, a write that does not
+  // fit is refused with ResourceExhausted (nothing is written; a kWritable
+  // event follows when room opens). FailedPrecondition after Close() or a
+  // reset, NotFound for an unknown id.
   absl::Status StreamWrite(SimStreamId stream,
                            std::span<const std::byte> bytes);
+  // Like StreamWrite(), but writes as much as fits and returns how many
+  // bytes it took (fewer than bytes.size(), possibly 0, when the send buffer
+  // is full; a kWritable event follows then).
+  absl::StatusOr<size_t> StreamWriteSome(SimStreamId stream,
+                                         std::span<const std::byte> bytes);
+  // Flow control: bytes written on this end and not yet sent (waiting for
+  // the peer's window), and bytes a write could take now (SIZE_MAX when the
+  // send buffer is unlimited). 0 for unknown or reset streams.
+  size_t StreamPendingBytes(SimStreamId stream) const;
+  size_t StreamWritableBytes(SimStreamId stream) const;
   // Copies up to out.size() received bytes. Aborted after a reset (unread
   // bytes are discarded, as TCP does); NotFound for an unknown id.
   absl::StatusOr<SimStreamReadResult> StreamRead(SimStreamId stream,
@@ -378,6 +428,7 @@ class SimNetwork {
     kStreamData,
     kStreamFin,
     kStreamRst,
+    kStreamWindow,  // flow control: `credit` bytes were read at `from`
   };
   struct Event {
     Timestamp at;
@@ -391,6 +442,7 @@ class SimNetwork {
     Endpoint destination;  // datagrams: the address sent to
     Timestamp sent_at;
     std::vector<std::byte> bytes;
+    uint64_t credit = 0;  // kStreamWindow
   };
   struct StreamEnd {
     uint32_t node = 0;
@@ -404,6 +456,13 @@ class SimNetwork {
     // abort requested meanwhile; sent on kStreamSynAck.
     std::vector<std::byte> unsent;
     bool fin_pending = false;
+    // Flow control (see Options): written and not yet sent, bytes sent that
+    // the peer has not reported read, a FIN to send once `pending` drains,
+    // and whether a refused write waits for kWritable.
+    std::deque<std::byte> pending;
+    uint64_t sent_unread = 0;
+    bool fin_after_pending = false;
+    bool writable_wanted = false;
   };
   struct Connection {
     StreamEnd end[2];  // 0: client, 1: server
@@ -427,6 +486,14 @@ class SimNetwork {
   void ScheduleStream(uint64_t connection, int from_side, EventType type,
                       std::span<const std::byte> bytes);
   void ResetEnd(uint64_t connection, int side, uint32_t other_node);
+  bool flow_control() const {
+    return options_.stream_receive_window_bytes > 0 ||
+           options_.stream_send_buffer_bytes > 0;
+  }
+  size_t SendBufferRoom(const StreamEnd& end) const;
+  // Flow control: sends what the peer's window allows from `pending`, then
+  // the FIN if one waits, then kWritable if one is owed.
+  void Pump(uint64_t connection, int side);
   const SimImpairment& Effective(const Link& link) const {
     return link.overridden ? link.impairment : options_.default_impairment;
   }

@@ -1197,5 +1197,163 @@ TEST(SimNetworkTest, HarnessLoopDeliversEverythingOverBadLink) {
   EXPECT_GT(net.counters().dropped_loss, 0u);
 }
 
+// ---- Stream flow control
+// ----------------------------------------------------------------------------
+
+// Flow control is off unless configured: writes are all accepted and sent at
+// once, as before (the MQTT tests rely on that).
+TEST(SimFlowControlTest, OffByDefault) {
+  SimNetwork net(Seeded(5));
+  AddNodes(net, {kA, kB});
+  ASSERT_TRUE(net.Listen(kB).ok());
+  absl::StatusOr<SimStreamId> client = net.Connect(kA, kB);
+  ASSERT_TRUE(client.ok());
+  EXPECT_EQ(net.StreamWritableBytes(*client), SIZE_MAX);
+  const std::vector<std::byte> big(1 << 20, std::byte{'x'});
+  ASSERT_TRUE(net.StreamWrite(*client, big).ok());
+  absl::StatusOr<size_t> some = net.StreamWriteSome(*client, big);
+  ASSERT_TRUE(some.ok());
+  EXPECT_EQ(*some, big.size());
+  net.RunUntilIdle();
+  EXPECT_EQ(net.counters().stream_bytes_delivered, 2 * big.size());
+  EXPECT_EQ(net.counters().stream_writes_refused, 0u);
+}
+
+class SimFlowControlWindowTest : public ::testing::Test {
+ protected:
+  void Build(uint32_t window, uint32_t send_buffer) {
+    SimNetwork::Options options = Seeded(11);
+    options.stream_receive_window_bytes = window;
+    options.stream_send_buffer_bytes = send_buffer;
+    options.default_impairment.delay = milliseconds(5);
+    net_ = std::make_unique<SimNetwork>(options);
+    AddNodes(*net_, {kA, kB});
+    ASSERT_TRUE(net_->Listen(kB).ok());
+    absl::StatusOr<SimStreamId> client = net_->Connect(kA, kB);
+    ASSERT_TRUE(client.ok());
+    client_ = *client;
+    ASSERT_TRUE(net_->AdvanceBy(milliseconds(10)).ok());
+    std::optional<SimStreamEvent> in = net_->PollStreamEvent(kB);
+    ASSERT_TRUE(in.has_value());
+    server_ = in->stream;
+    while (net_->PollStreamEvent(kA)) {
+    }
+  }
+  std::vector<SimStreamEvent::Kind> Kinds(const Endpoint& node) {
+    return EventKinds(*net_, node);
+  }
+  std::unique_ptr<SimNetwork> net_;
+  SimStreamId client_ = 0;
+  SimStreamId server_ = 0;
+};
+
+// A reader that does not read holds the sender to the window: the unread
+// bytes never exceed it, the rest waits in the sender's buffer, and every
+// byte arrives in order once the reader reads.
+TEST_F(SimFlowControlWindowTest, SlowReaderHoldsSenderToTheWindow) {
+  Build(/*window=*/4096, /*send_buffer=*/0);
+  std::vector<std::byte> data(20000);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = std::byte(i * 7);
+  ASSERT_TRUE(net_->StreamWrite(client_, data).ok());
+  ASSERT_TRUE(net_->AdvanceBy(milliseconds(50)).ok());
+  EXPECT_EQ(net_->StreamReadable(server_), 4096u);
+  EXPECT_EQ(net_->StreamPendingBytes(client_), 20000u - 4096u);
+  EXPECT_GT(net_->counters().stream_window_stalls, 0u);
+  std::vector<std::byte> got;
+  std::byte buf[1000];
+  for (int round = 0; round < 200 && got.size() < data.size(); ++round) {
+    absl::StatusOr<SimStreamReadResult> r = net_->StreamRead(server_, buf);
+    ASSERT_TRUE(r.ok()) << r.status();
+    got.insert(got.end(), buf, buf + r->bytes);
+    // Never more unread than the window, at any time.
+    ASSERT_LE(net_->StreamReadable(server_), 4096u);
+    ASSERT_TRUE(net_->AdvanceBy(milliseconds(5)).ok());
+  }
+  ASSERT_EQ(got.size(), data.size());
+  EXPECT_TRUE(got == data) << "bytes reordered or corrupted";
+  EXPECT_EQ(net_->StreamPendingBytes(client_), 0u);
+}
+
+// A full send buffer refuses a write whole (StreamWrite), or takes what fits
+// (StreamWriteSome), and says kWritable once half of it is free again.
+TEST_F(SimFlowControlWindowTest, FullSendBufferRefusesThenSignalsWritable) {
+  Build(/*window=*/4096, /*send_buffer=*/8192);
+  const std::vector<std::byte> chunk(4096, std::byte{'a'});
+  ASSERT_TRUE(net_->StreamWrite(client_, chunk).ok());  // sent at once
+  ASSERT_TRUE(net_->StreamWrite(client_, chunk).ok());  // waits
+  ASSERT_TRUE(net_->StreamWrite(client_, chunk).ok());  // waits: buffer full
+  EXPECT_EQ(net_->StreamPendingBytes(client_), 8192u);
+  EXPECT_EQ(net_->StreamWritableBytes(client_), 0u);
+  absl::Status refused = net_->StreamWrite(client_, chunk);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  absl::StatusOr<size_t> some = net_->StreamWriteSome(client_, chunk);
+  ASSERT_TRUE(some.ok());
+  EXPECT_EQ(*some, 0u);
+  EXPECT_EQ(net_->counters().stream_writes_refused, 2u);
+  ASSERT_TRUE(net_->AdvanceBy(milliseconds(20)).ok());
+  EXPECT_TRUE(Kinds(kA).empty()) << "kWritable before the reader read";
+  // The reader takes 4096 bytes; the window update reaches the sender one
+  // delay later, 4096 more leave, and half the buffer is free.
+  std::byte buf[4096];
+  absl::StatusOr<SimStreamReadResult> r = net_->StreamRead(server_, buf);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->bytes, 4096u);
+  ASSERT_TRUE(net_->AdvanceBy(milliseconds(4)).ok());
+  EXPECT_TRUE(Kinds(kA).empty()) << "the window update came early";
+  ASSERT_TRUE(net_->AdvanceBy(milliseconds(2)).ok());
+  EXPECT_EQ(Kinds(kA),
+            std::vector<SimStreamEvent::Kind>{SimStreamEvent::Kind::kWritable});
+  EXPECT_EQ(net_->StreamPendingBytes(client_), 4096u);
+  some = net_->StreamWriteSome(client_, std::vector<std::byte>(6000));
+  ASSERT_TRUE(some.ok());
+  EXPECT_EQ(*some, 4096u) << "what fits is taken";
+}
+
+// A FIN waits behind the bytes the window held back.
+TEST_F(SimFlowControlWindowTest, FinFollowsHeldBackBytes) {
+  Build(/*window=*/1000, /*send_buffer=*/0);
+  ASSERT_TRUE(net_->StreamWrite(client_, Bytes(std::string(3000, 'f'))).ok());
+  ASSERT_TRUE(net_->StreamClose(client_).ok());
+  std::string got;
+  bool eof = false;
+  for (int i = 0; i < 100 && !eof; ++i) {
+    ASSERT_TRUE(net_->AdvanceBy(milliseconds(5)).ok());
+    got += ReadAll(*net_, server_, &eof);
+  }
+  EXPECT_TRUE(eof);
+  EXPECT_EQ(got, std::string(3000, 'f'));
+}
+
+// Same seed, same calls, same trace, with flow control on.
+TEST(SimFlowControlTest, Deterministic) {
+  auto run = [] {
+    SimNetwork::Options options = Seeded(21);
+    options.stream_receive_window_bytes = 2000;
+    options.stream_send_buffer_bytes = 5000;
+    options.trace = true;
+    SimImpairment imp;
+    imp.delay = milliseconds(3);
+    imp.rate_bytes_per_sec = 1'000'000;
+    options.default_impairment = imp;
+    SimNetwork net(options);
+    AddNodes(net, {kA, kB});
+    EXPECT_TRUE(net.Listen(kB).ok());
+    absl::StatusOr<SimStreamId> client = net.Connect(kA, kB);
+    EXPECT_TRUE(client.ok());
+    SimStreamId server = 0;
+    std::byte buf[700];
+    for (int step = 0; step < 400; ++step) {
+      (void)net.StreamWriteSome(*client, std::vector<std::byte>(900));
+      while (std::optional<SimStreamEvent> e = net.PollStreamEvent(kB)) {
+        if (e->kind == SimStreamEvent::Kind::kIncoming) server = e->stream;
+      }
+      if (server != 0 && step % 3 == 0) (void)net.StreamRead(server, buf);
+      EXPECT_TRUE(net.AdvanceBy(milliseconds(1)).ok());
+    }
+    return net.TraceDigest();
+  };
+  EXPECT_EQ(run(), run());
+}
+
 }  // namespace
 }  // namespace ringlab::transport

@@ -41,9 +41,18 @@ KEY_FIELDS = ("protocol", "payload_bytes", "connections", "mode", "rate_per_s", 
               "params", "program", "variant")
 # (record field, column title, which direction is better, is it a tail metric)
 METRICS = (("p50", "p50 RTT", "lower", False), ("p99", "p99 RTT", "lower", True),
-           ("messages_per_s", "msg/s", "higher", False))
+           ("messages_per_s", "msg/s", "higher", False),
+           ("deliveries_per_s", "deliveries/s", "higher", False),
+           ("goodput_bytes_per_s", "goodput B/s", "higher", False))
 # The anchor metric each metric is normalised by.
-ANCHOR_METRIC = {"p50": "p50", "p99": "p50", "messages_per_s": "messages_per_s"}
+ANCHOR_METRIC = {"p50": "p50", "p99": "p50", "messages_per_s": "messages_per_s",
+                 "deliveries_per_s": "messages_per_s", "goodput_bytes_per_s": "messages_per_s"}
+# Metrics that grow when the host is faster (normalising multiplies them by
+# the steadiness check's p50 instead of dividing).
+THROUGHPUT_METRICS = ("messages_per_s", "deliveries_per_s", "goodput_bytes_per_s")
+# Metrics a row carries only when one of its sides has them (a fan-out's
+# deliveries, a bulk transfer's goodput).
+OPTIONAL_METRICS = ("deliveries_per_s", "goodput_bytes_per_s")
 
 
 class CompareError(ValueError):
@@ -156,7 +165,7 @@ def _side_values(records, name, anchor):
         for rep, v in values.items():
             c = cal.get(rep)
             if c:
-                out[rep] = v * c if name == "messages_per_s" else v / c
+                out[rep] = v * c if name in THROUGHPUT_METRICS else v / c
         return out, "own check"
     anchor_recs, how = anchor.pick(results.scenario_of(records[0]))
     if anchor_recs is None:
@@ -226,6 +235,9 @@ def compare(records_a, records_b, threshold=0.05, min_reps=2, ignore=(), where_a
                "b_impl": b[0].get("implementation") if b else None,
                "anchor": None, "metrics": {}}
         for name, _, better, tail in METRICS:
+            if name in OPTIONAL_METRICS and not (stats.by_repetition(a, name) or
+                                                 stats.by_repetition(b, name)):
+                continue    # e.g. goodput outside bulk transfers
             use = _pick_anchor(a or b, anchors, spinning)
             va, how_a = _side_values(a, name, use[0])
             vb, how_b = _side_values(b, name, use[1])
@@ -303,7 +315,10 @@ def render(rows, label_a, label_b, threshold=0.05, min_reps=2, tail_threshold=0.
     out += [f"- **bold + verdict** = significant: >= {min_reps} ratios, the whole spread "
             f"excludes 1.0, and the median differs from 1 by more than {threshold:.0%} "
             f"({tail_threshold:.0%} for p99).", ""]
-    head = ["case", "ok reps A/B"] + [m[1] for m in METRICS]
+    # A metric no row has (goodput outside bulk transfers) gets no column.
+    metrics = [m for m in METRICS if m[0] not in OPTIONAL_METRICS or
+               any(m[0] in r["metrics"] for r in rows)]
+    head = ["case", "ok reps A/B"] + [m[1] for m in metrics]
     if normalize:
         head.append("anchor used (A / B)")
     out.append("| " + " | ".join(head) + " |")
@@ -315,9 +330,9 @@ def render(rows, label_a, label_b, threshold=0.05, min_reps=2, tail_threshold=0.
             only.append(row)
             continue
         cells = [f"`{_label(row)}`", f"{row['a_ok']}/{row['b_ok']}"]
-        for name, _, _, _ in METRICS:
-            m = row["metrics"][name]
-            if m["ratio"] is None:
+        for name, _, _, _ in metrics:
+            m = row["metrics"].get(name)
+            if m is None or m["ratio"] is None:
                 cells.append("–")
                 continue
             ratio = f"{m['ratio']:.2f}"

@@ -7,7 +7,9 @@ exist) and returns a dict with these keys (None where the program cannot say):
     samples, lost, rtt_us {min mean p50 p90 p99 p999 max} (full round trips, µs),
     rtt_note, messages_per_s, cpu_us_per_msg, kernel_entries_per_msg,
     backend_effective, flags, total_messages (for CPU/message from rusage),
-    program_result (the program's own JSON, if any)
+    program_result (the program's own JSON, if any),
+    deliveries_per_s, connections_open (MQTT throughput modes), and bulk (a
+    bulk transfer's figures, see bulk_metrics)
 
 It raises ParseError with a human-readable reason when the output holds no
 result. Adding a peer (ddsperf, mosquitto, ENet) means adding one function and
@@ -30,7 +32,8 @@ def empty_metrics():
     return {"samples": None, "lost": None, "rtt_us": {k: None for k in RTT_KEYS},
             "rtt_note": None, "messages_per_s": None, "cpu_us_per_msg": None,
             "kernel_entries_per_msg": None, "backend_effective": None, "flags": None,
-            "total_messages": None, "program_result": None}
+            "total_messages": None, "program_result": None, "deliveries_per_s": None,
+            "connections_open": None, "bulk": None}
 
 
 def parse_ringlab_json(stdout, stderr, json_path):
@@ -55,6 +58,8 @@ def parse_ringlab_json(stdout, stderr, json_path):
         raise ParseError("no --json file and no RESULT line in the client output")
     if not isinstance(doc, dict) or "rtt_us" not in doc:
         raise ParseError("client JSON has no rtt_us object")
+    if doc.get("mode") == "bulk" and not isinstance(doc.get("bulk"), dict):
+        raise ParseError("client JSON says mode bulk but has no bulk object")
     m = empty_metrics()
     rtt = doc.get("rtt_us") or {}
     m["rtt_us"] = {k: _num(rtt.get(k)) for k in RTT_KEYS}
@@ -67,8 +72,81 @@ def parse_ringlab_json(stdout, stderr, json_path):
     m["flags"] = doc.get("backend_flags")
     note = doc.get("backend_note")
     m["rtt_note"] = f"backend note: {note}" if note else None
+    # Throughput modes of a broker bench (MQTT fan-in/fan-out): deliveries
+    # count each subscriber's copy; total_messages covers the whole run.
+    m["deliveries_per_s"] = _num(doc.get("deliveries_per_s"))
+    m["connections_open"] = _int(doc.get("connections_open"))
+    m["total_messages"] = _num(doc.get("total_messages"))
+    m["bulk"] = bulk_metrics(doc)
     m["program_result"] = doc
     return m
+
+
+# A bulk object's fields (experiments/README.md, "The bulk JSON"); MB = 1e6
+# bytes of application payload.
+BULK_FIELDS = ("direction", "bytes", "chunk_bytes", "completion_s", "goodput_bytes_per_s",
+               "receive_span_s", "retransmission_ratio", "spurious_retransmissions",
+               "client_cpu_us_per_mb", "client_cpu_source", "server_cpu_us_per_mb",
+               "server_cpu_source", "client_kernel_entries_per_mb",
+               "server_kernel_entries_per_mb")
+
+
+# Keys a bulk object must have (values may be null where SCHEMA.md allows).
+BULK_REQUIRED = ("direction", "bytes", "completion_s", "retransmission_ratio",
+                 "spurious_retransmissions", "client_cpu_us_per_mb")
+
+
+def bulk_metrics(doc):
+    """The record's `bulk` object from a client JSON's `bulk` section, or
+    None when there is none. Required there: `bytes` (application payload
+    delivered, > 0) and `completion_s` (> 0). `goodput_bytes_per_s` defaults
+    to bytes / completion_s. The server's CPU per MB comes from
+    `bulk.server_cpu_us_per_mb`, else from a top-level `server.cpu_us` (the
+    server's own CPU since the connection, which ringlab_enet_bench fetches
+    after the transfer); the runner fills what is still missing from the
+    server's timeline or rusage."""
+    b = doc.get("bulk")
+    if b is None:
+        return None
+    if not isinstance(b, dict):
+        raise ParseError("bulk: expected an object")
+    for key in BULK_REQUIRED:
+        if key not in b:
+            raise ParseError(f"bulk.{key}: missing (null if the program cannot say)")
+    nbytes, seconds = _num(b.get("bytes")), _num(b.get("completion_s"))
+    if not nbytes or nbytes <= 0:
+        raise ParseError("bulk.bytes: expected the number of payload bytes transferred (> 0)")
+    if not seconds or seconds <= 0:
+        raise ParseError("bulk.completion_s: expected the transfer's duration in s (> 0)")
+    direction = b.get("direction")
+    if direction not in ("upload", "download", None):
+        raise ParseError(f"bulk.direction: {direction!r}; expected upload or download")
+    mb = nbytes / 1e6
+    out = {k: None for k in BULK_FIELDS}
+    out.update({
+        "direction": direction, "bytes": int(nbytes), "chunk_bytes": _int(b.get("chunk_bytes")),
+        "completion_s": seconds,
+        "goodput_bytes_per_s": _num(b.get("goodput_bytes_per_s")) or nbytes / seconds,
+        "receive_span_s": _num(b.get("receive_span_s")),
+        "retransmission_ratio": _num(b.get("retransmission_ratio")),
+        "spurious_retransmissions": _int(b.get("spurious_retransmissions")),
+        "client_cpu_us_per_mb": _num(b.get("client_cpu_us_per_mb")),
+        "server_cpu_us_per_mb": _num(b.get("server_cpu_us_per_mb")),
+        "client_kernel_entries_per_mb": _num(b.get("client_kernel_entries_per_mb")),
+        "server_kernel_entries_per_mb": _num(b.get("server_kernel_entries_per_mb")),
+    })
+    if out["client_cpu_us_per_mb"] is not None:
+        out["client_cpu_source"] = "program (client, transfer)"
+    if out["server_cpu_us_per_mb"] is not None:
+        out["server_cpu_source"] = "program (bulk.server_cpu_us_per_mb)"
+    else:
+        server = doc.get("server")
+        cpu = _num(server.get("cpu_us")) if isinstance(server, dict) else None
+        if cpu is not None:
+            out["server_cpu_us_per_mb"] = cpu / mb
+            out["server_cpu_source"] = "program (server.cpu_us: the server's own CPU since " \
+                                       "the connection, fetched after the transfer)"
+    return out
 
 
 _SOCKPERF_PCT = {"p50": "50.000", "p90": "90.000", "p99": "99.000", "p999": "99.900"}

@@ -20,7 +20,7 @@ import pathlib
 import shutil
 import subprocess
 
-from . import results, stats, targets
+from . import protocols, results, stats, targets
 from .results import Spread, group_by_case, metric, scenario_label, scenario_of
 
 PCTS = (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.9"), ("max", "max"))
@@ -224,6 +224,8 @@ class Row:
         first = records[0]
         self.records = records
         self.implementation = first["implementation"]
+        self.program = first.get("program")
+        self.variant = first.get("variant")
         self.program_kind = first["program_kind"]
         self.ok = [r for r in records if r["status"] == "ok"]
         self.flags = next((r.get("flags") for r in self.ok), first.get("flags"))
@@ -283,6 +285,7 @@ def render(run, records, plots, plot_note=None):
                      "speed state** (see *Host state*); ratios that pair them mix states.")
         lines.append("")
     lines += targets.render(targets.evaluate(run.get("targets"), records))
+    lines += protocols.render(groups, host)
     lines.append("## Summary")
     lines.append("")
     for scen, rows in groups.items():
@@ -292,6 +295,15 @@ def render(run, records, plots, plot_note=None):
         if not rows_ok:
             lines.append("No successful runs in this scenario (see *Failed and skipped*).")
             lines.append("")
+            continue
+        if scen[3] == "bulk":
+            # A transfer has no round trips: its own columns.
+            lines += protocols.bulk_table([(scen, rows_ok)], host,
+                                          [p.implementation for p in rows_ok
+                                           if p.program_kind == "peer"], with_scenario=False)
+            sources = protocols.bulk_sources(rows_ok)
+            if sources:
+                lines += ["CPU per MB sources: " + "; ".join(sources) + ".", ""]
             continue
         inf = float("inf")
         rows_ok.sort(key=lambda r: r.s("p50").median or inf)
@@ -468,7 +480,7 @@ def make_plots(run_dir, records, gnuplot=None, run=None):
     # 1. Latency percentiles per implementation, log axis.
     for n, (scen, rows) in enumerate(groups.items()):
         rows = [r for r in rows if r.ok]
-        if not rows or scen[3] == "rate":
+        if not rows or scen[3] == "rate" or not any(r.s("p50").n for r in rows):
             continue
         name = f"latency-{n:02d}-{scen[0]}-{scen[1]}B-c{scen[2]}-{scen[3]}"
         with open(plot_dir / f"{name}.dat", "w") as f:
@@ -526,6 +538,8 @@ def make_plots(run_dir, records, gnuplot=None, run=None):
     # params) that has at least two connection counts.
     curves = {}
     for scen, rows in groups.items():
+        if scen[0] == "mqtt" or scen[3] == "bulk":
+            continue    # MQTT has its own plot (protocols.py); a transfer has one peer
         key = scen[:2] + scen[3:]
         for r in rows:
             if r.ok:
@@ -560,6 +574,10 @@ def make_plots(run_dir, records, gnuplot=None, run=None):
             f"set title {_q('server CPU per message: ' + label)}",
             "set ylabel 'server CPU µs/msg'", f"plot {plot(3)}", "unset multiplot"]
         jobs.append((f"msg/s and server CPU/msg vs connections, {label}", name, script))
+
+    # The protocol families' plots: MQTT broker CPU vs connections, goodput
+    # vs loss.
+    jobs += protocols.plot_jobs(groups, plot_dir, header)
 
     # 4. The host's speed index over the run.
     host = HostState(run or {}, records)

@@ -17,6 +17,8 @@ import os
 import pathlib
 import statistics
 
+from . import stats
+
 RUN_SCHEMA = "ringlab.run/1"
 RESULTS_SCHEMA = "ringlab.results/1"
 
@@ -102,9 +104,7 @@ def _load_jsonl(path):
 # ---------------------------------------------------------------- aggregation
 
 def metric(record, name):
-    if name in ("p50", "p90", "p99", "p999", "max", "min", "mean"):
-        return (record.get("rtt_us") or {}).get(name)
-    return record.get(name)
+    return stats.metric_value(record, name)
 
 
 class Spread:

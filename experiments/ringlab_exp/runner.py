@@ -33,6 +33,9 @@ REPO_DIR = EXPERIMENTS_DIR.parent
 RESULT_SCHEMA = schema.RECORD_SCHEMA_ID
 # The client's threads are sampled this long after it started (if it still runs).
 THREAD_SAMPLE_AFTER_S = 0.15
+# Extra time a client gets beyond its case's timeout_s before it is killed
+# (RunOptions.client_grace_s; tests shorten it).
+CLIENT_GRACE_S = 5.0
 
 
 @dataclasses.dataclass
@@ -47,6 +50,9 @@ class RunOptions:
     repetitions: int | None = None
     only: str | None = None                    # regex on case ids
     progress: object = sys.stderr
+    # A client still running timeout_s + client_grace_s after it started is
+    # killed (the case's timeout_s is what the client itself is told).
+    client_grace_s: float = CLIENT_GRACE_S
 
 
 def default_build_dir(repo_dir):
@@ -216,8 +222,10 @@ def pick_port(protocol, host="127.0.0.1"):
 # ---------------------------------------------------------------- one run
 
 class CaseRunner:
-    def __init__(self, suite, registry, binaries, sup, run_dir, run_id, machine_info, topo):
+    def __init__(self, suite, registry, binaries, sup, run_dir, run_id, machine_info, topo,
+                 client_grace_s=CLIENT_GRACE_S):
         self.suite, self.registry, self.binaries = suite, registry, binaries
+        self.client_grace_s = client_grace_s
         self.sup, self.run_dir, self.run_id = sup, run_dir, run_id
         self.machine, self.topo = machine_info, topo
         self.log_dir = run_dir / "logs"
@@ -257,7 +265,8 @@ class CaseRunner:
             "kernel_entries_per_msg": None, "server_stats": None,
             "server_cpu_us_per_msg": None, "server_cpu_source": None,
             "server_kernel_entries_per_msg": None, "server_rss_kib_per_connection": None,
-            "server_measured": None, "pinning": pinning,
+            "server_measured": None, "deliveries_per_s": None, "connections_open": None,
+            "bulk": None, "pinning": pinning,
             "topology": self.suite.topology, "server_address": None,
             "commands": {"server": None, "client": None},
             "threads": {"server": [], "client": []},
@@ -429,12 +438,12 @@ class CaseRunner:
             code = client.wait(THREAD_SAMPLE_AFTER_S)
             if code is None:
                 rec["threads"]["client"] = procs.thread_placement(client.pid)
-                code = client.wait(case.timeout_s + 5)
+                code = client.wait(case.timeout_s + self.client_grace_s)
             rec["threads"]["server"] = procs.thread_placement(server.pid)
             if code is None:
                 client.stop(signal.SIGTERM, grace_s=2)
                 rec.update(status="failed", reason=f"client did not finish within "
-                           f"{case.timeout_s + 5:g} s; killed")
+                           f"{case.timeout_s + self.client_grace_s:g} s; killed")
                 rec["stderr_tail"] = procs.tail(client.stderr_text())
                 return
         finally:
@@ -479,6 +488,16 @@ class CaseRunner:
             rec["server_rss_kib_per_connection"] = measured["rss_kib_per_connection"]
         rec["server_cpu_us_per_msg"], rec["server_cpu_source"] = server_cpu(
             rec["server_stats"], server.cpu_s(), total_msgs, case.payload_bytes, measured)
+        rec["deliveries_per_s"] = m["deliveries_per_s"]
+        rec["connections_open"] = m["connections_open"]
+        if m["bulk"] is not None:
+            why = bulk_mismatch(m["bulk"], case.params_dict)
+            if why:
+                rec.update(status="failed", reason=f"client output does not match the case: "
+                           f"{why}", stderr_tail=procs.tail(err or out))
+                return
+            rec["bulk"] = complete_bulk(m["bulk"], case.params_dict, measured,
+                                        rec["server_stats"], server.cpu_s(), client.cpu_s())
 
     def _wait_ready(self, server, prog, case, host, port):
         deadline = time.monotonic() + self.suite.ready_timeout_s
@@ -603,6 +622,52 @@ def server_measured(stats, client_result):
     out["kernel_entries_per_msg"] = d["kernel_entries"] / d["messages"] \
         if d["messages"] > 0 else None
     out["rss_kib_per_connection"] = (rss_phase - rss_ready) / conns if conns else None
+    return out
+
+
+def bulk_mismatch(bulk, params):
+    """Why a bulk result does not answer the case's `direction` / `bytes`
+    parameters (a program that ignored a flag), or None."""
+    want = params.get("direction")
+    if want is not None and bulk.get("direction") not in (None, want):
+        return f"the program transferred {bulk['direction']}, the case asked for {want}"
+    want = params.get("bytes")
+    if isinstance(want, (int, float)) and not isinstance(want, bool) and \
+            int(want) != bulk["bytes"]:
+        return f"the program transferred {bulk['bytes']} bytes, the case asked for {want:g}"
+    return None
+
+
+def complete_bulk(bulk, params, measured, stats, server_rusage_s, client_rusage_s):
+    """Fills what a bulk result leaves open: the direction from the case's
+    parameter; the server's CPU and kernel entries per MB from its timeline
+    over the client's measured phase (the transfer), else its SERVER_STATS
+    `cpu_us` (whole server run), else the runner's wait4 rusage of the
+    server process (whole run incl. start-up); the client's CPU per MB from
+    the runner's rusage of the client (whole run incl. connection set-up)."""
+    out = dict(bulk)
+    mb = out["bytes"] / 1e6
+    if out.get("direction") is None and params.get("direction") in ("upload", "download"):
+        out["direction"] = params["direction"]
+    if out["server_cpu_us_per_mb"] is None:
+        cpu = stats.get("cpu_us") if isinstance(stats, dict) else None
+        if measured and measured.get("cpu_us") is not None:
+            out["server_cpu_us_per_mb"] = measured["cpu_us"] / mb
+            out["server_cpu_source"] = "server rusage over the client's measured phase " \
+                                       "(interpolated from the server's timeline)"
+        elif isinstance(cpu, (int, float)) and not isinstance(cpu, bool):
+            out["server_cpu_us_per_mb"] = cpu / mb
+            out["server_cpu_source"] = "server SERVER_STATS cpu_us (whole server run)"
+        elif server_rusage_s is not None:
+            out["server_cpu_us_per_mb"] = server_rusage_s * 1e6 / mb
+            out["server_cpu_source"] = "runner wait4 rusage (server process, whole run " \
+                                       "incl. start-up)"
+    if out["server_kernel_entries_per_mb"] is None and measured and \
+            measured.get("kernel_entries") is not None:
+        out["server_kernel_entries_per_mb"] = measured["kernel_entries"] / mb
+    if out["client_cpu_us_per_mb"] is None and client_rusage_s is not None:
+        out["client_cpu_us_per_mb"] = client_rusage_s * 1e6 / mb
+        out["client_cpu_source"] = "runner rusage (client, whole run incl. connection set-up)"
     return out
 
 
@@ -823,7 +888,8 @@ def run_suite(opts, say=None):
                 else:
                     say(f"ringlab: namespaces {topo_ctx.server_ns} ({topo_ctx.server_ip}) and "
                         f"{topo_ctx.client_ns} ({topo_ctx.client_ip}) joined by a veth pair")
-            runner = CaseRunner(suite, registry, binaries, sup, run_dir, run_id, info, topo_ctx)
+            runner = CaseRunner(suite, registry, binaries, sup, run_dir, run_id, info, topo_ctx,
+                                client_grace_s=opts.client_grace_s)
             calibrator = Calibrator(suite, cal_binary, sup, run_dir / "logs") \
                 if suite.calibrate else None
             calibrated = False

@@ -29,6 +29,10 @@ DEFAULT_THRESHOLD = 0.05
 DEFAULT_TAIL_THRESHOLD = 0.10
 TAIL_METRICS = ("p99", "p999", "max")
 LATENCY_METRICS = ("min", "mean", "p50", "p90", "p99", "p999", "max")
+# A bulk transfer's figures, kept in the record's `bulk` object.
+BULK_METRICS = ("goodput_bytes_per_s", "completion_s", "retransmission_ratio",
+                "spurious_retransmissions", "client_cpu_us_per_mb", "server_cpu_us_per_mb",
+                "client_kernel_entries_per_mb", "server_kernel_entries_per_mb")
 
 
 def threshold_for(metric, threshold=DEFAULT_THRESHOLD, tail_threshold=DEFAULT_TAIL_THRESHOLD):
@@ -36,8 +40,12 @@ def threshold_for(metric, threshold=DEFAULT_THRESHOLD, tail_threshold=DEFAULT_TA
 
 
 def metric_value(record, name):
+    """A metric of a record by name: the RTT percentiles live in `rtt_us`,
+    the bulk figures in `bulk`, everything else is a top-level field."""
     if name in LATENCY_METRICS:
         return (record.get("rtt_us") or {}).get(name)
+    if name in BULK_METRICS:
+        return (record.get("bulk") or {}).get(name)
     return record.get(name)
 
 

@@ -23,6 +23,11 @@ EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent.parent
 SUITES_DIR = EXPERIMENTS_DIR / "suites"
 REGISTRY_PATH = EXPERIMENTS_DIR / "registry.toml"
 
+# Modes the runner gives a meaning to: `rate` takes the `rates` axis (open
+# loop, latency from the intended send time), `burst` the `inflight` axis.
+# Any other mode name a registry program declares (`bulk`, ...) is valid in a
+# suite too; it takes neither axis, and the program decides what it measures
+# (experiments/README.md, "Program contract").
 MODES = ("pingpong", "rate", "burst")
 # Protocols are whatever the registry's programs declare; these are the socket
 # kinds the runner knows for the usual names (used to pick a free port and to
@@ -126,6 +131,10 @@ def load_registry(path=REGISTRY_PATH):
 def _check_program_extras(path, where, spec):
     """The keys the protocol modules need: params, param_args, env, files,
     transport_protocol, and the placeholders in every template."""
+    for mode in spec["modes"]:
+        if not isinstance(mode, str) or not PROTOCOL_RE.match(mode):
+            raise SuiteError(_at(path, "modes", f"{where}.modes: {mode!r} is not a mode name "
+                                 "(lower case letters, digits, _ and -)"))
     for proto in spec["protocols"]:
         if not isinstance(proto, str) or not PROTOCOL_RE.match(proto):
             raise SuiteError(_at(path, "protocols", f"{where}.protocols: {proto!r} is not a "
@@ -384,6 +393,14 @@ def build_suite(data, path, text, registry, cpu_count=None):
                  targets=targets)
 
 
+def registry_modes(registry):
+    """The runner's modes, then every other mode a registry program declares."""
+    out = list(MODES)
+    for prog in registry.values():
+        out += [m for m in prog.modes if m not in out]
+    return out
+
+
 def _registry_protocols(registry):
     out = []
     for prog in registry.values():
@@ -393,7 +410,13 @@ def _registry_protocols(registry):
 
 TARGET_METRICS = ("p50", "p90", "p99", "p999", "max", "mean", "messages_per_s",
                   "cpu_us_per_msg", "server_cpu_us_per_msg", "kernel_entries_per_msg",
-                  "server_kernel_entries_per_msg", "server_rss_kib_per_connection")
+                  "server_kernel_entries_per_msg", "server_rss_kib_per_connection",
+                  # broker throughput (MQTT fan-in / fan-out)
+                  "deliveries_per_s", "connections_open",
+                  # bulk transfers (the record's `bulk` object)
+                  "goodput_bytes_per_s", "completion_s", "retransmission_ratio",
+                  "spurious_retransmissions", "client_cpu_us_per_mb", "server_cpu_us_per_mb",
+                  "client_kernel_entries_per_mb", "server_kernel_entries_per_mb")
 TARGET_FIELDS = ("implementation", "program", "variant", "protocol", "payload_bytes",
                  "connections", "mode", "rate_per_s", "inflight")
 
@@ -489,11 +512,13 @@ def _normalise_block(block, where, path, text, registry):
             if len({_param_token(v) for v in values}) != len(values):
                 raise SuiteError(_at(path, "params", f"{where}.params.{name}: duplicate "
                                      "values", text))
+    modes = registry_modes(registry)
     for j, v in enumerate(out.get("modes", [])):
-        if v not in MODES:
+        if v not in modes:
             key = "mode" if "mode" in block else "modes"
-            raise SuiteError(_at(path, key, f"{where}.{key}: unknown mode {v!r}; valid: "
-                                 f"{', '.join(MODES)}", text))
+            raise SuiteError(_at(path, key, f"{where}.{key}: unknown mode {v!r}; valid "
+                                 "(the runner's and those the registry's programs declare): "
+                                 f"{', '.join(modes)}", text))
     if "max_duration_s" in out and out["max_duration_s"] <= 0:
         raise SuiteError(_at(path, "max_duration_s", f"{where}.max_duration_s: must be > 0",
                              text))

@@ -196,14 +196,49 @@ params = { loss_pct = [0, 5] }
             by_loss[5]["program_result"]["client"]["dropped_by_impairment"], 0)
 
 
+def registry_text_without_mqtt():
+    """registry.toml without its MQTT section (ringlab_mqtt, ringlab_mqtt_bench
+    and mosquitto), for tests that put stand-ins in their place."""
+    text = (EXPERIMENTS / "registry.toml").read_text()
+    return text[:text.index("# ---- MQTT (mqtt/)")]
+
+
+def mosquitto_block():
+    """registry.toml's mosquitto entry (the last one in the file)."""
+    text = (EXPERIMENTS / "registry.toml").read_text()
+    return text[text.index("[programs.mosquitto]"):]
+
+
 FAKE_MQTT = FIXTURES / "fake_mqtt_bench.py"
+STAND_IN = f"""
+[programs.ringlab_mqtt_bench]
+kind = "ours"
+binary = "{FAKE_MQTT}"
+variants = ["default"]
+protocols = ["mqtt"]
+modes = ["pingpong"]
+pin = "none"
+port = "auto"
+ready = "listen"
+parser = "ringlab_json"
+rtt = "full"
+server = ["{{binary}}"]
+client = ["{{binary}}"]
+"""
 
 
 class MosquittoEntry(unittest.TestCase):
     def test_the_registry_has_mosquitto_and_its_client(self):
         registry = load_registry()
-        prog = registry["mosquitto"]
+        self.assertIn("mosquitto", registry)
         self.assertIn("ringlab_mqtt_bench", registry)
+        self.assertEqual(registry["mosquitto"].uses, ["ringlab_mqtt_bench"])
+
+    def test_block_loads_once_the_client_exists(self):
+        path = tempdir(self) / "registry.toml"
+        path.write_text(registry_text_without_mqtt() + STAND_IN +
+                        mosquitto_block())
+        prog = load_registry(path)["mosquitto"]
         self.assertEqual(prog.protocols, ["mqtt"])
         conf = prog.get("files")["mosquitto.conf"]
         for line in ("listener {port} {server_host}", "set_tcp_nodelay true",
@@ -213,9 +248,10 @@ class MosquittoEntry(unittest.TestCase):
     @unittest.skipUnless(shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto"),
                          "mosquitto not installed")
     def test_real_mosquitto_through_the_runner(self):
-        # The real mosquitto, driven by a stand-in for ringlab_mqtt_bench
-        # (so this test needs no build).
         d = tempdir(self)
+        registry = d / "registry.toml"
+        registry.write_text(registry_text_without_mqtt() + STAND_IN +
+                            mosquitto_block())
         suite = write_suite(d, """
 [suite]
 name = "mosquitto-check"
@@ -228,10 +264,11 @@ payloads = [64]
 mode = "pingpong"
 samples = 300
 warmup = 30
-params = { qos = [0, 1], pattern = ["rtt"] }
+params = { qos = [0, 1] }
 """)
         env_path = os.environ.get("PATH", "") + ":/usr/sbin"
         opts = runner.RunOptions(suite=str(suite), results_root=d / "results", build=False,
+                                 registry_path=registry,
                                  binaries={"ringlab_mqtt_bench": str(FAKE_MQTT)},
                                  progress=None)
         from unittest import mock

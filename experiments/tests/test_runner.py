@@ -33,13 +33,13 @@ protocols = ["udp", "tcp"]
 """
 
 
-def run_tiny(testcase, text=TINY, env=None, registry=None, binaries=None):
+def run_tiny(testcase, text=TINY, env=None, registry=None, binaries=None, **options):
     d = tempdir(testcase)
     path = write_suite(d, text)
     opts = runner.RunOptions(suite=str(path), results_root=d / "results", build=False,
                              binaries=binaries if binaries is not None
                              else {"ringlab_pingpong": str(FAKE)},
-                             registry_path=registry, progress=None)
+                             registry_path=registry, progress=None, **options)
     with mock.patch.dict(os.environ, env or {}):
         run_dir = runner.run_suite(opts)
     run, records = results.load(run_dir)
@@ -111,16 +111,23 @@ class RunnerWithFakeProgram(unittest.TestCase):
         self.assertEqual(live_children_mentioning(str(FAKE)), [])
 
     def test_hanging_client_is_killed_and_run_goes_on(self):
+        # timeout_s 0.5 + a grace of 0.5 s (5 s outside tests).
+        self.assertEqual(runner.RunOptions(suite="x").client_grace_s, 5.0)
         text = TINY.replace("timeout_s = 20", "timeout_s = 0.5").replace(
             'variants = ["epoll", "uring-sqpoll"]', 'variants = ["epoll"]').replace(
-            "repetitions = 2", "repetitions = 1")
+            "repetitions = 2", "repetitions = 1\ncalibrate = false")
         t0 = time.monotonic()
-        _, run, records = run_tiny(self, text, env={"FAKE_CLIENT_HANG": "1"})
+        _, run, records = run_tiny(self, text, env={"FAKE_CLIENT_HANG": "1"},
+                                   client_grace_s=0.5)
         self.assertLess(time.monotonic() - t0, 60)
+        self.assertEqual(run["status"], "complete")
         self.assertEqual(len(records), 2)            # both protocols attempted
         for r in records:
             self.assertEqual(r["status"], "failed")
-            self.assertIn("did not finish within 5.5 s; killed", r["reason"])
+            self.assertIn("did not finish within 1 s; killed", r["reason"])
+            # It waited the whole timeout + grace before killing, no less.
+            self.assertGreaterEqual(r["wall_s"], 1.0)
+            self.assertIn("--timeout_s=1", r["commands"]["client"])
         self.assertEqual(live_children_mentioning(str(FAKE)), [])
 
     def test_missing_peer_is_skipped_and_missing_binary_fails(self):

@@ -94,7 +94,8 @@ class Targets(unittest.TestCase):
     def test_evaluation(self):
         rows = targets.evaluate(SCALE_TARGETS, scale_records())
         got = [(r["target"]["name"], r["label"], r["verdict"]) for r in rows]
-        self.assertIn(("cpu", "TCP, 64 B, 100 conn, burst, 8 in flight", "met"), got)
+        self.assertIn(("cpu", "TCP, 64 B, 100 conn, burst, 8 in flight, program "
+                       "`ringlab_pingpong`", "met"), got)
         # one row per connection count; 0.2/2.0 and 0.24/3.0 are both <= 0.2
         self.assertEqual([g[2] for g in got if g[0] == "entries"], ["met", "met"])
         growth = {g[1]: g[2] for g in got if g[0] == "growth"}

@@ -2,6 +2,12 @@
 // client (mqtt/client_driver.h) on one transport Loop, and prints a ringlab
 // result (the runner's `ringlab_json` parser reads it).
 //
+// The experiment runner's form (experiments/README.md, "the MQTT bench
+// JSON"): `ringlab_mqtt_bench client --mode=pingpong|rate|burst
+// [--pattern=fanin|fanout]`: pingpong is rtt, rate is a pattern at --rate,
+// burst a pattern at saturation with --inflight; --max_duration_s ends the
+// measured phase early. The direct form names the pattern in --mode.
+//
 // Modes (every message carries [seq u64][intended send time ns i64]
 // [publisher u32] in its first 24 bytes; latency is publish -> delivery,
 // client -> broker -> client, both ends in this process and on one clock):
@@ -19,10 +25,14 @@
 //           --hold_s; with --broker_pid the broker's RSS before and after
 //           is reported per connection.
 //
-// Output: "RESULT {json}" (schema ringlab.mqtt.bench/1) and --json=FILE.
-// messages_per_s counts deliveries to subscribers; cpu_us_per_msg and
-// kernel_entries_per_msg are this client process's own (the broker's come
-// from its SERVER_STATS). Exit codes: 0 ok, 1 run failed, 2 usage, 3 backend
+// Output: "RESULT {json}" (schema ringlab.mqtt_bench/1) and --json=FILE:
+// messages_per_s = distinct publishes delivered (to every subscriber) per
+// second, deliveries_per_s = every subscriber's copy, samples = deliveries
+// measured, warmup = publishes before the measured phase, total_messages =
+// deliveries in the whole run, measured_start_ns/measured_end_ns on
+// CLOCK_MONOTONIC (the runner cuts the broker's timeline with them);
+// cpu_us_per_msg and kernel_entries_per_msg are this client's, per
+// delivery. Exit codes: 0 ok, 1 run failed, 2 usage, 3 backend
 // unsupported.
 #include <sys/resource.h>
 #include <unistd.h>
@@ -50,6 +60,8 @@ constexpr size_t kHeaderBytes = 24;
 struct Config {
   std::string server = "127.0.0.1:1883";
   std::string mode = "rtt";
+  std::string pattern;      // runner form: fanin | fanout
+  std::string runner_mode;  // pingpong | rate | burst when given so
   std::string backend = "auto";
   uint32_t qos = 0;
   uint32_t version = 5;
@@ -210,7 +222,9 @@ void Bench::OnDelivery(const ClientEvent& e) {
   const Timestamp now = MonotonicNow();
   last_progress_ = now;
   ++received_;
-  if (!measuring_ && received_ > cfg_.warmup) StartMeasuring();
+  // The warm-up is counted in publishes: every subscriber's copy of
+  // `warmup` messages.
+  if (!measuring_ && received_ > cfg_.warmup * subs_.size()) StartMeasuring();
   if (measuring_ && measured_ < cfg_.samples) {
     histogram_.Record(uint64_t(std::max<int64_t>(0, now.nanos() - intended)));
     ++measured_;
@@ -441,24 +455,40 @@ int Bench::Report() {
   const double msgs = double(measured_);
   bench::JsonWriter json;
   json.BeginObject();
-  json.Key("schema").String("ringlab.mqtt.bench/1");
+  json.Key("schema").String("ringlab.mqtt_bench/1");
   json.Key("program").String("ringlab_mqtt_bench");
   json.Key("protocol").String("mqtt");
   AppendBackend(json, loop_->backend());
-  json.Key("mode").String(cfg_.mode);
+  const bool fan = cfg_.mode == "fanin" || cfg_.mode == "fanout";
+  json.Key("mode").String(cfg_.runner_mode.empty() ? cfg_.mode
+                                                   : cfg_.runner_mode);
+  json.Key("bench_mode").String(cfg_.mode);
+  if (fan) {
+    json.Key("pattern").String(cfg_.mode);
+  } else {
+    json.Key("pattern").Null();
+  }
   json.Key("mqtt_version").Uint(cfg_.version);
   json.Key("qos").Uint(cfg_.qos);
   json.Key("payload_bytes").Uint(payload_.size());
   json.Key("connections").Uint(cfg_.connections);
   json.Key("publishers").Uint(pubs_.size());
   json.Key("subscribers").Uint(subs_.size());
-  json.Key("rate_per_s").Number(cfg_.rate);
+  json.Key("connections_open").Uint(clients_.size());
+  if (cfg_.rate > 0) {
+    json.Key("rate_per_s").Number(cfg_.rate);
+  } else {
+    json.Key("rate_per_s").Null();
+  }
   json.Key("inflight").Uint(cfg_.inflight);
   json.Key("samples").Uint(measured_);
   json.Key("warmup").Uint(cfg_.warmup);
   const uint64_t sent = next_seq_;
+  const size_t nsubs = std::max<size_t>(subs_.size(), 1);
   const uint64_t expected = sent * subs_.size();
-  json.Key("lost").Uint(expected > received_ ? expected - received_ : 0);
+  const uint64_t missing = expected > received_ ? expected - received_ : 0;
+  json.Key("lost").Uint((missing + nsubs - 1) / nsubs);
+  json.Key("lost_deliveries").Uint(missing);
   json.Key("rtt_us").BeginObject();
   json.Key("min").Number(us(histogram_.min()));
   json.Key("mean").Number(histogram_.mean() / 1000.0);
@@ -469,10 +499,15 @@ int Bench::Report() {
   json.Key("max").Number(us(histogram_.max()));
   json.EndObject();
   json.Key("duration_s").Number(duration_s);
-  json.Key("messages_per_s").Number(duration_s > 0 ? msgs / duration_s : 0);
+  const double deliveries_per_s = duration_s > 0 ? msgs / duration_s : 0;
+  json.Key("messages_per_s").Number(deliveries_per_s / double(nsubs));
+  json.Key("deliveries_per_s").Number(deliveries_per_s);
   json.Key("cpu_us_per_msg").Number(msgs > 0 ? cpu.total_us() / msgs : 0);
   json.Key("kernel_entries_per_msg")
       .Number(msgs > 0 ? lc.kernel_entries() / msgs : 0);
+  json.Key("total_messages").Uint(received_);
+  json.Key("measured_start_ns").Int(measuring_ ? measure_start_.nanos() : 0);
+  json.Key("measured_end_ns").Int(measuring_ ? measure_end_.nanos() : 0);
   json.Key("published").Uint(sent);
   json.Key("delivered").Uint(received_);
   json.Key("publish_errors").Uint(publish_errors_);
@@ -531,8 +566,11 @@ int Run(int argc, char** argv) {
               "RESULT JSON line\n(the experiment runner's ringlab_json "
               "format).");
   flags.Add("server", "broker HOST:PORT", &cfg.server);
-  flags.Add("mode", "rtt, fanin, fanout or idle (see the file header)",
+  flags.Add("mode",
+            "rtt, fanin, fanout or idle; or the runner's pingpong, rate or "
+            "burst with --pattern (see the file header)",
             &cfg.mode);
+  flags.Add("pattern", "with --mode=rate|burst: fanin or fanout", &cfg.pattern);
   flags.Add("backend", "transport preset of the client Loop", &cfg.backend);
   flags.Add("qos", "QoS of publishes and subscriptions: 0, 1 or 2", &cfg.qos);
   flags.Add("version", "MQTT version: 5 or 311", &cfg.version);
@@ -551,6 +589,8 @@ int Run(int argc, char** argv) {
   flags.Add("duration_s",
             "also stop recording after this many seconds (0: samples only)",
             &cfg.duration_s);
+  flags.Add("max_duration_s", "the same as --duration_s (the runner's name)",
+            &cfg.duration_s);
   flags.Add("timeout_s", "give up after this many seconds", &cfg.timeout_s);
   flags.Add("hold_s", "idle mode: how long the connections stay", &cfg.hold_s);
   flags.Add("drain_s",
@@ -565,6 +605,12 @@ int Run(int argc, char** argv) {
   flags.Add("cpu", "pin this process's thread to this CPU (-1: no)", &cfg.cpu);
   flags.Add("json", "also write the RESULT object to this file",
             &cfg.json_path);
+  // The runner's form starts with a role word: `ringlab_mqtt_bench client`.
+  if (argc > 1 && std::string_view(argv[1]) == "client") {
+    argv[1] = argv[0];
+    --argc;
+    ++argv;
+  }
   if (absl::Status s = flags.Parse(argc, argv); !s.ok()) {
     std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
     return kExitUsage;
@@ -572,6 +618,25 @@ int Run(int argc, char** argv) {
   if (flags.help()) {
     std::fputs(flags.Usage().c_str(), stdout);
     return kExitOk;
+  }
+  if (cfg.mode == "pingpong" || cfg.mode == "rate" || cfg.mode == "burst") {
+    cfg.runner_mode = cfg.mode;
+    if (cfg.mode == "pingpong") {
+      cfg.mode = "rtt";
+    } else if (cfg.pattern == "fanin" || cfg.pattern == "fanout") {
+      cfg.mode = cfg.pattern;
+      if (cfg.runner_mode == "burst") cfg.rate = 0;
+      if (cfg.runner_mode == "rate" && cfg.rate <= 0) {
+        std::fprintf(stderr, "ringlab_mqtt_bench: --mode=rate needs --rate\n");
+        return kExitUsage;
+      }
+    } else {
+      std::fprintf(
+          stderr,
+          "ringlab_mqtt_bench: --mode=%s needs --pattern=fanin|fanout\n",
+          cfg.mode.c_str());
+      return kExitUsage;
+    }
   }
   if (cfg.mode != "rtt" && cfg.mode != "fanin" && cfg.mode != "fanout" &&
       cfg.mode != "idle") {

@@ -8,7 +8,8 @@
 // it closes every connection (v5 clients get DISCONNECT 0x8B), stops, and
 // prints one "SERVER_STATS {json}" line (schema ringlab.mqtt.broker/1:
 // rusage CPU, Loop counters, broker and driver counters, `messages` =
-// PUBLISH packets delivered, RSS). --json writes the same object to a file.
+// PUBLISH packets delivered, RSS, and the 50 ms `timeline` of the runner's
+// program contract). --json writes the same object to a file.
 // Exit codes: 0 ok, 1 run failed, 2 usage, 3 backend unsupported here.
 #include <cstdio>
 #include <memory>
@@ -210,24 +211,44 @@ int Run(int argc, char** argv) {
   }
   BrokerDriver& broker = **driver;
 
+  const uint64_t rss_start = ResidentBytes();
+  const transport::LoopCounters counters_start = loop.counters();
+  const bench::CpuTime cpu_start = bench::CpuTime::Now();
+  const Timestamp time_start = MonotonicNow();
+  // The runner cuts this timeline at the client's measured phase
+  // (experiments/README.md, "Server metrics over the client's measured
+  // phase"): cumulative CPU, deliveries and kernel entries since READY.
+  Timeline timeline;
+  auto sample = [&](bool force) {
+    const BrokerCounters& c = broker.broker().counters();
+    Timeline::Sample s;
+    s.t_ns = MonotonicNow().nanos();
+    s.cpu_us = (bench::CpuTime::Now() - cpu_start).total_us();
+    s.messages =
+        c.publishes_sent[0] + c.publishes_sent[1] + c.publishes_sent[2];
+    s.kernel_entries = loop.counters().Delta(counters_start).kernel_entries();
+    s.rss_kib = ResidentBytes() / 1024;
+    s.connections = broker.broker().connection_count();
+    timeline.Add(s, force);
+  };
+  sample(true);  // before any client: the RSS baseline
+  constexpr int kTickMs = 50;
+
   // Signals only set a flag; this timer notices it on the Loop's thread,
   // shuts the broker down, and lets the goodbyes drain before stopping.
   bool stopping = false;
   Timestamp stop_at = Timestamp::Never();
-  loop.AddTimer(MonotonicNow() + std::chrono::milliseconds(50),
-                std::chrono::milliseconds(50), [&](Timestamp now) {
+  loop.AddTimer(MonotonicNow() + std::chrono::milliseconds(kTickMs),
+                std::chrono::milliseconds(kTickMs), [&](Timestamp now) {
+                  if (!stopping) sample(false);
                   if (!stopping && stop_requested()) {
                     stopping = true;
+                    sample(true);  // the last point before shutting down
                     broker.Shutdown();
                     stop_at = now + std::chrono::milliseconds(200);
                   }
                   if (stopping && now >= stop_at) loop.Stop();
                 });
-
-  const uint64_t rss_start = ResidentBytes();
-  const transport::LoopCounters counters_start = loop.counters();
-  const bench::CpuTime cpu_start = bench::CpuTime::Now();
-  const Timestamp time_start = MonotonicNow();
   std::printf("READY %s\n", broker.local_endpoint().ToString().c_str());
   std::fflush(stdout);
 
@@ -260,8 +281,12 @@ int Run(int argc, char** argv) {
   json.Key("messages").Uint(delivered);
   json.Key("messages_received").Uint(received);
   json.Key("kernel_entries").Uint(lc.kernel_entries());
+  json.Key("connections_accepted").Uint(broker.counters().accepted);
   json.Key("rss_bytes_start").Uint(rss_start);
+  json.Key("rss_kib_ready").Uint(rss_start / 1024);
   json.Key("rss_bytes_end").Uint(ResidentBytes());
+  json.Key("timeline");
+  timeline.AppendJson(json, kTickMs);
   json.Key("counters");
   AppendCounters(json, lc);
   json.Key("broker").BeginObject();

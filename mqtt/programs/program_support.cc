@@ -108,6 +108,36 @@ std::string Flags::Usage() const {
   return out;
 }
 
+void Timeline::Add(const Sample& s, bool force) {
+  ++tick_;
+  if (!force && tick_ % stride_ != 0) return;
+  samples_.push_back(s);
+  if (samples_.size() >= kMaxSamples) {
+    size_t kept = 0;
+    for (size_t i = 0; i < samples_.size(); i += 2)
+      samples_[kept++] = samples_[i];
+    samples_.resize(kept);
+    stride_ *= 2;
+  }
+}
+
+void Timeline::AppendJson(bench::JsonWriter& json, int tick_ms) const {
+  json.BeginObject();
+  json.Key("interval_ms").Int(int64_t(tick_ms) * int64_t(stride_));
+  auto column = [&](const char* name, auto get) {
+    json.Key(name).BeginArray();
+    for (const Sample& s : samples_) json.Int(int64_t(get(s)));
+    json.EndArray();
+  };
+  column("t_ns", [](const Sample& s) { return s.t_ns; });
+  column("cpu_us", [](const Sample& s) { return s.cpu_us; });
+  column("messages", [](const Sample& s) { return s.messages; });
+  column("kernel_entries", [](const Sample& s) { return s.kernel_entries; });
+  column("rss_kib", [](const Sample& s) { return s.rss_kib; });
+  column("connections", [](const Sample& s) { return s.connections; });
+  json.EndObject();
+}
+
 void AppendBackend(bench::JsonWriter& json, const transport::BackendInfo& b) {
   json.Key("backend").String(b.name);
   json.Key("backend_requested").String(b.requested);

@@ -59,6 +59,33 @@ class Flags {
   bool help_ = false;
 };
 
+// The server timeline of the runner's program contract (experiments/
+// README.md): cumulative CPU, messages, kernel entries, and current RSS and
+// connections, sampled on a timer, at most kMaxSamples (when full every
+// other sample is dropped and sampling halves).
+class Timeline {
+ public:
+  static constexpr size_t kMaxSamples = 2048;
+  struct Sample {
+    int64_t t_ns = 0;  // CLOCK_MONOTONIC
+    int64_t cpu_us = 0;
+    uint64_t messages = 0;
+    uint64_t kernel_entries = 0;
+    uint64_t rss_kib = 0;
+    uint64_t connections = 0;
+  };
+  // Called every tick; `force` keeps the sample whatever the stride.
+  void Add(const Sample& s, bool force);
+  // {interval_ms, t_ns[], cpu_us[], messages[], kernel_entries[], rss_kib[],
+  // connections[]}.
+  void AppendJson(bench::JsonWriter& json, int tick_ms) const;
+
+ private:
+  std::vector<Sample> samples_;
+  uint64_t tick_ = 0;
+  uint64_t stride_ = 1;
+};
+
 // "backend", "backend_requested", "backend_flags", "backend_note".
 void AppendBackend(bench::JsonWriter& json, const transport::BackendInfo& b);
 // Every Loop counter plus kernel_entries.

@@ -55,8 +55,9 @@ def main():
         server = f"{m.group(1)}:{m.group(2)}"
 
         def bench(*args):
-            cmd = [a.bench, f"--server={server}", "--backend=epoll", "--timeout_s=60",
-                   *args]
+            cmd = [a.bench, *args[:1]] if args[:1] == ("client",) else [a.bench]
+            cmd += [f"--server={server}", "--backend=epoll", "--timeout_s=60",
+                    *(args[1:] if args[:1] == ("client",) else args)]
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
             if r.returncode != 0:
                 fail(f"{' '.join(cmd)}: exit {r.returncode}\n{r.stderr}")
@@ -81,6 +82,15 @@ def main():
                   "--warmup=500", "--qos=0")
         if d["samples"] != 5000 or d["subscribers"] != 10:
             fail(f"fanout: {d}")
+        # The runner's form (experiments/README.md, the MQTT bench JSON).
+        d = bench("client", "--mode=burst", "--pattern=fanout", "--connections=4",
+                  "--inflight=4", "--samples=2000", "--warmup=20", "--max_duration_s=30")
+        if d["mode"] != "burst" or d["pattern"] != "fanout" or d["connections_open"] != 5:
+            fail(f"runner form: {d}")
+        if abs(d["deliveries_per_s"] - 4 * d["messages_per_s"]) > 1e-6 * d["deliveries_per_s"]:
+            fail(f"fan-out deliveries/s must be 4 x msg/s: {d}")
+        if not (d["measured_end_ns"] > d["measured_start_ns"] > 0 and d["total_messages"] >= 2000):
+            fail(f"measured phase / total_messages: {d}")
         d = bench("--mode=idle", "--connections=200", "--hold_s=0.5",
                   f"--broker_pid={broker.pid}")
         if not d["broker_rss_after_bytes"] > 0:
@@ -96,6 +106,10 @@ def main():
         s = json.loads(stats[0][len("SERVER_STATS "):])
         if not (s["messages"] > 0 and s["cpu_us"] > 0 and s["backend"]):
             fail(f"SERVER_STATS: {s}")
+        tl = s["timeline"]
+        if len(tl["t_ns"]) < 2 or tl["messages"][-1] != s["messages"] or \
+                len({len(v) for k, v in tl.items() if k != "interval_ms"}) != 1:
+            fail(f"SERVER_STATS timeline: {tl}")
         if s["broker"]["malformed_packets"] or s["broker"]["protocol_errors"]:
             fail(f"the bench broke a protocol rule: {s['broker']}")
         print(f"ok: {a.backend}: {s['messages']} messages delivered, "

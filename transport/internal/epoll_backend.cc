@@ -98,9 +98,21 @@ class EpollBackend final : public LoopCore {
     // Nothing is in flight inside the kernel; RunOnce finishes the close.
   }
 
-  void RearmStarved(Socket& s) override {
+  void RearmStarved(Socket& s) override { ContinueReceive(s); }
+
+  void RetryAccept(Socket& listener) override { AcceptAll(listener); }
+
+  // Reading on is harmless here: edge-triggered epoll reports the hangup,
+  // so this only makes sure.
+  void KickReceive(Socket& s) override {
+    s.peer_hup_seen = true;
+    ReadStream(s);
+  }
+
+  void ContinueReceive(Socket& s) override {
     if (s.kind == SocketKind::kStream) ReadStream(s);
     if (s.kind == SocketKind::kUdp) ReadDatagrams(s);
+    if (s.kind == SocketKind::kListener) AcceptAll(s);
   }
 
   void FlushSends(Socket& s) override {
@@ -161,6 +173,9 @@ class EpollBackend final : public LoopCore {
           }
           break;
         }
+        if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+          s.peer_hup_seen = true;
+        }
         if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
           ReadStream(s);
         }
@@ -186,17 +201,25 @@ class EpollBackend final : public LoopCore {
   }
 
   void AcceptAll(Socket& listener) {
-    while (!listener.closing) {
+    for (int accepted = 0; !listener.closing; ++accepted) {
+      if (accepted == kAcceptsPerIteration) {
+        MarkReadReady(listener);
+        return;
+      }
       sockaddr_storage addr;
       socklen_t len = sizeof(addr);
       ++counters.socket_syscalls;
       const int fd = accept4(listener.fd, reinterpret_cast<sockaddr*>(&addr),
                              &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
-        if (errno == EAGAIN || errno == EINTR) return;
+        const int err = errno;
+        if (err == EAGAIN || err == EINTR) return;
         // ECONNABORTED and friends concern one connection only.
-        if (errno == ECONNABORTED || errno == EPROTO) continue;
-        DeliverError(listener, -errno);
+        if (err == ECONNABORTED || err == EPROTO) continue;
+        // Out of descriptors: the pending connections raise no new edge, so
+        // retry on a backoff instead of waiting for one (issue 6, fault 3).
+        if (PauseAccept(listener, -err)) return;
+        DeliverError(listener, -err);
         return;
       }
       ++counters.completions;
@@ -204,8 +227,19 @@ class EpollBackend final : public LoopCore {
     }
   }
 
+  // Reads until the socket is empty (EAGAIN), ends (0 or an error), or used
+  // its reads for this iteration. A short read normally means the socket was
+  // empty at that moment, and later data raises a new edge; but an end of
+  // stream that arrived together with the last bytes raises no new edge, so
+  // once the peer's hangup was reported (RDHUP/HUP/ERR) a short read does not
+  // end the loop: the next recv returns the 0 or the error (issue 6, fault 1).
   void ReadStream(Socket& s) {
+    int reads = 0;
     while (!s.closing && !s.read_closed && s.connected) {
+      if (reads == kStreamReadsPerIteration) {
+        MarkReadReady(s);
+        return;
+      }
       BufferLease lease = pool->Acquire();
       if (!lease.valid()) {
         ++counters.pool_exhausted;
@@ -214,14 +248,13 @@ class EpollBackend final : public LoopCore {
       }
       const size_t capacity = lease.capacity();
       ++counters.socket_syscalls;
+      ++reads;
       const ssize_t n = ::recv(s.fd, lease.data(), capacity, MSG_DONTWAIT);
       if (n > 0) {
         ++counters.completions;
         const uint32_t index = BufferPool::Detach(lease);
         DeliverData(s, index, BufferPool::kHeadroom, static_cast<uint32_t>(n));
-        // A short read emptied the socket at that moment; later data raises
-        // a new edge, so another recv would only return EAGAIN.
-        if (static_cast<size_t>(n) < capacity) return;
+        if (static_cast<size_t>(n) < capacity && !s.peer_hup_seen) return;
         continue;
       }
       if (n == 0) {
@@ -259,7 +292,11 @@ class EpollBackend final : public LoopCore {
   }
 
   void DrainDatagrams(Socket& s) {
-    while (!s.closing) {
+    for (int batches = 0; !s.closing; ++batches) {
+      if (batches == kDatagramBatchesPerIteration) {
+        MarkReadReady(s);
+        return;
+      }
       RefillReceiveBatch();
       const int batch = rx_ready_;
       if (batch == 0) {
@@ -281,8 +318,7 @@ class EpollBackend final : public LoopCore {
         if (rx_msgs_[i].msg_hdr.msg_flags & MSG_TRUNC) {
           // Larger than a pool buffer: counted and dropped, never delivered
           // as if it were whole.
-          ++counters.receive_errors;
-          pool->ReleaseIndex(buffer);
+          DropTruncatedDatagram(s, buffer);
           continue;
         }
         // Handlers cannot re-enter ReadDatagrams (UDP sockets are read only
@@ -382,7 +418,7 @@ class EpollBackend final : public LoopCore {
         }
         const int err = -errno;
         ++counters.completions;
-        FailQueuedSends(s, err);
+        FailStream(s, err);
         return;
       }
       ++counters.completions;

@@ -7,12 +7,22 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 
 namespace ringlab::transport::internal {
+
+namespace {
+std::atomic<bool> g_sq_stuck_for_testing{false};
+}  // namespace
+bool SqStuckForTesting() {
+  return g_sq_stuck_for_testing.load(std::memory_order_relaxed);
+}
+void SetSqStuckForTesting(bool stuck) { g_sq_stuck_for_testing.store(stuck); }
+
 namespace {
 
 // SocketId layout: generation in the high bits, slot + 1 in the low bits, so
@@ -54,28 +64,103 @@ absl::Status LoopCore::InitCore(const LoopOptions& options,
   options_ = options;
   info = backend_info;
   info.flags.zero_copy_send = options.zero_copy_send && info.flags.io_uring;
+  info.flags.wait_batching = options.wait_batching && info.flags.io_uring &&
+                             info.flags.provided_buffers &&
+                             !info.flags.busy_poll;
   if (options.max_sockets == 0 || options.max_sockets >= kSlotMask) {
     return absl::InvalidArgumentError("max_sockets must be in 1..1048574");
   }
+  absl::Status limits = FitFileLimit();
+  if (!limits.ok()) return limits;
   absl::StatusOr<std::unique_ptr<BufferPool>> created =
       BufferPool::Create(options.buffer_size, options.buffer_count);
   if (!created.ok()) return created.status();
   pool = *std::move(created);
-  sockets_.resize(options.max_sockets);
-  free_slots_.reserve(options.max_sockets);
-  for (uint32_t i = options.max_sockets; i-- > 0;) free_slots_.push_back(i);
-  dirty_.reserve(options.max_sockets);
-  scratch_.reserve(options.max_sockets);
-  starved_.reserve(options.max_sockets);
-  closing_.reserve(options.max_sockets);
+  // Budgets: receives come from the pool on epoll and plain uring, so
+  // AcquireBuffer() leaves them a reserve; the provided-ring presets keep
+  // their receive buffers in the ring. Send queues share what is left.
+  const uint32_t ring_buffers =
+      backend_info.flags.provided_buffers ? options.provided_buffers : 0;
+  receive_reserve_ = options.receive_reserve_buffers;
+  if (receive_reserve_ == 0 && ring_buffers == 0) {
+    receive_reserve_ = options.buffer_count / 4;
+  }
+  if (receive_reserve_ + ring_buffers >= options.buffer_count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("LoopOptions: receive_reserve_buffers (", receive_reserve_,
+                     ") and provided_buffers (", ring_buffers,
+                     ") leave nothing of buffer_count (", options.buffer_count,
+                     ") for sends"));
+  }
+  send_budget_ = options.send_budget_buffers;
+  const uint32_t sendable =
+      options.buffer_count - receive_reserve_ - ring_buffers;
+  if (send_budget_ == 0 || send_budget_ > sendable) send_budget_ = sendable;
+  ring_send_limit_ = ring_buffers / 4;
+  info.receive_reserve_buffers = receive_reserve_;
+  info.send_budget_buffers = send_budget_;
+  const uint32_t max_sockets = options_.max_sockets;  // after FitFileLimit
+  sockets_.resize(max_sockets);
+  free_slots_.reserve(max_sockets);
+  for (uint32_t i = max_sockets; i-- > 0;) free_slots_.push_back(i);
+  dirty_.reserve(max_sockets);
+  scratch_.reserve(max_sockets);
+  starved_.reserve(max_sockets);
+  ready_.reserve(max_sockets);
+  starved_next_.reserve(max_sockets);
+  closing_.reserve(max_sockets);
+  accept_paused_.reserve(max_sockets);
+  writable_waiters_.reserve(max_sockets);
+  dead_streams_.reserve(max_sockets);
   wakeup_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wakeup_fd_ < 0) return ErrnoStatus("eventfd", errno);
   now = MonotonicNow();
   return absl::OkStatus();
 }
 
-// --- Socket table
-// -------------------------------------------------------------
+// A Loop can hold max_sockets descriptors at once, and uring-fixed sizes its
+// fixed-file table to max_sockets, which the kernel refuses beyond
+// RLIMIT_NOFILE. Debian's default soft limit is 1024 (the hard one is usually
+// far higher), so: raise the soft limit toward the hard one if allowed, and
+// if that is not enough, clamp max_sockets and say so (issue 6, fault 4).
+absl::Status LoopCore::FitFileLimit() {
+  info.max_sockets = options_.max_sockets;
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return absl::OkStatus();
+  const rlim_t wanted = rlim_t{options_.max_sockets} + kFdReserve;
+  if (limit.rlim_cur >= wanted) return absl::OkStatus();
+  const rlim_t before = limit.rlim_cur;
+  if (options_.raise_fd_limit && limit.rlim_max > limit.rlim_cur) {
+    rlimit raised = limit;
+    raised.rlim_cur = std::min(wanted, limit.rlim_max);
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+      limit = raised;
+      absl::StrAppend(&info.adjustments,
+                      "raised RLIMIT_NOFILE soft limit from ", before, " to ",
+                      limit.rlim_cur, " (hard ", limit.rlim_max,
+                      ") for max_sockets=", options_.max_sockets);
+    }
+  }
+  if (limit.rlim_cur >= wanted) return absl::OkStatus();
+  if (limit.rlim_cur < kFdReserve + 16) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "RLIMIT_NOFILE is ", limit.rlim_cur, " (hard ", limit.rlim_max,
+        "): too low for a Loop. Fix: raise it (`ulimit -n 4096`, or "
+        "LimitNOFILE= in a systemd unit)"));
+  }
+  const uint32_t clamped = static_cast<uint32_t>(limit.rlim_cur - kFdReserve);
+  if (!info.adjustments.empty()) info.adjustments += "; ";
+  absl::StrAppend(&info.adjustments, "max_sockets clamped from ",
+                  options_.max_sockets, " to ", clamped,
+                  " to fit RLIMIT_NOFILE (soft ", limit.rlim_cur, ", hard ",
+                  limit.rlim_max,
+                  "); raise it with `ulimit -n` (or LimitNOFILE=) for more");
+  options_.max_sockets = clamped;
+  info.max_sockets = clamped;
+  return absl::OkStatus();
+}
+
+// --- Socket table ------------------------------------------------------------
 
 SocketId LoopCore::IdOf(const Socket& s) const {
   return SocketId{((s.generation & kGenerationMask) << kSlotBits) |
@@ -102,7 +187,8 @@ absl::StatusOr<Socket*> LoopCore::NewSocket(SocketKind kind, int fd,
   if (free_slots_.empty()) {
     ::close(fd);
     return absl::ResourceExhaustedError(absl::StrCat(
-        "Loop socket table full (max_sockets=", options_.max_sockets, ")"));
+        "Loop socket table full (max_sockets=", options_.max_sockets,
+        "; raise LoopOptions::max_sockets)"));
   }
   const uint32_t slot = free_slots_.back();
   free_slots_.pop_back();
@@ -182,6 +268,8 @@ absl::StatusOr<SocketId> LoopCore::OpenUdp(const UdpOptions& options,
   absl::StatusOr<Socket*> s = NewSocket(SocketKind::kUdp, fd, handler);
   if (!s.ok()) return s.status();
   (*s)->connected = connected;
+  SetSendLimits(**s, options.send_queue_limit_bytes,
+                options.send_queue_low_water_bytes);
   if (connected) {
     std::memcpy(&(*s)->peer_addr, options.connect->sockaddr(),
                 options.connect->socklen());
@@ -247,6 +335,9 @@ absl::StatusOr<SocketId> LoopCore::ListenTcp(const Endpoint& bind,
   if (::listen(fd, options.backlog) != 0) return fail("listen");
   absl::StatusOr<Socket*> s = NewSocket(SocketKind::kListener, fd, handler);
   if (!s.ok()) return s.status();
+  // Kept for the connections it accepts.
+  SetSendLimits(**s, options.send_queue_limit_bytes,
+                options.send_queue_low_water_bytes);
   ArmReceive(**s);
   return IdOf(**s);
 }
@@ -269,6 +360,8 @@ absl::StatusOr<SocketId> LoopCore::ConnectTcp(const Endpoint& peer,
   if (!created.ok()) return created.status();
   Socket& s = **created;
   s.connecting = true;
+  SetSendLimits(s, options.send_queue_limit_bytes,
+                options.send_queue_low_water_bytes);
   std::memcpy(&s.peer_addr, peer.sockaddr(), peer.socklen());
   s.peer_addr_len = peer.socklen();
   if (!StartConnect(s, peer)) {
@@ -300,17 +393,78 @@ int LoopCore::NativeHandle(SocketId id) const {
   return s == nullptr ? -1 : s->fd;
 }
 
-// --- Sends
-// --------------------------------------------------------------------
+// --- Sends -------------------------------------------------------------------
 
+void LoopCore::SetSendLimits(Socket& s, size_t limit, size_t low_water) {
+  s.send_limit = limit > 0 ? limit : options_.send_queue_limit_bytes;
+  s.send_low_water =
+      low_water > 0 && low_water < s.send_limit ? low_water : s.send_limit / 2;
+}
+
+BufferLease LoopCore::AcquireForSend() {
+  // The receive reserve: what receives need to keep every socket readable
+  // while the application holds buffers for sending.
+  if (pool->free_count() <= receive_reserve_) {
+    ++counters.pool_exhausted;
+    return BufferLease();
+  }
+  BufferLease lease = pool->Acquire();
+  if (!lease.valid()) ++counters.pool_exhausted;
+  return lease;
+}
+
+int LoopCore::Refuse(Socket& s, bool budget) {
+  if (budget) {
+    ++counters.send_refused_budget;
+  } else {
+    ++counters.send_refused_queue_full;
+  }
+  if (!s.writable_wanted) {
+    s.writable_wanted = true;
+    writable_waiters_.push_back(SlotOf(s));
+  }
+  s.writable_budget = s.writable_budget || budget;
+  return -EAGAIN;
+}
+
+// Backpressure (issue 6, fault 7): a socket's queue holds at most its limit
+// (a lease larger than the limit is taken when the queue is empty, so it can
+// always make progress), and all send queues together at most the send
+// budget, so a peer that stops reading cannot take the buffers receives and
+// other sockets need. A refused lease is released; OnWritable follows.
 int LoopCore::Enqueue(Socket& s, BufferLease data, uint64_t tag,
                       const Endpoint* to) {
   if (!data.valid()) return -EINVAL;
+  if (s.send_bytes > 0 && s.send_bytes + data.size() > s.send_limit) {
+    return Refuse(s, /*budget=*/false);
+  }
+  bool ring = pool->slot(data.index()).ring_owned != 0;
+  if (ring && ring_send_held_ >= ring_send_limit_) {
+    // A received buffer from the provided ring: queued for long, it would
+    // starve every socket's receives. Past a quarter of the ring, send a
+    // copy and hand the ring buffer back now.
+    if (send_held_ >= send_budget_) return Refuse(s, /*budget=*/true);
+    BufferLease copy = pool->Acquire();
+    if (!copy.valid()) return Refuse(s, /*budget=*/true);
+    std::memcpy(copy.data(), data.data(), data.size());
+    copy.set_size(data.size());
+    data = std::move(copy);  // the ring buffer goes back to the ring
+    ring = false;
+    ++counters.ring_buffers_copied_for_send;
+  } else if (!ring && send_held_ >= send_budget_) {
+    return Refuse(s, /*budget=*/true);
+  }
   const uint32_t index = BufferPool::Detach(data);
   BufferPool::Slot& slot = pool->slot(index);
   slot.offset = 0;
   slot.tag = tag;
   slot.next = BufferPool::kNoBuffer;
+  slot.in_send = 1;
+  if (ring) {
+    ++ring_send_held_;
+  } else {
+    ++send_held_;
+  }
   if (to != nullptr) slot.destination = *to;
   if (s.send_tail == BufferPool::kNoBuffer) {
     s.send_head = index;
@@ -322,6 +476,44 @@ int LoopCore::Enqueue(Socket& s, BufferLease data, uint64_t tag,
   s.send_bytes += slot.size;
   MarkDirty(s);
   return 0;
+}
+
+void LoopCore::ReleaseSent(uint32_t index) {
+  BufferPool::Slot& slot = pool->slot(index);
+  if (slot.in_send != 0) {
+    slot.in_send = 0;
+    if (slot.ring_owned != 0) {
+      --ring_send_held_;
+    } else {
+      --send_held_;
+    }
+  }
+  pool->ReleaseIndex(index);
+}
+
+// Called at the end of each iteration: refused sockets hear OnWritable once
+// their queue is below its low-water mark and, if the budget refused them,
+// the budget is at most half spent.
+void LoopCore::NotifyWritable() {
+  for (size_t i = 0; i < writable_waiters_.size();) {
+    Socket& s = sockets_[writable_waiters_[i]];
+    const bool valid = s.kind != SocketKind::kFree && s.writable_wanted;
+    const bool room = valid && s.send_bytes <= s.send_low_water &&
+                      (s.writable_budget ? send_held_ <= send_budget_ / 2
+                                         : send_held_ < send_budget_);
+    if (valid && !room && !s.closing) {
+      ++i;
+      continue;
+    }
+    writable_waiters_[i] = writable_waiters_.back();
+    writable_waiters_.pop_back();
+    if (!valid) continue;
+    s.writable_wanted = false;
+    s.writable_budget = false;
+    if (s.closing) continue;
+    ++counters.writable_notifications;
+    s.handler->OnWritable(IdOf(s));
+  }
 }
 
 int LoopCore::SendTo(SocketId id, BufferLease data, const Endpoint& to,
@@ -338,6 +530,10 @@ int LoopCore::Send(SocketId id, BufferLease data, uint64_t tag) {
   if (s == nullptr || s->kind != SocketKind::kStream) return -EBADF;
   if (s->closing) return -ECANCELED;
   if (s->shutdown_requested) return -EPIPE;
+  if (s->write_error != 0) return s->write_error;
+  // Neither connected nor connecting: the connect failed (write_error holds
+  // its result), or this is not a stream that can carry data.
+  if (!s->connected && !s->connecting) return -ENOTCONN;
   return Enqueue(*s, std::move(data), tag, nullptr);
 }
 
@@ -369,6 +565,13 @@ void LoopCore::MarkStarved(Socket& s) {
   starved_.push_back(SlotOf(s));
 }
 
+void LoopCore::MarkReadReady(Socket& s) {
+  if (s.read_ready) return;
+  s.read_ready = true;
+  ++counters.read_budget_yields;
+  ready_.push_back(SlotOf(s));
+}
+
 void LoopCore::ConsumeStreamSent(Socket& s, size_t bytes) {
   s.send_bytes -= bytes < s.send_bytes ? bytes : s.send_bytes;
   while (s.send_head != BufferPool::kNoBuffer) {
@@ -389,7 +592,7 @@ void LoopCore::ConsumeStreamSent(Socket& s, size_t bytes) {
     --s.send_queued;
     const int size = static_cast<int>(slot.size);
     const uint64_t tag = slot.tag;
-    pool->ReleaseIndex(index);
+    ReleaseSent(index);
     if (!s.closing) s.handler->OnSendComplete(IdOf(s), size, tag);
   }
 }
@@ -411,31 +614,79 @@ void LoopCore::CompleteDatagram(Socket& s, uint32_t buffer, int result) {
     ++counters.datagrams_sent;
     counters.bytes_sent += static_cast<uint64_t>(result);
   }
-  pool->ReleaseIndex(buffer);
+  ReleaseSent(buffer);
   if (!s.closing || result < 0) s.handler->OnSendComplete(IdOf(s), result, tag);
 }
 
 void LoopCore::FailQueuedSends(Socket& s, int error) {
-  while (s.send_head != BufferPool::kNoBuffer) {
-    const uint32_t index = s.send_head;
-    BufferPool::Slot& slot = pool->slot(index);
-    s.send_head = slot.next;
-    const uint64_t tag = slot.tag;
-    pool->ReleaseIndex(index);
-    s.handler->OnSendComplete(IdOf(s), error, tag);
-  }
+  // Detach the whole queue first: a completion callback may Send() again
+  // (to this socket or another), and must find a consistent, empty queue
+  // rather than one whose tail points at a buffer already released.
+  uint32_t index = s.send_head;
+  s.send_head = BufferPool::kNoBuffer;
   s.send_tail = BufferPool::kNoBuffer;
   s.send_queued = 0;
   s.send_bytes = 0;
+  while (index != BufferPool::kNoBuffer) {
+    BufferPool::Slot& slot = pool->slot(index);
+    const uint32_t next = slot.next;
+    const uint64_t tag = slot.tag;
+    ReleaseSent(index);
+    s.handler->OnSendComplete(IdOf(s), error, tag);
+    index = next;
+  }
 }
 
-// --- Delivery
-// -----------------------------------------------------------------
+// A stream whose send failed (or whose connect failed) cannot be written any
+// more: later Send() calls fail at once with the same error instead of
+// queueing a lease that would wait for Close().
+void LoopCore::FailStream(Socket& s, int error) {
+  if (s.write_error == 0 && error != -ECANCELED) s.write_error = error;
+  FailQueuedSends(s, error);
+  // The connection is gone but its end has not been read: watch that it
+  // is (CheckDeadStreams).
+  if (error != -ECANCELED && !s.read_closed && !s.closing && !s.dead_listed &&
+      s.kind == SocketKind::kStream) {
+    s.dead_listed = true;
+    s.dead_check_every = std::chrono::milliseconds(20);
+    s.dead_check_at = now + s.dead_check_every;
+    dead_streams_.push_back(SlotOf(s));
+  }
+}
+
+// Issue 6, fault 8, on uring-sqpoll: under load, after a peer reset and a
+// send had failed on the connection, its multishot receive could stay
+// armed with nothing left to wake it: the socket closed, no bytes queued,
+// the error consumed by the failed send, and OnReadClosed never came. So a
+// stream whose send failed and whose end is still unread gets its receive
+// kicked after 20 ms, then with a backoff up to 1 s until the end is read.
+void LoopCore::CheckDeadStreams() {
+  for (size_t i = 0; i < dead_streams_.size();) {
+    Socket& s = sockets_[dead_streams_[i]];
+    if (s.kind != SocketKind::kStream || !s.dead_listed || s.read_closed ||
+        s.closing) {
+      s.dead_listed = false;
+      dead_streams_[i] = dead_streams_.back();
+      dead_streams_.pop_back();
+      continue;
+    }
+    if (s.dead_check_at <= now) {
+      KickReceive(s);
+      s.dead_check_every =
+          std::min<Duration>(s.dead_check_every * 2, std::chrono::seconds(1));
+      s.dead_check_at = now + s.dead_check_every;
+    }
+    ++i;
+  }
+}
+
+// --- Delivery ----------------------------------------------------------------
 
 void LoopCore::DeliverDatagram(Socket& s, uint32_t buffer, uint32_t offset,
                                uint32_t size, const Endpoint& from) {
   ++counters.datagrams_received;
   counters.bytes_received += size;
+  pool->slot(buffer).lent_at_ns = now.nanos();
   BufferLease lease = pool->Adopt(buffer, size, offset);
   if (s.closing) return;  // lease releases the buffer
   s.handler->OnDatagram(IdOf(s), from, std::move(lease));
@@ -444,6 +695,7 @@ void LoopCore::DeliverDatagram(Socket& s, uint32_t buffer, uint32_t offset,
 void LoopCore::DeliverData(Socket& s, uint32_t buffer, uint32_t offset,
                            uint32_t size) {
   counters.bytes_received += size;
+  pool->slot(buffer).lent_at_ns = now.nanos();
   BufferLease lease = pool->Adopt(buffer, size, offset);
   if (s.closing) return;
   s.handler->OnData(IdOf(s), std::move(lease));
@@ -467,13 +719,59 @@ void LoopCore::DeliverConnect(Socket& s, int result) {
       MarkDirty(s);
     }
   } else {
-    FailQueuedSends(s, result);
+    FailStream(s, result);
   }
+}
+
+void LoopCore::DropTruncatedDatagram(Socket& s, uint32_t buffer) {
+  ++counters.datagrams_truncated;
+  pool->ReleaseIndex(buffer);
+  DeliverError(s, -EMSGSIZE);
 }
 
 void LoopCore::DeliverError(Socket& s, int error) {
   ++counters.receive_errors;
   if (!s.closing) s.handler->OnError(IdOf(s), error);
+}
+
+bool LoopCore::PauseAccept(Socket& listener, int error) {
+  if (error == -EMFILE) {
+    ++counters.accept_fd_limit;
+  } else if (error == -ENFILE || error == -ENOBUFS || error == -ENOMEM) {
+    ++counters.accept_system_limit;
+  } else {
+    return false;
+  }
+  using std::chrono::milliseconds;
+  if (!listener.accept_paused) {
+    listener.accept_paused = true;
+    listener.accept_backoff = milliseconds(1);
+    accept_paused_.push_back(SlotOf(listener));
+    // Once per episode: retries that fail again are only counted.
+    DeliverError(listener, error);
+  } else {
+    listener.accept_backoff =
+        std::min<Duration>(listener.accept_backoff * 2, milliseconds(64));
+  }
+  listener.accept_retry_at = now + listener.accept_backoff;
+  return true;
+}
+
+void LoopCore::RetryPausedAccepts() {
+  for (size_t i = 0; i < accept_paused_.size();) {
+    Socket& s = sockets_[accept_paused_[i]];
+    if (s.kind != SocketKind::kListener || !s.accept_paused || s.closing) {
+      s.accept_paused = false;
+      accept_paused_[i] = accept_paused_.back();
+      accept_paused_.pop_back();
+      continue;
+    }
+    if (s.accept_retry_at <= now) {
+      ++counters.accept_retries;
+      RetryAccept(s);  // PauseAccept again on failure, with a longer backoff
+    }
+    ++i;
+  }
 }
 
 void LoopCore::DeliverAccept(Socket& listener, int fd, const sockaddr* addr,
@@ -482,14 +780,21 @@ void LoopCore::DeliverAccept(Socket& listener, int fd, const sockaddr* addr,
     ::close(fd);
     return;
   }
+  // An accept succeeded: the episode (if any) is over.
+  listener.accept_paused = false;
   absl::StatusOr<Socket*> created =
       NewSocket(SocketKind::kStream, fd, listener.handler);
   if (!created.ok()) {
+    // The Loop's own table is full (or registering the fd failed): the
+    // connection is closed. Counted apart from the kernel's fd limits.
+    ++counters.accept_socket_table_full;
     DeliverError(listener, -EMFILE);
     return;
   }
   Socket& s = **created;
   s.connected = true;
+  s.send_limit = listener.send_limit;
+  s.send_low_water = listener.send_low_water;
   const SocketId id = IdOf(s);
   SocketHandler* handler = listener.handler->OnAccept(
       IdOf(listener), id, Endpoint::FromSockaddr(addr, len));
@@ -502,8 +807,7 @@ void LoopCore::DeliverAccept(Socket& listener, int fd, const sockaddr* addr,
   if (!s.closing) ArmReceive(s);
 }
 
-// --- Close
-// --------------------------------------------------------------------
+// --- Close -------------------------------------------------------------------
 
 void LoopCore::Close(SocketId id) {
   Socket* s = Lookup(id);
@@ -537,13 +841,17 @@ void LoopCore::FinishClose(Socket& s) {
   // `kind` and the flags, which a fresh Socket resets.
   s.dirty = false;
   s.receive_starved = false;
+  s.read_ready = false;
+  s.writable_wanted = false;
+  s.dead_listed = false;
   free_slots_.push_back(SlotOf(s));
   --open_sockets;
+  // A descriptor is free again: listeners backing off retry at once.
+  for (uint32_t slot : accept_paused_) sockets_[slot].accept_retry_at = now;
   handler->OnClosed(id);
 }
 
-// --- Running
-// ------------------------------------------------------------------
+// --- Running -----------------------------------------------------------------
 
 void LoopCore::Post(absl::AnyInvocable<void()> fn) {
   {
@@ -580,6 +888,54 @@ void LoopCore::DrainWakeup() {
   [[maybe_unused]] ssize_t n = ::read(wakeup_fd_, &value, sizeof(value));
 }
 
+// Starved receives take turns (issue 6, fault 8). The list is served from
+// the front only while buffers last: a socket whose re-armed receive starves
+// again goes to the back, and the sockets not tried yet keep their places in
+// front of it. Re-arming everyone in the same order every iteration gave the
+// few returned buffers to the sockets at the front, which kept having data,
+// and a socket at the back with only its end of stream left could wait
+// forever.
+void LoopCore::ServeStarved() {
+  scratch_.swap(starved_);  // starved_ now collects those that starve again
+  uint32_t limit = StarvedRearmLimit();
+  size_t i = 0;
+  for (; i < scratch_.size() && limit > 0; ++i) {
+    Socket& s = sockets_[scratch_[i]];
+    const bool was_starved = s.receive_starved;
+    if (s.kind == SocketKind::kFree || !was_starved || s.closing) {
+      s.receive_starved = false;
+      continue;
+    }
+    s.receive_starved = false;
+    const uint64_t received_before = counters.bytes_received;
+    RearmStarved(s);
+    --limit;
+    // Starved again at once: there is nothing left to hand out. If this
+    // socket got nothing either, it keeps its place at the front
+    // (MarkStarved just appended it to starved_; take it back); if it got
+    // some bytes first, it stays at the back.
+    if (s.receive_starved) {
+      if (counters.bytes_received == received_before) {
+        starved_.pop_back();
+        --i;  // re-queued below with the untried ones
+      }
+      ++i;
+      break;
+    }
+  }
+  starved_next_.clear();
+  for (; i < scratch_.size(); ++i) {
+    const Socket& s = sockets_[scratch_[i]];
+    if (s.kind != SocketKind::kFree && s.receive_starved) {
+      starved_next_.push_back(scratch_[i]);
+    }
+  }
+  starved_next_.insert(starved_next_.end(), starved_.begin(), starved_.end());
+  starved_.swap(starved_next_);
+  starved_next_.clear();
+  scratch_.clear();
+}
+
 int LoopCore::RunOnce(Duration timeout) {
   ++counters.loop_iterations;
   now = MonotonicNow();
@@ -588,15 +944,21 @@ int LoopCore::RunOnce(Duration timeout) {
   RunPosted();
 
   // Re-arm receives that ran out of buffers, now that callbacks may have
-  // released some. RearmStarved() re-lists a socket that is still starved.
-  if (!starved_.empty()) {
-    scratch_.swap(starved_);
+  // released some.
+  if (!starved_.empty()) ServeStarved();
+
+  if (!accept_paused_.empty()) RetryPausedAccepts();
+  if (!dead_streams_.empty()) CheckDeadStreams();
+
+  // Sockets that used their read budget last iteration read on (epoll).
+  if (!ready_.empty()) {
+    scratch_.swap(ready_);
     for (uint32_t slot : scratch_) {
       Socket& s = sockets_[slot];
-      const bool was_starved = s.receive_starved;
-      s.receive_starved = false;
-      if (s.kind == SocketKind::kFree || !was_starved || s.closing) continue;
-      RearmStarved(s);
+      const bool was_ready = s.read_ready;
+      s.read_ready = false;
+      if (s.kind == SocketKind::kFree || !was_ready || s.closing) continue;
+      ContinueReceive(s);
     }
     scratch_.clear();
   }
@@ -616,11 +978,23 @@ int LoopCore::RunOnce(Duration timeout) {
   }
 
   Duration wait = timeout;
-  if (busy()) {
+  if (busy() || !ready_.empty()) {
     wait = Duration(0);
   } else if (!dirty_.empty() || !starved_.empty()) {
     // Starved receives retry next iteration; don't sleep past that.
     wait = std::min(wait, Duration(std::chrono::microseconds(100)));
+  }
+  for (uint32_t slot : dead_streams_) {
+    const Socket& s = sockets_[slot];
+    if (!s.dead_listed) continue;
+    const Duration until = s.dead_check_at - now;
+    wait = std::min(wait, until < Duration(0) ? Duration(0) : until);
+  }
+  for (uint32_t slot : accept_paused_) {
+    const Socket& s = sockets_[slot];
+    if (!s.accept_paused) continue;
+    const Duration until = s.accept_retry_at - now;
+    wait = std::min(wait, until < Duration(0) ? Duration(0) : until);
   }
   const Timestamp next_timer = timers.NextDeadline();
   if (!next_timer.is_never()) {
@@ -633,6 +1007,8 @@ int LoopCore::RunOnce(Duration timeout) {
   if (completions < 0) return completions;
   dispatched += completions;
 
+  if (!writable_waiters_.empty()) NotifyWritable();
+
   // Finish closes whose operations all completed.
   if (!closing_.empty()) {
     scratch_.swap(closing_);
@@ -642,6 +1018,7 @@ int LoopCore::RunOnce(Duration timeout) {
       if (s.ops_in_flight == 0) {
         FinishClose(s);
       } else {
+        if (s.cancel_pending) CancelAll(s);  // no SQE for it last time
         closing_.push_back(slot);
       }
     }

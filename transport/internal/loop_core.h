@@ -33,6 +33,16 @@ enum class SocketKind : uint8_t { kFree, kUdp, kListener, kStream };
 
 // Most buffers gathered into one stream sendmsg / one sendmmsg batch.
 inline constexpr int kMaxGather = 16;
+// Fairness (epoll): most reads one socket gets per loop iteration before the
+// others have their turn; a socket with more to read waits on the ready list
+// for the next iteration.
+inline constexpr int kStreamReadsPerIteration = 16;
+inline constexpr int kDatagramBatchesPerIteration = 4;
+inline constexpr int kAcceptsPerIteration = 64;
+// Descriptors kept out of max_sockets for the Loop itself (ring or epoll fd,
+// eventfd) and the rest of the process when max_sockets is fitted to
+// RLIMIT_NOFILE.
+inline constexpr uint32_t kFdReserve = 16;
 
 struct Socket {
   uint32_t generation = 1;
@@ -50,8 +60,27 @@ struct Socket {
   bool receive_armed = false;    // a receive (or accept) op is outstanding
   bool receive_starved = false;  // waiting for buffers to re-arm
   bool send_in_flight = false;   // stream: one send op outstanding
-  uint32_t ops_in_flight = 0;    // uring: SQEs not yet fully completed
-  int zc_result = 0;             // uring: SEND_ZC result awaiting its notif
+  bool receive_kick = false;     // uring: receive cancelled to re-arm it
+  bool cancel_pending = false;   // uring: Close() found no SQE for its cancel
+  bool dead_listed = false;      // on dead_streams_ (see KickReceive)
+  Duration dead_check_every{0};
+  Timestamp dead_check_at;
+  bool peer_hup_seen = false;  // epoll: RDHUP/HUP/ERR reported once
+  bool read_ready = false;     // epoll: on the ready list (more to read)
+  uint32_t ops_in_flight = 0;  // uring: SQEs not yet fully completed
+  int zc_result = 0;           // uring: SEND_ZC result awaiting its notif
+  int write_error = 0;         // stream: the send/connect error, sticky
+  // Backpressure: this socket's send queue limit and low-water mark (a
+  // listener keeps them for its connections), and whether a refused Send
+  // waits for OnWritable (by the budget, when writable_budget).
+  size_t send_limit = 0;
+  size_t send_low_water = 0;
+  bool writable_wanted = false;
+  bool writable_budget = false;
+  // Listener backing off after EMFILE/ENFILE (see LoopCore::PauseAccept).
+  bool accept_paused = false;
+  Duration accept_backoff{0};
+  Timestamp accept_retry_at;
   // Send queue: buffer indices linked through BufferPool::Slot::next.
   uint32_t send_head = BufferPool::kNoBuffer;
   uint32_t send_tail = BufferPool::kNoBuffer;
@@ -112,9 +141,9 @@ class LoopCore {
   size_t open_sockets = 0;
 
  protected:
-  // --- Kernel half
-  // ------------------------------------------------------------ Starts
-  // receiving on a new UDP / stream socket, or accepting on a listener.
+  // --- Kernel half -----------------------------------------------------------
+  // Starts receiving on a new UDP / stream socket, or accepting on a
+  // listener.
   virtual void ArmReceive(Socket& s) = 0;
   // Registers a new socket (epoll_ctl ADD / fixed file slot).
   virtual absl::Status RegisterSocket(Socket& s) = 0;
@@ -135,9 +164,22 @@ class LoopCore {
   // Re-arms receives that stopped for lack of buffers (called each
   // iteration when starved sockets exist).
   virtual void RearmStarved(Socket& s) = 0;
+  // How many starved receives may be re-armed this iteration (the provided
+  // ring's free buffers on the uring-fixed family; unlimited elsewhere, where
+  // a re-armed receive that finds no buffer starves again at once).
+  virtual uint32_t StarvedRearmLimit() { return UINT32_MAX; }
+  // The stream's send failed because the connection is gone, and its end
+  // has not been read yet: make sure the receive side notices (uring:
+  // cancel the armed receive and arm a fresh one; epoll: read on).
+  virtual void KickReceive(Socket& s) = 0;
+  // Accepts again on a listener that backed off (PauseAccept): epoll
+  // accepts until EAGAIN, io_uring arms the accept op again.
+  virtual void RetryAccept(Socket& listener) = 0;
+  // Continues reading a socket that used up its per-iteration read budget
+  // (epoll only; see MarkReadReady).
+  virtual void ContinueReceive(Socket& s) {}
 
-  // --- Helpers for backends
-  // ---------------------------------------------------
+  // --- Helpers for backends --------------------------------------------------
   Socket* Lookup(SocketId id);
   const Socket* Lookup(SocketId id) const;
   Socket& SlotAt(uint32_t slot) { return sockets_[slot]; }
@@ -154,6 +196,15 @@ class LoopCore {
   void DeliverReadClosed(Socket& s, int result);
   void DeliverConnect(Socket& s, int result);
   void DeliverError(Socket& s, int error);
+  // A datagram longer than a pool buffer: dropped (never delivered cut
+  // short), counted, and reported as OnError(-EMSGSIZE).
+  void DropTruncatedDatagram(Socket& s, uint32_t buffer);
+  // An accept failed for lack of descriptors or memory (-EMFILE, -ENFILE,
+  // -ENOBUFS, -ENOMEM): stop accepting on `listener`, report the first
+  // failure of the episode with OnError, and retry after a backoff that
+  // doubles from 1 ms to 64 ms, or at once when this Loop closes a socket.
+  // Returns false for other errors (the caller reports them).
+  bool PauseAccept(Socket& listener, int error);
   // A listener accepted `fd`; creates the socket, asks the handler, arms it.
   void DeliverAccept(Socket& listener, int fd, const sockaddr* addr,
                      socklen_t len);
@@ -163,12 +214,27 @@ class LoopCore {
   uint32_t PopDatagram(Socket& s);
   // A datagram the kernel took finished: callback, then release.
   void CompleteDatagram(Socket& s, uint32_t buffer, int result);
-  // Completes every queued send with `error` (close / reset).
+  // Completes every queued send with `error` (close / reset). Callbacks may
+  // queue new sends meanwhile.
   void FailQueuedSends(Socket& s, int error);
+  // A stream send (or connect) failed: fails the queue and makes later
+  // Send() calls return `error` at once.
+  void FailStream(Socket& s, int error);
   // If `s` is closing and idle, closes the fd and delivers OnClosed.
   void MaybeFinishClose(Socket& s);
   void MarkDirty(Socket& s);
   void MarkStarved(Socket& s);
+  // `s` has more to read but used its budget for this iteration: it is read
+  // again at the start of the next one, and that iteration does not sleep.
+  void MarkReadReady(Socket& s);
+  // A buffer leaves a send queue for good: out of its budget, back to its
+  // owner.
+  void ReleaseSent(uint32_t index);
+  // AcquireBuffer(): honours the receive reserve.
+ public:
+  BufferLease AcquireForSend();
+
+ protected:
   // Writes to the wakeup fd's counterpart; backends read it.
   int wakeup_fd() const { return wakeup_fd_; }
   void DrainWakeup();
@@ -177,16 +243,35 @@ class LoopCore {
   LoopOptions options_;
   std::vector<Socket> sockets_;
   std::vector<uint32_t> free_slots_;
-  std::vector<uint32_t> dirty_;    // slots with queued sends
-  std::vector<uint32_t> starved_;  // slots whose receive awaits buffers
+  std::vector<uint32_t> dirty_;          // slots with queued sends
+  std::vector<uint32_t> starved_;        // slots whose receive awaits buffers
+  std::vector<uint32_t> ready_;          // slots with more to read (epoll)
+  std::vector<uint32_t> starved_next_;   // reused by ServeStarved
+  std::vector<uint32_t> accept_paused_;  // listeners backing off
+  std::vector<uint32_t> writable_waiters_;  // refused sockets (OnWritable)
+  std::vector<uint32_t> dead_streams_;      // send failed, end not read
+  // Budgets (see LoopOptions): pool buffers any send queue holds, ring
+  // buffers send queues hold, and their limits.
+  uint32_t receive_reserve_ = 0;
+  uint32_t send_budget_ = 0;
+  uint32_t send_held_ = 0;
+  uint32_t ring_send_limit_ = 0;
+  uint32_t ring_send_held_ = 0;
   std::vector<uint32_t> closing_;  // slots closing, not yet finished
   std::vector<uint32_t> scratch_;  // reused while walking the lists above
 
  private:
+  absl::Status FitFileLimit();
   absl::StatusOr<Socket*> NewSocket(SocketKind kind, int fd,
                                     SocketHandler* handler);
   void FinishClose(Socket& s);
   void RunPosted();
+  void ServeStarved();
+  void RetryPausedAccepts();
+  void NotifyWritable();
+  void CheckDeadStreams();
+  int Refuse(Socket& s, bool budget);
+  void SetSendLimits(Socket& s, size_t limit, size_t low_water);
   int Enqueue(Socket& s, BufferLease data, uint64_t tag, const Endpoint* to);
 
   int wakeup_fd_ = -1;
@@ -195,6 +280,11 @@ class LoopCore {
   absl::Mutex posted_mu_;
   std::vector<absl::AnyInvocable<void()>> posted_ ABSL_GUARDED_BY(posted_mu_);
 };
+
+// Test hook: while true, the io_uring backend treats a full submission queue
+// as stuck at once (no retries), so tests can drive that path.
+bool SqStuckForTesting();
+void SetSqStuckForTesting(bool stuck);
 
 // Factories for the two kernel halves.
 std::unique_ptr<LoopCore> MakeEpollBackend();

@@ -12,15 +12,18 @@
 // iteration submits and waits in a single entry.
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -66,9 +69,10 @@ constexpr uint32_t DecodeSocket(uint64_t data) {
 }
 
 constexpr uint16_t kBufferGroup = 0;
+constexpr uint32_t kKickCancel = 1;  // kOpCancel of a KickReceive
 constexpr int kCqeBatch = 64;
 constexpr int kRegisteredRingFlag = 1;  // liburing's INT_FLAG_REG_RING
-constexpr int kSqFullRetries = 100000;
+constexpr int kSqFullRetries = 64;
 
 absl::Status UringError(absl::string_view what, int negative_errno) {
   const int err = -negative_errno;
@@ -76,8 +80,9 @@ absl::Status UringError(absl::string_view what, int negative_errno) {
   if (err == ENOMEM) {
     return absl::ResourceExhaustedError(absl::StrCat(
         message,
-        ". The memlock limit is probably too low for the ring and its "
-        "registered buffers; raise it with `ulimit -l` or shrink the pool."));
+        ". The memlock limit (RLIMIT_MEMLOCK, charged per user without "
+        "CAP_IPC_LOCK) is probably too low; raise it with `ulimit -l` or "
+        "shrink the pool."));
   }
   if (err == EPERM) {
     return absl::PermissionDeniedError(absl::StrCat(
@@ -93,6 +98,15 @@ absl::Status UringError(absl::string_view what, int negative_errno) {
 class UringBackend final : public LoopCore, public BufferRecycler {
  public:
   ~UringBackend() override {
+    if (ring_ready_ && memlock_charged_ > 0) {
+      // Unregistering releases the memlock charge now; left to
+      // io_uring_queue_exit, the kernel releases it some time later from a
+      // work queue, and a Loop (or process) created right after could find
+      // the limit still taken (issue 6, fault 5).
+      io_uring_unregister_buffers(&ring_);
+      internal::MemlockRelease(memlock_charged_);
+      memlock_charged_ = 0;
+    }
     if (ring_ready_) io_uring_queue_exit(&ring_);
     if (buf_ring_ != nullptr) munmap(buf_ring_, buf_ring_bytes_);
   }
@@ -122,20 +136,35 @@ class UringBackend final : public LoopCore, public BufferRecycler {
         params.sq_thread_cpu = static_cast<uint32_t>(options_.sqpoll_cpu);
       }
     }
+    // The kernel's limit on SQ entries; beyond it setup fails with a bare
+    // EINVAL, which would read like a missing feature.
+    constexpr uint32_t kMaxQueueDepth = 32768;
+    if (options_.queue_depth == 0 || options_.queue_depth > kMaxQueueDepth) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("LoopOptions::queue_depth (", options_.queue_depth,
+                       ") must be in 1..", kMaxQueueDepth, " for io_uring"));
+    }
     int ret = io_uring_queue_init_params(options_.queue_depth, &ring_, &params);
     if (ret < 0) return UringError("io_uring_queue_init_params", ret);
     ring_ready_ = true;
 
     if (f.registered_files) {
       ret = io_uring_register_files_sparse(&ring_, options_.max_sockets);
+      if (ret == -EMFILE) {
+        rlimit limit{};
+        ::getrlimit(RLIMIT_NOFILE, &limit);
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "io_uring_register_files_sparse(", options_.max_sockets,
+            "): the fixed-file table exceeds RLIMIT_NOFILE (soft ",
+            limit.rlim_cur, ", hard ", limit.rlim_max,
+            "). Fix: raise it (`ulimit -n`, LimitNOFILE= in systemd) or "
+            "lower LoopOptions::max_sockets"));
+      }
       if (ret < 0) return UringError("io_uring_register_files_sparse", ret);
     }
     if (f.registered_buffers) {
-      // The whole pool is one registered buffer (index 0); any address range
-      // inside it can be used by a *_FIXED op.
-      iovec region{pool->region(), pool->region_bytes()};
-      ret = io_uring_register_buffers(&ring_, &region, 1);
-      if (ret < 0) return UringError("io_uring_register_buffers", ret);
+      absl::Status s = RegisterPool();
+      if (!s.ok()) return s;
     }
     if (f.provided_buffers) {
       absl::Status s = SetUpBufferRing();
@@ -147,9 +176,55 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     return absl::OkStatus();
   }
 
+  // The whole pool is one registered buffer (index 0); any address range
+  // inside it can be used by a *_FIXED op. Without CAP_IPC_LOCK the kernel
+  // charges its pages to the user's RLIMIT_MEMLOCK. Loop::Create checked that
+  // this process's Loops leave room, so an ENOMEM here means the rest of the
+  // limit is charged elsewhere: to other processes of the same user, or to
+  // rings of processes that just exited, whose charge the kernel releases
+  // asynchronously. The latter passes, so retry for up to a second.
+  absl::Status RegisterPool() {
+    iovec region{pool->region(), pool->region_bytes()};
+    int ret = io_uring_register_buffers(&ring_, &region, 1);
+    Duration slept(0);
+    for (Duration pause = std::chrono::milliseconds(5);
+         ret == -ENOMEM && slept < std::chrono::seconds(1); pause *= 2) {
+      std::this_thread::sleep_for(pause);
+      slept += pause;
+      ret = io_uring_register_buffers(&ring_, &region, 1);
+    }
+    if (ret == -ENOMEM) {
+      const Capabilities caps = CurrentCapabilities();
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "io_uring_register_buffers(", pool->region_bytes(),
+          " bytes): ENOMEM after retrying for 1 s. RLIMIT_MEMLOCK is ",
+          caps.memlock_limit_bytes, " bytes and is charged per user (uid ",
+          getuid(), "), not per pool; this process's Loops hold ",
+          caps.memlock_charged_bytes, " bytes (", caps.memlock_charged_loops,
+          " Loops), so the rest is charged to other processes of this user. "
+          "Fix: raise the limit (`ulimit -l unlimited`, LimitMEMLOCK= in "
+          "systemd, `--ulimit memlock=-1:-1` in docker), grant "
+          "CAP_IPC_LOCK, or shrink the pool (LoopOptions::buffer_count / "
+          "buffer_size)."));
+    }
+    if (ret < 0) return UringError("io_uring_register_buffers", ret);
+    if (!CurrentCapabilities().cap_ipc_lock) {
+      memlock_charged_ = MemlockPagesBytes(pool->region_bytes());
+      internal::MemlockCharge(memlock_charged_);
+    }
+    return absl::OkStatus();
+  }
+
   // BufferRecycler: a lease of a ring buffer ended; give it back to the
   // kernel at once so the ring never runs dry while buffers sit idle.
   void Recycle(uint32_t index) override {
+    // The rule for the provided ring (loop.h): copy out or hand back fast.
+    // Count the buffers that were held for longer.
+    const int64_t lent = pool->slot(index).lent_at_ns;
+    if (lent != 0 && now.nanos() - lent > options_.receive_hold_limit.count()) {
+      ++counters.receive_buffers_held_long;
+    }
+    pool->slot(index).lent_at_ns = 0;
     io_uring_buf_ring_add(buf_ring_, pool->BufferAddress(index),
                           static_cast<unsigned>(pool->slot_bytes()),
                           static_cast<unsigned short>(index),
@@ -201,8 +276,20 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     ArmReceive(s);
   }
 
+  void RetryAccept(Socket& listener) override {
+    if (!listener.receive_armed && !listener.closing) ArmAccept(listener);
+  }
+
+  uint32_t StarvedRearmLimit() override {
+    return info.flags.provided_buffers ? ring_available_ : UINT32_MAX;
+  }
+
   bool StartConnect(Socket& s, const Endpoint& peer) override {
     io_uring_sqe* sqe = GetSqe();
+    if (sqe == nullptr) {
+      DeliverConnect(s, -EBUSY);
+      return true;
+    }
     io_uring_prep_connect(sqe, FdFor(s),
                           reinterpret_cast<sockaddr*>(&s.peer_addr),
                           s.peer_addr_len);
@@ -213,6 +300,11 @@ class UringBackend final : public LoopCore, public BufferRecycler {
   void CancelAll(Socket& s) override {
     if (s.ops_in_flight == 0) return;
     io_uring_sqe* sqe = GetSqe();
+    if (sqe == nullptr) {
+      s.cancel_pending = true;  // RunOnce tries again
+      return;
+    }
+    s.cancel_pending = false;
     unsigned flags = IORING_ASYNC_CANCEL_ALL;
     if (info.flags.registered_files) flags |= IORING_ASYNC_CANCEL_FD_FIXED;
     // With registered files the fd field is the fixed index, used as a
@@ -225,14 +317,33 @@ class UringBackend final : public LoopCore, public BufferRecycler {
 
   void FlushSends(Socket& s) override {
     if (s.kind == SocketKind::kUdp) {
-      while (s.send_head != BufferPool::kNoBuffer) SubmitDatagram(s);
+      while (s.send_head != BufferPool::kNoBuffer && SubmitDatagram(s)) {
+      }
     } else if (s.kind == SocketKind::kStream) {
       SubmitStream(s);
     }
   }
 
   int WaitAndDispatch(Duration timeout) override {
+    if (wakeup_pending_) ArmWakeup();
+    if (sq_stuck_) {
+      // Operations are waiting for SQ space: do not sleep on them.
+      sq_stuck_ = false;
+      timeout = Duration(0);
+    }
     const unsigned to_submit = PublishSq();
+    if (info.flags.sqpoll && to_submit > 0) {
+      // The SQ thread sets NEED_WAKEUP and then looks at the SQ tail once
+      // more before it sleeps; we publish the tail and then look at
+      // NEED_WAKEUP. Without a full barrier between our store and our load
+      // (a release store does not order a later load, not even on x86),
+      // both can miss each other: the thread sleeps without seeing our
+      // entries and we do not wake it, so they sit unsubmitted until some
+      // later submission wakes it. Seen as a receive "armed with one op in
+      // flight" that never completed after a burst ended (issue 6, fault
+      // 8, on uring-sqpoll).
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+    }
     const bool busy_flag = info.flags.busy_poll;
     const bool sqpoll = info.flags.sqpoll;
     const bool have_cqes = io_uring_cq_ready(&ring_) > 0;
@@ -275,14 +386,18 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       if (enter) flags |= IORING_ENTER_GETEVENTS;
     }
     if (enter) {
-      // Wait batching: datagram sends submitted here almost always complete
-      // inline, and their CQEs alone would end the wait; ask for one more.
-      // A datagram send that does not complete inline waits only for the
-      // socket buffer to drain, which UDP does without the peer's help, so
-      // this cannot stall. Stream sends can wait on the peer indefinitely,
-      // so a batch containing one is not batched.
-      // Rejected alternatives, measured here: capping the wait at 1 ms
-      // (short timers cost ~4 us each to program in this VM), and the
+      // By default a wait ends at the first completion, which is often the
+      // completion of a datagram send submitted by this same enter: the
+      // handler hears of it at once, and the next iteration waits for the
+      // rest. That costs a UDP request/response round trip two enters. With
+      // LoopOptions::wait_batching the enter also waits for one completion
+      // beyond the datagram sends (they complete inline and would end the
+      // wait), so a round trip costs one; but a send nobody answers then
+      // completes only at the next completion or the timeout (issue 6,
+      // fault 6: one-way sends 1 s late), hence opt-in. A batch with a
+      // stream send is never batched: it may wait on the peer.
+      // Rejected alternatives, measured here: capping the batched wait at
+      // 1 ms (short timers cost ~4 us each to program in this VM), and the
       // kernel's min_wait_usec (6.12), which cost more CPU than it saved.
       unsigned min_complete = wait ? 1 : 0;
       if (wait && info.flags.wait_batching && !stream_send) {
@@ -300,40 +415,39 @@ class UringBackend final : public LoopCore, public BufferRecycler {
   }
 
  private:
-  // --- Submission
-  // -------------------------------------------------------------
+  // --- Submission ------------------------------------------------------------
 
+  // The next free SQE, or nullptr when the SQ stays full. SQ full: hand
+  // what we have to the kernel without waiting for completions, then retry.
+  // Their completions will be in the CQ, so nothing is batched. With SQPOLL
+  // the SQ thread frees the space; under load it may need several tries
+  // (SQ_WAIT can return before our view of the ring's head moves), so ask a
+  // few times, yielding the CPU in between. If the kernel still takes
+  // nothing, give up for this iteration (counted): every caller leaves its
+  // operation to be tried again later, instead of aborting the process
+  // (issue 6, fault 9).
   io_uring_sqe* GetSqe() {
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-    // SQ full: hand what we have to the kernel without waiting for
-    // completions, then retry. Their completions will be in the CQ, so
-    // nothing is batched. With SQPOLL the SQ thread frees the space; under
-    // load it may need several tries (SQ_WAIT can return before our view of
-    // the ring's head moves), so keep asking, yielding the CPU in between.
-    int last_error = 0;
-    if (sqe == nullptr) ++counters.submission_queue_full;
-    for (int attempt = 0; sqe == nullptr && attempt < kSqFullRetries;
-         ++attempt) {
-      const unsigned pending = PublishSq();
-      datagram_cqes_expected_ = 0;
-      stream_send_submitted_ = false;
-      const int ret =
-          info.flags.sqpoll
-              ? Enter(0, 0, IORING_ENTER_SQ_WAKEUP | IORING_ENTER_SQ_WAIT,
-                      Duration(0))
-              : Enter(pending, 0, 0, Duration(0));
-      if (ret < 0) last_error = ret;
-      sqe = io_uring_get_sqe(&ring_);
-      if (sqe == nullptr) sched_yield();
-    }
     if (sqe == nullptr) {
-      // The kernel consumed no SQE for kSqFullRetries tries: nothing can be
-      // submitted any more, and the hot path has no error channel here.
-      std::fprintf(stderr,
-                   "ringlab: io_uring submission queue stuck full (%s, last "
-                   "io_uring_enter error: %s)\n",
-                   info.name.c_str(), std::strerror(-last_error));
-      std::abort();
+      ++counters.submission_queue_full;
+      const bool stuck = internal::SqStuckForTesting();
+      for (int attempt = 0;
+           sqe == nullptr && !stuck && attempt < kSqFullRetries; ++attempt) {
+        const unsigned pending = PublishSq();
+        datagram_cqes_expected_ = 0;
+        stream_send_submitted_ = false;
+        info.flags.sqpoll
+            ? Enter(0, 0, IORING_ENTER_SQ_WAKEUP | IORING_ENTER_SQ_WAIT,
+                    Duration(0))
+            : Enter(pending, 0, 0, Duration(0));
+        sqe = io_uring_get_sqe(&ring_);
+        if (sqe == nullptr) sched_yield();
+      }
+      if (sqe == nullptr) {
+        ++counters.submission_queue_stuck;
+        sq_stuck_ = true;  // makes the next iteration poll, not sleep
+        return nullptr;
+      }
     }
     io_uring_sqe_set_flags(sqe, 0);
     return sqe;
@@ -414,6 +528,11 @@ class UringBackend final : public LoopCore, public BufferRecycler {
 
   void ArmWakeup() {
     io_uring_sqe* sqe = GetSqe();
+    if (sqe == nullptr) {
+      wakeup_pending_ = true;  // armed at the next WaitAndDispatch
+      return;
+    }
+    wakeup_pending_ = false;
     io_uring_prep_read(sqe, wakeup_fd(), &wakeup_value_, sizeof(wakeup_value_),
                        0);
     sqe->user_data = Encode(kOpWakeup, 0, 0);
@@ -422,6 +541,10 @@ class UringBackend final : public LoopCore, public BufferRecycler {
 
   void ArmAccept(Socket& s) {
     io_uring_sqe* sqe = GetSqe();
+    if (sqe == nullptr) {
+      MarkStarved(s);
+      return;
+    }
     if (info.flags.multishot_accept) {
       io_uring_prep_multishot_accept(sqe, FdFor(s), nullptr, nullptr,
                                      SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -449,6 +572,10 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       // sockaddr is the largest name we accept.
       s.receive_msg.msg_namelen = sizeof(sockaddr_in6);
       io_uring_sqe* sqe = GetSqe();
+      if (sqe == nullptr) {
+        MarkStarved(s);
+        return;
+      }
       io_uring_prep_recvmsg_multishot(sqe, FdFor(s), &s.receive_msg, 0);
       sqe->buf_group = kBufferGroup;
       Finish(sqe, s, Encode(kOpRecvMsg, 0, IdOf(s).value));
@@ -464,6 +591,11 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     s.receive_msg.msg_name = &s.receive_addr;
     s.receive_msg.msg_namelen = sizeof(s.receive_addr);
     io_uring_sqe* sqe = GetSqe();
+    if (sqe == nullptr) {
+      ReturnReceiveBuffer(s);
+      MarkStarved(s);
+      return;
+    }
     io_uring_prep_recvmsg(sqe, FdFor(s), &s.receive_msg, 0);
     Finish(sqe, s, Encode(kOpRecvMsg, 0, IdOf(s).value));
     s.receive_armed = true;
@@ -472,11 +604,21 @@ class UringBackend final : public LoopCore, public BufferRecycler {
   // Multishot recv from the provided buffer ring.
   void ArmMultishotRecv(Socket& s, Op op) {
     io_uring_sqe* sqe = GetSqe();
+    if (sqe == nullptr) {
+      MarkStarved(s);
+      return;
+    }
     io_uring_prep_recv_multishot(sqe, FdFor(s), nullptr, 0, 0);
     sqe->buf_group = kBufferGroup;
     Finish(sqe, s, Encode(op, 0, IdOf(s).value));
     sqe->flags |= IOSQE_BUFFER_SELECT;
     s.receive_armed = true;
+  }
+
+  void ReturnReceiveBuffer(Socket& s) {
+    if (s.receive_buffer == BufferPool::kNoBuffer) return;
+    pool->ReleaseIndex(s.receive_buffer);
+    s.receive_buffer = BufferPool::kNoBuffer;
   }
 
   // Plain receives hold a pool buffer while armed. False (and the socket is
@@ -499,20 +641,31 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     }
     if (!TakeReceiveBuffer(s)) return;
     io_uring_sqe* sqe = GetSqe();
+    if (sqe == nullptr) {
+      ReturnReceiveBuffer(s);
+      MarkStarved(s);
+      return;
+    }
     io_uring_prep_recv(sqe, FdFor(s), pool->PayloadAddress(s.receive_buffer),
                        pool->buffer_size(), 0);
     Finish(sqe, s, Encode(kOpRecv, 0, IdOf(s).value));
     s.receive_armed = true;
   }
 
-  void SubmitDatagram(Socket& s) {
+  // Hands the head datagram to the kernel. False when no SQE was free: the
+  // datagram stays at the head and the socket is flushed again later.
+  bool SubmitDatagram(Socket& s) {
+    io_uring_sqe* sqe = GetSqe();
+    if (sqe == nullptr) {
+      MarkDirty(s);
+      return false;
+    }
     const uint32_t index = PopDatagram(s);
     BufferPool::Slot& slot = pool->slot(index);
     std::byte* data = pool->BufferAddress(index) + slot.data_offset;
-    io_uring_sqe* sqe = GetSqe();
     if (s.connected && info.flags.registered_buffers) {
-      // A write on a connected datagram socket sends one datagram; the
-      // _FIXED form lets the kernel skip pinning the pages per send.
+      // A write on a connected datagram socket sends one datagram. Unlike a
+      // stream write it cannot raise SIGPIPE: UDP never reports EPIPE.
       io_uring_prep_write_fixed(sqe, FdFor(s), data, slot.size, 0, 0);
     } else if (s.connected) {
       io_uring_prep_send(sqe, FdFor(s), data, slot.size, MSG_NOSIGNAL);
@@ -534,14 +687,19 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     }
     Finish(sqe, s, Encode(kOpDatagramSend, index, IdOf(s).value));
     ++datagram_cqes_expected_;
+    return true;
   }
 
   void SubmitStream(Socket& s) {
     if (s.send_in_flight || s.connecting || !s.connected) return;
     if (s.send_head == BufferPool::kNoBuffer) {
       if (s.shutdown_requested && !s.shutdown_done) {
-        s.shutdown_done = true;
         io_uring_sqe* sqe = GetSqe();
+        if (sqe == nullptr) {
+          MarkDirty(s);
+          return;
+        }
+        s.shutdown_done = true;
         io_uring_prep_shutdown(sqe, FdFor(s), SHUT_WR);
         Finish(sqe, s, Encode(kOpShutdown, 0, IdOf(s).value));
       }
@@ -566,6 +724,10 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     const bool zero_copy = info.flags.zero_copy_send &&
                            total_bytes >= options_.zero_copy_threshold_bytes;
     io_uring_sqe* sqe = GetSqe();
+    if (sqe == nullptr) {
+      MarkDirty(s);
+      return;
+    }
     const Op op = zero_copy ? kOpStreamSendZc : kOpStreamSend;
     if (count == 1) {
       void* data = s.send_iov[0].iov_base;
@@ -575,10 +737,12 @@ class UringBackend final : public LoopCore, public BufferRecycler {
                                     0);
       } else if (zero_copy) {
         io_uring_prep_send_zc(sqe, FdFor(s), data, len, MSG_NOSIGNAL, 0);
-      } else if (info.flags.registered_buffers) {
-        io_uring_prep_write_fixed(sqe, FdFor(s), data,
-                                  static_cast<unsigned>(len), 0, 0);
       } else {
+        // Never WRITE_FIXED on a stream: a write has no MSG_NOSIGNAL, so
+        // writing to a reset TCP peer raises SIGPIPE and kills a process
+        // that did not ignore it (issue 6, fault 2). A copying send gains
+        // nothing from a registered buffer anyway (the kernel copies from
+        // the user address either way).
         io_uring_prep_send(sqe, FdFor(s), data, len, MSG_NOSIGNAL);
       }
     } else {
@@ -600,8 +764,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     s.send_in_flight = true;
   }
 
-  // --- Completion
-  // -------------------------------------------------------------
+  // --- Completion ------------------------------------------------------------
 
   int Reap() {
     int total = 0;
@@ -691,6 +854,12 @@ class UringBackend final : public LoopCore, public BufferRecycler {
         --s->ops_in_flight;
         break;
       case kOpCancel:
+        // A kick that found nothing to cancel (the receive ended on its
+        // own meanwhile): the next check may kick again.
+        if (DecodeBuffer(user_data) == kKickCancel && res < 0) {
+          s->receive_kick = false;
+        }
+        break;
       case kOpWakeup:
         break;
     }
@@ -723,8 +892,13 @@ class UringBackend final : public LoopCore, public BufferRecycler {
         if (!s.receive_armed) MarkStarved(s);
         return;
       }
-      if (res == -ECANCELED || s.closing) return;
-      if (res < 0) {
+      if (res == -ECANCELED && s.receive_kick && !s.closing) {
+        // Cancelled by KickReceive: arm a fresh receive, whose first
+        // attempt returns what is left and then 0 or the error.
+        s.receive_kick = false;
+      } else if (res == -ECANCELED || s.closing) {
+        return;
+      } else if (res < 0) {
         DeliverReadClosed(s, res);
         return;
       }
@@ -733,6 +907,20 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       if (multishot) ++counters.multishot_rearms;
       ArmStreamReceive(s);
     }
+  }
+
+  // See LoopCore::CheckDeadStreams. The old receive's CQEs all come before
+  // its cancellation, so data stays in order. A receive that is not armed
+  // (starved) needs nothing: it is armed afresh when buffers come back.
+  void KickReceive(Socket& s) override {
+    if (!s.receive_armed || s.receive_kick) return;
+    io_uring_sqe* sqe = GetSqe();
+    if (sqe == nullptr) return;  // the next check kicks again
+    io_uring_prep_cancel64(sqe, Encode(kOpRecv, 0, IdOf(s).value), 0);
+    sqe->user_data = Encode(kOpCancel, kKickCancel, IdOf(s).value);
+    ++counters.submissions;
+    ++counters.receive_kicks;
+    s.receive_kick = true;
   }
 
   void OnDatagramReceive(Socket& s, int res, bool more, uint32_t picked,
@@ -748,8 +936,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
         // buffer may have been cut, and the API promises only buffer_size()
         // bytes, so a full buffer is dropped as possibly truncated.
         if (static_cast<size_t>(res) >= pool->slot_bytes()) {
-          ++counters.receive_errors;
-          pool->ReleaseIndex(picked);
+          DropTruncatedDatagram(s, picked);
         } else {
           DeliverDatagram(
               s, picked, 0, static_cast<uint32_t>(res),
@@ -762,8 +949,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
         const uint32_t buffer = s.receive_buffer;
         s.receive_buffer = BufferPool::kNoBuffer;
         if (s.receive_msg.msg_flags & MSG_TRUNC) {
-          ++counters.receive_errors;
-          pool->ReleaseIndex(buffer);
+          DropTruncatedDatagram(s, buffer);
         } else {
           DeliverDatagram(s, buffer, BufferPool::kHeadroom,
                           static_cast<uint32_t>(res),
@@ -798,8 +984,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     io_uring_recvmsg_out* out =
         io_uring_recvmsg_validate(base, res, &s.receive_msg);
     if (out == nullptr || (out->flags & MSG_TRUNC)) {
-      ++counters.receive_errors;
-      pool->ReleaseIndex(buffer);
+      DropTruncatedDatagram(s, buffer);
       return;
     }
     auto* payload =
@@ -815,7 +1000,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
 
   void OnStreamSent(Socket& s, int res) {
     if (res < 0) {
-      FailQueuedSends(s, res == -ECANCELED ? -ECANCELED : res);
+      FailStream(s, res);
       return;
     }
     counters.bytes_sent += static_cast<uint64_t>(res);
@@ -848,11 +1033,11 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       }
       DeliverAccept(listener, res, peer, len);
     } else if (res != -ECANCELED && !listener.closing) {
+      // Out of descriptors: re-arming at once fails at once, a spin of
+      // about a million OnError calls a second (issue 6, fault 3). Back off
+      // instead; the accept is armed again by RetryAccept.
+      if (!listener.receive_armed && PauseAccept(listener, res)) return;
       DeliverError(listener, res);
-      if (!listener.receive_armed && (res == -EMFILE || res == -ENFILE)) {
-        MarkStarved(listener);  // retry next iteration, not in a hot loop
-        return;
-      }
     }
     if (!listener.receive_armed && !listener.closing) {
       if (multishot) ++counters.multishot_rearms;
@@ -904,6 +1089,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
 
   io_uring ring_{};
   bool ring_ready_ = false;
+  uint64_t memlock_charged_ = 0;    // this Loop's share of MemlockCharge
   bool bound_ = false;              // Bind() ran (on the Loop's thread)
   bool send_with_address_ = false;  // sendto-style IORING_OP_SEND works
   io_uring_buf_ring* buf_ring_ = nullptr;
@@ -911,6 +1097,8 @@ class UringBackend final : public LoopCore, public BufferRecycler {
   uint32_t buf_ring_entries_ = 0;
   uint32_t ring_available_ = 0;
   uint64_t wakeup_value_ = 0;
+  bool wakeup_pending_ = false;  // ArmWakeup found no SQE
+  bool sq_stuck_ = false;        // GetSqe gave up this iteration
   // What the next enter submits, for wait batching.
   uint32_t datagram_cqes_expected_ = 0;
   bool stream_send_submitted_ = false;

@@ -1,0 +1,2142 @@
+#include "rtps/participant.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace ringlab::rtps {
+
+namespace {
+constexpr uint32_t kNone = 0xffffffffu;
+constexpr uint32_t kGapSlot = 0xfffffffeu;
+// Reliable readers keep up to this many out-of-order samples per writer:
+// one ACKNACK bitmap's worth (§8.3.5.5: numBits <= 256).
+constexpr uint32_t kReorderWindow = 256;
+// Header + INFO_TS + DATA header + inline QoS (key hash, status) + padding.
+constexpr size_t kDataOverhead = kHeaderSize + 12 + 24 + 32 + 4;
+constexpr size_t kMaxSpdpUnicastPending = 64;
+
+Timestamp After(Timestamp now, int64_t ns) {
+  if (ns >= kInfiniteNanos) return Timestamp::Never();
+  return now + Duration(ns);
+}
+
+KeyHash GuidKeyHash(const Guid& g) {
+  KeyHash k;
+  k.bytes = g.Bytes();
+  return k;
+}
+}  // namespace
+
+const char* EventKindName(Event::Kind kind) {
+  switch (kind) {
+    case Event::Kind::kParticipantDiscovered:
+      return "participant_discovered";
+    case Event::Kind::kParticipantLost:
+      return "participant_lost";
+    case Event::Kind::kPublicationDiscovered:
+      return "publication_discovered";
+    case Event::Kind::kSubscriptionDiscovered:
+      return "subscription_discovered";
+    case Event::Kind::kPublicationLost:
+      return "publication_lost";
+    case Event::Kind::kSubscriptionLost:
+      return "subscription_lost";
+    case Event::Kind::kWriterMatched:
+      return "writer_matched";
+    case Event::Kind::kWriterUnmatched:
+      return "writer_unmatched";
+    case Event::Kind::kReaderMatched:
+      return "reader_matched";
+    case Event::Kind::kReaderUnmatched:
+      return "reader_unmatched";
+    case Event::Kind::kIncompatibleQos:
+      return "incompatible_qos";
+    case Event::Kind::kDataAvailable:
+      return "data_available";
+  }
+  return "?";
+}
+
+// ---- Internal structures
+// ------------------------------------------------------
+
+struct Participant::Sample {
+  std::vector<std::byte> data;  // capacity reused across samples
+  SampleInfo info;
+  uint64_t order = 0;  // key in the owning SampleRing
+  uint32_t instance_next = kNone;
+  bool key_only = false;
+};
+
+// Entries {key, slot} sorted by key, with tombstones (slot == kNone). A
+// vector plus a head index: pops advance the head and the front is erased
+// in bulk (no reallocation), so steady-state use allocates nothing.
+struct Participant::SampleRing {
+  struct Entry {
+    uint64_t key;
+    uint32_t slot;
+  };
+  std::vector<Entry> entries;
+  size_t head = 0;
+  size_t live = 0;
+
+  size_t size() const { return entries.size() - head; }
+  void Push(uint64_t key, uint32_t slot) {
+    entries.push_back({key, slot});
+    ++live;
+  }
+  // First live entry, skipping (and dropping) tombstones at the front.
+  const Entry* Front() {
+    while (head < entries.size() && entries[head].slot == kNone) ++head;
+    Compact();
+    return head < entries.size() ? &entries[head] : nullptr;
+  }
+  void PopFront() {
+    Front();
+    if (head < entries.size()) {
+      ++head;
+      --live;
+    }
+    Compact();
+  }
+  Entry* Find(uint64_t key) {
+    auto it = std::lower_bound(
+        entries.begin() + static_cast<ptrdiff_t>(head), entries.end(), key,
+        [](const Entry& e, uint64_t k) { return e.key < k; });
+    if (it == entries.end() || it->key != key) return nullptr;
+    return &*it;
+  }
+  void Tombstone(Entry* e) {
+    if (e->slot != kNone) {
+      e->slot = kNone;
+      --live;
+    }
+    // Drop tombstones when they outnumber live entries, so a long-lived
+    // instance at the front cannot make the vector grow without bound.
+    if (size() > 2 * live + 64) {
+      auto first = entries.begin() + static_cast<ptrdiff_t>(head);
+      entries.erase(
+          std::remove_if(first, entries.end(),
+                         [](const Entry& x) { return x.slot == kNone; }),
+          entries.end());
+      entries.erase(entries.begin(), first);
+      head = 0;
+    }
+  }
+  void Compact() {
+    if (head >= 64 && head * 2 >= entries.size()) {
+      entries.erase(entries.begin(),
+                    entries.begin() + static_cast<ptrdiff_t>(head));
+      head = 0;
+    }
+  }
+};
+
+struct Participant::InstanceState {
+  uint32_t head = kNone;  // oldest sample of the instance
+  uint32_t tail = kNone;
+  uint32_t count = 0;
+};
+
+namespace {
+// A pool of sample slots with a free list; grows up to `limit` slots on
+// demand and keeps them, so reuse allocates nothing.
+template <typename S>
+struct Pool {
+  std::vector<S> slots;
+  std::vector<uint32_t> free;
+  size_t limit = 0;
+  size_t in_use = 0;
+  uint32_t Acquire() {
+    uint32_t i;
+    if (!free.empty()) {
+      i = free.back();
+      free.pop_back();
+    } else {
+      if (slots.size() >= limit) return kNone;
+      slots.emplace_back();
+      free.reserve(slots.capacity());
+      i = static_cast<uint32_t>(slots.size() - 1);
+    }
+    ++in_use;
+    return i;
+  }
+  void Release(uint32_t i) {
+    free.push_back(i);
+    --in_use;
+  }
+};
+}  // namespace
+
+struct Participant::ReaderProxy {
+  Guid guid;
+  std::vector<Locator> locators;
+  bool reliable = false;
+  bool transient_local = false;
+  bool expects_inline_qos = false;
+  SequenceNumber acked = 0;           // every SN <= acked was acknowledged
+  SequenceNumber volatile_floor = 0;  // SNs <= floor predate the match
+  SequenceNumberSet requested;
+  bool has_requests = false;
+  bool heartbeat_due = false;
+  bool gap_floor_due = false;
+  bool any_acknack = false;
+  uint32_t last_acknack_count = 0;
+};
+
+struct Participant::WriterProxy {
+  Guid guid;
+  std::vector<Locator> locators;
+  bool reliable = false;
+  SequenceNumber expected = 1;  // next SN to deliver
+  SequenceNumber hb_last = 0;   // highest lastSN announced
+  bool hb_seen = false;  // reliable: a heartbeat arrived; best effort: data did
+  uint32_t last_hb_count = 0;
+  Timestamp ack_deadline = Timestamp::Never();
+  uint32_t acknack_count = 0;
+  // Reorder window: slot (or kGapSlot) of SN s at window[s % size].
+  std::vector<uint32_t> window;
+  std::vector<SequenceNumber> window_sn;
+  // DATA_FRAG reassembly of one sample (buffers keep their capacity).
+  SequenceNumber frag_sn = 0;  // 0: none in progress
+  uint32_t frag_sample_size = 0;
+  uint16_t frag_size = 0;
+  uint32_t frag_total = 0;
+  uint32_t frag_have = 0;
+  std::vector<std::byte> frag_data;
+  std::vector<uint64_t> frag_bits;
+  bool frag_key_only = false;
+  bool frag_has_key = false;
+  KeyHash frag_key;
+  uint32_t frag_status = 0;
+  int64_t frag_timestamp = kNoSourceTimestamp;
+};
+
+struct Participant::LocalWriter {
+  Guid guid;
+  WriterConfig config;
+  bool builtin = false;
+  bool active = true;
+  SequenceNumber next_sn = 1;
+  SequenceNumber pushed = 0;  // every SN <= pushed went to the matched readers
+  Pool<Sample> pool;
+  SampleRing ring;  // key = SN
+  absl::flat_hash_map<KeyHash, InstanceState> instances;
+  size_t max_instances = 0;
+  std::vector<ReaderProxy> readers;
+  uint32_t hb_count = 0;
+  Timestamp hb_deadline = Timestamp::Never();
+
+  SequenceNumber last_sn() const { return next_sn - 1; }
+  SequenceNumber first_sn() {
+    const SampleRing::Entry* e = ring.Front();
+    return e ? static_cast<SequenceNumber>(e->key) : next_sn;
+  }
+  bool reliable_unacked() const {
+    for (const ReaderProxy& p : readers) {
+      if (p.reliable && p.acked < last_sn()) return true;
+    }
+    return false;
+  }
+};
+
+struct Participant::LocalReader {
+  Guid guid;
+  ReaderConfig config;
+  bool builtin = false;
+  bool active = true;
+  Pool<Sample> pool;
+  SampleRing ring;  // key = delivery order
+  uint64_t next_order = 1;
+  absl::flat_hash_map<KeyHash, InstanceState> instances;
+  size_t max_instances = 0;
+  size_t max_history = 0;  // samples in the history (not the window)
+  size_t history_count = 0;
+  std::vector<WriterProxy> writers;
+  uint32_t loaned = kNone;
+  ReceivedSample taken;
+};
+
+struct Participant::RemoteEndpoint {
+  EndpointData data;
+  std::vector<Locator> locators;
+};
+
+struct Participant::Receiver {
+  GuidPrefix source;
+  VendorId vendor;
+  bool for_us = true;
+  int64_t timestamp_ns = kNoSourceTimestamp;
+  Locator from;
+};
+
+// ---- Creation
+// -----------------------------------------------------------------
+
+Participant::Participant(ParticipantConfig config)
+    : config_(std::move(config)) {}
+Participant::~Participant() = default;
+
+absl::StatusOr<std::unique_ptr<Participant>> Participant::Create(
+    ParticipantConfig config, Timestamp now) {
+  if (config.guid_prefix.is_unknown()) {
+    return absl::InvalidArgumentError("guid_prefix must not be all zeros");
+  }
+  if (config.metatraffic_unicast.empty() &&
+      config.metatraffic_multicast.empty()) {
+    return absl::InvalidArgumentError(
+        "no metatraffic locator: peers could not send discovery to us");
+  }
+  if (config.max_message_bytes < 512) {
+    return absl::InvalidArgumentError("max_message_bytes must be >= 512");
+  }
+  std::unique_ptr<Participant> p(new Participant(std::move(config)));
+  p->events_.resize(std::max<size_t>(p->config_.event_capacity, 16));
+  p->tx_destinations_.reserve(64);
+  p->spdp_unicast_pending_.reserve(kMaxSpdpUnicastPending);
+
+  // Built-in SEDP endpoints (§8.5.4.2): reliable, transient-local, keyed
+  // by endpoint GUID, KEEP_LAST 1 per instance.
+  EndpointQos sedp = EndpointQos::WriterDefaults();
+  sedp.durability = DurabilityKind::kTransientLocal;
+  sedp.history = HistoryKind::kKeepLast;
+  sedp.history_depth = 1;
+  auto make_writer = [&](EntityId id, const char* topic) {
+    auto w = std::make_unique<LocalWriter>();
+    w->guid = Guid{p->config_.guid_prefix, id};
+    w->config.topic_name = topic;
+    w->config.qos = sedp;
+    w->config.keyed = true;
+    w->builtin = true;
+    w->pool.limit = static_cast<size_t>(p->config_.max_remote_endpoints) + 64;
+    w->max_instances = w->pool.limit;
+    p->writers_.push_back(std::move(w));
+    return static_cast<uint32_t>(p->writers_.size() - 1);
+  };
+  auto make_reader = [&](EntityId id, const char* topic) {
+    auto r = std::make_unique<LocalReader>();
+    r->guid = Guid{p->config_.guid_prefix, id};
+    r->config.topic_name = topic;
+    r->config.qos = sedp;
+    r->builtin = true;
+    r->pool.limit = 1024 + kReorderWindow;
+    r->max_history = 1024;
+    r->max_instances = 1;
+    p->readers_.push_back(std::move(r));
+    return static_cast<uint32_t>(p->readers_.size() - 1);
+  };
+  p->sedp_pub_writer_ =
+      make_writer(EntityId::SedpPublicationsWriter(), "DCPSPublication");
+  p->sedp_sub_writer_ =
+      make_writer(EntityId::SedpSubscriptionsWriter(), "DCPSSubscription");
+  p->sedp_pub_reader_ =
+      make_reader(EntityId::SedpPublicationsReader(), "DCPSPublication");
+  p->sedp_sub_reader_ =
+      make_reader(EntityId::SedpSubscriptionsReader(), "DCPSSubscription");
+
+  ParticipantData self;
+  self.guid_prefix = p->config_.guid_prefix;
+  self.vendor = p->config_.vendor;
+  self.builtin_endpoints = builtin_endpoint::kParticipantAnnouncer |
+                           builtin_endpoint::kParticipantDetector |
+                           builtin_endpoint::kPublicationsAnnouncer |
+                           builtin_endpoint::kPublicationsDetector |
+                           builtin_endpoint::kSubscriptionsAnnouncer |
+                           builtin_endpoint::kSubscriptionsDetector;
+  self.metatraffic_unicast = p->config_.metatraffic_unicast;
+  self.metatraffic_multicast = p->config_.metatraffic_multicast;
+  self.default_unicast = p->config_.default_unicast;
+  self.default_multicast = p->config_.default_multicast;
+  self.lease_duration_ns = p->config_.lease_duration_ns;
+  self.has_domain_id = true;
+  self.domain_id = p->config_.domain_id;
+  self.user_data = p->config_.user_data;
+  self.entity_name = p->config_.entity_name;
+  SerializeParticipant(self, &p->spdp_payload_);
+  p->spdp_next_ = now;  // announce at once
+  return p;
+}
+
+// ---- Events
+// ---------------------------------------------------------------------
+
+void Participant::PushEvent(Event e) {
+  if (event_count_ == events_.size()) {
+    ++counters_.events_dropped;
+    return;
+  }
+  events_[(event_head_ + event_count_) % events_.size()] = e;
+  ++event_count_;
+}
+
+std::optional<Event> Participant::PollEvent() {
+  if (event_count_ == 0) return std::nullopt;
+  Event e = events_[event_head_];
+  event_head_ = (event_head_ + 1) % events_.size();
+  --event_count_;
+  return e;
+}
+
+// ---- Local endpoints
+// --------------------------------------------------------------
+
+absl::StatusOr<EndpointHandle> Participant::CreateWriter(WriterConfig config,
+                                                         Timestamp now) {
+  if (config.topic_name.empty() || config.type_name.empty()) {
+    return absl::InvalidArgumentError("writer needs a topic and a type name");
+  }
+  if (absl::Status s = config.qos.Validate(); !s.ok()) return s;
+  auto w = std::make_unique<LocalWriter>();
+  w->guid = Guid{config_.guid_prefix,
+                 EntityId::Make(next_entity_key_++,
+                                config.keyed ? EntityId::kUserWriterWithKey
+                                             : EntityId::kUserWriterNoKey)};
+  const EndpointQos& q = config.qos;
+  size_t max_samples = q.max_samples > 0
+                           ? static_cast<size_t>(q.max_samples)
+                           : static_cast<size_t>(config_.default_max_samples);
+  w->max_instances = q.max_instances > 0
+                         ? static_cast<size_t>(q.max_instances)
+                         : static_cast<size_t>(config_.default_max_instances);
+  if (q.history == HistoryKind::kKeepLast && !config.keyed) {
+    max_samples =
+        std::min<size_t>(max_samples, static_cast<size_t>(q.history_depth));
+  }
+  // +1: a slot for the sample being written while the oldest is evicted.
+  w->pool.limit = max_samples + 1;
+  w->config = std::move(config);
+  writers_.push_back(std::move(w));
+  uint32_t index = static_cast<uint32_t>(writers_.size() - 1);
+  handles_.push_back({true, index});
+  Announce(index, false, now);
+  MatchLocalWriter(index, now);
+  return static_cast<EndpointHandle>(handles_.size());
+}
+
+absl::StatusOr<EndpointHandle> Participant::CreateReader(ReaderConfig config,
+                                                         Timestamp now) {
+  if (config.topic_name.empty() || config.type_name.empty()) {
+    return absl::InvalidArgumentError("reader needs a topic and a type name");
+  }
+  if (absl::Status s = config.qos.Validate(); !s.ok()) return s;
+  if (config.keyed && !config.key_hash_from_payload) {
+    return absl::InvalidArgumentError(
+        "a keyed reader needs key_hash_from_payload: peers send no key hash");
+  }
+  auto r = std::make_unique<LocalReader>();
+  r->guid = Guid{config_.guid_prefix,
+                 EntityId::Make(next_entity_key_++,
+                                config.keyed ? EntityId::kUserReaderWithKey
+                                             : EntityId::kUserReaderNoKey)};
+  const EndpointQos& q = config.qos;
+  size_t max_samples = q.max_samples > 0
+                           ? static_cast<size_t>(q.max_samples)
+                           : static_cast<size_t>(config_.default_max_samples);
+  r->max_instances = q.max_instances > 0
+                         ? static_cast<size_t>(q.max_instances)
+                         : static_cast<size_t>(config_.default_max_instances);
+  r->max_history = max_samples;
+  // History + one reorder window per writer (grown when writers match) + 1
+  // loaned slot.
+  r->pool.limit = max_samples + 1;
+  r->config = std::move(config);
+  readers_.push_back(std::move(r));
+  uint32_t index = static_cast<uint32_t>(readers_.size() - 1);
+  handles_.push_back({false, index});
+  Announce(index | 0x80000000u, false, now);
+  MatchLocalReader(index, now);
+  return static_cast<EndpointHandle>(handles_.size());
+}
+
+Guid Participant::EndpointGuid(EndpointHandle h) const {
+  if (h == 0 || h > handles_.size()) return Guid{};
+  auto [is_writer, index] = handles_[h - 1];
+  return is_writer ? writers_[index]->guid : readers_[index]->guid;
+}
+
+size_t Participant::MatchedCount(EndpointHandle h) const {
+  if (h == 0 || h > handles_.size()) return 0;
+  auto [is_writer, index] = handles_[h - 1];
+  return is_writer ? writers_[index]->readers.size()
+                   : readers_[index]->writers.size();
+}
+
+absl::Status Participant::DeleteEndpoint(EndpointHandle h, Timestamp now) {
+  maybe_pending_ = true;
+  if (h == 0 || h > handles_.size()) {
+    return absl::NotFoundError("no such endpoint handle");
+  }
+  auto [is_writer, index] = handles_[h - 1];
+  if (is_writer) {
+    LocalWriter& w = *writers_[index];
+    if (!w.active) return absl::NotFoundError("endpoint already deleted");
+    for (const ReaderProxy& p : w.readers) {
+      PushEvent({Event::Kind::kWriterUnmatched, h, p.guid});
+    }
+    w.readers.clear();
+    w.active = false;
+    Announce(index, true, now);
+  } else {
+    LocalReader& r = *readers_[index];
+    if (!r.active) return absl::NotFoundError("endpoint already deleted");
+    for (const WriterProxy& p : r.writers) {
+      PushEvent({Event::Kind::kReaderUnmatched, h, p.guid});
+    }
+    r.writers.clear();
+    r.active = false;
+    Announce(index | 0x80000000u, true, now);
+  }
+  return absl::OkStatus();
+}
+
+// SEDP (§8.5.4): our endpoint's DiscoveredWriterData/ReaderData goes into
+// the built-in writer's transient-local history, keyed by endpoint GUID.
+// `index` has the top bit set for readers.
+void Participant::Announce(uint32_t index, bool dispose, Timestamp now) {
+  bool is_reader = index & 0x80000000u;
+  index &= 0x7fffffffu;
+  EndpointData e;
+  if (is_reader) {
+    const LocalReader& r = *readers_[index];
+    e.guid = r.guid;
+    e.topic_name = r.config.topic_name;
+    e.type_name = r.config.type_name;
+    e.qos = r.config.qos;
+  } else {
+    const LocalWriter& w = *writers_[index];
+    e.guid = w.guid;
+    e.topic_name = w.config.topic_name;
+    e.type_name = w.config.type_name;
+    e.qos = w.config.qos;
+  }
+  e.participant_guid = Guid{config_.guid_prefix, EntityId::Participant()};
+  LocalWriter& sedp =
+      *writers_[is_reader ? sedp_sub_writer_ : sedp_pub_writer_];
+  KeyHash key = GuidKeyHash(e.guid);
+  if (dispose) {
+    // Key-only payload: the key (PID_ENDPOINT_GUID) as a parameter list.
+    scratch_.clear();
+    for (std::byte b :
+         {std::byte{0}, std::byte{3}, std::byte{0}, std::byte{0}}) {
+      scratch_.push_back(b);  // PL_CDR_LE
+    }
+    CdrWriter w(&scratch_, 4, Endian::kLittle);
+    ParameterListWriter pl(&w);
+    size_t at = pl.Begin(pid::kEndpointGuid);
+    std::array<uint8_t, 16> b = e.guid.Bytes();
+    w.WriteRaw(b.data(), 16);
+    pl.End(at);
+    pl.Finish();
+    (void)WriteInternal(sedp, scratch_, key, kNoSourceTimestamp,
+                        kStatusInfoDisposed | kStatusInfoUnregistered, true,
+                        now);
+    return;
+  }
+  SerializeEndpoint(e, &scratch_);
+  (void)WriteInternal(sedp, scratch_, key, kNoSourceTimestamp, 0, false, now);
+}
+
+// ---- Writing
+// ----------------------------------------------------------------------
+
+absl::Status Participant::Write(EndpointHandle h,
+                                std::span<const std::byte> payload,
+                                const KeyHash& key, int64_t source_time_ns,
+                                Timestamp now) {
+  if (h == 0 || h > handles_.size() || !handles_[h - 1].first) {
+    return absl::NotFoundError("not a writer handle");
+  }
+  LocalWriter& w = *writers_[handles_[h - 1].second];
+  if (!w.active) return absl::FailedPreconditionError("writer deleted");
+  return WriteInternal(w, payload, w.config.keyed ? key : KeyHash{},
+                       source_time_ns, 0, false, now);
+}
+
+absl::Status Participant::Dispose(EndpointHandle h, const KeyHash& key,
+                                  std::span<const std::byte> serialized_key,
+                                  int64_t source_time_ns, Timestamp now) {
+  if (h == 0 || h > handles_.size() || !handles_[h - 1].first) {
+    return absl::NotFoundError("not a writer handle");
+  }
+  LocalWriter& w = *writers_[handles_[h - 1].second];
+  if (!w.active) return absl::FailedPreconditionError("writer deleted");
+  return WriteInternal(w, serialized_key, key, source_time_ns,
+                       kStatusInfoDisposed, true, now);
+}
+
+absl::Status Participant::WriteInternal(LocalWriter& w,
+                                        std::span<const std::byte> payload,
+                                        const KeyHash& key,
+                                        int64_t source_time_ns,
+                                        uint32_t status_info, bool key_only,
+                                        Timestamp now) {
+  maybe_pending_ = true;
+  if (payload.size() + kDataOverhead > config_.max_message_bytes) {
+    ++counters_.samples_too_large;
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sample of ", payload.size(), " bytes does not fit one datagram of ",
+        config_.max_message_bytes, " bytes (DATA_FRAG is not implemented)"));
+  }
+  const EndpointQos& q = w.config.qos;
+  bool keep_last = q.history == HistoryKind::kKeepLast;
+  auto it = w.instances.find(key);
+  if (it == w.instances.end()) {
+    if (w.instances.size() >= w.max_instances) {
+      return absl::ResourceExhaustedError("RESOURCE_LIMITS: max_instances");
+    }
+    it = w.instances.emplace(key, InstanceState{}).first;
+  }
+  InstanceState& inst = it->second;
+  auto evict_instance_head = [&](InstanceState& in) {
+    uint32_t slot = in.head;
+    Sample& s = w.pool.slots[slot];
+    if (SampleRing::Entry* e = w.ring.Find(s.order)) w.ring.Tombstone(e);
+    in.head = s.instance_next;
+    if (in.head == kNone) in.tail = kNone;
+    --in.count;
+    w.pool.Release(slot);
+  };
+  // KEEP_LAST n per instance (DDS 1.4 §2.2.3.18): replace the oldest, even
+  // if a reliable reader has not acknowledged it (it will get a GAP).
+  int32_t per_instance_limit =
+      keep_last ? q.history_depth
+                : (q.max_samples_per_instance > 0 ? q.max_samples_per_instance
+                                                  : INT32_MAX);
+  if (keep_last && inst.count >= static_cast<uint32_t>(per_instance_limit)) {
+    evict_instance_head(inst);
+  } else if (inst.count >= static_cast<uint32_t>(per_instance_limit)) {
+    PurgeAcked(w);
+    if (inst.count >= static_cast<uint32_t>(per_instance_limit)) {
+      return absl::ResourceExhaustedError(
+          "RESOURCE_LIMITS: max_samples_per_instance (KEEP_ALL)");
+    }
+  }
+  uint32_t slot = w.pool.Acquire();
+  if (slot == kNone) {
+    PurgeAcked(w);
+    slot = w.pool.Acquire();
+  }
+  if (slot == kNone && keep_last) {
+    // The history is full across instances: drop the globally oldest.
+    if (const SampleRing::Entry* e = w.ring.Front()) {
+      Sample& oldest = w.pool.slots[e->slot];
+      auto oit = w.instances.find(oldest.info.key);
+      if (oit != w.instances.end()) evict_instance_head(oit->second);
+      slot = w.pool.Acquire();
+    }
+  }
+  if (slot == kNone) {
+    return absl::ResourceExhaustedError(
+        "history full: reliable readers have not acknowledged (KEEP_ALL)");
+  }
+  Sample& s = w.pool.slots[slot];
+  s.data.assign(payload.begin(), payload.end());
+  s.info.writer = w.guid;
+  s.info.sn = w.next_sn++;
+  s.info.source_time_ns = source_time_ns;
+  s.info.key = key;
+  s.info.status_info = status_info;
+  s.info.valid_data = !key_only;
+  s.key_only = key_only;
+  s.order = static_cast<uint64_t>(s.info.sn);
+  s.instance_next = kNone;
+  if (inst.tail != kNone) {
+    w.pool.slots[inst.tail].instance_next = slot;
+  } else {
+    inst.head = slot;
+  }
+  inst.tail = slot;
+  ++inst.count;
+  w.ring.Push(s.order, slot);
+  if (w.readers.empty()) w.pushed = w.last_sn();
+  (void)now;
+  return absl::OkStatus();
+}
+
+SequenceNumber Participant::MinAcked(const LocalWriter& w) const {
+  SequenceNumber m = w.last_sn();
+  for (const ReaderProxy& p : w.readers) {
+    if (p.reliable) m = std::min(m, p.acked);
+  }
+  return std::min(m, w.pushed);
+}
+
+// A volatile writer keeps samples only until every reliable reader has
+// acknowledged them (§8.4.7.2: isAckedByAll -> may be removed); a
+// transient-local writer keeps them for late joiners, bounded by its
+// HISTORY / RESOURCE_LIMITS.
+void Participant::PurgeAcked(LocalWriter& w) {
+  if (w.config.qos.durability != DurabilityKind::kVolatile) return;
+  SequenceNumber acked = MinAcked(w);
+  while (const SampleRing::Entry* e = w.ring.Front()) {
+    if (static_cast<SequenceNumber>(e->key) > acked) break;
+    uint32_t slot = e->slot;
+    Sample& s = w.pool.slots[slot];
+    auto it = w.instances.find(s.info.key);
+    if (it != w.instances.end()) {
+      InstanceState& in = it->second;
+      // The globally oldest sample is the oldest of its instance.
+      in.head = s.instance_next;
+      if (in.head == kNone) in.tail = kNone;
+      --in.count;
+      if (in.count == 0) w.instances.erase(it);
+    }
+    w.ring.PopFront();
+    w.pool.Release(slot);
+  }
+}
+
+bool Participant::AllAcknowledged(EndpointHandle h) const {
+  if (h == 0 || h > handles_.size() || !handles_[h - 1].first) return false;
+  const LocalWriter& w = *writers_[handles_[h - 1].second];
+  if (w.pushed < w.last_sn()) return false;
+  for (const ReaderProxy& p : w.readers) {
+    if (p.reliable && p.acked < w.last_sn()) return false;
+  }
+  return true;
+}
+
+// ---- Reading
+// ------------------------------------------------------------------------
+
+const ReceivedSample* Participant::Take(EndpointHandle h) {
+  if (h == 0 || h > handles_.size() || handles_[h - 1].first) return nullptr;
+  LocalReader& r = *readers_[handles_[h - 1].second];
+  if (r.loaned != kNone) {
+    r.pool.Release(r.loaned);
+    r.loaned = kNone;
+  }
+  const SampleRing::Entry* e = r.ring.Front();
+  if (e == nullptr) return nullptr;
+  uint32_t slot = e->slot;
+  r.ring.PopFront();
+  Sample& s = r.pool.slots[slot];
+  auto it = r.instances.find(s.info.key);
+  if (it != r.instances.end()) {
+    InstanceState& in = it->second;
+    in.head = s.instance_next;
+    if (in.head == kNone) in.tail = kNone;
+    --in.count;
+    if (in.count == 0) r.instances.erase(it);
+  }
+  --r.history_count;
+  r.loaned = slot;
+  r.taken.info = s.info;
+  r.taken.payload = s.key_only ? std::span<const std::byte>()
+                               : std::span<const std::byte>(s.data);
+  return &r.taken;
+}
+
+size_t Participant::Available(EndpointHandle h) const {
+  if (h == 0 || h > handles_.size() || handles_[h - 1].first) return 0;
+  return readers_[handles_[h - 1].second]->history_count;
+}
+
+// KEEP_LAST n per instance evicts the instance's oldest unread sample;
+// KEEP_ALL refuses when RESOURCE_LIMITS are reached (the sample is then not
+// accepted, so a reliable writer will send it again).
+bool Participant::StoreInHistory(LocalReader& r, uint32_t slot) {
+  Sample& s = r.pool.slots[slot];
+  const EndpointQos& q = r.config.qos;
+  bool keep_last = q.history == HistoryKind::kKeepLast && !r.builtin;
+  auto it = r.instances.find(s.info.key);
+  if (it == r.instances.end()) {
+    if (r.instances.size() >= std::max<size_t>(r.max_instances, 1)) {
+      ++counters_.data_rejected_full;
+      return false;
+    }
+    it = r.instances.emplace(s.info.key, InstanceState{}).first;
+  }
+  InstanceState& in = it->second;
+  uint32_t per_instance =
+      keep_last ? static_cast<uint32_t>(q.history_depth)
+                : (q.max_samples_per_instance > 0
+                       ? static_cast<uint32_t>(q.max_samples_per_instance)
+                       : UINT32_MAX);
+  if (keep_last && in.count >= per_instance) {
+    uint32_t old = in.head;
+    Sample& os = r.pool.slots[old];
+    if (SampleRing::Entry* e = r.ring.Find(os.order)) r.ring.Tombstone(e);
+    in.head = os.instance_next;
+    if (in.head == kNone) in.tail = kNone;
+    --in.count;
+    --r.history_count;
+    r.pool.Release(old);
+  } else if (in.count >= per_instance || r.history_count >= r.max_history) {
+    ++counters_.data_rejected_full;
+    if (in.count == 0) r.instances.erase(it);
+    return false;
+  }
+  s.order = r.next_order++;
+  s.instance_next = kNone;
+  if (in.tail != kNone) {
+    r.pool.slots[in.tail].instance_next = slot;
+  } else {
+    in.head = slot;
+  }
+  in.tail = slot;
+  ++in.count;
+  r.ring.Push(s.order, slot);
+  bool was_empty = r.history_count == 0;
+  ++r.history_count;
+  ++counters_.samples_delivered;
+  if (was_empty && !r.builtin) {
+    for (size_t h = 0; h < handles_.size(); ++h) {
+      if (!handles_[h].first && readers_[handles_[h].second].get() == &r) {
+        PushEvent({Event::Kind::kDataAvailable,
+                   static_cast<EndpointHandle>(h + 1), s.info.writer});
+        break;
+      }
+    }
+  }
+  return true;
+}
+
+// ---- Receiving
+// ----------------------------------------------------------------------
+
+void Participant::OnDatagram(std::span<const std::byte> bytes,
+                             const Locator& source, Timestamp now) {
+  maybe_pending_ = true;
+  ++counters_.datagrams_received;
+  counters_.bytes_received += bytes.size();
+  MessageHeader header;
+  if (ParseError e = ParseHeader(bytes, &header); e != ParseError::kOk) {
+    ++counters_.parse_errors[static_cast<size_t>(e)];
+    return;
+  }
+  if (header.prefix == config_.guid_prefix) {
+    ++counters_.own_messages;
+    return;
+  }
+  // Any traffic from a known participant renews its lease (as Cyclone does;
+  // §8.5.3.3 only requires SPDP to).
+  if (auto it = participants_.find(header.prefix); it != participants_.end()) {
+    it->second.lease_expiry = After(now, it->second.data.lease_duration_ns);
+  }
+  Receiver rx;
+  rx.source = header.prefix;
+  rx.vendor = header.vendor;
+  rx.from = source;
+  SubmessageIterator it(bytes);
+  Submessage sm;
+  while (it.Next(&sm)) HandleSubmessage(rx, sm, now);
+  if (it.error() != ParseError::kOk) {
+    ++counters_.parse_errors[static_cast<size_t>(it.error())];
+  }
+  ProcessBuiltinReaders(now);
+}
+
+void Participant::HandleSubmessage(Receiver& rx, const Submessage& sm,
+                                   Timestamp now) {
+  auto fail = [&](ParseError e) {
+    ++counters_.parse_errors[static_cast<size_t>(e)];
+  };
+  switch (static_cast<SubmessageId>(sm.id)) {
+    case SubmessageId::kPad:
+      return;
+    case SubmessageId::kInfoTs: {
+      // §8.3.7.9: sets (or invalidates) the timestamp of what follows.
+      InfoTsSubmessage ts;
+      if (ParseError e = ParseInfoTs(sm, &ts); e != ParseError::kOk) {
+        return fail(e);
+      }
+      rx.timestamp_ns = ts.invalidate ? kNoSourceTimestamp : ts.time.ToNanos();
+      return;
+    }
+    case SubmessageId::kInfoSrc: {
+      // §8.3.7.10: what follows comes from another participant.
+      InfoSrcSubmessage src;
+      if (ParseError e = ParseInfoSrc(sm, &src); e != ParseError::kOk) {
+        return fail(e);
+      }
+      rx.source = src.prefix;
+      rx.vendor = src.vendor;
+      rx.timestamp_ns = kNoSourceTimestamp;
+      return;
+    }
+    case SubmessageId::kInfoDst: {
+      // §8.3.7.7: an unknown prefix means "everyone".
+      InfoDstSubmessage dst;
+      if (ParseError e = ParseInfoDst(sm, &dst); e != ParseError::kOk) {
+        return fail(e);
+      }
+      rx.for_us = dst.prefix.is_unknown() || dst.prefix == config_.guid_prefix;
+      return;
+    }
+    case SubmessageId::kInfoReply:
+    case SubmessageId::kInfoReplyIp4: {
+      // §8.3.7.11: we reply to the locators discovery gave us, so the
+      // reply locators are validated and otherwise not used.
+      InfoReplySubmessage reply;
+      if (ParseError e = ParseInfoReply(sm, &reply); e != ParseError::kOk) {
+        return fail(e);
+      }
+      return;
+    }
+    default:
+      break;
+  }
+  bool known = true;
+  ParseError e = ParseError::kOk;
+  switch (static_cast<SubmessageId>(sm.id)) {
+    case SubmessageId::kData: {
+      DataSubmessage d;
+      e = ParseData(sm, &d);
+      if (e == ParseError::kOk && rx.for_us) HandleData(rx, d, now);
+      break;
+    }
+    case SubmessageId::kDataFrag: {
+      DataFragSubmessage d;
+      e = ParseDataFrag(sm, &d);
+      if (e == ParseError::kOk && rx.for_us) HandleDataFrag(rx, d, now);
+      break;
+    }
+    case SubmessageId::kHeartbeat: {
+      HeartbeatSubmessage hb;
+      e = ParseHeartbeat(sm, &hb);
+      if (e == ParseError::kOk && rx.for_us) HandleHeartbeat(rx, hb, now);
+      break;
+    }
+    case SubmessageId::kAckNack: {
+      AckNackSubmessage an;
+      e = ParseAckNack(sm, &an);
+      if (e == ParseError::kOk && rx.for_us) HandleAckNack(rx, an, now);
+      break;
+    }
+    case SubmessageId::kGap: {
+      GapSubmessage gap;
+      e = ParseGap(sm, &gap);
+      if (e == ParseError::kOk && rx.for_us) HandleGap(rx, gap, now);
+      break;
+    }
+    case SubmessageId::kNackFrag: {
+      NackFragSubmessage nf;
+      e = ParseNackFrag(sm, &nf);  // we never fragment: nothing to repair
+      break;
+    }
+    case SubmessageId::kHeartbeatFrag: {
+      HeartbeatFragSubmessage hf;
+      e = ParseHeartbeatFrag(sm, &hf);
+      break;
+    }
+    default:
+      known = false;
+      break;
+  }
+  if (!known) {
+    // §8.3.4.1: unknown submessage kinds are skipped.
+    ++counters_.unknown_submessages;
+    return;
+  }
+  if (e != ParseError::kOk) fail(e);
+  if (!rx.for_us && e == ParseError::kOk) ++counters_.not_for_us;
+}
+
+void Participant::HandleData(Receiver& rx, const DataSubmessage& d,
+                             Timestamp now) {
+  bool has_key = false;
+  KeyHash key;
+  uint32_t status = 0;
+  if (d.has_inline_qos &&
+      !ParseInlineQos(d.inline_qos, d.endian, &has_key, &key, &status)) {
+    ++counters_.inline_qos_rejected;  // §9.6.2.2.1 must-understand
+    return;
+  }
+  if (d.writer_id == EntityId::SpdpWriter()) {
+    HandleSpdp(rx, d, status, now);
+    return;
+  }
+  Guid writer{rx.source, d.writer_id};
+  bool delivered = false;
+  for (auto& rp : readers_) {
+    LocalReader& r = *rp;
+    if (!r.active) continue;
+    if (!d.reader_id.is_unknown() && d.reader_id != r.guid.entity) continue;
+    for (WriterProxy& p : r.writers) {
+      if (p.guid != writer) continue;
+      DeliverToReader(r, p, rx, d, has_key ? &key : nullptr, status, now);
+      delivered = true;
+      break;
+    }
+  }
+  if (!delivered) ++counters_.data_from_unknown_writer;
+}
+
+// §8.4.14.1 / §8.3.7.3: DATA_FRAG carries fragments [start, start + n) of
+// a sample of sampleSize bytes. We reassemble one sample per remote writer;
+// when complete it is delivered like a DATA. A reliable reader that misses
+// fragments NACKs the whole SN (NACK_FRAG repair is issue 11).
+void Participant::HandleDataFrag(Receiver& rx, const DataFragSubmessage& d,
+                                 Timestamp now) {
+  ++counters_.fragments_received;
+  if (d.sample_size > config_.max_sample_bytes) {
+    ++counters_.fragments_dropped;
+    return;
+  }
+  bool has_key = false;
+  KeyHash key;
+  uint32_t status = 0;
+  if (d.has_inline_qos &&
+      !ParseInlineQos(d.inline_qos, d.endian, &has_key, &key, &status)) {
+    ++counters_.inline_qos_rejected;
+    return;
+  }
+  Guid writer{rx.source, d.writer_id};
+  for (auto& rp : readers_) {
+    LocalReader& r = *rp;
+    if (!r.active) continue;
+    if (!d.reader_id.is_unknown() && d.reader_id != r.guid.entity) continue;
+    for (WriterProxy& p : r.writers) {
+      if (p.guid != writer) continue;
+      if (d.sn < p.expected ||
+          (p.reliable && d.sn >= p.expected + kReorderWindow)) {
+        ++counters_.data_duplicates;
+        break;
+      }
+      if (p.frag_sn != d.sn) {
+        // Keep the sample closest to delivery: replace a stale one, or one
+        // with a higher SN than this fragment's.
+        bool replace = p.frag_sn == 0 || p.frag_sn < p.expected ||
+                       (p.reliable ? d.sn < p.frag_sn : d.sn > p.frag_sn);
+        if (!replace) {
+          ++counters_.fragments_dropped;
+          break;
+        }
+        if (p.frag_sn != 0) {
+          reassembly_bytes_ -= p.frag_sample_size;
+          ++counters_.fragments_dropped;
+        }
+        if (reassembly_bytes_ + d.sample_size > config_.max_reassembly_bytes) {
+          p.frag_sn = 0;
+          ++counters_.fragments_dropped;
+          break;
+        }
+        p.frag_sn = d.sn;
+        p.frag_sample_size = d.sample_size;
+        p.frag_size = d.fragment_size;
+        p.frag_total = (d.sample_size + d.fragment_size - 1) / d.fragment_size;
+        p.frag_have = 0;
+        p.frag_data.resize(d.sample_size);
+        p.frag_bits.assign((p.frag_total + 63) / 64, 0);
+        p.frag_has_key = false;
+        p.frag_status = 0;
+        p.frag_key_only = d.has_key;
+        p.frag_timestamp = rx.timestamp_ns;
+        reassembly_bytes_ += d.sample_size;
+      } else if (d.sample_size != p.frag_sample_size ||
+                 d.fragment_size != p.frag_size) {
+        ++counters_.fragments_dropped;  // §8.3.7.3.3: inconsistent sample
+        break;
+      }
+      if (has_key) {
+        p.frag_has_key = true;
+        p.frag_key = key;
+      }
+      if (status != 0) p.frag_status = status;
+      if (rx.timestamp_ns != kNoSourceTimestamp)
+        p.frag_timestamp = rx.timestamp_ns;
+      // Copy each new fragment into place.
+      for (uint32_t i = 0; i < d.fragments_in_submessage; ++i) {
+        uint32_t fn = d.fragment_start + i;  // 1-based
+        if (fn > p.frag_total) break;
+        size_t off = size_t{fn - 1} * d.fragment_size;
+        size_t len = std::min<size_t>(d.fragment_size, d.sample_size - off);
+        size_t src = size_t{i} * d.fragment_size;
+        if (src + len > d.fragments.size()) break;
+        uint64_t bit = uint64_t{1} << ((fn - 1) % 64);
+        uint64_t& word = p.frag_bits[(fn - 1) / 64];
+        if (word & bit) continue;
+        word |= bit;
+        std::memcpy(p.frag_data.data() + off, d.fragments.data() + src, len);
+        ++p.frag_have;
+      }
+      if (p.frag_have == p.frag_total) {
+        DataSubmessage whole;
+        whole.reader_id = d.reader_id;
+        whole.writer_id = d.writer_id;
+        whole.sn = p.frag_sn;
+        whole.has_data = !p.frag_key_only;
+        whole.has_key = p.frag_key_only;
+        whole.payload = p.frag_data;
+        Receiver rx2 = rx;
+        rx2.timestamp_ns = p.frag_timestamp;
+        reassembly_bytes_ -= p.frag_sample_size;
+        p.frag_sn = 0;
+        ++counters_.samples_reassembled;
+        DeliverToReader(r, p, rx2, whole,
+                        p.frag_has_key ? &p.frag_key : nullptr, p.frag_status,
+                        now);
+      }
+      break;
+    }
+  }
+}
+
+void Participant::DeliverToReader(LocalReader& r, WriterProxy& p, Receiver& rx,
+                                  const DataSubmessage& d, const KeyHash* key,
+                                  uint32_t status, Timestamp now) {
+  SequenceNumber sn = d.sn;
+  if (sn < p.expected) {
+    ++counters_.data_duplicates;
+    return;
+  }
+  if (p.reliable && sn >= p.expected + kReorderWindow) {
+    ++counters_.data_out_of_window;
+    return;
+  }
+  if (p.reliable && sn > p.expected) {
+    uint32_t w = static_cast<uint32_t>(sn % kReorderWindow);
+    if (p.window[w] != kNone && p.window_sn[w] == sn) {
+      ++counters_.data_duplicates;
+      return;
+    }
+  }
+  // Build the sample in a pool slot.
+  KeyHash k;
+  if (r.config.keyed) {
+    if (key != nullptr) {
+      k = *key;
+    } else if (d.has_data && r.config.key_hash_from_payload &&
+               r.config.key_hash_from_payload(d.payload, &k)) {
+      // §9.6.4.8: derived from the payload, the peer sent none.
+    } else {
+      ++counters_.key_hash_failures;
+      return;
+    }
+  }
+  uint32_t slot = r.pool.Acquire();
+  if (slot == kNone) {
+    ++counters_.data_rejected_full;
+    return;
+  }
+  Sample& s = r.pool.slots[slot];
+  s.data.assign(d.payload.begin(), d.payload.end());
+  s.key_only = !d.has_data;
+  s.info.writer = p.guid;
+  s.info.sn = sn;
+  s.info.source_time_ns = rx.timestamp_ns;
+  s.info.key = k;
+  s.info.status_info = status;
+  s.info.valid_data = d.has_data;
+  if (!p.reliable) {
+    // Best effort (§8.4.11): deliver anything newer; count what we skipped.
+    if (!StoreInHistory(r, slot)) {
+      r.pool.Release(slot);
+      return;
+    }
+    // Skipped SNs count as lost, except before the first sample (a reader
+    // joining a writer that has been running for a while).
+    if (p.hb_seen)
+      counters_.samples_lost += static_cast<uint64_t>(sn - p.expected);
+    p.hb_seen = true;  // best effort: "has seen data"
+    p.expected = sn + 1;
+    return;
+  }
+  if (sn == p.expected) {
+    if (!StoreInHistory(r, slot)) {
+      r.pool.Release(slot);  // not accepted: the writer will resend it
+      return;
+    }
+    ++p.expected;
+    DrainReorder(r, p);
+    return;
+  }
+  // Out of order (§8.4.12.1): keep it until the gap before it is filled.
+  uint32_t w = static_cast<uint32_t>(sn % kReorderWindow);
+  if (p.window[w] != kNone && p.window[w] != kGapSlot) {
+    r.pool.Release(p.window[w]);  // a stale entry from an older round
+  }
+  p.window[w] = slot;
+  p.window_sn[w] = sn;
+  (void)now;
+}
+
+void Participant::DrainReorder(LocalReader& r, WriterProxy& p) {
+  for (;;) {
+    uint32_t w = static_cast<uint32_t>(p.expected % kReorderWindow);
+    if (p.window[w] == kNone || p.window_sn[w] != p.expected) return;
+    uint32_t slot = p.window[w];
+    if (slot != kGapSlot && !StoreInHistory(r, slot)) return;  // full: stop
+    p.window[w] = kNone;
+    ++p.expected;
+  }
+}
+
+void Participant::ScheduleAck(WriterProxy& p, Timestamp now) {
+  Timestamp due = After(now, config_.heartbeat_response_delay_ns);
+  if (due < p.ack_deadline) p.ack_deadline = due;
+}
+
+// §8.4.12.1 (reliable reader, WriterProxy): on HEARTBEAT, SNs below firstSN
+// are irrelevant, and the reader answers with an ACKNACK unless the
+// heartbeat is final and nothing is missing.
+void Participant::HandleHeartbeat(Receiver& rx, const HeartbeatSubmessage& hb,
+                                  Timestamp now) {
+  ++counters_.heartbeats_received;
+  Guid writer{rx.source, hb.writer_id};
+  for (auto& rp : readers_) {
+    LocalReader& r = *rp;
+    if (!r.active) continue;
+    if (!hb.reader_id.is_unknown() && hb.reader_id != r.guid.entity) continue;
+    for (WriterProxy& p : r.writers) {
+      if (p.guid != writer || !p.reliable) continue;
+      if (p.hb_seen && hb.count <= p.last_hb_count) break;  // stale / dup
+      p.hb_seen = true;
+      p.last_hb_count = hb.count;
+      if (hb.first_sn > p.expected) {
+        for (SequenceNumber s = p.expected;
+             s < hb.first_sn && s < p.expected + kReorderWindow; ++s) {
+          uint32_t w = static_cast<uint32_t>(s % kReorderWindow);
+          if (p.window[w] != kNone && p.window_sn[w] == s) {
+            if (p.window[w] != kGapSlot) r.pool.Release(p.window[w]);
+            p.window[w] = kNone;
+          } else if (!r.builtin) {
+            ++counters_.samples_lost;
+          }
+        }
+        p.expected = hb.first_sn;
+        DrainReorder(r, p);
+      }
+      p.hb_last = std::max(p.hb_last, hb.last_sn);
+      bool missing = false;
+      for (SequenceNumber s = p.expected;
+           s <= p.hb_last && s < p.expected + kReorderWindow; ++s) {
+        uint32_t w = static_cast<uint32_t>(s % kReorderWindow);
+        if (p.window[w] == kNone || p.window_sn[w] != s) {
+          missing = true;
+          break;
+        }
+      }
+      if (!hb.final_flag || missing) ScheduleAck(p, now);
+      break;
+    }
+  }
+}
+
+// §8.4.12.1: a GAP marks SNs irrelevant: [gapStart, gapList.base - 1] and
+// the set bits of gapList.
+void Participant::HandleGap(Receiver& rx, const GapSubmessage& gap,
+                            Timestamp now) {
+  ++counters_.gaps_received;
+  Guid writer{rx.source, gap.writer_id};
+  for (auto& rp : readers_) {
+    LocalReader& r = *rp;
+    if (!r.active) continue;
+    if (!gap.reader_id.is_unknown() && gap.reader_id != r.guid.entity) continue;
+    for (WriterProxy& p : r.writers) {
+      if (p.guid != writer) continue;
+      auto mark = [&](SequenceNumber s) {
+        if (s < p.expected || s >= p.expected + kReorderWindow) return;
+        uint32_t w = static_cast<uint32_t>(s % kReorderWindow);
+        if (p.window[w] != kNone && p.window_sn[w] == s) return;  // have data
+        p.window[w] = kGapSlot;
+        p.window_sn[w] = s;
+      };
+      SequenceNumber range_end = gap.gap_list.base - 1;
+      if (!p.reliable) {
+        if (gap.gap_start <= p.expected && range_end >= p.expected) {
+          p.expected = range_end + 1;
+        }
+        break;
+      }
+      if (gap.gap_start <= p.expected && range_end >= p.expected) {
+        for (SequenceNumber s = p.expected;
+             s <= range_end && s < p.expected + kReorderWindow; ++s) {
+          uint32_t w = static_cast<uint32_t>(s % kReorderWindow);
+          if (p.window[w] != kNone && p.window_sn[w] == s) {
+            if (p.window[w] != kGapSlot) r.pool.Release(p.window[w]);
+            p.window[w] = kNone;
+          }
+        }
+        p.expected = range_end + 1;
+      } else {
+        for (SequenceNumber s = gap.gap_start; s <= range_end; ++s) {
+          if (s >= p.expected + kReorderWindow) break;
+          mark(s);
+        }
+      }
+      for (uint32_t i = 0; i < gap.gap_list.num_bits; ++i) {
+        SequenceNumber s = gap.gap_list.base + i;
+        if (gap.gap_list.Contains(s)) mark(s);
+      }
+      DrainReorder(r, p);
+      (void)now;
+      break;
+    }
+  }
+}
+
+// §8.4.9.2 (reliable StatefulWriter, ReaderProxy): ACKNACK base - 1 is
+// acknowledged; set bits are requested again.
+void Participant::HandleAckNack(Receiver& rx, const AckNackSubmessage& an,
+                                Timestamp now) {
+  ++counters_.acknacks_received;
+  Guid reader{rx.source, an.reader_id};
+  for (auto& wp : writers_) {
+    LocalWriter& w = *wp;
+    if (w.guid.entity != an.writer_id || !w.active) continue;
+    for (ReaderProxy& p : w.readers) {
+      if (p.guid != reader || !p.reliable) continue;
+      if (p.any_acknack && an.count <= p.last_acknack_count) return;
+      p.any_acknack = true;
+      p.last_acknack_count = an.count;
+      SequenceNumber acked = std::min(an.state.base - 1, w.last_sn());
+      if (acked > p.acked) p.acked = acked;
+      p.requested = SequenceNumberSet{};
+      p.requested.base = an.state.base;
+      p.has_requests = false;
+      for (uint32_t i = 0; i < an.state.num_bits; ++i) {
+        SequenceNumber s = an.state.base + i;
+        if (s > w.last_sn()) break;
+        if (an.state.Contains(s)) {
+          p.requested.Add(s);
+          p.has_requests = true;
+        }
+      }
+      if (!p.has_requests && p.acked < w.last_sn() && !an.final_flag) {
+        p.heartbeat_due = true;
+      }
+      PurgeAcked(w);
+      (void)now;
+      return;
+    }
+    return;
+  }
+}
+
+// ---- SPDP
+// -----------------------------------------------------------------------------
+
+void Participant::HandleSpdp(Receiver& rx, const DataSubmessage& d,
+                             uint32_t status, Timestamp now) {
+  if (status & (kStatusInfoDisposed | kStatusInfoUnregistered)) {
+    // §8.5.3: the participant left.
+    if (participants_.contains(rx.source)) {
+      RemoveParticipant(rx.source);
+    }
+    return;
+  }
+  if (!d.has_data) return;
+  ParticipantData data;
+  DiscoveryParseError e = ParseParticipant(d.payload, &data);
+  if (e != DiscoveryParseError::kOk) {
+    ++counters_.discovery_rejected[static_cast<size_t>(e)];
+    return;
+  }
+  if (data.guid_prefix == config_.guid_prefix) {
+    ++counters_.own_messages;
+    return;
+  }
+  if (data.has_domain_id && data.domain_id != config_.domain_id) {
+    ++counters_.domain_mismatch;
+    return;
+  }
+  if (!data.domain_tag.empty()) {  // §8.5.3: tags must match; ours is ""
+    ++counters_.domain_mismatch;
+    return;
+  }
+  auto it = participants_.find(data.guid_prefix);
+  if (it != participants_.end()) {
+    it->second.data = std::move(data);
+    it->second.lease_expiry = After(now, it->second.data.lease_duration_ns);
+    return;
+  }
+  if (participants_.size() >= config_.max_remote_participants) {
+    ++counters_.spdp_participant_limit;
+    return;
+  }
+  AddParticipant(data, now);
+}
+
+void Participant::AddParticipant(const ParticipantData& data, Timestamp now) {
+  RemoteParticipantInfo info;
+  info.data = data;
+  info.lease_expiry = After(now, data.lease_duration_ns);
+  GuidPrefix prefix = data.guid_prefix;
+  participants_.emplace(prefix, std::move(info));
+  PushEvent({Event::Kind::kParticipantDiscovered, 0,
+             Guid{prefix, EntityId::Participant()}});
+  // Tell the newcomer about us at once rather than at the next period.
+  for (const Locator& l : MetatrafficLocators(data)) {
+    if (spdp_unicast_pending_.size() >= kMaxSpdpUnicastPending) break;
+    if (std::find(spdp_unicast_pending_.begin(), spdp_unicast_pending_.end(),
+                  l) == spdp_unicast_pending_.end()) {
+      spdp_unicast_pending_.push_back(l);
+    }
+  }
+  MatchBuiltins(prefix, data, now);
+}
+
+std::vector<Locator> Participant::MetatrafficLocators(
+    const ParticipantData& p) const {
+  std::vector<Locator> out;
+  for (const Locator& l : p.metatraffic_unicast) {
+    if (l.is_udp_v4() && l.port != 0 && l.port <= 65535) out.push_back(l);
+  }
+  if (out.empty()) {
+    for (const Locator& l : p.metatraffic_multicast) {
+      if (l.is_udp_v4() && l.port != 0 && l.port <= 65535) out.push_back(l);
+    }
+  }
+  return out;
+}
+
+std::vector<Locator> Participant::UserLocators(const EndpointData& e) const {
+  std::vector<Locator> out;
+  auto take = [&](const std::vector<Locator>& ls) {
+    for (const Locator& l : ls) {
+      if (l.is_udp_v4() && l.port != 0 && l.port <= 65535 &&
+          std::find(out.begin(), out.end(), l) == out.end()) {
+        out.push_back(l);
+      }
+    }
+  };
+  take(e.unicast);
+  if (out.empty()) {
+    auto it = participants_.find(e.guid.prefix);
+    if (it != participants_.end()) {
+      take(it->second.data.default_unicast);
+      if (out.empty()) take(e.multicast);
+      if (out.empty()) take(it->second.data.default_multicast);
+    }
+  }
+  return out;
+}
+
+// §8.5.5.1: pair our SEDP endpoints with the remote's, as its
+// BuiltinEndpointSet announces them.
+void Participant::MatchBuiltins(const GuidPrefix& prefix,
+                                const ParticipantData& data, Timestamp now) {
+  std::vector<Locator> locs = MetatrafficLocators(data);
+  uint32_t set = data.builtin_endpoints;
+  if (set & builtin_endpoint::kPublicationsDetector) {
+    AddReaderProxy(*writers_[sedp_pub_writer_],
+                   Guid{prefix, EntityId::SedpPublicationsReader()}, locs, true,
+                   true, false, now);
+  }
+  if (set & builtin_endpoint::kSubscriptionsDetector) {
+    AddReaderProxy(*writers_[sedp_sub_writer_],
+                   Guid{prefix, EntityId::SedpSubscriptionsReader()}, locs,
+                   true, true, false, now);
+  }
+  if (set & builtin_endpoint::kPublicationsAnnouncer) {
+    AddWriterProxy(*readers_[sedp_pub_reader_],
+                   Guid{prefix, EntityId::SedpPublicationsWriter()}, locs, true,
+                   now);
+  }
+  if (set & builtin_endpoint::kSubscriptionsAnnouncer) {
+    AddWriterProxy(*readers_[sedp_sub_reader_],
+                   Guid{prefix, EntityId::SedpSubscriptionsWriter()}, locs,
+                   true, now);
+  }
+}
+
+void Participant::AddReaderProxy(LocalWriter& w, const Guid& reader,
+                                 std::vector<Locator> locators, bool reliable,
+                                 bool transient_local, bool expects_inline_qos,
+                                 Timestamp now) {
+  for (const ReaderProxy& p : w.readers) {
+    if (p.guid == reader) return;
+  }
+  ReaderProxy p;
+  p.guid = reader;
+  p.locators = std::move(locators);
+  p.reliable = reliable;
+  p.transient_local = transient_local;
+  p.expects_inline_qos = expects_inline_qos;
+  // §8.7.2.2.1 / DDS durability: a volatile reader gets only what is
+  // written after it matched; a transient-local writer's history goes to
+  // transient-local readers.
+  bool history_for_reader =
+      transient_local && w.config.qos.durability != DurabilityKind::kVolatile;
+  p.volatile_floor = history_for_reader ? 0 : w.last_sn();
+  p.acked = history_for_reader ? w.first_sn() - 1 : w.last_sn();
+  p.gap_floor_due = reliable && p.volatile_floor > 0;
+  p.heartbeat_due = reliable;  // announce the range at once
+  w.readers.push_back(std::move(p));
+  (void)now;
+}
+
+void Participant::AddWriterProxy(LocalReader& r, const Guid& writer,
+                                 std::vector<Locator> locators, bool reliable,
+                                 Timestamp now) {
+  for (const WriterProxy& p : r.writers) {
+    if (p.guid == writer) return;
+  }
+  WriterProxy p;
+  p.guid = writer;
+  p.locators = std::move(locators);
+  p.reliable = reliable;
+  if (reliable) {
+    p.window.assign(kReorderWindow, kNone);
+    p.window_sn.assign(kReorderWindow, 0);
+    r.pool.limit += kReorderWindow;
+    // A pre-emptive ACKNACK (nothing acknowledged, nothing requested, not
+    // final) asks the writer for a heartbeat straight away.
+    p.ack_deadline = now;
+  }
+  r.writers.push_back(std::move(p));
+}
+
+void Participant::RemoveParticipant(const GuidPrefix& prefix) {
+  // Remote endpoints of that participant.
+  std::vector<Guid> gone;
+  for (const auto& [g, e] : remote_endpoints_) {
+    if (g.prefix == prefix) gone.push_back(g);
+  }
+  for (const Guid& g : gone) {
+    UnmatchRemoteEndpoint(g);
+    bool pub = g.entity.is_writer();
+    remote_endpoints_.erase(g);
+    PushEvent(
+        {pub ? Event::Kind::kPublicationLost : Event::Kind::kSubscriptionLost,
+         0, g});
+  }
+  // Built-in proxies.
+  for (auto& wp : writers_) {
+    if (!wp->builtin) continue;
+    auto& v = wp->readers;
+    v.erase(std::remove_if(
+                v.begin(), v.end(),
+                [&](const ReaderProxy& p) { return p.guid.prefix == prefix; }),
+            v.end());
+  }
+  for (auto& rp : readers_) {
+    if (!rp->builtin) continue;
+    LocalReader& r = *rp;
+    for (auto it = r.writers.begin(); it != r.writers.end();) {
+      if (it->guid.prefix == prefix) {
+        for (uint32_t s : it->window) {
+          if (s != kNone && s != kGapSlot) r.pool.Release(s);
+        }
+        if (it->reliable) r.pool.limit -= kReorderWindow;
+        if (it->frag_sn != 0) reassembly_bytes_ -= it->frag_sample_size;
+        it = r.writers.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  participants_.erase(prefix);
+  PushEvent({Event::Kind::kParticipantLost, 0,
+             Guid{prefix, EntityId::Participant()}});
+}
+
+// ---- SEDP
+// ------------------------------------------------------------------------------
+
+void Participant::ProcessBuiltinReaders(Timestamp now) {
+  for (uint32_t idx : {sedp_pub_reader_, sedp_sub_reader_}) {
+    LocalReader& r = *readers_[idx];
+    bool pub = idx == sedp_pub_reader_;
+    while (r.history_count > 0) {
+      if (r.loaned != kNone) {
+        r.pool.Release(r.loaned);
+        r.loaned = kNone;
+      }
+      const SampleRing::Entry* e = r.ring.Front();
+      if (e == nullptr) break;
+      uint32_t slot = e->slot;
+      r.ring.PopFront();
+      --r.history_count;
+      auto it = r.instances.find(r.pool.slots[slot].info.key);
+      if (it != r.instances.end()) {
+        InstanceState& in = it->second;
+        in.head = r.pool.slots[slot].instance_next;
+        if (in.head == kNone) in.tail = kNone;
+        if (--in.count == 0) r.instances.erase(it);
+      }
+      r.loaned = slot;
+      ReceivedSample s;
+      s.info = r.pool.slots[slot].info;
+      s.payload = r.pool.slots[slot].data;
+      HandleSedp(s, pub, now);
+    }
+  }
+}
+
+void Participant::HandleSedp(const ReceivedSample& s, bool publication,
+                             Timestamp now) {
+  if (s.info.status_info & (kStatusInfoDisposed | kStatusInfoUnregistered)) {
+    Guid g;
+    EndpointData d;
+    if (!s.payload.empty() &&
+        ParseEndpoint(s.payload, &d) == DiscoveryParseError::kOk) {
+      g = d.guid;
+    } else {
+      g = Guid::FromBytes(s.info.key.bytes.data());
+    }
+    auto it = remote_endpoints_.find(g);
+    if (it == remote_endpoints_.end()) return;
+    UnmatchRemoteEndpoint(g);
+    remote_endpoints_.erase(it);
+    PushEvent({publication ? Event::Kind::kPublicationLost
+                           : Event::Kind::kSubscriptionLost,
+               0, g});
+    return;
+  }
+  EndpointData d;
+  DiscoveryParseError e = ParseEndpoint(s.payload, &d);
+  if (e != DiscoveryParseError::kOk) {
+    ++counters_.discovery_rejected[static_cast<size_t>(e)];
+    return;
+  }
+  if (publication != d.guid.entity.is_writer()) {
+    ++counters_.discovery_rejected[static_cast<size_t>(
+        DiscoveryParseError::kBadValue)];
+    return;
+  }
+  if (!participants_.contains(d.guid.prefix)) {
+    ++counters_.sedp_unknown_participant;
+    return;
+  }
+  auto it = remote_endpoints_.find(d.guid);
+  if (it != remote_endpoints_.end()) {
+    // An update (e.g. set_qos). Rematch only if what matching looks at
+    // changed: a rematch restarts the reliable protocol state.
+    const EndpointData& old = it->second->data;
+    bool same = old.topic_name == d.topic_name &&
+                old.type_name == d.type_name &&
+                old.qos.partitions == d.qos.partitions &&
+                old.qos.reliability == d.qos.reliability &&
+                old.qos.durability == d.qos.durability &&
+                old.qos.ownership == d.qos.ownership;
+    if (!same) UnmatchRemoteEndpoint(d.guid);
+    it->second->data = std::move(d);
+    it->second->locators = UserLocators(it->second->data);
+    if (!same) MatchRemoteEndpoint(it->first, now);
+    return;
+  }
+  if (remote_endpoints_.size() >= config_.max_remote_endpoints) {
+    ++counters_.sedp_endpoint_limit;
+    return;
+  }
+  auto re = std::make_unique<RemoteEndpoint>();
+  re->locators = UserLocators(d);
+  re->data = std::move(d);
+  Guid g = re->data.guid;
+  remote_endpoints_.emplace(g, std::move(re));
+  PushEvent({publication ? Event::Kind::kPublicationDiscovered
+                         : Event::Kind::kSubscriptionDiscovered,
+             0, g});
+  MatchRemoteEndpoint(g, now);
+}
+
+void Participant::MatchRemoteEndpoint(const Guid& guid, Timestamp now) {
+  auto it = remote_endpoints_.find(guid);
+  if (it == remote_endpoints_.end()) return;
+  const RemoteEndpoint& re = *it->second;
+  if (guid.entity.is_writer()) {
+    for (uint32_t i = 0; i < readers_.size(); ++i) {
+      if (!readers_[i]->builtin && readers_[i]->active) {
+        TryMatch(kNone, i, re, now);
+      }
+    }
+  } else {
+    for (uint32_t i = 0; i < writers_.size(); ++i) {
+      if (!writers_[i]->builtin && writers_[i]->active) {
+        TryMatch(i, kNone, re, now);
+      }
+    }
+  }
+}
+
+void Participant::MatchLocalWriter(uint32_t index, Timestamp now) {
+  for (const auto& [g, re] : remote_endpoints_) {
+    if (g.entity.is_reader()) TryMatch(index, kNone, *re, now);
+  }
+}
+
+void Participant::MatchLocalReader(uint32_t index, Timestamp now) {
+  for (const auto& [g, re] : remote_endpoints_) {
+    if (g.entity.is_writer()) TryMatch(kNone, index, *re, now);
+  }
+}
+
+// Matching (DDS 1.4 §2.2.3, RTPS 2.5 §8.5.5.2): same topic and type, a
+// shared partition, request-offered compatible QoS.
+void Participant::TryMatch(uint32_t wi, uint32_t ri, const RemoteEndpoint& re,
+                           Timestamp now) {
+  const EndpointData& d = re.data;
+  auto handle_of = [&](bool writer, uint32_t index) -> EndpointHandle {
+    for (size_t h = 0; h < handles_.size(); ++h) {
+      if (handles_[h].first == writer && handles_[h].second == index) {
+        return static_cast<EndpointHandle>(h + 1);
+      }
+    }
+    return 0;
+  };
+  if (wi != kNone) {
+    LocalWriter& w = *writers_[wi];
+    if (w.config.topic_name != d.topic_name) return;
+    EndpointHandle h = handle_of(true, wi);
+    if (w.config.type_name != d.type_name) {
+      PushEvent(
+          {Event::Kind::kIncompatibleQos, h, d.guid, QosPolicyId::kTypeName});
+      return;
+    }
+    if (!PartitionsMatch(w.config.qos.partitions, d.qos.partitions)) return;
+    QosPolicyId bad = CheckCompatible(w.config.qos, d.qos);
+    if (bad != QosPolicyId::kNone) {
+      PushEvent({Event::Kind::kIncompatibleQos, h, d.guid, bad});
+      return;
+    }
+    for (const ReaderProxy& p : w.readers) {
+      if (p.guid == d.guid) return;
+    }
+    AddReaderProxy(w, d.guid, re.locators,
+                   d.qos.reliability == ReliabilityKind::kReliable,
+                   d.qos.durability != DurabilityKind::kVolatile,
+                   d.expects_inline_qos, now);
+    PushEvent({Event::Kind::kWriterMatched, h, d.guid});
+  } else {
+    LocalReader& r = *readers_[ri];
+    if (r.config.topic_name != d.topic_name) return;
+    EndpointHandle h = handle_of(false, ri);
+    if (r.config.type_name != d.type_name) {
+      PushEvent(
+          {Event::Kind::kIncompatibleQos, h, d.guid, QosPolicyId::kTypeName});
+      return;
+    }
+    if (!PartitionsMatch(r.config.qos.partitions, d.qos.partitions)) return;
+    QosPolicyId bad = CheckCompatible(d.qos, r.config.qos);
+    if (bad != QosPolicyId::kNone) {
+      PushEvent({Event::Kind::kIncompatibleQos, h, d.guid, bad});
+      return;
+    }
+    for (const WriterProxy& p : r.writers) {
+      if (p.guid == d.guid) return;
+    }
+    // Reliable only if both sides are (a best-effort reader of a reliable
+    // writer sends no ACKNACKs).
+    bool reliable = r.config.qos.reliability == ReliabilityKind::kReliable;
+    AddWriterProxy(r, d.guid, re.locators, reliable, now);
+    PushEvent({Event::Kind::kReaderMatched, h, d.guid});
+  }
+}
+
+void Participant::UnmatchRemoteEndpoint(const Guid& guid) {
+  for (size_t h = 0; h < handles_.size(); ++h) {
+    auto [is_writer, index] = handles_[h];
+    if (is_writer && guid.entity.is_reader()) {
+      auto& v = writers_[index]->readers;
+      auto it = std::find_if(v.begin(), v.end(), [&](const ReaderProxy& p) {
+        return p.guid == guid;
+      });
+      if (it != v.end()) {
+        v.erase(it);
+        PushEvent({Event::Kind::kWriterUnmatched,
+                   static_cast<EndpointHandle>(h + 1), guid});
+      }
+    } else if (!is_writer && guid.entity.is_writer()) {
+      LocalReader& r = *readers_[index];
+      auto it =
+          std::find_if(r.writers.begin(), r.writers.end(),
+                       [&](const WriterProxy& p) { return p.guid == guid; });
+      if (it != r.writers.end()) {
+        for (uint32_t s : it->window) {
+          if (s != kNone && s != kGapSlot) r.pool.Release(s);
+        }
+        if (it->reliable) r.pool.limit -= kReorderWindow;
+        if (it->frag_sn != 0) reassembly_bytes_ -= it->frag_sample_size;
+        r.writers.erase(it);
+        PushEvent({Event::Kind::kReaderUnmatched,
+                   static_cast<EndpointHandle>(h + 1), guid});
+      }
+    }
+  }
+}
+
+// ---- Timers
+// ---------------------------------------------------------------------------------
+
+Timestamp Participant::NextDeadline() const {
+  if (!maybe_pending_) return idle_until_;  // nothing changed since the scan
+  return ScanDeadline();
+}
+
+Timestamp Participant::ScanDeadline() const {
+  Timestamp next = spdp_next_;
+  for (const auto& [prefix, info] : participants_) {
+    next = std::min(next, info.lease_expiry);
+  }
+  for (const auto& w : writers_) {
+    next = std::min(next, w->hb_deadline);
+  }
+  for (const auto& r : readers_) {
+    for (const WriterProxy& p : r->writers) {
+      next = std::min(next, p.ack_deadline);
+    }
+  }
+  return next;
+}
+
+void Participant::OnTimeout(Timestamp now) {
+  maybe_pending_ = true;
+  // §8.5.3.3: a participant whose lease ran out is gone.
+  std::vector<GuidPrefix> expired;
+  for (const auto& [prefix, info] : participants_) {
+    if (info.lease_expiry <= now) expired.push_back(prefix);
+  }
+  for (const GuidPrefix& p : expired) {
+    ++counters_.leases_expired;
+    RemoveParticipant(p);
+  }
+}
+
+// ---- Sending
+// ----------------------------------------------------------------------------------
+
+void Participant::SetDestinations(std::span<const Locator> a) {
+  tx_destinations_.clear();
+  AddDestinations(a);
+}
+
+void Participant::AddDestinations(std::span<const Locator> a) {
+  for (const Locator& l : a) {
+    if (std::find(tx_destinations_.begin(), tx_destinations_.end(), l) ==
+        tx_destinations_.end()) {
+      tx_destinations_.push_back(l);
+    }
+  }
+}
+
+std::optional<Transmit> Participant::PollTransmit(std::span<std::byte> out,
+                                                  Timestamp now) {
+  // Fast path: nothing happened since the last empty poll and no timer is
+  // due, so a scan would find nothing.
+  if (!maybe_pending_ && now < idle_until_) return std::nullopt;
+  if (out.size() > config_.max_message_bytes) {
+    out = out.first(config_.max_message_bytes);
+  }
+  Transmit t;
+  auto done = [&]() -> std::optional<Transmit> {
+    ++counters_.datagrams_sent;
+    counters_.bytes_sent += t.size_bytes;
+    t.destinations = tx_destinations_;
+    return t;
+  };
+  // 1. New samples: latency matters most.
+  size_t n = writers_.size();
+  for (size_t k = 0; k < n; ++k) {
+    LocalWriter& w = *writers_[(poll_cursor_ + k) % n];
+    if (w.pushed < w.last_sn()) {
+      if (BuildPush(w, out, &t, now)) {
+        poll_cursor_ = (poll_cursor_ + k + 1) % n;
+        return done();
+      }
+    }
+  }
+  // 2. Acknowledgements that are due.
+  for (auto& rp : readers_) {
+    for (WriterProxy& p : rp->writers) {
+      if (p.reliable && p.ack_deadline <= now) {
+        if (BuildAckNack(*rp, p, out, &t, now)) return done();
+      }
+    }
+  }
+  // 3. Repairs: retransmissions, GAPs, directed heartbeats.
+  for (auto& wp : writers_) {
+    for (ReaderProxy& p : wp->readers) {
+      if (p.has_requests || p.heartbeat_due || p.gap_floor_due) {
+        if (BuildRepair(*wp, p, out, &t, now)) return done();
+      }
+    }
+  }
+  // 4. Periodic heartbeats.
+  for (auto& wp : writers_) {
+    if (wp->hb_deadline <= now) {
+      if (BuildHeartbeat(*wp, out, &t, now)) return done();
+    }
+  }
+  // 5. SPDP.
+  if (!spdp_unicast_pending_.empty()) {
+    if (BuildSpdp(out, &t, now, true)) return done();
+  }
+  if (spdp_next_ <= now) {
+    spdp_next_ = After(now, config_.spdp_period_ns);
+    if (!config_.spdp_destinations.empty() && BuildSpdp(out, &t, now, false)) {
+      return done();
+    }
+  }
+  maybe_pending_ = false;
+  idle_until_ = ScanDeadline();
+  return std::nullopt;
+}
+
+// §8.4.8.1 / §8.4.9.1: new changes go to every matched reader. One datagram
+// to the union of their locators, readerId UNKNOWN, as many samples as fit.
+bool Participant::BuildPush(LocalWriter& w, std::span<std::byte> out,
+                            Transmit* t, Timestamp now) {
+  if (w.readers.empty()) {
+    w.pushed = w.last_sn();
+    return false;
+  }
+  tx_destinations_.clear();
+  bool any_reliable = false, inline_qos = w.builtin;
+  for (const ReaderProxy& p : w.readers) {
+    AddDestinations(p.locators);
+    any_reliable |= p.reliable;
+    inline_qos |= p.expects_inline_qos;
+  }
+  if (tx_destinations_.empty()) {
+    w.pushed = w.last_sn();
+    return false;
+  }
+  MessageBuilder b(out, config_.guid_prefix, config_.vendor);
+  int64_t last_ts = kNoSourceTimestamp;
+  size_t samples = 0;
+  while (w.pushed < w.last_sn()) {
+    SequenceNumber sn = w.pushed + 1;
+    SampleRing::Entry* e = w.ring.Find(static_cast<uint64_t>(sn));
+    if (e == nullptr || e->slot == kNone) {
+      w.pushed = sn;  // replaced before it went out; readers get a GAP
+      continue;
+    }
+    const Sample& s = w.pool.slots[e->slot];
+    size_t mark = b.Mark();
+    InlineQos q;
+    // Built-in topics and readers that ask for it get the key hash inline
+    // (§9.6.3.3); user data otherwise goes without (peers derive the key).
+    if (inline_qos) q.key_hash = s.info.key;
+    if (s.info.status_info != 0) {
+      q.key_hash = s.info.key;
+      q.status_info = s.info.status_info;
+    }
+    bool has_q = q.key_hash.has_value() || q.status_info.has_value();
+    bool okb = true;
+    if (s.info.source_time_ns != kNoSourceTimestamp &&
+        s.info.source_time_ns != last_ts) {
+      okb = b.AddInfoTs(s.info.source_time_ns);
+    }
+    if (okb) {
+      okb = b.AddData(EntityId::Unknown(), w.guid.entity, sn,
+                      has_q ? &q : nullptr, s.data, s.key_only);
+    }
+    if (!okb) {
+      b.Rollback(mark);
+      break;
+    }
+    last_ts = s.info.source_time_ns;
+    w.pushed = sn;
+    ++samples;
+  }
+  if (samples == 0) return false;
+  if (any_reliable) {
+    // Piggy-back a heartbeat when a KEEP_ALL history is half full, so
+    // acknowledgements free it before Write() must refuse.
+    const EndpointQos& q = w.config.qos;
+    bool pressure =
+        q.history == HistoryKind::kKeepAll && w.pool.in_use * 2 >= w.pool.limit;
+    if (pressure) {
+      size_t mark = b.Mark();
+      if (b.AddHeartbeat(EntityId::Unknown(), w.guid.entity, w.first_sn(),
+                         w.last_sn(), ++w.hb_count, false)) {
+        ++counters_.heartbeats_sent;
+      } else {
+        b.Rollback(mark);
+        --w.hb_count;
+      }
+    }
+    if (w.hb_deadline.is_never()) {
+      w.hb_deadline = After(now, config_.heartbeat_period_ns);
+    }
+  } else {
+    PurgeAcked(w);
+  }
+  t->size_bytes = b.size();
+  return t->size_bytes > 0;
+}
+
+// §8.4.9.2.5-7: answer a reader: the requested samples we still have, a GAP
+// for those we do not (or that predate a volatile reader's match), then a
+// heartbeat so it knows where we are.
+bool Participant::BuildRepair(LocalWriter& w, ReaderProxy& p,
+                              std::span<std::byte> out, Transmit* t,
+                              Timestamp now) {
+  SetDestinations(p.locators);
+  if (tx_destinations_.empty()) {
+    p.has_requests = p.heartbeat_due = p.gap_floor_due = false;
+    return false;
+  }
+  MessageBuilder b(out, config_.guid_prefix, config_.vendor);
+  b.AddInfoDst(p.guid.prefix);
+  if (p.gap_floor_due) {
+    SequenceNumberSet list;
+    list.base = p.volatile_floor + 1;
+    if (b.AddGap(p.guid.entity, w.guid.entity, 1, list)) {
+      ++counters_.gaps_sent;
+      p.gap_floor_due = false;
+    }
+  }
+  SequenceNumber gap_begin = 0, gap_end = 0;  // a pending run [begin, end]
+  auto flush_gap = [&]() -> bool {
+    if (gap_begin == 0) return true;
+    SequenceNumberSet list;
+    list.base = gap_end + 1;
+    if (!b.AddGap(p.guid.entity, w.guid.entity, gap_begin, list)) return false;
+    ++counters_.gaps_sent;
+    gap_begin = 0;
+    return true;
+  };
+  bool full = false;
+  if (p.has_requests) {
+    SequenceNumberSet& req = p.requested;
+    for (uint32_t i = 0; i < req.num_bits && !full; ++i) {
+      SequenceNumber sn = req.base + i;
+      if (!req.Contains(sn)) continue;
+      SampleRing::Entry* e = sn <= p.volatile_floor
+                                 ? nullptr
+                                 : w.ring.Find(static_cast<uint64_t>(sn));
+      if (e == nullptr || e->slot == kNone) {
+        if (gap_begin != 0 && gap_end + 1 == sn) {
+          gap_end = sn;
+        } else {
+          if (!flush_gap()) {
+            full = true;
+            break;
+          }
+          gap_begin = gap_end = sn;
+        }
+      } else {
+        size_t mark = b.Mark();
+        if (!flush_gap()) {
+          full = true;
+          break;
+        }
+        const Sample& s = w.pool.slots[e->slot];
+        InlineQos q;
+        bool has_q = false;
+        if (w.builtin || p.expects_inline_qos || s.info.status_info != 0) {
+          q.key_hash = s.info.key;
+          if (s.info.status_info != 0) q.status_info = s.info.status_info;
+          has_q = true;
+        }
+        bool okb = true;
+        if (s.info.source_time_ns != kNoSourceTimestamp) {
+          okb = b.AddInfoTs(s.info.source_time_ns);
+        } else {
+          okb = b.AddInfoTsInvalidate();
+        }
+        okb = okb && b.AddData(p.guid.entity, w.guid.entity, sn,
+                               has_q ? &q : nullptr, s.data, s.key_only);
+        if (!okb) {
+          b.Rollback(mark);
+          full = true;
+          break;
+        }
+        ++counters_.retransmits;
+      }
+      // Done with sn: clear it so a partial repair resumes after it.
+      req.bitmap[i / 32] &= ~(1u << (31 - i % 32));
+    }
+    if (!full && !flush_gap()) full = true;
+    if (!full) p.has_requests = false;
+  }
+  size_t mark = b.Mark();
+  if (b.AddHeartbeat(p.guid.entity, w.guid.entity, w.first_sn(), w.last_sn(),
+                     ++w.hb_count, false)) {
+    ++counters_.heartbeats_sent;
+    p.heartbeat_due = false;
+  } else {
+    b.Rollback(mark);
+    --w.hb_count;
+  }
+  if (w.hb_deadline.is_never() && w.reliable_unacked()) {
+    w.hb_deadline = After(now, config_.heartbeat_period_ns);
+  }
+  t->size_bytes = b.size();
+  return t->size_bytes > 0;
+}
+
+// §8.4.7.2 / §8.4.9.2.3: periodic HEARTBEATs while some reliable reader has
+// not acknowledged everything.
+bool Participant::BuildHeartbeat(LocalWriter& w, std::span<std::byte> out,
+                                 Transmit* t, Timestamp now) {
+  tx_destinations_.clear();
+  for (const ReaderProxy& p : w.readers) {
+    if (p.reliable && p.acked < w.last_sn()) AddDestinations(p.locators);
+  }
+  if (tx_destinations_.empty()) {
+    w.hb_deadline = Timestamp::Never();
+    return false;
+  }
+  w.hb_deadline = After(now, config_.heartbeat_period_ns);
+  MessageBuilder b(out, config_.guid_prefix, config_.vendor);
+  if (!b.AddHeartbeat(EntityId::Unknown(), w.guid.entity, w.first_sn(),
+                      w.last_sn(), ++w.hb_count, false)) {
+    return false;
+  }
+  ++counters_.heartbeats_sent;
+  t->size_bytes = b.size();
+  return true;
+}
+
+// §8.4.12.2 / §9.4.5.2: ACKNACK with base = first missing SN and a bit per
+// missing SN up to the writer's last announced one.
+bool Participant::BuildAckNack(LocalReader& r, WriterProxy& p,
+                               std::span<std::byte> out, Transmit* t,
+                               Timestamp now) {
+  p.ack_deadline = Timestamp::Never();
+  SetDestinations(p.locators);
+  if (tx_destinations_.empty()) return false;
+  SequenceNumberSet set;
+  set.base = p.expected;
+  for (SequenceNumber s = p.expected;
+       s <= p.hb_last && s < p.expected + kReorderWindow; ++s) {
+    uint32_t w = static_cast<uint32_t>(s % kReorderWindow);
+    if (p.window[w] == kNone || p.window_sn[w] != s) set.Add(s);
+  }
+  bool final_flag = set.num_bits == 0 && p.hb_seen;
+  MessageBuilder b(out, config_.guid_prefix, config_.vendor);
+  b.AddInfoDst(p.guid.prefix);
+  if (!b.AddAckNack(r.guid.entity, p.guid.entity, set, ++p.acknack_count,
+                    final_flag)) {
+    return false;
+  }
+  ++counters_.acknacks_sent;
+  t->size_bytes = b.size();
+  (void)now;
+  return true;
+}
+
+// §8.5.3.2: SPDPdiscoveredParticipantData as DATA from the SPDP writer,
+// keyed by the participant GUID.
+bool Participant::BuildSpdp(std::span<std::byte> out, Transmit* t,
+                            Timestamp now, bool unicast_reply) {
+  if (unicast_reply) {
+    SetDestinations(spdp_unicast_pending_);
+    spdp_unicast_pending_.clear();
+  } else {
+    SetDestinations(config_.spdp_destinations);
+  }
+  MessageBuilder b(out, config_.guid_prefix, config_.vendor);
+  InlineQos q;
+  q.key_hash = GuidKeyHash(Guid{config_.guid_prefix, EntityId::Participant()});
+  // Each periodic announcement gets the next SN (a best-effort reader
+  // drops repeats); unicast replies resend the current one.
+  if (!unicast_reply) ++spdp_sn_;
+  if (!b.AddData(EntityId::SpdpReader(), EntityId::SpdpWriter(),
+                 std::max<SequenceNumber>(spdp_sn_, 1), &q, spdp_payload_)) {
+    return false;
+  }
+  t->size_bytes = b.size();
+  (void)now;
+  return true;
+}
+
+const RemoteParticipantInfo* Participant::FindParticipant(
+    const GuidPrefix& p) const {
+  auto it = participants_.find(p);
+  return it == participants_.end() ? nullptr : &it->second;
+}
+
+const EndpointData* Participant::FindRemoteEndpoint(const Guid& g) const {
+  auto it = remote_endpoints_.find(g);
+  return it == remote_endpoints_.end() ? nullptr : &it->second->data;
+}
+
+}  // namespace ringlab::rtps

@@ -1,0 +1,397 @@
+// Participant: the sans-io DDS/RTPS participant core (DDSI-RTPS 2.5 §8.4,
+// §8.5). No sockets, clocks or threads: datagrams and `now` go in, datagrams
+// come out into a caller-owned buffer together with their destination
+// locators, one NextDeadline() says when to call OnTimeout(), and events are
+// polled.
+//
+// What it does:
+//   - SPDP (§8.5.3): announces the participant every spdp_period to
+//     `spdp_destinations` (the SPDP multicast locator and/or unicast peers),
+//     and at once by unicast to each newly discovered participant. Remote
+//     leases expire; any valid message from a participant renews its lease.
+//   - SEDP (§8.5.4): reliable, transient-local built-in writers/readers for
+//     publications and subscriptions; matching by topic, type, partition and
+//     request-offered QoS (an incompatibility is an event naming the policy).
+//   - Writers (§8.4.7-§8.4.9): best effort and reliable stateful writers with
+//     heartbeats, ACKNACK handling, retransmission and GAPs for samples no
+//     longer in the history; KEEP_LAST n per instance / KEEP_ALL with
+//     RESOURCE_LIMITS; VOLATILE and TRANSIENT_LOCAL.
+//   - Readers (§8.4.10-§8.4.12): best effort and reliable stateful readers
+//     that deliver each sample once and in order, answer heartbeats with
+//     ACKNACKs (SN sets) after heartbeat_response_delay, keep KEEP_LAST n per
+//     instance, and derive the key hash from the payload when the writer
+//     sends none (as Cyclone DDS does, §9.6.4.8).
+//
+//   ParticipantConfig config;
+//   config.guid_prefix = RandomPrefix();            // caller's job
+//   config.metatraffic_unicast = {Locator::UdpV4(0x7f000001, 7410)};
+//   config.default_unicast = {Locator::UdpV4(0x7f000001, 7411)};
+//   config.spdp_destinations = {Locator::UdpV4(ports::kDefaultMulticastGroup,
+//                                              7400)};
+//   auto p = Participant::Create(config, now);      // StatusOr
+//   WriterConfig wc{"Square", "ShapeType", EndpointQos::WriterDefaults()};
+//   EndpointHandle w = *(*p)->CreateWriter(wc, now);
+//   (*p)->Write(w, payload, key_hash, wall_clock_ns, now);
+//   while (auto t = (*p)->PollTransmit(buffer, now)) send(buffer, *t);
+//   (*p)->OnDatagram(bytes, source, now);
+//   while (const ReceivedSample* s = (*p)->Take(reader)) use(*s);
+//   while (auto e = (*p)->PollEvent()) log(*e);
+//
+// Memory: everything is sized on the control path (creating endpoints,
+// discovering peers). In steady state, Write/OnDatagram/PollTransmit/Take
+// reuse pooled sample buffers and allocate nothing. Remote participants and
+// endpoints are capped (max_remote_participants / max_remote_endpoints);
+// announcements beyond the cap are counted and dropped.
+//
+// Errors: control calls return absl::Status(Or). Bad input from the wire is
+// counted per reason in counters() and dropped; it never crashes and never
+// disturbs accepted data.
+//
+// Threading: none; one thread drives a Participant.
+#ifndef RINGLAB_RTPS_PARTICIPANT_H_
+#define RINGLAB_RTPS_PARTICIPANT_H_
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "rtps/discovery_data.h"
+#include "rtps/message.h"
+#include "rtps/qos.h"
+#include "rtps/types.h"
+#include "transport/time.h"
+
+namespace ringlab::rtps {
+
+struct ParticipantConfig {
+  uint32_t domain_id = 0;
+  GuidPrefix guid_prefix;  // must be unique; the driver draws it at random
+  // Our locators, advertised in SPDP. The driver fills them after binding.
+  std::vector<Locator> metatraffic_unicast;
+  std::vector<Locator> metatraffic_multicast;
+  std::vector<Locator> default_unicast;
+  std::vector<Locator> default_multicast;
+  // Where periodic SPDP announcements go: the SPDP multicast group and/or a
+  // unicast peer list (§8.5.3.2 SPDPbuiltinParticipantWriter reader locators).
+  std::vector<Locator> spdp_destinations;
+  int64_t lease_duration_ns = 10'000'000'000;
+  int64_t spdp_period_ns = 3'000'000'000;
+  int64_t heartbeat_period_ns = 100'000'000;
+  // How long a reliable reader waits before answering a heartbeat (§8.4.12.1
+  // heartbeatResponseDelay).
+  int64_t heartbeat_response_delay_ns = 0;
+  size_t max_remote_participants = 256;
+  size_t max_remote_endpoints = 4096;
+  // Largest datagram built (also bounded by the PollTransmit buffer).
+  size_t max_message_bytes = 65000;
+  // DATA_FRAG reassembly (§8.4.14.1): the largest sample accepted, and the
+  // bytes all partial samples may hold together. One sample per remote
+  // writer is reassembled at a time.
+  size_t max_sample_bytes = 16 << 20;
+  size_t max_reassembly_bytes = 64 << 20;
+  // Caps for KEEP_ALL / unlimited RESOURCE_LIMITS, so memory stays bounded.
+  int32_t default_max_samples = 4096;
+  int32_t default_max_instances = 4096;
+  size_t event_capacity = 1024;
+  std::string user_data;
+  std::string entity_name;
+  VendorId vendor = kVendorRinglab;
+};
+
+// Computes the key hash of a serialized sample (encapsulation header
+// included); false if the payload cannot be decoded.
+using KeyHashFunction =
+    absl::AnyInvocable<bool(std::span<const std::byte> payload, KeyHash* out)>;
+
+struct WriterConfig {
+  std::string topic_name;
+  std::string type_name;
+  EndpointQos qos = EndpointQos::WriterDefaults();
+  bool keyed = false;
+};
+
+struct ReaderConfig {
+  std::string topic_name;
+  std::string type_name;
+  EndpointQos qos = EndpointQos::ReaderDefaults();
+  bool keyed = false;
+  // Needed for keyed topics whose writers send no key hash.
+  KeyHashFunction key_hash_from_payload;
+};
+
+// 1-based index of a local endpoint; 0 is invalid.
+using EndpointHandle = uint32_t;
+
+inline constexpr int64_t kNoSourceTimestamp = INT64_MIN;
+
+struct SampleInfo {
+  Guid writer;
+  SequenceNumber sn = 0;
+  int64_t source_time_ns = kNoSourceTimestamp;  // wall clock from INFO_TS
+  KeyHash key;
+  uint32_t status_info = 0;  // kStatusInfoDisposed | kStatusInfoUnregistered
+  bool valid_data = true;    // false for dispose/unregister without data
+};
+
+struct ReceivedSample {
+  SampleInfo info;
+  // Encapsulation header + serialized data; empty when !valid_data.
+  std::span<const std::byte> payload;
+};
+
+struct Event {
+  enum class Kind : uint8_t {
+    kParticipantDiscovered,
+    kParticipantLost,  // lease expired or disposed
+    kPublicationDiscovered,
+    kSubscriptionDiscovered,
+    kPublicationLost,
+    kSubscriptionLost,
+    kWriterMatched,  // our writer `local` matched remote reader `remote`
+    kWriterUnmatched,
+    kReaderMatched,  // our reader `local` matched remote writer `remote`
+    kReaderUnmatched,
+    kIncompatibleQos,  // `policy` names the first incompatible policy
+    kDataAvailable,    // reader `local` went from empty to non-empty
+  };
+  Kind kind;
+  EndpointHandle local = 0;
+  Guid remote;
+  QosPolicyId policy = QosPolicyId::kNone;
+};
+const char* EventKindName(Event::Kind kind);
+
+struct Transmit {
+  size_t size_bytes = 0;
+  // Valid until the next call on the Participant.
+  std::span<const Locator> destinations;
+};
+
+struct ParticipantCounters {
+  uint64_t datagrams_received = 0;
+  uint64_t datagrams_sent = 0;  // PollTransmit results
+  uint64_t bytes_received = 0;
+  uint64_t bytes_sent = 0;
+  // Per-reason drops of whole messages or submessages.
+  std::array<uint64_t, static_cast<size_t>(ParseError::kCount)> parse_errors{};
+  uint64_t own_messages = 0;            // our own multicast looped back
+  uint64_t not_for_us = 0;              // INFO_DST for another participant
+  uint64_t unknown_submessages = 0;     // ids we skip (vendor-specific, future)
+  uint64_t inline_qos_rejected = 0;     // must-understand PID we do not know
+  uint64_t discovery_rejected[6] = {};  // by DiscoveryParseError
+  uint64_t spdp_participant_limit = 0;  // dropped: max_remote_participants
+  uint64_t sedp_endpoint_limit = 0;     // dropped: max_remote_endpoints
+  uint64_t sedp_unknown_participant = 0;
+  uint64_t domain_mismatch = 0;
+  uint64_t data_from_unknown_writer = 0;
+  uint64_t data_duplicates = 0;     // SN already delivered
+  uint64_t data_out_of_window = 0;  // beyond the reorder window: dropped
+  uint64_t data_rejected_full = 0;  // history full (KEEP_ALL)
+  uint64_t key_hash_failures = 0;   // no key hash and payload undecodable
+  uint64_t fragments_received = 0;  // DATA_FRAG submessages accepted
+  uint64_t samples_reassembled = 0;
+  uint64_t fragments_dropped = 0;  // inconsistent, too large, or displaced
+  uint64_t samples_delivered = 0;
+  uint64_t samples_lost = 0;  // best effort gaps, reliable GAPs
+  uint64_t heartbeats_sent = 0;
+  uint64_t heartbeats_received = 0;
+  uint64_t acknacks_sent = 0;
+  uint64_t acknacks_received = 0;
+  uint64_t gaps_sent = 0;
+  uint64_t gaps_received = 0;
+  uint64_t retransmits = 0;
+  uint64_t leases_expired = 0;
+  uint64_t events_dropped = 0;
+  uint64_t samples_too_large = 0;  // Write: larger than one datagram
+};
+
+struct RemoteParticipantInfo {
+  ParticipantData data;
+  Timestamp lease_expiry;
+};
+
+class Participant {
+ public:
+  static absl::StatusOr<std::unique_ptr<Participant>> Create(
+      ParticipantConfig config, Timestamp now);
+  ~Participant();
+  Participant(const Participant&) = delete;
+  Participant& operator=(const Participant&) = delete;
+
+  const GuidPrefix& guid_prefix() const { return config_.guid_prefix; }
+  const ParticipantConfig& config() const { return config_; }
+
+  // ---- Local endpoints (control path) -------------------------------------
+  // InvalidArgument for an inconsistent QoS or empty names.
+  absl::StatusOr<EndpointHandle> CreateWriter(WriterConfig config,
+                                              Timestamp now);
+  absl::StatusOr<EndpointHandle> CreateReader(ReaderConfig config,
+                                              Timestamp now);
+  // Announces the deletion (SEDP dispose) and drops all matches.
+  absl::Status DeleteEndpoint(EndpointHandle handle, Timestamp now);
+  Guid EndpointGuid(EndpointHandle handle) const;
+  size_t MatchedCount(EndpointHandle handle) const;
+
+  // ---- Data path ------------------------------------------------------------
+  // Stores a sample (encapsulation header + data) in the writer's history
+  // and queues it. ResourceExhausted when a KEEP_ALL history or a resource
+  // limit is full (retry after acknowledgements arrive); InvalidArgument when
+  // the sample cannot fit one datagram (fragmentation is issue 11).
+  absl::Status Write(EndpointHandle writer, std::span<const std::byte> payload,
+                     const KeyHash& key, int64_t source_time_ns, Timestamp now);
+  // Disposes / unregisters an instance (key-only DATA with status info).
+  absl::Status Dispose(EndpointHandle writer, const KeyHash& key,
+                       std::span<const std::byte> serialized_key,
+                       int64_t source_time_ns, Timestamp now);
+  // The oldest sample in a reader's history, or nullptr. The sample (and
+  // its payload view) stays valid until the next Take() on this reader.
+  const ReceivedSample* Take(EndpointHandle reader);
+  size_t Available(EndpointHandle reader) const;
+  // True if every reliable matched reader acknowledged everything written.
+  bool AllAcknowledged(EndpointHandle writer) const;
+
+  // ---- I/O ------------------------------------------------------------------
+  void OnDatagram(std::span<const std::byte> bytes, const Locator& source,
+                  Timestamp now);
+  // Builds the next datagram into `out`; nullopt when nothing is due.
+  std::optional<Transmit> PollTransmit(std::span<std::byte> out, Timestamp now);
+  Timestamp NextDeadline() const;
+  void OnTimeout(Timestamp now);
+  std::optional<Event> PollEvent();
+
+  // ---- Introspection
+  // ----------------------------------------------------------
+  const ParticipantCounters& counters() const { return counters_; }
+  size_t remote_participant_count() const { return participants_.size(); }
+  size_t remote_endpoint_count() const { return remote_endpoints_.size(); }
+  const RemoteParticipantInfo* FindParticipant(const GuidPrefix& p) const;
+  const EndpointData* FindRemoteEndpoint(const Guid& g) const;
+  // Calls fn for every remote participant (control path, e.g. a CLI).
+  template <typename Fn>
+  void ForEachParticipant(Fn fn) const {
+    for (const auto& [prefix, info] : participants_) fn(info);
+  }
+
+ private:
+  struct Sample;
+  struct SampleRing;
+  struct InstanceState;
+  struct ReaderProxy;
+  struct WriterProxy;
+  struct LocalWriter;
+  struct LocalReader;
+  struct RemoteEndpoint;
+  struct Receiver;
+
+  explicit Participant(ParticipantConfig config);
+
+  // Receive path.
+  void HandleSubmessage(Receiver& rx, const Submessage& sm, Timestamp now);
+  void HandleData(Receiver& rx, const DataSubmessage& d, Timestamp now);
+  void HandleDataFrag(Receiver& rx, const DataFragSubmessage& d, Timestamp now);
+  void HandleHeartbeat(Receiver& rx, const HeartbeatSubmessage& hb,
+                       Timestamp now);
+  void HandleAckNack(Receiver& rx, const AckNackSubmessage& an, Timestamp now);
+  void HandleGap(Receiver& rx, const GapSubmessage& gap, Timestamp now);
+  void HandleSpdp(Receiver& rx, const DataSubmessage& d, uint32_t status,
+                  Timestamp now);
+  void ProcessBuiltinReaders(Timestamp now);
+  void HandleSedp(const ReceivedSample& s, bool publication, Timestamp now);
+
+  // Discovery and matching.
+  void AddParticipant(const ParticipantData& data, Timestamp now);
+  void RemoveParticipant(const GuidPrefix& prefix);
+  void MatchBuiltins(const GuidPrefix& prefix, const ParticipantData& data,
+                     Timestamp now);
+  void MatchRemoteEndpoint(const Guid& guid, Timestamp now);
+  void UnmatchRemoteEndpoint(const Guid& guid);
+  void MatchLocalWriter(uint32_t index, Timestamp now);
+  void MatchLocalReader(uint32_t index, Timestamp now);
+  void TryMatch(uint32_t writer_index, uint32_t reader_index,
+                const RemoteEndpoint& remote, Timestamp now);
+  void AddReaderProxy(LocalWriter& w, const Guid& reader,
+                      std::vector<Locator> locators, bool reliable,
+                      bool transient_local, bool expects_inline_qos,
+                      Timestamp now);
+  void AddWriterProxy(LocalReader& r, const Guid& writer,
+                      std::vector<Locator> locators, bool reliable,
+                      Timestamp now);
+  void Announce(uint32_t index, bool dispose, Timestamp now);
+  std::vector<Locator> UserLocators(const EndpointData& e) const;
+  std::vector<Locator> MetatrafficLocators(const ParticipantData& p) const;
+
+  // Writer / reader machinery.
+  absl::Status WriteInternal(LocalWriter& w, std::span<const std::byte> payload,
+                             const KeyHash& key, int64_t source_time_ns,
+                             uint32_t status_info, bool key_only,
+                             Timestamp now);
+  void DeliverToReader(LocalReader& r, WriterProxy& p, Receiver& rx,
+                       const DataSubmessage& d, const KeyHash* key,
+                       uint32_t status, Timestamp now);
+  bool StoreInHistory(LocalReader& r, uint32_t slot);
+  void DrainReorder(LocalReader& r, WriterProxy& p);
+  void ScheduleAck(WriterProxy& p, Timestamp now);
+  void PurgeAcked(LocalWriter& w);
+  SequenceNumber MinAcked(const LocalWriter& w) const;
+
+  // Send path.
+  bool BuildPush(LocalWriter& w, std::span<std::byte> out, Transmit* t,
+                 Timestamp now);
+  bool BuildRepair(LocalWriter& w, ReaderProxy& p, std::span<std::byte> out,
+                   Transmit* t, Timestamp now);
+  bool BuildHeartbeat(LocalWriter& w, std::span<std::byte> out, Transmit* t,
+                      Timestamp now);
+  bool BuildAckNack(LocalReader& r, WriterProxy& p, std::span<std::byte> out,
+                    Transmit* t, Timestamp now);
+  bool BuildSpdp(std::span<std::byte> out, Transmit* t, Timestamp now,
+                 bool unicast_reply);
+  void SetDestinations(std::span<const Locator> a);
+  void AddDestinations(std::span<const Locator> a);
+
+  void PushEvent(Event e);
+  Timestamp ScanDeadline() const;
+
+  ParticipantConfig config_;
+  ParticipantCounters counters_;
+  std::vector<std::unique_ptr<LocalWriter>> writers_;  // index = handle - 1
+  std::vector<std::unique_ptr<LocalReader>> readers_;
+  // handle -> (is_writer, index)
+  std::vector<std::pair<bool, uint32_t>> handles_;
+  uint32_t next_entity_key_ = 1;
+
+  absl::flat_hash_map<GuidPrefix, RemoteParticipantInfo> participants_;
+  absl::flat_hash_map<Guid, std::unique_ptr<RemoteEndpoint>> remote_endpoints_;
+
+  // Built-in endpoint indices into writers_/readers_.
+  uint32_t sedp_pub_writer_ = 0, sedp_sub_writer_ = 0;
+  uint32_t sedp_pub_reader_ = 0, sedp_sub_reader_ = 0;
+
+  Timestamp spdp_next_;
+  SequenceNumber spdp_sn_ = 0;
+  std::vector<Locator> spdp_unicast_pending_;
+  std::vector<std::byte> spdp_payload_;
+  std::vector<std::byte> scratch_;  // discovery serialization
+
+  std::vector<Locator> tx_destinations_;
+  std::vector<Event> events_;  // ring
+  size_t event_head_ = 0, event_count_ = 0;
+  size_t poll_cursor_ = 0;  // round robin over writers for fairness
+  size_t reassembly_bytes_ = 0;
+  // Set by every input that may create output or move a deadline; cleared
+  // by a PollTransmit that found nothing, which caches the next deadline.
+  bool maybe_pending_ = true;
+  Timestamp idle_until_ = Timestamp::Zero();
+};
+
+}  // namespace ringlab::rtps
+
+#endif  // RINGLAB_RTPS_PARTICIPANT_H_
