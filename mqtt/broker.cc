@@ -333,6 +333,37 @@ bool Broker::HasOutput(ConnectionId id) const {
          (!s.qos12.empty() && s.inflight.size() < c->receive_maximum_out);
 }
 
+size_t Broker::NextTransmitBound(ConnectionId id) const {
+  Connection* c = Lookup(id);
+  if (c == nullptr) return 0;
+  if (c->staged_pos < c->staged.size() || c->pending_message) {
+    return c->staged.size() - c->staged_pos + c->pending_tail.size();
+  }
+  if (c->state != Connection::State::kActive || c->session == nullptr) {
+    return 0;
+  }
+  const Session& s = *c->session;
+  // Fixed header, packet id and the per-subscriber properties (expiry,
+  // alias, identifiers) fit in this much beyond topic and tail.
+  auto bound = [](const Message& m, size_t ids) {
+    return m.topic().size() + m.Tail(Version::k5).size() + 64 + 5 * ids;
+  };
+  size_t n = 0;
+  if (s.resend_cursor < s.inflight.size()) {
+    const Inflight& f = s.inflight[s.resend_cursor];
+    return f.message ? bound(*f.message, f.subscription_ids.size()) : 16;
+  }
+  if (!s.qos0.empty()) {
+    n = std::max(n, bound(*s.qos0.front().message,
+                          s.qos0.front().subscription_ids.size()));
+  }
+  if (!s.qos12.empty()) {
+    n = std::max(n, bound(*s.qos12.front().message,
+                          s.qos12.front().subscription_ids.size()));
+  }
+  return n;
+}
+
 void Broker::StageControl(Connection& c, const Packet& packet) {
   const size_t size = EncodedSize(packet, c.version);
   if (size == 0) return;

@@ -282,6 +282,10 @@ class Broker {
   std::optional<Transmit> PollTransmit(ConnectionId id,
                                        std::span<std::byte> out, Timestamp now);
   bool HasOutput(ConnectionId id) const;
+  // An upper bound of the bytes the next PollTransmit calls for this
+  // connection hand out before another item starts (header + tail), so a
+  // driver can check for room first: a packet must never be cut short.
+  size_t NextTransmitBound(ConnectionId id) const;
 
   std::optional<BrokerEvent> PollEvent();
 

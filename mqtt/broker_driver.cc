@@ -7,6 +7,12 @@ namespace ringlab::mqtt {
 absl::StatusOr<std::unique_ptr<BrokerDriver>> BrokerDriver::Start(
     transport::Loop* loop, BrokerDriverOptions options) {
   std::unique_ptr<BrokerDriver> d(new BrokerDriver(loop, std::move(options)));
+  // The Loop's per-socket limit sits above the soft limit plus one largest
+  // packet: stopping at the soft limit then keeps every packet whole.
+  transport::TcpOptions& tcp = d->options_.tcp;
+  const size_t hard = d->options_.max_send_queue_bytes +
+                      d->options_.broker.max_packet_bytes + (64u << 10);
+  if (tcp.send_queue_limit_bytes < hard) tcp.send_queue_limit_bytes = hard;
   absl::StatusOr<transport::SocketId> listener =
       loop->ListenTcp(d->options_.listen, d.get(), d->options_.tcp);
   if (!listener.ok()) return listener.status();
@@ -130,6 +136,15 @@ void BrokerDriver::OnError(transport::SocketId, int) {
   // Accept failures (EMFILE, ...) are retried by the Loop; nothing to do.
 }
 
+void BrokerDriver::OnWritable(transport::SocketId socket) {
+  ++counters_.writable;
+  auto it = by_socket_.find(socket);
+  if (it != by_socket_.end() && it->second.index < conns_.size()) {
+    conns_[it->second.index].blocked = false;
+  }
+  Pump();
+}
+
 void BrokerDriver::OnTimer(uint64_t timer_id, Timestamp now) {
   if (timer_id == housekeeping_timer_) {
     // Connections paused for the pool are retried by send completions; this
@@ -179,7 +194,15 @@ bool BrokerDriver::Drain(Conn& conn, bool ignore_limits) {
         complete = false;
         break;
       }
-      if (loop_->buffers().free_count() < options_.pool_reserve_buffers) {
+      // Room for the whole next packet on top of the Loop's receive
+      // reserve (AcquireBuffer() will not dip into it): a packet cut short
+      // would corrupt the stream.
+      const size_t bound = broker_.NextTransmitBound(conn.id);
+      const size_t slot = loop_->buffers().buffer_size();
+      const size_t need = (bound + slot - 1) / slot + 1 +
+                          loop_->backend().receive_reserve_buffers +
+                          options_.pool_reserve_buffers;
+      if (loop_->buffers().free_count() < need) {
         ++counters_.pool_low;
         complete = false;
         break;
@@ -205,7 +228,15 @@ bool BrokerDriver::Drain(Conn& conn, bool ignore_limits) {
     }
   }
   counters_.leases_sent += writer_.leases();
-  if (writer_.End() < 0) ++counters_.send_errors;
+  if (writer_.End() < 0) {
+    // A refused lease was released by the Loop: part of a packet is gone,
+    // so the stream cannot continue.
+    ++counters_.send_refused_closes;
+    by_socket_.erase(conn.socket);
+    broker_.OnConnectionClosed(conn.id, now());
+    CloseSocket(conn.socket);
+    return true;
+  }
   if (complete) conn.blocked = false;
   return complete;
 }

@@ -15,8 +15,12 @@
 // `max_send_queue_bytes` queued is not polled until sends complete; the
 // core's bounded per-session queues then make it a slow subscriber (QoS 0
 // dropped and counted, QoS 1/2 queued to a limit), and nobody else waits.
-// Polling also pauses while the Loop's buffer pool is low. Every socket has
-// TCP_NODELAY.
+// Polling also pauses while the Loop's pool cannot hold the next packet on
+// top of its receive reserve; sends completing and OnWritable resume it.
+// The sockets' own send-queue limit is set above the soft limit plus one
+// largest packet, so the Loop never refuses part of a packet (if it does,
+// the connection is closed and counted: its stream would have a hole).
+// Every socket has TCP_NODELAY.
 //
 // Ownership: the driver borrows the Loop (which must outlive it) and owns
 // the core. Threading: the Loop's thread only. Errors: Start() returns the
@@ -59,7 +63,9 @@ struct BrokerDriverCounters {
   uint64_t pool_low = 0;     // times polling paused for the pool
   uint64_t pool_exhausted_closes = 0;  // a packet could not be written whole
   uint64_t leases_sent = 0;
-  uint64_t linger_closes = 0;  // closed at close_linger, not by the peer
+  uint64_t linger_closes = 0;        // closed at close_linger, not by the peer
+  uint64_t send_refused_closes = 0;  // the Loop refused part of a packet
+  uint64_t writable = 0;             // OnWritable calls
 };
 
 class BrokerDriver : public transport::SocketHandler,
@@ -86,6 +92,7 @@ class BrokerDriver : public transport::SocketHandler,
                       uint64_t tag) override;
   void OnClosed(transport::SocketId socket) override;
   void OnError(transport::SocketId socket, int error) override;
+  void OnWritable(transport::SocketId socket) override;
   // transport::TimerHandler
   void OnTimer(uint64_t timer_id, Timestamp now) override;
 

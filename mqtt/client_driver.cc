@@ -21,7 +21,12 @@ ClientDriver::ClientDriver(transport::Loop* loop, ClientDriverOptions options,
       options_(std::move(options)),
       listener_(listener),
       core_(options_.client),
-      writer_(loop) {}
+      writer_(loop) {
+  const size_t hard = options_.max_send_queue_bytes + (256u << 10);
+  if (options_.tcp.send_queue_limit_bytes < hard) {
+    options_.tcp.send_queue_limit_bytes = hard;
+  }
+}
 
 ClientDriver::~ClientDriver() {
   if (timer_id_ != 0) loop_->CancelTimer(timer_id_);
@@ -77,13 +82,24 @@ size_t ClientDriver::queued_send_bytes() const {
 void ClientDriver::Flush() {
   if (!socket_.valid() || core_.pending_output_bytes() == 0) return;
   writer_.Begin(socket_);
+  bool blocked = false;
   while (core_.pending_output_bytes() > 0) {
+    // The socket's queue at the soft limit: the rest waits in the core
+    // until OnWritable / a completed send.
+    if (loop_->QueuedSendBytes(socket_) >= options_.max_send_queue_bytes) {
+      blocked = true;
+      break;
+    }
     std::span<std::byte> space = writer_.Space();
     if (space.empty()) break;  // the Loop's pool is exhausted
     writer_.Commit(core_.PollTransmit(space, now()));
   }
-  writer_.End();
-  if (core_.pending_output_bytes() > 0) {
+  if (writer_.End() < 0) {
+    // The Loop refused bytes the core had handed out: the stream has a hole.
+    TransportGone();
+    return;
+  }
+  if (core_.pending_output_bytes() > 0 && !blocked) {
     // Out of buffers: try again shortly. A send completing on this socket
     // would also retry, but there may be none in flight.
     retry_at_ = now() + kPoolRetry;
@@ -126,6 +142,10 @@ void ClientDriver::OnSendComplete(transport::SocketId socket, int result,
 
 void ClientDriver::OnClosed(transport::SocketId socket) {
   if (socket == socket_) socket_ = {};
+}
+
+void ClientDriver::OnWritable(transport::SocketId socket) {
+  if (socket == socket_) Flush();
 }
 
 void ClientDriver::TransportGone() {

@@ -43,6 +43,10 @@ struct ClientDriverOptions {
   Endpoint server = Endpoint::Loopback(1883);
   ClientOptions client;
   transport::TcpOptions tcp;  // no_delay defaults to true
+  // Bytes queued on the socket beyond which output waits in the core (for
+  // OnWritable or a completed send). The socket's own limit is set above
+  // it, so the Loop never refuses bytes the core already handed out.
+  size_t max_send_queue_bytes = 4 << 20;
   Duration close_linger = std::chrono::seconds(2);
 };
 
@@ -88,6 +92,7 @@ class ClientDriver : public transport::SocketHandler,
   void OnSendComplete(transport::SocketId socket, int result,
                       uint64_t tag) override;
   void OnClosed(transport::SocketId socket) override;
+  void OnWritable(transport::SocketId socket) override;
   // transport::TimerHandler
   void OnTimer(uint64_t timer_id, Timestamp now) override;
 
