@@ -194,7 +194,11 @@ void LoopEndpoint::Flush() {
         blocked_ = Blocked::kQueue;
         break;
       }
-      transport::BufferLease lease = loop_->AcquireBuffer();
+      // Most flushes end with a poll that produces nothing: the buffer it
+      // was offered waits here for the next one instead of going back to
+      // the pool and out again.
+      transport::BufferLease lease =
+          spare_ ? std::move(spare_) : loop_->AcquireBuffer();
       if (!lease) {
         ++stats_.pool_exhausted;
         blocked_ = Blocked::kPool;
@@ -202,7 +206,10 @@ void LoopEndpoint::Flush() {
       }
       std::optional<Host::Transmit> t =
           host_->PollTransmit(lease.writable(), loop_->now());
-      if (!t.has_value()) break;  // the unused lease goes back to the pool
+      if (!t.has_value()) {
+        spare_ = std::move(lease);
+        break;
+      }
       lease.set_size(t->size);
       if (!SendDatagram(std::move(lease), t->destination)) {
         ++stats_.writable_waits;

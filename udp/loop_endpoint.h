@@ -181,6 +181,8 @@ class LoopEndpoint : private transport::SocketHandler {
   enum class Blocked : uint8_t { kNo, kQueue, kPool, kWritable };
   Blocked blocked_ = Blocked::kNo;
   bool gso_ = false;
+  // One pool buffer kept between flushes (see Flush).
+  transport::BufferLease spare_;
   size_t queue_stop_bytes_ = 0;  // stop when the queue holds more
   size_t queue_resume_bytes_ = 0;
   // Impairment: a SimNetwork link from kSelf to kPeer on the Loop's clock.
