@@ -119,8 +119,11 @@ void TlsListener::OnClosed(transport::SocketId socket) {
     listener_ = {};
     return;
   }
-  if (streams_.erase(socket) == 0) return;
+  if (!streams_.contains(socket)) return;
+  // The driver first: it may still drain through the stream while it
+  // forgets the connection.
   driver_->OnClosed(socket);
+  streams_.erase(socket);
 }
 
 void TlsListener::OnError(transport::SocketId socket, int error) {
