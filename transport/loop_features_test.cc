@@ -40,7 +40,11 @@ namespace {
 using namespace std::chrono_literals;
 using namespace testing_support;
 
-class LoopFeatureTest : public LoopTestBase {};
+class LoopFeatureTest : public LoopTestBase {
+ protected:
+  // SlowReaderWithSmallReceiveBufferGetsEveryByte on the current loop_.
+  void RunSlowReader(size_t send_queue_limit_bytes, int send_buffer_bytes);
+};
 
 std::span<const std::byte> AsBytes(const std::string& s) {
   return std::as_bytes(std::span(s));
@@ -990,6 +994,134 @@ TEST_P(LoopFeatureTest, PausedSocketLeavesDataInTheKernel) {
   }
   loop.Close(conn);
   ASSERT_TRUE(CloseAndWait(*listener, server));
+  ExpectNoLeakedBuffers();
+}
+
+// A plain server that shrinks its accepted socket's receive buffer to
+// 16 KiB and reads slowly: the Loop's client sends 8 MiB in pool-buffer
+// leases (refused with -EAGAIN when its queue is full, resumed on
+// OnWritable; or held back by an empty pool), and every send
+// completes and every byte arrives in order (the MQTT client's stall on
+// uring-fixed after ~3 MB).
+//
+// Twice: with the fixture's pool, and with the MQTT driver test's (64
+// buffers, 16 of them in the provided ring) and its 320 KiB queue limit,
+// where the pool and the send budget run out long before the queue does.
+struct SlowReaderCase {
+  const char* name;
+  uint32_t buffer_count;
+  uint32_t provided_buffers;
+  size_t send_queue_limit_bytes;
+  int send_buffer_bytes;  // the client's SO_SNDBUF, 0: the default
+};
+
+TEST_P(LoopFeatureTest, SlowReaderWithSmallReceiveBufferGetsEveryByte) {
+  const SlowReaderCase cases[] = {{"default pool", 0, 0, 0, 0},
+                                  {"64-buffer pool", 64, 16, 320u << 10, 0},
+                                  {"16 KiB SO_SNDBUF too", 0, 0, 0, 16 * 1024}};
+  for (const SlowReaderCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    LoopOptions options = DefaultOptions();
+    if (c.buffer_count != 0) {
+      options.buffer_count = c.buffer_count;
+      options.provided_buffers = c.provided_buffers;
+    }
+    CreateLoop(options);
+    if (IsSkipped()) return;
+    ASSERT_NO_FATAL_FAILURE(
+        RunSlowReader(c.send_queue_limit_bytes, c.send_buffer_bytes));
+  }
+}
+
+void LoopFeatureTest::RunSlowReader(size_t send_queue_limit_bytes,
+                                    int send_buffer_bytes) {
+  Loop& loop = *loop_;
+  ScopedFd listener(BoundRawSocket(SOCK_STREAM, 0));
+  ASSERT_GE(listener.get(), 0);
+  ASSERT_EQ(::listen(listener.get(), 4), 0);
+  Recorder* client = Make();
+  bool writable = true;
+  client->on_writable = [&](SocketId) { writable = true; };
+  TcpOptions tcp;
+  tcp.send_queue_limit_bytes = send_queue_limit_bytes;
+  absl::StatusOr<SocketId> id = loop.ConnectTcp(
+      Endpoint::Loopback(BoundPort(listener.get())), client, tcp);
+  ASSERT_TRUE(id.ok()) << id.status();
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return !client->connects.empty(); }, kWait, "connect"));
+  ASSERT_EQ(client->connects[0].second, 0);
+  if (send_buffer_bytes > 0) {
+    // A small send buffer on our side too: the kernel takes each gathered
+    // send in small pieces, so the stream leaves in many short writes.
+    ASSERT_EQ(::setsockopt(loop.NativeHandle(*id), SOL_SOCKET, SO_SNDBUF,
+                           &send_buffer_bytes, sizeof(send_buffer_bytes)),
+              0);
+  }
+  ScopedFd server(::accept4(listener.get(), nullptr, nullptr, SOCK_NONBLOCK));
+  ASSERT_GE(server.get(), 0);
+  const int small = 16 * 1024;
+  ASSERT_EQ(
+      ::setsockopt(server.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)),
+      0);
+  constexpr uint64_t kSeed = 23;
+  constexpr size_t kTotal = 8u << 20;
+  size_t queued = 0;
+  size_t received = 0;
+  uint64_t sends = 0;
+  bool in_order = true;
+  std::vector<std::byte> got(16 * 1024);
+  std::vector<std::byte> want(got.size());
+  Timestamp last_progress = MonotonicNow();
+  size_t progress_mark = 0;
+  while (received < kTotal || client->completions.size() < sends) {
+    while (writable && queued < kTotal) {
+      BufferLease lease = loop.AcquireBuffer();
+      if (!lease) break;  // the pool: sends complete and return buffers
+      const size_t n = std::min(lease.capacity(), kTotal - queued);
+      FillPattern(kSeed, queued, lease.writable().first(n));
+      lease.set_size(n);
+      const int rc = loop.Send(*id, std::move(lease), sends);
+      if (rc == -EAGAIN) {
+        writable = false;  // OnWritable follows
+        break;
+      }
+      ASSERT_EQ(rc, 0) << ErrnoName(rc);
+      queued += n;
+      ++sends;
+    }
+    ASSERT_GE(loop.RunOnce(1ms), 0);
+    // Slowly: at most one 16 KiB read per iteration.
+    const ssize_t n = ::recv(server.get(), got.data(), got.size(), 0);
+    if (n > 0) {
+      FillPattern(kSeed, received, std::span(want).first(size_t(n)));
+      in_order = in_order && std::memcmp(got.data(), want.data(), n) == 0;
+      received += static_cast<size_t>(n);
+    }
+    if (received + client->completions.size() != progress_mark) {
+      progress_mark = received + client->completions.size();
+      last_progress = MonotonicNow();
+    }
+    ASSERT_LT(MonotonicNow() - last_progress, Duration(10s))
+        << "stalled: " << received << " of " << kTotal << " bytes received, "
+        << client->completions.size() << " of " << sends << " sends complete, "
+        << loop.QueuedSendBytes(*id) << " bytes queued, writable=" << writable
+        << "; counters: " << loop.counters().ToString();
+  }
+  EXPECT_TRUE(in_order) << "stream corrupted";
+  EXPECT_EQ(received, kTotal);
+  ASSERT_EQ(client->completions.size(), sends);
+  size_t completed_bytes = 0;
+  for (size_t i = 0; i < client->completions.size(); ++i) {
+    const Recorder::Completion& c = client->completions[i];
+    EXPECT_EQ(c.tag, i) << "out of order";
+    ASSERT_GT(c.result, 0) << ErrnoName(c.result);
+    completed_bytes += static_cast<size_t>(c.result);
+  }
+  EXPECT_EQ(completed_bytes, kTotal);
+  std::cout << "[ info     ] " << GetParam() << ": " << sends << " sends, "
+            << loop.counters().send_partial << " partial writes, "
+            << client->writable.size() << " OnWritable\n";
+  ASSERT_TRUE(CloseAndWait(*id, client));
   ExpectNoLeakedBuffers();
 }
 
