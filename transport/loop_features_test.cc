@@ -1329,7 +1329,12 @@ TEST_P(LoopFeatureTest, BoundedWaitBatchingOneEnterPerRoundTrip) {
   CREATE_LOOP_OR_RETURN(off);
   EXPECT_FALSE(loop_->backend().flags.min_wait_batching);
   const uint64_t plain = round_trips(*loop_, 1000);
-  EXPECT_GE(plain, 180u) << "enters per 100 round trips without batching";
+  // Without batching a wait ends at the send's own completion, so a round
+  // trip takes two enters, fewer only when the reply is already there at
+  // the second one; on uring-sqpoll (the SQ thread submits, on a CPU of its
+  // own) that happens often enough that 1.79 per round trip was seen.
+  const uint64_t plain_min = loop_->backend().flags.sqpoll ? 150u : 180u;
+  EXPECT_GE(plain, plain_min) << "enters per 100 round trips without batching";
   EXPECT_EQ(loop_->counters().batched_waits, 0u);
 }
 
