@@ -51,6 +51,8 @@ struct SubscriptionRecord {
 struct Session {
   uint32_t index = 0;
   std::string client_id;
+  // The CONNECT's user name, for the authenticator (ACLs by user).
+  std::optional<std::string> username;
   uint32_t connection = kNone;
   uint32_t expiry_interval_s = 0;
   Timestamp expires_at = Timestamp::Never();
@@ -70,6 +72,13 @@ struct Session {
   uint32_t match_slot = 0;
   Timestamp timer_at = Timestamp::Never();
 };
+
+ClientIdentity Identity(const Session& s) {
+  ClientIdentity id;
+  id.client_id = s.client_id;
+  if (s.username) id.username = *s.username;
+  return id;
+}
 
 struct Connection {
   enum class State : uint8_t { kFree, kAwaitConnect, kActive, kClosing };
@@ -890,6 +899,11 @@ void Broker::HandleConnect(Connection& c, const Frame& frame, Timestamp now) {
   }
   s->connection = c.index;
   s->expiry_interval_s = expiry_s;
+  if (p.username) {
+    s->username.emplace(*p.username);
+  } else {
+    s->username.reset();
+  }
   c.session = s;
   c.state = Connection::State::kActive;
   c.connect_expiry_s = expiry_s;
@@ -1055,7 +1069,7 @@ void Broker::HandlePublish(Connection& c, const Publish& in, Timestamp now) {
 
   ReasonCode reason = ReasonCode::kSuccess;
   if (authenticator_ != nullptr &&
-      !authenticator_->MayPublish(s.client_id, p.topic)) {
+      !authenticator_->MayPublish(Identity(s), p.topic)) {
     ++counters_.publishes_denied;
     reason = ReasonCode::kNotAuthorized;
   } else {
@@ -1181,7 +1195,15 @@ uint32_t Broker::RouteMessage(const MessageRef& message, Timestamp now) {
   RouteVisitor visitor{this, message.get()};
   tree_.Match(message->topic(), visitor);
   for (const Target& t : targets_) {
-    Enqueue(*sessions_[t.session], message, t.qos, t.retain,
+    Session& s = *sessions_[t.session];
+    // Read access is checked per delivery, by topic: a subscription the
+    // ACL allowed may still match topics this client may not read.
+    if (authenticator_ != nullptr &&
+        !authenticator_->MayReceive(Identity(s), message->topic())) {
+      ++counters_.deliveries_denied;
+      continue;
+    }
+    Enqueue(s, message, t.qos, t.retain,
             std::span<const uint32_t>(t.subscription_ids.data(),
                                       t.subscription_ids.size()),
             now);
@@ -1373,7 +1395,8 @@ void Broker::HandleSubscribe(Connection& c, const Subscribe& sub,
       return;
     }
     if (authenticator_ != nullptr &&
-        !authenticator_->MaySubscribe(s.client_id, entry.filter)) {
+        !authenticator_->MaySubscribe(Identity(s), entry.filter)) {
+      ++counters_.subscribes_denied;
       fail(ReasonCode::kNotAuthorized);
       return;
     }
@@ -1411,6 +1434,11 @@ void Broker::SendRetained(Session& s, std::string_view filter,
   retained_->Match(filter, [&](const MessageRef& m) {
     if (m->expires_at() <= now) {
       ++counters_.dropped_expired;
+      return;
+    }
+    if (authenticator_ != nullptr &&
+        !authenticator_->MayReceive(Identity(s), m->topic())) {
+      ++counters_.deliveries_denied;
       return;
     }
     // A retained message sent for a new subscription has RETAIN 1.
@@ -1516,6 +1544,12 @@ void Broker::PublishWill(Session& s, Timestamp now) {
   MessageRef will = std::move(s.will);
   s.will_at = Timestamp::Never();
   if (!will) return;
+  // A will is a publish by its client: the same write access applies.
+  if (authenticator_ != nullptr &&
+      !authenticator_->MayPublish(Identity(s), will->topic())) {
+    ++counters_.publishes_denied;
+    return;
+  }
   ++counters_.wills_published;
   if (will->retain()) StoreRetained(will);
   RouteMessage(will, now);

@@ -156,17 +156,35 @@ struct BrokerOptions {
   std::string assigned_client_id_prefix = "ringlab-";
 };
 
-// Authentication and authorization; the default allows everything. Issue
-// 12 plugs in password files and ACLs here.
+// Who a session belongs to, as the authenticator sees it.
+struct ClientIdentity {
+  std::string_view client_id;
+  std::optional<std::string_view> username;  // nullopt: anonymous
+};
+
+// Authentication and authorization; without one everything is allowed.
+// mqtt/auth.h implements it with mosquitto's password and ACL files. The
+// broker calls it on its own thread, synchronously; it must not block and
+// MayReceive (called once per delivery) must not allocate.
 class BrokerAuthenticator {
  public:
   virtual ~BrokerAuthenticator() = default;
   // kSuccess, or a CONNACK reason code (0x86, 0x87, ...).
   virtual ReasonCode Authenticate(const Connect& connect) = 0;
-  virtual bool MayPublish(std::string_view client_id,
+  // A PUBLISH (or a will) from this client to `topic`.
+  virtual bool MayPublish(const ClientIdentity& client,
                           std::string_view topic) = 0;
-  virtual bool MaySubscribe(std::string_view client_id,
+  // A SUBSCRIBE entry, as sent (a "$share/..." filter included).
+  virtual bool MaySubscribe(const ClientIdentity& client,
                             std::string_view filter) = 0;
+  // Each message delivered to this client through a matching subscription
+  // (and each retained message sent on subscribe).
+  virtual bool MayReceive(const ClientIdentity& client,
+                          std::string_view topic) {
+    (void)client;
+    (void)topic;
+    return true;
+  }
 };
 
 // One chunk to send on a connection: `header_bytes` written at the start of
@@ -215,7 +233,9 @@ struct BrokerCounters {
   uint64_t publishes_sent[3] = {0, 0, 0};      // deliveries, by QoS
   uint64_t publishes_resent = 0;               // DUP redeliveries
   uint64_t publishes_no_subscribers = 0;
-  uint64_t publishes_denied = 0;  // BrokerAuthenticator said no
+  uint64_t publishes_denied = 0;   // BrokerAuthenticator said no
+  uint64_t subscribes_denied = 0;  // BrokerAuthenticator said no
+  uint64_t deliveries_denied = 0;  // MayReceive said no
   uint64_t dropped_qos0_queue_full = 0;
   uint64_t dropped_queue_full = 0;  // QoS 1/2 over the session limits
   uint64_t dropped_total_queue_full = 0;

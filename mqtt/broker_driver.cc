@@ -30,7 +30,7 @@ absl::StatusOr<std::unique_ptr<BrokerDriver>> BrokerDriver::Start(
 BrokerDriver::BrokerDriver(transport::Loop* loop, BrokerDriverOptions options)
     : loop_(loop),
       options_(std::move(options)),
-      broker_(options_.broker),
+      broker_(options_.broker, options_.authenticator),
       writer_(loop) {}
 
 BrokerDriver::~BrokerDriver() {

@@ -43,6 +43,8 @@ namespace ringlab::mqtt {
 
 struct BrokerDriverOptions {
   BrokerOptions broker;
+  // Borrowed; must outlive the driver. nullptr: everything is allowed.
+  BrokerAuthenticator* authenticator = nullptr;
   Endpoint listen = Endpoint::Loopback(1883);
   transport::TcpOptions tcp;  // no_delay defaults to true
   // Bytes queued on one socket beyond which the driver stops polling it.
