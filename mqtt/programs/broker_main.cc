@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "bench/json_writer.h"
 #include "bench/process_stats.h"
+#include "mqtt/auth.h"
 #include "mqtt/broker_driver.h"
 #include "mqtt/programs/program_support.h"
 #include "transport/loop.h"
@@ -48,6 +49,9 @@ struct Config {
   int cpu = -1;
   int sqpoll_cpu = -1;
   std::string json_path;
+  std::string password_file;
+  std::string acl_file;
+  bool allow_anonymous = false;
 };
 
 int Run(int argc, char** argv) {
@@ -118,6 +122,16 @@ int Run(int argc, char** argv) {
             &cfg.sqpoll_cpu);
   flags.Add("json", "also write the SERVER_STATS object to this file",
             &cfg.json_path);
+  flags.Add("password_file",
+            "mosquitto_passwd file ($7$ PBKDF2-SHA512, $6$ SHA-512); a user "
+            "name with a wrong password gets 4 / 0x86",
+            &cfg.password_file);
+  flags.Add("acl_file", "mosquitto acl_file (user, topic, pattern lines)",
+            &cfg.acl_file);
+  flags.Add("allow_anonymous",
+            "admit clients without a verified user name; without "
+            "--password_file and --acl_file the broker is open anyway",
+            &cfg.allow_anonymous);
   if (absl::Status s = flags.Parse(argc, argv); !s.ok()) {
     std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
     return kExitUsage;
@@ -138,6 +152,33 @@ int Run(int argc, char** argv) {
                  "ringlab_mqtt_broker: --queue_full_policy must be drop or "
                  "disconnect\n");
     return kExitUsage;
+  }
+  // Auth: with neither file the broker is open (nothing to check against,
+  // like mosquitto 2.0 without a configuration); once a file is given,
+  // anonymous clients are refused unless --allow_anonymous.
+  std::unique_ptr<FileAuthenticator> auth;
+  if (!cfg.password_file.empty() || !cfg.acl_file.empty()) {
+    FileAuthenticator::Options ao;
+    ao.allow_anonymous = cfg.allow_anonymous;
+    if (!cfg.password_file.empty()) {
+      absl::StatusOr<PasswordFile> pw = PasswordFile::Load(cfg.password_file);
+      if (!pw.ok()) {
+        std::fprintf(stderr, "ringlab_mqtt_broker: --password_file: %s\n",
+                     std::string(pw.status().message()).c_str());
+        return kExitUsage;
+      }
+      ao.passwords = *std::move(pw);
+    }
+    if (!cfg.acl_file.empty()) {
+      absl::StatusOr<AclFile> acl = AclFile::Load(cfg.acl_file);
+      if (!acl.ok()) {
+        std::fprintf(stderr, "ringlab_mqtt_broker: --acl_file: %s\n",
+                     std::string(acl.status().message()).c_str());
+        return kExitUsage;
+      }
+      ao.acl = *std::move(acl);
+    }
+    auth = std::make_unique<FileAuthenticator>(std::move(ao));
   }
   InstallStopHandlers();
   if (cfg.cpu >= 0) {
@@ -181,6 +222,7 @@ int Run(int argc, char** argv) {
 
   BrokerDriverOptions options;
   options.listen = *listen;
+  options.authenticator = auth.get();
   options.max_send_queue_bytes = cfg.max_send_queue_bytes;
   BrokerOptions& b = options.broker;
   b.max_connections = cfg.max_connections;
