@@ -86,6 +86,8 @@ struct Connection {
   uint32_t generation = 0;
   State state = State::kFree;
   StreamDecoder decoder;
+  TokenBucket message_rate;  // inbound PUBLISH packets (options.rate)
+  TokenBucket byte_rate;     // inbound PUBLISH bytes
   Version version = Version::k311;
   Session* session = nullptr;
   Timestamp opened_at;
@@ -203,6 +205,18 @@ Broker::Broker(BrokerOptions options, BrokerAuthenticator* authenticator)
       std::clamp<uint32_t>(options_.max_packet_bytes, 64, kMaxPacketBytes);
   if (options_.receive_maximum == 0) options_.receive_maximum = 1;
   if (options_.max_inflight_messages == 0) options_.max_inflight_messages = 1;
+  // Bursts default to one second of the rate (at least one request; for
+  // bytes at least one largest packet, which must always be able to pass).
+  RateLimits& r = options_.rate;
+  if (r.connection_burst <= 0)
+    r.connection_burst = std::max(1.0, r.connections_per_s);
+  if (r.message_burst <= 0) r.message_burst = std::max(1.0, r.messages_per_s);
+  if (r.byte_burst <= 0) {
+    r.byte_burst = std::max(r.bytes_per_s, double(options_.max_packet_bytes));
+  }
+  if (r.connections_per_s > 0) {
+    connection_rate_ = TokenBucket(r.connections_per_s, r.connection_burst);
+  }
 }
 
 Broker::~Broker() = default;
@@ -219,6 +233,11 @@ absl::StatusOr<ConnectionId> Broker::OnConnectionOpened(Timestamp now) {
         absl::StrCat("mqtt broker: max_connections (", options_.max_connections,
                      ") reached"));
   }
+  if (!connection_rate_.TryTake(1, now)) {
+    ++counters_.connections_refused_rate;
+    return absl::ResourceExhaustedError(
+        "mqtt broker: new connections above rate.connections_per_s");
+  }
   uint32_t index;
   if (!free_connections_.empty()) {
     index = free_connections_.back();
@@ -233,6 +252,14 @@ absl::StatusOr<ConnectionId> Broker::OnConnectionOpened(Timestamp now) {
   c.state = Connection::State::kAwaitConnect;
   c.decoder.set_max_packet_bytes(options_.max_packet_bytes);
   c.opened_at = now;
+  c.message_rate = options_.rate.messages_per_s > 0
+                       ? TokenBucket(options_.rate.messages_per_s,
+                                     options_.rate.message_burst)
+                       : TokenBucket();
+  c.byte_rate =
+      options_.rate.bytes_per_s > 0
+          ? TokenBucket(options_.rate.bytes_per_s, options_.rate.byte_burst)
+          : TokenBucket();
   c.last_packet_at = now;
   ++open_connections_;
   ++counters_.connections_opened;
@@ -623,6 +650,7 @@ void Broker::HandleFrame(Connection& c, const Frame& frame, Timestamp now) {
       Fail(c, ReasonCode::kProtocolError, "MQTT-3.1.0-2: second CONNECT", now);
       return;
     case PacketType::kPublish: {
+      if (!AdmitPublish(c, frame.size_bytes, now)) return;
       Publish p;
       status = DecodePublish(frame, v, &p);
       if (status.ok()) {
@@ -696,9 +724,31 @@ void Broker::HandleFrame(Connection& c, const Frame& frame, Timestamp now) {
   Fail(c, status.code, status.detail, now);
 }
 
+bool Broker::AdmitPublish(Connection& c, uint32_t size_bytes, Timestamp now) {
+  // Issue 12's policy: a client over its rate is disconnected, with the
+  // MQTT 5 reason codes for it (§3.14.2.1: 0x96 Message rate too high,
+  // 0x97 Quota exceeded); the message that tipped it over is not routed.
+  // Only that connection is affected: buckets are per connection.
+  if (!c.message_rate.TryTake(1, now)) {
+    ++counters_.rate_limited_messages;
+    Fail(c, ReasonCode::kMessageRateTooHigh,
+         "PUBLISH rate above the broker's limit", now, false);
+    return false;
+  }
+  if (!c.byte_rate.TryTake(double(size_bytes), now)) {
+    ++counters_.rate_limited_bytes;
+    Fail(c, ReasonCode::kQuotaExceeded, "PUBLISH bytes above the broker's rate",
+         now, false);
+    return false;
+  }
+  return true;
+}
+
 void Broker::Fail(Connection& c, ReasonCode code, const char* detail,
-                  Timestamp now) {
-  if (code == ReasonCode::kMalformedPacket) {
+                  Timestamp now, bool count_as_error) {
+  if (!count_as_error) {
+    // The caller counted it under its own reason.
+  } else if (code == ReasonCode::kMalformedPacket) {
     ++counters_.malformed_packets;
   } else {
     ++counters_.protocol_errors;

@@ -92,6 +92,7 @@
 #include "mqtt/internal/ring.h"
 #include "mqtt/message.h"
 #include "mqtt/packets.h"
+#include "mqtt/rate_limit.h"
 #include "mqtt/topic_tree.h"
 #include "transport/time.h"
 
@@ -154,6 +155,9 @@ struct BrokerOptions {
   uint32_t max_retained_messages = 100'000;
   // Prefix of assigned client identifiers.
   std::string assigned_client_id_prefix = "ringlab-";
+  // Token-bucket limits on new connections and on each connection's
+  // inbound PUBLISH packets and bytes (rate_limit.h); all off by default.
+  RateLimits rate;
 };
 
 // Who a session belongs to, as the authenticator sees it.
@@ -212,6 +216,9 @@ struct BrokerEvent {
 struct BrokerCounters {
   uint64_t connections_opened = 0;
   uint64_t connections_refused_limit = 0;  // max_connections reached
+  uint64_t connections_refused_rate = 0;   // rate.connections_per_s
+  uint64_t rate_limited_messages = 0;      // closed: rate.messages_per_s
+  uint64_t rate_limited_bytes = 0;         // closed: rate.bytes_per_s
   uint64_t connections_closed = 0;
   uint64_t connects_accepted = 0;
   uint64_t connects_rejected = 0;  // CONNACK with an error
@@ -365,7 +372,10 @@ class Broker {
   void HandleDisconnect(Connection& c, const Disconnect& d, Timestamp now);
 
   // Protocol violation: v5 DISCONNECT with `code`, then close.
-  void Fail(Connection& c, ReasonCode code, const char* detail, Timestamp now);
+  void Fail(Connection& c, ReasonCode code, const char* detail, Timestamp now,
+            bool count_as_error = true);
+  // The per-connection message and byte buckets; false: closed (counted).
+  bool AdmitPublish(Connection& c, uint32_t size_bytes, Timestamp now);
   // Ends the MQTT connection: detaches the session (publishing or
   // scheduling the will when `publish_will`) and asks the driver to close.
   void CloseConnection(Connection& c, ReasonCode reason, bool publish_will,
@@ -433,6 +443,7 @@ class Broker {
   uint64_t assigned_ids_ = 0;
   std::vector<std::byte> scratch_;  // forwarded-property encoding
   std::vector<ConnectionId> deferred_closes_;
+  TokenBucket connection_rate_;
   BrokerCounters counters_;
 };
 

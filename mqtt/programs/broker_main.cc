@@ -52,6 +52,7 @@ struct Config {
   std::string password_file;
   std::string acl_file;
   bool allow_anonymous = false;
+  RateLimits rate;
 };
 
 int Run(int argc, char** argv) {
@@ -132,6 +133,25 @@ int Run(int argc, char** argv) {
             "admit clients without a verified user name; without "
             "--password_file and --acl_file the broker is open anyway",
             &cfg.allow_anonymous);
+  flags.Add("max_connections_per_s",
+            "new connections per second (token bucket; 0: off); over it the "
+            "socket is closed at accept",
+            &cfg.rate.connections_per_s);
+  flags.Add("connection_burst", "connection bucket size (0: one second)",
+            &cfg.rate.connection_burst);
+  flags.Add("max_messages_per_s",
+            "inbound PUBLISH packets per second per client (0: off); over it "
+            "the client is disconnected (v5: DISCONNECT 0x96)",
+            &cfg.rate.messages_per_s);
+  flags.Add("message_burst", "message bucket size (0: one second)",
+            &cfg.rate.message_burst);
+  flags.Add("max_bytes_per_s",
+            "inbound PUBLISH bytes per second per client (0: off); over it "
+            "the client is disconnected (v5: DISCONNECT 0x97)",
+            &cfg.rate.bytes_per_s);
+  flags.Add("byte_burst",
+            "byte bucket size (0: one second, at least --max_packet_bytes)",
+            &cfg.rate.byte_burst);
   if (absl::Status s = flags.Parse(argc, argv); !s.ok()) {
     std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
     return kExitUsage;
@@ -241,6 +261,7 @@ int Run(int argc, char** argv) {
   b.server_keep_alive_s =
       uint16_t(std::min<uint32_t>(cfg.server_keep_alive_s, 65535));
   b.connect_timeout = std::chrono::milliseconds(cfg.connect_timeout_ms);
+  b.rate = cfg.rate;
   b.queue_full_policy = cfg.queue_full_policy == "disconnect"
                             ? QueueFullPolicy::kDisconnect
                             : QueueFullPolicy::kDropNewest;
@@ -343,6 +364,12 @@ int Run(int argc, char** argv) {
   json.Key("protocol_errors").Uint(bc.protocol_errors);
   json.Key("packets_too_large").Uint(bc.packets_too_large);
   json.Key("session_takeovers").Uint(bc.session_takeovers);
+  json.Key("connections_refused_rate").Uint(bc.connections_refused_rate);
+  json.Key("rate_limited_messages").Uint(bc.rate_limited_messages);
+  json.Key("rate_limited_bytes").Uint(bc.rate_limited_bytes);
+  json.Key("publishes_denied").Uint(bc.publishes_denied);
+  json.Key("subscribes_denied").Uint(bc.subscribes_denied);
+  json.Key("deliveries_denied").Uint(bc.deliveries_denied);
   json.Key("publishes_received").BeginArray();
   for (uint64_t v : bc.publishes_received) json.Uint(v);
   json.EndArray();
