@@ -48,6 +48,11 @@ BrokerDriver::~BrokerDriver() {
   for (transport::SocketId s : sockets) loop_->Close(s);
 }
 
+void BrokerDriver::Publish(const InjectedMessage& message) {
+  broker_.PublishMessage(message, now());
+  Pump();
+}
+
 void BrokerDriver::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;

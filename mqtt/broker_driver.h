@@ -80,6 +80,9 @@ class BrokerDriver : public transport::SocketHandler,
   Endpoint local_endpoint() const { return local_; }
   Broker& broker() { return broker_; }
   const BrokerDriverCounters& counters() const { return counters_; }
+  // Routes a message from outside any connection ($SYS, tests) and writes
+  // what it produced.
+  void Publish(const InjectedMessage& message);
   // Stops listening and closes every connection (v5 clients are told
   // "Server shutting down").
   void Shutdown();

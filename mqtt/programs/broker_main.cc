@@ -20,6 +20,7 @@
 #include "bench/process_stats.h"
 #include "mqtt/auth.h"
 #include "mqtt/broker_driver.h"
+#include "mqtt/metrics.h"
 #include "mqtt/programs/program_support.h"
 #include "transport/loop.h"
 
@@ -53,6 +54,8 @@ struct Config {
   std::string acl_file;
   bool allow_anonymous = false;
   RateLimits rate;
+  uint32_t sys_interval_s = 0;
+  int metrics_port = -1;
 };
 
 int Run(int argc, char** argv) {
@@ -152,6 +155,14 @@ int Run(int argc, char** argv) {
   flags.Add("byte_burst",
             "byte bucket size (0: one second, at least --max_packet_bytes)",
             &cfg.rate.byte_burst);
+  flags.Add("sys_interval_s",
+            "publish the $SYS/broker/... tree (retained) every N seconds; 0: "
+            "off",
+            &cfg.sys_interval_s);
+  flags.Add("metrics_port",
+            "serve Prometheus text on http://LISTEN_HOST:PORT/metrics (0: a "
+            "free port, printed as METRICS host:port; -1: off)",
+            &cfg.metrics_port);
   if (absl::Status s = flags.Parse(argc, argv); !s.ok()) {
     std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
     return kExitUsage;
@@ -273,6 +284,44 @@ int Run(int argc, char** argv) {
     return kExitRunFailed;
   }
   BrokerDriver& broker = **driver;
+
+  // Metrics: $SYS on a timer and /metrics on demand, both from counters.
+  const Timestamp started_at = loop.now();
+  auto snapshot = [&] {
+    return CollectMetrics(broker.broker(), &loop.counters(),
+                          loop.now() - started_at);
+  };
+  std::unique_ptr<MetricsServer> metrics;
+  if (cfg.metrics_port > 65535) {
+    std::fprintf(stderr, "ringlab_mqtt_broker: --metrics_port out of range\n");
+    return kExitUsage;
+  }
+  if (cfg.metrics_port >= 0) {
+    Endpoint at = *listen;
+    at.set_port(uint16_t(cfg.metrics_port));
+    absl::StatusOr<std::unique_ptr<MetricsServer>> m = MetricsServer::Start(
+        &loop, at, [&] { return RenderPrometheus(snapshot()); });
+    if (!m.ok()) {
+      std::fprintf(stderr, "ringlab_mqtt_broker: --metrics_port: %s\n",
+                   m.status().ToString().c_str());
+      return kExitRunFailed;
+    }
+    metrics = *std::move(m);
+    std::printf("METRICS %s\n", metrics->local_endpoint().ToString().c_str());
+  }
+  if (cfg.sys_interval_s > 0) {
+    const Duration every = std::chrono::seconds(cfg.sys_interval_s);
+    loop.AddTimer(loop.now() + every, every, [&](Timestamp) {
+      ForEachSysTopic(snapshot(),
+                      [&](std::string_view topic, std::string_view payload) {
+                        InjectedMessage m;
+                        m.topic = topic;
+                        m.payload = AsBytes(payload);
+                        m.retain = true;
+                        broker.Publish(m);
+                      });
+    });
+  }
 
   const uint64_t rss_start = ResidentBytes();
   const transport::LoopCounters counters_start = loop.counters();
