@@ -39,6 +39,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "mqtt/broker.h"
+#include "mqtt/internal/http_request.h"
 #include "transport/counters.h"
 #include "transport/loop.h"
 
@@ -77,27 +78,6 @@ void ForEachSysTopic(
     const std::function<void(std::string_view, std::string_view)>& publish);
 
 std::string RenderPrometheus(const BrokerMetrics& m);
-
-// The HTTP/1.x request head reader behind MetricsServer (sans-io).
-class HttpRequestReader {
- public:
-  enum class Result : uint8_t {
-    kNeedMore,
-    kMetrics,     // GET /metrics
-    kNotFound,    // GET elsewhere
-    kBadMethod,   // not GET (HEAD is not served either)
-    kBadRequest,  // not HTTP/1.x, or the head is over kMaxHeadBytes
-  };
-  static constexpr size_t kMaxHeadBytes = 8192;
-  Result Feed(std::span<const std::byte> bytes);
-
- private:
-  std::string head_;
-};
-
-// The full response for a reader result (status line, headers, body).
-std::string HttpResponseFor(HttpRequestReader::Result result,
-                            std::string_view metrics_body);
 
 struct MetricsServerCounters {
   uint64_t requests = 0;  // complete request heads
