@@ -182,12 +182,13 @@ void MetricsServer::OnData(transport::SocketId socket,
   } else {
     ++counters_.errors;
   }
-  Respond(socket, HttpResponseFor(r, r == HttpRequestReader::Result::kMetrics
-                                         ? render_()
-                                         : std::string()));
+  Respond(it->second, socket,
+          HttpResponseFor(r, r == HttpRequestReader::Result::kMetrics
+                                 ? render_()
+                                 : std::string()));
 }
 
-void MetricsServer::Respond(transport::SocketId socket,
+void MetricsServer::Respond(Client& client, transport::SocketId socket,
                             std::string_view response) {
   // The response may be larger than one pool buffer: send it in pieces
   // (stream sends complete in order), then FIN.
@@ -206,9 +207,10 @@ void MetricsServer::Respond(transport::SocketId socket,
       loop_->Close(socket);
       return;
     }
+    ++client.sends_pending;
     response.remove_prefix(n);
   }
-  if (!loop_->ShutdownWrite(socket).ok()) loop_->Close(socket);
+  if (client.sends_pending == 0) loop_->Close(socket);
 }
 
 void MetricsServer::OnReadClosed(transport::SocketId socket, int) {
@@ -219,6 +221,13 @@ void MetricsServer::OnSendComplete(transport::SocketId socket, int result,
                                    uint64_t) {
   if (result < 0) {
     ++counters_.send_errors;
+    loop_->Close(socket);
+    return;
+  }
+  // The whole response is with the kernel: close (FIN after the data).
+  auto it = clients_.find(socket);
+  if (it != clients_.end() && --it->second.sends_pending == 0 &&
+      it->second.answered) {
     loop_->Close(socket);
   }
 }

@@ -23,8 +23,9 @@
 // HTTP (MetricsServer): GET /metrics answers 200 text/plain version 0.0.4;
 // any other path 404, any other method 405, a request head over 8 KiB or
 // not HTTP/1.x 400. One request per connection: the answer ends with
-// "Connection: close" and a FIN. Ownership: the server borrows the Loop
-// (which must outlive it). Threading: the Loop's thread. The hot path is
+// "Connection: close", and the socket is closed once the response is
+// sent, so an idle scraper holds nothing. Ownership: the server borrows the
+// Loop (which must outlive it). Threading: the Loop's thread. The hot path is
 // untouched: figures are read from counters when asked.
 #ifndef RINGLAB_MQTT_METRICS_H_
 #define RINGLAB_MQTT_METRICS_H_
@@ -109,7 +110,9 @@ class MetricsServer : public transport::SocketHandler {
  private:
   MetricsServer(transport::Loop* loop, std::function<std::string()> render)
       : loop_(loop), render_(std::move(render)) {}
-  void Respond(transport::SocketId socket, std::string_view response);
+  struct Client;
+  void Respond(Client& client, transport::SocketId socket,
+               std::string_view response);
 
   transport::Loop* loop_;
   std::function<std::string()> render_;
@@ -118,6 +121,7 @@ class MetricsServer : public transport::SocketHandler {
   struct Client {
     HttpRequestReader reader;
     bool answered = false;
+    uint32_t sends_pending = 0;
   };
   absl::flat_hash_map<transport::SocketId, Client> clients_;
   MetricsServerCounters counters_;

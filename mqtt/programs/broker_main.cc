@@ -35,6 +35,7 @@ struct Config {
   uint32_t max_queued_messages = 1000;
   uint32_t max_queued_qos0 = 1000;
   uint64_t max_queued_bytes = 16 << 20;
+  uint64_t max_total_queued_bytes = uint64_t(1) << 32;
   uint64_t max_send_queue_bytes = 256 * 1024;
   uint32_t receive_maximum = 100;
   uint32_t max_inflight = 100;
@@ -86,6 +87,10 @@ int Run(int argc, char** argv) {
             &cfg.max_queued_qos0);
   flags.Add("max_queued_bytes", "QoS 1/2 bytes queued per session",
             &cfg.max_queued_bytes);
+  flags.Add("max_total_queued_bytes",
+            "QoS 1/2 bytes queued across all sessions (a global limit; "
+            "--queue_full_policy applies)",
+            &cfg.max_total_queued_bytes);
   flags.Add("max_send_queue_bytes",
             "bytes queued on one socket before the broker stops writing to "
             "it until sends complete",
@@ -261,6 +266,7 @@ int Run(int argc, char** argv) {
   b.max_queued_messages = cfg.max_queued_messages;
   b.max_queued_qos0 = cfg.max_queued_qos0;
   b.max_queued_bytes = cfg.max_queued_bytes;
+  b.max_total_queued_bytes = cfg.max_total_queued_bytes;
   b.receive_maximum =
       uint16_t(std::clamp<uint32_t>(cfg.receive_maximum, 1, 65535));
   b.max_inflight_messages =
