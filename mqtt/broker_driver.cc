@@ -75,7 +75,7 @@ transport::SocketHandler* BrokerDriver::OnAccept(transport::SocketId,
   }
   ++counters_.accepted;
   if (conns_.size() <= id->index) conns_.resize(id->index + 1);
-  conns_[id->index] = Conn{connection, *id, false};
+  conns_[id->index] = Conn{connection, *id, false, nullptr};
   by_socket_[connection] = *id;
   ArmTimer();  // the connect timeout
   return this;
@@ -88,6 +88,39 @@ void BrokerDriver::OnData(transport::SocketId socket,
   broker_.OnBytes(it->second, data.bytes(), now());
   data.Release();  // back to the pool (or the ring) before writing
   Pump();
+}
+
+void BrokerDriver::OnStreamBytes(transport::SocketId socket,
+                                 std::span<const std::byte> bytes) {
+  auto it = by_socket_.find(socket);
+  if (it == by_socket_.end()) return;
+  broker_.OnBytes(it->second, bytes, now());
+  Pump();
+}
+
+void BrokerDriver::SetStreamSink(transport::SocketId socket,
+                                 internal::StreamSink* sink) {
+  auto it = by_socket_.find(socket);
+  if (it == by_socket_.end() || it->second.index >= conns_.size()) return;
+  conns_[it->second.index].sink = sink;
+}
+
+void BrokerDriver::CloseConnection(transport::SocketId socket) {
+  auto it = by_socket_.find(socket);
+  if (it == by_socket_.end() || it->second.index >= conns_.size()) return;
+  EndConnection(conns_[it->second.index]);
+  Pump();
+}
+
+void BrokerDriver::EndConnection(Conn& c) {
+  // Flush what the core still has (CONNACK refusal, DISCONNECT), then
+  // half-close; the socket closes when the peer does, or at the linger
+  // deadline.
+  Drain(c, /*ignore_limits=*/true);
+  by_socket_.erase(c.socket);
+  broker_.OnConnectionClosed(c.id, now());
+  (void)loop_->ShutdownWrite(c.socket);
+  lingering_.push_back({c.socket, now() + options_.close_linger});
 }
 
 void BrokerDriver::OnReadClosed(transport::SocketId socket, int result) {
@@ -188,7 +221,7 @@ void BrokerDriver::CloseSocket(transport::SocketId socket) {
 }
 
 bool BrokerDriver::Drain(Conn& conn, bool ignore_limits) {
-  writer_.Begin(conn.socket);
+  writer_.Begin(conn.socket, conn.sink);
   bool complete = true;
   while (true) {
     if (!ignore_limits) {
@@ -275,14 +308,7 @@ void BrokerDriver::Pump() {
       if (e->connection.index >= conns_.size()) continue;
       Conn& c = conns_[e->connection.index];
       if (c.id != e->connection) continue;
-      // Flush what the core still has (CONNACK refusal, DISCONNECT), then
-      // half-close; the socket closes when the peer does, or at the linger
-      // deadline.
-      Drain(c, /*ignore_limits=*/true);
-      by_socket_.erase(c.socket);
-      broker_.OnConnectionClosed(c.id, now());
-      (void)loop_->ShutdownWrite(c.socket);
-      lingering_.push_back({c.socket, now() + options_.close_linger});
+      EndConnection(c);
     }
     if (!closed_any) break;
   }

@@ -78,6 +78,7 @@ class BrokerDriver : public transport::SocketHandler,
   ~BrokerDriver() override;
 
   Endpoint local_endpoint() const { return local_; }
+  const BrokerDriverOptions& options() const { return options_; }
   Broker& broker() { return broker_; }
   const BrokerDriverCounters& counters() const { return counters_; }
   // Routes a message from outside any connection ($SYS, tests) and writes
@@ -86,6 +87,22 @@ class BrokerDriver : public transport::SocketHandler,
   // Stops listening and closes every connection (v5 clients are told
   // "Server shutting down").
   void Shutdown();
+
+  // For front ends that own the socket callbacks of some connections (the
+  // TLS listener, mqtt/tls_listener.h) and for input from outside any
+  // connection (messages injected with Broker::PublishMessage):
+  // - a connection's output goes through `sink` (nullptr: straight to the
+  //   Loop); the socket must have come through OnAccept;
+  void SetStreamSink(transport::SocketId socket, internal::StreamSink* sink);
+  // - plaintext bytes of a connection, as OnData would pass them;
+  void OnStreamBytes(transport::SocketId socket,
+                     std::span<const std::byte> bytes);
+  // - ends a connection the way the core's kClose does: what the core has
+  //   is written, then the socket is half-closed and lingers;
+  void CloseConnection(transport::SocketId socket);
+  // - writes what the core has after calls made on broker() directly
+  //   (Broker::PublishMessage).
+  void Flush() { Pump(); }
 
   // transport::SocketHandler
   transport::SocketHandler* OnAccept(transport::SocketId listener,
@@ -106,6 +123,7 @@ class BrokerDriver : public transport::SocketHandler,
     transport::SocketId socket;
     ConnectionId id;
     bool blocked = false;
+    internal::StreamSink* sink = nullptr;
   };
   struct Lingering {
     transport::SocketId socket;
@@ -118,6 +136,8 @@ class BrokerDriver : public transport::SocketHandler,
   void Pump();
   // Drains one connection; false if it stopped on backpressure.
   bool Drain(Conn& conn, bool ignore_limits);
+  // The end of a connection the core asked for (kClose) or a front end did.
+  void EndConnection(Conn& c);
   void CloseSocket(transport::SocketId socket);
   void ArmTimer();
 

@@ -13,6 +13,9 @@
 // the transport's shared send buffer lands, Append() of a MessageRef's tail
 // becomes a reference instead of a copy, here and nowhere else.
 //
+// A StreamSink given to Begin() takes each full lease instead of the Loop
+// (TLS encrypts it and queues the ciphertext itself, mqtt/tls_stream.h).
+//
 // Errors: Append/Space fail (false / empty span) when the Loop's pool is
 // exhausted; the caller then stops writing to this stream. A Send() error
 // is returned by End() (and by Append when a full lease is queued).
@@ -26,12 +29,23 @@
 
 namespace ringlab::mqtt::internal {
 
+// Where a StreamWriter's leases go instead of Loop::Send (a byte filter such
+// as TLS). Returns 0 or a negative errno like Loop::Send; the lease is
+// consumed either way.
+class StreamSink {
+ public:
+  virtual ~StreamSink() = default;
+  virtual int SendLease(transport::SocketId socket,
+                        transport::BufferLease lease) = 0;
+};
+
 class StreamWriter {
  public:
   explicit StreamWriter(transport::Loop* loop) : loop_(loop) {}
 
-  void Begin(transport::SocketId socket) {
+  void Begin(transport::SocketId socket, StreamSink* sink = nullptr) {
     socket_ = socket;
+    sink_ = sink;
     error_ = 0;
     leases_ = 0;
   }
@@ -76,7 +90,9 @@ class StreamWriter {
  private:
   void Queue() {
     lease_.set_size(used_);
-    const int rc = loop_->Send(socket_, std::move(lease_));
+    const int rc = sink_ != nullptr
+                       ? sink_->SendLease(socket_, std::move(lease_))
+                       : loop_->Send(socket_, std::move(lease_));
     if (rc < 0 && error_ == 0) error_ = rc;
     ++leases_;
     used_ = 0;
@@ -84,6 +100,7 @@ class StreamWriter {
 
   transport::Loop* loop_;
   transport::SocketId socket_;
+  StreamSink* sink_ = nullptr;
   transport::BufferLease lease_;
   size_t used_ = 0;
   size_t leases_ = 0;
