@@ -6,6 +6,7 @@
 // while `g_counting` is set.
 #include <cstdlib>
 #include <new>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "mqtt/acl.h"
@@ -73,10 +74,11 @@ TEST(AclAlloc, ChecksAllocateNothing) {
 TEST(AclAlloc, CounterSeesAnAllocation) {
   g_allocations = 0;
   g_counting = true;
-  auto* p = new int(1);
+  // A vector, not a lone int: release builds may elide a new/delete pair.
+  auto* v = new std::vector<int>(100);
   g_counting = false;
-  delete p;
-  EXPECT_EQ(g_allocations, 1u);
+  delete v;
+  EXPECT_GE(g_allocations, 2u);
 }
 
 }  // namespace
