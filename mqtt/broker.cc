@@ -51,6 +51,8 @@ struct SubscriptionRecord {
 struct Session {
   uint32_t index = 0;
   std::string client_id;
+  // The CONNECT's user name, for the authenticator (ACLs by user).
+  std::optional<std::string> username;
   uint32_t connection = kNone;
   uint32_t expiry_interval_s = 0;
   Timestamp expires_at = Timestamp::Never();
@@ -71,12 +73,21 @@ struct Session {
   Timestamp timer_at = Timestamp::Never();
 };
 
+ClientIdentity Identity(const Session& s) {
+  ClientIdentity id;
+  id.client_id = s.client_id;
+  if (s.username) id.username = *s.username;
+  return id;
+}
+
 struct Connection {
   enum class State : uint8_t { kFree, kAwaitConnect, kActive, kClosing };
   uint32_t index = 0;
   uint32_t generation = 0;
   State state = State::kFree;
   StreamDecoder decoder;
+  TokenBucket message_rate;  // inbound PUBLISH packets (options.rate)
+  TokenBucket byte_rate;     // inbound PUBLISH bytes
   Version version = Version::k311;
   Session* session = nullptr;
   Timestamp opened_at;
@@ -194,6 +205,18 @@ Broker::Broker(BrokerOptions options, BrokerAuthenticator* authenticator)
       std::clamp<uint32_t>(options_.max_packet_bytes, 64, kMaxPacketBytes);
   if (options_.receive_maximum == 0) options_.receive_maximum = 1;
   if (options_.max_inflight_messages == 0) options_.max_inflight_messages = 1;
+  // Bursts default to one second of the rate (at least one request; for
+  // bytes at least one largest packet, which must always be able to pass).
+  RateLimits& r = options_.rate;
+  if (r.connection_burst <= 0)
+    r.connection_burst = std::max(1.0, r.connections_per_s);
+  if (r.message_burst <= 0) r.message_burst = std::max(1.0, r.messages_per_s);
+  if (r.byte_burst <= 0) {
+    r.byte_burst = std::max(r.bytes_per_s, double(options_.max_packet_bytes));
+  }
+  if (r.connections_per_s > 0) {
+    connection_rate_ = TokenBucket(r.connections_per_s, r.connection_burst);
+  }
 }
 
 Broker::~Broker() = default;
@@ -210,6 +233,11 @@ absl::StatusOr<ConnectionId> Broker::OnConnectionOpened(Timestamp now) {
         absl::StrCat("mqtt broker: max_connections (", options_.max_connections,
                      ") reached"));
   }
+  if (!connection_rate_.TryTake(1, now)) {
+    ++counters_.connections_refused_rate;
+    return absl::ResourceExhaustedError(
+        "mqtt broker: new connections above rate.connections_per_s");
+  }
   uint32_t index;
   if (!free_connections_.empty()) {
     index = free_connections_.back();
@@ -224,6 +252,14 @@ absl::StatusOr<ConnectionId> Broker::OnConnectionOpened(Timestamp now) {
   c.state = Connection::State::kAwaitConnect;
   c.decoder.set_max_packet_bytes(options_.max_packet_bytes);
   c.opened_at = now;
+  c.message_rate = options_.rate.messages_per_s > 0
+                       ? TokenBucket(options_.rate.messages_per_s,
+                                     options_.rate.message_burst)
+                       : TokenBucket();
+  c.byte_rate =
+      options_.rate.bytes_per_s > 0
+          ? TokenBucket(options_.rate.bytes_per_s, options_.rate.byte_burst)
+          : TokenBucket();
   c.last_packet_at = now;
   ++open_connections_;
   ++counters_.connections_opened;
@@ -614,6 +650,7 @@ void Broker::HandleFrame(Connection& c, const Frame& frame, Timestamp now) {
       Fail(c, ReasonCode::kProtocolError, "MQTT-3.1.0-2: second CONNECT", now);
       return;
     case PacketType::kPublish: {
+      if (!AdmitPublish(c, frame.size_bytes, now)) return;
       Publish p;
       status = DecodePublish(frame, v, &p);
       if (status.ok()) {
@@ -687,9 +724,31 @@ void Broker::HandleFrame(Connection& c, const Frame& frame, Timestamp now) {
   Fail(c, status.code, status.detail, now);
 }
 
+bool Broker::AdmitPublish(Connection& c, uint32_t size_bytes, Timestamp now) {
+  // Issue 12's policy: a client over its rate is disconnected, with the
+  // MQTT 5 reason codes for it (§3.14.2.1: 0x96 Message rate too high,
+  // 0x97 Quota exceeded); the message that tipped it over is not routed.
+  // Only that connection is affected: buckets are per connection.
+  if (!c.message_rate.TryTake(1, now)) {
+    ++counters_.rate_limited_messages;
+    Fail(c, ReasonCode::kMessageRateTooHigh,
+         "PUBLISH rate above the broker's limit", now, false);
+    return false;
+  }
+  if (!c.byte_rate.TryTake(double(size_bytes), now)) {
+    ++counters_.rate_limited_bytes;
+    Fail(c, ReasonCode::kQuotaExceeded, "PUBLISH bytes above the broker's rate",
+         now, false);
+    return false;
+  }
+  return true;
+}
+
 void Broker::Fail(Connection& c, ReasonCode code, const char* detail,
-                  Timestamp now) {
-  if (code == ReasonCode::kMalformedPacket) {
+                  Timestamp now, bool count_as_error) {
+  if (!count_as_error) {
+    // The caller counted it under its own reason.
+  } else if (code == ReasonCode::kMalformedPacket) {
     ++counters_.malformed_packets;
   } else {
     ++counters_.protocol_errors;
@@ -890,6 +949,11 @@ void Broker::HandleConnect(Connection& c, const Frame& frame, Timestamp now) {
   }
   s->connection = c.index;
   s->expiry_interval_s = expiry_s;
+  if (p.username) {
+    s->username.emplace(*p.username);
+  } else {
+    s->username.reset();
+  }
   c.session = s;
   c.state = Connection::State::kActive;
   c.connect_expiry_s = expiry_s;
@@ -1055,7 +1119,7 @@ void Broker::HandlePublish(Connection& c, const Publish& in, Timestamp now) {
 
   ReasonCode reason = ReasonCode::kSuccess;
   if (authenticator_ != nullptr &&
-      !authenticator_->MayPublish(s.client_id, p.topic)) {
+      !authenticator_->MayPublish(Identity(s), p.topic)) {
     ++counters_.publishes_denied;
     reason = ReasonCode::kNotAuthorized;
   } else {
@@ -1181,7 +1245,15 @@ uint32_t Broker::RouteMessage(const MessageRef& message, Timestamp now) {
   RouteVisitor visitor{this, message.get()};
   tree_.Match(message->topic(), visitor);
   for (const Target& t : targets_) {
-    Enqueue(*sessions_[t.session], message, t.qos, t.retain,
+    Session& s = *sessions_[t.session];
+    // Read access is checked per delivery, by topic: a subscription the
+    // ACL allowed may still match topics this client may not read.
+    if (authenticator_ != nullptr &&
+        !authenticator_->MayReceive(Identity(s), message->topic())) {
+      ++counters_.deliveries_denied;
+      continue;
+    }
+    Enqueue(s, message, t.qos, t.retain,
             std::span<const uint32_t>(t.subscription_ids.data(),
                                       t.subscription_ids.size()),
             now);
@@ -1373,7 +1445,8 @@ void Broker::HandleSubscribe(Connection& c, const Subscribe& sub,
       return;
     }
     if (authenticator_ != nullptr &&
-        !authenticator_->MaySubscribe(s.client_id, entry.filter)) {
+        !authenticator_->MaySubscribe(Identity(s), entry.filter)) {
+      ++counters_.subscribes_denied;
       fail(ReasonCode::kNotAuthorized);
       return;
     }
@@ -1411,6 +1484,11 @@ void Broker::SendRetained(Session& s, std::string_view filter,
   retained_->Match(filter, [&](const MessageRef& m) {
     if (m->expires_at() <= now) {
       ++counters_.dropped_expired;
+      return;
+    }
+    if (authenticator_ != nullptr &&
+        !authenticator_->MayReceive(Identity(s), m->topic())) {
+      ++counters_.deliveries_denied;
       return;
     }
     // A retained message sent for a new subscription has RETAIN 1.
@@ -1516,6 +1594,12 @@ void Broker::PublishWill(Session& s, Timestamp now) {
   MessageRef will = std::move(s.will);
   s.will_at = Timestamp::Never();
   if (!will) return;
+  // A will is a publish by its client: the same write access applies.
+  if (authenticator_ != nullptr &&
+      !authenticator_->MayPublish(Identity(s), will->topic())) {
+    ++counters_.publishes_denied;
+    return;
+  }
   ++counters_.wills_published;
   if (will->retain()) StoreRetained(will);
   RouteMessage(will, now);

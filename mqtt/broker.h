@@ -92,6 +92,7 @@
 #include "mqtt/internal/ring.h"
 #include "mqtt/message.h"
 #include "mqtt/packets.h"
+#include "mqtt/rate_limit.h"
 #include "mqtt/topic_tree.h"
 #include "transport/time.h"
 
@@ -154,19 +155,40 @@ struct BrokerOptions {
   uint32_t max_retained_messages = 100'000;
   // Prefix of assigned client identifiers.
   std::string assigned_client_id_prefix = "ringlab-";
+  // Token-bucket limits on new connections and on each connection's
+  // inbound PUBLISH packets and bytes (rate_limit.h); all off by default.
+  RateLimits rate;
 };
 
-// Authentication and authorization; the default allows everything. Issue
-// 12 plugs in password files and ACLs here.
+// Who a session belongs to, as the authenticator sees it.
+struct ClientIdentity {
+  std::string_view client_id;
+  std::optional<std::string_view> username;  // nullopt: anonymous
+};
+
+// Authentication and authorization; without one everything is allowed.
+// mqtt/auth.h implements it with mosquitto's password and ACL files. The
+// broker calls it on its own thread, synchronously; it must not block and
+// MayReceive (called once per delivery) must not allocate.
 class BrokerAuthenticator {
  public:
   virtual ~BrokerAuthenticator() = default;
   // kSuccess, or a CONNACK reason code (0x86, 0x87, ...).
   virtual ReasonCode Authenticate(const Connect& connect) = 0;
-  virtual bool MayPublish(std::string_view client_id,
+  // A PUBLISH (or a will) from this client to `topic`.
+  virtual bool MayPublish(const ClientIdentity& client,
                           std::string_view topic) = 0;
-  virtual bool MaySubscribe(std::string_view client_id,
+  // A SUBSCRIBE entry, as sent (a "$share/..." filter included).
+  virtual bool MaySubscribe(const ClientIdentity& client,
                             std::string_view filter) = 0;
+  // Each message delivered to this client through a matching subscription
+  // (and each retained message sent on subscribe).
+  virtual bool MayReceive(const ClientIdentity& client,
+                          std::string_view topic) {
+    (void)client;
+    (void)topic;
+    return true;
+  }
 };
 
 // One chunk to send on a connection: `header_bytes` written at the start of
@@ -194,6 +216,9 @@ struct BrokerEvent {
 struct BrokerCounters {
   uint64_t connections_opened = 0;
   uint64_t connections_refused_limit = 0;  // max_connections reached
+  uint64_t connections_refused_rate = 0;   // rate.connections_per_s
+  uint64_t rate_limited_messages = 0;      // closed: rate.messages_per_s
+  uint64_t rate_limited_bytes = 0;         // closed: rate.bytes_per_s
   uint64_t connections_closed = 0;
   uint64_t connects_accepted = 0;
   uint64_t connects_rejected = 0;  // CONNACK with an error
@@ -215,7 +240,9 @@ struct BrokerCounters {
   uint64_t publishes_sent[3] = {0, 0, 0};      // deliveries, by QoS
   uint64_t publishes_resent = 0;               // DUP redeliveries
   uint64_t publishes_no_subscribers = 0;
-  uint64_t publishes_denied = 0;  // BrokerAuthenticator said no
+  uint64_t publishes_denied = 0;   // BrokerAuthenticator said no
+  uint64_t subscribes_denied = 0;  // BrokerAuthenticator said no
+  uint64_t deliveries_denied = 0;  // MayReceive said no
   uint64_t dropped_qos0_queue_full = 0;
   uint64_t dropped_queue_full = 0;  // QoS 1/2 over the session limits
   uint64_t dropped_total_queue_full = 0;
@@ -345,7 +372,10 @@ class Broker {
   void HandleDisconnect(Connection& c, const Disconnect& d, Timestamp now);
 
   // Protocol violation: v5 DISCONNECT with `code`, then close.
-  void Fail(Connection& c, ReasonCode code, const char* detail, Timestamp now);
+  void Fail(Connection& c, ReasonCode code, const char* detail, Timestamp now,
+            bool count_as_error = true);
+  // The per-connection message and byte buckets; false: closed (counted).
+  bool AdmitPublish(Connection& c, uint32_t size_bytes, Timestamp now);
   // Ends the MQTT connection: detaches the session (publishing or
   // scheduling the will when `publish_will`) and asks the driver to close.
   void CloseConnection(Connection& c, ReasonCode reason, bool publish_will,
@@ -413,6 +443,7 @@ class Broker {
   uint64_t assigned_ids_ = 0;
   std::vector<std::byte> scratch_;  // forwarded-property encoding
   std::vector<ConnectionId> deferred_closes_;
+  TokenBucket connection_rate_;
   BrokerCounters counters_;
 };
 

@@ -30,7 +30,7 @@ absl::StatusOr<std::unique_ptr<BrokerDriver>> BrokerDriver::Start(
 BrokerDriver::BrokerDriver(transport::Loop* loop, BrokerDriverOptions options)
     : loop_(loop),
       options_(std::move(options)),
-      broker_(options_.broker),
+      broker_(options_.broker, options_.authenticator),
       writer_(loop) {}
 
 BrokerDriver::~BrokerDriver() {
@@ -46,6 +46,11 @@ BrokerDriver::~BrokerDriver() {
   by_socket_.clear();
   lingering_.clear();
   for (transport::SocketId s : sockets) loop_->Close(s);
+}
+
+void BrokerDriver::Publish(const InjectedMessage& message) {
+  broker_.PublishMessage(message, now());
+  Pump();
 }
 
 void BrokerDriver::Shutdown() {

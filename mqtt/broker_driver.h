@@ -43,6 +43,8 @@ namespace ringlab::mqtt {
 
 struct BrokerDriverOptions {
   BrokerOptions broker;
+  // Borrowed; must outlive the driver. nullptr: everything is allowed.
+  BrokerAuthenticator* authenticator = nullptr;
   Endpoint listen = Endpoint::Loopback(1883);
   transport::TcpOptions tcp;  // no_delay defaults to true
   // Bytes queued on one socket beyond which the driver stops polling it.
@@ -79,6 +81,9 @@ class BrokerDriver : public transport::SocketHandler,
   const BrokerDriverOptions& options() const { return options_; }
   Broker& broker() { return broker_; }
   const BrokerDriverCounters& counters() const { return counters_; }
+  // Routes a message from outside any connection ($SYS, tests) and writes
+  // what it produced.
+  void Publish(const InjectedMessage& message);
   // Stops listening and closes every connection (v5 clients are told
   // "Server shutting down").
   void Shutdown();

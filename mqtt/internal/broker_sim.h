@@ -135,8 +135,9 @@ class CoreClient {
 class BrokerSim {
  public:
   explicit BrokerSim(BrokerOptions options = {},
-                     Duration link_delay = std::chrono::microseconds(50))
-      : net_(Options(link_delay)), broker_(std::move(options)) {
+                     Duration link_delay = std::chrono::microseconds(50),
+                     BrokerAuthenticator* authenticator = nullptr)
+      : net_(Options(link_delay)), broker_(std::move(options), authenticator) {
     EXPECT_TRUE(net_.AddNode(server_).ok());
     EXPECT_TRUE(net_.Listen(server_).ok());
   }

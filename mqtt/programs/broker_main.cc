@@ -25,7 +25,9 @@
 #include "absl/strings/str_cat.h"
 #include "bench/json_writer.h"
 #include "bench/process_stats.h"
+#include "mqtt/auth.h"
 #include "mqtt/broker_driver.h"
+#include "mqtt/metrics.h"
 #include "mqtt/programs/program_support.h"
 #include "mqtt/tls_listener.h"
 #include "transport/loop.h"
@@ -41,6 +43,7 @@ struct Config {
   uint32_t max_queued_messages = 1000;
   uint32_t max_queued_qos0 = 1000;
   uint64_t max_queued_bytes = 16 << 20;
+  uint64_t max_total_queued_bytes = uint64_t(1) << 32;
   uint64_t max_send_queue_bytes = 256 * 1024;
   uint32_t receive_maximum = 100;
   uint32_t max_inflight = 100;
@@ -56,6 +59,12 @@ struct Config {
   int cpu = -1;
   int sqpoll_cpu = -1;
   std::string json_path;
+  std::string password_file;
+  std::string acl_file;
+  bool allow_anonymous = false;
+  RateLimits rate;
+  uint32_t sys_interval_s = 0;
+  int metrics_port = -1;
   std::string tls_listen;
   int tls_port = -1;
   std::string cert;
@@ -121,6 +130,10 @@ int Run(int argc, char** argv) {
             &cfg.max_queued_qos0);
   flags.Add("max_queued_bytes", "QoS 1/2 bytes queued per session",
             &cfg.max_queued_bytes);
+  flags.Add("max_total_queued_bytes",
+            "QoS 1/2 bytes queued across all sessions (a global limit; "
+            "--queue_full_policy applies)",
+            &cfg.max_total_queued_bytes);
   flags.Add("max_send_queue_bytes",
             "bytes queued on one socket before the broker stops writing to "
             "it until sends complete",
@@ -161,6 +174,43 @@ int Run(int argc, char** argv) {
             &cfg.sqpoll_cpu);
   flags.Add("json", "also write the SERVER_STATS object to this file",
             &cfg.json_path);
+  flags.Add("password_file",
+            "mosquitto_passwd file ($7$ PBKDF2-SHA512, $6$ SHA-512); a user "
+            "name with a wrong password gets 4 / 0x86",
+            &cfg.password_file);
+  flags.Add("acl_file", "mosquitto acl_file (user, topic, pattern lines)",
+            &cfg.acl_file);
+  flags.Add("allow_anonymous",
+            "admit clients without a verified user name; without "
+            "--password_file and --acl_file the broker is open anyway",
+            &cfg.allow_anonymous);
+  flags.Add("max_connections_per_s",
+            "new connections per second (token bucket; 0: off); over it the "
+            "socket is closed at accept",
+            &cfg.rate.connections_per_s);
+  flags.Add("connection_burst", "connection bucket size (0: one second)",
+            &cfg.rate.connection_burst);
+  flags.Add("max_messages_per_s",
+            "inbound PUBLISH packets per second per client (0: off); over it "
+            "the client is disconnected (v5: DISCONNECT 0x96)",
+            &cfg.rate.messages_per_s);
+  flags.Add("message_burst", "message bucket size (0: one second)",
+            &cfg.rate.message_burst);
+  flags.Add("max_bytes_per_s",
+            "inbound PUBLISH bytes per second per client (0: off); over it "
+            "the client is disconnected (v5: DISCONNECT 0x97)",
+            &cfg.rate.bytes_per_s);
+  flags.Add("byte_burst",
+            "byte bucket size (0: one second, at least --max_packet_bytes)",
+            &cfg.rate.byte_burst);
+  flags.Add("sys_interval_s",
+            "publish the $SYS/broker/... tree (retained) every N seconds; 0: "
+            "off",
+            &cfg.sys_interval_s);
+  flags.Add("metrics_port",
+            "serve Prometheus text on http://LISTEN_HOST:PORT/metrics (0: a "
+            "free port, printed as METRICS host:port; -1: off)",
+            &cfg.metrics_port);
   flags.Add("tls_listen",
             "HOST:PORT of a second listener speaking MQTT over TLS (port 0 "
             "picks one; printed as TLS_READY host:port); needs --cert, --key",
@@ -213,6 +263,33 @@ int Run(int argc, char** argv) {
                  "disconnect\n");
     return kExitUsage;
   }
+  // Auth: with neither file the broker is open (nothing to check against,
+  // like mosquitto 2.0 without a configuration); once a file is given,
+  // anonymous clients are refused unless --allow_anonymous.
+  std::unique_ptr<FileAuthenticator> auth;
+  if (!cfg.password_file.empty() || !cfg.acl_file.empty()) {
+    FileAuthenticator::Options ao;
+    ao.allow_anonymous = cfg.allow_anonymous;
+    if (!cfg.password_file.empty()) {
+      absl::StatusOr<PasswordFile> pw = PasswordFile::Load(cfg.password_file);
+      if (!pw.ok()) {
+        std::fprintf(stderr, "ringlab_mqtt_broker: --password_file: %s\n",
+                     std::string(pw.status().message()).c_str());
+        return kExitUsage;
+      }
+      ao.passwords = *std::move(pw);
+    }
+    if (!cfg.acl_file.empty()) {
+      absl::StatusOr<AclFile> acl = AclFile::Load(cfg.acl_file);
+      if (!acl.ok()) {
+        std::fprintf(stderr, "ringlab_mqtt_broker: --acl_file: %s\n",
+                     std::string(acl.status().message()).c_str());
+        return kExitUsage;
+      }
+      ao.acl = *std::move(acl);
+    }
+    auth = std::make_unique<FileAuthenticator>(std::move(ao));
+  }
   InstallStopHandlers();
   if (cfg.cpu >= 0) {
     if (absl::Status s = bench::PinThisThreadToCpu(cfg.cpu); !s.ok()) {
@@ -255,6 +332,7 @@ int Run(int argc, char** argv) {
 
   BrokerDriverOptions options;
   options.listen = *listen;
+  options.authenticator = auth.get();
   options.max_send_queue_bytes = cfg.max_send_queue_bytes;
   BrokerOptions& b = options.broker;
   b.max_connections = cfg.max_connections;
@@ -262,6 +340,7 @@ int Run(int argc, char** argv) {
   b.max_queued_messages = cfg.max_queued_messages;
   b.max_queued_qos0 = cfg.max_queued_qos0;
   b.max_queued_bytes = cfg.max_queued_bytes;
+  b.max_total_queued_bytes = cfg.max_total_queued_bytes;
   b.receive_maximum =
       uint16_t(std::clamp<uint32_t>(cfg.receive_maximum, 1, 65535));
   b.max_inflight_messages =
@@ -273,6 +352,7 @@ int Run(int argc, char** argv) {
   b.server_keep_alive_s =
       uint16_t(std::min<uint32_t>(cfg.server_keep_alive_s, 65535));
   b.connect_timeout = std::chrono::milliseconds(cfg.connect_timeout_ms);
+  b.rate = cfg.rate;
   b.queue_full_policy = cfg.queue_full_policy == "disconnect"
                             ? QueueFullPolicy::kDisconnect
                             : QueueFullPolicy::kDropNewest;
@@ -285,6 +365,43 @@ int Run(int argc, char** argv) {
   }
   BrokerDriver& broker = **driver;
 
+  // Metrics: $SYS on a timer and /metrics on demand, both from counters.
+  const Timestamp started_at = loop.now();
+  auto snapshot = [&] {
+    return CollectMetrics(broker.broker(), &loop.counters(),
+                          loop.now() - started_at);
+  };
+  std::unique_ptr<MetricsServer> metrics;
+  if (cfg.metrics_port > 65535) {
+    std::fprintf(stderr, "ringlab_mqtt_broker: --metrics_port out of range\n");
+    return kExitUsage;
+  }
+  if (cfg.metrics_port >= 0) {
+    Endpoint at = *listen;
+    at.set_port(uint16_t(cfg.metrics_port));
+    absl::StatusOr<std::unique_ptr<MetricsServer>> m = MetricsServer::Start(
+        &loop, at, [&] { return RenderPrometheus(snapshot()); });
+    if (!m.ok()) {
+      std::fprintf(stderr, "ringlab_mqtt_broker: --metrics_port: %s\n",
+                   m.status().ToString().c_str());
+      return kExitRunFailed;
+    }
+    metrics = *std::move(m);
+    std::printf("METRICS %s\n", metrics->local_endpoint().ToString().c_str());
+  }
+  if (cfg.sys_interval_s > 0) {
+    const Duration every = std::chrono::seconds(cfg.sys_interval_s);
+    loop.AddTimer(loop.now() + every, every, [&](Timestamp) {
+      ForEachSysTopic(snapshot(),
+                      [&](std::string_view topic, std::string_view payload) {
+                        InjectedMessage m;
+                        m.topic = topic;
+                        m.payload = AsBytes(payload);
+                        m.retain = true;
+                        broker.Publish(m);
+                      });
+    });
+  }
   std::unique_ptr<TlsListener> tls;
   if (cfg.tls_port >= 0) {
     if (!cfg.tls_listen.empty() || cfg.tls_port > 65535) {
@@ -446,6 +563,12 @@ int Run(int argc, char** argv) {
   json.Key("protocol_errors").Uint(bc.protocol_errors);
   json.Key("packets_too_large").Uint(bc.packets_too_large);
   json.Key("session_takeovers").Uint(bc.session_takeovers);
+  json.Key("connections_refused_rate").Uint(bc.connections_refused_rate);
+  json.Key("rate_limited_messages").Uint(bc.rate_limited_messages);
+  json.Key("rate_limited_bytes").Uint(bc.rate_limited_bytes);
+  json.Key("publishes_denied").Uint(bc.publishes_denied);
+  json.Key("subscribes_denied").Uint(bc.subscribes_denied);
+  json.Key("deliveries_denied").Uint(bc.deliveries_denied);
   json.Key("publishes_received").BeginArray();
   for (uint64_t v : bc.publishes_received) json.Uint(v);
   json.EndArray();
