@@ -1227,6 +1227,7 @@ void Broker::Enqueue(Session& s, const MessageRef& message, uint8_t qos,
     s.queued_bytes += bytes;
     total_queued_bytes_ += bytes;
   }
+  ++message->fanout_;
   Delivery d;
   d.message = message;
   d.sequence = s.next_sequence++;

@@ -84,6 +84,9 @@ class ClientDriver : public transport::SocketHandler,
   bool transport_open() const { return socket_.valid(); }
   transport::SocketId socket() const { return socket_; }
   size_t queued_send_bytes() const;
+  // Times the Loop refused a send (-EAGAIN: its send budget or send
+  // descriptors were spent) and the output waited for OnWritable.
+  uint64_t sends_deferred() const { return sends_deferred_; }
 
   // transport::SocketHandler
   void OnConnect(transport::SocketId socket, int result) override;
@@ -109,6 +112,8 @@ class ClientDriver : public transport::SocketHandler,
   Listener* listener_;
   Client core_;
   internal::StreamWriter writer_;
+  internal::SendBacklog backlog_;  // sends the Loop refused, in order
+  uint64_t sends_deferred_ = 0;
   transport::SocketId socket_;
   bool closing_ = false;
   Timestamp close_deadline_ = Timestamp::Never();
