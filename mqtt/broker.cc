@@ -44,15 +44,18 @@ struct SubscriptionRecord {
 };
 
 // Session state (MQTT 5.0 §4.1): survives the connection when its expiry
-// interval says so. A persistent store would hook in where sessions are
-// created (CreateSession), resumed (HandleConnect), ended (EndSession), and
-// where deliveries are queued (Enqueue) and acknowledged
-// (HandlePubResponse).
+// interval says so. The store hears of it where its expiry is set
+// (HandleConnect, HandleDisconnect: SyncStoredSession), where it ends
+// (EndSession) and where its subscriptions change; queued deliveries
+// (Enqueue) and acknowledgements (HandlePubResponse) are not stored yet.
 struct Session {
   uint32_t index = 0;
   std::string client_id;
   uint32_t connection = kNone;
   uint32_t expiry_interval_s = 0;
+  // In the store, with this expiry (valid while `stored`).
+  bool stored = false;
+  uint32_t stored_expiry_s = 0;
   Timestamp expires_at = Timestamp::Never();
   // A will waiting for its delay after the connection closed.
   MessageRef will;
@@ -890,6 +893,7 @@ void Broker::HandleConnect(Connection& c, const Frame& frame, Timestamp now) {
   }
   s->connection = c.index;
   s->expiry_interval_s = expiry_s;
+  SyncStoredSession(*s);
   c.session = s;
   c.state = Connection::State::kActive;
   c.connect_expiry_s = expiry_s;
@@ -1081,7 +1085,7 @@ void Broker::HandlePublish(Connection& c, const Publish& in, Timestamp now) {
         pool_.Create(p.topic, p.qos, p.retain,
                      std::span<const std::byte>(scratch_).first(props),
                      p.payload, expires, s.index);
-    if (p.retain) StoreRetained(m);
+    if (p.retain) StoreRetained(m, now);
     if (RouteMessage(m, now) == 0) {
       ++counters_.publishes_no_subscribers;
       if (v5) reason = ReasonCode::kNoMatchingSubscribers;
@@ -1104,16 +1108,19 @@ void Broker::HandlePublish(Connection& c, const Publish& in, Timestamp now) {
   }
 }
 
-bool Broker::StoreRetained(const MessageRef& m) {
+bool Broker::StoreRetained(const MessageRef& m, Timestamp now) {
   if (m->payload().empty()) {
     // MQTT-3.3.1-6 / -7: an empty retained message clears, and is not kept.
     retained_->Clear(m->topic());
+    if (store_ != nullptr) store_->DeleteRetained(m->topic());
     return true;
   }
   if (!retained_->Set(m->topic(), m, options_.max_retained_messages)) {
     ++counters_.retained_dropped_limit;
     return false;
   }
+  // Before the PUBACK is staged: with fsync=always it is on disk first.
+  if (store_ != nullptr) store_->PutRetained(*m, now);
   return true;  // MQTT-3.3.1-5: replaces any earlier one
 }
 
@@ -1244,7 +1251,7 @@ void Broker::PublishMessage(const InjectedMessage& in, Timestamp now) {
                                 : Timestamp::Never();
   MessageRef m = pool_.Create(in.topic, std::min<uint8_t>(in.qos, 2), in.retain,
                               in.properties, in.payload, expires, kNoPublisher);
-  if (in.retain) StoreRetained(m);
+  if (in.retain) StoreRetained(m, now);
   RouteMessage(m, now);
   RunDeferred(now);
 }
@@ -1388,6 +1395,9 @@ void Broker::HandleSubscribe(Connection& c, const Subscribe& sub,
         s.subscriptions[std::string(entry.filter)];
     record.options = e.options;
     record.subscription_id = sub_id;
+    if (s.stored && store_ != nullptr) {
+      store_->PutSubscription(s.client_id, entry.filter, e.options, sub_id);
+    }
     codes.push_back(e.options.max_qos);  // granted QoS
     // Retained messages (§3.3.1.3): Retain Handling 0 always, 1 only for a
     // new subscription, 2 never (MQTT-3.3.1-9/-10/-11); never for shared
@@ -1441,6 +1451,9 @@ void Broker::HandleUnsubscribe(Connection& c, const Unsubscribe& u) {
     }
     s.subscriptions.erase(it);
     tree_.Remove(filter, group, s.index);
+    if (s.stored && store_ != nullptr) {
+      store_->DeleteSubscription(s.client_id, text);
+    }
     codes.push_back(uint8_t(ReasonCode::kSuccess));
   });
   Unsuback ack;
@@ -1468,6 +1481,7 @@ void Broker::HandleDisconnect(Connection& c, const Disconnect& d,
       }
       c.session->expiry_interval_s = std::min(
           *d.properties.session_expiry_interval, options_.max_session_expiry_s);
+      SyncStoredSession(*c.session);
     }
     // §3.14.2.1: 0x04 asks for the will; 0x00 discards it (MQTT-3.14.4-3).
     publish_will = d.reason == ReasonCode::kDisconnectWithWillMessage;
@@ -1518,12 +1532,13 @@ void Broker::PublishWill(Session& s, Timestamp now) {
   s.will_at = Timestamp::Never();
   if (!will) return;
   ++counters_.wills_published;
-  if (will->retain()) StoreRetained(will);
+  if (will->retain()) StoreRetained(will, now);
   RouteMessage(will, now);
 }
 
 void Broker::EndSession(Session& s, Timestamp now) {
   if (s.will) PublishWill(s, now);  // the session ends first (§3.1.3.2.2)
+  if (s.stored && store_ != nullptr) store_->DeleteSession(s.client_id);
   for (const auto& [text, record] : s.subscriptions) {
     SharedFilter shared;
     if (IsSharedFilter(text) && ParseSharedFilter(text, &shared)) {
@@ -1537,6 +1552,99 @@ void Broker::EndSession(Session& s, Timestamp now) {
   const uint32_t index = s.index;
   sessions_[index].reset();  // frees queues, in-flight messages, maps
   free_sessions_.push_back(index);
+}
+
+// ---- Durable state
+// ------------------------------------------------------------
+
+void Broker::SyncStoredSession(Session& s) {
+  if (store_ == nullptr) return;
+  if (s.expiry_interval_s == 0) {
+    // §3.1.2.11.2: it ends with the connection, so there is nothing to keep.
+    if (s.stored) store_->DeleteSession(s.client_id);
+    s.stored = false;
+    return;
+  }
+  if (s.stored && s.stored_expiry_s == s.expiry_interval_s) return;
+  store_->PutSession(s.client_id, s.expiry_interval_s);
+  if (!s.stored) {
+    for (const auto& [text, record] : s.subscriptions) {
+      store_->PutSubscription(s.client_id, text, record.options,
+                              record.subscription_id);
+    }
+  }
+  s.stored = true;
+  s.stored_expiry_s = s.expiry_interval_s;
+}
+
+absl::Status Broker::RestoreSession(const StoredSession& stored,
+                                    Timestamp now) {
+  if (stored.expiry_interval_s == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("stored session '", stored.client_id, "' has expiry 0"));
+  }
+  if (session_by_id_.contains(std::string_view(stored.client_id))) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("session '", stored.client_id, "' restored twice"));
+  }
+  for (const StoredSubscription& sub : stored.subscriptions) {
+    SharedFilter shared;
+    const bool ok = IsSharedFilter(sub.filter)
+                        ? ParseSharedFilter(sub.filter, &shared)
+                        : IsValidTopicFilter(sub.filter);
+    if (!ok) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("stored session '", stored.client_id,
+                       "': invalid filter '", sub.filter, "'"));
+    }
+  }
+  Session& s = *CreateSession(stored.client_id);
+  s.expiry_interval_s =
+      std::min(stored.expiry_interval_s, options_.max_session_expiry_s);
+  s.stored = true;  // it came from the store
+  s.stored_expiry_s = stored.expiry_interval_s;
+  for (const StoredSubscription& sub : stored.subscriptions) {
+    SubscriptionTree::Entry e;
+    e.subscriber = s.index;
+    e.options = sub.options;
+    e.options.max_qos = std::min(sub.options.max_qos, options_.maximum_qos);
+    e.subscription_id = sub.subscription_id;
+    SharedFilter shared;
+    if (IsSharedFilter(sub.filter) && ParseSharedFilter(sub.filter, &shared)) {
+      tree_.Add(shared.filter, shared.group, e);
+    } else {
+      tree_.Add(sub.filter, "", e);
+    }
+    internal::SubscriptionRecord& record = s.subscriptions[sub.filter];
+    record.options = e.options;
+    record.subscription_id = sub.subscription_id;
+  }
+  // Disconnected: it expires unless a client resumes it (DetachSession's
+  // rule, from load time).
+  if (s.expiry_interval_s != kNeverExpires) {
+    s.expires_at = now + Seconds(s.expiry_interval_s);
+    Schedule(s.index, true, s.expires_at);
+  }
+  return absl::OkStatus();
+}
+
+bool Broker::RestoreRetained(const StoredRetained& r, Timestamp now) {
+  if (r.payload.empty() || !IsValidTopicName(r.topic)) {
+    ++counters_.retained_dropped_limit;
+    return false;
+  }
+  const Timestamp expires =
+      r.expires_in_ms == 0
+          ? Timestamp::Never()
+          : now + std::chrono::milliseconds(int64_t(r.expires_in_ms));
+  MessageRef m = pool_.Create(r.topic, std::min<uint8_t>(r.qos, 2),
+                              /*retain=*/true, r.properties, r.payload, expires,
+                              kNoPublisher);
+  if (!retained_->Set(m->topic(), m, options_.max_retained_messages)) {
+    ++counters_.retained_dropped_limit;
+    return false;
+  }
+  return true;
 }
 
 // ---- Timers
