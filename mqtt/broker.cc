@@ -25,6 +25,7 @@ struct Delivery {
   uint8_t qos = 0;
   bool retain = false;
   internal::IdList subscription_ids;
+  uint64_t store_key = 0;  // BrokerStore::PutQueued's key, 0: not stored
 };
 
 // A QoS 1/2 PUBLISH sent to the client and not yet fully acknowledged.
@@ -36,6 +37,7 @@ struct Inflight {
   bool retain = false;
   State state = State::kAwaitPuback;
   internal::IdList subscription_ids;
+  uint64_t store_key = 0;
 };
 
 struct SubscriptionRecord {
@@ -46,8 +48,9 @@ struct SubscriptionRecord {
 // Session state (MQTT 5.0 §4.1): survives the connection when its expiry
 // interval says so. The store hears of it where its expiry is set
 // (HandleConnect, HandleDisconnect: SyncStoredSession), where it ends
-// (EndSession) and where its subscriptions change; queued deliveries
-// (Enqueue) and acknowledgements (HandlePubResponse) are not stored yet.
+// (EndSession), where its subscriptions change, where QoS 1/2 deliveries
+// are queued (Enqueue) and where they leave for good (acknowledged in
+// HandlePubResponse, expired or too large in NextPublish).
 struct Session {
   uint32_t index = 0;
   std::string client_id;
@@ -442,6 +445,7 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
     MessageRef message;
     internal::IdList ids;
     uint32_t alias_to_assign = 0;
+    uint64_t store_key = 0;
 
     if (s.resend_cursor < s.inflight.size()) {
       // MQTT-4.4.0-1: on a resumed session, resend every unacknowledged
@@ -465,6 +469,7 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
       header.packet_id = f.packet_id;
       message = f.message;
       ids = f.subscription_ids;
+      store_key = f.store_key;
       ++counters_.publishes_resent;
     } else {
       const bool can12 =
@@ -478,6 +483,7 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
       internal::Ring<Delivery>& queue = take0 ? s.qos0 : s.qos12;
       Delivery d = std::move(queue.front());
       queue.pop_front();
+      store_key = d.store_key;
       if (!take0) {
         const uint64_t bytes =
             d.message->topic().size() + d.message->Tail(Version::k5).size();
@@ -487,6 +493,7 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
       // MQTT-3.3.2-5: an expired message is not delivered.
       if (d.message->expires_at() <= now) {
         ++counters_.dropped_expired;
+        Unstore(store_key);
         continue;
       }
       header.topic = d.message->topic();
@@ -525,6 +532,7 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
     // discarded as if it had been delivered.
     if (header_bytes == 0 || header_bytes + tail.size() > c.max_packet_out) {
       ++counters_.dropped_too_large;
+      Unstore(store_key);
       if (header.dup) {
         // A resend that no longer fits: its in-flight entry goes too.
         for (size_t i = 0; i < s.inflight.size(); ++i) {
@@ -556,6 +564,7 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
         f.state = header.qos == 1 ? Inflight::State::kAwaitPuback
                                   : Inflight::State::kAwaitPubrec;
         f.subscription_ids = ids;
+        f.store_key = store_key;
         s.inflight.push_back(std::move(f));
       }
       ++counters_.publishes_sent[header.qos];
@@ -1241,6 +1250,11 @@ void Broker::Enqueue(Session& s, const MessageRef& message, uint8_t qos,
   d.qos = qos;
   d.retain = retain;
   d.subscription_ids.assign(subscription_ids);
+  if (qos > 0 && s.stored && store_ != nullptr) {
+    // Before the publisher's PUBACK is staged (routing runs first).
+    d.store_key = store_->PutQueued(s.client_id, *message, qos, retain,
+                                    subscription_ids, now);
+  }
   (qos == 0 ? s.qos0 : s.qos12).push_back(std::move(d));
   if (online) MarkReady(*connections_[s.connection]);
 }
@@ -1308,6 +1322,10 @@ void Broker::HandlePubResponse(Connection& c, const PubResponse& r,
         } else {
           f.state = Inflight::State::kAwaitPubcomp;
           f.message.Reset();  // PUBREL needs only the id
+          // The client has the message: the store forgets it (a restart
+          // does not resume the PUBREL, see store.h).
+          Unstore(f.store_key);
+          f.store_key = 0;
           PubResponse rel;
           rel.type = PacketType::kPubrel;
           rel.packet_id = r.packet_id;
@@ -1325,6 +1343,7 @@ void Broker::HandlePubResponse(Connection& c, const PubResponse& r,
     ++counters_.acks_unknown;
     return;
   }
+  Unstore(f.store_key);
   if (i == 0) {
     s.inflight.pop_front();
   } else {
@@ -1557,6 +1576,10 @@ void Broker::EndSession(Session& s, Timestamp now) {
 // ---- Durable state
 // ------------------------------------------------------------
 
+void Broker::Unstore(uint64_t key) {
+  if (key != 0 && store_ != nullptr) store_->DeleteQueued(key);
+}
+
 void Broker::SyncStoredSession(Session& s) {
   if (store_ == nullptr) return;
   if (s.expiry_interval_s == 0) {
@@ -1618,6 +1641,29 @@ absl::Status Broker::RestoreSession(const StoredSession& stored,
     internal::SubscriptionRecord& record = s.subscriptions[sub.filter];
     record.options = e.options;
     record.subscription_id = sub.subscription_id;
+  }
+  for (const StoredQueued& q : stored.queued) {
+    const StoredRetained& r = q.message;
+    const Timestamp expires =
+        r.expires_in_ms == 0
+            ? Timestamp::Never()
+            : now + std::chrono::milliseconds(int64_t(r.expires_in_ms));
+    Delivery d;
+    d.message = pool_.Create(r.topic, std::min<uint8_t>(r.qos, 2), false,
+                             r.properties, r.payload, expires, kNoPublisher);
+    const uint64_t bytes =
+        d.message->topic().size() + d.message->Tail(Version::k5).size();
+    // Accounted as Enqueue does; limits are not applied to what was
+    // already accepted before the restart.
+    s.queued_bytes += bytes;
+    total_queued_bytes_ += bytes;
+    ++d.message->fanout_;
+    d.sequence = s.next_sequence++;
+    d.qos = std::clamp<uint8_t>(q.qos, 1, 2);
+    d.retain = q.retain;
+    d.subscription_ids.assign(q.subscription_ids);
+    d.store_key = q.key;
+    s.qos12.push_back(std::move(d));
   }
   // Disconnected: it expires unless a client resumes it (DetachSession's
   // rule, from load time).

@@ -63,8 +63,8 @@
 // Durable state (store.h): with set_store(), the core reports changes to
 // retained messages, persistent sessions and their subscriptions to a
 // BrokerStore (calls, no I/O of its own); RestoreSession/RestoreRetained
-// put them back at startup, before any connection. Queued messages and
-// in-flight state are not reported yet.
+// put them back at startup, before any connection. QoS 1/2 deliveries to
+// persistent sessions are reported from queueing to acknowledgement.
 //
 // Later work keeps its place here: authentication and authorization go
 // through `BrokerAuthenticator` (default: allow all); several Loops would each
@@ -313,8 +313,9 @@ class Broker {
   // (borrowed; nullptr stops). Restore first, then set the store.
   void set_store(BrokerStore* store) { store_ = store; }
   // A persistent session as a store kept it: disconnected, with its
-  // subscriptions, expiring `expiry_interval_s` after `now` (the countdown
-  // restarts at load: the core has no clock across restarts). Errors:
+  // subscriptions and queued QoS 1/2 messages (sent again with new packet
+  // ids when it resumes), expiring `expiry_interval_s` after `now` (the
+  // countdown restarts at load: the core has no clock across restarts). Errors:
   // AlreadyExists for a client id already known, InvalidArgument for an
   // invalid filter or an expiry of 0.
   absl::Status RestoreSession(const StoredSession& session, Timestamp now);
@@ -385,6 +386,8 @@ class Broker {
   // persistent (stored with its subscriptions), changes expiry, or stops
   // being persistent (deleted).
   void SyncStoredSession(Session& s);
+  // A stored delivery left for good (acknowledged, expired, dropped).
+  void Unstore(uint64_t key);
 
   void StageControl(Connection& c, const Packet& packet);
   void MarkReady(Connection& c);

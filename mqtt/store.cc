@@ -5,10 +5,11 @@
 namespace ringlab::mqtt {
 
 std::string StoreLoadReport::ToString() const {
-  return absl::StrCat(sessions, " sessions, ", subscriptions,
-                      " subscriptions, ", retained, " retained messages (",
-                      retained_expired, " expired while down, ",
-                      retained_rejected, " refused by limits)");
+  return absl::StrCat(
+      sessions, " sessions, ", subscriptions, " subscriptions, ", queued,
+      " queued messages (", queued_expired, " expired while down), ", retained,
+      " retained messages (", retained_expired, " expired while down, ",
+      retained_rejected, " refused by limits)");
 }
 
 }  // namespace ringlab::mqtt

@@ -10,11 +10,14 @@
 //   broker.set_store(store->get());   // from now on the core reports changes
 //   ...  // on the Loop: at (*store)->NextFlushDeadline(), Flush()
 //
-// What persists (today): retained messages, and persistent sessions (a
-// Session Expiry Interval above 0, or 3.1.1 Clean Session 0) with their
-// subscriptions. Queued offline messages and QoS 1/2 in-flight state are not
-// stored yet: after a restart a resumed session has its subscriptions but
-// an empty queue.
+// What persists: retained messages, persistent sessions (a Session Expiry
+// Interval above 0, or 3.1.1 Clean Session 0) with their subscriptions, and
+// the QoS 1/2 messages queued or in flight to them, from the moment they
+// are queued until the subscriber acknowledges them (PUBACK, or PUBREC for
+// QoS 2). After a restart those messages are queued again and sent with
+// new packet ids (at least once); a QoS 2 exchange that had reached PUBREL
+// is not resumed. Not stored: inbound QoS 2 packet ids awaiting PUBREL,
+// wills, and messages queued before a session became persistent.
 //
 // Time: the core's Timestamps are monotonic and mean nothing after a
 // restart, so a method that carries an expiry also gets `now`; the store
@@ -61,6 +64,15 @@ class BrokerStore {
                                uint32_t subscription_id) = 0;
   virtual void DeleteSubscription(std::string_view client_id,
                                   std::string_view filter) = 0;
+  // A QoS 1/2 message queued for a persistent session. Returns the key
+  // that names it in DeleteQueued (0 if it could not be stored).
+  virtual uint64_t PutQueued(std::string_view client_id, const Message& message,
+                             uint8_t qos, bool retain,
+                             std::span<const uint32_t> subscription_ids,
+                             Timestamp now) = 0;
+  // Acknowledged, expired or dropped. DeleteSession removes a session's
+  // queued messages too.
+  virtual void DeleteQueued(uint64_t key) = 0;
 };
 
 // What a store loads at startup, handed to Broker::Restore*.
@@ -68,12 +80,6 @@ struct StoredSubscription {
   std::string filter;
   SubscriptionOptions options;
   uint32_t subscription_id = 0;
-};
-
-struct StoredSession {
-  std::string client_id;
-  uint32_t expiry_interval_s = 0;
-  std::vector<StoredSubscription> subscriptions;
 };
 
 struct StoredRetained {
@@ -85,11 +91,28 @@ struct StoredRetained {
   uint64_t expires_in_ms = 0;
 };
 
+struct StoredQueued {
+  uint64_t key = 0;
+  StoredRetained message;  // topic, qos of the publish, properties, payload
+  uint8_t qos = 0;         // the delivery's QoS
+  bool retain = false;
+  std::vector<uint32_t> subscription_ids;
+};
+
+struct StoredSession {
+  std::string client_id;
+  uint32_t expiry_interval_s = 0;
+  std::vector<StoredSubscription> subscriptions;
+  std::vector<StoredQueued> queued;  // oldest first
+};
+
 // What Load() found, for the startup report.
 struct StoreLoadReport {
   uint64_t sessions = 0;
   uint64_t subscriptions = 0;
   uint64_t retained = 0;
+  uint64_t queued = 0;             // QoS 1/2 messages for stored sessions
+  uint64_t queued_expired = 0;     // their expiry passed while down
   uint64_t retained_expired = 0;   // their expiry passed while down
   uint64_t retained_rejected = 0;  // the broker refused them (limits)
   std::string ToString() const;

@@ -28,6 +28,12 @@ CREATE TABLE IF NOT EXISTS sessions(
 CREATE TABLE IF NOT EXISTS subscriptions(
   client_id TEXT NOT NULL, filter TEXT NOT NULL, options INTEGER NOT NULL,
   subscription_id INTEGER NOT NULL, PRIMARY KEY(client_id, filter));
+CREATE TABLE IF NOT EXISTS queued(
+  id INTEGER PRIMARY KEY AUTOINCREMENT, client_id TEXT NOT NULL,
+  topic TEXT NOT NULL, message_qos INTEGER NOT NULL, qos INTEGER NOT NULL,
+  retain INTEGER NOT NULL, properties BLOB NOT NULL, payload BLOB NOT NULL,
+  subscription_ids BLOB NOT NULL, expires_wall_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS queued_by_client ON queued(client_id, id);
 )sql";
 
 // Expiry is kept as wall-clock time: the core's monotonic Timestamps mean
@@ -204,6 +210,11 @@ absl::Status SqliteStore::Init() {
       "DELETE FROM subscriptions WHERE client_id=?1",
       "INSERT OR REPLACE INTO subscriptions VALUES(?1,?2,?3,?4)",
       "DELETE FROM subscriptions WHERE client_id=?1 AND filter=?2",
+      "INSERT INTO queued(client_id, topic, message_qos, qos, retain, "
+      "properties, payload, subscription_ids, expires_wall_ms) "
+      "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+      "DELETE FROM queued WHERE id=?1",
+      "DELETE FROM queued WHERE client_id=?1",
       "BEGIN",
       "COMMIT",
   };
@@ -265,7 +276,47 @@ absl::StatusOr<StoreLoadReport> SqliteStore::Load(Broker* broker,
     }
     if (rc != SQLITE_DONE) return read_error("subscriptions");
   }
+  {
+    Query q;
+    if (sqlite3_prepare_v2(db_,
+                           "SELECT client_id, id, topic, message_qos, qos, "
+                           "retain, properties, payload, subscription_ids, "
+                           "expires_wall_ms FROM queued ORDER BY client_id, id",
+                           -1, &q.st, nullptr) != SQLITE_OK) {
+      return read_error("queued");
+    }
+    const int64_t wall_ms = WallNowMs();
+    size_t at = 0;
+    int rc;
+    while ((rc = sqlite3_step(q.st)) == SQLITE_ROW) {
+      const std::string client = ColumnText(q.st, 0);
+      while (at < sessions.size() && sessions[at].client_id < client) ++at;
+      if (at == sessions.size() || sessions[at].client_id != client) continue;
+      const int64_t expires = sqlite3_column_int64(q.st, 9);
+      if (expires != 0 && expires <= wall_ms) {
+        ++report.queued_expired;
+        continue;
+      }
+      StoredQueued& m = sessions[at].queued.emplace_back();
+      m.key = uint64_t(sqlite3_column_int64(q.st, 1));
+      m.message.topic = ColumnText(q.st, 2);
+      m.message.qos = uint8_t(sqlite3_column_int64(q.st, 3) & 3);
+      m.qos = uint8_t(sqlite3_column_int64(q.st, 4) & 3);
+      m.retain = sqlite3_column_int64(q.st, 5) != 0;
+      m.message.properties = ColumnBlob(q.st, 6);
+      m.message.payload = ColumnBlob(q.st, 7);
+      const std::vector<std::byte> ids = ColumnBlob(q.st, 8);
+      m.subscription_ids.resize(ids.size() / sizeof(uint32_t));
+      if (!m.subscription_ids.empty()) {
+        std::memcpy(m.subscription_ids.data(), ids.data(),
+                    m.subscription_ids.size() * sizeof(uint32_t));
+      }
+      m.message.expires_in_ms = expires == 0 ? 0 : uint64_t(expires - wall_ms);
+    }
+    if (rc != SQLITE_DONE) return read_error("queued");
+  }
   for (const StoredSession& s : sessions) {
+    report.queued += s.queued.size();
     if (absl::Status st = broker->RestoreSession(s, now); !st.ok()) {
       return st;
     }
@@ -351,6 +402,48 @@ void SqliteStore::Flush() {
   flush_at_ = Timestamp::Never();
 }
 
+namespace {
+// Wall-clock expiry of a message (0: never), for the expires_wall_ms
+// columns.
+int64_t WallExpiry(const Message& m, Timestamp now) {
+  if (m.expires_at() == Timestamp::Never()) return 0;
+  const int64_t left_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              m.expires_at() - now)
+                              .count();
+  return WallNowMs() + std::max<int64_t>(left_ms, 1);
+}
+}  // namespace
+
+uint64_t SqliteStore::PutQueued(std::string_view client_id, const Message& m,
+                                uint8_t qos, bool retain,
+                                std::span<const uint32_t> subscription_ids,
+                                Timestamp now) {
+  BeginChange();
+  sqlite3_stmt* st = statements_[kPutQueued];
+  BindText(st, 1, client_id);
+  BindText(st, 2, m.topic());
+  sqlite3_bind_int(st, 3, m.qos());
+  sqlite3_bind_int(st, 4, qos);
+  sqlite3_bind_int(st, 5, retain ? 1 : 0);
+  BindBlob(st, 6, m.properties());
+  BindBlob(st, 7, m.payload());
+  BindBlob(st, 8, std::as_bytes(subscription_ids));  // host order, this host
+  sqlite3_bind_int64(st, 9, WallExpiry(m, now));
+  const int rc = sqlite3_step(st);
+  EndChange(rc);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return rc == SQLITE_DONE ? uint64_t(sqlite3_last_insert_rowid(db_)) : 0;
+}
+
+void SqliteStore::DeleteQueued(uint64_t key) {
+  BeginChange();
+  sqlite3_stmt* st = statements_[kDeleteQueued];
+  sqlite3_bind_int64(st, 1, int64_t(key));
+  EndChange(sqlite3_step(st));
+  sqlite3_reset(st);
+}
+
 void SqliteStore::PutRetained(const Message& m, Timestamp now) {
   BeginChange();
   sqlite3_stmt* st = statements_[kPutRetained];
@@ -358,15 +451,7 @@ void SqliteStore::PutRetained(const Message& m, Timestamp now) {
   sqlite3_bind_int(st, 2, m.qos());
   BindBlob(st, 3, m.properties());
   BindBlob(st, 4, m.payload());
-  int64_t expires = 0;
-  if (m.expires_at() != Timestamp::Never()) {
-    const int64_t left_ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(m.expires_at() -
-                                                              now)
-            .count();
-    expires = WallNowMs() + std::max<int64_t>(left_ms, 1);
-  }
-  sqlite3_bind_int64(st, 5, expires);
+  sqlite3_bind_int64(st, 5, WallExpiry(m, now));
   EndChange(sqlite3_step(st));
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);
@@ -392,7 +477,8 @@ void SqliteStore::PutSession(std::string_view client_id,
 
 void SqliteStore::DeleteSession(std::string_view client_id) {
   BeginChange();
-  for (Statement which : {kDeleteSessionSubscriptions, kDeleteSession}) {
+  for (Statement which :
+       {kDeleteSessionQueued, kDeleteSessionSubscriptions, kDeleteSession}) {
     sqlite3_stmt* st = statements_[which];
     BindText(st, 1, client_id);
     EndChange(sqlite3_step(st));

@@ -97,6 +97,11 @@ class SqliteStore : public BrokerStore {
                        uint32_t subscription_id) override;
   void DeleteSubscription(std::string_view client_id,
                           std::string_view filter) override;
+  uint64_t PutQueued(std::string_view client_id, const Message& message,
+                     uint8_t qos, bool retain,
+                     std::span<const uint32_t> subscription_ids,
+                     Timestamp now) override;
+  void DeleteQueued(uint64_t key) override;
 
  private:
   explicit SqliteStore(const SqliteStoreOptions& options);
@@ -119,6 +124,9 @@ class SqliteStore : public BrokerStore {
     kDeleteSessionSubscriptions,
     kPutSubscription,
     kDeleteSubscription,
+    kPutQueued,
+    kDeleteQueued,
+    kDeleteSessionQueued,
     kBegin,
     kCommit,
     kStatementCount,

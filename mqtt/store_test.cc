@@ -388,5 +388,58 @@ TEST_P(Restart, CleanStartRemovesTheStoredSession) {
   EXPECT_EQ(r.subscriptions, 0u) << r.ToString();
 }
 
+// QoS 1 messages queued for an offline persistent session survive the
+// restart, arrive once it resumes, and are gone from the store once
+// acknowledged; a QoS 0 message for it is not kept (offline QoS 0 is
+// dropped, and counted, before and after).
+TEST_P(Restart, QueuedQos1MessagesSurviveUntilAcknowledged) {
+  StartBroker();
+  {
+    Events& sub = NewEvents();
+    ClientDriver* s = Client(&sub, "offline", /*persistent=*/true);
+    ASSERT_TRUE(RunUntil([&] { return sub.connected == 1; }));
+    ASSERT_TRUE(s->Subscribe("q/#", {.max_qos = 1}, 0).ok());
+    ASSERT_TRUE(RunUntil([&] { return sub.subscribed == 1; }));
+    s->Disconnect();
+    ASSERT_TRUE(RunUntil([&] {
+      std::optional<Broker::SessionInfo> info =
+          broker_->broker().GetSessionInfo("offline");
+      return info.has_value() && !info->connected;
+    }));
+    Events& pub = NewEvents();
+    ClientDriver* p = Client(&pub, "pub", false);
+    ASSERT_TRUE(RunUntil([&] { return pub.connected == 1; }));
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE(p->Publish(absl::StrCat("q/", i),
+                             AsBytes(absl::StrCat("m", i)), {.qos = 1})
+                      .ok());
+    }
+    ASSERT_TRUE(p->Publish("q/zero", AsBytes("qos0"), {.qos = 0}).ok());
+    ASSERT_TRUE(RunUntil([&] { return pub.acked == 3; }));
+    ASSERT_EQ(broker_->broker().GetSessionInfo("offline")->queued, 3u);
+  }
+  StopBroker();
+
+  StoreLoadReport r = StartBroker();
+  EXPECT_EQ(r.queued, 3u) << r.ToString();
+  ASSERT_EQ(broker_->broker().GetSessionInfo("offline")->queued, 3u);
+  {
+    Events& sub = NewEvents();
+    Client(&sub, "offline", /*persistent=*/true);
+    ASSERT_TRUE(RunUntil([&] { return sub.messages.size() == 3; }));
+    EXPECT_TRUE(sub.session_present);
+    EXPECT_EQ(sub.messages,
+              (std::vector<std::string>{"q/0=m0", "q/1=m1", "q/2=m2"}));
+    // The client acknowledges them as they arrive.
+    ASSERT_TRUE(RunUntil([&] {
+      return broker_->broker().GetSessionInfo("offline")->inflight == 0;
+    }));
+  }
+  StopBroker();
+  r = StartBroker();
+  EXPECT_EQ(r.sessions, 1u) << r.ToString();
+  EXPECT_EQ(r.queued, 0u) << r.ToString();
+}
+
 }  // namespace
 }  // namespace ringlab::mqtt

@@ -4,11 +4,13 @@
 Each round starts ringlab_mqtt_broker on one data directory with
 --fsync=always, publishes retained QoS 1 messages as fast as PUBACKs come
 back (a window of them in flight), and kills the broker with SIGKILL at a
-random point. The next round restarts it on the same directory and checks
-that every retained message whose PUBACK arrived is there, with its payload,
-and that a persistent session (Clean Session 0) made before the first kill
-is still present. The retained store is written before the PUBACK is
-staged, so with fsync=always a PUBACKed message must survive.
+random point. A persistent session (Clean Session 0, subscribed to the
+same topics, offline while they are published) gets every one of them
+queued. The next round restarts the broker on the same directory and
+checks that every retained message whose PUBACK arrived is there, with its
+payload, and that the persistent session is still present and receives
+every PUBACKed message (at least once). The store is written before the
+PUBACK is staged, so with fsync=always a PUBACKed message must survive.
 
   store_crash_test.py --broker=build/ci/mqtt/ringlab_mqtt_broker --rounds=5
 
@@ -158,6 +160,30 @@ def read_retained(port, filter_, expected):
     return got
 
 
+def drain_session(port, client_id):
+    """Resumes a persistent session; returns (session present, topics of
+    the QoS 1 messages it received, each acknowledged)."""
+    c = Conn(port, client_id, clean=False)
+    present = c.session_present
+    topics = set()
+    while True:
+        frame = c.read(1.0)
+        if frame is None:
+            break
+        first, body = frame
+        if first >> 4 != 3:
+            continue
+        tlen = struct.unpack("!H", body[:2])[0]
+        topics.add(body[2:2 + tlen].decode())
+        if (first >> 1) & 3:
+            c.sock.sendall(packet(0x40, body[2 + tlen:4 + tlen]))
+    # DISCONNECT, so the PUBACKs above are read before the socket closes.
+    c.sock.sendall(bytes([0xE0, 0]))
+    time.sleep(0.05)
+    c.close()
+    return present, topics
+
+
 def publish_until_killed(port, proc, round_no, kill_after_s, rng):
     """Publishes retained QoS 1 messages; SIGKILLs the broker after
     kill_after_s. Returns {topic: payload} of the PUBACKed ones."""
@@ -223,13 +249,14 @@ def main():
     data_dir = tempfile.mkdtemp(prefix="ringlab_store_crash.")
     failures = 0
     expected = {}
+    undelivered = set()  # PUBACKed, not yet seen by the durable session
     proc = None
     try:
         proc, port = start_broker(args.broker, data_dir)
         # A persistent session, made before any kill.
         s = Conn(port, "durable", clean=False)
         s.sock.sendall(packet(0x82, struct.pack("!H", 1) +
-                              mqtt_str("sess/#") + bytes([1])))
+                              mqtt_str("crash/#") + bytes([1])))
         if s.read(5) is None:
             raise RuntimeError("no SUBACK")
         s.close()
@@ -237,19 +264,24 @@ def main():
             kill_after = rng.uniform(0.02, 0.4)
             acked = publish_until_killed(port, proc, round_no, kill_after, rng)
             expected.update(acked)
+            undelivered.update(acked)
             proc, port = start_broker(args.broker, data_dir)
             got = read_retained(port, "crash/#", len(expected))
             missing = [t for t, p in expected.items() if got.get(t) != p]
-            d = Conn(port, "durable", clean=False)
-            present = d.session_present
-            d.close()
+            present, topics = drain_session(port, "durable")
+            undelivered -= topics
             print("round %d: killed after %.0f ms, %d acked (%d in total), "
-                  "%d retained after restart, %d missing, session %s" %
+                  "%d retained after restart, %d missing; session %s, "
+                  "%d queued messages received, %d PUBACKed never received" %
                   (round_no, kill_after * 1000, len(acked), len(expected),
                    len(got), len(missing),
-                   "present" if present else "LOST"))
+                   "present" if present else "LOST", len(topics),
+                   len(undelivered)))
             if missing:
-                print("  missing, e.g. %s" % missing[:5])
+                print("  retained missing, e.g. %s" % missing[:5])
+                failures += 1
+            if undelivered:
+                print("  never delivered, e.g. %s" % sorted(undelivered)[:5])
                 failures += 1
             if not present:
                 failures += 1
