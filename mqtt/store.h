@@ -26,6 +26,8 @@
 // Errors: the write methods return nothing; an implementation counts and
 // remembers its first failure (status()), so the hot path has no error
 // branch in the core. Threading: the thread of the Broker that calls it.
+// Allocation: a store may allocate per write (SQLite does); the core's
+// zero-allocation steady state (broker_alloc_test.cc) is without a store.
 #ifndef RINGLAB_MQTT_STORE_H_
 #define RINGLAB_MQTT_STORE_H_
 
