@@ -76,6 +76,7 @@ transport::SocketHandler* BrokerDriver::OnAccept(transport::SocketId,
   c.id = *id;
   c.blocked = false;
   c.backlog.Clear();
+  c.sink = nullptr;
   by_socket_[connection] = *id;
   ArmTimer();  // the connect timeout
   return this;
@@ -88,6 +89,39 @@ void BrokerDriver::OnData(transport::SocketId socket,
   broker_.OnBytes(it->second, data.bytes(), now());
   data.Release();  // back to the pool (or the ring) before writing
   Pump();
+}
+
+void BrokerDriver::OnStreamBytes(transport::SocketId socket,
+                                 std::span<const std::byte> bytes) {
+  auto it = by_socket_.find(socket);
+  if (it == by_socket_.end()) return;
+  broker_.OnBytes(it->second, bytes, now());
+  Pump();
+}
+
+void BrokerDriver::SetStreamSink(transport::SocketId socket,
+                                 internal::StreamSink* sink) {
+  auto it = by_socket_.find(socket);
+  if (it == by_socket_.end() || it->second.index >= conns_.size()) return;
+  conns_[it->second.index].sink = sink;
+}
+
+void BrokerDriver::CloseConnection(transport::SocketId socket) {
+  auto it = by_socket_.find(socket);
+  if (it == by_socket_.end() || it->second.index >= conns_.size()) return;
+  EndConnection(conns_[it->second.index]);
+  Pump();
+}
+
+void BrokerDriver::EndConnection(Conn& c) {
+  // Flush what the core still has (CONNACK refusal, DISCONNECT), then
+  // half-close; the socket closes when the peer does, or at the linger
+  // deadline.
+  Drain(c, /*ignore_limits=*/true);
+  by_socket_.erase(c.socket);
+  broker_.OnConnectionClosed(c.id, now());
+  (void)loop_->ShutdownWrite(c.socket);
+  lingering_.push_back({c.socket, now() + options_.close_linger});
 }
 
 void BrokerDriver::OnReadClosed(transport::SocketId socket, int result) {
@@ -202,7 +236,7 @@ bool BrokerDriver::Drain(Conn& conn, bool ignore_limits) {
       return true;
     }
   }
-  writer_.Begin(conn.socket, &conn.backlog);
+  writer_.Begin(conn.socket, &conn.backlog, conn.sink);
   bool complete = true;
   while (true) {
     if (!ignore_limits) {
@@ -283,7 +317,8 @@ bool BrokerDriver::WriteTail(const Transmit& t) {
   const bool payload_last =
       !payload.empty() && t.tail.size() >= payload.size() &&
       t.tail.data() + t.tail.size() == payload.data() + payload.size();
-  if (!payload_last || m.fanout() < 2 ||
+  // A TLS connection's sink must see every byte: no shared sends there.
+  if (!payload_last || m.fanout() < 2 || writer_.has_sink() ||
       payload.size() < options_.share_min_payload_bytes) {
     // One subscriber: a copy into its lease costs what a share would.
     counters_.payload_bytes_copied += payload_last ? payload.size() : 0;
@@ -332,14 +367,7 @@ void BrokerDriver::Pump() {
       if (e->connection.index >= conns_.size()) continue;
       Conn& c = conns_[e->connection.index];
       if (c.id != e->connection) continue;
-      // Flush what the core still has (CONNACK refusal, DISCONNECT), then
-      // half-close; the socket closes when the peer does, or at the linger
-      // deadline.
-      Drain(c, /*ignore_limits=*/true);
-      by_socket_.erase(c.socket);
-      broker_.OnConnectionClosed(c.id, now());
-      (void)loop_->ShutdownWrite(c.socket);
-      lingering_.push_back({c.socket, now() + options_.close_linger});
+      EndConnection(c);
     }
     if (!closed_any) break;
   }

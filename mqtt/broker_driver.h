@@ -91,6 +91,7 @@ class BrokerDriver : public transport::SocketHandler,
   ~BrokerDriver() override;
 
   Endpoint local_endpoint() const { return local_; }
+  const BrokerDriverOptions& options() const { return options_; }
   Broker& broker() { return broker_; }
   const BrokerDriverCounters& counters() const { return counters_; }
   // Messages and pool buffers made shareable for fan-out.
@@ -100,6 +101,22 @@ class BrokerDriver : public transport::SocketHandler,
   // Stops listening and closes every connection (v5 clients are told
   // "Server shutting down").
   void Shutdown();
+
+  // For front ends that own the socket callbacks of some connections (the
+  // TLS listener, mqtt/tls_listener.h) and for input from outside any
+  // connection (messages injected with Broker::PublishMessage):
+  // - a connection's output goes through `sink` (nullptr: straight to the
+  //   Loop); the socket must have come through OnAccept;
+  void SetStreamSink(transport::SocketId socket, internal::StreamSink* sink);
+  // - plaintext bytes of a connection, as OnData would pass them;
+  void OnStreamBytes(transport::SocketId socket,
+                     std::span<const std::byte> bytes);
+  // - ends a connection the way the core's kClose does: what the core has
+  //   is written, then the socket is half-closed and lingers;
+  void CloseConnection(transport::SocketId socket);
+  // - writes what the core has after calls made on broker() directly
+  //   (Broker::PublishMessage).
+  void Flush() { Pump(); }
 
   // transport::SocketHandler
   transport::SocketHandler* OnAccept(transport::SocketId listener,
@@ -121,6 +138,7 @@ class BrokerDriver : public transport::SocketHandler,
     ConnectionId id;
     bool blocked = false;
     internal::SendBacklog backlog;  // sends the Loop refused, in order
+    internal::StreamSink* sink = nullptr;
   };
   struct Lingering {
     transport::SocketId socket;
@@ -138,6 +156,8 @@ class BrokerDriver : public transport::SocketHandler,
   bool WriteTail(const Transmit& t);
   // Closes a connection whose stream cannot continue.
   void DropConnection(Conn& conn);
+  // The end of a connection the core asked for (kClose) or a front end did.
+  void EndConnection(Conn& c);
   void CloseSocket(transport::SocketId socket);
   void ArmTimer();
 

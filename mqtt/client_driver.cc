@@ -91,7 +91,7 @@ void ClientDriver::Flush() {
     }
   }
   if (core_.pending_output_bytes() == 0) return;
-  writer_.Begin(socket_, &backlog_);
+  writer_.Begin(socket_, &backlog_, tls_.get());
   bool blocked = false;
   while (core_.pending_output_bytes() > 0 && !writer_.blocked()) {
     // The socket's queue at the soft limit: the rest waits in the core
@@ -130,6 +130,23 @@ void ClientDriver::OnConnect(transport::SocketId socket, int result) {
     TransportGone();
     return;
   }
+  if (options_.tls != nullptr) {
+    // CONNECT waits for the handshake (OnData below).
+    absl::StatusOr<std::unique_ptr<TlsSession>> session =
+        TlsSession::Create(*options_.tls);
+    if (!session.ok()) {
+      ++tls_counters_.failed_protocol;
+      TransportGone();
+      return;
+    }
+    if (tls_scratch_.empty()) tls_scratch_.resize(TlsStream::kMinScratchBytes);
+    tls_ = std::make_unique<TlsStream>(
+        loop_, socket_, std::move(*session),
+        TlsStream::Options{.ktls = options_.ktls}, &tls_counters_,
+        std::span<std::byte>(tls_scratch_));
+    if (tls_->Start() < 0) TransportGone();
+    return;
+  }
   core_.OnTransportConnected(now());
   Flush();
 }
@@ -137,13 +154,40 @@ void ClientDriver::OnConnect(transport::SocketId socket, int result) {
 void ClientDriver::OnData(transport::SocketId socket,
                           transport::BufferLease data) {
   if (socket != socket_) return;
+  if (tls_ != nullptr) {
+    if (tls_->failed()) return;  // closing: drop what still arrives
+    const bool was_open = tls_->open();
+    const TlsStream::Status st = tls_->OnReceived(
+        std::move(data),
+        [&](std::span<const std::byte> plain) { core_.OnBytes(plain, now()); });
+    if (st == TlsStream::Status::kFailed && !closing_) {
+      // The alert is queued: half-close behind it and let the server close
+      // (or the linger deadline); the core hears of it then, once.
+      (void)loop_->ShutdownWrite(socket_);
+      closing_ = true;
+      close_deadline_ = now() + options_.close_linger;
+      ArmTimer();
+      return;
+    }
+    if (st != TlsStream::Status::kOk) {
+      if (st == TlsStream::Status::kPeerClosed) TransportGone();
+      return;
+    }
+    if (!was_open && tls_->open()) {
+      core_.OnTransportConnected(now());
+      Flush();
+    }
+    Dispatch();
+    return;
+  }
   core_.OnBytes(data.bytes(), now());
   data.Release();
   Dispatch();
 }
 
-void ClientDriver::OnReadClosed(transport::SocketId socket, int) {
+void ClientDriver::OnReadClosed(transport::SocketId socket, int result) {
   if (socket != socket_) return;
+  if (tls_ != nullptr) tls_->ClassifyReadError(result);
   TransportGone();
 }
 
@@ -154,6 +198,7 @@ void ClientDriver::OnSendComplete(transport::SocketId socket, int result,
     TransportGone();
     return;
   }
+  if (tls_ != nullptr) tls_->OnSendComplete();
   Flush();  // output that waited for the pool
 }
 
@@ -169,8 +214,19 @@ void ClientDriver::TransportGone() {
   backlog_.Clear();
   const transport::SocketId s = socket_;
   socket_ = {};
+  tls_.reset();
   if (s.valid()) loop_->Close(s);
+  // The core speaks only once MQTT started; a TCP connect or a TLS
+  // handshake that failed before that is reported here, as the header
+  // promises.
+  const bool mqtt_started = core_.state() != Client::State::kOffline;
   core_.OnTransportClosed(now());
+  if (!mqtt_started) {
+    ClientEvent e;
+    e.kind = ClientEvent::Kind::kClosed;
+    e.reason = ReasonCode::kUnspecifiedError;
+    listener_->OnClientEvent(*this, e);
+  }
   Dispatch();
 }
 
@@ -182,6 +238,7 @@ void ClientDriver::Dispatch() {
       // The MQTT connection is over: write its last bytes, then half-close;
       // the socket closes when the server closes or at the linger deadline.
       Flush();
+      if (tls_ != nullptr) tls_->Close();  // close_notify before the FIN
       (void)loop_->ShutdownWrite(socket_);
       closing_ = true;
       close_deadline_ = now() + options_.close_linger;

@@ -24,6 +24,11 @@
 // again after a kClosed event; a persistent session resumes and the core
 // resends what was not acknowledged.
 //
+// TLS: with options.tls (a client TlsContext, mqtt/tls.h) the connection
+// runs TLS over the Loop's leases (mqtt/tls_stream.h); CONNECT goes once
+// the handshake is done, and a failed handshake is a kClosed event.
+// options.ktls hands the record layer to the kernel after it.
+//
 // Ownership: borrows the Loop and the listener (both must outlive it).
 // Errors: Connect() returns the ConnectTcp error; a refused or failed TCP
 // connection and every MQTT-level end arrive as a kClosed event.
@@ -35,6 +40,7 @@
 #include "absl/status/statusor.h"
 #include "mqtt/client.h"
 #include "mqtt/internal/stream_writer.h"
+#include "mqtt/tls_stream.h"
 #include "transport/loop.h"
 
 namespace ringlab::mqtt {
@@ -48,6 +54,9 @@ struct ClientDriverOptions {
   // it, so the Loop never refuses bytes the core already handed out.
   size_t max_send_queue_bytes = 4 << 20;
   Duration close_linger = std::chrono::seconds(2);
+  // MQTT over TLS (nullptr: plain TCP), and kernel TLS after the handshake.
+  std::shared_ptr<TlsContext> tls;
+  bool ktls = false;
 };
 
 class ClientDriver : public transport::SocketHandler,
@@ -87,6 +96,10 @@ class ClientDriver : public transport::SocketHandler,
   // Times the Loop refused a send (-EAGAIN: its send budget or send
   // descriptors were spent) and the output waited for OnWritable.
   uint64_t sends_deferred() const { return sends_deferred_; }
+  // TLS: the stream of the current connection (nullptr without TLS or
+  // before the TCP connection is up), and counters across connections.
+  const TlsStream* tls_stream() const { return tls_.get(); }
+  const TlsCounters& tls_counters() const { return tls_counters_; }
 
   // transport::SocketHandler
   void OnConnect(transport::SocketId socket, int result) override;
@@ -115,6 +128,9 @@ class ClientDriver : public transport::SocketHandler,
   internal::SendBacklog backlog_;  // sends the Loop refused, in order
   uint64_t sends_deferred_ = 0;
   transport::SocketId socket_;
+  std::unique_ptr<TlsStream> tls_;
+  std::vector<std::byte> tls_scratch_;
+  TlsCounters tls_counters_;
   bool closing_ = false;
   Timestamp close_deadline_ = Timestamp::Never();
   uint64_t timer_id_ = 0;

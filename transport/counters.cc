@@ -42,6 +42,7 @@ namespace ringlab::transport {
   X(ring_buffers_copied_for_send) \
   X(receive_buffers_held_long)    \
   X(receive_kicks)                \
+  X(receives_held)                \
   X(socket_buffers_clamped)       \
   X(receive_queue_drops)          \
   X(gso_sends)                    \

@@ -78,6 +78,10 @@ struct LoopCounters {
   // Receives kicked (cancelled and armed afresh) on streams whose send had
   // failed and whose end was still unread after 20 ms (see loop_core.cc).
   uint64_t receive_kicks = 0;
+  // Receives that completed while their socket was paused (a cancellation
+  // still on its way, the rest of a batch): held with their buffers and
+  // delivered on ResumeReceive.
+  uint64_t receives_held = 0;
   // Socket buffer sizes (UdpOptions/TcpOptions) the kernel granted less of
   // than asked (capped by net.core.rmem_max/wmem_max without privilege).
   uint64_t socket_buffers_clamped = 0;

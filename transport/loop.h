@@ -389,10 +389,15 @@ class Loop {
   // Receive-side backpressure (streams and UDP sockets): while paused the
   // Loop reads nothing from the socket, so TCP's flow control pushes back on
   // the peer instead of the Loop reading data it cannot forward (an echo or
-  // a broker whose sends to that peer are refused). A receive the kernel
-  // already had under way may still complete and be delivered (at most one
-  // datagram or buffer on plain uring, where the armed receive fills as data
-  // arrives). Returns 0 or -EBADF / -ECANCELED.
+  // a broker whose sends to that peer are refused). Nothing is delivered
+  // for the socket from the call on, not even the rest of the batch a
+  // handler pauses in: receives the kernel already had under way when the
+  // pause reached it (a multishot receive until the SQ thread sees the
+  // cancellation, plain uring's armed receive) are held by the Loop, with
+  // their buffers, and delivered in order, before anything newer, in the
+  // first iteration after ResumeReceive (counted in
+  // LoopCounters::receives_held; an end of stream that follows them waits
+  // too). Returns 0 or -EBADF / -ECANCELED.
   //
   //   if (loop.Send(s, std::move(lease)) == -EAGAIN) loop.PauseReceive(s);
   //   void OnWritable(SocketId s) override { loop.ResumeReceive(s); }

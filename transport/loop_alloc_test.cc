@@ -1,12 +1,14 @@
 // The hot path allocates nothing: a counting global operator new around
 // steady-state traffic on every preset (UDP echo, TCP echo, fan-out of a
-// shared payload with per-socket headers, timer re-arming). Its own binary,
+// shared payload with per-socket headers, timer re-arming, receives held
+// between PauseReceive and ResumeReceive). Its own binary,
 // because replacing operator new affects every test linked with it.
 //
 // Handlers here keep plain counters instead of the Recorder's vectors, so
 // the only allocations the counter can see are the Loop's.
 #include <atomic>
 #include <cstdlib>
+#include <iostream>
 #include <new>
 #include <string>
 #include <vector>
@@ -299,6 +301,121 @@ TEST_P(LoopAllocTest, TimerRearmDoesNotAllocate) {
     allocations = counting.count();
   }
   EXPECT_EQ(allocations, 0u) << "allocations during 1000 timer re-arms";
+}
+
+// PauseReceive from inside a burst (as a broker does when its reply was
+// refused), the rest of the burst held by the Loop, then ResumeReceive and
+// the held receives delivered: UDP and TCP, over and over.
+class PausingReceiver : public SocketHandler {
+ public:
+  explicit PausingReceiver(Loop* loop) : loop_(loop) {}
+  SocketHandler* OnAccept(SocketId, SocketId c, const Endpoint&) override {
+    connection = c;
+    return this;
+  }
+  void OnDatagram(SocketId s, const Endpoint&, BufferLease) override {
+    ++datagrams;
+    Note(s);
+  }
+  void OnData(SocketId s, BufferLease data) override {
+    bytes += data.size();
+    Note(s);
+  }
+  // Each socket pauses at its first delivery after Arm().
+  void Arm() { armed[0] = armed[1] = true; }
+  void Note(SocketId s) {
+    const int k = s == connection ? 1 : 0;
+    if (paused[k]) ++delivered_while_paused;
+    if (!armed[k]) return;
+    armed[k] = false;
+    paused[k] = true;
+    ids[k] = s;
+    loop_->PauseReceive(s);
+  }
+  bool both_paused() const { return paused[0] && paused[1]; }
+  void ResumeAll() {
+    for (int k = 0; k < 2; ++k) {
+      paused[k] = false;
+      loop_->ResumeReceive(ids[k]);
+    }
+  }
+  SocketId connection;
+  int datagrams = 0;
+  size_t bytes = 0;
+  int delivered_while_paused = 0;
+
+ private:
+  Loop* loop_;
+  bool armed[2] = {false, false};
+  bool paused[2] = {false, false};
+  SocketId ids[2];
+};
+
+TEST_P(LoopAllocTest, PauseAndResumeDoNotAllocate) {
+  Loop& loop = *loop_;
+  PausingReceiver rx(&loop);
+  UdpOptions udp;
+  udp.bind = Endpoint::Loopback(0);
+  absl::StatusOr<SocketId> u = loop.OpenUdp(udp, &rx);
+  ASSERT_TRUE(u.ok());
+  const Endpoint uep = *loop.LocalEndpoint(*u);
+  absl::StatusOr<SocketId> listener =
+      loop.ListenTcp(Endpoint::Loopback(0), &rx);
+  ASSERT_TRUE(listener.ok());
+  ScopedFd peer(ConnectRawTcp(*loop.LocalEndpoint(*listener)));
+  ScopedFd tx(BoundRawSocket(SOCK_DGRAM, 0));
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return rx.connection.valid(); }, kWait, "accept"));
+  constexpr int kDatagrams = 8;
+  constexpr size_t kStreamBytes = 8192;
+  static char bytes[kStreamBytes] = {};
+  int rounds = 0;
+  auto round = [&] {
+    rx.Arm();
+    for (int i = 0; i < kDatagrams; ++i) {
+      if (::sendto(tx.get(), bytes, 100, 0, uep.sockaddr(), uep.socklen()) !=
+          100) {
+        return false;
+      }
+    }
+    if (::write(peer.get(), bytes, kStreamBytes) != ssize_t(kStreamBytes)) {
+      return false;
+    }
+    ++rounds;
+    if (!RunUntil(
+            loop, [&] { return rx.both_paused(); }, kWait, "both paused")) {
+      return false;
+    }
+    for (int k = 0; k < 5; ++k) loop.RunOnce(Duration(0));
+    rx.ResumeAll();
+    return bool(RunUntil(
+        loop,
+        [&] {
+          return rx.datagrams == kDatagrams * rounds &&
+                 rx.bytes == kStreamBytes * size_t(rounds);
+        },
+        kWait, "the round's datagrams and bytes"));
+  };
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(round()) << "warm-up round " << i;
+  size_t allocations = 0;
+  bool ok = true;
+  {
+    CountAllocations counting;
+    for (int i = 0; i < 100 && ok; ++i) ok = round();
+    allocations = counting.count();
+  }
+  ASSERT_TRUE(ok) << "counters: " << loop.counters().ToString();
+  EXPECT_EQ(rx.delivered_while_paused, 0);
+  EXPECT_EQ(allocations, 0u)
+      << "allocations during 100 rounds of pause, held receives, resume";
+  std::cout << "[ info     ] " << GetParam() << ": "
+            << loop.counters().receives_held << " receives held\n";
+  loop.Close(*u);
+  loop.Close(rx.connection);
+  loop.Close(*listener);
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return loop.open_sockets() == 0; }, kWait, "closes"));
+  ExpectNoLeakedBuffers();
 }
 
 INSTANTIATE_TEST_SUITE_P(Alloc, LoopAllocTest, RINGLAB_ALL_PRESETS,

@@ -9,6 +9,7 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -39,7 +40,11 @@ namespace {
 using namespace std::chrono_literals;
 using namespace testing_support;
 
-class LoopFeatureTest : public LoopTestBase {};
+class LoopFeatureTest : public LoopTestBase {
+ protected:
+  // SlowReaderWithSmallReceiveBufferGetsEveryByte on the current loop_.
+  void RunSlowReader(size_t send_queue_limit_bytes, int send_buffer_bytes);
+};
 
 std::span<const std::byte> AsBytes(const std::string& s) {
   return std::as_bytes(std::span(s));
@@ -708,11 +713,11 @@ TEST_P(LoopFeatureTest, UdpGsoBatchesDatagrams) {
 
 // --- Backpressure -----------------------------------------------------------
 
-// PauseReceive: nothing more is read from the socket until ResumeReceive,
+// PauseReceive: nothing is delivered for the socket until ResumeReceive,
 // then everything that waited arrives in order (UDP and TCP). A receive the
-// kernel had already under way may still complete: at most one datagram or
-// one buffer (plain uring's armed receive fills as the data arrives, before
-// the cancellation reaches the kernel).
+// kernel had already under way may still complete (on uring-sqpoll the SQ
+// thread picks the cancellation up later), but the Loop holds what it
+// brings until ResumeReceive: not one datagram or byte while paused.
 TEST_P(LoopFeatureTest, PausedReceiveReadsNothingUntilResumed) {
   Loop& loop = *loop_;
   Recorder* rx = Make();
@@ -731,7 +736,7 @@ TEST_P(LoopFeatureTest, PausedReceiveReadsNothingUntilResumed) {
               ssize_t(text.size()));
   }
   ASSERT_TRUE(RunFor(loop, 50ms));
-  EXPECT_LE(rx->datagrams.size(), 1u) << "read while paused";
+  EXPECT_EQ(rx->datagrams.size(), 0u) << "delivered while paused";
   ASSERT_EQ(loop.ResumeReceive(*u), 0);
   ASSERT_TRUE(RunUntil(
       loop, [&] { return rx->datagrams.size() == 5; }, kWait,
@@ -759,8 +764,7 @@ TEST_P(LoopFeatureTest, PausedReceiveReadsNothingUntilResumed) {
   ASSERT_EQ(::write(peer.get(), sent.data(), sent.size()),
             ssize_t(sent.size()));
   ASSERT_TRUE(RunFor(loop, 50ms));
-  EXPECT_LE(server->stream.size(), loop.buffers().buffer_size())
-      << "read while paused";
+  EXPECT_EQ(server->stream.size(), 0u) << "delivered while paused";
   ASSERT_EQ(loop.ResumeReceive(conn), 0);
   ASSERT_TRUE(RunUntil(
       loop, [&] { return server->stream.size() == sent.size(); }, kWait,
@@ -770,6 +774,354 @@ TEST_P(LoopFeatureTest, PausedReceiveReadsNothingUntilResumed) {
   ASSERT_TRUE(CloseAndWait(*u, rx));
   loop.Close(conn);
   ASSERT_TRUE(CloseAndWait(*listener, server));
+  ExpectNoLeakedBuffers();
+}
+
+// PauseReceive from inside OnDatagram / OnData (a broker whose reply was
+// just refused): the rest of the same receive batch (a recvmmsg on epoll,
+// the CQEs of a multishot receive on uring-fixed, the next reads of the
+// stream) is held, not delivered, until ResumeReceive; then it arrives in
+// order.
+TEST_P(LoopFeatureTest, PauseInsideHandlerStopsDeliveryAtOnce) {
+  Loop& loop = *loop_;
+  Recorder* rx = Make();
+  UdpOptions udp;
+  udp.bind = Endpoint::Loopback(0);
+  absl::StatusOr<SocketId> u = loop.OpenUdp(udp, rx);
+  ASSERT_TRUE(u.ok());
+  rx->on_datagram = [&](SocketId s, const Endpoint&, BufferLease) {
+    if (rx->datagrams.size() == 1) {
+      EXPECT_EQ(loop.PauseReceive(s), 0);
+    }
+  };
+  const Endpoint uep = *loop.LocalEndpoint(*u);
+  ASSERT_TRUE(RunFor(loop, 10ms));
+  // Sent while the Loop does not run: they wait together in the kernel.
+  constexpr int kDatagrams = 20;
+  ScopedFd tx(BoundRawSocket(SOCK_DGRAM, 0));
+  for (int i = 0; i < kDatagrams; ++i) {
+    const std::string text = absl::StrCat("d", i);
+    ASSERT_EQ(::sendto(tx.get(), text.data(), text.size(), 0, uep.sockaddr(),
+                       uep.socklen()),
+              ssize_t(text.size()));
+  }
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return !rx->datagrams.empty(); }, kWait, "a datagram"));
+  ASSERT_TRUE(RunFor(loop, 50ms));
+  EXPECT_EQ(rx->datagrams.size(), 1u) << "delivered after PauseReceive";
+  ASSERT_EQ(loop.ResumeReceive(*u), 0);
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return rx->datagrams.size() == size_t(kDatagrams); }, kWait,
+      "the datagrams that waited"));
+  for (int i = 0; i < kDatagrams; ++i) {
+    EXPECT_EQ(rx->datagrams[i].bytes, absl::StrCat("d", i)) << "out of order";
+  }
+
+  Recorder* server = Make();
+  size_t pieces = 0;
+  server->on_accept = [&](SocketId, SocketId, const Endpoint&) {
+    return server;
+  };
+  server->on_data = [&](SocketId s, BufferLease) {
+    if (++pieces == 1) {
+      EXPECT_EQ(loop.PauseReceive(s), 0);
+    }
+  };
+  absl::StatusOr<SocketId> listener =
+      loop.ListenTcp(Endpoint::Loopback(0), server);
+  ASSERT_TRUE(listener.ok());
+  ScopedFd peer(ConnectRawTcp(*loop.LocalEndpoint(*listener)));
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return server->accepted.size() == 1; }, kWait, "accept"));
+  const SocketId conn = server->accepted[0];
+  ASSERT_TRUE(RunFor(loop, 10ms));
+  std::string sent(64 * 1024, '\0');
+  FillPattern(11, 0, std::as_writable_bytes(std::span(sent)));
+  ASSERT_EQ(::write(peer.get(), sent.data(), sent.size()),
+            ssize_t(sent.size()));
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return pieces > 0; }, kWait, "the first piece"));
+  ASSERT_TRUE(RunFor(loop, 50ms));
+  EXPECT_EQ(pieces, 1u) << "delivered after PauseReceive";
+  ASSERT_EQ(loop.ResumeReceive(conn), 0);
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return server->stream.size() == sent.size(); }, kWait,
+      "the stream that waited"));
+  EXPECT_TRUE(server->stream == sent) << "stream out of order";
+  ASSERT_TRUE(CloseAndWait(*u, rx));
+  loop.Close(conn);
+  ASSERT_TRUE(CloseAndWait(*listener, server));
+  ExpectNoLeakedBuffers();
+}
+
+// ResumeReceive right after PauseReceive, before the Loop ran (the io_uring
+// cancellation of the armed receive is still on its way): the socket keeps
+// receiving. Then pause and resume on alternate iterations.
+TEST_P(LoopFeatureTest, ResumeRightAfterPauseKeepsReceiving) {
+  Loop& loop = *loop_;
+  Recorder* rx = Make();
+  UdpOptions udp;
+  udp.bind = Endpoint::Loopback(0);
+  absl::StatusOr<SocketId> u = loop.OpenUdp(udp, rx);
+  ASSERT_TRUE(u.ok());
+  const Endpoint uep = *loop.LocalEndpoint(*u);
+  Recorder* server = Make();
+  server->on_accept = [&](SocketId, SocketId, const Endpoint&) {
+    return server;
+  };
+  absl::StatusOr<SocketId> listener =
+      loop.ListenTcp(Endpoint::Loopback(0), server);
+  ASSERT_TRUE(listener.ok());
+  ScopedFd peer(ConnectRawTcp(*loop.LocalEndpoint(*listener)));
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return server->accepted.size() == 1; }, kWait, "accept"));
+  const SocketId conn = server->accepted[0];
+  ASSERT_TRUE(RunFor(loop, 10ms));
+  ScopedFd tx(BoundRawSocket(SOCK_DGRAM, 0));
+  std::string expected_stream;
+  for (int round = 0; round < 4; ++round) {
+    ASSERT_EQ(loop.PauseReceive(*u), 0);
+    ASSERT_EQ(loop.PauseReceive(conn), 0);
+    if (round % 2 == 1) {
+      ASSERT_GE(loop.RunOnce(Duration(0)), 0);
+    }
+    ASSERT_EQ(loop.ResumeReceive(*u), 0);
+    ASSERT_EQ(loop.ResumeReceive(conn), 0);
+    ASSERT_TRUE(RunFor(loop, 20ms));
+    const std::string text = absl::StrCat("round", round);
+    ASSERT_EQ(::sendto(tx.get(), text.data(), text.size(), 0, uep.sockaddr(),
+                       uep.socklen()),
+              ssize_t(text.size()));
+    ASSERT_EQ(::write(peer.get(), text.data(), text.size()),
+              ssize_t(text.size()));
+    expected_stream += text;
+    ASSERT_TRUE(RunUntil(
+        loop,
+        [&] {
+          return rx->datagrams.size() == size_t(round + 1) &&
+                 server->stream.size() == expected_stream.size();
+        },
+        kWait, absl::StrCat("round ", round, "'s datagram and bytes")));
+    EXPECT_EQ(rx->datagrams.back().bytes, text);
+  }
+  EXPECT_EQ(server->stream, expected_stream);
+  ASSERT_TRUE(CloseAndWait(*u, rx));
+  loop.Close(conn);
+  ASSERT_TRUE(CloseAndWait(*listener, server));
+  ExpectNoLeakedBuffers();
+}
+
+// Once a pause has taken effect the Loop reads nothing: what the peers send
+// stays in the kernel (so TCP pushes back on the sender, and a UDP flood
+// cannot take the buffer ring from other sockets). Every kind of receive:
+// unconnected UDP, connected UDP (plain multishot recv on uring-fixed),
+// connected UDP with control messages (multishot recvmsg), and TCP.
+TEST_P(LoopFeatureTest, PausedSocketLeavesDataInTheKernel) {
+  Loop& loop = *loop_;
+  ScopedFd tx(BoundRawSocket(SOCK_DGRAM, 0));
+  const Endpoint tx_ep = Endpoint::Loopback(BoundPort(tx.get()));
+  struct Case {
+    const char* name;
+    bool connect;
+    bool control;
+  };
+  const Case cases[] = {{"unconnected UDP", false, false},
+                        {"connected UDP", true, false},
+                        {"connected UDP with control messages", true, true}};
+  std::vector<Recorder*> rx;
+  std::vector<SocketId> ids;
+  std::vector<Endpoint> eps;
+  for (const Case& c : cases) {
+    UdpOptions udp;
+    udp.bind = Endpoint::Loopback(0);
+    if (c.connect) udp.connect = tx_ep;
+    udp.receive_destination = c.control;
+    rx.push_back(Make());
+    absl::StatusOr<SocketId> id = loop.OpenUdp(udp, rx.back());
+    ASSERT_TRUE(id.ok()) << c.name << ": " << id.status();
+    ids.push_back(*id);
+    eps.push_back(*loop.LocalEndpoint(*id));
+  }
+  Recorder* server = Make();
+  server->on_accept = [&](SocketId, SocketId, const Endpoint&) {
+    return server;
+  };
+  absl::StatusOr<SocketId> listener =
+      loop.ListenTcp(Endpoint::Loopback(0), server);
+  ASSERT_TRUE(listener.ok());
+  ScopedFd peer(ConnectRawTcp(*loop.LocalEndpoint(*listener)));
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return server->accepted.size() == 1; }, kWait, "accept"));
+  const SocketId conn = server->accepted[0];
+  ASSERT_TRUE(RunFor(loop, 10ms));
+  for (SocketId id : ids) ASSERT_EQ(loop.PauseReceive(id), 0);
+  ASSERT_EQ(loop.PauseReceive(conn), 0);
+  // Time for the cancellations to reach the kernel (uring-sqpoll: the SQ
+  // thread).
+  ASSERT_TRUE(RunFor(loop, 100ms));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const std::string text = absl::StrCat("to ", cases[i].name);
+    ASSERT_EQ(::sendto(tx.get(), text.data(), text.size(), 0, eps[i].sockaddr(),
+                       eps[i].socklen()),
+              ssize_t(text.size()));
+  }
+  ASSERT_EQ(::write(peer.get(), "stream", 6), 6);
+  ASSERT_TRUE(RunFor(loop, 50ms));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    int waiting = 0;
+    ASSERT_EQ(::ioctl(loop.NativeHandle(ids[i]), FIONREAD, &waiting), 0);
+    EXPECT_GT(waiting, 0) << cases[i].name << ": read while paused";
+    EXPECT_TRUE(rx[i]->datagrams.empty()) << cases[i].name;
+  }
+  int waiting = 0;
+  ASSERT_EQ(::ioctl(loop.NativeHandle(conn), FIONREAD, &waiting), 0);
+  EXPECT_EQ(waiting, 6) << "TCP: read while paused";
+  EXPECT_TRUE(server->stream.empty());
+  for (SocketId id : ids) ASSERT_EQ(loop.ResumeReceive(id), 0);
+  ASSERT_EQ(loop.ResumeReceive(conn), 0);
+  ASSERT_TRUE(RunUntil(
+      loop,
+      [&] {
+        for (Recorder* r : rx) {
+          if (r->datagrams.size() != 1) return false;
+        }
+        return server->stream == "stream";
+      },
+      kWait, "what waited in the kernel"));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    EXPECT_EQ(rx[i]->datagrams[0].bytes, absl::StrCat("to ", cases[i].name));
+    ASSERT_TRUE(CloseAndWait(ids[i], rx[i]));
+  }
+  loop.Close(conn);
+  ASSERT_TRUE(CloseAndWait(*listener, server));
+  ExpectNoLeakedBuffers();
+}
+
+// A plain server that shrinks its accepted socket's receive buffer to
+// 16 KiB and reads slowly: the Loop's client sends 8 MiB in pool-buffer
+// leases (refused with -EAGAIN when its queue is full, resumed on
+// OnWritable; or held back by an empty pool), and every send
+// completes and every byte arrives in order (the MQTT client's stall on
+// uring-fixed after ~3 MB).
+//
+// Twice: with the fixture's pool, and with the MQTT driver test's (64
+// buffers, 16 of them in the provided ring) and its 320 KiB queue limit,
+// where the pool and the send budget run out long before the queue does.
+struct SlowReaderCase {
+  const char* name;
+  uint32_t buffer_count;
+  uint32_t provided_buffers;
+  size_t send_queue_limit_bytes;
+  int send_buffer_bytes;  // the client's SO_SNDBUF, 0: the default
+};
+
+TEST_P(LoopFeatureTest, SlowReaderWithSmallReceiveBufferGetsEveryByte) {
+  const SlowReaderCase cases[] = {{"default pool", 0, 0, 0, 0},
+                                  {"64-buffer pool", 64, 16, 320u << 10, 0},
+                                  {"16 KiB SO_SNDBUF too", 0, 0, 0, 16 * 1024}};
+  for (const SlowReaderCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    LoopOptions options = DefaultOptions();
+    if (c.buffer_count != 0) {
+      options.buffer_count = c.buffer_count;
+      options.provided_buffers = c.provided_buffers;
+    }
+    CreateLoop(options);
+    if (IsSkipped()) return;
+    ASSERT_NO_FATAL_FAILURE(
+        RunSlowReader(c.send_queue_limit_bytes, c.send_buffer_bytes));
+  }
+}
+
+void LoopFeatureTest::RunSlowReader(size_t send_queue_limit_bytes,
+                                    int send_buffer_bytes) {
+  Loop& loop = *loop_;
+  ScopedFd listener(BoundRawSocket(SOCK_STREAM, 0));
+  ASSERT_GE(listener.get(), 0);
+  ASSERT_EQ(::listen(listener.get(), 4), 0);
+  Recorder* client = Make();
+  bool writable = true;
+  client->on_writable = [&](SocketId) { writable = true; };
+  TcpOptions tcp;
+  tcp.send_queue_limit_bytes = send_queue_limit_bytes;
+  absl::StatusOr<SocketId> id = loop.ConnectTcp(
+      Endpoint::Loopback(BoundPort(listener.get())), client, tcp);
+  ASSERT_TRUE(id.ok()) << id.status();
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return !client->connects.empty(); }, kWait, "connect"));
+  ASSERT_EQ(client->connects[0].second, 0);
+  if (send_buffer_bytes > 0) {
+    // A small send buffer on our side too: the kernel takes each gathered
+    // send in small pieces, so the stream leaves in many short writes.
+    ASSERT_EQ(::setsockopt(loop.NativeHandle(*id), SOL_SOCKET, SO_SNDBUF,
+                           &send_buffer_bytes, sizeof(send_buffer_bytes)),
+              0);
+  }
+  ScopedFd server(::accept4(listener.get(), nullptr, nullptr, SOCK_NONBLOCK));
+  ASSERT_GE(server.get(), 0);
+  const int small = 16 * 1024;
+  ASSERT_EQ(
+      ::setsockopt(server.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)),
+      0);
+  constexpr uint64_t kSeed = 23;
+  constexpr size_t kTotal = 8u << 20;
+  size_t queued = 0;
+  size_t received = 0;
+  uint64_t sends = 0;
+  bool in_order = true;
+  std::vector<std::byte> got(16 * 1024);
+  std::vector<std::byte> want(got.size());
+  Timestamp last_progress = MonotonicNow();
+  size_t progress_mark = 0;
+  while (received < kTotal || client->completions.size() < sends) {
+    while (writable && queued < kTotal) {
+      BufferLease lease = loop.AcquireBuffer();
+      if (!lease) break;  // the pool: sends complete and return buffers
+      const size_t n = std::min(lease.capacity(), kTotal - queued);
+      FillPattern(kSeed, queued, lease.writable().first(n));
+      lease.set_size(n);
+      const int rc = loop.Send(*id, std::move(lease), sends);
+      if (rc == -EAGAIN) {
+        writable = false;  // OnWritable follows
+        break;
+      }
+      ASSERT_EQ(rc, 0) << ErrnoName(rc);
+      queued += n;
+      ++sends;
+    }
+    ASSERT_GE(loop.RunOnce(1ms), 0);
+    // Slowly: at most one 16 KiB read per iteration.
+    const ssize_t n = ::recv(server.get(), got.data(), got.size(), 0);
+    if (n > 0) {
+      FillPattern(kSeed, received, std::span(want).first(size_t(n)));
+      in_order = in_order && std::memcmp(got.data(), want.data(), n) == 0;
+      received += static_cast<size_t>(n);
+    }
+    if (received + client->completions.size() != progress_mark) {
+      progress_mark = received + client->completions.size();
+      last_progress = MonotonicNow();
+    }
+    ASSERT_LT(MonotonicNow() - last_progress, Duration(10s))
+        << "stalled: " << received << " of " << kTotal << " bytes received, "
+        << client->completions.size() << " of " << sends << " sends complete, "
+        << loop.QueuedSendBytes(*id) << " bytes queued, writable=" << writable
+        << "; counters: " << loop.counters().ToString();
+  }
+  EXPECT_TRUE(in_order) << "stream corrupted";
+  EXPECT_EQ(received, kTotal);
+  ASSERT_EQ(client->completions.size(), sends);
+  size_t completed_bytes = 0;
+  for (size_t i = 0; i < client->completions.size(); ++i) {
+    const Recorder::Completion& c = client->completions[i];
+    EXPECT_EQ(c.tag, i) << "out of order";
+    ASSERT_GT(c.result, 0) << ErrnoName(c.result);
+    completed_bytes += static_cast<size_t>(c.result);
+  }
+  EXPECT_EQ(completed_bytes, kTotal);
+  std::cout << "[ info     ] " << GetParam() << ": " << sends << " sends, "
+            << loop.counters().send_partial << " partial writes, "
+            << client->writable.size() << " OnWritable\n";
+  ASSERT_TRUE(CloseAndWait(*id, client));
   ExpectNoLeakedBuffers();
 }
 

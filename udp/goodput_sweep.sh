@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# Goodput under loss, rudp against ENet, by hand: what the (disabled) goodput
-# block of experiments/suites/rudp.toml will run once the suite loader knows
-# the mode "bulk". Every case is a fresh server + client pair on loopback,
-# server pinned to cpu 0 and client to cpu 1, each side dropping LOSS% of
-# what it receives (seeded); repetitions are interleaved over the cases, so
-# drift on a shared host hits all implementations alike.
+# Goodput under loss, rudp against ENet, by hand: the goodput cases of
+# experiments/suites/rudp.toml outside the runner, plus a kernel-side loss
+# the runner has no mode for. Every case is a fresh server + client pair on
+# loopback, server pinned to cpu 0 and client to cpu 1; repetitions are
+# interleaved over the cases, so drift on a shared host hits all
+# implementations alike. The loss is either
+#  - IMPAIR=inprocess (default): each side drops LOSS% of what it receives
+#    (seeded), as in the suite; or
+#  - IMPAIR=nft: both run inside a network namespace this script creates,
+#    whose nftables input hook drops LOSS% of the UDP datagrams (random, not
+#    seeded; integer LOSS). On loopback every datagram crosses the input hook
+#    once, so it is the same loss rate, taken in the kernel (the field notes
+#    explain why the input hook, not output). Needs root, ip and nft; the
+#    namespace is deleted on exit.
 #
 #   udp/goodput_sweep.sh [OUT_DIR] [BYTES=100MiB] [REPS=3]
 #   env: BUILD=build/release  LOSSES="0 1 5 20"  BACKENDS="epoll uring-fixed"
-#        DIRECTIONS="upload download"  ENET=1 (0 skips ENet)
+#        DIRECTIONS="upload download"  ENET=1 (0 skips ENet)  IMPAIR=inprocess
 #
 # Writes OUT_DIR/goodput.csv (one row per run), OUT_DIR/goodput.md (medians
 # per case, with rudp/ENet ratios) and OUT_DIR/goodput.png (gnuplot, median
@@ -29,18 +37,60 @@ if [ "${ENET:-1}" = 1 ] && [ ! -x "$enet" ]; then
   echo "no $enet (cmake --build --preset release --target ringlab_enet_bench); ENet skipped"
   ENET=0
 fi
+impair=${IMPAIR:-inprocess}
+case $impair in
+  inprocess) ;;
+  nft)
+    [ "$(id -u)" = 0 ] || { echo "IMPAIR=nft needs root"; exit 1; }
+    command -v ip >/dev/null && command -v nft >/dev/null ||
+      { echo "IMPAIR=nft needs ip (iproute2) and nft (nftables)"; exit 1; }
+    for loss in $losses; do
+      [[ "$loss" =~ ^[0-9]+$ ]] || { echo "IMPAIR=nft: loss $loss is not an integer percentage"; exit 1; }
+    done ;;
+  *) echo "IMPAIR must be inprocess or nft"; exit 1 ;;
+esac
 mkdir -p "$out/json"
 csv=$out/goodput.csv
-echo "rep,impl,backend,cc,direction,loss_pct,bytes,goodput_mbit_s,completion_s,retransmission_ratio,spurious,client_cpu_us_per_mb,server_cpu_us_per_mb,kernel_entries_per_mb" >"$csv"
+echo "rep,impl,backend,cc,direction,loss_pct,bytes,goodput_mbit_s,completion_s,retransmission_ratio,spurious,client_cpu_us_per_mb,server_cpu_us_per_mb,kernel_entries_per_mb,impairment" >"$csv"
 
 server_pid=
-cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; wait 2>/dev/null || true; }
+ns=
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
+  wait 2>/dev/null || true
+  [ -n "$ns" ] && ip netns del "$ns" 2>/dev/null
+  return 0
+}
 trap cleanup EXIT
+wrap=()
+if [ "$impair" = nft ]; then
+  ns=rl-rudp-sweep-$$
+  ip netns add "$ns"
+  wrap=(ip netns exec "$ns")
+  "${wrap[@]}" ip link set lo up
+  "${wrap[@]}" nft add table inet rudp_sweep
+  "${wrap[@]}" nft 'add chain inet rudp_sweep input { type filter hook input priority 0; policy accept; }'
+fi
+current_nft_loss=
+# set_nft_loss LOSS: the namespace's input hook drops LOSS% of UDP datagrams.
+set_nft_loss() {
+  [ "$1" = "$current_nft_loss" ] && return
+  "${wrap[@]}" nft flush chain inet rudp_sweep input
+  if [ "$1" != 0 ]; then
+    "${wrap[@]}" nft add rule inet rudp_sweep input meta l4proto udp numgen random mod 100 '<' "$1" counter drop
+  fi
+  current_nft_loss=$1
+}
 
 # run_case REP IMPL BACKEND CC DIRECTION LOSS
 run_case() {
   local rep=$1 impl=$2 backend=$3 cc=$4 dir=$5 loss=$6
   local name="$impl-$backend-cc$cc-$dir-loss$loss-r$rep" srv cli
+  if [ "$impair" = nft ]; then
+    set_nft_loss "$loss"
+    loss=0  # the programs' own receive loss is off: the kernel drops
+    name="$name-nft"
+  fi
   if [ "$impl" = enet ]; then
     srv=("$enet" server --bind=127.0.0.1:0 --cpu=0 --loss="$loss" --seed=1)
     cli=("$enet" client --mode=bulk --bytes="$bytes" --chunk=64KiB --direction="$dir"
@@ -52,7 +102,7 @@ run_case() {
          --direction="$dir" --loss="$loss" --seed=2 --cc="$cc" --cpu=1 --timeout_s=900)
   fi
   : >"$out/server.out"
-  "${srv[@]}" >"$out/server.out" 2>"$out/server.err" &
+  "${wrap[@]}" "${srv[@]}" >"$out/server.out" 2>"$out/server.err" &
   server_pid=$!
   for _ in $(seq 100); do grep -q '^READY ' "$out/server.out" && break; sleep 0.05; done
   local address
@@ -61,17 +111,18 @@ run_case() {
     echo "$name: server not ready (unsupported backend?)"; kill "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true; server_pid=; return
   fi
-  if "${cli[@]}" --server="$address" --json="$out/json/$name.json" >"$out/client.out" 2>"$out/client.err"; then
-    python3 - "$out/json/$name.json" "$rep" "$impl" "$backend" "$cc" "$dir" "$loss" >>"$csv" <<'PY'
+  if "${wrap[@]}" "${cli[@]}" --server="$address" --json="$out/json/$name.json" >"$out/client.out" 2>"$out/client.err"; then
+    python3 - "$out/json/$name.json" "$rep" "$impl" "$backend" "$cc" "$dir" "${current_nft_loss:-$loss}" "$impair" >>"$csv" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1])); b = d["bulk"]
-rep, impl, backend, cc, direction, loss = sys.argv[2:8]
+rep, impl, backend, cc, direction, loss, impair = sys.argv[2:9]
 def g(k, src=b):
     v = src.get(k)
     return "" if v is None else f"{v:.6g}"
 print(",".join([rep, impl, backend, cc, direction, loss, str(b["bytes"]), g("goodput_mbit_s"),
                 g("completion_s"), g("retransmission_ratio"), g("spurious_retransmissions"),
-                g("client_cpu_us_per_mb"), g("server_cpu_us_per_mb"), g("kernel_entries_per_mb")]))
+                g("client_cpu_us_per_mb"), g("server_cpu_us_per_mb"), g("kernel_entries_per_mb"),
+                impair]))
 PY
     echo "$name: $(head -1 "$out/client.out")"
   else
@@ -104,6 +155,7 @@ def med(rs, k):
     v = [float(r[k]) for r in rs if r[k] != ""]
     return statistics.median(v) if v else None
 with open(sys.argv[2], "w") as md:
+    md.write(f"Loss applied by: {', '.join(sorted({r['impairment'] for r in rows})) or '-'}\n\n")
     md.write("| direction | loss % | implementation | goodput Mbit/s (median) | vs ENet | completion s | retx ratio | spurious | client CPU µs/MB | kernel entries/MB |\n")
     md.write("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
     for key in sorted(cases):

@@ -153,6 +153,7 @@ Host::Host(const HostOptions& options) : options_(options) {
   stateless_.Init(options.max_stateless_replies);
   heap_.reserve(4 * size_t{options.max_connections} + 16);
   due_.reserve(options.max_connections);
+  stale_deadlines_.reserve(options.max_connections);
 }
 
 Host::~Host() = default;
@@ -442,18 +443,29 @@ void Host::Touch(uint32_t index, bool ready_to_send) {
   if (!slot.in_event_queue && c->HasEvents()) {
     slot.in_event_queue = event_queue_.push_back(index);
   }
-  const Timestamp deadline = c->NextDeadline();
-  if (deadline != slot.scheduled) {
-    slot.scheduled = deadline;
-    if (!deadline.is_never()) {
-      if (heap_.size() + 1 > heap_.capacity()) CompactHeap();
-      heap_.push_back({deadline, index, slot.generation});
-      std::push_heap(heap_.begin(), heap_.end(),
-                     [](const DeadlineEntry& a, const DeadlineEntry& b) {
-                       return DeadlineLater(a, b);
-                     });
-    }
+  if (!slot.deadline_stale) {
+    slot.deadline_stale = true;
+    stale_deadlines_.push_back(index);  // capacity: one per slot
   }
+}
+
+void Host::RefreshDeadlines() const {
+  for (const uint32_t index : stale_deadlines_) {
+    Slot& slot = slots_[index];
+    slot.deadline_stale = false;
+    if (slot.connection == nullptr) continue;
+    const Timestamp deadline = slot.connection->NextDeadline();
+    if (deadline == slot.scheduled) continue;
+    slot.scheduled = deadline;
+    if (deadline.is_never()) continue;
+    if (heap_.size() + 1 > heap_.capacity()) CompactHeap();
+    heap_.push_back({deadline, index, slot.generation});
+    std::push_heap(heap_.begin(), heap_.end(),
+                   [](const DeadlineEntry& a, const DeadlineEntry& b) {
+                     return DeadlineLater(a, b);
+                   });
+  }
+  stale_deadlines_.clear();
 }
 
 void Host::CompactHeap() const {
@@ -471,6 +483,7 @@ void Host::CompactHeap() const {
 }
 
 Timestamp Host::NextDeadline() const {
+  RefreshDeadlines();
   auto later = [](const DeadlineEntry& a, const DeadlineEntry& b) {
     return DeadlineLater(a, b);
   };
@@ -491,6 +504,7 @@ void Host::OnTimeout(Timestamp now) {
   auto later = [](const DeadlineEntry& a, const DeadlineEntry& b) {
     return DeadlineLater(a, b);
   };
+  RefreshDeadlines();
   // Collect first: a connection's new deadline may again be <= now.
   due_.clear();
   while (!heap_.empty() && heap_.front().at <= now) {
@@ -595,8 +609,8 @@ size_t Host::memory_bytes() const {
   size_t n = sizeof(*this) + slots_.capacity() * sizeof(Slot) +
              free_slots_.capacity() * 4 +
              heap_.capacity() * sizeof(DeadlineEntry) + due_.capacity() * 4 +
-             transmit_queue_.memory_bytes() + event_queue_.memory_bytes() +
-             stateless_.memory_bytes() +
+             stale_deadlines_.capacity() * 4 + transmit_queue_.memory_bytes() +
+             event_queue_.memory_bytes() + stateless_.memory_bytes() +
              by_cid_.capacity() * (sizeof(uint64_t) + sizeof(uint32_t) + 1);
   for (const Slot& s : slots_) {
     if (s.connection != nullptr) n += s.connection->memory_bytes();

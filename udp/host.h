@@ -117,6 +117,7 @@ class Host {
     uint32_t generation = 1;
     bool in_transmit_queue = false;
     bool in_event_queue = false;
+    bool deadline_stale = false;  // in stale_deadlines_
     Timestamp scheduled = Timestamp::Never();
   };
   struct DeadlineEntry {
@@ -139,6 +140,10 @@ class Host {
     return {index, slots_[index].generation};
   }
   void Touch(uint32_t index, bool ready_to_send);
+  // Recomputes the deadlines of the connections touched since the last call
+  // (a connection is touched several times per datagram; its deadline is
+  // needed once, when someone asks for the next deadline).
+  void RefreshDeadlines() const;
   void Free(uint32_t index);
   uint64_t NewConnectionId();
   uint64_t ServerConnectionId(const Endpoint& client,
@@ -155,7 +160,7 @@ class Host {
   internal::SipKey cookie_key_;
   internal::SipKey cid_key_;
   uint64_t cid_counter_ = 0;
-  std::vector<Slot> slots_;
+  mutable std::vector<Slot> slots_;
   std::vector<uint32_t> free_slots_;
   size_t connection_count_ = 0;
   absl::flat_hash_map<uint64_t, uint32_t> by_cid_;
@@ -165,7 +170,8 @@ class Host {
   // Min-heap of connection deadlines; entries whose slot was rescheduled
   // since are stale and skipped.
   mutable std::vector<DeadlineEntry> heap_;
-  std::vector<uint32_t> due_;  // scratch for OnTimeout
+  mutable std::vector<uint32_t> stale_deadlines_;  // capacity max_connections
+  std::vector<uint32_t> due_;                      // scratch for OnTimeout
   std::optional<uint32_t> last_event_index_;
   std::optional<uint32_t> pending_free_;
   HostStats stats_;

@@ -1,6 +1,7 @@
 // rudp on SimNetwork: delivery under loss, reordering and duplication,
 // packet-number wraparound, liveness, idle timeout and close. Every run is
 // seeded and reproduces exactly.
+#include <array>
 #include <map>
 #include <optional>
 #include <set>
@@ -548,6 +549,49 @@ TEST(RudpSimTest, HandshakeSurvivesLossAndUsesTheCookie) {
             t.server.stats().bytes_received_unvalidated);
 }
 
+// The server answers every token-less INITIAL with a RETRY, so a client
+// that retransmitted its INITIAL gets two, and a real driver sends its
+// next INITIAL between the two datagrams of one receive batch. The second
+// RETRY must neither pair with that INITIAL for an RTT sample (it was ~0:
+// min_rtt stuck at 1 ns for the rest of the connection) nor trigger one
+// more INITIAL.
+TEST(RudpSimTest, DuplicateRetryGivesNoRttSampleAndNoExtraInitial) {
+  HostOptions o = SimOptions();
+  auto client = *Host::Create(o);
+  auto server = *Host::Create(o);
+  std::array<std::byte, 2048> buf;
+  Timestamp now = Timestamp::Zero() + seconds(1);
+  const ConnectionHandle c = *client->Connect(kServer, now);
+  auto t = client->PollTransmit(buf, now);  // INITIAL #1
+  ASSERT_TRUE(t.has_value());
+  std::vector<std::byte> initial(buf.begin(), buf.begin() + ptrdiff_t(t->size));
+  now += milliseconds(250);  // lost; the client retransmits
+  client->OnTimeout(now);
+  t = client->PollTransmit(buf, now);
+  ASSERT_TRUE(t.has_value());
+  std::vector<std::byte> initial2(buf.begin(),
+                                  buf.begin() + ptrdiff_t(t->size));
+  // Both arrive late, together; the server answers each with a RETRY.
+  now += milliseconds(10);
+  std::vector<std::vector<std::byte>> retries;
+  for (const auto& i : {initial, initial2}) {
+    server->OnDatagram(i, kClient, now);
+    while (auto r = server->PollTransmit(buf, now)) {
+      retries.emplace_back(buf.begin(), buf.begin() + ptrdiff_t(r->size));
+    }
+  }
+  ASSERT_EQ(retries.size(), 2u);
+  now += milliseconds(10);
+  int initials_sent = 0;
+  for (const auto& r : retries) {  // one batch: same `now`, sends between
+    client->OnDatagram(r, kServer, now);
+    while (client->PollTransmit(buf, now)) ++initials_sent;
+  }
+  EXPECT_EQ(initials_sent, 1);
+  const ConnectionStats s = *client->Stats(c);
+  EXPECT_GE(s.min_rtt, milliseconds(1)) << s.min_rtt.count() << " ns";
+}
+
 TEST(RudpSimTest, HandshakeTimesOutWithoutAServer) {
   HostOptions o = SimOptions();
   o.connection.handshake_timeout = seconds(3);
@@ -691,6 +735,119 @@ TEST(RudpSimTest, ManyConnectionsOverOneHost) {
   for (const auto& [k, v] : received) {
     ASSERT_EQ(v.size(), 20u);
     for (size_t i = 0; i < v.size(); ++i) ASSERT_EQ(v[i], i);
+  }
+}
+
+// RFC 9002 §6.2.1 with an immediate-ACK request: when the newest packet
+// carried a PING (the window-filling packet of a flight does), the peer
+// answers at once, so the probe timeout leaves out max_ack_delay; when it
+// did not (a lone small message), the peer may sit on it for
+// max_ack_delay and the probe waits for that too.
+struct PtoProbe {
+  Duration gap{0};       // last packet of the flight -> first probe
+  Duration expected{0};  // srtt + max(4 rttvar, granularity) before it
+};
+
+PtoProbe MeasureFirstProbe(size_t message_bytes, size_t messages) {
+  HostOptions o = SimOptions();
+  o.connection.max_ack_delay = milliseconds(25);
+  o.connection.heartbeat_interval = Duration::zero();
+  o.connection.failure_detection = false;
+  o.connection.idle_timeout = Duration::zero();
+  SimHarness sim(77);
+  Host& client = sim.AddHost(kClient, o);
+  Host& server = sim.AddHost(kServer, o);
+  SimImpairment link;
+  link.delay = milliseconds(5);
+  sim.SetLink(kClient, kServer, link);
+  bool up = false, blackout = false;
+  int echoes = 0;
+  ConnectionHandle c;
+  Timestamp last_client_send, first_probe = Timestamp::Never();
+  sim.on_send = [&](const Endpoint& from, const Endpoint&,
+                    std::vector<std::byte>& bytes) {
+    if (!blackout) return;
+    if (from == kClient) {
+      if (client.Stats(c)->probe_timeouts == 0) {
+        last_client_send = sim.now();
+      } else if (first_probe.is_never()) {
+        first_probe = sim.now();
+      }
+    }
+    bytes.clear();  // nothing gets through any more
+  };
+  const std::vector<std::byte> small(64, std::byte{1});
+  sim.on_event = [&](Host& h, const Event& e) {
+    if (&h == &client && e.type == EventType::kConnected) up = true;
+    if (&h == &server && e.type == EventType::kMessage) {
+      server.Send(e.connection, 0, small, sim.now());  // echo: RTT samples
+    }
+    if (&h == &client && e.type == EventType::kMessage && ++echoes < 30) {
+      client.Send(c, 0, small, sim.now());
+    }
+  };
+  c = *client.Connect(kServer, sim.now());
+  EXPECT_TRUE(sim.RunUntil([&] { return up; }, seconds(5)));
+  client.Send(c, 0, small, sim.now());
+  EXPECT_TRUE(sim.RunUntil([&] { return echoes >= 30; }, seconds(30)));
+  sim.RunFor(milliseconds(100));  // every ACK is in
+  const ConnectionStats before = *client.Stats(c);
+  blackout = true;
+  const std::vector<std::byte> m(message_bytes, std::byte{2});
+  for (size_t i = 0; i < messages; ++i) client.Send(c, 0, m, sim.now());
+  EXPECT_TRUE(
+      sim.RunUntil([&] { return !first_probe.is_never(); }, seconds(5)));
+  return {first_probe - last_client_send,
+          before.smoothed_rtt +
+              std::max(before.rttvar * 4, o.connection.timer_granularity)};
+}
+
+TEST(RudpSimTest, ProbeTimeoutSkipsAckDelayAfterAnImmediateAckRequest) {
+  // 64 KiB is more than the initial window: the flight's last packet fills
+  // the window and carries a PING.
+  const PtoProbe window_limited = MeasureFirstProbe(64 << 10, 1);
+  EXPECT_GE(window_limited.gap, window_limited.expected);
+  EXPECT_LT(window_limited.gap, window_limited.expected + milliseconds(1));
+  // One small message: no PING, the peer may delay its ACK by 25 ms.
+  const PtoProbe lone = MeasureFirstProbe(64, 1);
+  EXPECT_GE(lone.gap, lone.expected + milliseconds(25));
+  EXPECT_LT(lone.gap, lone.expected + milliseconds(26));
+}
+
+// pad_full_packets: every packet with a full fragment is exactly one
+// datagram size (what UDP GSO needs); the data still arrives intact.
+TEST(RudpSimTest, PaddedTrainsAreOneDatagramSize) {
+  for (bool pad : {false, true}) {
+    HostOptions o = SimOptions();
+    o.connection.pad_full_packets = pad;
+    Transfer t(91, o);
+    SimImpairment link;
+    link.delay = milliseconds(2);
+    link.loss_probability = 0.02;
+    t.sim.SetLink(kClient, kServer, link);
+    std::map<size_t, int> sizes;  // client datagrams by size
+    t.sim.on_send = [&](const Endpoint& from, const Endpoint&,
+                        std::vector<std::byte>& bytes) {
+      if (from == kClient) ++sizes[bytes.size()];
+    };
+    t.to_server.sizes = std::vector<size_t>(20, 64 << 10);
+    t.to_client.sizes = {100};
+    ASSERT_TRUE(t.Run()) << t.Describe();
+    ExpectExactlyOnceInOrder(t.to_server);
+    int full = 0, between = 0;
+    for (const auto& [size, n] : sizes) {
+      if (size == o.connection.max_datagram_bytes) {
+        full += n;
+      } else if (size > 1000 && size != wire::kMinInitialBytes) {
+        between += n;  // a data packet of another size: breaks a GSO train
+      }
+    }
+    if (pad) {
+      EXPECT_EQ(between, 0);
+      EXPECT_GE(full, 20 * 51);  // 51 full 1280-byte fragments per message
+    } else {
+      EXPECT_GT(between, 20 * 50);
+    }
   }
 }
 

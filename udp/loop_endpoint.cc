@@ -2,6 +2,8 @@
 
 #include <sys/random.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -28,6 +30,15 @@ absl::StatusOr<std::unique_ptr<LoopEndpoint>> LoopEndpoint::Create(
   HostOptions host_options = options.host;
   // Cookie keys and connection ids must be unpredictable on a real socket.
   if (host_options.seed == HostOptions{}.seed) host_options.seed = RandomSeed();
+  const bool gso =
+      options.segmentation_offload.value_or(!loop->backend().flags.io_uring);
+  // Trains of one datagram size are what UDP GSO batches.
+  if (gso) host_options.connection.pad_full_packets = true;
+  if (options.send_queue_limit_bytes <
+      2 * size_t{host_options.connection.max_datagram_bytes}) {
+    return absl::InvalidArgumentError(
+        "LoopEndpoint: send_queue_limit_bytes must hold two datagrams");
+  }
   absl::StatusOr<std::unique_ptr<Host>> host = Host::Create(host_options);
   if (!host.ok()) return host.status();
   if (loop->buffers().buffer_size() < (*host)->MinTransmitBytes()) {
@@ -49,6 +60,12 @@ absl::StatusOr<std::unique_ptr<LoopEndpoint>> LoopEndpoint::Create(
   udp.bind = options.bind;
   udp.receive_buffer_bytes = options.socket_receive_buffer_bytes;
   udp.send_buffer_bytes = options.socket_send_buffer_bytes;
+  // The kernel's drop count rides on every datagram (SO_RXQ_OVFL): losses
+  // the protocol sees that no impairment caused.
+  udp.receive_drop_count = true;
+  udp.segmentation_offload = gso;
+  udp.send_queue_limit_bytes = options.send_queue_limit_bytes;
+  udp.send_queue_low_water_bytes = options.send_queue_limit_bytes / 2;
   absl::StatusOr<transport::SocketId> socket =
       loop->OpenUdp(udp, endpoint.get());
   if (!socket.ok()) return socket.status();
@@ -56,6 +73,11 @@ absl::StatusOr<std::unique_ptr<LoopEndpoint>> LoopEndpoint::Create(
   absl::StatusOr<Endpoint> local = loop->LocalEndpoint(*socket);
   if (!local.ok()) return local.status();
   endpoint->local_ = *local;
+  endpoint->gso_ = gso;
+  // One more datagram must fit below the limit, or the Loop refuses it.
+  endpoint->queue_stop_bytes_ =
+      options.send_queue_limit_bytes - (*endpoint->host_).MinTransmitBytes();
+  endpoint->queue_resume_bytes_ = options.send_queue_limit_bytes / 2;
   return endpoint;
 }
 
@@ -107,9 +129,14 @@ void LoopEndpoint::SetReceiveLoss(double probability, uint64_t seed) {
   receive_random_ = transport::SimRandom(seed);
 }
 
-void LoopEndpoint::OnDatagram(transport::SocketId, const Endpoint& from,
-                              transport::BufferLease data) {
+void LoopEndpoint::OnDatagramInfo(transport::SocketId,
+                                  const transport::DatagramInfo& info,
+                                  transport::BufferLease data) {
+  const Endpoint& from = info.from;
   ++stats_.datagrams_received;
+  // Cumulative; a datagram without the control message says 0.
+  stats_.kernel_receive_drops =
+      std::max<uint64_t>(stats_.kernel_receive_drops, info.dropped);
   if (receive_loss_ > 0 && receive_random_.Bernoulli(receive_loss_)) {
     ++stats_.receive_dropped;
     return;
@@ -121,13 +148,33 @@ void LoopEndpoint::OnDatagram(transport::SocketId, const Endpoint& from,
 
 void LoopEndpoint::OnSendComplete(transport::SocketId, int result, uint64_t) {
   if (result < 0) ++stats_.send_failures;
-  // A buffer came back: if output waited for one, continue.
-  if (blocked_on_pool_) Flush();
+  // A buffer came back, and the queue got shorter: go on if output waited
+  // for either (for the queue, only once it is down to half, so output
+  // resumes in bursts rather than a datagram per completion).
+  if (blocked_ == Blocked::kPool ||
+      (blocked_ == Blocked::kQueue &&
+       loop_->QueuedSendBytes(socket_) <= queue_resume_bytes_)) {
+    Flush();
+  }
 }
 
-void LoopEndpoint::OnTimer(uint64_t timer_id, Timestamp now) {
-  if (timer_id != timer_id_) return;
-  timer_id_ = 0;
+void LoopEndpoint::OnWritable(transport::SocketId) {
+  if (blocked_ == Blocked::kWritable) Flush();
+}
+
+void LoopEndpoint::OnTimer(void* context, uint64_t timer_id, Timestamp now) {
+  auto* self = static_cast<LoopEndpoint*>(context);
+  if (timer_id != self->timer_id_) return;
+  self->timer_id_ = 0;
+  self->TimerExpired(now);
+}
+
+void LoopEndpoint::TimerExpired(Timestamp now) {
+  const uint64_t late_ns =
+      now > timer_deadline_ ? uint64_t((now - timer_deadline_).count()) : 0;
+  stats_.timer_late_ns_total += late_ns;
+  stats_.timer_late_ns_max = std::max(stats_.timer_late_ns_max, late_ns);
+  if (late_ns > 100'000) ++stats_.timers_late_over_100us;
   timer_deadline_ = Timestamp::Never();
   ++stats_.timer_wakeups;
   if (host_->NextDeadline() <= now) host_->OnTimeout(now);
@@ -138,25 +185,46 @@ void LoopEndpoint::Flush() {
   if (flushing_) return;  // an event handler called Send: the loop below
   flushing_ = true;       // picks its output up
   for (int round = 0;; ++round) {
-    blocked_on_pool_ = false;
+    blocked_ = Blocked::kNo;
     for (;;) {
-      transport::BufferLease lease = loop_->AcquireBuffer();
+      // Ask the Host for a datagram only when the Loop will take it (see
+      // "Send backpressure" in the header): once produced, it counts as sent.
+      if (loop_->QueuedSendBytes(socket_) > queue_stop_bytes_) {
+        ++stats_.send_queue_full;
+        blocked_ = Blocked::kQueue;
+        break;
+      }
+      // Most flushes end with a poll that produces nothing: the buffer it
+      // was offered waits here for the next one instead of going back to
+      // the pool and out again.
+      transport::BufferLease lease =
+          spare_ ? std::move(spare_) : loop_->AcquireBuffer();
       if (!lease) {
         ++stats_.pool_exhausted;
-        blocked_on_pool_ = true;
+        blocked_ = Blocked::kPool;
         break;
       }
       std::optional<Host::Transmit> t =
           host_->PollTransmit(lease.writable(), loop_->now());
-      if (!t.has_value()) break;  // the unused lease goes back to the pool
+      if (!t.has_value()) {
+        spare_ = std::move(lease);
+        break;
+      }
       lease.set_size(t->size);
-      SendDatagram(std::move(lease), t->destination);
+      if (!SendDatagram(std::move(lease), t->destination)) {
+        ++stats_.writable_waits;
+        blocked_ = Blocked::kWritable;
+        break;
+      }
     }
     // Handlers may queue more (an echo, the next message): go round again
     // until a round delivers no event, so the last step is always a send.
-    if (blocked_on_pool_ || round == 64 || handler_ == nullptr) break;
+    if (blocked_ != Blocked::kNo || round == 64 || handler_ == nullptr) break;
     if (DeliverEvents() == 0) break;
   }
+  // Events still due (output stopped above) go out now; their sends wait
+  // with the rest.
+  if (blocked_ != Blocked::kNo && handler_ != nullptr) DeliverEvents();
   if (impairment_) ReleaseImpaired();
   ArmTimer();
   flushing_ = false;
@@ -172,12 +240,13 @@ size_t LoopEndpoint::DeliverEvents() {
   return n;
 }
 
-void LoopEndpoint::SendDatagram(transport::BufferLease lease,
+bool LoopEndpoint::SendDatagram(transport::BufferLease lease,
                                 const Endpoint& to) {
   if (!impairment_) {
     ++stats_.datagrams_sent;
-    if (loop_->SendTo(socket_, std::move(lease), to) < 0) ++stats_.send_errors;
-    return;
+    const int r = loop_->SendTo(socket_, std::move(lease), to);
+    if (r < 0) ++stats_.send_errors;
+    return r != -EAGAIN;
   }
   // Through the simulated link: the destination travels in front of the
   // bytes, and the SimNetwork clock follows the Loop's.
@@ -195,6 +264,7 @@ void LoopEndpoint::SendDatagram(transport::BufferLease lease,
                                lost_before;
   stats_.impairment_duplicated +=
       impairment_->counters().datagrams_duplicated - dup_before;
+  return true;
 }
 
 void LoopEndpoint::ReleaseImpaired() {
@@ -232,13 +302,13 @@ Timestamp LoopEndpoint::Deadline() const {
 void LoopEndpoint::ArmTimer() {
   const Timestamp deadline = Deadline();
   if (deadline.is_never()) return;  // an armed later timer just fires early
-  // Re-arm only for an earlier deadline; a timer that fires early costs one
-  // wakeup, re-arming on every packet would cost a heap operation each.
+  // Move the timer only to an earlier deadline; one that fires early costs
+  // one wakeup, moving it on every packet would cost a heap operation each.
   if (timer_id_ != 0 && timer_deadline_ <= deadline) return;
-  if (timer_id_ != 0) loop_->CancelTimer(timer_id_);
   timer_deadline_ = deadline;
-  timer_id_ = loop_->AddTimer(deadline, Duration::zero(),
-                              static_cast<transport::TimerHandler*>(this));
+  if (timer_id_ != 0 && loop_->RescheduleTimer(timer_id_, deadline)) return;
+  timer_id_ =
+      loop_->AddTimer(deadline, Duration::zero(), &LoopEndpoint::OnTimer, this);
 }
 
 }  // namespace ringlab::rudp

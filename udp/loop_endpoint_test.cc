@@ -4,6 +4,7 @@
 // cannot run are skipped with the Loop's reason.
 #include "udp/loop_endpoint.h"
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -233,6 +234,103 @@ TEST_P(RudpLoopbackTest, RepliesFromHandlersNeedNoTimer) {
   // hundreds.
   EXPECT_LT((*client)->stats().timer_wakeups + (*server)->stats().timer_wakeups,
             20u);
+}
+
+// Without congestion control the sender is limited only by the driver: it
+// must stop at the socket's send queue, not hand the Loop datagrams it
+// refuses (each refusal is a datagram the Host counted as sent, lost
+// before it left: the first version lost two of every three that way).
+// With GSO on, full data packets leave in trains of one size.
+TEST_P(RudpLoopbackTest, BulkWithoutCongestionControlStaysWithinTheSendQueue) {
+  LoopEndpointOptions o;
+  o.host.connection.congestion_control = false;
+  o.host.connection.pacing = false;
+  o.host.connection.initial_rtt = milliseconds(10);
+  o.host.connection.max_ack_delay = milliseconds(1);
+  o.host.connection.receive_window_bytes = 2 << 20;
+  o.host.connection.send_buffer_bytes = 2 << 20;
+  o.host.connection.max_message_bytes = 64 << 10;
+  o.send_queue_limit_bytes = 64 << 10;  // far below the window: it binds
+  o.segmentation_offload = true;  // on every preset, to check the trains
+  auto server = LoopEndpoint::Create(loop_.get(), o);
+  auto client = LoopEndpoint::Create(loop_.get(), o);
+  ASSERT_TRUE(server.ok() && client.ok());
+  constexpr size_t kMessages = 48;  // 3 MiB
+  std::vector<uint64_t> got;
+  (*server)->SetEventHandler([&](const Event& e) {
+    if (e.type == EventType::kMessage)
+      got.push_back(CheckPatternMessage(e.message));
+  });
+  bool up = false;
+  (*client)->SetEventHandler([&](const Event& e) {
+    if (e.type == EventType::kConnected) up = true;
+  });
+  const ConnectionHandle c = *(*client)->Connect((*server)->local_endpoint());
+  const transport::LoopCounters before = loop_->counters();
+  size_t sent = 0;
+  ASSERT_TRUE(RunUntil(*loop_, [&] {
+    while (up && sent < kMessages &&
+           (*client)->Send(c, 0, PatternMessage(sent, 64 << 10)) ==
+               SendResult::kOk) {
+      ++sent;
+    }
+    return got.size() == kMessages;
+  })) << got.size();
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], i);
+  const transport::LoopCounters d = loop_->counters().Delta(before);
+  EXPECT_EQ((*client)->stats().send_errors, 0u);
+  EXPECT_EQ(d.send_refused_queue_full, 0u);
+  EXPECT_GT((*client)->stats().send_queue_full, 0u);  // the limit was reached
+  if (d.gso_refused == 0) {
+    // Trains, not single datagrams: several segments per GSO send.
+    EXPECT_GT(d.gso_datagrams, 4 * d.gso_sends) << d.gso_sends;
+  }
+}
+
+// The kernel's own drops (a full socket receive queue) reach the stats
+// through SO_RXQ_OVFL: the server's Loop does not run while the client
+// bursts into its small receive buffer.
+TEST_P(RudpLoopbackTest, KernelReceiveQueueDropsAreCounted) {
+  transport::LoopOptions lo;
+  lo.backend = GetParam();
+  auto server_loop = transport::Loop::Create(lo);
+  ASSERT_TRUE(server_loop.ok()) << server_loop.status();
+  LoopEndpointOptions o;
+  o.host.connection.congestion_control = false;
+  o.host.connection.pacing = false;
+  o.host.connection.initial_rtt = milliseconds(10);
+  o.host.connection.receive_window_bytes = 4 << 20;
+  o.host.connection.send_buffer_bytes = 4 << 20;
+  o.host.connection.max_message_bytes = 256 << 10;
+  LoopEndpointOptions so = o;
+  so.socket_receive_buffer_bytes = 16 << 10;
+  auto server = LoopEndpoint::Create(server_loop->get(), so);
+  auto client = LoopEndpoint::Create(loop_.get(), o);
+  ASSERT_TRUE(server.ok() && client.ok());
+  bool up = false;
+  (*client)->SetEventHandler([&](const Event& e) {
+    if (e.type == EventType::kConnected) up = true;
+  });
+  const ConnectionHandle c = *(*client)->Connect((*server)->local_endpoint());
+  auto run_both = [&](const std::function<bool()>& done) {
+    const Timestamp end = MonotonicNow() + seconds(60);
+    while (!done() && MonotonicNow() < end) {
+      loop_->RunOnce(Duration::zero());
+      (*server_loop)->RunOnce(Duration::zero());
+    }
+    return done();
+  };
+  ASSERT_TRUE(run_both([&] { return up; }));
+  const std::vector<std::byte> m = PatternMessage(1, 256 << 10);
+  for (int i = 0; i < 12; ++i) {
+    ASSERT_EQ((*client)->Send(c, 0, m), SendResult::kOk);  // 3 MiB
+  }
+  // The server sleeps: the burst overflows its socket. The count arrives
+  // with the next datagram the server reads.
+  for (int i = 0; i < 50; ++i) loop_->RunOnce(milliseconds(1));
+  EXPECT_EQ((*server)->stats().kernel_receive_drops, 0u);
+  EXPECT_TRUE(
+      run_both([&] { return (*server)->stats().kernel_receive_drops > 0; }));
 }
 
 std::vector<std::string> PresetNames() {

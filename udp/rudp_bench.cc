@@ -9,7 +9,11 @@
 //       [--loss=PCT --seed=N] [--cc=on|off] [--nack=on|off] [--cpu=N]
 //       [--json=PATH] [--timeout_s=60]
 //   ringlab_rudp_bench client --server=HOST:PORT --mode=bulk
-//       [--bytes=100MiB] [--chunk=64KiB] [--direction=upload|download] ...
+//       [--bytes=100MiB] [--chunk=64KiB] [--direction=upload|download]
+//       [--trace=PATH] ...
+//   both: [--gso=on|off] (UDP GSO; default on for epoll presets, off for
+//     io_uring ones, see LoopEndpointOptions) [--wait_batching=on|off]
+//     (LoopOptions::wait_batching, io_uring: one enter per round trip)
 //
 // The server prints `READY host:port` once bound and serves clients until
 // SIGINT/SIGTERM. A client opens one rudp connection, sends a HELLO with the
@@ -28,6 +32,12 @@
 // is up, exactly as ringlab_enet_bench impairs ENet (LoopEndpoint's
 // receive_loss). --cc=off turns NewReno and pacing off (KCP's `nc`), for
 // a comparison with ENet, which has no congestion window.
+//
+// --trace=PATH (bulk): after every loop iteration of the measured phase,
+// the connection's congestion and ACK state as CSV (client: its connection;
+// server: the first bulk connection, written when the server stops). The
+// first columns are those of ringlab_rudp_goodput_model --trace;
+// monotonic_us lines a client's trace up with the server's.
 //
 // Result: the ringlab JSON (parser `ringlab_json`) to --json or as a
 // `RESULT {...}` line; bulk figures under "bulk" (goodput, completion,
@@ -51,6 +61,7 @@
 #include "bench/json_writer.h"
 #include "bench/process_stats.h"
 #include "transport/loop.h"
+#include "udp/internal/bench_profile.h"
 #include "udp/loop_endpoint.h"
 
 namespace ringlab::rudp::bench {
@@ -101,6 +112,18 @@ struct SideFigures {
   uint64_t packets_lost = 0;
   uint64_t probe_timeouts = 0;
   uint64_t nacks_received = 0;
+  // Why the path lost or held back datagrams (see udp/EXPERIMENTS.md §4).
+  uint64_t kernel_receive_drops = 0;  // SO_RXQ_OVFL
+  uint64_t send_errors = 0;           // SendTo refused
+  uint64_t pool_exhausted = 0;
+  uint64_t congestion_events = 0;
+  uint64_t congestion_window_blocked = 0;
+  uint64_t pacing_blocked = 0;
+  uint64_t timer_wakeups = 0;
+  uint64_t timer_late_ns_total = 0;
+  uint64_t timer_late_ns_max = 0;
+  int64_t smoothed_rtt_ns = 0;
+  int64_t min_rtt_ns = 0;
 };
 struct Done {
   uint32_t magic = kMagic;
@@ -126,7 +149,10 @@ struct Options {
   std::optional<bool> pacing;  // default: as --cc
   bool nack = false;
   int cpu = -1;
+  bool wait_batching = false;
+  std::optional<bool> gso;  // default: LoopEndpoint's (on for epoll presets)
   std::string json_path;
+  std::string trace_path;
   int timeout_s = 60;
 };
 
@@ -158,12 +184,13 @@ int Usage(const std::string& why) {
       stderr,
       "ringlab_rudp_bench: %s\n"
       "usage: ringlab_rudp_bench server --bind=HOST:PORT [--backend=P] "
-      "[--cpu=N] [--loss=PCT] [--seed=N] [--cc=on|off] [--nack=on|off]\n"
+      "[--cpu=N] [--loss=PCT] [--seed=N] [--cc=on|off] [--nack=on|off] "
+      "[--trace=PATH] [--gso=on|off] [--wait_batching=on|off]\n"
       "       ringlab_rudp_bench client --server=HOST:PORT [--backend=P] "
       "--mode=pingpong|bulk [--payload=64] [--samples=N] [--warmup=N] "
       "[--bytes=100MiB] [--chunk=64KiB] [--direction=upload|download] "
       "[--loss=PCT] [--seed=N] [--cc=on|off] [--nack=on|off] [--cpu=N] "
-      "[--json=PATH] [--timeout_s=60]\n",
+      "[--json=PATH] [--trace=PATH] [--timeout_s=60]\n",
       why.c_str());
   return kExitUsage;
 }
@@ -244,8 +271,16 @@ std::optional<std::string> ParseArgs(int argc, char** argv, Options* o) {
       o->pacing = v;
     } else if (name == "cpu") {
       if (!absl::SimpleAtoi(value, &o->cpu)) return "bad --cpu";
+    } else if (name == "gso") {
+      bool v;
+      if (auto e = on_off(&v)) return e;
+      o->gso = v;
+    } else if (name == "wait_batching") {
+      if (auto e = on_off(&o->wait_batching)) return e;
     } else if (name == "json") {
       o->json_path = std::string(value);
+    } else if (name == "trace") {
+      o->trace_path = std::string(value);
     } else if (name == "timeout_s") {
       if (!absl::SimpleAtoi(value, &o->timeout_s) || o->timeout_s <= 0) {
         return "bad --timeout_s";
@@ -277,22 +312,10 @@ LoopEndpointOptions EndpointOptions(const Options& o) {
   if (o.role == "client" && !o.server.is_ipv4()) {
     e.bind = *Endpoint::Parse("[::1]:0");
   }
-  ConnectionOptions& c = e.host.connection;
-  // A LAN/loopback profile: a short first RTT guess and fine timers.
-  c.initial_rtt = std::chrono::milliseconds(10);
-  c.max_ack_delay = std::chrono::milliseconds(1);
-  // Loopback round trips are tens of µs: RFC 9002's 1 ms kGranularity
-  // would make every time-threshold loss wait ~20 RTTs.
-  c.timer_granularity = std::chrono::microseconds(200);
-  c.congestion_control = o.cc;
-  c.pacing = o.pacing.value_or(o.cc);
-  c.nack_on_gap = o.nack;
-  c.receive_window_bytes = 8 << 20;
-  c.send_buffer_bytes = 8 << 20;
-  c.max_send_fragments = 16384;
-  c.max_packets_in_flight = 16384;
-  c.idle_timeout = std::chrono::seconds(30);
+  e.host.connection =
+      internal::LanBenchProfile(o.cc, o.pacing.value_or(o.cc), o.nack);
   e.host.max_connections = 64;
+  e.segmentation_offload = o.gso;
   return e;
 }
 
@@ -347,6 +370,20 @@ void AppendSide(JsonWriter& json, const SideFigures& s, double mb) {
   json.Key("packets_lost").Uint(s.packets_lost);
   json.Key("probe_timeouts").Uint(s.probe_timeouts);
   json.Key("nacks_received").Uint(s.nacks_received);
+  json.Key("kernel_receive_drops").Uint(s.kernel_receive_drops);
+  json.Key("send_errors").Uint(s.send_errors);
+  json.Key("pool_exhausted").Uint(s.pool_exhausted);
+  json.Key("congestion_events").Uint(s.congestion_events);
+  json.Key("congestion_window_blocked").Uint(s.congestion_window_blocked);
+  json.Key("pacing_blocked").Uint(s.pacing_blocked);
+  json.Key("timer_wakeups").Uint(s.timer_wakeups);
+  json.Key("timer_late_us_mean")
+      .Number(s.timer_wakeups > 0 ? double(s.timer_late_ns_total) / 1e3 /
+                                        double(s.timer_wakeups)
+                                  : 0);
+  json.Key("timer_late_us_max").Number(double(s.timer_late_ns_max) / 1e3);
+  json.Key("smoothed_rtt_us").Number(double(s.smoothed_rtt_ns) / 1e3);
+  json.Key("min_rtt_us").Number(double(s.min_rtt_ns) / 1e3);
   json.EndObject();
 }
 
@@ -360,7 +397,20 @@ SideFigures Figures(LoopEndpoint& ep, ConnectionHandle c, const CpuTime& cpu0,
   f.datagrams_received =
       ep.stats().datagrams_received - stats0.datagrams_received;
   f.receive_dropped = ep.stats().receive_dropped - stats0.receive_dropped;
+  const LoopEndpointStats& es = ep.stats();
+  f.kernel_receive_drops =
+      es.kernel_receive_drops - stats0.kernel_receive_drops;
+  f.send_errors = es.send_errors - stats0.send_errors;
+  f.pool_exhausted = es.pool_exhausted - stats0.pool_exhausted;
+  f.timer_wakeups = es.timer_wakeups - stats0.timer_wakeups;
+  f.timer_late_ns_total = es.timer_late_ns_total - stats0.timer_late_ns_total;
+  f.timer_late_ns_max = es.timer_late_ns_max;
   if (auto s = ep.host().Stats(c); s.ok()) {
+    f.congestion_events = s->congestion_events;
+    f.congestion_window_blocked = s->congestion_window_blocked;
+    f.pacing_blocked = s->pacing_blocked;
+    f.smoothed_rtt_ns = s->smoothed_rtt.count();
+    f.min_rtt_ns = s->min_rtt.count();
     f.fragments_sent = s->fragments_sent;
     f.fragments_retransmitted = s->fragments_retransmitted;
     f.duplicate_fragments = s->duplicate_fragments;
@@ -371,6 +421,60 @@ SideFigures Figures(LoopEndpoint& ep, ConnectionHandle c, const CpuTime& cpu0,
   }
   return f;
 }
+
+// Congestion state after every loop iteration (--trace): a preallocated
+// table, written out after the run so tracing costs no I/O while measuring.
+class Tracer {
+ public:
+  void Enable() { rows_.reserve(1 << 21); }
+  bool enabled() const { return rows_.capacity() > 0; }
+  void Record(Timestamp now, Timestamp start, const ConnectionStats& s,
+              const LoopEndpointStats& es) {
+    if (rows_.size() == rows_.capacity()) return;
+    rows_.push_back({now.nanos(), (now - start).count(), s.congestion_window,
+                     s.bytes_in_flight, s.smoothed_rtt.count(),
+                     s.latest_rtt.count(), s.min_rtt.count(), s.packets_lost,
+                     s.probe_timeouts, s.congestion_events, s.packets_sent,
+                     s.acks_received, s.acks_sent, es.datagrams_received,
+                     es.timer_wakeups});
+  }
+  bool Write(const std::string& path) const {
+    FILE* f = std::fopen(path.c_str(), "w");
+    if (f == nullptr) return false;
+    std::fprintf(f,
+                 "t_us,cwnd,bytes_in_flight,srtt_us,latest_rtt_us,min_rtt_us,"
+                 "packets_lost,probe_timeouts,congestion_events,packets_sent,"
+                 "acks_received,acks_sent,datagrams_received,timer_wakeups,"
+                 "monotonic_us\n");
+    for (const Row& r : rows_) {
+      std::fprintf(
+          f,
+          "%.1f,%llu,%llu,%.1f,%.1f,%.1f,%llu,%llu,%llu,%llu,%llu,"
+          "%llu,%llu,%llu,%.1f\n",
+          double(r.t_ns) / 1e3, (unsigned long long)r.cwnd,
+          (unsigned long long)r.bytes_in_flight, double(r.srtt_ns) / 1e3,
+          double(r.latest_rtt_ns) / 1e3, double(r.min_rtt_ns) / 1e3,
+          (unsigned long long)r.packets_lost,
+          (unsigned long long)r.probe_timeouts,
+          (unsigned long long)r.congestion_events,
+          (unsigned long long)r.packets_sent,
+          (unsigned long long)r.acks_received, (unsigned long long)r.acks_sent,
+          (unsigned long long)r.datagrams_received,
+          (unsigned long long)r.timer_wakeups, double(r.monotonic_ns) / 1e3);
+    }
+    return std::fclose(f) == 0;
+  }
+
+ private:
+  struct Row {
+    int64_t monotonic_ns, t_ns;
+    uint64_t cwnd, bytes_in_flight;
+    int64_t srtt_ns, latest_rtt_ns, min_rtt_ns;
+    uint64_t packets_lost, probe_timeouts, congestion_events, packets_sent,
+        acks_received, acks_sent, datagrams_received, timer_wakeups;
+  };
+  std::vector<Row> rows_;
+};
 
 // --- Server
 // -------------------------------------------------------------------
@@ -385,6 +489,7 @@ struct ServerConnection {
   bool bad = false;
   Timestamp first_byte = Timestamp::Never();
   Timestamp last_byte;
+  Timestamp start;  // HELLO received
   CpuTime cpu0;
   LoopCounters counters0;
   LoopEndpointStats stats0;
@@ -446,9 +551,11 @@ int RunServer(const Options& o, Loop& loop) {
             break;
           }
           sc.hello = true;
+          sc.start = loop.now();
           sc.cpu0 = CpuTime::Now();
           sc.counters0 = loop.counters();
           sc.stats0 = e.stats();
+          pump(ev.connection, sc);  // a download starts now; kWritable refills
           break;
         }
         if (sc.request.mode == Mode::kPingPong) {
@@ -495,11 +602,27 @@ int RunServer(const Options& o, Loop& loop) {
         break;
     }
   });
+  // --trace: the first bulk connection, from its HELLO until DONE.
+  Tracer tracer;
+  if (!o.trace_path.empty()) tracer.Enable();
+  std::optional<uint32_t> traced;
   std::printf("READY %s\n", e.local_endpoint().ToString().c_str());
   std::fflush(stdout);
   while (!g_stop) {
     if (loop.RunOnce(std::chrono::milliseconds(100)) < 0) break;
-    for (auto& [index, sc] : conns) pump(sc.handle, sc);
+    if (!tracer.enabled()) continue;
+    for (auto& [index, sc] : conns) {
+      if (!sc.hello || sc.request.mode != Mode::kBulk || sc.done_sent) continue;
+      if (!traced.has_value()) traced = index;
+      if (*traced != index) continue;
+      if (auto s = e.host().Stats(sc.handle); s.ok()) {
+        tracer.Record(loop.now(), sc.start, *s, e.stats());
+      }
+    }
+  }
+  if (tracer.enabled() && !tracer.Write(o.trace_path)) {
+    std::fprintf(stderr, "ringlab_rudp_bench server: cannot write %s\n",
+                 o.trace_path.c_str());
   }
   std::printf(
       "SERVER_STATS {\"program\":\"ringlab_rudp_bench\",\"echoed\":%llu,"
@@ -514,7 +637,9 @@ int RunServer(const Options& o, Loop& loop) {
 
 struct Client {
   Client(const Options& options, Loop& l, LoopEndpoint& endpoint)
-      : o(options), loop(l), e(endpoint) {}
+      : o(options), loop(l), e(endpoint) {
+    if (!o.trace_path.empty()) tracer.Enable();
+  }
   const Options& o;
   Loop& loop;
   LoopEndpoint& e;
@@ -539,6 +664,14 @@ struct Client {
   LoopCounters counters0, counters1;
   LoopEndpointStats stats0;
   SideFigures figures;
+  Tracer tracer;
+
+  void Trace() {
+    if (start.is_never() || done) return;
+    if (auto s = e.host().Stats(conn); s.ok()) {
+      tracer.Record(loop.now(), start, *s, e.stats());
+    }
+  }
 
   void StartMeasuring() {
     start = MonotonicNow();
@@ -704,6 +837,8 @@ std::string ResultJson(const Client& c, const Options& o) {
   json.Key("seed").Uint(o.seed);
   json.Key("congestion_control").Bool(o.cc);
   json.Key("nack_on_gap").Bool(o.nack);
+  json.Key("segmentation_offload").Bool(c.e.segmentation_offload());
+  json.Key("wait_batching").Bool(o.wait_batching);
   json.Key("samples").Uint(bulk ? chunks : c.recorded);
   json.Key("warmup").Uint(bulk ? 0 : o.warmup);
   json.Key("lost").Uint(0);  // reliable: nothing is given up
@@ -831,19 +966,23 @@ int RunClient(const Options& o, Loop& loop) {
                        : absl::StrCat("timed out after ", o.timeout_s, " s");
       break;
     }
-    // Bulk: short waits, so a buffer returned late by a send completion
-    // never idles the sender for long.
-    if (loop.RunOnce(o.mode == Mode::kBulk
-                         ? std::chrono::milliseconds(1)
-                         : std::chrono::milliseconds(50)) < 0) {
+    // Nothing here polls: the sender refills on kWritable, the endpoint
+    // resumes output on send completions and OnWritable, so the wait only
+    // bounds how late a timeout or a signal is noticed.
+    if (loop.RunOnce(std::chrono::milliseconds(50)) < 0) {
       c.failed = true;
       c.error = "the loop failed";
     }
-    c.Pump();
+    if (!o.trace_path.empty()) c.Trace();
   }
   if (c.failed) {
     std::fprintf(stderr, "ringlab_rudp_bench client: run failed: %s\n",
                  c.error.c_str());
+    return kExitFailed;
+  }
+  if (!o.trace_path.empty() && !c.tracer.Write(o.trace_path)) {
+    std::fprintf(stderr, "ringlab_rudp_bench client: cannot write %s\n",
+                 o.trace_path.c_str());
     return kExitFailed;
   }
   const std::string json = ResultJson(c, o);
@@ -898,6 +1037,7 @@ int main(int argc, char** argv) {
   }
   ringlab::transport::LoopOptions lo;
   lo.backend = o.backend;
+  lo.wait_batching = o.wait_batching;
   auto loop = ringlab::transport::Loop::Create(lo);
   if (!loop.ok()) {
     std::fprintf(stderr, "ringlab_rudp_bench: %s\n",

@@ -91,6 +91,12 @@ struct ConnectionOptions {
   uint32_t max_packets_in_flight = 4096;
   // Unreliable messages queued for sending and queued for the application.
   uint32_t unreliable_queue_messages = 64;
+  // Pad every packet that carries a full-size fragment to
+  // max_datagram_bytes (PADDING frames), so a bulk train is one size and a
+  // driver with UDP GSO sends up to 16 of them per system call (the last of
+  // a message is shorter and ends the train). LoopEndpoint sets it with
+  // segmentation_offload. Costs at most ~70 bytes per full packet.
+  bool pad_full_packets = false;
 
   // RFC 9000 §13.2: acknowledge every `ack_eliciting_threshold`-th
   // ack-eliciting packet, after at most max_ack_delay, and at once when
@@ -285,6 +291,11 @@ struct ConnectionStats {
   uint64_t persistent_congestion = 0;
   uint64_t flow_control_blocked = 0;  // times new data waited for MAX_DATA
   uint64_t send_would_block = 0;
+  // Output calls that had data to send but held it back: the congestion
+  // window was full, or the pacer (RFC 9002 §7.7) had no tokens yet.
+  uint64_t congestion_window_blocked = 0;
+  uint64_t pacing_blocked = 0;
+  uint64_t rtt_samples = 0;
 
   uint64_t keepalive_pings = 0;
   uint64_t suspicion_probes = 0;
@@ -293,7 +304,9 @@ struct ConnectionStats {
   Duration smoothed_rtt{0};
   Duration rttvar{0};
   Duration min_rtt{0};
+  Duration latest_rtt{0};
   uint64_t congestion_window = 0;
+  uint64_t slow_start_threshold = 0;  // UINT64_MAX / 4 until the first loss
   uint64_t bytes_in_flight = 0;
   double phi = 0;  // the failure detector's, at the last timer check
 

@@ -56,6 +56,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -168,7 +169,144 @@ class Reader {
 
 // Bytes the RFC 9000 §16 encoding of `v` takes (1, 2, 4 or 8); 0 if v is
 // beyond kMaxVarint.
-size_t VarintSize(uint64_t v);
+inline size_t VarintSize(uint64_t v);
+
+// Inline: every field of every packet goes through these.
+// --- Writer
+// --------------------------------------------------------------------
+
+inline bool Writer::Reserve(size_t n) {
+  if (!ok_ || out_.size() - pos_ < n) {
+    ok_ = false;
+    return false;
+  }
+  return true;
+}
+
+inline void Writer::U8(uint8_t v) {
+  if (!Reserve(1)) return;
+  out_[pos_++] = std::byte{v};
+}
+
+inline void Writer::U16(uint16_t v) {
+  if (!Reserve(2)) return;
+  out_[pos_++] = std::byte(v >> 8);
+  out_[pos_++] = std::byte(v);
+}
+
+inline void Writer::U32(uint32_t v) {
+  if (!Reserve(4)) return;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    out_[pos_++] = std::byte(v >> shift);
+  }
+}
+
+inline void Writer::U64(uint64_t v) {
+  if (!Reserve(8)) return;
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    out_[pos_++] = std::byte(v >> shift);
+  }
+}
+
+// RFC 9000 §16: the two most significant bits of the first byte give the
+// length (00: 1, 01: 2, 10: 4, 11: 8 bytes), the rest is the value in
+// network byte order.
+inline void Writer::Varint(uint64_t v) {
+  switch (VarintSize(v)) {
+    case 1:
+      U8(uint8_t(v));
+      return;
+    case 2:
+      U16(uint16_t(v | 0x4000));
+      return;
+    case 4:
+      U32(uint32_t(v | 0x80000000u));
+      return;
+    case 8:
+      U64(v | 0xc000000000000000ull);
+      return;
+    default:
+      ok_ = false;
+  }
+}
+
+inline void Writer::Bytes(std::span<const std::byte> bytes) {
+  if (bytes.empty() || !Reserve(bytes.size())) return;
+  std::memcpy(out_.data() + pos_, bytes.data(), bytes.size());
+  pos_ += bytes.size();
+}
+
+inline void Writer::Zeros(size_t n) {
+  if (n == 0 || !Reserve(n)) return;
+  std::memset(out_.data() + pos_, 0, n);
+  pos_ += n;
+}
+
+inline size_t VarintSize(uint64_t v) {
+  if (v < (1u << 6)) return 1;
+  if (v < (1u << 14)) return 2;
+  if (v < (1u << 30)) return 4;
+  if (v <= kMaxVarint) return 8;
+  return 0;
+}
+
+// --- Reader
+// --------------------------------------------------------------------
+
+inline bool Reader::U8(uint8_t* v) {
+  if (remaining() < 1) return false;
+  *v = uint8_t(in_[pos_++]);
+  return true;
+}
+
+inline bool Reader::U16(uint16_t* v) {
+  if (remaining() < 2) return false;
+  *v = uint16_t(uint16_t(in_[pos_]) << 8 | uint16_t(in_[pos_ + 1]));
+  pos_ += 2;
+  return true;
+}
+
+inline bool Reader::U32(uint32_t* v) {
+  if (remaining() < 4) return false;
+  uint32_t x = 0;
+  for (int i = 0; i < 4; ++i) x = x << 8 | uint32_t(in_[pos_ + i]);
+  pos_ += 4;
+  *v = x;
+  return true;
+}
+
+inline bool Reader::U64(uint64_t* v) {
+  if (remaining() < 8) return false;
+  uint64_t x = 0;
+  for (int i = 0; i < 8; ++i) x = x << 8 | uint64_t(in_[pos_ + i]);
+  pos_ += 8;
+  *v = x;
+  return true;
+}
+
+inline bool Reader::Varint(uint64_t* v) {
+  if (remaining() < 1) return false;
+  const size_t length = size_t{1} << (uint8_t(in_[pos_]) >> 6);
+  if (remaining() < length) return false;
+  uint64_t x = uint8_t(in_[pos_]) & 0x3f;
+  for (size_t i = 1; i < length; ++i) x = x << 8 | uint64_t(in_[pos_ + i]);
+  pos_ += length;
+  *v = x;
+  return true;
+}
+
+inline bool Reader::Bytes(size_t n, std::span<const std::byte>* out) {
+  if (remaining() < n) return false;
+  *out = in_.subspan(pos_, n);
+  pos_ += n;
+  return true;
+}
+
+inline bool Reader::Skip(size_t n) {
+  if (remaining() < n) return false;
+  pos_ += n;
+  return true;
+}
 
 // --- Packet numbers (RFC 9000 §17.1, Appendix A) -----------------------------
 

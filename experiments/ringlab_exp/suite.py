@@ -292,7 +292,10 @@ class Suite:
 
 def resolve_suite_path(name_or_path):
     p = pathlib.Path(name_or_path)
-    if p.suffix == ".toml" or p.exists():
+    # A bare name is a suite under experiments/suites even when a directory of
+    # that name exists where the runner is started (`run mqtt` from the repo
+    # root must not pick up the mqtt/ module directory).
+    if p.suffix == ".toml" or p.is_file():
         return p
     candidate = SUITES_DIR / f"{name_or_path}.toml"
     if candidate.exists():

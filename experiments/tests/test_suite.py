@@ -23,6 +23,18 @@ class ShippedSuites(unittest.TestCase):
     def setUp(self):
         self.registry = load_registry()
 
+    def test_bare_name_ignores_a_directory_of_that_name(self):
+        # Regression: `ringlab run mqtt` from the repository root resolved to
+        # the mqtt/ module directory instead of experiments/suites/mqtt.toml.
+        import os
+        d = tempdir(self)
+        (d / "mqtt").mkdir()
+        old = os.getcwd()
+        os.chdir(d)
+        self.addCleanup(os.chdir, old)
+        self.assertEqual(suite_mod.resolve_suite_path("mqtt"),
+                         suite_mod.SUITES_DIR / "mqtt.toml")
+
     def test_every_shipped_suite_loads(self):
         for path in sorted(suite_mod.SUITES_DIR.glob("*.toml")):
             with self.subTest(suite=path.stem):

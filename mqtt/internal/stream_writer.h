@@ -26,6 +26,9 @@
 // writing that stream, and Retry() sends the backlog once the Loop calls
 // OnWritable(). Without a backlog a refusal is an error, as any other.
 //
+// A StreamSink given to Begin() takes each full lease instead of the Loop
+// (TLS encrypts it and queues the ciphertext itself, mqtt/tls_stream.h).
+//
 // Errors: Append/Space fail (false / empty span) when the Loop's pool is
 // exhausted; the caller then stops writing to this stream. A Send() error
 // other than a kept refusal is returned by End(): the stream has a hole and
@@ -141,6 +144,16 @@ class SharedPayloadCache {
   uint64_t hits_ = 0;
 };
 
+// Where a StreamWriter's leases go instead of Loop::Send (a byte filter such
+// as TLS). Returns 0 or a negative errno like Loop::Send; the lease is
+// consumed either way.
+class StreamSink {
+ public:
+  virtual ~StreamSink() = default;
+  virtual int SendLease(transport::SocketId socket,
+                        transport::BufferLease lease) = 0;
+};
+
 class StreamWriter {
  public:
   // End() result: refused sends wait in the backlog.
@@ -148,10 +161,16 @@ class StreamWriter {
 
   explicit StreamWriter(transport::Loop* loop) : loop_(loop) {}
 
-  void Begin(transport::SocketId socket, SendBacklog* backlog = nullptr) {
+  // `backlog`: where refused sends wait (see above). `sink`: a byte
+  // filter (TLS) that takes every lease instead of the Loop; with a sink,
+  // sends are not kept in the backlog and AppendShared must not be used
+  // (the sink must see every byte: copy with Append instead).
+  void Begin(transport::SocketId socket, SendBacklog* backlog = nullptr,
+             StreamSink* sink = nullptr) {
     socket_ = socket;
-    backlog_ = backlog;
-    blocked_ = backlog != nullptr && !backlog->empty();
+    sink_ = sink;
+    backlog_ = sink == nullptr ? backlog : nullptr;
+    blocked_ = backlog_ != nullptr && !backlog_->empty();
     error_ = 0;
     leases_ = 0;
     shared_sends_ = 0;
@@ -226,6 +245,8 @@ class StreamWriter {
     if (error_ != 0) return error_;
     return blocked_ ? kBlocked : 0;
   }
+  // A sink (TLS) takes the leases: shared sends would bypass it.
+  bool has_sink() const { return sink_ != nullptr; }
   // A send was refused and kept: write nothing more to this stream now.
   bool blocked() const { return blocked_; }
   // Leases and shared-payload sends queued since Begin().
@@ -259,6 +280,13 @@ class StreamWriter {
  private:
   void Queue() {
     lease_.set_size(used_);
+    if (sink_ != nullptr) {
+      used_ = 0;
+      ++leases_;
+      const int rc = sink_->SendLease(socket_, std::move(lease_));
+      if (rc < 0 && error_ == 0) error_ = rc;
+      return;
+    }
     used_ = 0;
     ++leases_;
     if (backlog_ == nullptr) {
@@ -292,6 +320,7 @@ class StreamWriter {
   transport::Loop* loop_;
   transport::SocketId socket_;
   SendBacklog* backlog_ = nullptr;
+  StreamSink* sink_ = nullptr;
   transport::BufferLease lease_;
   size_t used_ = 0;
   size_t leases_ = 0;

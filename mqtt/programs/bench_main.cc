@@ -82,6 +82,15 @@ struct Config {
   // with a durable store keeps every QoS 1/2 delivery.
   uint32_t session_expiry_s = 0;
   std::string json_path;
+  // TLS (ClientDriverOptions::tls): every connection speaks TLS.
+  bool tls = false;
+  std::string cafile;
+  std::string cert;
+  std::string key;
+  std::string tls_server_name;
+  bool insecure = false;
+  bool ktls = false;
+  std::string tls_version;  // "" (1.2..1.3), "1.2" or "1.3"
 };
 
 void PutU64(std::byte* p, uint64_t v) { std::memcpy(p, &v, 8); }
@@ -125,6 +134,8 @@ class Bench : public ClientDriver::Listener {
       o.client.clean_start = false;
       o.client.session_expiry_s = cfg_.session_expiry_s;
     }
+    o.tls = tls_;
+    o.ktls = cfg_.ktls;
     absl::StatusOr<std::unique_ptr<ClientDriver>> d =
         ClientDriver::Create(loop_, o, this);
     if (!d.ok()) return nullptr;
@@ -157,6 +168,7 @@ class Bench : public ClientDriver::Listener {
   Config cfg_;
   transport::Loop* loop_;
   Endpoint server_;
+  std::shared_ptr<TlsContext> tls_;
   std::vector<std::unique_ptr<ClientDriver>> clients_;
   std::vector<ClientDriver*> pubs_;
   std::vector<ClientDriver*> subs_;
@@ -313,6 +325,28 @@ int Bench::Run() {
     return kExitUsage;
   }
   server_ = *server;
+  if (cfg_.tls) {
+    TlsConfig tc;
+    tc.role = TlsRole::kClient;
+    tc.ca_file = cfg_.cafile;
+    tc.cert_file = cfg_.cert;
+    tc.key_file = cfg_.key;
+    tc.verify_peer = !cfg_.insecure;
+    tc.server_name = cfg_.tls_server_name.empty()
+                         ? cfg_.server.substr(0, cfg_.server.rfind(':'))
+                         : cfg_.tls_server_name;
+    tc.ktls = cfg_.ktls;
+    if (!cfg_.tls_version.empty()) {
+      tc.min_version = tc.max_version = cfg_.tls_version;
+    }
+    absl::StatusOr<std::shared_ptr<TlsContext>> ctx = TlsContext::Create(tc);
+    if (!ctx.ok()) {
+      std::fprintf(stderr, "ringlab_mqtt_bench: %s\n",
+                   std::string(ctx.status().message()).c_str());
+      return kExitUsage;
+    }
+    tls_ = *ctx;
+  }
   const std::string run_id = absl::StrCat(::getpid());
   topic_prefix_ = absl::StrCat("ringlab/bench/", run_id);
 
@@ -543,6 +577,30 @@ int Bench::Report() {
   json.Key("counters");
   AppendCounters(json, lc);
   json.Key("server").String(cfg_.server);
+  json.Key("tls").Bool(cfg_.tls);
+  if (cfg_.tls) {
+    TlsCounters t;
+    uint64_t ktls_tx = 0, ktls_rx = 0;
+    for (const auto& c : clients_) {
+      const TlsCounters& ct = c->tls_counters();
+      t.handshakes_completed += ct.handshakes_completed;
+      t.ktls_tx += ct.ktls_tx;
+      t.ktls_rx += ct.ktls_rx;
+      t.ktls_unavailable += ct.ktls_unavailable;
+      ktls_tx += ct.ktls_tx;
+      ktls_rx += ct.ktls_rx;
+      if (const TlsStream* s = c->tls_stream(); s != nullptr && s->open()) {
+        json.Key("tls_version")
+            .String(std::string(s->session().version_name()));
+        json.Key("tls_cipher").String(std::string(s->session().cipher_name()));
+      }
+    }
+    json.Key("tls_handshakes").Uint(t.handshakes_completed);
+    json.Key("ktls_requested").Bool(cfg_.ktls);
+    json.Key("ktls_tx_connections").Uint(ktls_tx);
+    json.Key("ktls_rx_connections").Uint(ktls_rx);
+    json.Key("ktls_unavailable").Uint(t.ktls_unavailable);
+  }
   if (cfg_.broker_pid > 0) {
     json.Key("broker_pid").Int(cfg_.broker_pid);
     json.Key("broker_rss_before_bytes").Uint(rss_before_);
@@ -617,6 +675,24 @@ int Run(int argc, char** argv) {
   flags.Add("cpu", "pin this process's thread to this CPU (-1: no)", &cfg.cpu);
   flags.Add("json", "also write the RESULT object to this file",
             &cfg.json_path);
+  flags.Add("tls", "speak MQTT over TLS (the broker's TLS port in --server)",
+            &cfg.tls);
+  flags.Add("cafile", "TLS: PEM CA bundle that verifies the broker",
+            &cfg.cafile);
+  flags.Add("cert", "TLS: PEM client certificate (mutual TLS)", &cfg.cert);
+  flags.Add("key", "TLS: PEM key of --cert", &cfg.key);
+  flags.Add("tls_server_name",
+            "TLS: name the broker's certificate must carry (default: the "
+            "host of --server)",
+            &cfg.tls_server_name);
+  flags.Add("insecure", "TLS: do not verify the broker's certificate",
+            &cfg.insecure);
+  flags.Add("ktls",
+            "TLS: hand the record layer to the kernel after the handshake "
+            "(where the kernel has a tls module)",
+            &cfg.ktls);
+  flags.Add("tls_version", "TLS: force 1.2 or 1.3 (default: either)",
+            &cfg.tls_version);
   // The runner's form starts with a role word: `ringlab_mqtt_bench client`.
   if (argc > 1 && std::string_view(argv[1]) == "client") {
     argv[1] = argv[0];

@@ -4,6 +4,13 @@
 //   ringlab_mqtt_broker --backend=uring-fixed --listen=127.0.0.1:1883
 //   ringlab_mqtt_broker --listen=127.0.0.1:0     # prints READY 127.0.0.1:PORT
 //
+// With --tls_listen=HOST:PORT (or --tls_port=PORT on the host of --listen)
+// --cert=PEM --key=PEM [--cafile=PEM --require_certificate] [--ktls] a
+// second listener speaks MQTT over TLS (mqtt/tls_listener.h); it prints
+// "TLS_READY host:port" before READY.
+//   ringlab_mqtt_broker --listen=127.0.0.1:1883 --tls_port=8883
+//       --cert=server.crt --key=server.key --ktls
+//
 // Output: one "READY host:port" line once it listens; on SIGINT or SIGTERM
 // it closes every connection (v5 clients get DISCONNECT 0x8B), stops, and
 // prints one "SERVER_STATS {json}" line (schema ringlab.mqtt.broker/1:
@@ -27,6 +34,7 @@
 #include "mqtt/broker_driver.h"
 #include "mqtt/programs/program_support.h"
 #include "mqtt/store_sqlite.h"
+#include "mqtt/tls_listener.h"
 #include "transport/loop.h"
 
 namespace ringlab::mqtt::programs {
@@ -58,7 +66,42 @@ struct Config {
   std::string data_dir;
   std::string fsync = "batch";
   uint32_t fsync_batch_ms = 10;
+  std::string tls_listen;
+  int tls_port = -1;
+  std::string cert;
+  std::string key;
+  std::string cafile;
+  bool require_certificate = false;
+  bool ktls = false;
+  std::string tls_min_version = "1.2";
+  std::string tls_max_version = "1.3";
+  std::string tls_self_signed;
 };
+
+void AppendTlsCounters(bench::JsonWriter& json, const TlsCounters& t) {
+  json.BeginObject();
+  json.Key("handshakes_started").Uint(t.handshakes_started);
+  json.Key("handshakes_completed").Uint(t.handshakes_completed);
+  json.Key("failed_not_tls").Uint(t.failed_not_tls);
+  json.Key("failed_peer_alert").Uint(t.failed_peer_alert);
+  json.Key("failed_verify").Uint(t.failed_verify);
+  json.Key("failed_no_peer_cert").Uint(t.failed_no_peer_cert);
+  json.Key("failed_protocol").Uint(t.failed_protocol);
+  json.Key("peer_close_notify").Uint(t.peer_close_notify);
+  json.Key("ktls_tx").Uint(t.ktls_tx);
+  json.Key("ktls_rx").Uint(t.ktls_rx);
+  json.Key("ktls_unavailable").Uint(t.ktls_unavailable);
+  json.Key("ktls_failed").Uint(t.ktls_failed);
+  json.Key("ktls_rx_multishot").Uint(t.ktls_rx_multishot);
+  json.Key("ktls_rx_not_at_boundary").Uint(t.ktls_rx_not_at_boundary);
+  json.Key("ktls_control_records").Uint(t.ktls_control_records);
+  json.Key("plaintext_bytes_in").Uint(t.plaintext_bytes_in);
+  json.Key("plaintext_bytes_out").Uint(t.plaintext_bytes_out);
+  json.Key("ciphertext_bytes_in").Uint(t.ciphertext_bytes_in);
+  json.Key("ciphertext_bytes_out").Uint(t.ciphertext_bytes_out);
+  json.Key("pool_empty").Uint(t.pool_empty);
+  json.EndObject();
+}
 
 int Run(int argc, char** argv) {
   Config cfg;
@@ -140,6 +183,37 @@ int Run(int argc, char** argv) {
             &cfg.fsync);
   flags.Add("fsync_batch_ms", "the batch commit window, ms",
             &cfg.fsync_batch_ms);
+  flags.Add("tls_listen",
+            "HOST:PORT of a second listener speaking MQTT over TLS (port 0 "
+            "picks one; printed as TLS_READY host:port); needs --cert, --key",
+            &cfg.tls_listen);
+  flags.Add("tls_port",
+            "the TLS listener's port on the host of --listen (0 picks one); "
+            "instead of --tls_listen",
+            &cfg.tls_port);
+  flags.Add("cert", "TLS: PEM certificate (chain) of the broker", &cfg.cert);
+  flags.Add("key", "TLS: PEM private key of --cert", &cfg.key);
+  flags.Add("cafile",
+            "TLS: PEM CA bundle; when given, clients are asked for a "
+            "certificate, which must verify against it",
+            &cfg.cafile);
+  flags.Add("require_certificate",
+            "TLS: refuse clients without a certificate (needs --cafile)",
+            &cfg.require_certificate);
+  flags.Add("ktls",
+            "TLS: hand the record layer to the kernel after the handshake "
+            "(setsockopt SOL_TLS; AES-GCM only); where the kernel has no tls "
+            "module the connections stay in user space and SERVER_STATS "
+            "counts ktls_unavailable",
+            &cfg.ktls);
+  flags.Add("tls_self_signed",
+            "TLS: make a throw-away key and self-signed certificate for "
+            "localhost / 127.0.0.1 in this directory (broker.key, broker.crt) "
+            "and use them; clients trust DIR/broker.crt (--cafile); instead "
+            "of --cert/--key, for benchmarks",
+            &cfg.tls_self_signed);
+  flags.Add("tls_min_version", "TLS: 1.2 or 1.3", &cfg.tls_min_version);
+  flags.Add("tls_max_version", "TLS: 1.2 or 1.3", &cfg.tls_max_version);
   if (absl::Status s = flags.Parse(argc, argv); !s.ok()) {
     std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
     return kExitUsage;
@@ -272,6 +346,72 @@ int Run(int argc, char** argv) {
       });
     }
   }
+  std::unique_ptr<TlsListener> tls;
+  if (cfg.tls_port >= 0) {
+    if (!cfg.tls_listen.empty() || cfg.tls_port > 65535) {
+      std::fprintf(stderr,
+                   "ringlab_mqtt_broker: --tls_port takes 0..65535 and "
+                   "excludes --tls_listen\n");
+      return kExitUsage;
+    }
+    Endpoint tls_ep = *listen;
+    tls_ep.set_port(uint16_t(cfg.tls_port));
+    cfg.tls_listen = tls_ep.ToString();
+  }
+  if (!cfg.tls_listen.empty()) {
+    absl::StatusOr<Endpoint> tls_ep = Endpoint::Parse(cfg.tls_listen);
+    if (!tls_ep.ok()) {
+      std::fprintf(stderr, "ringlab_mqtt_broker: --tls_listen: %s\n",
+                   std::string(tls_ep.status().message()).c_str());
+      return kExitUsage;
+    }
+    if (!cfg.tls_self_signed.empty()) {
+      cfg.cert = cfg.tls_self_signed + "/broker.crt";
+      cfg.key = cfg.tls_self_signed + "/broker.key";
+      if (absl::Status s = WriteSelfSignedCertificate(
+              cfg.cert, cfg.key, {"localhost"}, {"127.0.0.1", "::1"});
+          !s.ok()) {
+        std::fprintf(stderr, "ringlab_mqtt_broker: %s\n",
+                     std::string(s.message()).c_str());
+        return kExitRunFailed;
+      }
+    }
+    TlsConfig tc;
+    tc.role = TlsRole::kServer;
+    tc.cert_file = cfg.cert;
+    tc.key_file = cfg.key;
+    tc.ca_file = cfg.cafile;
+    tc.require_peer_cert = cfg.require_certificate;
+    tc.ktls = cfg.ktls;
+    tc.min_version = cfg.tls_min_version;
+    tc.max_version = cfg.tls_max_version;
+    absl::StatusOr<std::shared_ptr<TlsContext>> ctx = TlsContext::Create(tc);
+    if (!ctx.ok()) {
+      std::fprintf(stderr, "ringlab_mqtt_broker: %s\n",
+                   std::string(ctx.status().message()).c_str());
+      return kExitUsage;
+    }
+    if (cfg.ktls) {
+      if (absl::Status k = ProbeKernelTls(); !k.ok()) {
+        std::fprintf(stderr,
+                     "ringlab_mqtt_broker: --ktls: %s; TLS stays in user "
+                     "space\n",
+                     std::string(k.message()).c_str());
+      }
+    }
+    TlsListenerOptions to;
+    to.listen = *tls_ep;
+    to.context = *ctx;
+    to.ktls = cfg.ktls;
+    absl::StatusOr<std::unique_ptr<TlsListener>> started =
+        TlsListener::Start(&loop, &broker, to);
+    if (!started.ok()) {
+      std::fprintf(stderr, "ringlab_mqtt_broker: cannot listen on %s: %s\n",
+                   cfg.tls_listen.c_str(), started.status().ToString().c_str());
+      return kExitRunFailed;
+    }
+    tls = std::move(*started);
+  }
 
   const uint64_t rss_start = ResidentBytes();
   const transport::LoopCounters counters_start = loop.counters();
@@ -306,11 +446,15 @@ int Run(int argc, char** argv) {
                   if (!stopping && stop_requested()) {
                     stopping = true;
                     sample(true);  // the last point before shutting down
+                    if (tls != nullptr) tls->Shutdown();
                     broker.Shutdown();
                     stop_at = now + std::chrono::milliseconds(200);
                   }
                   if (stopping && now >= stop_at) loop.Stop();
                 });
+  if (tls != nullptr) {
+    std::printf("TLS_READY %s\n", tls->local_endpoint().ToString().c_str());
+  }
   std::printf("READY %s\n", broker.local_endpoint().ToString().c_str());
   std::fflush(stdout);
 
@@ -398,6 +542,15 @@ int Run(int argc, char** argv) {
     json.Key("write_errors").Uint(store->counters().write_errors);
     json.EndObject();
   }
+  if (tls != nullptr) {
+    json.Key("tls_listen").String(tls->local_endpoint().ToString());
+    json.Key("ktls_requested").Bool(cfg.ktls);
+    const absl::Status k = ProbeKernelTls();
+    json.Key("ktls_available").Bool(k.ok());
+    if (!k.ok()) json.Key("ktls_note").String(std::string(k.message()));
+    json.Key("tls");
+    AppendTlsCounters(json, tls->counters());
+  }
   json.Key("cpu").Int(cfg.cpu);
   json.EndObject();
   std::printf("SERVER_STATS %s\n", json.str().c_str());
@@ -417,6 +570,9 @@ int Run(int argc, char** argv) {
   }
   // The driver goes before the Loop: it closes its sockets on the Loop;
   // the store goes after the broker that reports to it.
+  // The TLS listener goes before the driver (it forwards to it), the driver
+  // before the Loop: each closes its sockets on the Loop.
+  tls.reset();
   driver->reset();
   store.reset();
   return exit_code;

@@ -75,8 +75,10 @@ absl::Status Flags::Parse(int argc, char** argv) {
                        "' (flags are --name=value; see --help)"));
     }
     const size_t eq = arg.find('=');
-    const std::string name =
+    std::string name =
         arg.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+    // --tls-listen and --tls_listen are the same flag.
+    std::replace(name.begin(), name.end(), '-', '_');
     const std::string value =
         eq == std::string::npos ? std::string() : arg.substr(eq + 1);
     bool found = false;

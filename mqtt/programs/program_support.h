@@ -41,7 +41,8 @@ class Flags {
   void Add(const std::string& name, const std::string& help, double* v);
   void Add(const std::string& name, const std::string& help, bool* v);
 
-  // InvalidArgument naming the flag for unknown flags or bad values.
+  // InvalidArgument naming the flag for unknown flags or bad values. A dash
+  // in a flag name reads as an underscore.
   absl::Status Parse(int argc, char** argv);
   bool help() const { return help_; }
   std::string Usage() const;

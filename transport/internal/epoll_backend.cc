@@ -241,7 +241,8 @@ class EpollBackend final : public LoopCore {
   void ReadStream(Socket& s) {
     if (s.receive_paused) return;  // ResumeReceive reads on
     int reads = 0;
-    while (!s.closing && !s.read_closed && s.connected) {
+    // A handler may pause the socket in the middle: stop reading at once.
+    while (!s.closing && !s.read_closed && s.connected && !s.receive_paused) {
       if (reads == kStreamReadsPerIteration) {
         MarkReadReady(s);
         return;
@@ -299,7 +300,9 @@ class EpollBackend final : public LoopCore {
 
   void DrainDatagrams(Socket& s) {
     if (s.receive_paused) return;
-    for (int batches = 0; !s.closing; ++batches) {
+    // A handler that pauses mid-batch: the rest of the batch is held (see
+    // LoopCore::Hold) and nothing more is read.
+    for (int batches = 0; !s.closing && !s.receive_paused; ++batches) {
       if (batches == kDatagramBatchesPerIteration) {
         MarkReadReady(s);
         return;

@@ -173,6 +173,12 @@ absl::Status LoopCore::InitCore(const LoopOptions& options,
   accept_paused_.reserve(max_sockets);
   writable_waiters_.reserve(max_sockets);
   dead_streams_.reserve(max_sockets);
+  held_ready_.reserve(max_sockets);
+  held_.resize(pool->buffer_count());
+  free_held_.reserve(held_.size());
+  for (uint32_t i = static_cast<uint32_t>(held_.size()); i-- > 0;) {
+    free_held_.push_back(i);
+  }
   wakeup_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wakeup_fd_ < 0) return ErrnoStatus("eventfd", errno);
   now = MonotonicNow();
@@ -806,10 +812,91 @@ int LoopCore::SetReceivePaused(SocketId id, bool paused) {
   s->receive_paused = paused;
   if (paused) {
     PauseReceiveOp(*s);
+  } else if (s->held_head != kNoOp || s->read_close_held) {
+    // Delivered by the next iteration rather than from inside this call,
+    // which may itself run in a handler; the receive is armed after them.
+    if (!s->held_listed) {
+      s->held_listed = true;
+      held_ready_.push_back(SlotOf(*s));
+    }
   } else if (!s->read_closed && (s->connected || s->kind == SocketKind::kUdp)) {
     ResumeReceiveOp(*s);
   }
   return 0;
+}
+
+// A receive the kernel had under way when PauseReceive ran can still
+// complete: on uring-sqpoll the SQ thread picks the cancellation up some
+// time later, and a multishot receive posts CQEs until then; a handler that
+// pauses in the middle of a batch (recvmmsg, a CQ full of CQEs) leaves the
+// rest of the batch. Delivering them would break the promise that nothing
+// arrives while paused, and dropping them would lose accepted data, so the
+// Loop keeps them (with their buffers) and delivers them on ResumeReceive.
+void LoopCore::Hold(Socket& s, uint32_t buffer, uint32_t offset, uint32_t size,
+                    const DatagramInfo* info) {
+  if (free_held_.empty()) {
+    // One record per pool buffer, so this means a bookkeeping bug; count
+    // it as a drop rather than deliver while paused.
+    ++counters.receive_errors;
+    pool->ReleaseIndex(buffer);
+    return;
+  }
+  const uint32_t index = free_held_.back();
+  free_held_.pop_back();
+  HeldReceive& h = held_[index];
+  h.next = kNoOp;
+  h.buffer = buffer;
+  h.offset = offset;
+  h.size = size;
+  if (info != nullptr) h.info = *info;
+  if (s.held_tail == kNoOp) {
+    s.held_head = index;
+  } else {
+    held_[s.held_tail].next = index;
+  }
+  s.held_tail = index;
+  ++counters.receives_held;
+}
+
+void LoopCore::DeliverHeld(Socket& s) {
+  while (s.held_head != kNoOp && !s.receive_paused && !s.closing) {
+    const uint32_t index = s.held_head;
+    HeldReceive& h = held_[index];
+    s.held_head = h.next;
+    if (s.held_head == kNoOp) s.held_tail = kNoOp;
+    const uint32_t buffer = h.buffer;
+    const uint32_t offset = h.offset;
+    const uint32_t size = h.size;
+    DatagramInfo info = h.info;
+    free_held_.push_back(index);
+    pool->slot(buffer).lent_at_ns = now.nanos();
+    BufferLease lease = pool->Adopt(buffer, size, offset);
+    if (s.kind == SocketKind::kUdp) {
+      s.handler->OnDatagramInfo(IdOf(s), info, std::move(lease));
+    } else {
+      s.handler->OnData(IdOf(s), std::move(lease));
+    }
+  }
+  if (s.held_head != kNoOp || s.receive_paused || s.closing) return;
+  if (s.read_close_held) {
+    s.read_close_held = false;
+    s.handler->OnReadClosed(IdOf(s), s.read_close_result);
+    return;
+  }
+  if (!s.read_closed && (s.connected || s.kind == SocketKind::kUdp)) {
+    ResumeReceiveOp(s);
+  }
+}
+
+void LoopCore::ReleaseHeld(Socket& s) {
+  while (s.held_head != kNoOp) {
+    const uint32_t index = s.held_head;
+    s.held_head = held_[index].next;
+    pool->ReleaseIndex(held_[index].buffer);
+    free_held_.push_back(index);
+  }
+  s.held_tail = kNoOp;
+  s.read_close_held = false;
 }
 
 size_t LoopCore::QueuedSendBytes(SocketId id) const {
@@ -1053,10 +1140,14 @@ void LoopCore::DeliverDatagram(Socket& s, uint32_t buffer, uint32_t offset,
                                uint32_t size, DatagramInfo& info) {
   ++counters.datagrams_received;
   counters.bytes_received += size;
+  if (s.receive_control) info.dropped = s.last_dropped;
+  if (!s.closing && MustHold(s)) {
+    Hold(s, buffer, offset, size, &info);
+    return;
+  }
   pool->slot(buffer).lent_at_ns = now.nanos();
   BufferLease lease = pool->Adopt(buffer, size, offset);
   if (s.closing) return;  // lease releases the buffer
-  if (s.receive_control) info.dropped = s.last_dropped;
   s.handler->OnDatagramInfo(IdOf(s), info, std::move(lease));
 }
 
@@ -1091,6 +1182,10 @@ void LoopCore::NoteControl(Socket& s, const cmsghdr& cmsg, DatagramInfo* info) {
 void LoopCore::DeliverData(Socket& s, uint32_t buffer, uint32_t offset,
                            uint32_t size) {
   counters.bytes_received += size;
+  if (!s.closing && MustHold(s)) {
+    Hold(s, buffer, offset, size, nullptr);
+    return;
+  }
   pool->slot(buffer).lent_at_ns = now.nanos();
   BufferLease lease = pool->Adopt(buffer, size, offset);
   if (s.closing) return;
@@ -1100,6 +1195,12 @@ void LoopCore::DeliverData(Socket& s, uint32_t buffer, uint32_t offset,
 void LoopCore::DeliverReadClosed(Socket& s, int result) {
   if (s.read_closed) return;
   s.read_closed = true;
+  if (!s.closing && MustHold(s)) {
+    // After the data held before it (see Hold).
+    s.read_close_held = true;
+    s.read_close_result = result;
+    return;
+  }
   if (!s.closing) s.handler->OnReadClosed(IdOf(s), result);
 }
 
@@ -1226,6 +1327,7 @@ void LoopCore::FinishClose(Socket& s) {
     pool->ReleaseIndex(s.receive_buffer);
     s.receive_buffer = BufferPool::kNoBuffer;
   }
+  ReleaseHeld(s);
   UnregisterSocket(s);
   ::close(s.fd);
   s.fd = -1;
@@ -1240,6 +1342,7 @@ void LoopCore::FinishClose(Socket& s) {
   s.read_ready = false;
   s.writable_wanted = false;
   s.dead_listed = false;
+  s.held_listed = false;
   free_slots_.push_back(SlotOf(s));
   --open_sockets;
   // A descriptor is free again: listeners backing off retry at once.
@@ -1346,6 +1449,19 @@ int LoopCore::RunOnce(Duration timeout) {
   if (!accept_paused_.empty()) RetryPausedAccepts();
   if (!dead_streams_.empty()) CheckDeadStreams();
 
+  // Resumed sockets get what was held for them while paused.
+  if (!held_ready_.empty()) {
+    scratch_.swap(held_ready_);
+    for (uint32_t slot : scratch_) {
+      Socket& s = sockets_[slot];
+      const bool was_listed = s.held_listed;
+      s.held_listed = false;
+      if (s.kind == SocketKind::kFree || !was_listed || s.closing) continue;
+      DeliverHeld(s);
+    }
+    scratch_.clear();
+  }
+
   // Sockets that used their read budget last iteration read on (epoll).
   if (!ready_.empty()) {
     scratch_.swap(ready_);
@@ -1374,7 +1490,7 @@ int LoopCore::RunOnce(Duration timeout) {
   }
 
   Duration wait = timeout;
-  if (busy() || !ready_.empty()) {
+  if (busy() || !ready_.empty() || !held_ready_.empty()) {
     wait = Duration(0);
   } else if (!dirty_.empty() || !starved_.empty()) {
     // Starved receives retry next iteration; don't sleep past that.

@@ -59,6 +59,18 @@ struct SendOp {
   alignas(8) std::byte header[Loop::kMaxSendHeaderBytes];
   uint32_t size() const { return header_size + payload_size; }
 };
+
+// A receive that completed while its socket was paused (or while earlier
+// held receives still waited): the Loop keeps its buffer and delivers it on
+// ResumeReceive, in arrival order. Lives in LoopCore::held_ (one per pool
+// buffer, so holding never allocates); linked into its socket's list.
+struct HeldReceive {
+  uint32_t next = kNoOp;
+  uint32_t buffer = BufferPool::kNoBuffer;
+  uint32_t offset = 0;
+  uint32_t size = 0;
+  DatagramInfo info;  // UDP only
+};
 // Fairness (epoll): most reads one socket gets per loop iteration before the
 // others have their turn; a socket with more to read waits on the ready list
 // for the next iteration.
@@ -132,6 +144,13 @@ struct Socket {
   sockaddr_storage peer_addr{};
   socklen_t peer_addr_len = 0;
   uint32_t next_dirty = 0;
+  // Receives held while paused (HeldReceive indices through ::next), and an
+  // end of stream or read error that came after them.
+  uint32_t held_head = kNoOp;
+  uint32_t held_tail = kNoOp;
+  bool held_listed = false;  // on held_ready_ (deliver next iteration)
+  bool read_close_held = false;
+  int read_close_result = 0;
 };
 
 class LoopCore {
@@ -242,6 +261,11 @@ class LoopCore {
   // `info` (and the drop counter); called for each cmsg of a datagram.
   void NoteControl(Socket& s, const cmsghdr& cmsg, DatagramInfo* info);
   void DeliverData(Socket& s, uint32_t buffer, uint32_t offset, uint32_t size);
+  // Paused (or receives still held): the Deliver* calls above keep the
+  // receive instead, until ResumeReceive; see HeldReceive.
+  bool MustHold(const Socket& s) const {
+    return s.receive_paused || s.held_head != kNoOp;
+  }
   void DeliverReadClosed(Socket& s, int result);
   void DeliverConnect(Socket& s, int result);
   void DeliverError(Socket& s, int error);
@@ -321,6 +345,9 @@ class LoopCore {
   std::vector<uint32_t> accept_paused_;  // listeners backing off
   std::vector<uint32_t> writable_waiters_;  // refused sockets (OnWritable)
   std::vector<uint32_t> dead_streams_;      // send failed, end not read
+  std::vector<uint32_t> held_ready_;        // resumed with receives held
+  std::vector<HeldReceive> held_;           // see HeldReceive
+  std::vector<uint32_t> free_held_;
   // Budgets (see LoopOptions): pool buffers any send queue holds, ring
   // buffers send queues hold, and their limits.
   uint32_t receive_reserve_ = 0;
@@ -344,6 +371,14 @@ class LoopCore {
   void RetryPausedAccepts();
   void NotifyWritable();
   void CheckDeadStreams();
+  // Keeps a receive of a paused socket (see MustHold); false if no record
+  // was free (cannot happen: one per pool buffer).
+  void Hold(Socket& s, uint32_t buffer, uint32_t offset, uint32_t size,
+            const DatagramInfo* info);
+  // Delivers what a resumed socket held, in order, until it is paused again;
+  // then arms its receive.
+  void DeliverHeld(Socket& s);
+  void ReleaseHeld(Socket& s);
   int Refuse(Socket& s, bool budget);
   // Queues `op` on `s` after the limit and budget checks (refusing frees
   // it). `payload_buffer` is the pool buffer it references, or kNoBuffer.

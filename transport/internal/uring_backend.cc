@@ -286,10 +286,14 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     if (!s.receive_armed) return;
     io_uring_sqe* sqe = GetSqe();
     if (sqe == nullptr) return;  // it stays armed; paused on its next CQE
-    const Op op = s.kind == SocketKind::kStream ? kOpRecv
-                  : (info.flags.provided_buffers && s.connected)
-                      ? kOpRecvConnected
-                      : kOpRecvMsg;
+    // The same choice as ArmDatagramReceive: a connected socket that asked
+    // for control messages uses recvmsg, and a cancel of the wrong
+    // user_data finds nothing and leaves the multishot receive reading.
+    const Op op =
+        s.kind == SocketKind::kStream ? kOpRecv
+        : (info.flags.provided_buffers && s.connected && !s.receive_control)
+            ? kOpRecvConnected
+            : kOpRecvMsg;
     io_uring_prep_cancel64(sqe, Encode(op, 0, IdOf(s).value), 0);
     sqe->user_data = Encode(kOpCancel, 0, IdOf(s).value);
     ++counters.submissions;
@@ -957,8 +961,11 @@ class UringBackend final : public LoopCore, public BufferRecycler {
         // Cancelled by KickReceive: arm a fresh receive, whose first
         // attempt returns what is left and then 0 or the error.
         s.receive_kick = false;
-      } else if (res == -ECANCELED || s.closing) {
+      } else if (s.closing || (res == -ECANCELED && s.receive_paused)) {
         return;
+      } else if (res == -ECANCELED) {
+        // Cancelled by a PauseReceive that ResumeReceive has undone since
+        // (the SQ thread may pick a cancellation up late): arm again.
       } else if (res < 0) {
         DeliverReadClosed(s, res);
         return;
@@ -1037,9 +1044,10 @@ class UringBackend final : public LoopCore, public BufferRecycler {
         if (!s.receive_armed) MarkStarved(s);
         return;
       }
-      if (res == -ECANCELED || s.closing) return;
-      // ICMP errors on a connected UDP socket: report, keep receiving.
-      DeliverError(s, res);
+      if (s.closing || (res == -ECANCELED && s.receive_paused)) return;
+      // ICMP errors on a connected UDP socket: report, keep receiving. A
+      // cancellation by a PauseReceive undone since: arm again.
+      if (res != -ECANCELED) DeliverError(s, res);
     }
     if (!s.receive_armed && !s.closing && !s.receive_paused) {
       if (multishot) ++counters.multishot_rearms;

@@ -192,6 +192,19 @@ void Connection::OnLongPacket(const wire::LongHeader& h, size_t datagram_bytes,
         CountDrop(DropReason::kUnexpectedHandshake);
         return;
       }
+      if (token_size_ > 0) {
+        // We hold a cookie and have sent INITIALs with it: this RETRY
+        // answers an older INITIAL (the server answers each one, so a
+        // retransmitted INITIAL brings a second RETRY, often in the same
+        // receive batch as the first), or the server re-issued the cookie.
+        // Take the new cookie for the next retransmission, but neither
+        // sample the RTT (it would pair this RETRY with the INITIAL just
+        // sent: a sample of ~0) nor answer at once (a duplicate would make
+        // us send an INITIAL per RETRY).
+        std::copy(h.token.begin(), h.token.end(), token_.begin());
+        token_size_ = h.token.size();
+        return;
+      }
       std::copy(h.token.begin(), h.token.end(), token_.begin());
       token_size_ = h.token.size();
       // Karn's rule: only an unambiguous exchange gives an RTT sample.
@@ -486,6 +499,7 @@ void Connection::OnAckFrame(const wire::Frame& f, Timestamp now) {
         peer_max_ack_delay_);
     if (!rtt_.has_sample()) first_rtt_sample_time_ = now;
     rtt_.OnSample(now - largest_newly_acked->time_sent, ack_delay);
+    ++stats_.rtt_samples;
   }
   DetectLostPackets(now);
   // §6.2.1: the PTO backoff resets when an acknowledgement arrives.
@@ -725,7 +739,18 @@ Timestamp Connection::LossDetectionDeadline() const {
   // RFC 9002 Appendix A.8 SetLossDetectionTimer.
   if (!loss_time_.is_never()) return loss_time_;
   if (ack_eliciting_in_flight_ == 0) return Timestamp::Never();
-  return last_ack_eliciting_sent_ + Backoff(ProbeTimeout(), pto_count_);
+  // §6.2.1 adds max_ack_delay for the peer's delayed ACK, and leaves it out
+  // for packets the peer acknowledges at once (Initial and Handshake
+  // there). A PING is acknowledged at once here, and the ACK of the newest
+  // packet covers all older ones, so when the newest ack-eliciting packet
+  // carried one, its ACK is due one RTT after it left: a lost tail of a
+  // window-limited flight (whose last packet asks with a PING) is probed
+  // after srtt + 4 rttvar instead of waiting out max_ack_delay as well,
+  // which on a LAN is many round trips.
+  const Duration pto = rtt_.ProbeTimeout(
+      last_ack_eliciting_immediate_ ? Duration::zero() : peer_max_ack_delay_,
+      options_.timer_granularity);
+  return last_ack_eliciting_sent_ + Backoff(pto, pto_count_);
 }
 
 void Connection::OnLossDetectionTimeout(Timestamp now) {
@@ -926,10 +951,12 @@ size_t Connection::WriteShortPacket(std::span<std::byte> out, Timestamp now) {
   if (data && !probe) {
     if (!cc_.CanSend(options_.max_datagram_bytes)) {
       data = false;
+      ++stats_.congestion_window_blocked;
     } else if (cc_.enabled() && options_.pacing &&
                pacer_.NextSendTime(now, options_.max_datagram_bytes,
                                    cc_.window(), rtt_.smoothed()) > now) {
       data = false;
+      ++stats_.pacing_blocked;
     }
   }
   const bool control = can_track && ControlPending();
@@ -948,6 +975,8 @@ size_t Connection::WriteShortPacket(std::span<std::byte> out, Timestamp now) {
   rec.time_sent = now;
   rec.first_ref = refs_base_ + chunk_refs_.size();
   bool ack_eliciting = false;
+  bool immediate_ack = false;  // carries a PING, which is answered at once
+  bool full_fragment = false;
 
   // ACK (RFC 9000 §19.3), truncated so a fragment still fits beside it.
   if (ack_pending_ && !received_.empty()) {
@@ -995,6 +1024,7 @@ size_t Connection::WriteShortPacket(std::span<std::byte> out, Timestamp now) {
       ping_pending_ = false;
       ++stats_.pings_sent;
       ack_eliciting = true;
+      immediate_ack = true;
     }
   }
   if (data || (probe && can_track)) {
@@ -1040,6 +1070,7 @@ size_t Connection::WriteShortPacket(std::span<std::byte> out, Timestamp now) {
       chunk_refs_.push_back(seq);
       ++rec.chunk_count;
       ack_eliciting = true;
+      full_fragment = full_fragment || c.length == fragment_bytes_;
     }
     // Unreliable messages: sent once, never retransmitted.
     while (!unreliable_out_.empty()) {
@@ -1063,17 +1094,22 @@ size_t Connection::WriteShortPacket(std::span<std::byte> out, Timestamp now) {
   // (a PING, which the receiver answers at once; the idea of QUIC's
   // IMMEDIATE_ACK): otherwise a small window waits max_ack_delay for the
   // receiver's every-second-packet rule each round trip.
-  if (ack_eliciting && cc_.enabled() && w.remaining() >= 1 &&
+  if (ack_eliciting && !immediate_ack && cc_.enabled() && w.remaining() >= 1 &&
       !cc_.CanSend(w.size() + options_.max_datagram_bytes)) {
     w.U8(uint8_t(wire::FrameType::kPing));
+    immediate_ack = true;
   }
   if (probe && can_track && !ack_eliciting && w.remaining() >= 1) {
     w.U8(uint8_t(wire::FrameType::kPing));
     ++stats_.pings_sent;
     ack_eliciting = true;
+    immediate_ack = true;
   }
   if (!w.ok()) return 0;  // cannot happen: every write checked its room
   if (w.size() == header_bytes) return 0;  // nothing fitted after all
+  // RFC 9000 §19.1: PADDING fills the packet up to the datagram size, so
+  // the packets of a train are all one size (UDP GSO segments).
+  if (full_fragment && options_.pad_full_packets) w.Zeros(w.remaining());
   const size_t size = w.size();
   ++next_pn_;
   largest_sent_ = pn;
@@ -1092,6 +1128,7 @@ size_t Connection::WriteShortPacket(std::span<std::byte> out, Timestamp now) {
     }
     ++ack_eliciting_in_flight_;
     last_ack_eliciting_sent_ = now;
+    last_ack_eliciting_immediate_ = immediate_ack;
     // RFC 9000 §10.1: the idle timer also restarts on the first
     // ack-eliciting packet sent after a receive.
     if (!ack_eliciting_sent_since_receive_) {
@@ -1473,7 +1510,9 @@ ConnectionStats Connection::stats() const {
   s.smoothed_rtt = rtt_.smoothed();
   s.rttvar = rtt_.rttvar();
   s.min_rtt = rtt_.min();
+  s.latest_rtt = rtt_.latest();
   s.congestion_window = cc_.window();
+  s.slow_start_threshold = cc_.ssthresh();
   s.bytes_in_flight = cc_.bytes_in_flight();
   s.congestion_events = cc_.congestion_events();
   s.persistent_congestion = cc_.persistent_congestion_events();

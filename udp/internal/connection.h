@@ -290,6 +290,8 @@ class Connection {
   Timestamp loss_time_ = Timestamp::Never();
   Timestamp first_rtt_sample_time_ = Timestamp::Zero();
   Timestamp last_ack_eliciting_sent_ = Timestamp::Never();
+  // The newest ack-eliciting packet carried a PING (acknowledged at once).
+  bool last_ack_eliciting_immediate_ = false;
   uint32_t ack_eliciting_in_flight_ = 0;
   uint32_t pto_count_ = 0;
   uint32_t probes_pending_ = 0;
