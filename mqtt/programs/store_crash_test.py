@@ -115,7 +115,9 @@ class Conn:
 def start_broker(binary, data_dir):
     proc = subprocess.Popen(
         [binary, "--listen=127.0.0.1:0", "--data-dir=" + data_dir,
-         "--fsync=always", "--max_connections=64"],
+         "--fsync=always", "--max_connections=64",
+         # The checker gets every retained message on one subscription.
+         "--max_queued_messages=1000000", "--max_queued_bytes=1000000000"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line.startswith("READY "):
