@@ -25,6 +25,7 @@ struct Delivery {
   uint8_t qos = 0;
   bool retain = false;
   internal::IdList subscription_ids;
+  uint64_t store_key = 0;  // BrokerStore::PutQueued's key, 0: not stored
 };
 
 // A QoS 1/2 PUBLISH sent to the client and not yet fully acknowledged.
@@ -36,6 +37,7 @@ struct Inflight {
   bool retain = false;
   State state = State::kAwaitPuback;
   internal::IdList subscription_ids;
+  uint64_t store_key = 0;
 };
 
 struct SubscriptionRecord {
@@ -44,10 +46,11 @@ struct SubscriptionRecord {
 };
 
 // Session state (MQTT 5.0 §4.1): survives the connection when its expiry
-// interval says so. A persistent store would hook in where sessions are
-// created (CreateSession), resumed (HandleConnect), ended (EndSession), and
-// where deliveries are queued (Enqueue) and acknowledged
-// (HandlePubResponse).
+// interval says so. The store hears of it where its expiry is set
+// (HandleConnect, HandleDisconnect: SyncStoredSession), where it ends
+// (EndSession), where its subscriptions change, where QoS 1/2 deliveries
+// are queued (Enqueue) and where they leave for good (acknowledged in
+// HandlePubResponse, expired or too large in NextPublish).
 struct Session {
   uint32_t index = 0;
   std::string client_id;
@@ -55,6 +58,9 @@ struct Session {
   std::optional<std::string> username;
   uint32_t connection = kNone;
   uint32_t expiry_interval_s = 0;
+  // In the store, with this expiry (valid while `stored`).
+  bool stored = false;
+  uint32_t stored_expiry_s = 0;
   Timestamp expires_at = Timestamp::Never();
   // A will waiting for its delay after the connection closed.
   MessageRef will;
@@ -475,6 +481,7 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
     MessageRef message;
     internal::IdList ids;
     uint32_t alias_to_assign = 0;
+    uint64_t store_key = 0;
 
     if (s.resend_cursor < s.inflight.size()) {
       // MQTT-4.4.0-1: on a resumed session, resend every unacknowledged
@@ -498,6 +505,7 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
       header.packet_id = f.packet_id;
       message = f.message;
       ids = f.subscription_ids;
+      store_key = f.store_key;
       ++counters_.publishes_resent;
     } else {
       const bool can12 =
@@ -511,6 +519,7 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
       internal::Ring<Delivery>& queue = take0 ? s.qos0 : s.qos12;
       Delivery d = std::move(queue.front());
       queue.pop_front();
+      store_key = d.store_key;
       if (!take0) {
         const uint64_t bytes =
             d.message->topic().size() + d.message->Tail(Version::k5).size();
@@ -520,6 +529,7 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
       // MQTT-3.3.2-5: an expired message is not delivered.
       if (d.message->expires_at() <= now) {
         ++counters_.dropped_expired;
+        Unstore(store_key);
         continue;
       }
       header.topic = d.message->topic();
@@ -558,6 +568,7 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
     // discarded as if it had been delivered.
     if (header_bytes == 0 || header_bytes + tail.size() > c.max_packet_out) {
       ++counters_.dropped_too_large;
+      Unstore(store_key);
       if (header.dup) {
         // A resend that no longer fits: its in-flight entry goes too.
         for (size_t i = 0; i < s.inflight.size(); ++i) {
@@ -589,6 +600,7 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
         f.state = header.qos == 1 ? Inflight::State::kAwaitPuback
                                   : Inflight::State::kAwaitPubrec;
         f.subscription_ids = ids;
+        f.store_key = store_key;
         s.inflight.push_back(std::move(f));
       }
       ++counters_.publishes_sent[header.qos];
@@ -954,6 +966,7 @@ void Broker::HandleConnect(Connection& c, const Frame& frame, Timestamp now) {
   } else {
     s->username.reset();
   }
+  SyncStoredSession(*s);
   c.session = s;
   c.state = Connection::State::kActive;
   c.connect_expiry_s = expiry_s;
@@ -1145,7 +1158,7 @@ void Broker::HandlePublish(Connection& c, const Publish& in, Timestamp now) {
         pool_.Create(p.topic, p.qos, p.retain,
                      std::span<const std::byte>(scratch_).first(props),
                      p.payload, expires, s.index);
-    if (p.retain) StoreRetained(m);
+    if (p.retain) StoreRetained(m, now);
     if (RouteMessage(m, now) == 0) {
       ++counters_.publishes_no_subscribers;
       if (v5) reason = ReasonCode::kNoMatchingSubscribers;
@@ -1168,16 +1181,19 @@ void Broker::HandlePublish(Connection& c, const Publish& in, Timestamp now) {
   }
 }
 
-bool Broker::StoreRetained(const MessageRef& m) {
+bool Broker::StoreRetained(const MessageRef& m, Timestamp now) {
   if (m->payload().empty()) {
     // MQTT-3.3.1-6 / -7: an empty retained message clears, and is not kept.
     retained_->Clear(m->topic());
+    if (store_ != nullptr) store_->DeleteRetained(m->topic());
     return true;
   }
   if (!retained_->Set(m->topic(), m, options_.max_retained_messages)) {
     ++counters_.retained_dropped_limit;
     return false;
   }
+  // Before the PUBACK is staged: with fsync=always it is on disk first.
+  if (store_ != nullptr) store_->PutRetained(*m, now);
   return true;  // MQTT-3.3.1-5: replaces any earlier one
 }
 
@@ -1299,12 +1315,18 @@ void Broker::Enqueue(Session& s, const MessageRef& message, uint8_t qos,
     s.queued_bytes += bytes;
     total_queued_bytes_ += bytes;
   }
+  ++message->fanout_;
   Delivery d;
   d.message = message;
   d.sequence = s.next_sequence++;
   d.qos = qos;
   d.retain = retain;
   d.subscription_ids.assign(subscription_ids);
+  if (qos > 0 && s.stored && store_ != nullptr) {
+    // Before the publisher's PUBACK is staged (routing runs first).
+    d.store_key = store_->PutQueued(s.client_id, *message, qos, retain,
+                                    subscription_ids, now);
+  }
   (qos == 0 ? s.qos0 : s.qos12).push_back(std::move(d));
   if (online) MarkReady(*connections_[s.connection]);
 }
@@ -1315,7 +1337,7 @@ void Broker::PublishMessage(const InjectedMessage& in, Timestamp now) {
                                 : Timestamp::Never();
   MessageRef m = pool_.Create(in.topic, std::min<uint8_t>(in.qos, 2), in.retain,
                               in.properties, in.payload, expires, kNoPublisher);
-  if (in.retain) StoreRetained(m);
+  if (in.retain) StoreRetained(m, now);
   RouteMessage(m, now);
   RunDeferred(now);
 }
@@ -1372,6 +1394,10 @@ void Broker::HandlePubResponse(Connection& c, const PubResponse& r,
         } else {
           f.state = Inflight::State::kAwaitPubcomp;
           f.message.Reset();  // PUBREL needs only the id
+          // The client has the message: the store forgets it (a restart
+          // does not resume the PUBREL, see store.h).
+          Unstore(f.store_key);
+          f.store_key = 0;
           PubResponse rel;
           rel.type = PacketType::kPubrel;
           rel.packet_id = r.packet_id;
@@ -1389,6 +1415,7 @@ void Broker::HandlePubResponse(Connection& c, const PubResponse& r,
     ++counters_.acks_unknown;
     return;
   }
+  Unstore(f.store_key);
   if (i == 0) {
     s.inflight.pop_front();
   } else {
@@ -1460,6 +1487,9 @@ void Broker::HandleSubscribe(Connection& c, const Subscribe& sub,
         s.subscriptions[std::string(entry.filter)];
     record.options = e.options;
     record.subscription_id = sub_id;
+    if (s.stored && store_ != nullptr) {
+      store_->PutSubscription(s.client_id, entry.filter, e.options, sub_id);
+    }
     codes.push_back(e.options.max_qos);  // granted QoS
     // Retained messages (§3.3.1.3): Retain Handling 0 always, 1 only for a
     // new subscription, 2 never (MQTT-3.3.1-9/-10/-11); never for shared
@@ -1518,6 +1548,9 @@ void Broker::HandleUnsubscribe(Connection& c, const Unsubscribe& u) {
     }
     s.subscriptions.erase(it);
     tree_.Remove(filter, group, s.index);
+    if (s.stored && store_ != nullptr) {
+      store_->DeleteSubscription(s.client_id, text);
+    }
     codes.push_back(uint8_t(ReasonCode::kSuccess));
   });
   Unsuback ack;
@@ -1545,6 +1578,7 @@ void Broker::HandleDisconnect(Connection& c, const Disconnect& d,
       }
       c.session->expiry_interval_s = std::min(
           *d.properties.session_expiry_interval, options_.max_session_expiry_s);
+      SyncStoredSession(*c.session);
     }
     // §3.14.2.1: 0x04 asks for the will; 0x00 discards it (MQTT-3.14.4-3).
     publish_will = d.reason == ReasonCode::kDisconnectWithWillMessage;
@@ -1601,12 +1635,13 @@ void Broker::PublishWill(Session& s, Timestamp now) {
     return;
   }
   ++counters_.wills_published;
-  if (will->retain()) StoreRetained(will);
+  if (will->retain()) StoreRetained(will, now);
   RouteMessage(will, now);
 }
 
 void Broker::EndSession(Session& s, Timestamp now) {
   if (s.will) PublishWill(s, now);  // the session ends first (§3.1.3.2.2)
+  if (s.stored && store_ != nullptr) store_->DeleteSession(s.client_id);
   for (const auto& [text, record] : s.subscriptions) {
     SharedFilter shared;
     if (IsSharedFilter(text) && ParseSharedFilter(text, &shared)) {
@@ -1620,6 +1655,126 @@ void Broker::EndSession(Session& s, Timestamp now) {
   const uint32_t index = s.index;
   sessions_[index].reset();  // frees queues, in-flight messages, maps
   free_sessions_.push_back(index);
+}
+
+// ---- Durable state
+// ------------------------------------------------------------
+
+void Broker::Unstore(uint64_t key) {
+  if (key != 0 && store_ != nullptr) store_->DeleteQueued(key);
+}
+
+void Broker::SyncStoredSession(Session& s) {
+  if (store_ == nullptr) return;
+  if (s.expiry_interval_s == 0) {
+    // §3.1.2.11.2: it ends with the connection, so there is nothing to keep.
+    if (s.stored) store_->DeleteSession(s.client_id);
+    s.stored = false;
+    return;
+  }
+  if (s.stored && s.stored_expiry_s == s.expiry_interval_s) return;
+  store_->PutSession(s.client_id, s.expiry_interval_s);
+  if (!s.stored) {
+    for (const auto& [text, record] : s.subscriptions) {
+      store_->PutSubscription(s.client_id, text, record.options,
+                              record.subscription_id);
+    }
+  }
+  s.stored = true;
+  s.stored_expiry_s = s.expiry_interval_s;
+}
+
+absl::Status Broker::RestoreSession(const StoredSession& stored,
+                                    Timestamp now) {
+  if (stored.expiry_interval_s == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("stored session '", stored.client_id, "' has expiry 0"));
+  }
+  if (session_by_id_.contains(std::string_view(stored.client_id))) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("session '", stored.client_id, "' restored twice"));
+  }
+  for (const StoredSubscription& sub : stored.subscriptions) {
+    SharedFilter shared;
+    const bool ok = IsSharedFilter(sub.filter)
+                        ? ParseSharedFilter(sub.filter, &shared)
+                        : IsValidTopicFilter(sub.filter);
+    if (!ok) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("stored session '", stored.client_id,
+                       "': invalid filter '", sub.filter, "'"));
+    }
+  }
+  Session& s = *CreateSession(stored.client_id);
+  s.expiry_interval_s =
+      std::min(stored.expiry_interval_s, options_.max_session_expiry_s);
+  s.stored = true;  // it came from the store
+  s.stored_expiry_s = stored.expiry_interval_s;
+  for (const StoredSubscription& sub : stored.subscriptions) {
+    SubscriptionTree::Entry e;
+    e.subscriber = s.index;
+    e.options = sub.options;
+    e.options.max_qos = std::min(sub.options.max_qos, options_.maximum_qos);
+    e.subscription_id = sub.subscription_id;
+    SharedFilter shared;
+    if (IsSharedFilter(sub.filter) && ParseSharedFilter(sub.filter, &shared)) {
+      tree_.Add(shared.filter, shared.group, e);
+    } else {
+      tree_.Add(sub.filter, "", e);
+    }
+    internal::SubscriptionRecord& record = s.subscriptions[sub.filter];
+    record.options = e.options;
+    record.subscription_id = sub.subscription_id;
+  }
+  for (const StoredQueued& q : stored.queued) {
+    const StoredRetained& r = q.message;
+    const Timestamp expires =
+        r.expires_in_ms == 0
+            ? Timestamp::Never()
+            : now + std::chrono::milliseconds(int64_t(r.expires_in_ms));
+    Delivery d;
+    d.message = pool_.Create(r.topic, std::min<uint8_t>(r.qos, 2), false,
+                             r.properties, r.payload, expires, kNoPublisher);
+    const uint64_t bytes =
+        d.message->topic().size() + d.message->Tail(Version::k5).size();
+    // Accounted as Enqueue does; limits are not applied to what was
+    // already accepted before the restart.
+    s.queued_bytes += bytes;
+    total_queued_bytes_ += bytes;
+    ++d.message->fanout_;
+    d.sequence = s.next_sequence++;
+    d.qos = std::clamp<uint8_t>(q.qos, 1, 2);
+    d.retain = q.retain;
+    d.subscription_ids.assign(q.subscription_ids);
+    d.store_key = q.key;
+    s.qos12.push_back(std::move(d));
+  }
+  // Disconnected: it expires unless a client resumes it (DetachSession's
+  // rule, from load time).
+  if (s.expiry_interval_s != kNeverExpires) {
+    s.expires_at = now + Seconds(s.expiry_interval_s);
+    Schedule(s.index, true, s.expires_at);
+  }
+  return absl::OkStatus();
+}
+
+bool Broker::RestoreRetained(const StoredRetained& r, Timestamp now) {
+  if (r.payload.empty() || !IsValidTopicName(r.topic)) {
+    ++counters_.retained_dropped_limit;
+    return false;
+  }
+  const Timestamp expires =
+      r.expires_in_ms == 0
+          ? Timestamp::Never()
+          : now + std::chrono::milliseconds(int64_t(r.expires_in_ms));
+  MessageRef m = pool_.Create(r.topic, std::min<uint8_t>(r.qos, 2),
+                              /*retain=*/true, r.properties, r.payload, expires,
+                              kNoPublisher);
+  if (!retained_->Set(m->topic(), m, options_.max_retained_messages)) {
+    ++counters_.retained_dropped_limit;
+    return false;
+  }
+  return true;
 }
 
 // ---- Timers

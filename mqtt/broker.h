@@ -60,12 +60,16 @@
 // keep-alive, connect timeout, will delay or session expiry;
 // Timestamp::Never() when there is none.
 //
+// Durable state (store.h): with set_store(), the core reports changes to
+// retained messages, persistent sessions and their subscriptions to a
+// BrokerStore (calls, no I/O of its own); RestoreSession/RestoreRetained
+// put them back at startup, before any connection. QoS 1/2 deliveries to
+// persistent sessions are reported from queueing to acknowledgement.
+//
 // Later work keeps its place here: authentication and authorization go
-// through `BrokerAuthenticator` (default: allow all); a persistent store
-// would attach where sessions are created, resumed and dropped and where
-// deliveries are queued and acknowledged (broker.cc marks those points);
-// several Loops would each run a Broker and exchange publishes through
-// Publish(), which takes a message from outside any connection.
+// through `BrokerAuthenticator` (default: allow all); several Loops would each
+// run a Broker and exchange publishes through Publish(), which takes a message
+// from outside any connection.
 //
 // Errors: nothing a client sends can crash the core. Malformed input and
 // protocol violations close the connection, with a DISCONNECT carrying the
@@ -93,6 +97,7 @@
 #include "mqtt/message.h"
 #include "mqtt/packets.h"
 #include "mqtt/rate_limit.h"
+#include "mqtt/store.h"
 #include "mqtt/topic_tree.h"
 #include "transport/time.h"
 
@@ -329,6 +334,22 @@ class Broker {
   // and asks the driver to close them all.
   void Shutdown(Timestamp now);
 
+  // ---- Durable state (store.h)
+  // ------------------------------------------------ From now on, changes
+  // to retained messages and persistent sessions are reported to `store`
+  // (borrowed; nullptr stops). Restore first, then set the store.
+  void set_store(BrokerStore* store) { store_ = store; }
+  // A persistent session as a store kept it: disconnected, with its
+  // subscriptions and queued QoS 1/2 messages (sent again with new packet
+  // ids when it resumes), expiring `expiry_interval_s` after `now` (the
+  // countdown restarts at load: the core has no clock across restarts). Errors:
+  // AlreadyExists for a client id already known, InvalidArgument for an
+  // invalid filter or an expiry of 0.
+  absl::Status RestoreSession(const StoredSession& session, Timestamp now);
+  // False (and counted as retained_dropped_limit) past max_retained; an
+  // empty payload is not a retained message and is refused too.
+  bool RestoreRetained(const StoredRetained& retained, Timestamp now);
+
   // ---- Observation
   // -----------------------------------------------------------
   const BrokerCounters& counters() const { return counters_; }
@@ -390,7 +411,13 @@ class Broker {
                std::span<const uint32_t> subscription_ids, Timestamp now);
   void SendRetained(Session& s, std::string_view filter, uint8_t granted_qos,
                     uint32_t subscription_id, Timestamp now);
-  bool StoreRetained(const MessageRef& message);
+  bool StoreRetained(const MessageRef& message, Timestamp now);
+  // Brings the store in line with the session's expiry: a session becomes
+  // persistent (stored with its subscriptions), changes expiry, or stops
+  // being persistent (deleted).
+  void SyncStoredSession(Session& s);
+  // A stored delivery left for good (acknowledged, expired, dropped).
+  void Unstore(uint64_t key);
 
   void StageControl(Connection& c, const Packet& packet);
   void MarkReady(Connection& c);
@@ -406,6 +433,7 @@ class Broker {
 
   BrokerOptions options_;
   BrokerAuthenticator* authenticator_;
+  BrokerStore* store_ = nullptr;
   MessagePool pool_;
   SubscriptionTree tree_;
   std::unique_ptr<internal::RetainedStore> retained_;

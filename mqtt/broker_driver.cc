@@ -31,7 +31,8 @@ BrokerDriver::BrokerDriver(transport::Loop* loop, BrokerDriverOptions options)
     : loop_(loop),
       options_(std::move(options)),
       broker_(options_.broker, options_.authenticator),
-      writer_(loop) {}
+      writer_(loop),
+      shared_(options_.shared_payload_cache_entries) {}
 
 BrokerDriver::~BrokerDriver() {
   if (timer_id_ != 0) loop_->CancelTimer(timer_id_);
@@ -75,7 +76,12 @@ transport::SocketHandler* BrokerDriver::OnAccept(transport::SocketId,
   }
   ++counters_.accepted;
   if (conns_.size() <= id->index) conns_.resize(id->index + 1);
-  conns_[id->index] = Conn{connection, *id, false, nullptr};
+  Conn& c = conns_[id->index];
+  c.socket = connection;
+  c.id = *id;
+  c.blocked = false;
+  c.backlog.Clear();
+  c.sink = nullptr;
   by_socket_[connection] = *id;
   ArmTimer();  // the connect timeout
   return this;
@@ -221,7 +227,21 @@ void BrokerDriver::CloseSocket(transport::SocketId socket) {
 }
 
 bool BrokerDriver::Drain(Conn& conn, bool ignore_limits) {
-  writer_.Begin(conn.socket, conn.sink);
+  if (!conn.backlog.empty()) {
+    // Sends the Loop refused earlier go first, in order.
+    const int rc =
+        internal::StreamWriter::Retry(loop_, conn.socket, &conn.backlog);
+    if (rc == internal::StreamWriter::kBlocked) {
+      conn.blocked = true;
+      return false;
+    }
+    if (rc < 0) {
+      ++counters_.send_refused_closes;
+      DropConnection(conn);
+      return true;
+    }
+  }
+  writer_.Begin(conn.socket, &conn.backlog, conn.sink);
   bool complete = true;
   while (true) {
     if (!ignore_limits) {
@@ -241,9 +261,13 @@ bool BrokerDriver::Drain(Conn& conn, bool ignore_limits) {
                           loop_->backend().receive_reserve_buffers +
                           options_.pool_reserve_buffers;
       if (loop_->buffers().free_count() < need) {
-        ++counters_.pool_low;
-        complete = false;
-        break;
+        // Shared payloads kept for later subscribers go back first.
+        shared_.Clear();
+        if (loop_->buffers().free_count() < need) {
+          ++counters_.pool_low;
+          complete = false;
+          break;
+        }
       }
     }
     std::span<std::byte> space = writer_.Space(Broker::kMinTransmitBytes);
@@ -254,29 +278,69 @@ bool BrokerDriver::Drain(Conn& conn, bool ignore_limits) {
     std::optional<Transmit> t = broker_.PollTransmit(conn.id, space, now());
     if (!t) break;
     writer_.Commit(t->header_bytes);
-    if (!t->tail.empty() && !writer_.Append(t->tail)) {
+    if (!t->tail.empty() && !WriteTail(*t)) {
       // The pool ran dry inside a packet: the stream would have a hole.
       ++counters_.pool_exhausted_closes;
-      complete = false;
       writer_.End();
-      by_socket_.erase(conn.socket);
-      broker_.OnConnectionClosed(conn.id, now());
-      CloseSocket(conn.socket);
+      DropConnection(conn);
       return true;
+    }
+    if (writer_.blocked()) {
+      // The Loop refused a send (budget or descriptors): the rest waits in
+      // the backlog until OnWritable.
+      ++counters_.sends_deferred;
+      conn.blocked = true;
+      complete = false;
+      break;
     }
   }
   counters_.leases_sent += writer_.leases();
-  if (writer_.End() < 0) {
-    // A refused lease was released by the Loop: part of a packet is gone,
-    // so the stream cannot continue.
+  counters_.shared_sends += writer_.shared_sends();
+  const int rc = writer_.End();
+  if (rc < 0) {
+    // A send failed outright: part of a packet is gone, so the stream
+    // cannot continue.
     ++counters_.send_refused_closes;
-    by_socket_.erase(conn.socket);
-    broker_.OnConnectionClosed(conn.id, now());
-    CloseSocket(conn.socket);
+    DropConnection(conn);
     return true;
+  }
+  if (rc == internal::StreamWriter::kBlocked) {
+    if (complete) ++counters_.sends_deferred;
+    conn.blocked = true;
+    complete = false;
   }
   if (complete) conn.blocked = false;
   return complete;
+}
+
+bool BrokerDriver::WriteTail(const Transmit& t) {
+  // The tail is [forwarded v5 properties][payload] (v5) or [payload]: the
+  // payload is what every subscriber shares; the properties travel in the
+  // per-subscriber header.
+  const Message& m = *t.message;
+  const std::span<const std::byte> payload = m.payload();
+  const bool payload_last =
+      !payload.empty() && t.tail.size() >= payload.size() &&
+      t.tail.data() + t.tail.size() == payload.data() + payload.size();
+  // A TLS connection's sink must see every byte: no shared sends there.
+  if (!payload_last || m.fanout() < 2 || writer_.has_sink() ||
+      payload.size() < options_.share_min_payload_bytes) {
+    // One subscriber: a copy into its lease costs what a share would.
+    counters_.payload_bytes_copied += payload_last ? payload.size() : 0;
+    return writer_.Append(t.tail);
+  }
+  std::span<const transport::SharedBuffer> chunks =
+      shared_.Get(*loop_, m, payload);
+  if (chunks.empty()) return writer_.Append(t.tail);  // fails the same way
+  return writer_.AppendShared(
+      t.header_bytes, t.tail.first(t.tail.size() - payload.size()), chunks);
+}
+
+void BrokerDriver::DropConnection(Conn& conn) {
+  conn.backlog.Clear();
+  by_socket_.erase(conn.socket);
+  broker_.OnConnectionClosed(conn.id, now());
+  CloseSocket(conn.socket);
 }
 
 void BrokerDriver::Pump() {

@@ -54,6 +54,14 @@ struct BrokerDriverOptions {
   // How long a closed connection may take to drain its last bytes (the
   // DISCONNECT) before the socket is closed anyway.
   Duration close_linger = std::chrono::seconds(2);
+  // Fan-out: the payload of a message queued for more than one subscriber
+  // is copied once into pool buffers shared by every subscriber's send
+  // (the header, which differs per subscriber, is copied per send). Below
+  // this size it is copied into each subscriber's lease instead (0: always
+  // share). Messages whose shared buffers are kept for later subscribers:
+  // each entry pins its pool buffers until reused.
+  size_t share_min_payload_bytes = 0;
+  size_t shared_payload_cache_entries = 64;
 };
 
 struct BrokerDriverCounters {
@@ -68,6 +76,13 @@ struct BrokerDriverCounters {
   uint64_t linger_closes = 0;        // closed at close_linger, not by the peer
   uint64_t send_refused_closes = 0;  // the Loop refused part of a packet
   uint64_t writable = 0;             // OnWritable calls
+  // Fan-out: sends of a shared payload buffer, and payload bytes copied
+  // into a subscriber's own lease (single-subscriber messages).
+  uint64_t shared_sends = 0;
+  uint64_t payload_bytes_copied = 0;
+  // Times the Loop refused a send with -EAGAIN and the rest of the stream
+  // waited in its backlog for OnWritable.
+  uint64_t sends_deferred = 0;
 };
 
 class BrokerDriver : public transport::SocketHandler,
@@ -84,6 +99,10 @@ class BrokerDriver : public transport::SocketHandler,
   // Routes a message from outside any connection ($SYS, tests) and writes
   // what it produced.
   void Publish(const InjectedMessage& message);
+  // Messages and pool buffers made shareable for fan-out.
+  const internal::SharedPayloadCache& shared_payloads() const {
+    return shared_;
+  }
   // Stops listening and closes every connection (v5 clients are told
   // "Server shutting down").
   void Shutdown();
@@ -123,6 +142,7 @@ class BrokerDriver : public transport::SocketHandler,
     transport::SocketId socket;
     ConnectionId id;
     bool blocked = false;
+    internal::SendBacklog backlog;  // sends the Loop refused, in order
     internal::StreamSink* sink = nullptr;
   };
   struct Lingering {
@@ -136,6 +156,11 @@ class BrokerDriver : public transport::SocketHandler,
   void Pump();
   // Drains one connection; false if it stopped on backpressure.
   bool Drain(Conn& conn, bool ignore_limits);
+  // Writes a PUBLISH's tail after its header: the payload shared for
+  // fan-out, or copied. False if the pool ran out.
+  bool WriteTail(const Transmit& t);
+  // Closes a connection whose stream cannot continue.
+  void DropConnection(Conn& conn);
   // The end of a connection the core asked for (kClose) or a front end did.
   void EndConnection(Conn& c);
   void CloseSocket(transport::SocketId socket);
@@ -145,6 +170,7 @@ class BrokerDriver : public transport::SocketHandler,
   BrokerDriverOptions options_;
   Broker broker_;
   internal::StreamWriter writer_;
+  internal::SharedPayloadCache shared_;
   transport::SocketId listener_;
   Endpoint local_;
   // By ConnectionId.index (dense), and socket -> connection.

@@ -80,13 +80,25 @@ size_t ClientDriver::queued_send_bytes() const {
 }
 
 void ClientDriver::Flush() {
-  if (!socket_.valid() || core_.pending_output_bytes() == 0) return;
-  writer_.Begin(socket_, tls_.get());
+  if (!socket_.valid()) return;
+  if (!backlog_.empty()) {
+    // Sends the Loop refused (-EAGAIN) go first; OnWritable retries.
+    const int rc = internal::StreamWriter::Retry(loop_, socket_, &backlog_);
+    if (rc == internal::StreamWriter::kBlocked) return;
+    if (rc < 0) {
+      TransportGone();
+      return;
+    }
+  }
+  if (core_.pending_output_bytes() == 0) return;
+  writer_.Begin(socket_, &backlog_, tls_.get());
   bool blocked = false;
-  while (core_.pending_output_bytes() > 0) {
+  while (core_.pending_output_bytes() > 0 && !writer_.blocked()) {
     // The socket's queue at the soft limit: the rest waits in the core
-    // until OnWritable / a completed send.
-    if (loop_->QueuedSendBytes(socket_) >= options_.max_send_queue_bytes) {
+    // until OnWritable / a completed send. The lease being filled counts
+    // too, so the queue ends at most one lease over the limit.
+    if (loop_->QueuedSendBytes(socket_) + writer_.pending_bytes() >=
+        options_.max_send_queue_bytes) {
       blocked = true;
       break;
     }
@@ -94,10 +106,15 @@ void ClientDriver::Flush() {
     if (space.empty()) break;  // the Loop's pool is exhausted
     writer_.Commit(core_.PollTransmit(space, now()));
   }
-  if (writer_.End() < 0) {
-    // The Loop refused bytes the core had handed out: the stream has a hole.
+  const int rc = writer_.End();
+  if (rc < 0) {
+    // A send failed outright: the stream has a hole.
     TransportGone();
     return;
+  }
+  if (rc == internal::StreamWriter::kBlocked) {
+    ++sends_deferred_;
+    return;  // OnWritable resumes
   }
   if (core_.pending_output_bytes() > 0 && !blocked) {
     // Out of buffers: try again shortly. A send completing on this socket
@@ -194,6 +211,7 @@ void ClientDriver::OnWritable(transport::SocketId socket) {
 }
 
 void ClientDriver::TransportGone() {
+  backlog_.Clear();
   const transport::SocketId s = socket_;
   socket_ = {};
   tls_.reset();

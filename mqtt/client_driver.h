@@ -93,6 +93,9 @@ class ClientDriver : public transport::SocketHandler,
   bool transport_open() const { return socket_.valid(); }
   transport::SocketId socket() const { return socket_; }
   size_t queued_send_bytes() const;
+  // Times the Loop refused a send (-EAGAIN: its send budget or send
+  // descriptors were spent) and the output waited for OnWritable.
+  uint64_t sends_deferred() const { return sends_deferred_; }
   // TLS: the stream of the current connection (nullptr without TLS or
   // before the TCP connection is up), and counters across connections.
   const TlsStream* tls_stream() const { return tls_.get(); }
@@ -122,6 +125,8 @@ class ClientDriver : public transport::SocketHandler,
   Listener* listener_;
   Client core_;
   internal::StreamWriter writer_;
+  internal::SendBacklog backlog_;  // sends the Loop refused, in order
+  uint64_t sends_deferred_ = 0;
   transport::SocketId socket_;
   std::unique_ptr<TlsStream> tls_;
   std::vector<std::byte> tls_scratch_;

@@ -8,7 +8,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,6 +37,12 @@ class Counter : public ClientDriver::Listener {
         break;
       case ClientEvent::Kind::kMessage:
         ++messages;
+        last_payload.assign(
+            reinterpret_cast<const char*>(e.message.payload.data()),
+            e.message.payload.size());
+        last_subscription_ids.clear();
+        e.message.properties.subscription_ids.ForEach(
+            [&](uint32_t id) { last_subscription_ids.push_back(id); });
         break;
       case ClientEvent::Kind::kPublished:
         ++acked;
@@ -48,6 +56,8 @@ class Counter : public ClientDriver::Listener {
   }
   int connected = 0, subscribed = 0, messages = 0, acked = 0, closed = 0;
   bool session_present = false;
+  std::string last_payload;
+  std::vector<uint32_t> last_subscription_ids;
 };
 
 class Drivers : public testing::TestWithParam<std::string> {
@@ -58,6 +68,7 @@ class Drivers : public testing::TestWithParam<std::string> {
     lo.buffer_count = 64;  // far fewer buffers than the bursts below
     lo.provided_buffers = 16;
     lo.max_sockets = 256;
+    Tune(lo);
     absl::StatusOr<std::unique_ptr<transport::Loop>> loop =
         transport::Loop::Create(lo);
     if (!loop.ok()) GTEST_SKIP() << GetParam() << ": " << loop.status();
@@ -74,8 +85,11 @@ class Drivers : public testing::TestWithParam<std::string> {
     clients_.clear();
     broker_.reset();
   }
-  ClientDriver* Client(Counter* c, std::string id, bool clean = true) {
+  virtual void Tune(transport::LoopOptions&) {}
+  ClientDriver* Client(Counter* c, std::string id, bool clean = true,
+                       Version version = Version::k5) {
     ClientDriverOptions o;
+    o.client.version = version;
     o.server = broker_->local_endpoint();
     o.client.client_id = std::move(id);
     o.client.clean_start = clean;
@@ -136,6 +150,247 @@ TEST_P(Drivers, BurstLargerThanThePoolArrivesWhole) {
       << " delivered, " << pub_events.acked << " acked";
   EXPECT_EQ(sub_events.closed + pub_events.closed, 0);
   EXPECT_EQ(broker_->counters().pool_exhausted_closes, 0u);
+}
+
+// Fan-out without copies (issue 8): one publish to N subscribers, v5 and
+// 3.1.1 mixed, each with its own packet id and subscription identifier,
+// shares one set of pool buffers for the payload: one buffer for a payload
+// that fits in one, several for a larger one, none copied per subscriber.
+TEST_P(Drivers, FanOutSharesOnePayloadBuffer) {
+  constexpr int kSubscribers = 12;
+  std::vector<std::unique_ptr<Counter>> events;
+  std::vector<ClientDriver*> subs;
+  for (int i = 0; i < kSubscribers; ++i) {
+    events.push_back(std::make_unique<Counter>());
+    subs.push_back(Client(events.back().get(), absl::StrCat("s", i), true,
+                          i % 2 == 0 ? Version::k5 : Version::k311));
+    ASSERT_TRUE(subs.back()->Connect().ok());
+  }
+  Counter pub_events;
+  ClientDriver* pub = Client(&pub_events, "pub");
+  ASSERT_TRUE(pub->Connect().ok());
+  ASSERT_TRUE(RunUntil([&] {
+    int n = pub_events.connected;
+    for (auto& e : events) n += e->connected;
+    return n == kSubscribers + 1;
+  }));
+  for (int i = 0; i < kSubscribers; ++i) {
+    // v5 subscribers get a subscription identifier of their own (it goes
+    // in the per-subscriber header).
+    ASSERT_TRUE(subs[i]
+                    ->Subscribe("fan/#",
+                                {.max_qos = uint8_t(i % 3 == 0 ? 0 : 1)},
+                                i % 2 == 0 ? uint32_t(100 + i) : 0)
+                    .ok());
+  }
+  ASSERT_TRUE(RunUntil([&] {
+    for (auto& e : events) {
+      if (e->subscribed != 1) return false;
+    }
+    return true;
+  }));
+  const size_t buffer = loop_->buffers().buffer_size();
+  for (const size_t size : {size_t(700), 2 * buffer + 100}) {
+    SCOPED_TRACE(size);
+    const uint64_t shared_before = broker_->shared_payloads().buffers_shared();
+    const uint64_t copied_before = broker_->counters().payload_bytes_copied;
+    const uint64_t sends_before = broker_->counters().shared_sends;
+    int before = 0;
+    for (auto& e : events) before += e->messages;
+    std::string payload(size, 'p');
+    for (size_t k = 0; k < payload.size(); ++k) payload[k] = char('a' + k % 26);
+    ASSERT_TRUE(pub->Publish("fan/x", AsBytes(payload), {.qos = 1}).ok());
+    ASSERT_TRUE(RunUntil([&] {
+      int n = 0;
+      for (auto& e : events) n += e->messages;
+      return n == before + kSubscribers;
+    }));
+    const size_t chunks = (size + buffer - 1) / buffer;
+    EXPECT_EQ(broker_->shared_payloads().buffers_shared() - shared_before,
+              chunks);
+    EXPECT_EQ(broker_->counters().shared_sends - sends_before,
+              kSubscribers * chunks);
+    EXPECT_EQ(broker_->counters().payload_bytes_copied - copied_before, 0u);
+    for (int i = 0; i < kSubscribers; ++i) {
+      EXPECT_EQ(events[i]->last_payload, payload) << i;
+      if (i % 2 == 0) {
+        ASSERT_EQ(events[i]->last_subscription_ids.size(), 1u) << i;
+        EXPECT_EQ(events[i]->last_subscription_ids[0], uint32_t(100 + i));
+      }
+    }
+  }
+  // A message for one subscriber only is copied into its lease.
+  Counter solo_events;
+  ClientDriver* solo = Client(&solo_events, "solo");
+  ASSERT_TRUE(solo->Connect().ok());
+  ASSERT_TRUE(RunUntil([&] { return solo_events.connected == 1; }));
+  ASSERT_TRUE(solo->Subscribe("solo", {.max_qos = 1}).ok());
+  ASSERT_TRUE(RunUntil([&] { return solo_events.subscribed == 1; }));
+  const uint64_t shared_before = broker_->shared_payloads().buffers_shared();
+  ASSERT_TRUE(pub->Publish("solo", AsBytes("just one"), {.qos = 1}).ok());
+  ASSERT_TRUE(RunUntil([&] { return solo_events.messages == 1; }));
+  EXPECT_EQ(broker_->shared_payloads().buffers_shared(), shared_before);
+  EXPECT_EQ(solo_events.last_payload, "just one");
+  for (auto& e : events) EXPECT_EQ(e->closed, 0);
+}
+
+// The same at the transport: N streams written through StreamWriter take
+// one pool buffer for a shared payload (the pool's free count drops by one,
+// the buffer's use count is the N queued sends plus the cache's handle),
+// and each stream receives its own header followed by the payload.
+class Sink : public transport::SocketHandler {
+ public:
+  explicit Sink(transport::Loop* loop) : loop_(loop) {}
+  transport::SocketHandler* OnAccept(transport::SocketId,
+                                     transport::SocketId connection,
+                                     const Endpoint&) override {
+    accepted.push_back(connection);
+    return this;
+  }
+  void OnData(transport::SocketId s, transport::BufferLease data) override {
+    received[s.value].append(reinterpret_cast<const char*>(data.data()),
+                             data.size());
+  }
+  std::vector<transport::SocketId> accepted;
+  std::map<uint32_t, std::string> received;
+
+ private:
+  transport::Loop* loop_;
+};
+
+TEST_P(Drivers, StreamWriterFanOutTakesOnePoolBuffer) {
+  Sink sink(loop_.get());
+  absl::StatusOr<transport::SocketId> listener =
+      loop_->ListenTcp(Endpoint::Loopback(0), &sink);
+  ASSERT_TRUE(listener.ok());
+  absl::StatusOr<Endpoint> at = loop_->LocalEndpoint(*listener);
+  ASSERT_TRUE(at.ok());
+  constexpr int kStreams = 8;
+  Sink clients(loop_.get());
+  std::vector<transport::SocketId> streams;
+  for (int i = 0; i < kStreams; ++i) {
+    absl::StatusOr<transport::SocketId> c = loop_->ConnectTcp(*at, &clients);
+    ASSERT_TRUE(c.ok());
+    streams.push_back(*c);
+  }
+  ASSERT_TRUE(RunUntil([&] { return sink.accepted.size() == kStreams; }));
+
+  MessagePool messages;
+  const std::string payload(900, 'z');
+  MessageRef m = messages.Create("t", 1, false, {}, AsBytes(payload),
+                                 Timestamp::Never(), kNoPublisher);
+  internal::SharedPayloadCache cache(4);
+  internal::StreamWriter writer(loop_.get());
+  std::vector<internal::SendBacklog> backlogs(kStreams);
+  const uint32_t free_before = loop_->buffers().free_count();
+  for (int i = 0; i < kStreams; ++i) {
+    writer.Begin(streams[i], &backlogs[i]);
+    std::span<std::byte> space = writer.Space(64);
+    ASSERT_GE(space.size(), 64u);
+    const std::string header = absl::StrCat("header-", i, ":");
+    std::memcpy(space.data(), header.data(), header.size());
+    writer.Commit(header.size());
+    std::span<const transport::SharedBuffer> chunks =
+        cache.Get(*loop_, *m, m->payload());
+    ASSERT_EQ(chunks.size(), 1u);
+    ASSERT_TRUE(writer.AppendShared(header.size(), {}, chunks));
+    ASSERT_EQ(writer.End(), 0);
+  }
+  EXPECT_EQ(free_before - loop_->buffers().free_count(), 1u);
+  std::span<const transport::SharedBuffer> chunks =
+      cache.Get(*loop_, *m, m->payload());
+  ASSERT_EQ(chunks.size(), 1u);
+  // Queued, not yet written (the Loop flushes at the end of an iteration).
+  EXPECT_EQ(chunks[0].use_count(), uint32_t(kStreams + 1));
+  EXPECT_EQ(cache.buffers_shared(), 1u);
+  EXPECT_EQ(cache.hits(), uint64_t(kStreams));
+  ASSERT_TRUE(RunUntil([&] {
+    size_t total = 0;
+    for (const auto& [id, text] : sink.received) total += text.size();
+    return total == kStreams * (payload.size() + 9) &&
+           sink.received.size() == kStreams;
+  }));
+  std::vector<std::string> got;
+  for (const auto& [id, text] : sink.received) got.push_back(text);
+  std::sort(got.begin(), got.end());
+  for (int i = 0; i < kStreams; ++i) {
+    EXPECT_EQ(got[i], absl::StrCat("header-", i, ":", payload));
+  }
+  for (transport::SocketId s : streams) loop_->Close(s);
+  for (transport::SocketId s : sink.accepted) loop_->Close(s);
+  loop_->Close(*listener);
+  cache.Clear();
+  for (int i = 0; i < 10; ++i) loop_->RunOnce(std::chrono::milliseconds(1));
+}
+
+// Few send descriptors: the Loop refuses sends with -EAGAIN while the
+// fan-out below is queued. The refused sends wait in each connection's
+// backlog for OnWritable instead of costing the connection, and every
+// message arrives whole and in order.
+class FewSendOps : public Drivers {
+  void Tune(transport::LoopOptions& o) override { o.send_ops = 12; }
+};
+INSTANTIATE_TEST_SUITE_P(Backends, FewSendOps,
+                         testing::Values("epoll", "uring-fixed"),
+                         [](const auto& info) {
+                           std::string s = info.param;
+                           for (char& c : s) c = c == '-' ? '_' : c;
+                           return s;
+                         });
+
+TEST_P(FewSendOps, RefusedSendsWaitInTheBacklog) {
+  constexpr int kSubscribers = 10;
+  constexpr int kMessages = 40;
+  std::vector<std::unique_ptr<Counter>> events;
+  for (int i = 0; i < kSubscribers; ++i) {
+    events.push_back(std::make_unique<Counter>());
+    ASSERT_TRUE(
+        Client(events.back().get(), absl::StrCat("s", i))->Connect().ok());
+  }
+  Counter pub_events;
+  ClientDriver* pub = Client(&pub_events, "pub");
+  ASSERT_TRUE(pub->Connect().ok());
+  ASSERT_TRUE(RunUntil([&] {
+    int n = pub_events.connected;
+    for (auto& e : events) n += e->connected;
+    return n == kSubscribers + 1;
+  }));
+  for (int i = 0; i < kSubscribers; ++i) {
+    ASSERT_TRUE(clients_[i]->Subscribe("few", {.max_qos = 1}).ok());
+  }
+  ASSERT_TRUE(RunUntil([&] {
+    for (auto& e : events) {
+      if (e->subscribed != 1) return false;
+    }
+    return true;
+  }));
+  for (int k = 0; k < kMessages; ++k) {
+    ASSERT_TRUE(
+        pub->Publish("few", AsBytes(absl::StrCat("m", k)), {.qos = 1}).ok());
+  }
+  ASSERT_TRUE(RunUntil([&] {
+    for (auto& e : events) {
+      if (e->messages != kMessages) return false;
+    }
+    return true;
+  })) <<
+      [&] {
+        std::string out;
+        for (auto& e : events) absl::StrAppend(&out, e->messages, " ");
+        const BrokerDriverCounters& c = broker_->counters();
+        absl::StrAppend(&out, "deferred=", c.sends_deferred,
+                        " writable=", c.writable, " blocked=", c.blocked, " ",
+                        loop_->counters().ToString());
+        return out;
+      }();
+  for (auto& e : events) {
+    EXPECT_EQ(e->closed, 0);
+    EXPECT_EQ(e->last_payload, absl::StrCat("m", kMessages - 1));
+  }
+  // The Loop did refuse sends, and nothing was lost or closed for it.
+  EXPECT_GT(loop_->counters().send_refused_budget, 0u)
+      << loop_->counters().ToString();
+  EXPECT_EQ(broker_->counters().send_refused_closes, 0u);
 }
 
 TEST_P(Drivers, PersistentSessionAcrossReconnect) {

@@ -48,6 +48,7 @@ MessageRef MessagePool::Create(std::string_view topic, uint8_t qos, bool retain,
   m->expires_at_ = expires_at;
   m->publisher_ = publisher;
   m->driver_handle = 0;
+  m->fanout_ = 0;
   return MessageRef(m);
 }
 

@@ -64,6 +64,10 @@ class Message {
   Timestamp expires_at() const { return expires_at_; }
   // The publishing session (for No Local), or kNoPublisher.
   uint32_t publisher() const { return publisher_; }
+  // Session queues this message has been put in so far (routing and
+  // retained sends). A driver shares the payload of a message that goes to
+  // more than one subscriber instead of copying it for each.
+  uint32_t fanout() const { return fanout_; }
 
   // A slot a driver may use to cache something derived from this message
   // (e.g. a transport shared buffer holding Tail()); reset on recycling.
@@ -72,6 +76,7 @@ class Message {
  private:
   friend class MessagePool;
   friend class MessageRef;
+  friend class Broker;
   Message() = default;
 
   std::string topic_;
@@ -81,6 +86,7 @@ class Message {
   bool retain_ = false;
   Timestamp expires_at_ = Timestamp::Never();
   uint32_t publisher_ = kNoPublisher;
+  mutable uint32_t fanout_ = 0;  // counted by the Broker
   uint32_t refs_ = 0;
   MessagePool* pool_ = nullptr;
   size_t all_index_ = 0;  // position in the pool's all_ list

@@ -78,6 +78,9 @@ struct Config {
   int broker_pid = 0;
   int cpu = -1;
   uint32_t keep_alive_s = 60;
+  // > 0: persistent sessions (Clean Start 0 with this expiry), so a broker
+  // with a durable store keeps every QoS 1/2 delivery.
+  uint32_t session_expiry_s = 0;
   std::string json_path;
   // TLS (ClientDriverOptions::tls): every connection speaks TLS.
   bool tls = false;
@@ -127,6 +130,10 @@ class Bench : public ClientDriver::Listener {
     o.client.client_id = id;
     o.client.keep_alive_s = uint16_t(cfg_.keep_alive_s);
     o.client.max_inflight = 65535;
+    if (cfg_.session_expiry_s > 0) {
+      o.client.clean_start = false;
+      o.client.session_expiry_s = cfg_.session_expiry_s;
+    }
     o.tls = tls_;
     o.ktls = cfg_.ktls;
     absl::StatusOr<std::unique_ptr<ClientDriver>> d =
@@ -660,6 +667,11 @@ int Run(int argc, char** argv) {
             &cfg.broker_pid);
   flags.Add("keep_alive_s", "MQTT keep alive of every client",
             &cfg.keep_alive_s);
+  flags.Add("session_expiry_s",
+            "> 0: every client opens a persistent session (Clean Start 0, "
+            "this expiry; 3.1.1: Clean Session 0), so a durable broker "
+            "stores each QoS 1/2 delivery",
+            &cfg.session_expiry_s);
   flags.Add("cpu", "pin this process's thread to this CPU (-1: no)", &cfg.cpu);
   flags.Add("json", "also write the RESULT object to this file",
             &cfg.json_path);

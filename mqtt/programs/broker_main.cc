@@ -18,6 +18,12 @@
 // PUBLISH packets delivered, RSS, and the 50 ms `timeline` of the runner's
 // program contract). --json writes the same object to a file.
 // Exit codes: 0 ok, 1 run failed, 2 usage, 3 backend unsupported here.
+//
+// Durable state: --data-dir=DIR keeps retained messages and persistent
+// sessions (with their subscriptions) in DIR/broker.db (SQLite, WAL);
+// --fsync=always|batch|never and --fsync_batch_ms choose what a crash can
+// cost (mqtt/store_sqlite.h). At startup it prints "STORE loaded ..." on
+// stderr; a store it cannot read is an error (exit 1), never an empty one.
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -29,6 +35,7 @@
 #include "mqtt/broker_driver.h"
 #include "mqtt/metrics.h"
 #include "mqtt/programs/program_support.h"
+#include "mqtt/store_sqlite.h"
 #include "mqtt/tls_listener.h"
 #include "transport/loop.h"
 
@@ -65,6 +72,9 @@ struct Config {
   RateLimits rate;
   uint32_t sys_interval_s = 0;
   int metrics_port = -1;
+  std::string data_dir;
+  std::string fsync = "batch";
+  uint32_t fsync_batch_ms = 10;
   std::string tls_listen;
   int tls_port = -1;
   std::string cert;
@@ -211,6 +221,18 @@ int Run(int argc, char** argv) {
             "serve Prometheus text on http://LISTEN_HOST:PORT/metrics (0: a "
             "free port, printed as METRICS host:port; -1: off)",
             &cfg.metrics_port);
+  flags.Add("data_dir",
+            "keep retained messages and persistent sessions in this "
+            "directory (SQLite); empty: in memory only",
+            &cfg.data_dir);
+  flags.Add("data-dir", "the same as --data_dir", &cfg.data_dir);
+  flags.Add("fsync",
+            "with --data_dir: always (fsync every change), batch (one "
+            "commit per --fsync_batch_ms; a crash loses that window) or "
+            "never (no fsync; a power cut may lose or corrupt)",
+            &cfg.fsync);
+  flags.Add("fsync_batch_ms", "the batch commit window, ms",
+            &cfg.fsync_batch_ms);
   flags.Add("tls_listen",
             "HOST:PORT of a second listener speaking MQTT over TLS (port 0 "
             "picks one; printed as TLS_READY host:port); needs --cert, --key",
@@ -365,6 +387,45 @@ int Run(int argc, char** argv) {
   }
   BrokerDriver& broker = **driver;
 
+  // Durable state: loaded before the Loop runs, so before any client.
+  std::unique_ptr<SqliteStore> store;
+  if (!cfg.data_dir.empty()) {
+    absl::StatusOr<FsyncPolicy> policy = ParseFsyncPolicy(cfg.fsync);
+    if (!policy.ok()) {
+      std::fprintf(stderr, "ringlab_mqtt_broker: --fsync: %s\n",
+                   std::string(policy.status().message()).c_str());
+      return kExitUsage;
+    }
+    SqliteStoreOptions so;
+    so.data_dir = cfg.data_dir;
+    so.fsync = *policy;
+    so.batch_window = std::chrono::milliseconds(cfg.fsync_batch_ms);
+    absl::StatusOr<std::unique_ptr<SqliteStore>> opened = SqliteStore::Open(so);
+    if (!opened.ok()) {
+      std::fprintf(stderr, "ringlab_mqtt_broker: %s\n",
+                   opened.status().ToString().c_str());
+      return kExitRunFailed;
+    }
+    store = std::move(*opened);
+    absl::StatusOr<StoreLoadReport> loaded =
+        store->Load(&broker.broker(), MonotonicNow());
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "ringlab_mqtt_broker: %s\n",
+                   loaded.status().ToString().c_str());
+      return kExitRunFailed;
+    }
+    std::fprintf(stderr, "STORE loaded %s from %s (fsync=%s)\n",
+                 loaded->ToString().c_str(), store->path().c_str(),
+                 cfg.fsync.c_str());
+    broker.broker().set_store(store.get());
+    if (*policy == FsyncPolicy::kBatch) {
+      const Duration window =
+          std::chrono::milliseconds(std::max<uint32_t>(cfg.fsync_batch_ms, 1));
+      loop.AddTimer(MonotonicNow() + window, window, [&](Timestamp now) {
+        if (now >= store->NextFlushDeadline()) store->Flush();
+      });
+    }
+  }
   // Metrics: $SYS on a timer and /metrics on demand, both from counters.
   const Timestamp started_at = loop.now();
   auto snapshot = [&] {
@@ -596,6 +657,14 @@ int Run(int argc, char** argv) {
   json.Key("leases_sent").Uint(dc.leases_sent);
   json.Key("linger_closes").Uint(dc.linger_closes);
   json.EndObject();
+  if (store != nullptr) {
+    store->Flush();
+    json.Key("store").BeginObject();
+    json.Key("writes").Uint(store->counters().writes);
+    json.Key("commits").Uint(store->counters().commits);
+    json.Key("write_errors").Uint(store->counters().write_errors);
+    json.EndObject();
+  }
   if (tls != nullptr) {
     json.Key("tls_listen").String(tls->local_endpoint().ToString());
     json.Key("ktls_requested").Bool(cfg.ktls);
@@ -617,10 +686,18 @@ int Run(int argc, char** argv) {
       exit_code = kExitRunFailed;
     }
   }
+  if (store != nullptr && !store->status().ok()) {
+    std::fprintf(stderr, "ringlab_mqtt_broker: %s\n",
+                 store->status().ToString().c_str());
+    exit_code = kExitRunFailed;
+  }
+  // The driver goes before the Loop: it closes its sockets on the Loop;
+  // the store goes after the broker that reports to it.
   // The TLS listener goes before the driver (it forwards to it), the driver
   // before the Loop: each closes its sockets on the Loop.
   tls.reset();
   driver->reset();
+  store.reset();
   return exit_code;
 }
 

@@ -756,14 +756,19 @@ int LoopCore::AppendIov(const SendOp& o, iovec* iov, int max) const {
 
 // Called at the end of each iteration: refused sockets hear OnWritable once
 // their queue is below its low-water mark and, if the budget refused them,
-// the budget is at most half spent.
+// the budget is at most half spent and at least half the send descriptors
+// are free. (Descriptors only come back with completions, which this call
+// does not reap: without that check a handler refused for descriptors would
+// be woken, refused and re-queued here forever.)
 void LoopCore::NotifyWritable() {
   for (size_t i = 0; i < writable_waiters_.size();) {
     Socket& s = sockets_[writable_waiters_[i]];
     const bool valid = s.kind != SocketKind::kFree && s.writable_wanted;
-    const bool room = valid && s.send_bytes <= s.send_low_water &&
-                      (s.writable_budget ? send_held_ <= send_budget_ / 2
-                                         : send_held_ < send_budget_);
+    const bool room =
+        valid && s.send_bytes <= s.send_low_water &&
+        (s.writable_budget ? send_held_ <= send_budget_ / 2 &&
+                                 free_ops_.size() * 2 >= ops_.size()
+                           : send_held_ < send_budget_ && !free_ops_.empty());
     if (valid && !room && !s.closing) {
       ++i;
       continue;

@@ -1,0 +1,15 @@
+#include "mqtt/store.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace ringlab::mqtt {
+
+std::string StoreLoadReport::ToString() const {
+  return absl::StrCat(
+      sessions, " sessions, ", subscriptions, " subscriptions, ", queued,
+      " queued messages (", queued_expired, " expired while down), ", retained,
+      " retained messages (", retained_expired, " expired while down, ",
+      retained_rejected, " refused by limits)");
+}
+
+}  // namespace ringlab::mqtt

@@ -1,0 +1,125 @@
+// BrokerStore: what the sans-io Broker core tells a durable store, and what
+// a store hands back at startup. The core calls these methods (it never does
+// I/O itself); an implementation (store_sqlite.h) turns them into writes on
+// the driver's thread and decides when they reach the disk (its fsync
+// policy). A networked store (MySQL, Redis) would implement the same class.
+//
+//   absl::StatusOr<std::unique_ptr<SqliteStore>> store =
+//       SqliteStore::Open({.data_dir = "/var/lib/ringlab"});
+//   absl::StatusOr<StoreLoadReport> r = (*store)->Load(&broker, now);
+//   broker.set_store(store->get());   // from now on the core reports changes
+//   ...  // on the Loop: at (*store)->NextFlushDeadline(), Flush()
+//
+// What persists: retained messages, persistent sessions (a Session Expiry
+// Interval above 0, or 3.1.1 Clean Session 0) with their subscriptions, and
+// the QoS 1/2 messages queued or in flight to them, from the moment they
+// are queued until the subscriber acknowledges them (PUBACK, or PUBREC for
+// QoS 2). After a restart those messages are queued again and sent with
+// new packet ids (at least once); a QoS 2 exchange that had reached PUBREL
+// is not resumed. Not stored: inbound QoS 2 packet ids awaiting PUBREL,
+// wills, and messages queued before a session became persistent.
+//
+// Time: the core's Timestamps are monotonic and mean nothing after a
+// restart, so a method that carries an expiry also gets `now`; the store
+// keeps the remaining time against its own wall clock.
+//
+// Errors: the write methods return nothing; an implementation counts and
+// remembers its first failure (status()), so the hot path has no error
+// branch in the core. Threading: the thread of the Broker that calls it.
+// Allocation: a store may allocate per write (SQLite does); the core's
+// zero-allocation steady state (broker_alloc_test.cc) is without a store.
+#ifndef RINGLAB_MQTT_STORE_H_
+#define RINGLAB_MQTT_STORE_H_
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mqtt/message.h"
+#include "mqtt/packets.h"
+#include "transport/time.h"
+
+namespace ringlab::mqtt {
+
+class BrokerStore {
+ public:
+  virtual ~BrokerStore() = default;
+
+  // The retained message for its topic (replacing any earlier one).
+  virtual void PutRetained(const Message& message, Timestamp now) = 0;
+  virtual void DeleteRetained(std::string_view topic) = 0;
+
+  // A persistent session was created or resumed, or its expiry interval
+  // changed (a v5 DISCONNECT may change it). `expiry_interval_s` as in the
+  // core (0xFFFFFFFF: never expires).
+  virtual void PutSession(std::string_view client_id,
+                          uint32_t expiry_interval_s) = 0;
+  // The session ended (expired, clean start, or its expiry became 0); its
+  // subscriptions go with it.
+  virtual void DeleteSession(std::string_view client_id) = 0;
+  // `filter` is the text the client sent ("$share/g/f" included).
+  virtual void PutSubscription(std::string_view client_id,
+                               std::string_view filter,
+                               const SubscriptionOptions& options,
+                               uint32_t subscription_id) = 0;
+  virtual void DeleteSubscription(std::string_view client_id,
+                                  std::string_view filter) = 0;
+  // A QoS 1/2 message queued for a persistent session. Returns the key
+  // that names it in DeleteQueued (0 if it could not be stored).
+  virtual uint64_t PutQueued(std::string_view client_id, const Message& message,
+                             uint8_t qos, bool retain,
+                             std::span<const uint32_t> subscription_ids,
+                             Timestamp now) = 0;
+  // Acknowledged, expired or dropped. DeleteSession removes a session's
+  // queued messages too.
+  virtual void DeleteQueued(uint64_t key) = 0;
+};
+
+// What a store loads at startup, handed to Broker::Restore*.
+struct StoredSubscription {
+  std::string filter;
+  SubscriptionOptions options;
+  uint32_t subscription_id = 0;
+};
+
+struct StoredRetained {
+  std::string topic;
+  uint8_t qos = 0;
+  std::vector<std::byte> properties;  // forwarded v5 properties, wire form
+  std::vector<std::byte> payload;
+  // Left of the Message Expiry Interval at load time; 0: never expires.
+  uint64_t expires_in_ms = 0;
+};
+
+struct StoredQueued {
+  uint64_t key = 0;
+  StoredRetained message;  // topic, qos of the publish, properties, payload
+  uint8_t qos = 0;         // the delivery's QoS
+  bool retain = false;
+  std::vector<uint32_t> subscription_ids;
+};
+
+struct StoredSession {
+  std::string client_id;
+  uint32_t expiry_interval_s = 0;
+  std::vector<StoredSubscription> subscriptions;
+  std::vector<StoredQueued> queued;  // oldest first
+};
+
+// What Load() found, for the startup report.
+struct StoreLoadReport {
+  uint64_t sessions = 0;
+  uint64_t subscriptions = 0;
+  uint64_t retained = 0;
+  uint64_t queued = 0;             // QoS 1/2 messages for stored sessions
+  uint64_t queued_expired = 0;     // their expiry passed while down
+  uint64_t retained_expired = 0;   // their expiry passed while down
+  uint64_t retained_rejected = 0;  // the broker refused them (limits)
+  std::string ToString() const;
+};
+
+}  // namespace ringlab::mqtt
+
+#endif  // RINGLAB_MQTT_STORE_H_

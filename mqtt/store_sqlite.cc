@@ -1,0 +1,513 @@
+#include "mqtt/store_sqlite.h"
+
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "mqtt/broker.h"
+
+namespace ringlab::mqtt {
+namespace {
+
+// Bumped when the tables change; a database from another version is an
+// error, not something to guess at.
+constexpr int kSchemaVersion = 1;
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS meta(
+  key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS retained(
+  topic TEXT PRIMARY KEY, qos INTEGER NOT NULL, properties BLOB NOT NULL,
+  payload BLOB NOT NULL, expires_wall_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions(
+  client_id TEXT PRIMARY KEY, expiry_s INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS subscriptions(
+  client_id TEXT NOT NULL, filter TEXT NOT NULL, options INTEGER NOT NULL,
+  subscription_id INTEGER NOT NULL, PRIMARY KEY(client_id, filter));
+CREATE TABLE IF NOT EXISTS queued(
+  id INTEGER PRIMARY KEY AUTOINCREMENT, client_id TEXT NOT NULL,
+  topic TEXT NOT NULL, message_qos INTEGER NOT NULL, qos INTEGER NOT NULL,
+  retain INTEGER NOT NULL, properties BLOB NOT NULL, payload BLOB NOT NULL,
+  subscription_ids BLOB NOT NULL, expires_wall_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS queued_by_client ON queued(client_id, id);
+)sql";
+
+// Expiry is kept as wall-clock time: the core's monotonic Timestamps mean
+// nothing after a restart.
+int64_t WallNowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+uint8_t PackOptions(const SubscriptionOptions& o) {
+  // The SUBSCRIBE options byte layout (MQTT 5.0 §3.8.3.1).
+  return uint8_t((o.max_qos & 3) | (o.no_local ? 4 : 0) |
+                 (o.retain_as_published ? 8 : 0) |
+                 ((o.retain_handling & 3) << 4));
+}
+
+SubscriptionOptions UnpackOptions(int64_t v) {
+  SubscriptionOptions o;
+  o.max_qos = uint8_t(v & 3);
+  o.no_local = (v & 4) != 0;
+  o.retain_as_published = (v & 8) != 0;
+  o.retain_handling = uint8_t((v >> 4) & 3);
+  return o;
+}
+
+void BindText(sqlite3_stmt* st, int i, std::string_view text) {
+  sqlite3_bind_text(st, i, text.data(), int(text.size()), SQLITE_TRANSIENT);
+}
+
+void BindBlob(sqlite3_stmt* st, int i, std::span<const std::byte> bytes) {
+  // A zero-length blob, not NULL (the columns are NOT NULL).
+  if (bytes.empty()) {
+    sqlite3_bind_zeroblob(st, i, 0);
+  } else {
+    sqlite3_bind_blob(st, i, bytes.data(), int(bytes.size()), SQLITE_TRANSIENT);
+  }
+}
+
+std::string ColumnText(sqlite3_stmt* st, int i) {
+  const unsigned char* p = sqlite3_column_text(st, i);
+  return p == nullptr ? std::string()
+                      : std::string(reinterpret_cast<const char*>(p),
+                                    size_t(sqlite3_column_bytes(st, i)));
+}
+
+std::vector<std::byte> ColumnBlob(sqlite3_stmt* st, int i) {
+  const auto* p = static_cast<const std::byte*>(sqlite3_column_blob(st, i));
+  const int n = sqlite3_column_bytes(st, i);
+  return p == nullptr ? std::vector<std::byte>()
+                      : std::vector<std::byte>(p, p + n);
+}
+
+// A statement that lives for one Load() call.
+struct Query {
+  sqlite3_stmt* st = nullptr;
+  ~Query() { sqlite3_finalize(st); }
+};
+
+}  // namespace
+
+absl::StatusOr<FsyncPolicy> ParseFsyncPolicy(std::string_view text) {
+  if (text == "always") return FsyncPolicy::kAlways;
+  if (text == "batch") return FsyncPolicy::kBatch;
+  if (text == "never") return FsyncPolicy::kNever;
+  return absl::InvalidArgumentError(
+      absl::StrCat("fsync policy '", std::string(text),
+                   "': expected always, batch or never"));
+}
+
+SqliteStore::SqliteStore(const SqliteStoreOptions& options)
+    : options_(options), path_(options.data_dir + "/broker.db") {}
+
+SqliteStore::~SqliteStore() {
+  Flush();
+  for (sqlite3_stmt* st : statements_) sqlite3_finalize(st);
+  sqlite3_close(db_);
+}
+
+absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(
+    const SqliteStoreOptions& options) {
+  if (options.data_dir.empty()) {
+    return absl::InvalidArgumentError("store: empty data directory");
+  }
+  if (::mkdir(options.data_dir.c_str(), 0750) != 0 && errno != EEXIST) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "store: cannot create ", options.data_dir, ": ", std::strerror(errno)));
+  }
+  std::unique_ptr<SqliteStore> store(new SqliteStore(options));
+  if (absl::Status s = store->Init(); !s.ok()) return s;
+  return store;
+}
+
+absl::Status SqliteStore::Exec(const char* sql) {
+  char* error = nullptr;
+  const int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &error);
+  if (rc == SQLITE_OK) return absl::OkStatus();
+  absl::Status s = absl::DataLossError(absl::StrCat(
+      "store ", path_, ": ", error != nullptr ? error : sqlite3_errstr(rc)));
+  sqlite3_free(error);
+  return s;
+}
+
+absl::Status SqliteStore::Init() {
+  int rc = sqlite3_open_v2(
+      path_.c_str(), &db_,
+      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+      nullptr);
+  if (rc != SQLITE_OK) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "store: cannot open ", path_, ": ",
+        db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc)));
+  }
+  // The first statements read the file: a non-database or a damaged header
+  // fails here (SQLITE_NOTADB / SQLITE_CORRUPT) and Open() reports it.
+  if (absl::Status s = Exec("PRAGMA journal_mode=WAL"); !s.ok()) return s;
+  const char* sync = options_.fsync == FsyncPolicy::kNever
+                         ? "PRAGMA synchronous=OFF"
+                         : "PRAGMA synchronous=FULL";
+  if (absl::Status s = Exec(sync); !s.ok()) return s;
+  {
+    // A truncated or damaged file that still has a valid header.
+    Query q;
+    if (sqlite3_prepare_v2(db_, "PRAGMA quick_check", -1, &q.st, nullptr) !=
+        SQLITE_OK) {
+      return absl::DataLossError(
+          absl::StrCat("store ", path_, ": ", sqlite3_errmsg(db_)));
+    }
+    std::string problems;
+    while ((rc = sqlite3_step(q.st)) == SQLITE_ROW) {
+      const std::string line = ColumnText(q.st, 0);
+      if (line != "ok") absl::StrAppend(&problems, line, "; ");
+    }
+    if (rc != SQLITE_DONE) {
+      return absl::DataLossError(
+          absl::StrCat("store ", path_, ": ", sqlite3_errmsg(db_)));
+    }
+    if (!problems.empty()) {
+      return absl::DataLossError(absl::StrCat(
+          "store ", path_, " is corrupt (quick_check): ", problems));
+    }
+  }
+  if (absl::Status s = Exec(kSchema); !s.ok()) return s;
+  {
+    Query q;
+    sqlite3_prepare_v2(db_, "SELECT value FROM meta WHERE key='schema'", -1,
+                       &q.st, nullptr);
+    rc = q.st == nullptr ? SQLITE_ERROR : sqlite3_step(q.st);
+    if (rc == SQLITE_ROW) {
+      const int64_t v = sqlite3_column_int64(q.st, 0);
+      if (v != kSchemaVersion) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("store ", path_, ": schema version ", v,
+                         ", this broker reads ", kSchemaVersion));
+      }
+    } else if (rc == SQLITE_DONE) {
+      if (absl::Status s =
+              Exec(absl::StrCat("INSERT INTO meta VALUES('schema',",
+                                kSchemaVersion, ")")
+                       .c_str());
+          !s.ok()) {
+        return s;
+      }
+    } else {
+      return absl::DataLossError(
+          absl::StrCat("store ", path_, ": ", sqlite3_errmsg(db_)));
+    }
+  }
+  const char* sql[kStatementCount] = {
+      "INSERT OR REPLACE INTO retained VALUES(?1,?2,?3,?4,?5)",
+      "DELETE FROM retained WHERE topic=?1",
+      "INSERT OR REPLACE INTO sessions VALUES(?1,?2)",
+      "DELETE FROM sessions WHERE client_id=?1",
+      "DELETE FROM subscriptions WHERE client_id=?1",
+      "INSERT OR REPLACE INTO subscriptions VALUES(?1,?2,?3,?4)",
+      "DELETE FROM subscriptions WHERE client_id=?1 AND filter=?2",
+      "INSERT INTO queued(client_id, topic, message_qos, qos, retain, "
+      "properties, payload, subscription_ids, expires_wall_ms) "
+      "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+      "DELETE FROM queued WHERE id=?1",
+      "DELETE FROM queued WHERE client_id=?1",
+      "BEGIN",
+      "COMMIT",
+  };
+  for (int i = 0; i < kStatementCount; ++i) {
+    if (sqlite3_prepare_v3(db_, sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+                           &statements_[i], nullptr) != SQLITE_OK) {
+      return absl::InternalError(absl::StrCat("store: preparing '", sql[i],
+                                              "': ", sqlite3_errmsg(db_)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StoreLoadReport> SqliteStore::Load(Broker* broker,
+                                                  Timestamp now) {
+  StoreLoadReport report;
+  auto read_error = [&](const char* table) {
+    return absl::DataLossError(absl::StrCat("store ", path_, ": reading ",
+                                            table, ": ", sqlite3_errmsg(db_)));
+  };
+  // Sessions first, then their subscriptions (one pass, ordered).
+  std::vector<StoredSession> sessions;
+  {
+    Query q;
+    if (sqlite3_prepare_v2(db_,
+                           "SELECT client_id, expiry_s FROM sessions ORDER BY "
+                           "client_id",
+                           -1, &q.st, nullptr) != SQLITE_OK) {
+      return read_error("sessions");
+    }
+    int rc;
+    while ((rc = sqlite3_step(q.st)) == SQLITE_ROW) {
+      StoredSession& s = sessions.emplace_back();
+      s.client_id = ColumnText(q.st, 0);
+      s.expiry_interval_s = uint32_t(sqlite3_column_int64(q.st, 1));
+    }
+    if (rc != SQLITE_DONE) return read_error("sessions");
+  }
+  {
+    Query q;
+    if (sqlite3_prepare_v2(db_,
+                           "SELECT client_id, filter, options, subscription_id "
+                           "FROM subscriptions ORDER BY client_id",
+                           -1, &q.st, nullptr) != SQLITE_OK) {
+      return read_error("subscriptions");
+    }
+    size_t at = 0;
+    int rc;
+    while ((rc = sqlite3_step(q.st)) == SQLITE_ROW) {
+      const std::string client = ColumnText(q.st, 0);
+      while (at < sessions.size() && sessions[at].client_id < client) ++at;
+      if (at == sessions.size() || sessions[at].client_id != client) {
+        continue;  // a subscription without its session: not restored
+      }
+      StoredSubscription& sub = sessions[at].subscriptions.emplace_back();
+      sub.filter = ColumnText(q.st, 1);
+      sub.options = UnpackOptions(sqlite3_column_int64(q.st, 2));
+      sub.subscription_id = uint32_t(sqlite3_column_int64(q.st, 3));
+    }
+    if (rc != SQLITE_DONE) return read_error("subscriptions");
+  }
+  {
+    Query q;
+    if (sqlite3_prepare_v2(db_,
+                           "SELECT client_id, id, topic, message_qos, qos, "
+                           "retain, properties, payload, subscription_ids, "
+                           "expires_wall_ms FROM queued ORDER BY client_id, id",
+                           -1, &q.st, nullptr) != SQLITE_OK) {
+      return read_error("queued");
+    }
+    const int64_t wall_ms = WallNowMs();
+    size_t at = 0;
+    int rc;
+    while ((rc = sqlite3_step(q.st)) == SQLITE_ROW) {
+      const std::string client = ColumnText(q.st, 0);
+      while (at < sessions.size() && sessions[at].client_id < client) ++at;
+      if (at == sessions.size() || sessions[at].client_id != client) continue;
+      const int64_t expires = sqlite3_column_int64(q.st, 9);
+      if (expires != 0 && expires <= wall_ms) {
+        ++report.queued_expired;
+        continue;
+      }
+      StoredQueued& m = sessions[at].queued.emplace_back();
+      m.key = uint64_t(sqlite3_column_int64(q.st, 1));
+      m.message.topic = ColumnText(q.st, 2);
+      m.message.qos = uint8_t(sqlite3_column_int64(q.st, 3) & 3);
+      m.qos = uint8_t(sqlite3_column_int64(q.st, 4) & 3);
+      m.retain = sqlite3_column_int64(q.st, 5) != 0;
+      m.message.properties = ColumnBlob(q.st, 6);
+      m.message.payload = ColumnBlob(q.st, 7);
+      const std::vector<std::byte> ids = ColumnBlob(q.st, 8);
+      m.subscription_ids.resize(ids.size() / sizeof(uint32_t));
+      if (!m.subscription_ids.empty()) {
+        std::memcpy(m.subscription_ids.data(), ids.data(),
+                    m.subscription_ids.size() * sizeof(uint32_t));
+      }
+      m.message.expires_in_ms = expires == 0 ? 0 : uint64_t(expires - wall_ms);
+    }
+    if (rc != SQLITE_DONE) return read_error("queued");
+  }
+  for (const StoredSession& s : sessions) {
+    report.queued += s.queued.size();
+    if (absl::Status st = broker->RestoreSession(s, now); !st.ok()) {
+      return st;
+    }
+    ++report.sessions;
+    report.subscriptions += s.subscriptions.size();
+  }
+  {
+    Query q;
+    if (sqlite3_prepare_v2(db_,
+                           "SELECT topic, qos, properties, payload, "
+                           "expires_wall_ms FROM retained",
+                           -1, &q.st, nullptr) != SQLITE_OK) {
+      return read_error("retained");
+    }
+    const int64_t wall_ms = WallNowMs();
+    int rc;
+    while ((rc = sqlite3_step(q.st)) == SQLITE_ROW) {
+      StoredRetained r;
+      r.topic = ColumnText(q.st, 0);
+      r.qos = uint8_t(sqlite3_column_int64(q.st, 1) & 3);
+      r.properties = ColumnBlob(q.st, 2);
+      r.payload = ColumnBlob(q.st, 3);
+      const int64_t expires = sqlite3_column_int64(q.st, 4);
+      if (expires != 0) {
+        if (expires <= wall_ms) {
+          ++report.retained_expired;
+          continue;
+        }
+        r.expires_in_ms = uint64_t(expires - wall_ms);
+      }
+      if (broker->RestoreRetained(r, now)) {
+        ++report.retained;
+      } else {
+        ++report.retained_rejected;
+      }
+    }
+    if (rc != SQLITE_DONE) return read_error("retained");
+  }
+  return report;
+}
+
+void SqliteStore::Fail(const char* what) {
+  ++counters_.write_errors;
+  if (status_.ok()) {
+    status_ = absl::InternalError(
+        absl::StrCat("store ", path_, ": ", what, ": ", sqlite3_errmsg(db_)));
+  }
+}
+
+void SqliteStore::BeginChange() {
+  if (options_.fsync != FsyncPolicy::kBatch || in_transaction_) return;
+  sqlite3_stmt* st = statements_[kBegin];
+  if (sqlite3_step(st) != SQLITE_DONE) {
+    Fail("BEGIN");
+  } else {
+    in_transaction_ = true;
+    flush_at_ = MonotonicNow() + options_.batch_window;
+  }
+  sqlite3_reset(st);
+}
+
+void SqliteStore::EndChange(int rc) {
+  if (rc == SQLITE_DONE) {
+    ++counters_.writes;
+    // Outside a transaction each statement commits on its own (autocommit).
+    if (!in_transaction_) ++counters_.commits;
+  } else {
+    Fail("write");
+  }
+}
+
+void SqliteStore::Flush() {
+  if (!in_transaction_) return;
+  sqlite3_stmt* st = statements_[kCommit];
+  if (sqlite3_step(st) == SQLITE_DONE) {
+    ++counters_.commits;
+  } else {
+    Fail("COMMIT");
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+  sqlite3_reset(st);
+  in_transaction_ = false;
+  flush_at_ = Timestamp::Never();
+}
+
+namespace {
+// Wall-clock expiry of a message (0: never), for the expires_wall_ms
+// columns.
+int64_t WallExpiry(const Message& m, Timestamp now) {
+  if (m.expires_at() == Timestamp::Never()) return 0;
+  const int64_t left_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              m.expires_at() - now)
+                              .count();
+  return WallNowMs() + std::max<int64_t>(left_ms, 1);
+}
+}  // namespace
+
+uint64_t SqliteStore::PutQueued(std::string_view client_id, const Message& m,
+                                uint8_t qos, bool retain,
+                                std::span<const uint32_t> subscription_ids,
+                                Timestamp now) {
+  BeginChange();
+  sqlite3_stmt* st = statements_[kPutQueued];
+  BindText(st, 1, client_id);
+  BindText(st, 2, m.topic());
+  sqlite3_bind_int(st, 3, m.qos());
+  sqlite3_bind_int(st, 4, qos);
+  sqlite3_bind_int(st, 5, retain ? 1 : 0);
+  BindBlob(st, 6, m.properties());
+  BindBlob(st, 7, m.payload());
+  BindBlob(st, 8, std::as_bytes(subscription_ids));  // host order, this host
+  sqlite3_bind_int64(st, 9, WallExpiry(m, now));
+  const int rc = sqlite3_step(st);
+  EndChange(rc);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return rc == SQLITE_DONE ? uint64_t(sqlite3_last_insert_rowid(db_)) : 0;
+}
+
+void SqliteStore::DeleteQueued(uint64_t key) {
+  BeginChange();
+  sqlite3_stmt* st = statements_[kDeleteQueued];
+  sqlite3_bind_int64(st, 1, int64_t(key));
+  EndChange(sqlite3_step(st));
+  sqlite3_reset(st);
+}
+
+void SqliteStore::PutRetained(const Message& m, Timestamp now) {
+  BeginChange();
+  sqlite3_stmt* st = statements_[kPutRetained];
+  BindText(st, 1, m.topic());
+  sqlite3_bind_int(st, 2, m.qos());
+  BindBlob(st, 3, m.properties());
+  BindBlob(st, 4, m.payload());
+  sqlite3_bind_int64(st, 5, WallExpiry(m, now));
+  EndChange(sqlite3_step(st));
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+}
+
+void SqliteStore::DeleteRetained(std::string_view topic) {
+  BeginChange();
+  sqlite3_stmt* st = statements_[kDeleteRetained];
+  BindText(st, 1, topic);
+  EndChange(sqlite3_step(st));
+  sqlite3_reset(st);
+}
+
+void SqliteStore::PutSession(std::string_view client_id,
+                             uint32_t expiry_interval_s) {
+  BeginChange();
+  sqlite3_stmt* st = statements_[kPutSession];
+  BindText(st, 1, client_id);
+  sqlite3_bind_int64(st, 2, expiry_interval_s);
+  EndChange(sqlite3_step(st));
+  sqlite3_reset(st);
+}
+
+void SqliteStore::DeleteSession(std::string_view client_id) {
+  BeginChange();
+  for (Statement which :
+       {kDeleteSessionQueued, kDeleteSessionSubscriptions, kDeleteSession}) {
+    sqlite3_stmt* st = statements_[which];
+    BindText(st, 1, client_id);
+    EndChange(sqlite3_step(st));
+    sqlite3_reset(st);
+  }
+}
+
+void SqliteStore::PutSubscription(std::string_view client_id,
+                                  std::string_view filter,
+                                  const SubscriptionOptions& options,
+                                  uint32_t subscription_id) {
+  BeginChange();
+  sqlite3_stmt* st = statements_[kPutSubscription];
+  BindText(st, 1, client_id);
+  BindText(st, 2, filter);
+  sqlite3_bind_int(st, 3, PackOptions(options));
+  sqlite3_bind_int64(st, 4, subscription_id);
+  EndChange(sqlite3_step(st));
+  sqlite3_reset(st);
+}
+
+void SqliteStore::DeleteSubscription(std::string_view client_id,
+                                     std::string_view filter) {
+  BeginChange();
+  sqlite3_stmt* st = statements_[kDeleteSubscription];
+  BindText(st, 1, client_id);
+  BindText(st, 2, filter);
+  EndChange(sqlite3_step(st));
+  sqlite3_reset(st);
+}
+
+}  // namespace ringlab::mqtt

@@ -1,0 +1,143 @@
+// SqliteStore: the embedded default BrokerStore, one SQLite database in WAL
+// mode under --data-dir (no server to run). Why SQLite and not our own
+// journal: mqtt/README.md, "Durable state".
+//
+//   SqliteStoreOptions o;
+//   o.data_dir = "/var/lib/ringlab";
+//   o.fsync = FsyncPolicy::kBatch;  o.batch_window = 10ms;
+//   absl::StatusOr<std::unique_ptr<SqliteStore>> store = SqliteStore::Open(o);
+//   absl::StatusOr<StoreLoadReport> loaded = (*store)->Load(&broker, now);
+//   broker.set_store(store->get());
+//   // On the Loop: when now >= NextFlushDeadline(), call Flush().
+//
+// The fsync policy, and what each risks:
+// - kAlways: every change is its own transaction, committed with
+//   synchronous=FULL (the WAL is fsynced before the call returns). Nothing
+//   acknowledged is lost to a crash or a power cut; one fsync per change.
+// - kBatch: changes gather in one open transaction, committed (FULL) at
+//   most `batch_window` after the first; a kill -9 or power cut loses the
+//   changes of the last window (at most), never more, and never corrupts.
+// - kNever: every change is committed at once but never fsynced
+//   (synchronous=OFF): a kill -9 loses nothing (the kernel holds the
+//   writes), a power cut or kernel crash may lose recent changes or, per
+//   SQLite's documentation, corrupt the database.
+//
+// Errors: Open() fails (never silently starts empty) when the directory
+// cannot be used, the file is not a database or fails PRAGMA quick_check
+// (corrupt or truncated), or its schema is from an unknown version. SQLite
+// itself drops a torn WAL tail (frames whose checksum does not match) at
+// open; Load() reports what it found. A write that fails later is counted
+// and the first such error kept in status(); the broker keeps running.
+// Ownership: owns its sqlite3 handle. Threading: one thread (the Loop's).
+#ifndef RINGLAB_MQTT_STORE_SQLITE_H_
+#define RINGLAB_MQTT_STORE_SQLITE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "mqtt/store.h"
+#include "transport/time.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace ringlab::mqtt {
+
+class Broker;
+
+enum class FsyncPolicy : uint8_t { kAlways, kBatch, kNever };
+
+// "always", "batch" or "never".
+absl::StatusOr<FsyncPolicy> ParseFsyncPolicy(std::string_view text);
+
+struct SqliteStoreOptions {
+  std::string data_dir;  // created if missing; holds broker.db (+ -wal)
+  FsyncPolicy fsync = FsyncPolicy::kBatch;
+  Duration batch_window = std::chrono::milliseconds(10);
+};
+
+struct SqliteStoreCounters {
+  uint64_t writes = 0;        // changes applied
+  uint64_t commits = 0;       // transactions committed
+  uint64_t write_errors = 0;  // changes SQLite refused (see status())
+};
+
+class SqliteStore : public BrokerStore {
+ public:
+  static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(
+      const SqliteStoreOptions& options);
+  ~SqliteStore() override;  // commits what is pending
+
+  // Restores everything stored into `broker` (which must not have a store
+  // set yet, so nothing is written back). Errors: DataLoss if a row cannot
+  // be read (corruption found while reading).
+  absl::StatusOr<StoreLoadReport> Load(Broker* broker, Timestamp now);
+
+  // kBatch: when the open transaction must be committed; Never otherwise.
+  Timestamp NextFlushDeadline() const { return flush_at_; }
+  // Commits the open transaction (if any).
+  void Flush();
+
+  // The first write error, or OK.
+  const absl::Status& status() const { return status_; }
+  const SqliteStoreCounters& counters() const { return counters_; }
+  const std::string& path() const { return path_; }
+
+  // BrokerStore
+  void PutRetained(const Message& message, Timestamp now) override;
+  void DeleteRetained(std::string_view topic) override;
+  void PutSession(std::string_view client_id,
+                  uint32_t expiry_interval_s) override;
+  void DeleteSession(std::string_view client_id) override;
+  void PutSubscription(std::string_view client_id, std::string_view filter,
+                       const SubscriptionOptions& options,
+                       uint32_t subscription_id) override;
+  void DeleteSubscription(std::string_view client_id,
+                          std::string_view filter) override;
+  uint64_t PutQueued(std::string_view client_id, const Message& message,
+                     uint8_t qos, bool retain,
+                     std::span<const uint32_t> subscription_ids,
+                     Timestamp now) override;
+  void DeleteQueued(uint64_t key) override;
+
+ private:
+  explicit SqliteStore(const SqliteStoreOptions& options);
+  absl::Status Init();
+  absl::Status Exec(const char* sql);
+  // Before a change: opens the batch transaction if needed.
+  void BeginChange();
+  // After a change: commits it (kAlways/kNever) or schedules the commit.
+  void EndChange(int rc);
+  void Fail(const char* what);
+
+  SqliteStoreOptions options_;
+  std::string path_;
+  sqlite3* db_ = nullptr;
+  enum Statement {
+    kPutRetained,
+    kDeleteRetained,
+    kPutSession,
+    kDeleteSession,
+    kDeleteSessionSubscriptions,
+    kPutSubscription,
+    kDeleteSubscription,
+    kPutQueued,
+    kDeleteQueued,
+    kDeleteSessionQueued,
+    kBegin,
+    kCommit,
+    kStatementCount,
+  };
+  sqlite3_stmt* statements_[kStatementCount] = {};
+  bool in_transaction_ = false;
+  Timestamp flush_at_ = Timestamp::Never();
+  absl::Status status_;
+  SqliteStoreCounters counters_;
+};
+
+}  // namespace ringlab::mqtt
+
+#endif  // RINGLAB_MQTT_STORE_SQLITE_H_
