@@ -5,6 +5,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <random>
 
 #include "absl/strings/numbers.h"
@@ -118,6 +120,7 @@ absl::StatusOr<std::unique_ptr<DomainParticipant>> DomainParticipant::Create(
     user.multicast_interface = iface_any;
     user.multicast_loop = true;
     user.receive_buffer_bytes = options.receive_buffer_bytes;
+    user.send_queue_limit_bytes = options.send_queue_bytes;
     absl::StatusOr<SocketId> u = l.OpenUdp(user, dp.get());
     if (!u.ok()) {
       last_error = u.status();
@@ -186,6 +189,7 @@ absl::StatusOr<std::unique_ptr<DomainParticipant>> DomainParticipant::Create(
       Participant::Create(c, l.now());
   if (!core.ok()) return core.status();
   dp->core_ = std::move(*core);
+  dp->drop_state_ = options.drop_seed;
   dp->options_ = std::move(options);
   dp->Flush();
   return dp;
@@ -195,8 +199,21 @@ DomainParticipant::~DomainParticipant() {
   if (loop_ && timer_id_ != 0) loop_->CancelTimer(timer_id_);
 }
 
+// splitmix64: a seeded, reproducible draw for the test hooks.
+bool DomainParticipant::Drop(double fraction) {
+  if (fraction <= 0) return false;
+  uint64_t z = (drop_state_ += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  if (static_cast<double>(z >> 11) * 0x1.0p-53 >= fraction) return false;
+  ++dropped_for_test_;
+  return true;
+}
+
 void DomainParticipant::OnDatagram(SocketId socket, const Endpoint& from,
                                    BufferLease data) {
+  if (Drop(options_.drop_received_fraction)) return;
   core_->OnDatagram(data.bytes(), Locator::FromEndpoint(from), loop_->now());
   data.Release();
   if (data_callback_) data_callback_();
@@ -211,22 +228,46 @@ void DomainParticipant::OnTimer(uint64_t timer_id, Timestamp now) {
   Flush();
 }
 
+void DomainParticipant::OnSendComplete(SocketId socket, int result,
+                                       uint64_t tag) {
+  if (send_blocked_) Flush();
+}
+
+void DomainParticipant::OnWritable(SocketId socket) {
+  if (send_blocked_) Flush();
+}
+
 void DomainParticipant::Flush() {
   if (in_flush_) return;  // a callback inside Flush wrote: the loop covers it
   in_flush_ = true;
+  send_blocked_ = false;
   const Timestamp now = loop_->now();
+  const size_t max_message = core_->config().max_message_bytes;
   for (;;) {
+    // Stop while a few more datagrams would not fit the send queue: the
+    // core keeps what it has not built yet, and a completion resumes us.
+    if (loop_->QueuedSendBytes(user_socket_) + 4 * max_message >
+        options_.send_queue_bytes) {
+      send_blocked_ = true;
+      break;
+    }
     BufferLease lease = loop_->AcquireBuffer();
-    if (!lease) break;  // pool exhausted (counted by the Loop); retry later
+    if (!lease) {  // pool exhausted (counted by the Loop): wait for sends
+      send_blocked_ = true;
+      break;
+    }
     std::optional<Transmit> t = core_->PollTransmit(lease.writable(), now);
     if (!t) break;
     lease.set_size(t->size_bytes);
+    if (Drop(options_.drop_sent_fraction)) continue;
     const size_t n = t->destinations.size();
     for (size_t i = 0; i < n; ++i) {
       Endpoint to = t->destinations[i].ToEndpoint();
       if (!to.valid()) continue;
       if (i + 1 == n) {
-        loop_->SendTo(user_socket_, std::move(lease), to);
+        if (loop_->SendTo(user_socket_, std::move(lease), to) == -EAGAIN) {
+          send_blocked_ = true;
+        }
         break;
       }
       // One payload to several readers: a copy each until the transport
@@ -235,8 +276,11 @@ void DomainParticipant::Flush() {
       if (!copy) continue;
       std::memcpy(copy.data(), lease.data(), t->size_bytes);
       copy.set_size(t->size_bytes);
-      loop_->SendTo(user_socket_, std::move(copy), to);
+      if (loop_->SendTo(user_socket_, std::move(copy), to) == -EAGAIN) {
+        send_blocked_ = true;
+      }
     }
+    if (send_blocked_) break;
   }
   in_flush_ = false;
   ArmTimer();

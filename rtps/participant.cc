@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "rtps/internal/reassembly.h"
 
 namespace ringlab::rtps {
 
@@ -16,6 +17,12 @@ constexpr uint32_t kReorderWindow = 256;
 // Header + INFO_TS + DATA header + inline QoS (key hash, status) + padding.
 constexpr size_t kDataOverhead = kHeaderSize + 12 + 24 + 32 + 4;
 constexpr size_t kMaxSpdpUnicastPending = 64;
+// A reliable writer puts a HEARTBEAT_FRAG (§8.3.7.6) into a sample's push
+// every this many fragments, so readers repair a long sample while it is
+// still going out.
+constexpr uint32_t kHeartbeatFragEvery = 128;
+// NACK_FRAG windows (256 fragments each) per partial sample per ACKNACK.
+constexpr uint32_t kMaxNackFragWindows = 64;
 
 Timestamp After(Timestamp now, int64_t ns) {
   if (ns >= kInfiniteNanos) return Timestamp::Never();
@@ -170,6 +177,13 @@ struct Pool {
 };
 }  // namespace
 
+// A NACK_FRAG request a reliable writer still has to answer.
+struct FragRequest {
+  SequenceNumber sn = 0;
+  FragmentNumberSet set;
+};
+constexpr size_t kMaxFragRequests = 16;
+
 struct Participant::ReaderProxy {
   Guid guid;
   std::vector<Locator> locators;
@@ -184,6 +198,15 @@ struct Participant::ReaderProxy {
   bool gap_floor_due = false;
   bool any_acknack = false;
   uint32_t last_acknack_count = 0;
+  // NACK_FRAG requests (§8.4.9.2: fragments instead of whole samples).
+  std::array<FragRequest, kMaxFragRequests> frag_requests{};
+  uint32_t frag_request_count = 0;
+  bool any_nackfrag = false;
+  uint32_t last_nackfrag_count = 0;
+  // A fragmented sample resent whole across several datagrams: where the
+  // next datagram resumes.
+  SequenceNumber resend_sn = 0;
+  uint32_t resend_frag = 1;
 };
 
 struct Participant::WriterProxy {
@@ -199,19 +222,19 @@ struct Participant::WriterProxy {
   // Reorder window: slot (or kGapSlot) of SN s at window[s % size].
   std::vector<uint32_t> window;
   std::vector<SequenceNumber> window_sn;
-  // DATA_FRAG reassembly of one sample (buffers keep their capacity).
-  SequenceNumber frag_sn = 0;  // 0: none in progress
-  uint32_t frag_sample_size = 0;
-  uint16_t frag_size = 0;
-  uint32_t frag_total = 0;
-  uint32_t frag_have = 0;
-  std::vector<std::byte> frag_data;
-  std::vector<uint64_t> frag_bits;
-  bool frag_key_only = false;
-  bool frag_has_key = false;
-  KeyHash frag_key;
-  uint32_t frag_status = 0;
-  int64_t frag_timestamp = kNoSourceTimestamp;
+  // A volatile reader of a transient-local writer: what the writer had
+  // before our first heartbeat from it predates the match (DDS 1.4
+  // §2.2.3.4), so nothing is delivered before that heartbeat.
+  bool skip_history = false;
+  // DATA_FRAG reassembly (§8.4.14.1), created with the proxy.
+  std::unique_ptr<internal::FragmentReassembler> frags;
+  // The last HEARTBEAT_FRAG (§8.3.7.6): fragments <= hbfrag_last of
+  // hbfrag_sn were sent.
+  SequenceNumber hbfrag_sn = 0;
+  uint32_t hbfrag_last = 0;
+  bool any_hbfrag = false;
+  uint32_t last_hbfrag_count = 0;
+  uint32_t nackfrag_count = 0;
 };
 
 struct Participant::LocalWriter {
@@ -221,6 +244,9 @@ struct Participant::LocalWriter {
   bool active = true;
   SequenceNumber next_sn = 1;
   SequenceNumber pushed = 0;  // every SN <= pushed went to the matched readers
+  uint32_t push_frag = 1;     // next fragment of SN pushed + 1 to push
+  uint32_t frags_since_hbfrag = 0;
+  uint32_t hbfrag_count = 0;
   Pool<Sample> pool;
   SampleRing ring;  // key = SN
   absl::flat_hash_map<KeyHash, InstanceState> instances;
@@ -277,7 +303,10 @@ struct Participant::Receiver {
 
 Participant::Participant(ParticipantConfig config)
     : config_(std::move(config)) {}
-Participant::~Participant() = default;
+Participant::~Participant() {
+  // Reassemblers return their memory to the budget: drop them first.
+  for (auto& r : readers_) r->writers.clear();
+}
 
 absl::StatusOr<std::unique_ptr<Participant>> Participant::Create(
     ParticipantConfig config, Timestamp now) {
@@ -292,7 +321,21 @@ absl::StatusOr<std::unique_ptr<Participant>> Participant::Create(
   if (config.max_message_bytes < 512) {
     return absl::InvalidArgumentError("max_message_bytes must be >= 512");
   }
+  config.max_message_bytes = std::min<size_t>(config.max_message_bytes, 65000);
+  // A sample up to one fragment goes as one DATA, so it must fit a datagram
+  // with its headers; DATA_FRAG needs 16-bit fragment sizes (§9.4.5.4).
+  if (config.fragment_size_bytes < 64 || config.fragment_size_bytes > 65000 ||
+      config.fragment_size_bytes + kDataOverhead > config.max_message_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("fragment_size_bytes must be in [64, max_message_bytes - ",
+                     kDataOverhead, "], got ", config.fragment_size_bytes));
+  }
+  if (config.max_sample_bytes > 0xffffffffu) {
+    return absl::InvalidArgumentError("max_sample_bytes must fit 32 bits");
+  }
   std::unique_ptr<Participant> p(new Participant(std::move(config)));
+  p->reassembly_budget_ = std::make_unique<internal::ReassemblyBudget>();
+  p->reassembly_budget_->limit_bytes = p->config_.max_reassembly_bytes;
   p->events_.resize(std::max<size_t>(p->config_.event_capacity, 16));
   p->tx_destinations_.reserve(64);
   p->spdp_unicast_pending_.reserve(kMaxSpdpUnicastPending);
@@ -573,11 +616,12 @@ absl::Status Participant::WriteInternal(LocalWriter& w,
                                         uint32_t status_info, bool key_only,
                                         Timestamp now) {
   maybe_pending_ = true;
-  if (payload.size() + kDataOverhead > config_.max_message_bytes) {
+  if (payload.size() > config_.max_sample_bytes ||
+      (key_only && payload.size() > config_.fragment_size_bytes)) {
     ++counters_.samples_too_large;
     return absl::InvalidArgumentError(absl::StrCat(
-        "sample of ", payload.size(), " bytes does not fit one datagram of ",
-        config_.max_message_bytes, " bytes (DATA_FRAG is not implemented)"));
+        "sample of ", payload.size(), " bytes is above max_sample_bytes (",
+        config_.max_sample_bytes, ")"));
   }
   const EndpointQos& q = w.config.qos;
   bool keep_last = q.history == HistoryKind::kKeepLast;
@@ -914,12 +958,14 @@ void Participant::HandleSubmessage(Receiver& rx, const Submessage& sm,
     }
     case SubmessageId::kNackFrag: {
       NackFragSubmessage nf;
-      e = ParseNackFrag(sm, &nf);  // we never fragment: nothing to repair
+      e = ParseNackFrag(sm, &nf);
+      if (e == ParseError::kOk && rx.for_us) HandleNackFrag(rx, nf, now);
       break;
     }
     case SubmessageId::kHeartbeatFrag: {
       HeartbeatFragSubmessage hf;
       e = ParseHeartbeatFrag(sm, &hf);
+      if (e == ParseError::kOk && rx.for_us) HandleHeartbeatFrag(rx, hf, now);
       break;
     }
     default:
@@ -966,16 +1012,12 @@ void Participant::HandleData(Receiver& rx, const DataSubmessage& d,
 }
 
 // §8.4.14.1 / §8.3.7.3: DATA_FRAG carries fragments [start, start + n) of
-// a sample of sampleSize bytes. We reassemble one sample per remote writer;
-// when complete it is delivered like a DATA. A reliable reader that misses
-// fragments NACKs the whole SN (NACK_FRAG repair is issue 11).
+// a sample of sampleSize bytes. Each remote writer has a bounded
+// reassembler; a complete sample is delivered like a DATA. A reliable
+// reader repairs what is missing with NACK_FRAG (see BuildAckNack).
 void Participant::HandleDataFrag(Receiver& rx, const DataFragSubmessage& d,
                                  Timestamp now) {
   ++counters_.fragments_received;
-  if (d.sample_size > config_.max_sample_bytes) {
-    ++counters_.fragments_dropped;
-    return;
-  }
   bool has_key = false;
   KeyHash key;
   uint32_t status = 0;
@@ -985,94 +1027,78 @@ void Participant::HandleDataFrag(Receiver& rx, const DataFragSubmessage& d,
     return;
   }
   Guid writer{rx.source, d.writer_id};
+  bool known = false;
   for (auto& rp : readers_) {
     LocalReader& r = *rp;
     if (!r.active) continue;
     if (!d.reader_id.is_unknown() && d.reader_id != r.guid.entity) continue;
     for (WriterProxy& p : r.writers) {
       if (p.guid != writer) continue;
+      known = true;
       if (d.sn < p.expected ||
           (p.reliable && d.sn >= p.expected + kReorderWindow)) {
         ++counters_.data_duplicates;
         break;
       }
-      if (p.frag_sn != d.sn) {
-        // Keep the sample closest to delivery: replace a stale one, or one
-        // with a higher SN than this fragment's.
-        bool replace = p.frag_sn == 0 || p.frag_sn < p.expected ||
-                       (p.reliable ? d.sn < p.frag_sn : d.sn > p.frag_sn);
-        if (!replace) {
-          ++counters_.fragments_dropped;
+      if (p.reliable) {
+        uint32_t w = static_cast<uint32_t>(d.sn % kReorderWindow);
+        if (p.window[w] != kNone && p.window_sn[w] == d.sn) {
+          ++counters_.data_duplicates;  // already complete (or GAPped)
           break;
         }
-        if (p.frag_sn != 0) {
-          reassembly_bytes_ -= p.frag_sample_size;
-          ++counters_.fragments_dropped;
-        }
-        if (reassembly_bytes_ + d.sample_size > config_.max_reassembly_bytes) {
-          p.frag_sn = 0;
-          ++counters_.fragments_dropped;
-          break;
-        }
-        p.frag_sn = d.sn;
-        p.frag_sample_size = d.sample_size;
-        p.frag_size = d.fragment_size;
-        p.frag_total = (d.sample_size + d.fragment_size - 1) / d.fragment_size;
-        p.frag_have = 0;
-        p.frag_data.resize(d.sample_size);
-        p.frag_bits.assign((p.frag_total + 63) / 64, 0);
-        p.frag_has_key = false;
-        p.frag_status = 0;
-        p.frag_key_only = d.has_key;
-        p.frag_timestamp = rx.timestamp_ns;
-        reassembly_bytes_ += d.sample_size;
-      } else if (d.sample_size != p.frag_sample_size ||
-                 d.fragment_size != p.frag_size) {
-        ++counters_.fragments_dropped;  // §8.3.7.3.3: inconsistent sample
+      }
+      internal::FragmentReassembler& fr = *p.frags;
+      fr.DropBelow(p.expected);
+      internal::FragmentInput in{d.sn,
+                                 d.sample_size,
+                                 d.fragment_size,
+                                 d.fragment_start,
+                                 d.fragments_in_submessage,
+                                 d.fragments};
+      internal::PartialSample* slot = nullptr;
+      uint64_t evicted = fr.evictions();
+      internal::ReassemblyOutcome o = fr.Add(in, now, &slot);
+      counters_.partial_samples_evicted += fr.evictions() - evicted;
+      using internal::ReassemblyOutcome;
+      if (o == ReassemblyOutcome::kDuplicate) {
+        ++counters_.fragments_duplicate;
         break;
       }
+      if (o != ReassemblyOutcome::kAccepted &&
+          o != ReassemblyOutcome::kCompleted) {
+        ++counters_.fragments_dropped;
+        break;
+      }
+      internal::FragmentMeta& m = slot->meta;
       if (has_key) {
-        p.frag_has_key = true;
-        p.frag_key = key;
+        m.has_key_hash = true;
+        m.key_hash = key;
       }
-      if (status != 0) p.frag_status = status;
-      if (rx.timestamp_ns != kNoSourceTimestamp)
-        p.frag_timestamp = rx.timestamp_ns;
-      // Copy each new fragment into place.
-      for (uint32_t i = 0; i < d.fragments_in_submessage; ++i) {
-        uint32_t fn = d.fragment_start + i;  // 1-based
-        if (fn > p.frag_total) break;
-        size_t off = size_t{fn - 1} * d.fragment_size;
-        size_t len = std::min<size_t>(d.fragment_size, d.sample_size - off);
-        size_t src = size_t{i} * d.fragment_size;
-        if (src + len > d.fragments.size()) break;
-        uint64_t bit = uint64_t{1} << ((fn - 1) % 64);
-        uint64_t& word = p.frag_bits[(fn - 1) / 64];
-        if (word & bit) continue;
-        word |= bit;
-        std::memcpy(p.frag_data.data() + off, d.fragments.data() + src, len);
-        ++p.frag_have;
+      if (status != 0) m.status_info = status;
+      if (d.has_key) m.key_only = true;
+      if (rx.timestamp_ns != kNoSourceTimestamp) {
+        m.source_time_ns = rx.timestamp_ns;
       }
-      if (p.frag_have == p.frag_total) {
+      if (o == ReassemblyOutcome::kCompleted) {
         DataSubmessage whole;
         whole.reader_id = d.reader_id;
         whole.writer_id = d.writer_id;
-        whole.sn = p.frag_sn;
-        whole.has_data = !p.frag_key_only;
-        whole.has_key = p.frag_key_only;
-        whole.payload = p.frag_data;
+        whole.sn = slot->sn;
+        whole.has_data = !m.key_only;
+        whole.has_key = m.key_only;
+        whole.payload = slot->bytes();
         Receiver rx2 = rx;
-        rx2.timestamp_ns = p.frag_timestamp;
-        reassembly_bytes_ -= p.frag_sample_size;
-        p.frag_sn = 0;
+        rx2.timestamp_ns = m.source_time_ns;
         ++counters_.samples_reassembled;
         DeliverToReader(r, p, rx2, whole,
-                        p.frag_has_key ? &p.frag_key : nullptr, p.frag_status,
+                        m.has_key_hash ? &m.key_hash : nullptr, m.status_info,
                         now);
+        fr.Release(slot);
       }
       break;
     }
   }
+  if (!known) ++counters_.data_from_unknown_writer;
 }
 
 void Participant::DeliverToReader(LocalReader& r, WriterProxy& p, Receiver& rx,
@@ -1135,7 +1161,7 @@ void Participant::DeliverToReader(LocalReader& r, WriterProxy& p, Receiver& rx,
     p.expected = sn + 1;
     return;
   }
-  if (sn == p.expected) {
+  if (sn == p.expected && !(p.skip_history && !p.hb_seen)) {
     if (!StoreInHistory(r, slot)) {
       r.pool.Release(slot);  // not accepted: the writer will resend it
       return;
@@ -1155,6 +1181,7 @@ void Participant::DeliverToReader(LocalReader& r, WriterProxy& p, Receiver& rx,
 }
 
 void Participant::DrainReorder(LocalReader& r, WriterProxy& p) {
+  if (p.skip_history && !p.hb_seen) return;  // see WriterProxy
   for (;;) {
     uint32_t w = static_cast<uint32_t>(p.expected % kReorderWindow);
     if (p.window[w] == kNone || p.window_sn[w] != p.expected) return;
@@ -1184,8 +1211,24 @@ void Participant::HandleHeartbeat(Receiver& rx, const HeartbeatSubmessage& hb,
     for (WriterProxy& p : r.writers) {
       if (p.guid != writer || !p.reliable) continue;
       if (p.hb_seen && hb.count <= p.last_hb_count) break;  // stale / dup
+      const bool first_heartbeat = !p.hb_seen;
       p.hb_seen = true;
       p.last_hb_count = hb.count;
+      if (first_heartbeat && p.skip_history && hb.last_sn + 1 > p.expected) {
+        // Everything up to lastSN predates our match: irrelevant to a
+        // volatile reader, not lost.
+        for (SequenceNumber s = p.expected;
+             s <= hb.last_sn && s < p.expected + kReorderWindow; ++s) {
+          uint32_t w = static_cast<uint32_t>(s % kReorderWindow);
+          if (p.window[w] != kNone && p.window_sn[w] == s) {
+            if (p.window[w] != kGapSlot) r.pool.Release(p.window[w]);
+            p.window[w] = kNone;
+          }
+        }
+        p.expected = hb.last_sn + 1;
+        p.frags->DropBelow(p.expected);
+      }
+      if (first_heartbeat) DrainReorder(r, p);
       if (hb.first_sn > p.expected) {
         for (SequenceNumber s = p.expected;
              s < hb.first_sn && s < p.expected + kReorderWindow; ++s) {
@@ -1200,6 +1243,7 @@ void Participant::HandleHeartbeat(Receiver& rx, const HeartbeatSubmessage& hb,
         p.expected = hb.first_sn;
         DrainReorder(r, p);
       }
+      p.frags->DropBelow(p.expected);
       p.hb_last = std::max(p.hb_last, hb.last_sn);
       bool missing = false;
       for (SequenceNumber s = p.expected;
@@ -1307,6 +1351,76 @@ void Participant::HandleAckNack(Receiver& rx, const AckNackSubmessage& an,
   }
 }
 
+// §8.4.9.2 / §8.3.7.8: a reliable reader asks for fragments of one sample.
+// Requests are kept per reader proxy (bounded) and answered by BuildRepair.
+void Participant::HandleNackFrag(Receiver& rx, const NackFragSubmessage& nf,
+                                 Timestamp now) {
+  ++counters_.nack_frags_received;
+  Guid reader{rx.source, nf.reader_id};
+  for (auto& wp : writers_) {
+    LocalWriter& w = *wp;
+    if (w.guid.entity != nf.writer_id || !w.active) continue;
+    for (ReaderProxy& p : w.readers) {
+      if (p.guid != reader || !p.reliable) continue;
+      if (p.any_nackfrag && nf.count <= p.last_nackfrag_count) return;
+      p.any_nackfrag = true;
+      p.last_nackfrag_count = nf.count;
+      if (nf.sn > w.last_sn() || nf.sn <= p.acked || nf.state.num_bits == 0) {
+        return;
+      }
+      for (uint32_t i = 0; i < p.frag_request_count; ++i) {
+        FragRequest& q = p.frag_requests[i];
+        if (q.sn == nf.sn && q.set.base == nf.state.base) {
+          for (size_t k = 0; k < q.set.bitmap.size(); ++k) {
+            q.set.bitmap[k] |= nf.state.bitmap[k];
+          }
+          q.set.num_bits = std::max(q.set.num_bits, nf.state.num_bits);
+          return;
+        }
+      }
+      if (p.frag_request_count == kMaxFragRequests) {
+        ++counters_.nack_frags_dropped;
+        return;
+      }
+      p.frag_requests[p.frag_request_count++] = {nf.sn, nf.state};
+      (void)now;
+      return;
+    }
+    return;
+  }
+}
+
+// §8.3.7.6: fragments up to lastFragmentNum of writerSN were sent; a reader
+// missing some of them answers with NACK_FRAG (BuildAckNack).
+void Participant::HandleHeartbeatFrag(Receiver& rx,
+                                      const HeartbeatFragSubmessage& hf,
+                                      Timestamp now) {
+  ++counters_.heartbeat_frags_received;
+  Guid writer{rx.source, hf.writer_id};
+  for (auto& rp : readers_) {
+    LocalReader& r = *rp;
+    if (!r.active) continue;
+    if (!hf.reader_id.is_unknown() && hf.reader_id != r.guid.entity) continue;
+    for (WriterProxy& p : r.writers) {
+      if (p.guid != writer || !p.reliable) continue;
+      if (p.any_hbfrag && hf.count <= p.last_hbfrag_count) break;
+      p.any_hbfrag = true;
+      p.last_hbfrag_count = hf.count;
+      if (hf.sn < p.expected || hf.sn >= p.expected + kReorderWindow) break;
+      uint32_t w = static_cast<uint32_t>(hf.sn % kReorderWindow);
+      if (p.window[w] != kNone && p.window_sn[w] == hf.sn) break;  // have it
+      p.hbfrag_sn = hf.sn;
+      p.hbfrag_last = hf.last_fragment;
+      internal::PartialSample* s = p.frags->Find(hf.sn);
+      FragmentNumberSet missing;
+      if (s == nullptr || p.frags->Missing(*s, 1, hf.last_fragment, &missing)) {
+        ScheduleAck(p, now);
+      }
+      break;
+    }
+  }
+}
+
 // ---- SPDP
 // -----------------------------------------------------------------------------
 
@@ -1320,6 +1434,18 @@ void Participant::HandleSpdp(Receiver& rx, const DataSubmessage& d,
     return;
   }
   if (!d.has_data) return;
+  // The periodic announcement of a known participant is almost always the
+  // same bytes: then it only renews the lease (no parse, no allocation).
+  if (auto known = participants_.find(rx.source);
+      known != participants_.end() &&
+      known->second.announcement.size() == d.payload.size() &&
+      std::equal(d.payload.begin(), d.payload.end(),
+                 known->second.announcement.begin())) {
+    ++counters_.spdp_unchanged;
+    known->second.lease_expiry =
+        After(now, known->second.data.lease_duration_ns);
+    return;
+  }
   ParticipantData data;
   DiscoveryParseError e = ParseParticipant(d.payload, &data);
   if (e != DiscoveryParseError::kOk) {
@@ -1338,10 +1464,16 @@ void Participant::HandleSpdp(Receiver& rx, const DataSubmessage& d,
     ++counters_.domain_mismatch;
     return;
   }
+  // Only an announcement from the participant itself is cached (keyed by
+  // the sender's prefix above).
+  const bool own = data.guid_prefix == rx.source;
   auto it = participants_.find(data.guid_prefix);
   if (it != participants_.end()) {
     it->second.data = std::move(data);
     it->second.lease_expiry = After(now, it->second.data.lease_duration_ns);
+    if (own) {
+      it->second.announcement.assign(d.payload.begin(), d.payload.end());
+    }
     return;
   }
   if (participants_.size() >= config_.max_remote_participants) {
@@ -1349,6 +1481,10 @@ void Participant::HandleSpdp(Receiver& rx, const DataSubmessage& d,
     return;
   }
   AddParticipant(data, now);
+  if (own && participants_.contains(data.guid_prefix)) {
+    participants_[data.guid_prefix].announcement.assign(d.payload.begin(),
+                                                        d.payload.end());
+  }
 }
 
 void Participant::AddParticipant(const ParticipantData& data, Timestamp now) {
@@ -1425,12 +1561,12 @@ void Participant::MatchBuiltins(const GuidPrefix& prefix,
   if (set & builtin_endpoint::kPublicationsAnnouncer) {
     AddWriterProxy(*readers_[sedp_pub_reader_],
                    Guid{prefix, EntityId::SedpPublicationsWriter()}, locs, true,
-                   now);
+                   false, now);
   }
   if (set & builtin_endpoint::kSubscriptionsAnnouncer) {
     AddWriterProxy(*readers_[sedp_sub_reader_],
                    Guid{prefix, EntityId::SedpSubscriptionsWriter()}, locs,
-                   true, now);
+                   true, false, now);
   }
 }
 
@@ -1462,7 +1598,7 @@ void Participant::AddReaderProxy(LocalWriter& w, const Guid& reader,
 
 void Participant::AddWriterProxy(LocalReader& r, const Guid& writer,
                                  std::vector<Locator> locators, bool reliable,
-                                 Timestamp now) {
+                                 bool skip_history, Timestamp now) {
   for (const WriterProxy& p : r.writers) {
     if (p.guid == writer) return;
   }
@@ -1470,6 +1606,15 @@ void Participant::AddWriterProxy(LocalReader& r, const Guid& writer,
   p.guid = writer;
   p.locators = std::move(locators);
   p.reliable = reliable;
+  p.skip_history = reliable && skip_history;
+  internal::FragmentReassembler::Limits limits;
+  limits.max_samples = config_.max_partial_samples_per_writer;
+  limits.max_sample_bytes = config_.max_sample_bytes;
+  limits.timeout_ns = config_.reassembly_timeout_ns;
+  // Reliable: the sample closest to delivery wins; best effort: the newest.
+  limits.keep_lowest = reliable;
+  p.frags = std::make_unique<internal::FragmentReassembler>(
+      reassembly_budget_.get(), limits);
   if (reliable) {
     p.window.assign(kReorderWindow, kNone);
     p.window_sn.assign(kReorderWindow, 0);
@@ -1513,7 +1658,6 @@ void Participant::RemoveParticipant(const GuidPrefix& prefix) {
           if (s != kNone && s != kGapSlot) r.pool.Release(s);
         }
         if (it->reliable) r.pool.limit -= kReorderWindow;
-        if (it->frag_sn != 0) reassembly_bytes_ -= it->frag_sample_size;
         it = r.writers.erase(it);
       } else {
         ++it;
@@ -1713,7 +1857,9 @@ void Participant::TryMatch(uint32_t wi, uint32_t ri, const RemoteEndpoint& re,
     // Reliable only if both sides are (a best-effort reader of a reliable
     // writer sends no ACKNACKs).
     bool reliable = r.config.qos.reliability == ReliabilityKind::kReliable;
-    AddWriterProxy(r, d.guid, re.locators, reliable, now);
+    bool skip_history = r.config.qos.durability == DurabilityKind::kVolatile &&
+                        d.qos.durability != DurabilityKind::kVolatile;
+    AddWriterProxy(r, d.guid, re.locators, reliable, skip_history, now);
     PushEvent({Event::Kind::kReaderMatched, h, d.guid});
   }
 }
@@ -1741,7 +1887,6 @@ void Participant::UnmatchRemoteEndpoint(const Guid& guid) {
           if (s != kNone && s != kGapSlot) r.pool.Release(s);
         }
         if (it->reliable) r.pool.limit -= kReorderWindow;
-        if (it->frag_sn != 0) reassembly_bytes_ -= it->frag_sample_size;
         r.writers.erase(it);
         PushEvent({Event::Kind::kReaderUnmatched,
                    static_cast<EndpointHandle>(h + 1), guid});
@@ -1769,6 +1914,7 @@ Timestamp Participant::ScanDeadline() const {
   for (const auto& r : readers_) {
     for (const WriterProxy& p : r->writers) {
       next = std::min(next, p.ack_deadline);
+      if (p.frags->active() > 0) next = std::min(next, p.frags->NextExpiry());
     }
   }
   return next;
@@ -1784,6 +1930,15 @@ void Participant::OnTimeout(Timestamp now) {
   for (const GuidPrefix& p : expired) {
     ++counters_.leases_expired;
     RemoveParticipant(p);
+  }
+  // Partial samples that stopped making progress (§8.4.14.1 leaves the
+  // policy to the implementation; memory must not be held forever).
+  for (auto& r : readers_) {
+    for (WriterProxy& p : r->writers) {
+      if (p.frags->active() > 0) {
+        counters_.partial_samples_timed_out += p.frags->Expire(now);
+      }
+    }
   }
 }
 
@@ -1841,7 +1996,8 @@ std::optional<Transmit> Participant::PollTransmit(std::span<std::byte> out,
   // 3. Repairs: retransmissions, GAPs, directed heartbeats.
   for (auto& wp : writers_) {
     for (ReaderProxy& p : wp->readers) {
-      if (p.has_requests || p.heartbeat_due || p.gap_floor_due) {
+      if (p.has_requests || p.heartbeat_due || p.gap_floor_due ||
+          p.frag_request_count > 0) {
         if (BuildRepair(*wp, p, out, &t, now)) return done();
       }
     }
@@ -1867,12 +2023,59 @@ std::optional<Transmit> Participant::PollTransmit(std::span<std::byte> out,
   return std::nullopt;
 }
 
+uint32_t Participant::FragmentCount(const Sample& s) const {
+  const size_t fs = config_.fragment_size_bytes;
+  if (s.key_only || s.data.size() <= fs) return 0;
+  return static_cast<uint32_t>((s.data.size() + fs - 1) / fs);
+}
+
+// §8.3.7.3 / §9.4.5.4: fragments of fragment_size_bytes (the last one
+// shorter); the first carries the inline QoS.
+uint32_t Participant::AddFragments(MessageBuilder& b, EntityId reader,
+                                   const LocalWriter& w, const Sample& s,
+                                   SequenceNumber sn, uint32_t first,
+                                   uint32_t last, bool inline_qos) {
+  const size_t fs = config_.fragment_size_bytes;
+  last = std::min(last, FragmentCount(s));
+  if (first < 1 || first > last) return 0;
+  InlineQos q;
+  bool has_q = false;
+  if (first == 1 && (inline_qos || s.info.status_info != 0)) {
+    q.key_hash = s.info.key;
+    if (s.info.status_info != 0) q.status_info = s.info.status_info;
+    has_q = true;
+  }
+  const size_t overhead =
+      MessageBuilder::DataFragOverhead(has_q ? &q : nullptr);
+  const size_t room = b.remaining();
+  if (room <= overhead) return 0;
+  // octetsToNextHeader is 16 bits: the body is at most 0xffff bytes.
+  const size_t avail = std::min(
+      room - overhead, size_t{0xffff} - (overhead - kSubmessageHeaderSize));
+  const size_t off = size_t{first - 1} * fs;
+  auto bytes_of = [&](size_t n) {
+    return std::min(n * fs, s.data.size() - off);
+  };
+  size_t n = std::min<size_t>(last - first + 1, avail / fs + 1);
+  while (n > 0 && ((bytes_of(n) + 3) & ~size_t{3}) > avail) --n;
+  if (n == 0) return 0;
+  if (!b.AddDataFrag(reader, w.guid.entity, sn, first, static_cast<uint16_t>(n),
+                     static_cast<uint16_t>(fs),
+                     static_cast<uint32_t>(s.data.size()), has_q ? &q : nullptr,
+                     std::span(s.data).subspan(off, bytes_of(n)))) {
+    return 0;
+  }
+  return static_cast<uint32_t>(n);
+}
+
 // §8.4.8.1 / §8.4.9.1: new changes go to every matched reader. One datagram
-// to the union of their locators, readerId UNKNOWN, as many samples as fit.
+// to the union of their locators, readerId UNKNOWN, as many samples (or
+// fragments of a large one) as fit.
 bool Participant::BuildPush(LocalWriter& w, std::span<std::byte> out,
                             Transmit* t, Timestamp now) {
   if (w.readers.empty()) {
     w.pushed = w.last_sn();
+    w.push_frag = 1;
     return false;
   }
   tx_destinations_.clear();
@@ -1884,20 +2087,56 @@ bool Participant::BuildPush(LocalWriter& w, std::span<std::byte> out,
   }
   if (tx_destinations_.empty()) {
     w.pushed = w.last_sn();
+    w.push_frag = 1;
     return false;
   }
   MessageBuilder b(out, config_.guid_prefix, config_.vendor);
+  // Room for the HEARTBEAT and HEARTBEAT_FRAG that may follow.
+  if (any_reliable) b.ReserveTail(64);
   int64_t last_ts = kNoSourceTimestamp;
   size_t samples = 0;
+  bool finished_fragmented = false;  // a whole DATA_FRAG sample went out
+  bool mid_sample = false;           // the datagram ends inside a sample
   while (w.pushed < w.last_sn()) {
     SequenceNumber sn = w.pushed + 1;
     SampleRing::Entry* e = w.ring.Find(static_cast<uint64_t>(sn));
     if (e == nullptr || e->slot == kNone) {
       w.pushed = sn;  // replaced before it went out; readers get a GAP
+      w.push_frag = 1;
       continue;
     }
     const Sample& s = w.pool.slots[e->slot];
     size_t mark = b.Mark();
+    bool okb = true;
+    if (s.info.source_time_ns != kNoSourceTimestamp &&
+        s.info.source_time_ns != last_ts) {
+      okb = b.AddInfoTs(s.info.source_time_ns);
+    }
+    const uint32_t total = FragmentCount(s);
+    if (okb && total > 0) {
+      uint32_t n = AddFragments(b, EntityId::Unknown(), w, s, sn, w.push_frag,
+                                total, inline_qos);
+      if (n == 0) {
+        b.Rollback(mark);
+        mid_sample = w.push_frag > 1;
+        break;
+      }
+      if (w.push_frag == 1) ++counters_.samples_fragmented;
+      counters_.fragments_sent += n;
+      w.push_frag += n;
+      w.frags_since_hbfrag += n;
+      last_ts = s.info.source_time_ns;
+      ++samples;
+      if (w.push_frag <= total) {
+        mid_sample = true;
+        break;  // the datagram is full; the sample continues in the next
+      }
+      w.pushed = sn;
+      w.push_frag = 1;
+      w.frags_since_hbfrag = 0;
+      finished_fragmented = true;
+      continue;
+    }
     InlineQos q;
     // Built-in topics and readers that ask for it get the key hash inline
     // (§9.6.3.3); user data otherwise goes without (peers derive the key).
@@ -1907,11 +2146,6 @@ bool Participant::BuildPush(LocalWriter& w, std::span<std::byte> out,
       q.status_info = s.info.status_info;
     }
     bool has_q = q.key_hash.has_value() || q.status_info.has_value();
-    bool okb = true;
-    if (s.info.source_time_ns != kNoSourceTimestamp &&
-        s.info.source_time_ns != last_ts) {
-      okb = b.AddInfoTs(s.info.source_time_ns);
-    }
     if (okb) {
       okb = b.AddData(EntityId::Unknown(), w.guid.entity, sn,
                       has_q ? &q : nullptr, s.data, s.key_only);
@@ -1925,20 +2159,36 @@ bool Participant::BuildPush(LocalWriter& w, std::span<std::byte> out,
     ++samples;
   }
   if (samples == 0) return false;
+  b.ReleaseTail();
   if (any_reliable) {
     // Piggy-back a heartbeat when a KEEP_ALL history is half full, so
-    // acknowledgements free it before Write() must refuse.
+    // acknowledgements free it before Write() must refuse, and after a
+    // fragmented sample, so lost fragments are repaired at once. It
+    // announces only what went out (lastSN = pushed): a reader must not
+    // NACK what is still on its way.
     const EndpointQos& q = w.config.qos;
     bool pressure =
         q.history == HistoryKind::kKeepAll && w.pool.in_use * 2 >= w.pool.limit;
-    if (pressure) {
+    if (pressure || finished_fragmented) {
       size_t mark = b.Mark();
-      if (b.AddHeartbeat(EntityId::Unknown(), w.guid.entity, w.first_sn(),
-                         w.last_sn(), ++w.hb_count, false)) {
+      SequenceNumber first = std::min(w.first_sn(), w.pushed + 1);
+      if (b.AddHeartbeat(EntityId::Unknown(), w.guid.entity, first, w.pushed,
+                         ++w.hb_count, false)) {
         ++counters_.heartbeats_sent;
       } else {
         b.Rollback(mark);
         --w.hb_count;
+      }
+    }
+    if (mid_sample && w.frags_since_hbfrag >= kHeartbeatFragEvery) {
+      size_t mark = b.Mark();
+      if (b.AddHeartbeatFrag(EntityId::Unknown(), w.guid.entity, w.pushed + 1,
+                             w.push_frag - 1, ++w.hbfrag_count)) {
+        ++counters_.heartbeat_frags_sent;
+        w.frags_since_hbfrag = 0;
+      } else {
+        b.Rollback(mark);
+        --w.hbfrag_count;
       }
     }
     if (w.hb_deadline.is_never()) {
@@ -1952,18 +2202,21 @@ bool Participant::BuildPush(LocalWriter& w, std::span<std::byte> out,
 }
 
 // §8.4.9.2.5-7: answer a reader: the requested samples we still have, a GAP
-// for those we do not (or that predate a volatile reader's match), then a
-// heartbeat so it knows where we are.
+// for those we do not (or that predate a volatile reader's match), the
+// fragments NACK_FRAG asked for, then a heartbeat so it knows where we are.
+// A repair too large for one datagram resumes in the next one.
 bool Participant::BuildRepair(LocalWriter& w, ReaderProxy& p,
                               std::span<std::byte> out, Transmit* t,
                               Timestamp now) {
   SetDestinations(p.locators);
   if (tx_destinations_.empty()) {
     p.has_requests = p.heartbeat_due = p.gap_floor_due = false;
+    p.frag_request_count = 0;
     return false;
   }
   MessageBuilder b(out, config_.guid_prefix, config_.vendor);
   b.AddInfoDst(p.guid.prefix);
+  const size_t empty_mark = b.Mark();
   if (p.gap_floor_due) {
     SequenceNumberSet list;
     list.base = p.volatile_floor + 1;
@@ -1981,6 +2234,30 @@ bool Participant::BuildRepair(LocalWriter& w, ReaderProxy& p,
     ++counters_.gaps_sent;
     gap_begin = 0;
     return true;
+  };
+  const bool with_qos = w.builtin || p.expects_inline_qos;
+  auto add_ts = [&](const Sample& s) {
+    return s.info.source_time_ns != kNoSourceTimestamp
+               ? b.AddInfoTs(s.info.source_time_ns)
+               : b.AddInfoTsInvalidate();
+  };
+  // Fragments [first, last] of sample `s` in as many DATA_FRAGs as fit;
+  // returns the first fragment not sent (last + 1 when all went).
+  auto add_fragments = [&](const Sample& s, SequenceNumber sn, uint32_t first,
+                           uint32_t last) {
+    while (first <= last) {
+      size_t mark = b.Mark();
+      uint32_t n = add_ts(s) ? AddFragments(b, p.guid.entity, w, s, sn, first,
+                                            last, with_qos)
+                             : 0;
+      if (n == 0) {
+        b.Rollback(mark);
+        break;
+      }
+      counters_.fragments_retransmitted += n;
+      first += n;
+    }
+    return first;
   };
   bool full = false;
   if (p.has_requests) {
@@ -2008,27 +2285,37 @@ bool Participant::BuildRepair(LocalWriter& w, ReaderProxy& p,
           break;
         }
         const Sample& s = w.pool.slots[e->slot];
-        InlineQos q;
-        bool has_q = false;
-        if (w.builtin || p.expects_inline_qos || s.info.status_info != 0) {
-          q.key_hash = s.info.key;
-          if (s.info.status_info != 0) q.status_info = s.info.status_info;
-          has_q = true;
-        }
-        bool okb = true;
-        if (s.info.source_time_ns != kNoSourceTimestamp) {
-          okb = b.AddInfoTs(s.info.source_time_ns);
+        if (uint32_t total = FragmentCount(s); total > 0) {
+          // A whole fragmented sample, resumed where the last datagram
+          // stopped.
+          uint32_t from = p.resend_sn == sn ? p.resend_frag : 1;
+          uint32_t next = add_fragments(s, sn, from, total);
+          if (next <= total) {
+            p.resend_sn = sn;
+            p.resend_frag = next;
+            full = true;
+            break;
+          }
+          p.resend_sn = 0;
+          ++counters_.retransmits;
         } else {
-          okb = b.AddInfoTsInvalidate();
+          InlineQos q;
+          bool has_q = false;
+          if (with_qos || s.info.status_info != 0) {
+            q.key_hash = s.info.key;
+            if (s.info.status_info != 0) q.status_info = s.info.status_info;
+            has_q = true;
+          }
+          bool okb =
+              add_ts(s) && b.AddData(p.guid.entity, w.guid.entity, sn,
+                                     has_q ? &q : nullptr, s.data, s.key_only);
+          if (!okb) {
+            b.Rollback(mark);
+            full = true;
+            break;
+          }
+          ++counters_.retransmits;
         }
-        okb = okb && b.AddData(p.guid.entity, w.guid.entity, sn,
-                               has_q ? &q : nullptr, s.data, s.key_only);
-        if (!okb) {
-          b.Rollback(mark);
-          full = true;
-          break;
-        }
-        ++counters_.retransmits;
       }
       // Done with sn: clear it so a partial repair resumes after it.
       req.bitmap[i / 32] &= ~(1u << (31 - i % 32));
@@ -2036,18 +2323,68 @@ bool Participant::BuildRepair(LocalWriter& w, ReaderProxy& p,
     if (!full && !flush_gap()) full = true;
     if (!full) p.has_requests = false;
   }
-  size_t mark = b.Mark();
-  if (b.AddHeartbeat(p.guid.entity, w.guid.entity, w.first_sn(), w.last_sn(),
-                     ++w.hb_count, false)) {
-    ++counters_.heartbeats_sent;
-    p.heartbeat_due = false;
-  } else {
-    b.Rollback(mark);
-    --w.hb_count;
+  // NACK_FRAG requests: runs of consecutive fragments per DATA_FRAG.
+  while (!full && p.frag_request_count > 0) {
+    FragRequest& q = p.frag_requests[0];
+    SampleRing::Entry* e = q.sn <= p.volatile_floor
+                               ? nullptr
+                               : w.ring.Find(static_cast<uint64_t>(q.sn));
+    if (e == nullptr || e->slot == kNone ||
+        FragmentCount(w.pool.slots[e->slot]) == 0) {
+      // Gone (or never fragmented): the reader must skip it.
+      SequenceNumberSet list;
+      list.base = q.sn + 1;
+      if (e == nullptr || e->slot == kNone) {
+        if (!b.AddGap(p.guid.entity, w.guid.entity, q.sn, list)) {
+          full = true;
+          break;
+        }
+        ++counters_.gaps_sent;
+      }
+    } else {
+      const Sample& s = w.pool.slots[e->slot];
+      FragmentNumberSet& set = q.set;
+      for (uint32_t i = 0; i < set.num_bits && !full;) {
+        uint32_t fn = set.base + i;
+        if (!set.Contains(fn)) {
+          ++i;
+          continue;
+        }
+        uint32_t j = i;
+        while (j + 1 < set.num_bits && set.Contains(set.base + j + 1)) ++j;
+        uint32_t next = add_fragments(s, q.sn, fn, set.base + j);
+        for (uint32_t k = i; k < i + (next - fn); ++k) {
+          set.bitmap[k / 32] &= ~(1u << (31 - k % 32));
+        }
+        if (next <= set.base + j) {
+          full = true;
+          break;
+        }
+        i = j + 1;
+      }
+      if (full) break;
+    }
+    // Request answered: drop it (the table is small; keep the order).
+    for (uint32_t k = 1; k < p.frag_request_count; ++k) {
+      p.frag_requests[k - 1] = p.frag_requests[k];
+    }
+    --p.frag_request_count;
+  }
+  if (!full) {
+    size_t mark = b.Mark();
+    if (b.AddHeartbeat(p.guid.entity, w.guid.entity, w.first_sn(), w.last_sn(),
+                       ++w.hb_count, false)) {
+      ++counters_.heartbeats_sent;
+      p.heartbeat_due = false;
+    } else {
+      b.Rollback(mark);
+      --w.hb_count;
+    }
   }
   if (w.hb_deadline.is_never() && w.reliable_unacked()) {
     w.hb_deadline = After(now, config_.heartbeat_period_ns);
   }
+  if (b.Mark() == empty_mark) return false;  // nothing fit the buffer
   t->size_bytes = b.size();
   return t->size_bytes > 0;
 }
@@ -2076,21 +2413,38 @@ bool Participant::BuildHeartbeat(LocalWriter& w, std::span<std::byte> out,
 }
 
 // §8.4.12.2 / §9.4.5.2: ACKNACK with base = first missing SN and a bit per
-// missing SN up to the writer's last announced one.
+// missing SN up to the writer's last announced one. A sample we hold part
+// of is not in the bitmap (that would bring it back whole): its missing
+// fragments go in NACK_FRAGs after the ACKNACK (§8.3.7.8), as many 256-bit
+// windows as fit.
 bool Participant::BuildAckNack(LocalReader& r, WriterProxy& p,
                                std::span<std::byte> out, Transmit* t,
                                Timestamp now) {
   p.ack_deadline = Timestamp::Never();
   SetDestinations(p.locators);
   if (tx_destinations_.empty()) return false;
+  p.frags->DropBelow(p.expected);
   SequenceNumberSet set;
   set.base = p.expected;
+  bool partial = false;
   for (SequenceNumber s = p.expected;
        s <= p.hb_last && s < p.expected + kReorderWindow; ++s) {
     uint32_t w = static_cast<uint32_t>(s % kReorderWindow);
-    if (p.window[w] == kNone || p.window_sn[w] != s) set.Add(s);
+    if (p.window[w] != kNone && p.window_sn[w] == s) continue;
+    if (p.frags->active() > 0 && p.frags->Find(s) != nullptr) {
+      partial = true;
+      continue;
+    }
+    set.Add(s);
   }
-  bool final_flag = set.num_bits == 0 && p.hb_seen;
+  // A HEARTBEAT_FRAG for a sample beyond hb_last (still being sent).
+  const bool hbfrag_pending =
+      p.hbfrag_sn > p.hb_last && p.hbfrag_sn >= p.expected &&
+      p.hbfrag_sn < p.expected + kReorderWindow &&
+      !(p.window[p.hbfrag_sn % kReorderWindow] != kNone &&
+        p.window_sn[p.hbfrag_sn % kReorderWindow] == p.hbfrag_sn);
+  bool final_flag =
+      set.num_bits == 0 && !partial && !hbfrag_pending && p.hb_seen;
   MessageBuilder b(out, config_.guid_prefix, config_.vendor);
   b.AddInfoDst(p.guid.prefix);
   if (!b.AddAckNack(r.guid.entity, p.guid.entity, set, ++p.acknack_count,
@@ -2098,6 +2452,44 @@ bool Participant::BuildAckNack(LocalReader& r, WriterProxy& p,
     return false;
   }
   ++counters_.acknacks_sent;
+  auto nack = [&](SequenceNumber sn, const FragmentNumberSet& m) {
+    size_t mark = b.Mark();
+    if (!b.AddNackFrag(r.guid.entity, p.guid.entity, sn, m,
+                       ++p.nackfrag_count)) {
+      b.Rollback(mark);
+      --p.nackfrag_count;
+      return false;
+    }
+    ++counters_.nack_frags_sent;
+    return true;
+  };
+  bool room = true;
+  if (partial || hbfrag_pending) {
+    p.frags->ForEach([&](internal::PartialSample& ps) {
+      if (!room || ps.sn < p.expected) return;
+      // Fragments the writer has sent: all of them once a HEARTBEAT covers
+      // the sample, else up to its last HEARTBEAT_FRAG.
+      uint32_t upto = ps.sn <= p.hb_last     ? ps.total_fragments
+                      : ps.sn == p.hbfrag_sn ? p.hbfrag_last
+                                             : 0;
+      uint32_t from = 1;
+      for (uint32_t k = 0; k < kMaxNackFragWindows && room; ++k) {
+        FragmentNumberSet m;
+        if (!p.frags->Missing(ps, from, upto, &m)) break;
+        room = nack(ps.sn, m);
+        from = m.base + FragmentNumberSet{}.bitmap.size() * 32;
+      }
+    });
+  }
+  if (room && hbfrag_pending && p.frags->Find(p.hbfrag_sn) == nullptr) {
+    // Nothing of that sample arrived: ask for what was announced.
+    FragmentNumberSet m;
+    m.base = 1;
+    for (uint32_t fn = 1; fn <= std::min<uint32_t>(p.hbfrag_last, 256); ++fn) {
+      m.Add(fn);
+    }
+    if (m.num_bits > 0) nack(p.hbfrag_sn, m);
+  }
   t->size_bytes = b.size();
   (void)now;
   return true;

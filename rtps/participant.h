@@ -72,6 +72,10 @@
 
 namespace ringlab::rtps {
 
+namespace internal {
+struct ReassemblyBudget;
+}
+
 struct ParticipantConfig {
   uint32_t domain_id = 0;
   GuidPrefix guid_prefix;  // must be unique; the driver draws it at random
@@ -93,11 +97,19 @@ struct ParticipantConfig {
   size_t max_remote_endpoints = 4096;
   // Largest datagram built (also bounded by the PollTransmit buffer).
   size_t max_message_bytes = 65000;
-  // DATA_FRAG reassembly (§8.4.14.1): the largest sample accepted, and the
-  // bytes all partial samples may hold together. One sample per remote
-  // writer is reassembled at a time.
+  // Fragmentation (§8.3.7.3, §8.4.14): samples larger than
+  // fragment_size_bytes go out as DATA_FRAG (as many fragments per datagram
+  // as fit). 1344 is Cyclone DDS's FragmentSize.
+  size_t fragment_size_bytes = 1344;
+  // The largest sample written or accepted.
   size_t max_sample_bytes = 16 << 20;
+  // Reassembly: partial samples per remote writer, the bytes all partial
+  // samples may hold together, and how long one may go without a new
+  // fragment before it is dropped (a reliable reader then asks for it
+  // whole).
+  size_t max_partial_samples_per_writer = 8;
   size_t max_reassembly_bytes = 64 << 20;
+  int64_t reassembly_timeout_ns = 5'000'000'000;
   // Caps for KEEP_ALL / unlimited RESOURCE_LIMITS, so memory stays bounded.
   int32_t default_max_samples = 4096;
   int32_t default_max_instances = 4096;
@@ -199,7 +211,21 @@ struct ParticipantCounters {
   uint64_t key_hash_failures = 0;   // no key hash and payload undecodable
   uint64_t fragments_received = 0;  // DATA_FRAG submessages accepted
   uint64_t samples_reassembled = 0;
-  uint64_t fragments_dropped = 0;  // inconsistent, too large, or displaced
+  // DATA_FRAG submessages dropped: inconsistent with the partial sample,
+  // out of range, too large, no memory, or refused (slots full).
+  uint64_t fragments_dropped = 0;
+  uint64_t fragments_duplicate = 0;  // every fragment already there
+  uint64_t partial_samples_evicted = 0;
+  uint64_t partial_samples_timed_out = 0;
+  uint64_t samples_fragmented = 0;       // written as DATA_FRAG
+  uint64_t fragments_sent = 0;           // fragments in pushes
+  uint64_t fragments_retransmitted = 0;  // fragments in repairs
+  uint64_t nack_frags_sent = 0;
+  uint64_t nack_frags_received = 0;
+  uint64_t nack_frags_dropped = 0;  // request table full
+  uint64_t heartbeat_frags_sent = 0;
+  uint64_t heartbeat_frags_received = 0;
+  uint64_t spdp_unchanged = 0;  // periodic SPDP identical to the last one
   uint64_t samples_delivered = 0;
   uint64_t samples_lost = 0;  // best effort gaps, reliable GAPs
   uint64_t heartbeats_sent = 0;
@@ -211,12 +237,15 @@ struct ParticipantCounters {
   uint64_t retransmits = 0;
   uint64_t leases_expired = 0;
   uint64_t events_dropped = 0;
-  uint64_t samples_too_large = 0;  // Write: larger than one datagram
+  uint64_t samples_too_large = 0;  // Write: above max_sample_bytes
 };
 
 struct RemoteParticipantInfo {
   ParticipantData data;
   Timestamp lease_expiry;
+  // The SPDP payload `data` was parsed from: an identical announcement only
+  // renews the lease (no parse, no allocation).
+  std::vector<std::byte> announcement;
 };
 
 class Participant {
@@ -243,9 +272,10 @@ class Participant {
 
   // ---- Data path ------------------------------------------------------------
   // Stores a sample (encapsulation header + data) in the writer's history
-  // and queues it. ResourceExhausted when a KEEP_ALL history or a resource
-  // limit is full (retry after acknowledgements arrive); InvalidArgument when
-  // the sample cannot fit one datagram (fragmentation is issue 11).
+  // and queues it; above fragment_size_bytes it goes out as DATA_FRAG.
+  // ResourceExhausted when a KEEP_ALL history or a resource limit is full
+  // (retry after acknowledgements arrive); InvalidArgument above
+  // max_sample_bytes.
   absl::Status Write(EndpointHandle writer, std::span<const std::byte> payload,
                      const KeyHash& key, int64_t source_time_ns, Timestamp now);
   // Disposes / unregisters an instance (key-only DATA with status info).
@@ -302,6 +332,10 @@ class Participant {
                        Timestamp now);
   void HandleAckNack(Receiver& rx, const AckNackSubmessage& an, Timestamp now);
   void HandleGap(Receiver& rx, const GapSubmessage& gap, Timestamp now);
+  void HandleNackFrag(Receiver& rx, const NackFragSubmessage& nf,
+                      Timestamp now);
+  void HandleHeartbeatFrag(Receiver& rx, const HeartbeatFragSubmessage& hf,
+                           Timestamp now);
   void HandleSpdp(Receiver& rx, const DataSubmessage& d, uint32_t status,
                   Timestamp now);
   void ProcessBuiltinReaders(Timestamp now);
@@ -324,7 +358,7 @@ class Participant {
                       Timestamp now);
   void AddWriterProxy(LocalReader& r, const Guid& writer,
                       std::vector<Locator> locators, bool reliable,
-                      Timestamp now);
+                      bool skip_history, Timestamp now);
   void Announce(uint32_t index, bool dispose, Timestamp now);
   std::vector<Locator> UserLocators(const EndpointData& e) const;
   std::vector<Locator> MetatrafficLocators(const ParticipantData& p) const;
@@ -354,6 +388,13 @@ class Participant {
                     Transmit* t, Timestamp now);
   bool BuildSpdp(std::span<std::byte> out, Transmit* t, Timestamp now,
                  bool unicast_reply);
+  // Appends one DATA_FRAG with fragments [first, last] of `s` (as many as
+  // fit); returns how many it added (0: none fit).
+  uint32_t AddFragments(MessageBuilder& b, EntityId reader,
+                        const LocalWriter& w, const Sample& s,
+                        SequenceNumber sn, uint32_t first, uint32_t last,
+                        bool inline_qos);
+  uint32_t FragmentCount(const Sample& s) const;
   void SetDestinations(std::span<const Locator> a);
   void AddDestinations(std::span<const Locator> a);
 
@@ -385,7 +426,7 @@ class Participant {
   std::vector<Event> events_;  // ring
   size_t event_head_ = 0, event_count_ = 0;
   size_t poll_cursor_ = 0;  // round robin over writers for fairness
-  size_t reassembly_bytes_ = 0;
+  std::unique_ptr<internal::ReassemblyBudget> reassembly_budget_;
   // Set by every input that may create output or move a deadline; cleared
   // by a PollTransmit that found nothing, which caches the next deadline.
   bool maybe_pending_ = true;
