@@ -269,6 +269,124 @@ TEST_F(CyclonePeerInteropTest, KeyedSamplesBothWaysWithWideType) {
   }
 }
 
+// A DEADLINE mismatch (DDS 1.4 §2.2.3.7: offered period <= requested) is
+// reported on both sides, naming the policy: Cyclone's offered/requested
+// incompatible QoS status, our kIncompatibleQos event.
+std::string OurIncompatiblePolicy(DomainParticipant& dp, EndpointHandle h) {
+  std::string name;
+  while (auto e = dp.core().PollEvent()) {
+    if (e->kind == Event::Kind::kIncompatibleQos && e->local == h) {
+      name = QosPolicyName(e->policy);
+    }
+  }
+  return name;
+}
+
+TEST_F(CyclonePeerInteropTest,
+       DeadlineMismatchReportedOnBothSidesCycloneReads) {
+  auto sub = testkit::StartCyclonePeer({.mode = "sub",
+                                        .topic = "deadline_mismatch_r",
+                                        .reliable = true,
+                                        .deadline_ms = 100,
+                                        .duration_s = 8,
+                                        .domain_id = domain_});
+  RINGLAB_SKIP_IF_MISSING(sub.status());
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  Topic<KeyedSample> topic("deadline_mismatch_r");
+  EndpointQos wq = EndpointQos::WriterDefaults();
+  wq.deadline_ns = 200'000'000;  // offers less than Cyclone asks for
+  auto writer = DataWriter<KeyedSample>::Create(*dp_, topic, wq);
+  ASSERT_TRUE(writer.ok());
+  std::string ours;
+  bool both = dp_->RunUntil(
+      [&] {
+        if (ours.empty())
+          ours = OurIncompatiblePolicy(*dp_, (*writer)->handle());
+        return !ours.empty() &&
+               !(*sub)
+                    ->MatchingLines("^INCOMPATIBLE reader .*policy=DEADLINE")
+                    .empty();
+      },
+      std::chrono::seconds(10));
+  EXPECT_TRUE(both) << (*sub)->OutputTail();
+  EXPECT_EQ(ours, "DEADLINE");
+  EXPECT_EQ((*writer)->matched(), 0u);
+}
+
+TEST_F(CyclonePeerInteropTest,
+       DeadlineMismatchReportedOnBothSidesCycloneWrites) {
+  Topic<KeyedSample> topic("deadline_mismatch_w");
+  EndpointQos rq = EndpointQos::ReaderDefaults();
+  rq.reliability = ReliabilityKind::kReliable;
+  rq.deadline_ns = 100'000'000;  // asks for more than Cyclone offers
+  auto reader = DataReader<KeyedSample>::Create(*dp_, topic, rq);
+  ASSERT_TRUE(reader.ok());
+  auto pub = testkit::StartCyclonePeer({.mode = "pub",
+                                        .topic = "deadline_mismatch_w",
+                                        .reliable = true,
+                                        .count = 0,
+                                        .wait_match = 0,
+                                        .deadline_ms = 200,
+                                        .duration_s = 8,
+                                        .linger_s = 6,
+                                        .domain_id = domain_});
+  RINGLAB_SKIP_IF_MISSING(pub.status());
+  ASSERT_TRUE(pub.ok()) << pub.status();
+  std::string ours;
+  bool both = dp_->RunUntil(
+      [&] {
+        if (ours.empty())
+          ours = OurIncompatiblePolicy(*dp_, (*reader)->handle());
+        return !ours.empty() &&
+               !(*pub)
+                    ->MatchingLines("^INCOMPATIBLE writer .*policy=DEADLINE")
+                    .empty();
+      },
+      std::chrono::seconds(10));
+  EXPECT_TRUE(both) << (*pub)->OutputTail();
+  EXPECT_EQ(ours, "DEADLINE");
+  EXPECT_EQ((*reader)->matched(), 0u);
+}
+
+// Compatible deadlines: we write once, then stop; both sides see the
+// deadline missed (ours: kOfferedDeadlineMissed every period; Cyclone's
+// reader: its requested deadline missed status).
+TEST_F(CyclonePeerInteropTest, DeadlineMissedBothWays) {
+  auto sub = testkit::StartCyclonePeer({.mode = "sub",
+                                        .topic = "deadline_ok",
+                                        .reliable = true,
+                                        .deadline_ms = 100,
+                                        .duration_s = 8,
+                                        .domain_id = domain_});
+  RINGLAB_SKIP_IF_MISSING(sub.status());
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  Topic<KeyedSample> topic("deadline_ok");
+  EndpointQos wq = EndpointQos::WriterDefaults();
+  wq.deadline_ns = 100'000'000;
+  auto writer = DataWriter<KeyedSample>::Create(*dp_, topic, wq);
+  ASSERT_TRUE(writer.ok());
+  // Cyclone drops (and acknowledges) data that comes before its reader is
+  // connected to our writer: wait for its side of the match.
+  ASSERT_TRUE(dp_->RunUntil(
+      [&] {
+        return (*writer)->matched() > 0 &&
+               !(*sub)->MatchingLines("^MATCHED reader ").empty();
+      },
+      std::chrono::seconds(10)));
+  ASSERT_TRUE((*writer)->Write(Make(3, 1, 8)).ok());
+  int offered = 0;
+  bool seen = dp_->RunUntil(
+      [&] {
+        while (auto e = dp_->core().PollEvent()) {
+          offered += e->kind == Event::Kind::kOfferedDeadlineMissed;
+        }
+        return offered >= 2 &&
+               !(*sub)->MatchingLines("^DEADLINE_MISSED reader ").empty();
+      },
+      std::chrono::seconds(5));
+  EXPECT_TRUE(seen) << offered << "\n" << (*sub)->OutputTail();
+}
+
 // DATA_FRAG both ways (DDSI-RTPS 2.5 §8.3.7.3): 64 KiB and 1 MiB samples,
 // best effort and reliable. Cyclone fragments into 1344-byte fragments and
 // repairs with NACK_FRAG; so do we.

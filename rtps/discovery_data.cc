@@ -232,7 +232,7 @@ bool ReadQosParameter(const Parameter& p, Endian e, EndpointQos* q, bool* bad) {
   return true;
 }
 
-void PutQos(ParameterListWriter& pl, const EndpointQos& q) {
+void PutQos(ParameterListWriter& pl, const EndpointQos& q, bool writer) {
   CdrWriter& w = pl.cdr();
   size_t at = pl.Begin(pid::kReliability);
   w.Write(static_cast<uint32_t>(q.reliability));
@@ -278,6 +278,12 @@ void PutQos(ParameterListWriter& pl, const EndpointQos& q) {
   if (q.ownership != OwnershipKind::kShared) {
     at = pl.Begin(pid::kOwnership);
     w.Write(static_cast<uint32_t>(q.ownership));
+    pl.End(at);
+  }
+  // DDS 1.4 §2.2.3.10: OWNERSHIP_STRENGTH is a writer policy.
+  if (writer && q.ownership_strength != 0) {
+    at = pl.Begin(pid::kOwnershipStrength);
+    w.Write(q.ownership_strength);
     pl.End(at);
   }
   if (q.destination_order != DestinationOrderKind::kByReceptionTimestamp) {
@@ -347,7 +353,7 @@ void SerializeEndpoint(const EndpointData& e, std::vector<std::byte>* out) {
   PutString(pl, pid::kTopicName, e.topic_name);
   PutString(pl, pid::kTypeName, e.type_name);
   PutVersionVendor(pl, ProtocolVersion{}, kVendorRinglab);
-  PutQos(pl, e.qos);
+  PutQos(pl, e.qos, e.guid.entity.is_writer());
   for (const Locator& l : e.unicast) PutLocator(pl, pid::kUnicastLocator, l);
   for (const Locator& l : e.multicast)
     PutLocator(pl, pid::kMulticastLocator, l);

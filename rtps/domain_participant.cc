@@ -185,6 +185,8 @@ absl::StatusOr<std::unique_ptr<DomainParticipant>> DomainParticipant::Create(
   }
   c.max_message_bytes =
       std::min<size_t>(c.max_message_bytes, l.buffers().buffer_size());
+  // LIFESPAN and DESTINATION_ORDER compare wall-clock source timestamps.
+  c.wall_clock_offset_ns = WallClockNanos() - l.now().nanos();
   absl::StatusOr<std::unique_ptr<Participant>> core =
       Participant::Create(c, l.now());
   if (!core.ok()) return core.status();
@@ -224,6 +226,7 @@ void DomainParticipant::OnTimer(uint64_t timer_id, Timestamp now) {
   if (timer_id != timer_id_) return;
   timer_id_ = 0;
   timer_deadline_ = Timestamp::Never();
+  core_->SetWallClockOffset(WallClockNanos() - now.nanos());
   core_->OnTimeout(now);
   Flush();
 }

@@ -17,6 +17,9 @@ constexpr uint32_t kReorderWindow = 256;
 // Header + INFO_TS + DATA header + inline QoS (key hash, status) + padding.
 constexpr size_t kDataOverhead = kHeaderSize + 12 + 24 + 32 + 4;
 constexpr size_t kMaxSpdpUnicastPending = 64;
+// §9.6.2.1 ParticipantMessageData kinds.
+constexpr uint32_t kPmdAutomatic = 0x00000001;
+constexpr uint32_t kPmdManual = 0x00000002;
 // A reliable writer puts a HEARTBEAT_FRAG (§8.3.7.6) into a sample's push
 // every this many fragments, so readers repair a long sample while it is
 // still going out.
@@ -62,6 +65,16 @@ const char* EventKindName(Event::Kind kind) {
       return "incompatible_qos";
     case Event::Kind::kDataAvailable:
       return "data_available";
+    case Event::Kind::kOfferedDeadlineMissed:
+      return "offered_deadline_missed";
+    case Event::Kind::kRequestedDeadlineMissed:
+      return "requested_deadline_missed";
+    case Event::Kind::kLivelinessLost:
+      return "liveliness_lost";
+    case Event::Kind::kLivelinessChanged:
+      return "liveliness_changed";
+    case Event::Kind::kOwnershipChanged:
+      return "ownership_changed";
   }
   return "?";
 }
@@ -75,6 +88,7 @@ struct Participant::Sample {
   uint64_t order = 0;  // key in the owning SampleRing
   uint32_t instance_next = kNone;
   bool key_only = false;
+  Timestamp expiry = Timestamp::Never();  // LIFESPAN (monotonic)
 };
 
 // Entries {key, slot} sorted by key, with tombstones (slot == kNone). A
@@ -145,7 +159,21 @@ struct Participant::InstanceState {
   uint32_t head = kNone;  // oldest sample of the instance
   uint32_t tail = kNone;
   uint32_t count = 0;
+  Timestamp deadline_due = Timestamp::Never();  // writers: DEADLINE
 };
+
+namespace {
+// What a reader remembers of an instance across Take()s, for DEADLINE,
+// OWNERSHIP (EXCLUSIVE) and DESTINATION_ORDER (BY_SOURCE_TIMESTAMP).
+struct ReaderInstance {
+  Timestamp deadline_due = Timestamp::Never();
+  Guid last_writer;
+  bool has_owner = false;
+  Guid owner;
+  int32_t owner_strength = 0;
+  int64_t last_source_ns = INT64_MIN;
+};
+}  // namespace
 
 namespace {
 // A pool of sample slots with a free list; grows up to `limit` slots on
@@ -226,6 +254,14 @@ struct Participant::WriterProxy {
   // before our first heartbeat from it predates the match (DDS 1.4
   // §2.2.3.4), so nothing is delivered before that heartbeat.
   bool skip_history = false;
+  // The remote writer's QoS that this reader enforces: LIFESPAN of its
+  // samples, OWNERSHIP_STRENGTH, LIVELINESS (kind, lease, last assertion).
+  int64_t lifespan_ns = kInfiniteNanos;
+  int32_t strength = 0;
+  LivelinessKind liveliness = LivelinessKind::kAutomatic;
+  int64_t liveliness_lease_ns = kInfiniteNanos;
+  Timestamp last_asserted;
+  bool alive = true;
   // DATA_FRAG reassembly (§8.4.14.1), created with the proxy.
   std::unique_ptr<internal::FragmentReassembler> frags;
   // The last HEARTBEAT_FRAG (§8.3.7.6): fragments <= hbfrag_last of
@@ -239,6 +275,7 @@ struct Participant::WriterProxy {
 
 struct Participant::LocalWriter {
   Guid guid;
+  EndpointHandle handle = 0;  // 0 for built-in endpoints
   WriterConfig config;
   bool builtin = false;
   bool active = true;
@@ -254,7 +291,21 @@ struct Participant::LocalWriter {
   std::vector<ReaderProxy> readers;
   uint32_t hb_count = 0;
   Timestamp hb_deadline = Timestamp::Never();
+  // QoS timers: lower bounds of the next instance deadline and sample
+  // expiry (exact after each scan), the last liveliness assertion, and the
+  // LATENCY_BUDGET batch (the oldest unpushed sample's latest push time).
+  Timestamp deadline_next = Timestamp::Never();
+  Timestamp expiry_next = Timestamp::Never();
+  Timestamp last_asserted;
+  bool liveliness_lost_reported = false;
+  Timestamp batch_deadline = Timestamp::Never();
+  size_t unpushed_bytes = 0;
+  bool liveliness_hb_due = false;  // AssertWriterLiveliness
 
+  bool manual_liveliness() const {
+    return config.qos.liveliness != LivelinessKind::kAutomatic &&
+           config.qos.liveliness_lease_ns != kInfiniteNanos;
+  }
   SequenceNumber last_sn() const { return next_sn - 1; }
   SequenceNumber first_sn() {
     const SampleRing::Entry* e = ring.Front();
@@ -270,6 +321,7 @@ struct Participant::LocalWriter {
 
 struct Participant::LocalReader {
   Guid guid;
+  EndpointHandle handle = 0;
   ReaderConfig config;
   bool builtin = false;
   bool active = true;
@@ -283,6 +335,12 @@ struct Participant::LocalReader {
   std::vector<WriterProxy> writers;
   uint32_t loaned = kNone;
   ReceivedSample taken;
+  // Per-instance QoS state (see ReaderInstance), when a policy needs it.
+  bool track_instances = false;
+  absl::flat_hash_map<KeyHash, ReaderInstance> meta;
+  Timestamp deadline_next = Timestamp::Never();
+  Timestamp expiry_next = Timestamp::Never();
+  Timestamp liveliness_next = Timestamp::Never();
 };
 
 struct Participant::RemoteEndpoint {
@@ -378,6 +436,14 @@ absl::StatusOr<std::unique_ptr<Participant>> Participant::Create(
       make_reader(EntityId::SedpPublicationsReader(), "DCPSPublication");
   p->sedp_sub_reader_ =
       make_reader(EntityId::SedpSubscriptionsReader(), "DCPSSubscription");
+  // §8.4.13 BuiltinParticipantMessageWriter/Reader: reliable,
+  // transient-local, KEEP_LAST 1 per (prefix, kind): liveliness updates.
+  p->pmd_writer_ = make_writer(EntityId::ParticipantMessageWriter(),
+                               "DCPSParticipantMessage");
+  p->writers_[p->pmd_writer_]->pool.limit = 8;
+  p->writers_[p->pmd_writer_]->max_instances = 8;
+  p->pmd_reader_ = make_reader(EntityId::ParticipantMessageReader(),
+                               "DCPSParticipantMessage");
 
   ParticipantData self;
   self.guid_prefix = p->config_.guid_prefix;
@@ -387,7 +453,9 @@ absl::StatusOr<std::unique_ptr<Participant>> Participant::Create(
                            builtin_endpoint::kPublicationsAnnouncer |
                            builtin_endpoint::kPublicationsDetector |
                            builtin_endpoint::kSubscriptionsAnnouncer |
-                           builtin_endpoint::kSubscriptionsDetector;
+                           builtin_endpoint::kSubscriptionsDetector |
+                           builtin_endpoint::kParticipantMessageWriter |
+                           builtin_endpoint::kParticipantMessageReader;
   self.metatraffic_unicast = p->config_.metatraffic_unicast;
   self.metatraffic_multicast = p->config_.metatraffic_multicast;
   self.default_unicast = p->config_.default_unicast;
@@ -453,6 +521,13 @@ absl::StatusOr<EndpointHandle> Participant::CreateWriter(WriterConfig config,
   writers_.push_back(std::move(w));
   uint32_t index = static_cast<uint32_t>(writers_.size() - 1);
   handles_.push_back({true, index});
+  writers_[index]->handle = static_cast<EndpointHandle>(handles_.size());
+  writers_[index]->last_asserted = now;  // a new writer starts alive
+  const EndpointQos& wq = writers_[index]->config.qos;
+  if (wq.liveliness == LivelinessKind::kAutomatic &&
+      wq.liveliness_lease_ns != kInfiniteNanos) {
+    pmd_automatic_next_ = std::min(pmd_automatic_next_, now);
+  }
   Announce(index, false, now);
   MatchLocalWriter(index, now);
   return static_cast<EndpointHandle>(handles_.size());
@@ -488,6 +563,14 @@ absl::StatusOr<EndpointHandle> Participant::CreateReader(ReaderConfig config,
   readers_.push_back(std::move(r));
   uint32_t index = static_cast<uint32_t>(readers_.size() - 1);
   handles_.push_back({false, index});
+  readers_[index]->handle = static_cast<EndpointHandle>(handles_.size());
+  {
+    const EndpointQos& rq = readers_[index]->config.qos;
+    readers_[index]->track_instances =
+        rq.deadline_ns != kInfiniteNanos ||
+        rq.ownership == OwnershipKind::kExclusive ||
+        rq.destination_order == DestinationOrderKind::kBySourceTimestamp;
+  }
   Announce(index | 0x80000000u, false, now);
   MatchLocalReader(index, now);
   return static_cast<EndpointHandle>(handles_.size());
@@ -616,6 +699,7 @@ absl::Status Participant::WriteInternal(LocalWriter& w,
                                         uint32_t status_info, bool key_only,
                                         Timestamp now) {
   maybe_pending_ = true;
+  last_now_ = now;
   if (payload.size() > config_.max_sample_bytes ||
       (key_only && payload.size() > config_.fragment_size_bytes)) {
     ++counters_.samples_too_large;
@@ -686,6 +770,10 @@ absl::Status Participant::WriteInternal(LocalWriter& w,
   s.key_only = key_only;
   s.order = static_cast<uint64_t>(s.info.sn);
   s.instance_next = kNone;
+  // LIFESPAN (DDS 1.4 §2.2.3.16): the sample leaves the history when it
+  // expires, so neither a retransmission nor a late joiner gets it.
+  s.expiry = After(now, q.lifespan_ns);
+  if (s.expiry < w.expiry_next) w.expiry_next = s.expiry;
   if (inst.tail != kNone) {
     w.pool.slots[inst.tail].instance_next = slot;
   } else {
@@ -694,8 +782,51 @@ absl::Status Participant::WriteInternal(LocalWriter& w,
   inst.tail = slot;
   ++inst.count;
   w.ring.Push(s.order, slot);
+  if (!w.builtin) {
+    // DEADLINE (§2.2.3.7): the instance must be written again within the
+    // period; a disposed or unregistered instance is no longer expected.
+    if (q.deadline_ns != kInfiniteNanos) {
+      inst.deadline_due =
+          status_info != 0 ? Timestamp::Never() : After(now, q.deadline_ns);
+      if (inst.deadline_due < w.deadline_next) {
+        w.deadline_next = inst.deadline_due;
+      }
+    }
+    // LIVELINESS (§2.2.3.11): writing asserts the writer.
+    if (w.manual_liveliness()) {
+      w.last_asserted = now;
+      w.liveliness_lost_reported = false;
+    }
+    if (q.liveliness == LivelinessKind::kManualByParticipant) {
+      // ...and every MANUAL_BY_PARTICIPANT writer of the participant; remote
+      // readers of those learn it from a participant message, sent at most
+      // every quarter lease.
+      int64_t min_lease = kInfiniteNanos;
+      for (auto& other : writers_) {
+        if (other->builtin || !other->active ||
+            other->config.qos.liveliness !=
+                LivelinessKind::kManualByParticipant) {
+          continue;
+        }
+        other->last_asserted = now;
+        other->liveliness_lost_reported = false;
+        min_lease = std::min(min_lease, other->config.qos.liveliness_lease_ns);
+      }
+      if (min_lease != kInfiniteNanos &&
+          now - pmd_manual_sent_ >= Duration(min_lease / 4)) {
+        pmd_manual_sent_ = now;
+        WriteParticipantMessage(kPmdManual, now);
+      }
+    }
+    // LATENCY_BUDGET (§2.2.3.8): the first unpushed sample starts the
+    // batch; it goes out by its budget at the latest.
+    if (w.pushed + 1 == s.info.sn) {
+      w.batch_deadline = After(now, q.latency_budget_ns);
+      w.unpushed_bytes = 0;
+    }
+    w.unpushed_bytes += payload.size() + 32;
+  }
   if (w.readers.empty()) w.pushed = w.last_sn();
-  (void)now;
   return absl::OkStatus();
 }
 
@@ -707,6 +838,26 @@ SequenceNumber Participant::MinAcked(const LocalWriter& w) const {
   return std::min(m, w.pushed);
 }
 
+// Removes the writer's oldest sample (the ring's front, which is also the
+// head of its instance).
+void Participant::PopOldest(LocalWriter& w) {
+  const SampleRing::Entry* e = w.ring.Front();
+  if (e == nullptr) return;
+  uint32_t slot = e->slot;
+  Sample& s = w.pool.slots[slot];
+  auto it = w.instances.find(s.info.key);
+  if (it != w.instances.end()) {
+    InstanceState& in = it->second;
+    in.head = s.instance_next;
+    if (in.head == kNone) in.tail = kNone;
+    --in.count;
+    // An instance with a DEADLINE stays known while it has no samples.
+    if (in.count == 0 && in.deadline_due.is_never()) w.instances.erase(it);
+  }
+  w.ring.PopFront();
+  w.pool.Release(slot);
+}
+
 // A volatile writer keeps samples only until every reliable reader has
 // acknowledged them (§8.4.7.2: isAckedByAll -> may be removed); a
 // transient-local writer keeps them for late joiners, bounded by its
@@ -716,20 +867,21 @@ void Participant::PurgeAcked(LocalWriter& w) {
   SequenceNumber acked = MinAcked(w);
   while (const SampleRing::Entry* e = w.ring.Front()) {
     if (static_cast<SequenceNumber>(e->key) > acked) break;
-    uint32_t slot = e->slot;
-    Sample& s = w.pool.slots[slot];
-    auto it = w.instances.find(s.info.key);
-    if (it != w.instances.end()) {
-      InstanceState& in = it->second;
-      // The globally oldest sample is the oldest of its instance.
-      in.head = s.instance_next;
-      if (in.head == kNone) in.tail = kNone;
-      --in.count;
-      if (in.count == 0) w.instances.erase(it);
-    }
-    w.ring.PopFront();
-    w.pool.Release(slot);
+    PopOldest(w);
   }
+}
+
+// LIFESPAN: samples leave the history at their expiry. One lifespan per
+// writer makes expiry grow with the SN, so they leave from the front.
+void Participant::PurgeExpired(LocalWriter& w, Timestamp now) {
+  while (const SampleRing::Entry* e = w.ring.Front()) {
+    if (w.pool.slots[e->slot].expiry > now) break;
+    PopOldest(w);
+    ++counters_.writer_samples_expired;
+  }
+  const SampleRing::Entry* e = w.ring.Front();
+  w.expiry_next =
+      e == nullptr ? Timestamp::Never() : w.pool.slots[e->slot].expiry;
 }
 
 bool Participant::AllAcknowledged(EndpointHandle h) const {
@@ -752,6 +904,9 @@ const ReceivedSample* Participant::Take(EndpointHandle h) {
     r.pool.Release(r.loaned);
     r.loaned = kNone;
   }
+  // LIFESPAN: an expired sample is never delivered (the timer drops them at
+  // their expiry; this covers a Take between the expiry and that tick).
+  if (r.expiry_next <= last_now_) PurgeExpired(r, last_now_);
   const SampleRing::Entry* e = r.ring.Front();
   if (e == nullptr) return nullptr;
   uint32_t slot = e->slot;
@@ -773,6 +928,60 @@ const ReceivedSample* Participant::Take(EndpointHandle h) {
   return &r.taken;
 }
 
+// Unlinks a sample from the reader's history wherever it is (its ring entry
+// becomes a tombstone, its instance list skips it) and frees its slot.
+void Participant::RemoveFromHistory(LocalReader& r, uint32_t slot) {
+  Sample& s = r.pool.slots[slot];
+  if (SampleRing::Entry* e = r.ring.Find(s.order)) r.ring.Tombstone(e);
+  auto it = r.instances.find(s.info.key);
+  if (it != r.instances.end()) {
+    InstanceState& in = it->second;
+    uint32_t prev = kNone;
+    for (uint32_t cur = in.head; cur != kNone;
+         cur = r.pool.slots[cur].instance_next) {
+      if (cur == slot) {
+        if (prev == kNone) {
+          in.head = s.instance_next;
+        } else {
+          r.pool.slots[prev].instance_next = s.instance_next;
+        }
+        if (in.tail == slot) in.tail = prev;
+        --in.count;
+        break;
+      }
+      prev = cur;
+    }
+    if (in.count == 0) r.instances.erase(it);
+  }
+  --r.history_count;
+  r.pool.Release(slot);
+}
+
+void Participant::PurgeExpired(LocalReader& r, Timestamp now) {
+  // Removing may compact the ring, so each removal restarts the scan; the
+  // expired samples are almost always the oldest, at the front.
+  for (;;) {
+    uint32_t victim = kNone;
+    Timestamp next = Timestamp::Never();
+    for (size_t i = r.ring.head; i < r.ring.entries.size(); ++i) {
+      uint32_t slot = r.ring.entries[i].slot;
+      if (slot == kNone) continue;
+      Timestamp x = r.pool.slots[slot].expiry;
+      if (x <= now) {
+        victim = slot;
+        break;
+      }
+      next = std::min(next, x);
+    }
+    if (victim == kNone) {
+      r.expiry_next = next;
+      return;
+    }
+    RemoveFromHistory(r, victim);
+    ++counters_.samples_expired;
+  }
+}
+
 size_t Participant::Available(EndpointHandle h) const {
   if (h == 0 || h > handles_.size() || handles_[h - 1].first) return 0;
   return readers_[handles_[h - 1].second]->history_count;
@@ -781,10 +990,67 @@ size_t Participant::Available(EndpointHandle h) const {
 // KEEP_LAST n per instance evicts the instance's oldest unread sample;
 // KEEP_ALL refuses when RESOURCE_LIMITS are reached (the sample is then not
 // accepted, so a reliable writer will send it again).
-bool Participant::StoreInHistory(LocalReader& r, uint32_t slot) {
+bool Participant::StoreInHistory(LocalReader& r, uint32_t slot,
+                                 WriterProxy* from, Timestamp now) {
   Sample& s = r.pool.slots[slot];
   const EndpointQos& q = r.config.qos;
   bool keep_last = q.history == HistoryKind::kKeepLast && !r.builtin;
+  // QoS filters (DDS 1.4 §2.2.3), decided before anything changes.
+  ReaderInstance* meta = nullptr;
+  bool new_owner = false;
+  const int64_t src = s.info.source_time_ns;
+  const bool by_source =
+      q.destination_order == DestinationOrderKind::kBySourceTimestamp;
+  auto filtered = [&](uint64_t& counter) {
+    ++counter;
+    r.pool.Release(slot);
+    return true;  // consumed: a reliable writer must not send it again
+  };
+  if (from != nullptr && !r.builtin) {
+    // LIFESPAN (§2.2.3.16): expiry = source timestamp + the writer's
+    // lifespan; an expired sample is never delivered.
+    if (from->lifespan_ns != kInfiniteNanos) {
+      const int64_t wall = WallNow(now);
+      const int64_t base = src != kNoSourceTimestamp ? src : wall;
+      const int64_t left = base > INT64_MAX - from->lifespan_ns
+                               ? INT64_MAX
+                               : base + from->lifespan_ns - wall;
+      if (left <= 0) return filtered(counters_.samples_expired);
+      s.expiry = now + Duration(left);
+    }
+    if (r.track_instances) {
+      auto mit = r.meta.find(s.info.key);
+      if (mit == r.meta.end()) {
+        if (r.meta.size() < std::max<size_t>(r.max_instances, 1)) {
+          mit = r.meta.emplace(s.info.key, ReaderInstance{}).first;
+        } else {
+          ++counters_.instance_limit_drops;
+        }
+      }
+      if (mit != r.meta.end()) meta = &mit->second;
+    }
+    if (meta != nullptr) {
+      // OWNERSHIP EXCLUSIVE (§2.2.3.9): only the strongest alive writer of
+      // an instance is heard; equal strengths go to the lower GUID.
+      if (q.ownership == OwnershipKind::kExclusive) {
+        if (!meta->has_owner) {
+          new_owner = true;
+        } else if (meta->owner != from->guid) {
+          bool wins = from->strength > meta->owner_strength ||
+                      (from->strength == meta->owner_strength &&
+                       from->guid < meta->owner);
+          if (!wins) return filtered(counters_.samples_not_owner);
+          new_owner = true;
+        }
+      }
+      // DESTINATION_ORDER BY_SOURCE_TIMESTAMP (§2.2.3.17): an instance
+      // never goes back in source time.
+      if (by_source && src != kNoSourceTimestamp &&
+          src < meta->last_source_ns) {
+        return filtered(counters_.samples_out_of_order);
+      }
+    }
+  }
   auto it = r.instances.find(s.info.key);
   if (it == r.instances.end()) {
     if (r.instances.size() >= std::max<size_t>(r.max_instances, 1)) {
@@ -813,6 +1079,34 @@ bool Participant::StoreInHistory(LocalReader& r, uint32_t slot) {
     if (in.count == 0) r.instances.erase(it);
     return false;
   }
+  if (meta != nullptr) {
+    if (new_owner) {
+      meta->has_owner = true;
+      meta->owner = from->guid;
+      meta->owner_strength = from->strength;
+      Event e{Event::Kind::kOwnershipChanged, r.handle, from->guid};
+      e.instance = s.info.key;
+      PushEvent(e);
+    }
+    if (by_source && src != kNoSourceTimestamp) meta->last_source_ns = src;
+    meta->last_writer = from->guid;
+    const bool gone =
+        s.info.status_info & (kStatusInfoDisposed | kStatusInfoUnregistered);
+    if (q.deadline_ns != kInfiniteNanos) {
+      // DEADLINE (§2.2.3.7): the next sample of the instance is due within
+      // the period; a disposed/unregistered instance is not expected.
+      meta->deadline_due =
+          gone ? Timestamp::Never() : After(now, q.deadline_ns);
+      if (meta->deadline_due < r.deadline_next) {
+        r.deadline_next = meta->deadline_due;
+      }
+    }
+    if ((s.info.status_info & kStatusInfoUnregistered) &&
+        meta->owner == from->guid) {
+      meta->has_owner = false;
+    }
+  }
+  if (s.expiry < r.expiry_next) r.expiry_next = s.expiry;
   s.order = r.next_order++;
   s.instance_next = kNone;
   if (in.tail != kNone) {
@@ -827,13 +1121,7 @@ bool Participant::StoreInHistory(LocalReader& r, uint32_t slot) {
   ++r.history_count;
   ++counters_.samples_delivered;
   if (was_empty && !r.builtin) {
-    for (size_t h = 0; h < handles_.size(); ++h) {
-      if (!handles_[h].first && readers_[handles_[h].second].get() == &r) {
-        PushEvent({Event::Kind::kDataAvailable,
-                   static_cast<EndpointHandle>(h + 1), s.info.writer});
-        break;
-      }
-    }
+    PushEvent({Event::Kind::kDataAvailable, r.handle, s.info.writer});
   }
   return true;
 }
@@ -844,6 +1132,7 @@ bool Participant::StoreInHistory(LocalReader& r, uint32_t slot) {
 void Participant::OnDatagram(std::span<const std::byte> bytes,
                              const Locator& source, Timestamp now) {
   maybe_pending_ = true;
+  last_now_ = now;
   ++counters_.datagrams_received;
   counters_.bytes_received += bytes.size();
   MessageHeader header;
@@ -859,6 +1148,7 @@ void Participant::OnDatagram(std::span<const std::byte> bytes,
   // §8.5.3.3 only requires SPDP to).
   if (auto it = participants_.find(header.prefix); it != participants_.end()) {
     it->second.lease_expiry = After(now, it->second.data.lease_duration_ns);
+    it->second.last_heard = now;
   }
   Receiver rx;
   rx.source = header.prefix;
@@ -1147,9 +1437,12 @@ void Participant::DeliverToReader(LocalReader& r, WriterProxy& p, Receiver& rx,
   s.info.key = k;
   s.info.status_info = status;
   s.info.valid_data = d.has_data;
+  s.expiry = Timestamp::Never();
+  // LIVELINESS: data asserts its writer, whatever the kind (§2.2.3.11).
+  if (!r.builtin) RenewWriterProxy(r, p, now);
   if (!p.reliable) {
     // Best effort (§8.4.11): deliver anything newer; count what we skipped.
-    if (!StoreInHistory(r, slot)) {
+    if (!StoreInHistory(r, slot, &p, now)) {
       r.pool.Release(slot);
       return;
     }
@@ -1162,12 +1455,12 @@ void Participant::DeliverToReader(LocalReader& r, WriterProxy& p, Receiver& rx,
     return;
   }
   if (sn == p.expected && !(p.skip_history && !p.hb_seen)) {
-    if (!StoreInHistory(r, slot)) {
+    if (!StoreInHistory(r, slot, &p, now)) {
       r.pool.Release(slot);  // not accepted: the writer will resend it
       return;
     }
     ++p.expected;
-    DrainReorder(r, p);
+    DrainReorder(r, p, now);
     return;
   }
   // Out of order (§8.4.12.1): keep it until the gap before it is filled.
@@ -1180,13 +1473,14 @@ void Participant::DeliverToReader(LocalReader& r, WriterProxy& p, Receiver& rx,
   (void)now;
 }
 
-void Participant::DrainReorder(LocalReader& r, WriterProxy& p) {
+void Participant::DrainReorder(LocalReader& r, WriterProxy& p, Timestamp now) {
   if (p.skip_history && !p.hb_seen) return;  // see WriterProxy
   for (;;) {
     uint32_t w = static_cast<uint32_t>(p.expected % kReorderWindow);
     if (p.window[w] == kNone || p.window_sn[w] != p.expected) return;
     uint32_t slot = p.window[w];
-    if (slot != kGapSlot && !StoreInHistory(r, slot)) return;  // full: stop
+    if (slot != kGapSlot && !StoreInHistory(r, slot, &p, now))
+      return;  // full: stop
     p.window[w] = kNone;
     ++p.expected;
   }
@@ -1209,11 +1503,22 @@ void Participant::HandleHeartbeat(Receiver& rx, const HeartbeatSubmessage& hb,
     if (!r.active) continue;
     if (!hb.reader_id.is_unknown() && hb.reader_id != r.guid.entity) continue;
     for (WriterProxy& p : r.writers) {
-      if (p.guid != writer || !p.reliable) continue;
+      if (p.guid != writer) continue;
+      if (!p.reliable) {
+        // A best-effort reader takes only the liveliness from a heartbeat.
+        if (hb.liveliness && !r.builtin) RenewWriterProxy(r, p, now);
+        break;
+      }
       if (p.hb_seen && hb.count <= p.last_hb_count) break;  // stale / dup
       const bool first_heartbeat = !p.hb_seen;
       p.hb_seen = true;
       p.last_hb_count = hb.count;
+      // LIVELINESS: a heartbeat shows an AUTOMATIC writer alive; a manual
+      // one asserts with the liveliness flag (§8.3.7.5).
+      if (!r.builtin &&
+          (p.liveliness == LivelinessKind::kAutomatic || hb.liveliness)) {
+        RenewWriterProxy(r, p, now);
+      }
       if (first_heartbeat && p.skip_history && hb.last_sn + 1 > p.expected) {
         // Everything up to lastSN predates our match: irrelevant to a
         // volatile reader, not lost.
@@ -1228,7 +1533,7 @@ void Participant::HandleHeartbeat(Receiver& rx, const HeartbeatSubmessage& hb,
         p.expected = hb.last_sn + 1;
         p.frags->DropBelow(p.expected);
       }
-      if (first_heartbeat) DrainReorder(r, p);
+      if (first_heartbeat) DrainReorder(r, p, now);
       if (hb.first_sn > p.expected) {
         for (SequenceNumber s = p.expected;
              s < hb.first_sn && s < p.expected + kReorderWindow; ++s) {
@@ -1241,7 +1546,7 @@ void Participant::HandleHeartbeat(Receiver& rx, const HeartbeatSubmessage& hb,
           }
         }
         p.expected = hb.first_sn;
-        DrainReorder(r, p);
+        DrainReorder(r, p, now);
       }
       p.frags->DropBelow(p.expected);
       p.hb_last = std::max(p.hb_last, hb.last_sn);
@@ -1306,7 +1611,7 @@ void Participant::HandleGap(Receiver& rx, const GapSubmessage& gap,
         SequenceNumber s = gap.gap_list.base + i;
         if (gap.gap_list.Contains(s)) mark(s);
       }
-      DrainReorder(r, p);
+      DrainReorder(r, p, now);
       (void)now;
       break;
     }
@@ -1491,6 +1796,7 @@ void Participant::AddParticipant(const ParticipantData& data, Timestamp now) {
   RemoteParticipantInfo info;
   info.data = data;
   info.lease_expiry = After(now, data.lease_duration_ns);
+  info.last_heard = now;
   GuidPrefix prefix = data.guid_prefix;
   participants_.emplace(prefix, std::move(info));
   PushEvent({Event::Kind::kParticipantDiscovered, 0,
@@ -1561,12 +1867,22 @@ void Participant::MatchBuiltins(const GuidPrefix& prefix,
   if (set & builtin_endpoint::kPublicationsAnnouncer) {
     AddWriterProxy(*readers_[sedp_pub_reader_],
                    Guid{prefix, EntityId::SedpPublicationsWriter()}, locs, true,
-                   false, now);
+                   false, nullptr, now);
   }
   if (set & builtin_endpoint::kSubscriptionsAnnouncer) {
     AddWriterProxy(*readers_[sedp_sub_reader_],
                    Guid{prefix, EntityId::SedpSubscriptionsWriter()}, locs,
-                   true, false, now);
+                   true, false, nullptr, now);
+  }
+  if (set & builtin_endpoint::kParticipantMessageReader) {
+    AddReaderProxy(*writers_[pmd_writer_],
+                   Guid{prefix, EntityId::ParticipantMessageReader()}, locs,
+                   true, true, false, now);
+  }
+  if (set & builtin_endpoint::kParticipantMessageWriter) {
+    AddWriterProxy(*readers_[pmd_reader_],
+                   Guid{prefix, EntityId::ParticipantMessageWriter()}, locs,
+                   true, false, nullptr, now);
   }
 }
 
@@ -1598,7 +1914,8 @@ void Participant::AddReaderProxy(LocalWriter& w, const Guid& reader,
 
 void Participant::AddWriterProxy(LocalReader& r, const Guid& writer,
                                  std::vector<Locator> locators, bool reliable,
-                                 bool skip_history, Timestamp now) {
+                                 bool skip_history,
+                                 const EndpointQos* remote_qos, Timestamp now) {
   for (const WriterProxy& p : r.writers) {
     if (p.guid == writer) return;
   }
@@ -1607,6 +1924,18 @@ void Participant::AddWriterProxy(LocalReader& r, const Guid& writer,
   p.locators = std::move(locators);
   p.reliable = reliable;
   p.skip_history = reliable && skip_history;
+  if (remote_qos != nullptr) {
+    p.lifespan_ns = remote_qos->lifespan_ns;
+    p.strength = remote_qos->ownership_strength;
+    p.liveliness = remote_qos->liveliness;
+    p.liveliness_lease_ns = remote_qos->liveliness_lease_ns;
+  }
+  // The match counts as the first assertion: the lease runs from here.
+  p.last_asserted = now;
+  if (p.liveliness_lease_ns != kInfiniteNanos) {
+    r.liveliness_next =
+        std::min(r.liveliness_next, After(now, p.liveliness_lease_ns));
+  }
   internal::FragmentReassembler::Limits limits;
   limits.max_samples = config_.max_partial_samples_per_writer;
   limits.max_sample_bytes = config_.max_sample_bytes;
@@ -1673,7 +2002,7 @@ void Participant::RemoveParticipant(const GuidPrefix& prefix) {
 // ------------------------------------------------------------------------------
 
 void Participant::ProcessBuiltinReaders(Timestamp now) {
-  for (uint32_t idx : {sedp_pub_reader_, sedp_sub_reader_}) {
+  for (uint32_t idx : {sedp_pub_reader_, sedp_sub_reader_, pmd_reader_}) {
     LocalReader& r = *readers_[idx];
     bool pub = idx == sedp_pub_reader_;
     while (r.history_count > 0) {
@@ -1697,7 +2026,71 @@ void Participant::ProcessBuiltinReaders(Timestamp now) {
       ReceivedSample s;
       s.info = r.pool.slots[slot].info;
       s.payload = r.pool.slots[slot].data;
-      HandleSedp(s, pub, now);
+      if (idx == pmd_reader_) {
+        HandleParticipantMessage(s, now);
+      } else {
+        HandleSedp(s, pub, now);
+      }
+    }
+  }
+}
+
+// §8.4.13 / §9.6.2.1: ParticipantMessageData {GuidPrefix
+// participantGuidPrefix; octet kind[4]; sequence<octet> data}, keyed by
+// prefix and kind, as plain CDR (either byte order).
+void Participant::WriteParticipantMessage(uint32_t kind, Timestamp now) {
+  scratch_.clear();
+  for (std::byte b : {std::byte{0}, std::byte{1}, std::byte{0}, std::byte{0}}) {
+    scratch_.push_back(b);  // CDR_LE
+  }
+  KeyHash key;
+  for (size_t i = 0; i < 12; ++i) {
+    key.bytes[i] = config_.guid_prefix.bytes[i];
+    scratch_.push_back(std::byte(config_.guid_prefix.bytes[i]));
+  }
+  for (int i = 0; i < 4; ++i) {
+    key.bytes[12 + i] = static_cast<uint8_t>(kind >> (24 - 8 * i));
+    scratch_.push_back(std::byte(key.bytes[12 + i]));
+  }
+  // data: a 4-byte counter, so consecutive updates differ.
+  ++pmd_count_;
+  for (uint32_t v : {4u, pmd_count_}) {
+    for (int i = 0; i < 4; ++i)
+      scratch_.push_back(std::byte((v >> (8 * i)) & 0xff));
+  }
+  if (WriteInternal(*writers_[pmd_writer_], scratch_, key, kNoSourceTimestamp,
+                    0, false, now)
+          .ok()) {
+    ++counters_.participant_messages_sent;
+  }
+}
+
+void Participant::HandleParticipantMessage(const ReceivedSample& s,
+                                           Timestamp now) {
+  if (!s.info.valid_data || s.payload.size() < 4 + 16) return;
+  ++counters_.participant_messages_received;
+  GuidPrefix prefix;
+  for (size_t i = 0; i < 12; ++i) {
+    prefix.bytes[i] = std::to_integer<uint8_t>(s.payload[4 + i]);
+  }
+  uint32_t kind = 0;
+  for (size_t i = 0; i < 4; ++i) {
+    kind = kind << 8 | std::to_integer<uint8_t>(s.payload[16 + i]);
+  }
+  // Only the participant itself speaks for its writers.
+  if (prefix != s.info.writer.prefix) return;
+  const bool manual = kind == kPmdManual;
+  if (!manual && kind != kPmdAutomatic) return;  // vendor kinds: ignore
+  for (auto& rp : readers_) {
+    if (rp->builtin) continue;
+    for (WriterProxy& p : rp->writers) {
+      if (p.guid.prefix != prefix) continue;
+      // A manual update asserts MANUAL_BY_PARTICIPANT writers; an automatic
+      // one AUTOMATIC writers (§8.4.13.1).
+      bool applies = manual
+                         ? p.liveliness == LivelinessKind::kManualByParticipant
+                         : p.liveliness == LivelinessKind::kAutomatic;
+      if (applies) RenewWriterProxy(*rp, p, now);
     }
   }
 }
@@ -1859,7 +2252,7 @@ void Participant::TryMatch(uint32_t wi, uint32_t ri, const RemoteEndpoint& re,
     bool reliable = r.config.qos.reliability == ReliabilityKind::kReliable;
     bool skip_history = r.config.qos.durability == DurabilityKind::kVolatile &&
                         d.qos.durability != DurabilityKind::kVolatile;
-    AddWriterProxy(r, d.guid, re.locators, reliable, skip_history, now);
+    AddWriterProxy(r, d.guid, re.locators, reliable, skip_history, &d.qos, now);
     PushEvent({Event::Kind::kReaderMatched, h, d.guid});
   }
 }
@@ -1888,10 +2281,163 @@ void Participant::UnmatchRemoteEndpoint(const Guid& guid) {
         }
         if (it->reliable) r.pool.limit -= kReorderWindow;
         r.writers.erase(it);
+        ReleaseOwnership(r, guid);
         PushEvent({Event::Kind::kReaderUnmatched,
                    static_cast<EndpointHandle>(h + 1), guid});
       }
     }
+  }
+}
+
+// ---- QoS: liveliness, ownership, deadlines, lifespan
+// -------------------------
+
+EndpointHandle Participant::HandleOf(bool writer, uint32_t index) const {
+  return writer ? writers_[index]->handle : readers_[index]->handle;
+}
+
+void Participant::RenewWriterProxy(LocalReader& r, WriterProxy& p,
+                                   Timestamp now) {
+  p.last_asserted = now;
+  if (p.liveliness_lease_ns == kInfiniteNanos) return;
+  if (!p.alive) {
+    p.alive = true;
+    ++counters_.liveliness_changes;
+    Event e{Event::Kind::kLivelinessChanged, r.handle, p.guid};
+    e.alive = true;
+    PushEvent(e);
+  }
+  Timestamp until = After(now, p.liveliness_lease_ns);
+  if (until < r.liveliness_next) r.liveliness_next = until;
+}
+
+// §2.2.3.9: an owner that is gone (unmatched, not alive) or silent past the
+// instance's deadline leaves its instances to the next strongest writer.
+void Participant::ReleaseOwnership(LocalReader& r, const Guid& writer) {
+  if (r.config.qos.ownership != OwnershipKind::kExclusive) return;
+  for (auto& [key, m] : r.meta) {
+    if (m.has_owner && m.owner == writer) {
+      m.has_owner = false;
+      Event e{Event::Kind::kOwnershipChanged, r.handle, Guid{}};
+      e.instance = key;
+      PushEvent(e);
+    }
+  }
+}
+
+void Participant::AssertLiveliness(Timestamp now) {
+  maybe_pending_ = true;
+  last_now_ = now;
+  for (auto& w : writers_) {
+    if (w->builtin || !w->active ||
+        w->config.qos.liveliness != LivelinessKind::kManualByParticipant) {
+      continue;
+    }
+    w->last_asserted = now;
+    w->liveliness_lost_reported = false;
+  }
+  pmd_manual_sent_ = now;
+  WriteParticipantMessage(kPmdManual, now);
+}
+
+absl::Status Participant::AssertWriterLiveliness(EndpointHandle h,
+                                                 Timestamp now) {
+  if (h == 0 || h > handles_.size() || !handles_[h - 1].first) {
+    return absl::NotFoundError("not a writer handle");
+  }
+  LocalWriter& w = *writers_[handles_[h - 1].second];
+  if (!w.active) return absl::FailedPreconditionError("writer deleted");
+  maybe_pending_ = true;
+  last_now_ = now;
+  w.last_asserted = now;
+  w.liveliness_lost_reported = false;
+  if (w.config.qos.liveliness == LivelinessKind::kManualByParticipant) {
+    AssertLiveliness(now);
+    return absl::OkStatus();
+  }
+  // §8.3.7.5: a HEARTBEAT with the liveliness flag to the matched readers.
+  w.liveliness_hb_due = true;
+  return absl::OkStatus();
+}
+
+void Participant::WriterTimers(LocalWriter& w, EndpointHandle h,
+                               Timestamp now) {
+  if (w.expiry_next <= now) PurgeExpired(w, now);
+  const EndpointQos& q = w.config.qos;
+  if (w.deadline_next <= now) {
+    Timestamp next = Timestamp::Never();
+    for (auto& [key, in] : w.instances) {
+      if (in.deadline_due <= now) {
+        ++counters_.offered_deadlines_missed;
+        Event e{Event::Kind::kOfferedDeadlineMissed, h, w.guid};
+        e.instance = key;
+        PushEvent(e);
+        // Missed again every period while the instance stays silent.
+        in.deadline_due = in.deadline_due + Duration(q.deadline_ns);
+        if (in.deadline_due <= now) in.deadline_due = After(now, q.deadline_ns);
+      }
+      next = std::min(next, in.deadline_due);
+    }
+    w.deadline_next = next;
+  }
+  if (w.manual_liveliness() && !w.liveliness_lost_reported &&
+      w.last_asserted + Duration(q.liveliness_lease_ns) <= now) {
+    w.liveliness_lost_reported = true;
+    ++counters_.liveliness_lost;
+    PushEvent({Event::Kind::kLivelinessLost, h, w.guid});
+  }
+}
+
+void Participant::ReaderTimers(LocalReader& r, EndpointHandle h,
+                               Timestamp now) {
+  if (r.expiry_next <= now) PurgeExpired(r, now);
+  const EndpointQos& q = r.config.qos;
+  if (r.deadline_next <= now) {
+    Timestamp next = Timestamp::Never();
+    for (auto& [key, m] : r.meta) {
+      if (m.deadline_due <= now) {
+        ++counters_.requested_deadlines_missed;
+        Event e{Event::Kind::kRequestedDeadlineMissed, h, m.last_writer};
+        e.instance = key;
+        PushEvent(e);
+        if (q.ownership == OwnershipKind::kExclusive && m.has_owner) {
+          m.has_owner = false;  // §2.2.3.9: a silent owner loses the instance
+          Event o{Event::Kind::kOwnershipChanged, h, Guid{}};
+          o.instance = key;
+          PushEvent(o);
+        }
+        m.deadline_due = m.deadline_due + Duration(q.deadline_ns);
+        if (m.deadline_due <= now) m.deadline_due = After(now, q.deadline_ns);
+      }
+      next = std::min(next, m.deadline_due);
+    }
+    r.deadline_next = next;
+  }
+  if (r.liveliness_next <= now) {
+    Timestamp next = Timestamp::Never();
+    for (WriterProxy& p : r.writers) {
+      if (p.liveliness_lease_ns == kInfiniteNanos || !p.alive) continue;
+      Timestamp heard = p.last_asserted;
+      if (p.liveliness == LivelinessKind::kAutomatic) {
+        // Any message from its participant shows an AUTOMATIC writer alive.
+        if (const RemoteParticipantInfo* info =
+                FindParticipant(p.guid.prefix)) {
+          heard = std::max(heard, info->last_heard);
+        }
+      }
+      Timestamp until = heard + Duration(p.liveliness_lease_ns);
+      if (until <= now) {
+        p.alive = false;
+        ++counters_.liveliness_changes;
+        Event e{Event::Kind::kLivelinessChanged, h, p.guid};
+        e.alive = false;
+        PushEvent(e);
+        ReleaseOwnership(r, p.guid);
+      } else {
+        next = std::min(next, until);
+      }
+    }
+    r.liveliness_next = next;
   }
 }
 
@@ -1908,10 +2454,18 @@ Timestamp Participant::ScanDeadline() const {
   for (const auto& [prefix, info] : participants_) {
     next = std::min(next, info.lease_expiry);
   }
+  next = std::min(next, pmd_automatic_next_);
   for (const auto& w : writers_) {
-    next = std::min(next, w->hb_deadline);
+    next = std::min({next, w->hb_deadline, w->expiry_next, w->deadline_next});
+    if (w->pushed < w->last_sn()) next = std::min(next, w->batch_deadline);
+    if (w->manual_liveliness() && !w->liveliness_lost_reported) {
+      next = std::min(
+          next, w->last_asserted + Duration(w->config.qos.liveliness_lease_ns));
+    }
   }
   for (const auto& r : readers_) {
+    next =
+        std::min({next, r->expiry_next, r->deadline_next, r->liveliness_next});
     for (const WriterProxy& p : r->writers) {
       next = std::min(next, p.ack_deadline);
       if (p.frags->active() > 0) next = std::min(next, p.frags->NextExpiry());
@@ -1940,6 +2494,32 @@ void Participant::OnTimeout(Timestamp now) {
       }
     }
   }
+  // QoS timers.
+  last_now_ = now;
+  for (auto& w : writers_) {
+    if (!w->builtin && w->active) WriterTimers(*w, w->handle, now);
+  }
+  for (auto& r : readers_) {
+    if (!r->builtin && r->active) ReaderTimers(*r, r->handle, now);
+  }
+  // AUTOMATIC liveliness with a finite lease: a participant message every
+  // third of the shortest lease (§8.4.13), so remote readers never wait
+  // for the next SPDP announcement.
+  if (pmd_automatic_next_ <= now) {
+    int64_t min_lease = kInfiniteNanos;
+    for (const auto& w : writers_) {
+      if (!w->builtin && w->active &&
+          w->config.qos.liveliness == LivelinessKind::kAutomatic) {
+        min_lease = std::min(min_lease, w->config.qos.liveliness_lease_ns);
+      }
+    }
+    if (min_lease == kInfiniteNanos) {
+      pmd_automatic_next_ = Timestamp::Never();
+    } else {
+      WriteParticipantMessage(kPmdAutomatic, now);
+      pmd_automatic_next_ = After(now, std::max<int64_t>(min_lease / 3, 1));
+    }
+  }
 }
 
 // ---- Sending
@@ -1961,6 +2541,7 @@ void Participant::AddDestinations(std::span<const Locator> a) {
 
 std::optional<Transmit> Participant::PollTransmit(std::span<std::byte> out,
                                                   Timestamp now) {
+  last_now_ = now;
   // Fast path: nothing happened since the last empty poll and no timer is
   // due, so a scan would find nothing.
   if (!maybe_pending_ && now < idle_until_) return std::nullopt;
@@ -1979,7 +2560,17 @@ std::optional<Transmit> Participant::PollTransmit(std::span<std::byte> out,
   for (size_t k = 0; k < n; ++k) {
     LocalWriter& w = *writers_[(poll_cursor_ + k) % n];
     if (w.pushed < w.last_sn()) {
+      // LATENCY_BUDGET: wait for more samples to share the datagram, until
+      // the oldest one's budget ends or a datagram's worth is waiting.
+      if (!w.batch_deadline.is_never() && now < w.batch_deadline &&
+          w.unpushed_bytes + kDataOverhead < out.size() && !w.readers.empty()) {
+        continue;
+      }
       if (BuildPush(w, out, &t, now)) {
+        if (w.pushed == w.last_sn()) {
+          w.batch_deadline = Timestamp::Never();
+          w.unpushed_bytes = 0;
+        }
         poll_cursor_ = (poll_cursor_ + k + 1) % n;
         return done();
       }
@@ -2002,9 +2593,9 @@ std::optional<Transmit> Participant::PollTransmit(std::span<std::byte> out,
       }
     }
   }
-  // 4. Periodic heartbeats.
+  // 4. Periodic heartbeats (and liveliness assertions).
   for (auto& wp : writers_) {
-    if (wp->hb_deadline <= now) {
+    if (wp->hb_deadline <= now || wp->liveliness_hb_due) {
       if (BuildHeartbeat(*wp, out, &t, now)) return done();
     }
   }
@@ -2159,6 +2750,7 @@ bool Participant::BuildPush(LocalWriter& w, std::span<std::byte> out,
     ++samples;
   }
   if (samples == 0) return false;
+  if (samples > 1) ++counters_.batched_datagrams;
   b.ReleaseTail();
   if (any_reliable) {
     // Piggy-back a heartbeat when a KEEP_ALL history is half full, so
@@ -2393,6 +2985,24 @@ bool Participant::BuildRepair(LocalWriter& w, ReaderProxy& p,
 // not acknowledged everything.
 bool Participant::BuildHeartbeat(LocalWriter& w, std::span<std::byte> out,
                                  Transmit* t, Timestamp now) {
+  if (w.liveliness_hb_due) {
+    // §8.3.7.5: the liveliness flag asserts the writer to every matched
+    // reader; final, so nobody needs to answer.
+    w.liveliness_hb_due = false;
+    tx_destinations_.clear();
+    for (const ReaderProxy& p : w.readers) AddDestinations(p.locators);
+    if (!tx_destinations_.empty()) {
+      MessageBuilder b(out, config_.guid_prefix, config_.vendor);
+      SequenceNumber first = std::min(w.first_sn(), w.pushed + 1);
+      if (b.AddHeartbeat(EntityId::Unknown(), w.guid.entity, first, w.pushed,
+                         ++w.hb_count, true, /*liveliness=*/true)) {
+        ++counters_.heartbeats_sent;
+        t->size_bytes = b.size();
+        return true;
+      }
+    }
+  }
+  if (w.hb_deadline > now) return false;
   tx_destinations_.clear();
   for (const ReaderProxy& p : w.readers) {
     if (p.reliable && p.acked < w.last_sn()) AddDestinations(p.locators);
@@ -2472,12 +3082,26 @@ bool Participant::BuildAckNack(LocalReader& r, WriterProxy& p,
       uint32_t upto = ps.sn <= p.hb_last     ? ps.total_fragments
                       : ps.sn == p.hbfrag_sn ? p.hbfrag_last
                                              : 0;
+      // Within the suppression time, only fragments beyond the last
+      // request: the ones asked for are probably on their way.
       uint32_t from = 1;
-      for (uint32_t k = 0; k < kMaxNackFragWindows && room; ++k) {
+      if (ps.nacked &&
+          now - ps.nacked_at < Duration(config_.nack_frag_suppression_ns)) {
+        from = ps.nacked_upto + 1;
+      }
+      bool sent = false;
+      for (uint32_t k = 0; k < kMaxNackFragWindows && room && from <= upto;
+           ++k) {
         FragmentNumberSet m;
         if (!p.frags->Missing(ps, from, upto, &m)) break;
         room = nack(ps.sn, m);
+        sent |= room;
         from = m.base + FragmentNumberSet{}.bitmap.size() * 32;
+      }
+      if (sent) {
+        ps.nacked = true;
+        ps.nacked_at = now;
+        ps.nacked_upto = std::max(ps.nacked_upto, upto);
       }
     });
   }
@@ -2491,7 +3115,6 @@ bool Participant::BuildAckNack(LocalReader& r, WriterProxy& p,
     if (m.num_bits > 0) nack(p.hbfrag_sn, m);
   }
   t->size_bytes = b.size();
-  (void)now;
   return true;
 }
 

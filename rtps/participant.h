@@ -21,6 +21,16 @@
 //     ACKNACKs (SN sets) after heartbeat_response_delay, keep KEEP_LAST n per
 //     instance, and derive the key hash from the payload when the writer
 //     sends none (as Cyclone DDS does, §9.6.4.8).
+//   - Large samples (§8.3.7.3, §8.4.14): DATA_FRAG above fragment_size_bytes,
+//     bounded reassembly with time-outs, NACK_FRAG / HEARTBEAT_FRAG repair.
+//   - QoS (DDS 1.4 §2.2.3): DEADLINE (offered/requested deadline-missed
+//     events), LIFESPAN (expired samples leave both histories and are never
+//     delivered), LATENCY_BUDGET (samples wait up to the writer's budget to
+//     share a datagram), LIVELINESS (AUTOMATIC, MANUAL_BY_PARTICIPANT with
+//     the participant message endpoints of §8.4.13, MANUAL_BY_TOPIC through
+//     heartbeats with the liveliness flag), OWNERSHIP EXCLUSIVE by strength,
+//     DESTINATION_ORDER BY_SOURCE_TIMESTAMP, PARTITION wildcards. Each
+//     timer fires at the exact `now` the policy implies (NextDeadline).
 //
 //   ParticipantConfig config;
 //   config.guid_prefix = RandomPrefix();            // caller's job
@@ -110,10 +120,19 @@ struct ParticipantConfig {
   size_t max_partial_samples_per_writer = 8;
   size_t max_reassembly_bytes = 64 << 20;
   int64_t reassembly_timeout_ns = 5'000'000'000;
+  // A reliable reader does not ask again for fragments it asked for less
+  // than this long ago (the repair is probably on its way), in the spirit
+  // of §8.4.12.1 heartbeatSuppressionDuration; later heartbeats do.
+  int64_t nack_frag_suppression_ns = 10'000'000;
   // Caps for KEEP_ALL / unlimited RESOURCE_LIMITS, so memory stays bounded.
   int32_t default_max_samples = 4096;
   int32_t default_max_instances = 4096;
   size_t event_capacity = 1024;
+  // CLOCK_REALTIME - `now`, in ns: source timestamps are wall-clock times, so
+  // LIFESPAN (expiry = source time + lifespan) and DESTINATION_ORDER need
+  // wall time. The driver sets it (and may refresh it with
+  // SetWallClockOffset); 0 in simulations, where source times are `now`.
+  int64_t wall_clock_offset_ns = 0;
   std::string user_data;
   std::string entity_name;
   VendorId vendor = kVendorRinglab;
@@ -174,11 +193,28 @@ struct Event {
     kReaderUnmatched,
     kIncompatibleQos,  // `policy` names the first incompatible policy
     kDataAvailable,    // reader `local` went from empty to non-empty
+    // DDS 1.4 §2.2.4.1 communication statuses:
+    // writer `local` did not write `instance` within its DEADLINE period.
+    kOfferedDeadlineMissed,
+    // reader `local` got nothing for `instance` within its DEADLINE period
+    // (`remote` is the writer that wrote it last).
+    kRequestedDeadlineMissed,
+    // writer `local` (MANUAL_BY_PARTICIPANT / MANUAL_BY_TOPIC) did not
+    // assert its liveliness within its lease.
+    kLivelinessLost,
+    // reader `local`: remote writer `remote` became alive (`alive`) or not
+    // (its LIVELINESS lease ran out).
+    kLivelinessChanged,
+    // reader `local`: the EXCLUSIVE owner of `instance` is now `remote`
+    // (all zeros: nobody).
+    kOwnershipChanged,
   };
   Kind kind;
   EndpointHandle local = 0;
   Guid remote;
   QosPolicyId policy = QosPolicyId::kNone;
+  KeyHash instance{};
+  bool alive = false;
 };
 const char* EventKindName(Event::Kind kind);
 
@@ -226,6 +262,19 @@ struct ParticipantCounters {
   uint64_t heartbeat_frags_sent = 0;
   uint64_t heartbeat_frags_received = 0;
   uint64_t spdp_unchanged = 0;  // periodic SPDP identical to the last one
+  // QoS enforcement (DDS 1.4 §2.2.3).
+  uint64_t offered_deadlines_missed = 0;
+  uint64_t requested_deadlines_missed = 0;
+  uint64_t writer_samples_expired = 0;  // LIFESPAN: left the writer history
+  uint64_t samples_expired = 0;    // LIFESPAN: dropped by a reader, never taken
+  uint64_t samples_not_owner = 0;  // EXCLUSIVE: not from the owner
+  uint64_t samples_out_of_order = 0;  // BY_SOURCE_TIMESTAMP: older than seen
+  uint64_t instance_limit_drops = 0;  // no room to track a new instance
+  uint64_t liveliness_lost = 0;       // our writers
+  uint64_t liveliness_changes = 0;    // remote writers alive <-> not alive
+  uint64_t participant_messages_sent = 0;  // §8.4.13 liveliness updates
+  uint64_t participant_messages_received = 0;
+  uint64_t batched_datagrams = 0;  // LATENCY_BUDGET: pushes with > 1 sample
   uint64_t samples_delivered = 0;
   uint64_t samples_lost = 0;  // best effort gaps, reliable GAPs
   uint64_t heartbeats_sent = 0;
@@ -243,6 +292,7 @@ struct ParticipantCounters {
 struct RemoteParticipantInfo {
   ParticipantData data;
   Timestamp lease_expiry;
+  Timestamp last_heard;  // the latest message from it (renews its lease)
   // The SPDP payload `data` was parsed from: an identical announcement only
   // renews the lease (no parse, no allocation).
   std::vector<std::byte> announcement;
@@ -288,6 +338,17 @@ class Participant {
   size_t Available(EndpointHandle reader) const;
   // True if every reliable matched reader acknowledged everything written.
   bool AllAcknowledged(EndpointHandle writer) const;
+  // LIVELINESS (DDS 1.4 §2.2.3.11): asserts every MANUAL_BY_PARTICIPANT
+  // writer of this participant and tells remote readers with a
+  // participant message (§8.4.13). Writing on any such writer asserts too.
+  void AssertLiveliness(Timestamp now);
+  // Asserts one writer (any liveliness kind): MANUAL_BY_TOPIC writers need
+  // this or a Write; remote readers learn it from a HEARTBEAT with the
+  // liveliness flag (§8.3.7.5).
+  absl::Status AssertWriterLiveliness(EndpointHandle writer, Timestamp now);
+  void SetWallClockOffset(int64_t offset_ns) {
+    config_.wall_clock_offset_ns = offset_ns;
+  }
 
   // ---- I/O ------------------------------------------------------------------
   void OnDatagram(std::span<const std::byte> bytes, const Locator& source,
@@ -339,6 +400,17 @@ class Participant {
   void HandleSpdp(Receiver& rx, const DataSubmessage& d, uint32_t status,
                   Timestamp now);
   void ProcessBuiltinReaders(Timestamp now);
+  void HandleParticipantMessage(const ReceivedSample& s, Timestamp now);
+  void WriteParticipantMessage(uint32_t kind, Timestamp now);
+  // QoS timers (deadline, lifespan, liveliness), from OnTimeout.
+  void WriterTimers(LocalWriter& w, EndpointHandle h, Timestamp now);
+  void ReaderTimers(LocalReader& r, EndpointHandle h, Timestamp now);
+  void RenewWriterProxy(LocalReader& r, WriterProxy& p, Timestamp now);
+  void ReleaseOwnership(LocalReader& r, const Guid& writer);
+  EndpointHandle HandleOf(bool writer, uint32_t index) const;
+  int64_t WallNow(Timestamp now) const {
+    return now.nanos() + config_.wall_clock_offset_ns;
+  }
   void HandleSedp(const ReceivedSample& s, bool publication, Timestamp now);
 
   // Discovery and matching.
@@ -358,7 +430,8 @@ class Participant {
                       Timestamp now);
   void AddWriterProxy(LocalReader& r, const Guid& writer,
                       std::vector<Locator> locators, bool reliable,
-                      bool skip_history, Timestamp now);
+                      bool skip_history, const EndpointQos* remote_qos,
+                      Timestamp now);
   void Announce(uint32_t index, bool dispose, Timestamp now);
   std::vector<Locator> UserLocators(const EndpointData& e) const;
   std::vector<Locator> MetatrafficLocators(const ParticipantData& p) const;
@@ -371,10 +444,20 @@ class Participant {
   void DeliverToReader(LocalReader& r, WriterProxy& p, Receiver& rx,
                        const DataSubmessage& d, const KeyHash* key,
                        uint32_t status, Timestamp now);
-  bool StoreInHistory(LocalReader& r, uint32_t slot);
-  void DrainReorder(LocalReader& r, WriterProxy& p);
+  // Puts a received sample into the reader's history, applying LIFESPAN,
+  // OWNERSHIP, DESTINATION_ORDER and DEADLINE. False only when the history
+  // is full (the sample was not taken: a reliable writer sends it again);
+  // a sample the QoS filters out is released and counts as delivered.
+  bool StoreInHistory(LocalReader& r, uint32_t slot, WriterProxy* from,
+                      Timestamp now);
+  void DrainReorder(LocalReader& r, WriterProxy& p, Timestamp now);
   void ScheduleAck(WriterProxy& p, Timestamp now);
   void PurgeAcked(LocalWriter& w);
+  void PopOldest(LocalWriter& w);
+  void PurgeExpired(LocalWriter& w, Timestamp now);
+  // Drops reader samples whose LIFESPAN ended (Take and the timer).
+  void PurgeExpired(LocalReader& r, Timestamp now);
+  void RemoveFromHistory(LocalReader& r, uint32_t slot);
   SequenceNumber MinAcked(const LocalWriter& w) const;
 
   // Send path.
@@ -415,6 +498,12 @@ class Participant {
   // Built-in endpoint indices into writers_/readers_.
   uint32_t sedp_pub_writer_ = 0, sedp_sub_writer_ = 0;
   uint32_t sedp_pub_reader_ = 0, sedp_sub_reader_ = 0;
+  uint32_t pmd_writer_ = 0, pmd_reader_ = 0;  // §8.4.13 participant messages
+  uint32_t pmd_count_ = 0;
+  Timestamp pmd_automatic_next_ = Timestamp::Never();
+  Timestamp pmd_manual_sent_ = Timestamp::Zero();
+  // The `now` of the latest call, for Take() (LIFESPAN).
+  Timestamp last_now_ = Timestamp::Zero();
 
   Timestamp spdp_next_;
   SequenceNumber spdp_sn_ = 0;

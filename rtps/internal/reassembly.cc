@@ -147,6 +147,8 @@ PartialSample* FragmentReassembler::Begin(const FragmentInput& in,
   slot->received_fragments = 0;
   slot->last_progress = now;
   slot->meta = FragmentMeta{};
+  slot->nacked = false;
+  slot->nacked_upto = 0;
   ++active_;
   return slot;
 }

@@ -72,6 +72,11 @@ struct PartialSample {
   uint32_t received_fragments = 0;
   Timestamp last_progress;
   FragmentMeta meta;
+  // The reader's last NACK_FRAG round for this sample (the caller's
+  // bookkeeping, reset with the slot): when, and up to which fragment.
+  bool nacked = false;
+  Timestamp nacked_at;
+  uint32_t nacked_upto = 0;
   std::vector<std::byte> data;  // sample_size bytes while in use
   std::vector<uint64_t> have;   // a bit per fragment
 
