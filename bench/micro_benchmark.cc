@@ -12,6 +12,15 @@
 // kernel_entries_per_send counter shows what batching buys: io_uring submits
 // a batch in one io_uring_enter, epoll issues sendmmsg/sendto itself.
 // A preset the machine cannot run is skipped with Loop::Create's reason.
+//
+// BM_FanOut/<preset>/<shared|copies> sends one 1 KiB payload, each copy
+// behind its own 32-byte header, to 1,000 UDP endpoints (plain sockets that
+// are never read, like the receiver above) and runs the Loop until all
+// 1,000 sends completed. `shared` uses one SharedBuffer for all of them
+// (Loop::Share + SendTo(payload, to, header)); `copies` acquires a buffer
+// per destination and copies the header and payload into it. Items are
+// deliveries, so the time per item is the CPU per delivery;
+// pool_buffers_per_fanout reports 1 against 1,000.
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -217,7 +226,110 @@ void BM_UdpSendTo(benchmark::State& state, const std::string& preset,
   state.SetLabel(loop.backend().flags.ToString());
 }
 
+void BM_FanOut(benchmark::State& state, const std::string& preset,
+               bool shared) {
+  constexpr int kDestinations = 1000;
+  constexpr size_t kPayload = 1024;
+  constexpr size_t kHeader = 32;
+  std::vector<std::unique_ptr<BlackholeReceiver>> receivers;
+  for (int i = 0; i < kDestinations; ++i) {
+    receivers.push_back(std::make_unique<BlackholeReceiver>());
+    if (!receivers.back()->ok()) {
+      state.SkipWithError("cannot create 1,000 receiving UDP sockets");
+      return;
+    }
+  }
+  SendCounter counter;
+  transport::LoopOptions options;
+  options.backend = preset;
+  options.buffer_size = 2048;
+  options.buffer_count = 2048;
+  options.provided_buffers = 256;
+  absl::StatusOr<std::unique_ptr<Loop>> created = Loop::Create(options);
+  if (!created.ok()) {
+    state.SkipWithError(
+        absl::StrCat(preset, ": ", created.status().ToString()).c_str());
+    return;
+  }
+  Loop& loop = **created;
+  transport::UdpOptions udp;
+  udp.bind = Endpoint::Loopback(0);
+  udp.send_queue_limit_bytes = 4u << 20;  // room for the whole fan-out
+  absl::StatusOr<SocketId> socket = loop.OpenUdp(udp, &counter);
+  if (!socket.ok()) {
+    state.SkipWithError(socket.status().ToString().c_str());
+    return;
+  }
+  std::byte header[kHeader];
+  std::memset(header, 0x48, sizeof(header));
+  std::vector<std::byte> body(kPayload, std::byte{0x50});
+  uint64_t deliveries = 0;
+  uint64_t rejected = 0;
+  uint32_t most_buffers = 0;
+  const uint32_t idle_free = loop.buffers().free_count();
+  for (auto _ : state) {
+    uint64_t target = counter.completed;
+    if (shared) {
+      BufferLease lease = loop.AcquireBuffer();
+      std::memcpy(lease.data(), body.data(), kPayload);
+      lease.set_size(kPayload);
+      transport::SharedBuffer payload = loop.Share(std::move(lease));
+      for (int i = 0; i < kDestinations; ++i) {
+        if (loop.SendTo(*socket, payload, receivers[i]->endpoint(),
+                        std::span<const std::byte>(header, kHeader)) == 0) {
+          ++target;
+        } else {
+          ++rejected;
+        }
+      }
+    } else {
+      for (int i = 0; i < kDestinations; ++i) {
+        BufferLease lease = loop.AcquireBuffer();
+        if (!lease) {
+          ++rejected;
+          continue;
+        }
+        std::memcpy(lease.data(), header, kHeader);
+        std::memcpy(lease.data() + kHeader, body.data(), kPayload);
+        lease.set_size(kHeader + kPayload);
+        if (loop.SendTo(*socket, std::move(lease), receivers[i]->endpoint()) ==
+            0) {
+          ++target;
+        } else {
+          ++rejected;
+        }
+      }
+    }
+    most_buffers =
+        std::max(most_buffers, idle_free - loop.buffers().free_count());
+    while (counter.completed < target) {
+      if (loop.RunOnce(Duration(0)) < 0) break;
+    }
+    deliveries += kDestinations;
+  }
+  loop.Close(*socket);
+  loop.RunOnce(Duration(0));
+  if (rejected > 0) {
+    state.SkipWithError(absl::StrCat(rejected, " sends refused").c_str());
+    return;
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(deliveries));
+  state.counters["pool_buffers_per_fanout"] = most_buffers;
+  state.SetLabel(loop.backend().flags.ToString());
+}
+
 void RegisterSendBenchmarks() {
+  for (const char* preset : {"epoll", "uring-fixed"}) {
+    for (bool shared : {true, false}) {
+      benchmark::RegisterBenchmark(
+          absl::StrCat("BM_FanOut/", preset, "/", shared ? "shared" : "copies")
+              .c_str(),
+          [preset = std::string(preset), shared](benchmark::State& state) {
+            BM_FanOut(state, preset, shared);
+          })
+          ->Unit(benchmark::kMicrosecond);
+    }
+  }
   for (const char* preset : {"epoll", "uring", "uring-fixed"}) {
     for (int batch : {1, 32}) {
       benchmark::RegisterBenchmark(

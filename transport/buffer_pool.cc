@@ -100,21 +100,84 @@ BufferLease BufferPool::Acquire() {
     return BufferLease();
   }
   const uint32_t index = free_[--free_top_];
-  slots_[index].offset = 0;
-  slots_[index].tag = 0;
   return BufferLease(this, index, 0, static_cast<uint32_t>(kHeadroom));
 }
 
 void BufferPool::ReleaseIndex(uint32_t index) {
   Slot& s = slots_[index];
   s.size = 0;
-  s.offset = 0;
   s.data_offset = 0;
+  s.refs = 0;
+  s.send_refs = 0;
   if (s.ring_owned != 0 && recycler_ != nullptr) {
     recycler_->Recycle(index);
     return;
   }
   free_[free_top_++] = index;
+}
+
+SharedBuffer BufferPool::Share(BufferLease lease) {
+  if (!lease.valid()) return SharedBuffer();
+  const uint32_t offset = lease.offset_;
+  const uint32_t size = static_cast<uint32_t>(lease.size());
+  const uint32_t index = lease.Detach();
+  slots_[index].refs = 1;
+  return SharedBuffer(this, index, offset, size);
+}
+
+SharedBuffer::SharedBuffer(const SharedBuffer& other)
+    : pool_(other.pool_),
+      index_(other.index_),
+      offset_(other.offset_),
+      size_(other.size_) {
+  if (pool_ != nullptr) pool_->AddRef(index_);
+}
+
+SharedBuffer& SharedBuffer::operator=(const SharedBuffer& other) {
+  if (this != &other) {
+    SharedBuffer copy(other);
+    *this = std::move(copy);
+  }
+  return *this;
+}
+
+SharedBuffer::SharedBuffer(SharedBuffer&& other) noexcept
+    : pool_(other.pool_),
+      index_(other.index_),
+      offset_(other.offset_),
+      size_(other.size_) {
+  other.pool_ = nullptr;
+  other.size_ = 0;
+}
+
+SharedBuffer& SharedBuffer::operator=(SharedBuffer&& other) noexcept {
+  if (this != &other) {
+    Reset();
+    pool_ = other.pool_;
+    index_ = other.index_;
+    offset_ = other.offset_;
+    size_ = other.size_;
+    other.pool_ = nullptr;
+    other.size_ = 0;
+  }
+  return *this;
+}
+
+std::span<const std::byte> SharedBuffer::bytes() const {
+  if (pool_ == nullptr) return {};
+  return {pool_->BufferAddress(index_) + offset_, size_};
+}
+
+uint32_t SharedBuffer::use_count() const {
+  return pool_ == nullptr ? 0 : pool_->slot(index_).refs;
+}
+
+void SharedBuffer::Reset() {
+  if (pool_ == nullptr) return;
+  BufferPool* pool = pool_;
+  pool_ = nullptr;
+  size_ = 0;
+  pool->Unref(index_);
 }
 
 uint32_t BufferPool::TakeForRing(BufferRecycler* recycler, uint32_t count,

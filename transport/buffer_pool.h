@@ -9,6 +9,11 @@
 // buffer to where it came from: the free list, or, for buffers the kernel fills
 // through a provided buffer ring, back to that ring.
 //
+// A `SharedBuffer` is a reference-counted, read-only handle to one buffer, for
+// sending one payload to many sockets or endpoints without a copy each
+// (Loop::Share() makes one from a lease; each queued send holds a reference;
+// the buffer returns when the last handle and the last send are done).
+//
 //   BufferLease lease = loop.AcquireBuffer();
 //   if (!lease) { /* pool exhausted: counted in counters().pool_exhausted */ }
 //   size_t n = EncodeInto(lease.writable());    // write in place, no copy
@@ -33,6 +38,7 @@
 namespace ringlab::transport {
 
 class BufferPool;
+class SharedBuffer;
 
 // Receives buffers whose lease ended while they belonged to a kernel-fed ring.
 class BufferRecycler {
@@ -69,6 +75,7 @@ class BufferLease {
 
  private:
   friend class BufferPool;
+  friend class SharedBuffer;
   BufferLease(BufferPool* pool, uint32_t index, size_t size, uint32_t offset)
       : pool_(pool),
         index_(index),
@@ -81,6 +88,40 @@ class BufferLease {
   uint32_t index_ = 0;
   uint32_t size_ = 0;
   uint32_t offset_ = 0;
+};
+
+// Copyable, read-only, reference-counted view of one pool buffer's valid
+// bytes. Copies share the buffer; the last one to go (handles and queued
+// sends together) returns it. Loop thread only, like the pool.
+class SharedBuffer {
+ public:
+  SharedBuffer() = default;
+  SharedBuffer(const SharedBuffer& other);
+  SharedBuffer& operator=(const SharedBuffer& other);
+  SharedBuffer(SharedBuffer&& other) noexcept;
+  SharedBuffer& operator=(SharedBuffer&& other) noexcept;
+  ~SharedBuffer() { Reset(); }
+
+  bool valid() const { return pool_ != nullptr; }
+  explicit operator bool() const { return valid(); }
+  std::span<const std::byte> bytes() const;
+  size_t size() const { return size_; }
+  uint32_t index() const { return index_; }
+  uint32_t offset() const { return offset_; }
+  // References held now: handles plus queued sends.
+  uint32_t use_count() const;
+  // Drops this handle's reference; afterwards valid() is false.
+  void Reset();
+
+ private:
+  friend class BufferPool;
+  SharedBuffer(BufferPool* pool, uint32_t index, uint32_t offset, uint32_t size)
+      : pool_(pool), index_(index), offset_(offset), size_(size) {}
+
+  BufferPool* pool_ = nullptr;
+  uint32_t index_ = 0;
+  uint32_t offset_ = 0;
+  uint32_t size_ = 0;
 };
 
 class BufferPool {
@@ -133,19 +174,24 @@ class BufferPool {
   }
   // Takes ownership of a lease's buffer without releasing it.
   static uint32_t Detach(BufferLease& lease) { return lease.Detach(); }
+  // Turns a lease into a shared buffer holding one reference.
+  SharedBuffer Share(BufferLease lease);
+  // Reference counting of detached buffers (shared payloads and queued
+  // sends): the last Unref returns the buffer to its owner.
+  void AddRef(uint32_t index) { ++slots_[index].refs; }
+  void Unref(uint32_t index) {
+    if (--slots_[index].refs == 0) ReleaseIndex(index);
+  }
   // Returns a detached buffer to its owner (free list or ring).
   void ReleaseIndex(uint32_t index);
-  // Per-buffer scratch for in-flight sends: size, offset and queue link.
+  // Per-buffer state the Loop keeps while a buffer is out.
   struct Slot {
     uint32_t size = 0;         // valid bytes
     uint32_t data_offset = 0;  // where the valid bytes start
-    uint32_t offset = 0;       // bytes already sent (stream partial sends)
-    uint32_t next = 0;         // intrusive queue link (kNoBuffer terminates)
     uint32_t ring_owned = 0;
-    uint32_t in_send = 0;    // held by a send queue (counted in a budget)
-    uint64_t tag = 0;        // caller's send tag, echoed in OnSendComplete
+    uint32_t refs = 0;       // shared/queued references (see AddRef)
+    uint32_t send_refs = 0;  // queued sends using it (for the send budget)
     int64_t lent_at_ns = 0;  // ring buffers: when handed to the handler
-    Endpoint destination;    // datagram destination (unconnected sends)
   };
   static constexpr uint32_t kNoBuffer = 0xffffffffu;
   Slot& slot(uint32_t index) { return slots_[index]; }

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <set>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -263,18 +265,37 @@ TEST(BufferPoolTest, DetachAndReleaseIndex) {
   EXPECT_EQ(pool->slot(index).size, 0u);
 }
 
-TEST(BufferPoolTest, AcquireResetsSendScratch) {
-  std::unique_ptr<BufferPool> pool = MakePool(64, 1);
+// One payload, many holders: copies share the buffer, and it returns to the
+// pool only when the last copy is gone.
+TEST(BufferPoolTest, SharedBufferCountsReferences) {
+  std::unique_ptr<BufferPool> pool = MakePool(64, 2);
   ASSERT_NE(pool, nullptr);
+  BufferLease lease = pool->Acquire();
+  std::memcpy(lease.data(), "shared", 6);
+  lease.set_size(6);
+  SharedBuffer a = pool->Share(std::move(lease));
+  ASSERT_TRUE(a.valid());
+  EXPECT_EQ(a.size(), 6u);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(a.bytes().data()), 6),
+            "shared");
+  EXPECT_EQ(a.use_count(), 1u);
+  EXPECT_EQ(pool->free_count(), 1u);
   {
-    BufferLease lease = pool->Acquire();
-    pool->slot(lease.index()).offset = 17;
-    pool->slot(lease.index()).tag = 99;
+    SharedBuffer b = a;
+    SharedBuffer c;
+    c = b;
+    EXPECT_EQ(a.use_count(), 3u);
+    pool->AddRef(a.index());  // a queued send
+    EXPECT_EQ(a.use_count(), 4u);
+    pool->Unref(a.index());
   }
-  BufferLease again = pool->Acquire();
-  ASSERT_TRUE(again.valid());
-  EXPECT_EQ(pool->slot(again.index()).offset, 0u);
-  EXPECT_EQ(pool->slot(again.index()).tag, 0u);
+  EXPECT_EQ(a.use_count(), 1u);
+  SharedBuffer moved = std::move(a);
+  EXPECT_FALSE(a.valid());  // NOLINT(bugprone-use-after-move): on purpose
+  EXPECT_EQ(pool->free_count(), 1u);
+  moved.Reset();
+  EXPECT_EQ(pool->free_count(), 2u) << "the last reference returns it";
+  EXPECT_FALSE(pool->Share(BufferLease()).valid());
 }
 
 }  // namespace

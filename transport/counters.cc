@@ -41,7 +41,12 @@ namespace ringlab::transport {
   X(writable_notifications)       \
   X(ring_buffers_copied_for_send) \
   X(receive_buffers_held_long)    \
-  X(receive_kicks)
+  X(receive_kicks)                \
+  X(socket_buffers_clamped)       \
+  X(receive_queue_drops)          \
+  X(gso_sends)                    \
+  X(gso_datagrams)                \
+  X(gso_refused)
 // clang-format on
 
 LoopCounters LoopCounters::Delta(const LoopCounters& earlier) const {

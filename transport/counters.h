@@ -78,6 +78,17 @@ struct LoopCounters {
   // Receives kicked (cancelled and armed afresh) on streams whose send had
   // failed and whose end was still unread after 20 ms (see loop_core.cc).
   uint64_t receive_kicks = 0;
+  // Socket buffer sizes (UdpOptions/TcpOptions) the kernel granted less of
+  // than asked (capped by net.core.rmem_max/wmem_max without privilege).
+  uint64_t socket_buffers_clamped = 0;
+  // SO_RXQ_OVFL (UdpOptions::receive_drop_count): datagrams the kernel
+  // dropped because a socket's receive queue was full.
+  uint64_t receive_queue_drops = 0;
+  // UDP GSO: sends that carried several datagrams, the datagrams they
+  // carried, and sockets where the kernel refused GSO (it was turned off).
+  uint64_t gso_sends = 0;
+  uint64_t gso_datagrams = 0;
+  uint64_t gso_refused = 0;
 
   uint64_t kernel_entries() const {
     return io_uring_enter + epoll_wait + socket_syscalls;

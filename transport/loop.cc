@@ -110,6 +110,18 @@ int Loop::SendTo(SocketId socket, BufferLease data, const Endpoint& to,
                  uint64_t tag) {
   return core_->SendTo(socket, std::move(data), to, tag);
 }
+int Loop::SendTo(SocketId socket, const SharedBuffer& payload,
+                 const Endpoint& to, std::span<const std::byte> header,
+                 uint64_t tag) {
+  return core_->SendShared(socket, payload, header, &to, tag);
+}
+int Loop::Send(SocketId socket, const SharedBuffer& payload,
+               std::span<const std::byte> header, uint64_t tag) {
+  return core_->SendShared(socket, payload, header, nullptr, tag);
+}
+SharedBuffer Loop::Share(BufferLease lease) {
+  return core_->Share(std::move(lease));
+}
 absl::StatusOr<SocketId> Loop::ListenTcp(const Endpoint& bind,
                                          SocketHandler* handler,
                                          const TcpOptions& options) {
@@ -128,6 +140,12 @@ int Loop::Send(SocketId socket, BufferLease data, uint64_t tag) {
 size_t Loop::QueuedSendBytes(SocketId socket) const {
   return core_->QueuedSendBytes(socket);
 }
+int Loop::PauseReceive(SocketId socket) {
+  return core_->SetReceivePaused(socket, true);
+}
+int Loop::ResumeReceive(SocketId socket) {
+  return core_->SetReceivePaused(socket, false);
+}
 absl::Status Loop::ShutdownWrite(SocketId socket) {
   return core_->ShutdownWrite(socket);
 }
@@ -135,16 +153,27 @@ void Loop::Close(SocketId socket) { core_->Close(socket); }
 absl::StatusOr<Endpoint> Loop::LocalEndpoint(SocketId socket) const {
   return core_->LocalEndpoint(socket);
 }
+absl::StatusOr<SocketBuffers> Loop::GetSocketBuffers(SocketId socket) const {
+  return core_->GetSocketBuffers(socket);
+}
 int Loop::NativeHandle(SocketId socket) const {
   return core_->NativeHandle(socket);
 }
 uint64_t Loop::AddTimer(Timestamp deadline, Duration period,
-                        TimerHandler* handler) {
-  return core_->timers.Add(deadline, period, handler);
+                        TimerHandler* handler, void* context, Duration slack) {
+  return core_->timers.Add(deadline, period, handler, context, slack);
+}
+uint64_t Loop::AddTimer(Timestamp deadline, Duration period, TimerFn fn,
+                        void* context, Duration slack) {
+  return core_->timers.Add(deadline, period, fn, context, slack);
 }
 uint64_t Loop::AddTimer(Timestamp deadline, Duration period,
-                        absl::AnyInvocable<void(Timestamp now)> callback) {
-  return core_->timers.Add(deadline, period, std::move(callback));
+                        absl::AnyInvocable<void(Timestamp now)> callback,
+                        Duration slack) {
+  return core_->timers.Add(deadline, period, std::move(callback), slack);
+}
+bool Loop::RescheduleTimer(uint64_t timer_id, Timestamp deadline) {
+  return core_->timers.Reschedule(timer_id, deadline);
 }
 bool Loop::CancelTimer(uint64_t timer_id) {
   return core_->timers.Cancel(timer_id);

@@ -46,7 +46,16 @@
 //   -EAGAIN    send queue or send budget full: OnWritable() follows
 //   -EPIPE     after ShutdownWrite()                 -ENOTCONN   no stream
 //   the stream's send or connect error (e.g. -ECONNRESET) once it failed
-// The hot path throws nothing and allocates nothing.
+// The hot path throws nothing and allocates nothing (loop_alloc_test counts
+// operator new around send/receive, fan-out and timer re-arms).
+//
+// Beyond one send per lease: Share() + Send/SendTo(SharedBuffer, header)
+// fan one pool buffer out to many sockets or endpoints with a small
+// per-send header gathered in front; PauseReceive()/ResumeReceive() stop
+// reading a socket whose peer does not read our replies; timers carry a
+// context pointer and optional slack (AddTimer); UdpOptions turn on
+// control messages (DatagramInfo), UDP GSO, multicast (IPv4 and IPv6) and
+// socket buffer sizes; TcpOptions::reuse_port shares a port between Loops.
 //
 // Buffers and backpressure: one pool per Loop, split in budgets so a peer
 // that stops reading cannot starve anyone else.
@@ -71,6 +80,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 
 #include "absl/functional/any_invocable.h"
@@ -103,6 +113,20 @@ struct SocketId {
   }
 };
 
+// What a UDP receive knows beyond the bytes. `to` and `interface_index` are
+// set when UdpOptions::receive_destination asked for them (IP_PKTINFO /
+// IPV6_PKTINFO: which of the host's addresses, e.g. a multicast group or a
+// unicast address, the datagram was sent to, and on which interface);
+// `dropped` when UdpOptions::receive_drop_count did (SO_RXQ_OVFL: datagrams
+// the kernel dropped on this socket because its queue was full, counted
+// since the socket was opened).
+struct DatagramInfo {
+  Endpoint from;
+  Endpoint to;  // invalid unless receive_destination (port 0)
+  uint32_t interface_index = 0;
+  uint32_t dropped = 0;
+};
+
 // Receives the completions of one socket. Every method has an empty default.
 // Callbacks run on the Loop's thread from inside Run()/RunOnce(); they may call
 // any Loop method, including Close() on the same socket.
@@ -112,13 +136,26 @@ class SocketHandler {
 
   // UDP: one datagram from `from`. `data` holds the bytes; keep the lease to
   // keep them, or move it into SendTo() to reply in place. Datagrams longer
-  // than buffers().buffer_size() are dropped, never delivered cut short, and
-  // counted in counters().receive_errors.
+  // than buffers().buffer_size() are dropped, never delivered cut short,
+  // reported as OnError(-EMSGSIZE) and counted.
   virtual void OnDatagram(SocketId socket, const Endpoint& from,
                           BufferLease data) {}
+  // The same with what the control messages said (see DatagramInfo). The
+  // Loop calls this one; the default forwards to OnDatagram above, so a
+  // handler overrides whichever it needs.
+  virtual void OnDatagramInfo(SocketId socket, const DatagramInfo& info,
+                              BufferLease data) {
+    OnDatagram(socket, info.from, std::move(data));
+  }
   // TCP: the next bytes of the stream, in order. One lease holds at most
   // buffers().slot_bytes() bytes (buffer_size() plus the headroom, which
-  // provided-buffer presets let the kernel fill too).
+  // provided-buffer presets let the kernel fill too). Messages longer than
+  // that arrive over several calls: transport/stream_assembler.h gathers
+  // them with one copy per byte (or keep the leases and parse across them).
+  // Fairness: per iteration the epoll presets read at most 16 buffers from
+  // one stream (4 recvmmsg batches from one UDP socket, 64 accepts from one
+  // listener) before serving the other ready sockets; io_uring completes one
+  // receive per socket at a time and re-arms starved receives in turn.
   virtual void OnData(SocketId socket, BufferLease data) {}
   // TCP: the read side ended. `result` is 0 for an orderly EOF from the peer
   // or a negative errno (-ECONNRESET, ...). The socket stays open until
@@ -148,6 +185,13 @@ class SocketHandler {
   virtual void OnClosed(SocketId socket) {}
 };
 
+// Kernel socket buffer sizes, as getsockopt(SO_RCVBUF/SO_SNDBUF) reports
+// them.
+struct SocketBuffers {
+  int receive_bytes = 0;
+  int send_bytes = 0;
+};
+
 struct LoopOptions {
   // A preset name (see preset.h) or "auto".
   std::string backend = "auto";
@@ -169,6 +213,10 @@ struct LoopOptions {
   // uring) and none on the provided-ring presets (the ring is their receive
   // budget).
   uint32_t receive_reserve_buffers = 0;
+  // Send descriptors (one per queued send, each with room for a header of
+  // up to Loop::kMaxSendHeaderBytes); 0 picks twice buffer_count, at least
+  // 1024. When they run out, Send() refuses with -EAGAIN like a full budget.
+  uint32_t send_ops = 0;
   // Pool buffers all send queues together may hold; 0 picks the pool minus
   // the receive reserve and the provided ring. Ring buffers (received
   // leases sent on, e.g. an echo) may fill at most a quarter of the ring in
@@ -208,13 +256,36 @@ struct UdpOptions {
   std::optional<Endpoint> connect;  // fixes the peer; SendTo may then use any
                                     // endpoint argument (ignored)
   bool reuse_address = false;       // SO_REUSEADDR (+ SO_REUSEPORT)
-  // Outgoing multicast: interface address (e.g. 127.0.0.1 for lo), TTL, and
-  // whether our own multicast comes back to us.
+  // Outgoing multicast: interface address (e.g. 127.0.0.1 for lo; for IPv6
+  // an address of the interface, or one with its scope id), TTL (hop limit
+  // for IPv6), and whether our own multicast comes back to us.
   std::optional<Endpoint> multicast_interface;
   int multicast_ttl = 1;
   bool multicast_loop = true;
-  int receive_buffer_bytes = 0;  // SO_RCVBUF when > 0
-  int send_buffer_bytes = 0;     // SO_SNDBUF when > 0
+  // SO_RCVBUF / SO_SNDBUF when > 0. As root the FORCE variants are tried
+  // first (not capped by net.core.rmem_max / wmem_max). What the kernel
+  // granted: Loop::GetSocketBuffers(); a request granted less is counted in
+  // counters().socket_buffers_clamped.
+  int receive_buffer_bytes = 0;
+  int send_buffer_bytes = 0;
+  // Control messages on receive, delivered in OnDatagramInfo(): the
+  // destination address and interface (IP_PKTINFO / IPV6_RECVPKTINFO; RTPS
+  // tells multicast from unicast by it), and the kernel's count of
+  // datagrams dropped on a full receive queue (SO_RXQ_OVFL; also added to
+  // counters().receive_queue_drops). On the provided-ring presets the
+  // control bytes share a buffer's headroom, so with either on, a datagram
+  // must be up to 48 bytes shorter than buffer_size() to fit (longer ones
+  // are reported as -EMSGSIZE).
+  bool receive_destination = false;
+  bool receive_drop_count = false;
+  // UDP GSO (UDP_SEGMENT): consecutive queued datagrams to one destination,
+  // all of one size (the last may be shorter), leave in one send of up to
+  // kMaxGsoSegments segments, which the kernel (or the NIC) cuts into
+  // datagrams; the receiver sees ordinary datagrams. Each send still gets
+  // its own OnSendComplete. A destination that refuses GSO (EIO, EINVAL)
+  // turns it off for the socket (counted) and the datagrams are sent one by
+  // one.
+  bool segmentation_offload = false;
   // Backpressure: bytes the Loop queues for this socket before Send/SendTo
   // refuse with -EAGAIN (0: LoopOptions::send_queue_limit_bytes), and the
   // level below which OnWritable follows a refusal (0: half the limit).
@@ -226,6 +297,9 @@ struct TcpOptions {
   bool no_delay = true;  // TCP_NODELAY
   int backlog = 4096;    // listen()
   bool reuse_address = true;
+  // SO_REUSEPORT on a listener: several Loops (one per thread) may listen on
+  // one port, and the kernel spreads new connections over them.
+  bool reuse_port = false;
   int receive_buffer_bytes = 0;
   int send_buffer_bytes = 0;
   // As in UdpOptions; a listener passes them on to its accepted sockets.
@@ -235,6 +309,14 @@ struct TcpOptions {
 
 class Loop {
  public:
+  // Most bytes of per-send header Send()/SendTo() copy into a send
+  // descriptor (enough for an MQTT fixed header, topic, packet id and
+  // properties, or an RTPS header and submessage headers).
+  static constexpr size_t kMaxSendHeaderBytes = 512;
+  // Most datagrams one UDP GSO send carries (UdpOptions::
+  // segmentation_offload).
+  static constexpr int kMaxGsoSegments = 16;
+
   // Probes the kernel, resolves `auto`, and builds the backend. Errors:
   // InvalidArgument for an unknown preset (the message lists valid ones);
   // FailedPrecondition / PermissionDenied / ResourceExhausted when the preset
@@ -253,11 +335,21 @@ class Loop {
   BufferPool& buffers();
   // An empty lease when the pool is exhausted (counted).
   BufferLease AcquireBuffer();
+  // Makes a payload shareable by many sends. A lease received on a
+  // provided-ring preset is first copied into a pool buffer (one copy per
+  // fan-out, counted in ring_buffers_copied_for_send), since every queue
+  // holding it would keep it from the ring. Empty if no buffer is free.
+  //
+  //   SharedBuffer payload = loop.Share(std::move(lease));
+  //   for (SocketId s : subscribers) loop.Send(s, payload, HeaderFor(s));
+  SharedBuffer Share(BufferLease lease);
 
   // --- UDP -------------------------------------------------------------------
   absl::StatusOr<SocketId> OpenUdp(const UdpOptions& options,
                                    SocketHandler* handler);
-  // Joins `group` on the interface with address `interface_address` (IPv4).
+  // Joins `group` on the interface with address `interface_address`. IPv4
+  // and IPv6 (the interface is found by its address, or by the address's
+  // scope id; an unspecified address lets the kernel choose).
   absl::Status JoinMulticast(SocketId socket, const Endpoint& group,
                              const Endpoint& interface_address);
   absl::Status LeaveMulticast(SocketId socket, const Endpoint& group,
@@ -266,6 +358,12 @@ class Loop {
   // connected socket). Returns 0 or a negative errno.
   int SendTo(SocketId socket, BufferLease data, const Endpoint& to,
              uint64_t tag = 0);
+  // Fan-out: queues one datagram made of `header` (copied, at most
+  // kMaxSendHeaderBytes) followed by `payload`, without copying the payload:
+  // every send of one SharedBuffer uses the same pool buffer (RTPS to many
+  // locators). Both backends gather the two parts in one sendmsg.
+  int SendTo(SocketId socket, const SharedBuffer& payload, const Endpoint& to,
+             std::span<const std::byte> header = {}, uint64_t tag = 0);
 
   // --- TCP -------------------------------------------------------------------
   absl::StatusOr<SocketId> ListenTcp(const Endpoint& bind,
@@ -279,8 +377,27 @@ class Loop {
   // Queues `data` on the stream. Partial sends continue automatically; leases
   // complete in order. Returns 0 or a negative errno.
   int Send(SocketId socket, BufferLease data, uint64_t tag = 0);
+  // Fan-out on streams: `header` (copied; e.g. an MQTT PUBLISH's fixed
+  // header, topic and packet id, which differ per subscriber) followed by
+  // the shared `payload`, in one gathered send, without copying the payload.
+  // Either part may be empty (a header alone sends small messages with no
+  // pool buffer at all).
+  int Send(SocketId socket, const SharedBuffer& payload,
+           std::span<const std::byte> header = {}, uint64_t tag = 0);
   // Bytes queued on `socket` and not yet confirmed sent.
   size_t QueuedSendBytes(SocketId socket) const;
+  // Receive-side backpressure (streams and UDP sockets): while paused the
+  // Loop reads nothing from the socket, so TCP's flow control pushes back on
+  // the peer instead of the Loop reading data it cannot forward (an echo or
+  // a broker whose sends to that peer are refused). A receive the kernel
+  // already had under way may still complete and be delivered (at most one
+  // datagram or buffer on plain uring, where the armed receive fills as data
+  // arrives). Returns 0 or -EBADF / -ECANCELED.
+  //
+  //   if (loop.Send(s, std::move(lease)) == -EAGAIN) loop.PauseReceive(s);
+  //   void OnWritable(SocketId s) override { loop.ResumeReceive(s); }
+  int PauseReceive(SocketId socket);
+  int ResumeReceive(SocketId socket);
   // Half-close: sends FIN once all queued data is written.
   absl::Status ShutdownWrite(SocketId socket);
 
@@ -289,22 +406,38 @@ class Loop {
   // sends complete with -ECANCELED. Safe to call twice (second is a no-op).
   void Close(SocketId socket);
   absl::StatusOr<Endpoint> LocalEndpoint(SocketId socket) const;
+  // SO_RCVBUF / SO_SNDBUF as the kernel reports them now (twice what was
+  // set: the kernel counts its bookkeeping too).
+  absl::StatusOr<SocketBuffers> GetSocketBuffers(SocketId socket) const;
   // The file descriptor, for setsockopt. Do not read or write it directly.
   int NativeHandle(SocketId socket) const;
   size_t open_sockets() const;
 
   // --- Timers ----------------------------------------------------------------
-  // Fires at `deadline`, then every `period` if period > 0. Returns an id
-  // (never 0) for CancelTimer(). Memory: the timer queue grows to the most
-  // timers ever pending at once and then stays; adding a TimerHandler timer
-  // below that high-water mark never allocates, while a callback that does
-  // not fit AnyInvocable's inline storage allocates on every AddTimer (the
-  // TimerHandler form is the zero-allocation path).
-  uint64_t AddTimer(Timestamp deadline, Duration period, TimerHandler* handler);
+  // Fires at `deadline`, then every `period` if period > 0, no earlier and
+  // (given `slack`) at most `slack` later: timers with slack share wakeups
+  // (see timer_queue.h), so 10,000 one-second keepalives with 100 ms slack
+  // wake the Loop ~15 times a second, not 10,000. `context` is passed back
+  // to the handler. Returns an id (never 0) for CancelTimer() and
+  // RescheduleTimer().
+  //
+  // Memory: the timer queue grows to the most timers ever pending at once
+  // and then stays. Below that, AddTimer with a TimerHandler or a TimerFn,
+  // RescheduleTimer and periodic re-arming never allocate; a callback
+  // allocates on AddTimer when its captures exceed AnyInvocable's inline
+  // storage (about two pointers). To push a timer back on every packet, use
+  // RescheduleTimer rather than cancel-and-add.
+  uint64_t AddTimer(Timestamp deadline, Duration period, TimerHandler* handler,
+                    void* context = nullptr, Duration slack = Duration(0));
+  uint64_t AddTimer(Timestamp deadline, Duration period, TimerFn fn,
+                    void* context, Duration slack = Duration(0));
   uint64_t AddTimer(Timestamp deadline, Duration period,
-                    absl::AnyInvocable<void(Timestamp now)> callback);
+                    absl::AnyInvocable<void(Timestamp now)> callback,
+                    Duration slack = Duration(0));
   // True if the timer was pending and will not fire again.
   bool CancelTimer(uint64_t timer_id);
+  // Moves a pending timer to `deadline`. False if it is not pending.
+  bool RescheduleTimer(uint64_t timer_id, Timestamp deadline);
 
   // --- Running ---------------------------------------------------------------
   // Runs until Stop(). Returns an error only if the backend itself fails.

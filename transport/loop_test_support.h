@@ -307,20 +307,20 @@ inline ChildResult RunInChild(const std::function<int()>& body,
     }                                                                    \
   } while (0)
 
-// Drops CAP_IPC_LOCK from this process's effective, permitted, inheritable
-// and bounding sets, so RLIMIT_MEMLOCK applies to it as to an ordinary user.
-// For a child process only: it cannot be undone. Returns an error text or "".
-inline std::string DropCapIpcLock() {
+// Drops capability `cap` from this process's effective, permitted,
+// inheritable and bounding sets. For a child process only: it cannot be
+// undone. Returns an error text or "".
+inline std::string DropCapability(int cap) {
   __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
   __user_cap_data_struct data[2] = {};
   if (::syscall(SYS_capget, &header, data) != 0) {
     return absl::StrCat("capget: ", std::strerror(errno));
   }
-  const uint32_t bit = 1u << (CAP_IPC_LOCK % 32);
-  data[CAP_IPC_LOCK / 32].effective &= ~bit;
-  data[CAP_IPC_LOCK / 32].permitted &= ~bit;
-  data[CAP_IPC_LOCK / 32].inheritable &= ~bit;
-  if (::prctl(PR_CAPBSET_DROP, CAP_IPC_LOCK, 0, 0, 0) != 0 && errno != EINVAL) {
+  const uint32_t bit = 1u << (cap % 32);
+  data[cap / 32].effective &= ~bit;
+  data[cap / 32].permitted &= ~bit;
+  data[cap / 32].inheritable &= ~bit;
+  if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) {
     return absl::StrCat("prctl(PR_CAPBSET_DROP): ", std::strerror(errno));
   }
   if (::syscall(SYS_capset, &header, data) != 0) {
@@ -328,6 +328,9 @@ inline std::string DropCapIpcLock() {
   }
   return "";
 }
+
+// RLIMIT_MEMLOCK then applies to this process as to an ordinary user.
+inline std::string DropCapIpcLock() { return DropCapability(CAP_IPC_LOCK); }
 
 // A plain kernel TCP client, connected (blocking) to `to`. The listener's
 // backlog completes the handshake, so no Loop needs to run. -1 on failure.

@@ -18,18 +18,52 @@ bool TimerQueue::Later(const HeapEntry& a, const HeapEntry& b) {
   return a.sequence > b.sequence;
 }
 
-uint64_t TimerQueue::Add(Timestamp deadline, Duration period,
-                         TimerHandler* handler) {
-  return Insert(deadline, period, handler, nullptr);
+// The largest power of two (in ns) not above the slack: deadlines rounded up
+// to it land on shared boundaries, so nearby timers wake the Loop once.
+int64_t TimerQueue::GranularityFor(Duration slack) {
+  const int64_t ns = slack.count();
+  if (ns <= 1) return 0;
+  int64_t g = 1;
+  while (g <= ns / 2) g *= 2;
+  return g;
+}
+
+Timestamp TimerQueue::RoundUp(Timestamp t, int64_t granularity_ns) {
+  if (granularity_ns == 0 || t.is_never()) return t;
+  const int64_t ns = t.nanos();
+  int64_t rem = ns % granularity_ns;
+  if (rem < 0) rem += granularity_ns;
+  if (rem == 0) return t;
+  return t + Duration(granularity_ns - rem);
 }
 
 uint64_t TimerQueue::Add(Timestamp deadline, Duration period,
-                         Callback callback) {
-  return Insert(deadline, period, nullptr, std::move(callback));
+                         TimerHandler* handler, void* context, Duration slack) {
+  const uint64_t id = Insert(deadline, period, slack);
+  Timer& t = slots_[id & kSlotMask];
+  t.handler = handler;
+  t.context = context;
+  return id;
+}
+
+uint64_t TimerQueue::Add(Timestamp deadline, Duration period, TimerFn fn,
+                         void* context, Duration slack) {
+  const uint64_t id = Insert(deadline, period, slack);
+  Timer& t = slots_[id & kSlotMask];
+  t.fn = fn;
+  t.context = context;
+  return id;
+}
+
+uint64_t TimerQueue::Add(Timestamp deadline, Duration period, Callback callback,
+                         Duration slack) {
+  const uint64_t id = Insert(deadline, period, slack);
+  slots_[id & kSlotMask].callback = std::move(callback);
+  return id;
 }
 
 uint64_t TimerQueue::Insert(Timestamp deadline, Duration period,
-                            TimerHandler* handler, Callback callback) {
+                            Duration slack) {
   uint32_t slot;
   if (!free_slots_.empty()) {
     slot = free_slots_.back();
@@ -42,16 +76,20 @@ uint64_t TimerQueue::Insert(Timestamp deadline, Duration period,
   t.id = (next_id_++ << kSlotBits) | slot;
   t.deadline = deadline;
   t.period = period;
-  t.handler = handler;
-  t.callback = std::move(callback);
+  t.granularity_ns = GranularityFor(slack);
+  t.fire_at = RoundUp(deadline, t.granularity_ns);
+  t.handler = nullptr;
+  t.fn = nullptr;
+  t.context = nullptr;
+  t.callback = nullptr;
   ++active_;
   Push(slot);
   return t.id;
 }
 
 void TimerQueue::Push(uint32_t slot) {
-  heap_.push_back(HeapEntry{slots_[slot].deadline, next_sequence_++, slot,
-                            slots_[slot].id});
+  heap_.push_back(
+      HeapEntry{slots_[slot].fire_at, next_sequence_++, slot, slots_[slot].id});
   std::push_heap(heap_.begin(), heap_.end(), Later);
 }
 
@@ -70,9 +108,27 @@ bool TimerQueue::Cancel(uint64_t timer_id) {
   }
   t.id = 0;
   t.handler = nullptr;
+  t.fn = nullptr;
+  t.context = nullptr;
   t.callback = nullptr;
   free_slots_.push_back(static_cast<uint32_t>(slot));
   --active_;
+  return true;
+}
+
+bool TimerQueue::Reschedule(uint64_t timer_id, Timestamp deadline) {
+  if (timer_id == 0) return false;
+  const uint64_t slot = timer_id & kSlotMask;
+  if (slot >= slots_.size()) return false;
+  Timer& t = slots_[slot];
+  if (t.id != timer_id) return false;
+  const Timestamp fire_at = RoundUp(deadline, t.granularity_ns);
+  t.deadline = deadline;
+  if (fire_at == t.fire_at) return true;  // same wakeup: nothing to move
+  t.fire_at = fire_at;
+  // The old heap entry goes stale (its time no longer matches fire_at).
+  if (++stale_entries_ > heap_.size() / 2 + 16) Compact(0);
+  Push(static_cast<uint32_t>(slot));
   return true;
 }
 
@@ -80,7 +136,7 @@ void TimerQueue::Compact(uint64_t dying_id) {
   size_t keep = 0;
   for (const HeapEntry& e : heap_) {
     const Timer& t = slots_[e.slot];
-    if (e.id != dying_id && t.id == e.id && t.deadline == e.deadline) {
+    if (e.id != dying_id && t.id == e.id && t.fire_at == e.deadline) {
       heap_[keep++] = e;
     }
   }
@@ -93,7 +149,7 @@ void TimerQueue::PopStale() {
   while (!heap_.empty()) {
     const HeapEntry& top = heap_.front();
     const Timer& t = slots_[top.slot];
-    if (t.id == top.id && t.deadline == top.deadline) return;
+    if (t.id == top.id && t.fire_at == top.deadline) return;
     std::pop_heap(heap_.begin(), heap_.end(), Later);
     heap_.pop_back();
     if (stale_entries_ > 0) --stale_entries_;
@@ -138,20 +194,29 @@ int TimerQueue::RunDue(Timestamp now) {
         next = t.deadline + Duration(periods * t.period.count());
       }
       t.deadline = next;
+      t.fire_at = RoundUp(next, t.granularity_ns);
       Push(top.slot);
     }
     ++fired;
     // Copy what we call: the callback may cancel this timer or add others,
     // which can reallocate slots_.
-    if (t.handler != nullptr) {
+    if (t.handler != nullptr || t.fn != nullptr) {
       TimerHandler* handler = t.handler;
+      TimerFn fn = t.fn;
+      void* context = t.context;
       if (!periodic) {
         t.id = 0;
         t.handler = nullptr;
+        t.fn = nullptr;
+        t.context = nullptr;
         free_slots_.push_back(top.slot);
         --active_;
       }
-      handler->OnTimer(id, now);
+      if (handler != nullptr) {
+        handler->OnTimer(id, now, context);
+      } else {
+        fn(context, id, now);
+      }
     } else {
       Callback callback = std::move(t.callback);
       if (!periodic) {

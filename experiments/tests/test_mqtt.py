@@ -10,7 +10,7 @@ import unittest
 from unittest import mock
 
 from tests.helpers import FIXTURES, tempdir, write_suite
-from tests.test_peer_parsers import mosquitto_block
+from tests.test_peer_parsers import mosquitto_block, registry_text_without_mqtt
 from ringlab_exp import results, runner, schema, suite as suite_mod
 from ringlab_exp.suite import load_registry, load_suite
 
@@ -67,7 +67,7 @@ burst = ["--mode=burst", "--pattern={{param:pattern}}", "--inflight={{inflight}}
 
 def mqtt_registry(testcase):
     path = tempdir(testcase) / "registry.toml"
-    path.write_text(suite_mod.REGISTRY_PATH.read_text() + ENTRIES + mosquitto_block())
+    path.write_text(registry_text_without_mqtt() + ENTRIES + mosquitto_block())
     return path
 
 

@@ -196,13 +196,17 @@ params = { loss_pct = [0, 5] }
             by_loss[5]["program_result"]["client"]["dropped_by_impairment"], 0)
 
 
-def mosquitto_block():
-    """The disabled mosquitto entry of registry.toml, uncommented."""
+def registry_text_without_mqtt():
+    """registry.toml without its MQTT section (ringlab_mqtt, ringlab_mqtt_bench
+    and mosquitto), for tests that put stand-ins in their place."""
     text = (EXPERIMENTS / "registry.toml").read_text()
-    block = text[text.index("# BEGIN mosquitto"):text.index("# END mosquitto")]
-    lines = block.splitlines()
-    first = next(i for i, ln in enumerate(lines) if ln.startswith("#[programs."))
-    return "\n".join(ln[1:] if ln.startswith("#") else ln for ln in lines[first:]) + "\n"
+    return text[:text.index("# ---- MQTT (mqtt/)")]
+
+
+def mosquitto_block():
+    """registry.toml's mosquitto entry (the last one in the file)."""
+    text = (EXPERIMENTS / "registry.toml").read_text()
+    return text[text.index("[programs.mosquitto]"):]
 
 
 FAKE_MQTT = FIXTURES / "fake_mqtt_bench.py"
@@ -224,12 +228,15 @@ client = ["{{binary}}"]
 
 
 class MosquittoEntry(unittest.TestCase):
-    def test_the_registry_loads_without_it(self):
-        self.assertNotIn("mosquitto", load_registry())
+    def test_the_registry_has_mosquitto_and_its_client(self):
+        registry = load_registry()
+        self.assertIn("mosquitto", registry)
+        self.assertIn("ringlab_mqtt_bench", registry)
+        self.assertEqual(registry["mosquitto"].uses, ["ringlab_mqtt_bench"])
 
     def test_block_loads_once_the_client_exists(self):
         path = tempdir(self) / "registry.toml"
-        path.write_text((EXPERIMENTS / "registry.toml").read_text() + STAND_IN +
+        path.write_text(registry_text_without_mqtt() + STAND_IN +
                         mosquitto_block())
         prog = load_registry(path)["mosquitto"]
         self.assertEqual(prog.protocols, ["mqtt"])
@@ -243,7 +250,7 @@ class MosquittoEntry(unittest.TestCase):
     def test_real_mosquitto_through_the_runner(self):
         d = tempdir(self)
         registry = d / "registry.toml"
-        registry.write_text((EXPERIMENTS / "registry.toml").read_text() + STAND_IN +
+        registry.write_text(registry_text_without_mqtt() + STAND_IN +
                             mosquitto_block())
         suite = write_suite(d, """
 [suite]

@@ -102,6 +102,11 @@ class EpollBackend final : public LoopCore {
 
   void RetryAccept(Socket& listener) override { AcceptAll(listener); }
 
+  // Edge-triggered: whatever arrived while paused raised its edge already,
+  // so resuming reads now.
+  void PauseReceiveOp(Socket& s) override {}
+  void ResumeReceiveOp(Socket& s) override { ContinueReceive(s); }
+
   // Reading on is harmless here: edge-triggered epoll reports the hangup,
   // so this only makes sure.
   void KickReceive(Socket& s) override {
@@ -234,6 +239,7 @@ class EpollBackend final : public LoopCore {
   // once the peer's hangup was reported (RDHUP/HUP/ERR) a short read does not
   // end the loop: the next recv returns the 0 or the error (issue 6, fault 1).
   void ReadStream(Socket& s) {
+    if (s.receive_paused) return;  // ResumeReceive reads on
     int reads = 0;
     while (!s.closing && !s.read_closed && s.connected) {
       if (reads == kStreamReadsPerIteration) {
@@ -292,6 +298,7 @@ class EpollBackend final : public LoopCore {
   }
 
   void DrainDatagrams(Socket& s) {
+    if (s.receive_paused) return;
     for (int batches = 0; !s.closing; ++batches) {
       if (batches == kDatagramBatchesPerIteration) {
         MarkReadReady(s);
@@ -307,6 +314,11 @@ class EpollBackend final : public LoopCore {
       for (int i = 0; i < batch; ++i) {
         rx_msgs_[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
         rx_msgs_[i].msg_hdr.msg_flags = 0;
+        // Control messages only when the socket asked for them.
+        rx_msgs_[i].msg_hdr.msg_control =
+            s.receive_control ? rx_control_[i] : nullptr;
+        rx_msgs_[i].msg_hdr.msg_controllen =
+            s.receive_control ? kReceiveControlBytes : 0;
       }
       ++counters.socket_syscalls;
       const int n = recvmmsg(s.fd, rx_msgs_, batch, MSG_DONTWAIT, nullptr);
@@ -323,10 +335,19 @@ class EpollBackend final : public LoopCore {
         }
         // Handlers cannot re-enter ReadDatagrams (UDP sockets are read only
         // from dispatch), so the batch arrays stay valid while we deliver.
-        DeliverDatagram(
-            s, buffer, BufferPool::kHeadroom, rx_msgs_[i].msg_len,
+        DatagramInfo info;
+        info.from =
             Endpoint::FromSockaddr(reinterpret_cast<sockaddr*>(&rx_addrs_[i]),
-                                   rx_msgs_[i].msg_hdr.msg_namelen));
+                                   rx_msgs_[i].msg_hdr.msg_namelen);
+        if (s.receive_control) {
+          msghdr& m = rx_msgs_[i].msg_hdr;
+          for (cmsghdr* c = CMSG_FIRSTHDR(&m); c != nullptr;
+               c = CMSG_NXTHDR(&m, c)) {
+            NoteControl(s, *c, &info);
+          }
+        }
+        DeliverDatagram(s, buffer, BufferPool::kHeadroom, rx_msgs_[i].msg_len,
+                        info);
       }
       // The unused leased buffers move to the front for the next call.
       for (int i = received; i < batch; ++i) {
@@ -347,21 +368,45 @@ class EpollBackend final : public LoopCore {
   }
 
   void FlushDatagrams(Socket& s) {
-    while (s.send_head != BufferPool::kNoBuffer && !s.want_write) {
+    while (s.send_head != kNoOp && !s.want_write) {
+      if (s.gso) {
+        int count = 0;
+        const uint32_t batch = PopGsoBatch(s, &count);
+        if (batch != kNoOp) {
+          ++counters.socket_syscalls;
+          const ssize_t n =
+              ::sendmsg(s.fd, &s.send_msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+          if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            // Put them back as they were and wait for room.
+            const int err = errno;
+            RequeueGsoBatch(s, batch);
+            if (err == EAGAIN) {
+              ++counters.send_would_block;
+              s.want_write = true;
+              WatchWritable(s, true);
+              return;
+            }
+            continue;
+          }
+          counters.completions += static_cast<uint64_t>(count);
+          CompleteGsoBatch(s, batch, n < 0 ? -errno : static_cast<int>(n));
+          continue;
+        }
+      }
       int batch = 0;
-      for (uint32_t index = s.send_head;
-           index != BufferPool::kNoBuffer && batch < kUdpBatch;
-           index = pool->slot(index).next, ++batch) {
-        BufferPool::Slot& slot = pool->slot(index);
-        tx_iov_[batch].iov_base = pool->BufferAddress(index) + slot.data_offset;
-        tx_iov_[batch].iov_len = slot.size;
+      for (uint32_t index = s.send_head; index != kNoOp && batch < kUdpBatch;
+           index = op(index).next, ++batch) {
+        const SendOp& o = op(index);
         std::memset(&tx_msgs_[batch], 0, sizeof(mmsghdr));
-        tx_msgs_[batch].msg_hdr.msg_iov = &tx_iov_[batch];
-        tx_msgs_[batch].msg_hdr.msg_iovlen = 1;
+        // Header and payload gathered into one datagram (fan-out sends a
+        // shared payload behind a per-destination header).
+        tx_msgs_[batch].msg_hdr.msg_iov = tx_iov_[batch];
+        tx_msgs_[batch].msg_hdr.msg_iovlen =
+            static_cast<size_t>(AppendIov(o, tx_iov_[batch], 2));
         if (!s.connected) {
           tx_msgs_[batch].msg_hdr.msg_name =
-              const_cast<sockaddr*>(slot.destination.sockaddr());
-          tx_msgs_[batch].msg_hdr.msg_namelen = slot.destination.socklen();
+              const_cast<sockaddr*>(o.destination.sockaddr());
+          tx_msgs_[batch].msg_hdr.msg_namelen = o.destination.socklen();
         }
       }
       ++counters.socket_syscalls;
@@ -392,17 +437,14 @@ class EpollBackend final : public LoopCore {
 
   void FlushStream(Socket& s) {
     if (s.connecting || s.want_write || !s.connected) return;
-    while (s.send_head != BufferPool::kNoBuffer) {
+    while (s.send_head != kNoOp) {
       int count = 0;
       size_t requested = 0;
       for (uint32_t index = s.send_head;
-           index != BufferPool::kNoBuffer && count < kMaxGather;
-           index = pool->slot(index).next, ++count) {
-        BufferPool::Slot& slot = pool->slot(index);
-        s.send_iov[count].iov_base =
-            pool->BufferAddress(index) + slot.data_offset + slot.offset;
-        s.send_iov[count].iov_len = slot.size - slot.offset;
-        requested += slot.size - slot.offset;
+           index != kNoOp && count + 2 <= kMaxGather; index = op(index).next) {
+        const SendOp& o = op(index);
+        count += AppendIov(o, s.send_iov + count, kMaxGather - count);
+        requested += o.size() - o.sent;
       }
       msghdr msg{};
       msg.msg_iov = s.send_iov;
@@ -442,10 +484,11 @@ class EpollBackend final : public LoopCore {
   mmsghdr rx_msgs_[kUdpBatch];
   iovec rx_iov_[kUdpBatch];
   sockaddr_storage rx_addrs_[kUdpBatch];
+  alignas(8) unsigned char rx_control_[kUdpBatch][kReceiveControlBytes];
   uint32_t rx_buffers_[kUdpBatch];
   int rx_ready_ = 0;  // rx_buffers_[0, rx_ready_) are leased and ready
   mmsghdr tx_msgs_[kUdpBatch];
-  iovec tx_iov_[kUdpBatch];
+  iovec tx_iov_[kUdpBatch][2];  // header, payload
 };
 
 }  // namespace

@@ -1,8 +1,11 @@
 #include "transport/internal/loop_core.h"
 
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <netinet/udp.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -48,6 +51,51 @@ absl::Status ErrnoStatus(absl::string_view what, int err) {
 
 int SetInt(int fd, int level, int name, int value) {
   return setsockopt(fd, level, name, &value, sizeof(value));
+}
+
+int GetInt(int fd, int level, int name) {
+  int value = 0;
+  socklen_t len = sizeof(value);
+  return getsockopt(fd, level, name, &value, &len) == 0 ? value : -1;
+}
+
+// Sets a socket buffer size. The plain option is capped by
+// net.core.rmem_max / wmem_max; as root (CAP_NET_ADMIN) the FORCE variant
+// is not, so try it first. Returns 0 or -1 with errno, like setsockopt.
+int SetBufferSize(int fd, int force_name, int name, int bytes) {
+  if (SetInt(fd, SOL_SOCKET, force_name, bytes) == 0) return 0;
+  return SetInt(fd, SOL_SOCKET, name, bytes);
+}
+
+// The interface index for a multicast interface given by address (IPv6
+// joins and IPV6_MULTICAST_IF take an index): the address's scope id if
+// it has one, else the interface that holds the address; 0 (the kernel's
+// choice) for an unspecified address.
+absl::StatusOr<unsigned> InterfaceIndexFor(const Endpoint& address) {
+  if (!address.valid()) return 0u;
+  if (address.family() != AF_INET6) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(address.ToString(), " is not an IPv6 interface address"));
+  }
+  const auto* want = reinterpret_cast<const sockaddr_in6*>(address.sockaddr());
+  if (want->sin6_scope_id != 0) return want->sin6_scope_id;
+  if (IN6_IS_ADDR_UNSPECIFIED(&want->sin6_addr)) return 0u;
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return ErrnoStatus("getifaddrs", errno);
+  unsigned index = 0;
+  for (ifaddrs* a = list; a != nullptr && index == 0; a = a->ifa_next) {
+    if (a->ifa_addr == nullptr || a->ifa_addr->sa_family != AF_INET6) continue;
+    const auto* have = reinterpret_cast<const sockaddr_in6*>(a->ifa_addr);
+    if (std::memcmp(&have->sin6_addr, &want->sin6_addr, 16) == 0) {
+      index = if_nametoindex(a->ifa_name);
+    }
+  }
+  freeifaddrs(list);
+  if (index == 0) {
+    return absl::NotFoundError(
+        absl::StrCat("no interface has the address ", address.HostString()));
+  }
+  return index;
 }
 
 }  // namespace
@@ -97,6 +145,19 @@ absl::Status LoopCore::InitCore(const LoopOptions& options,
       options.buffer_count - receive_reserve_ - ring_buffers;
   if (send_budget_ == 0 || send_budget_ > sendable) send_budget_ = sendable;
   ring_send_limit_ = ring_buffers / 4;
+  // Send descriptors: enough for every pool buffer to be queued twice (a
+  // shared payload takes one per destination).
+  const uint32_t op_count =
+      options.send_ops != 0
+          ? options.send_ops
+          : std::max<uint32_t>(options.buffer_count * 2, 1024);
+  if (op_count >= (1u << 24)) {
+    return absl::InvalidArgumentError(
+        "LoopOptions::send_ops must be below 2^24 (16,777,216)");
+  }
+  ops_.resize(op_count);
+  free_ops_.reserve(op_count);
+  for (uint32_t i = op_count; i-- > 0;) free_ops_.push_back(i);
   info.receive_reserve_buffers = receive_reserve_;
   info.send_budget_buffers = send_budget_;
   const uint32_t max_sockets = options_.max_sockets;  // after FitFileLimit
@@ -232,12 +293,45 @@ absl::StatusOr<SocketId> LoopCore::OpenUdp(const UdpOptions& options,
     }
   }
   if (options.receive_buffer_bytes > 0 &&
-      SetInt(fd, SOL_SOCKET, SO_RCVBUF, options.receive_buffer_bytes) != 0) {
+      SetBufferSize(fd, SO_RCVBUFFORCE, SO_RCVBUF,
+                    options.receive_buffer_bytes) != 0) {
     return fail("setsockopt(SO_RCVBUF)");
   }
   if (options.send_buffer_bytes > 0 &&
-      SetInt(fd, SOL_SOCKET, SO_SNDBUF, options.send_buffer_bytes) != 0) {
+      SetBufferSize(fd, SO_SNDBUFFORCE, SO_SNDBUF, options.send_buffer_bytes) !=
+          0) {
     return fail("setsockopt(SO_SNDBUF)");
+  }
+  if (options.bind.family() == AF_INET6) {
+    if (options.multicast_interface.has_value()) {
+      absl::StatusOr<unsigned> index =
+          InterfaceIndexFor(*options.multicast_interface);
+      if (!index.ok()) {
+        ::close(fd);
+        return index.status();
+      }
+      if (SetInt(fd, IPPROTO_IPV6, IPV6_MULTICAST_IF,
+                 static_cast<int>(*index)) != 0) {
+        return fail("setsockopt(IPV6_MULTICAST_IF)");
+      }
+    }
+    if (SetInt(fd, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, options.multicast_ttl) !=
+            0 ||
+        SetInt(fd, IPPROTO_IPV6, IPV6_MULTICAST_LOOP,
+               options.multicast_loop ? 1 : 0) != 0) {
+      return fail("setsockopt(IPV6_MULTICAST_HOPS/LOOP)");
+    }
+  }
+  if (options.receive_destination) {
+    const bool v6 = options.bind.family() == AF_INET6;
+    if (SetInt(fd, v6 ? IPPROTO_IPV6 : IPPROTO_IP,
+               v6 ? IPV6_RECVPKTINFO : IP_PKTINFO, 1) != 0) {
+      return fail("setsockopt(IP_PKTINFO)");
+    }
+  }
+  if (options.receive_drop_count &&
+      SetInt(fd, SOL_SOCKET, SO_RXQ_OVFL, 1) != 0) {
+    return fail("setsockopt(SO_RXQ_OVFL)");
   }
   if (options.bind.is_ipv4()) {
     if (options.multicast_interface.has_value()) {
@@ -270,6 +364,10 @@ absl::StatusOr<SocketId> LoopCore::OpenUdp(const UdpOptions& options,
   (*s)->connected = connected;
   SetSendLimits(**s, options.send_queue_limit_bytes,
                 options.send_queue_low_water_bytes);
+  NoteBufferSizes(**s, options.receive_buffer_bytes, options.send_buffer_bytes);
+  (*s)->receive_control =
+      options.receive_destination || options.receive_drop_count;
+  (*s)->gso = options.segmentation_offload;
   if (connected) {
     std::memcpy(&(*s)->peer_addr, options.connect->sockaddr(),
                 options.connect->socklen());
@@ -285,22 +383,64 @@ absl::Status LoopCore::Multicast(SocketId id, const Endpoint& group,
   if (s == nullptr || s->kind != SocketKind::kUdp) {
     return absl::InvalidArgumentError("not an open UDP socket");
   }
-  if (!group.is_ipv4() || !group.is_multicast()) {
+  if (!group.is_multicast()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(group.ToString(), " is not an IPv4 multicast group"));
+        absl::StrCat(group.ToString(), " is not a multicast group"));
   }
-  ip_mreq mreq{};
-  mreq.imr_multiaddr.s_addr = htonl(group.ipv4_host_order());
-  mreq.imr_interface.s_addr = htonl(interface_address.ipv4_host_order());
-  if (setsockopt(s->fd, IPPROTO_IP,
-                 join ? IP_ADD_MEMBERSHIP : IP_DROP_MEMBERSHIP, &mreq,
-                 sizeof(mreq)) != 0) {
+  int rc = 0;
+  if (group.is_ipv4()) {
+    ip_mreq mreq{};
+    mreq.imr_multiaddr.s_addr = htonl(group.ipv4_host_order());
+    mreq.imr_interface.s_addr = htonl(interface_address.ipv4_host_order());
+    rc = setsockopt(s->fd, IPPROTO_IP,
+                    join ? IP_ADD_MEMBERSHIP : IP_DROP_MEMBERSHIP, &mreq,
+                    sizeof(mreq));
+  } else {
+    // IPv6 joins name the interface by index.
+    absl::StatusOr<unsigned> index = InterfaceIndexFor(interface_address);
+    if (!index.ok()) return index.status();
+    ipv6_mreq mreq{};
+    std::memcpy(
+        &mreq.ipv6mr_multiaddr,
+        &reinterpret_cast<const sockaddr_in6*>(group.sockaddr())->sin6_addr,
+        16);
+    mreq.ipv6mr_interface = *index;
+    rc = setsockopt(s->fd, IPPROTO_IPV6,
+                    join ? IPV6_JOIN_GROUP : IPV6_LEAVE_GROUP, &mreq,
+                    sizeof(mreq));
+  }
+  if (rc != 0) {
     return ErrnoStatus(
         absl::StrCat(join ? "join " : "leave ", group.HostString(), " on ",
                      interface_address.HostString()),
         errno);
   }
   return absl::OkStatus();
+}
+
+// What was asked for and what the kernel granted (it reports twice what was
+// set, for its own bookkeeping, and caps the plain options at rmem_max /
+// wmem_max); a request granted less than asked is counted.
+void LoopCore::NoteBufferSizes(Socket& s, int receive_bytes, int send_bytes) {
+  if (receive_bytes > 0 &&
+      GetInt(s.fd, SOL_SOCKET, SO_RCVBUF) < 2 * receive_bytes) {
+    ++counters.socket_buffers_clamped;
+  }
+  if (send_bytes > 0 && GetInt(s.fd, SOL_SOCKET, SO_SNDBUF) < 2 * send_bytes) {
+    ++counters.socket_buffers_clamped;
+  }
+}
+
+absl::StatusOr<SocketBuffers> LoopCore::GetSocketBuffers(SocketId id) const {
+  const Socket* s = Lookup(id);
+  if (s == nullptr) return absl::NotFoundError("no such socket");
+  SocketBuffers b;
+  b.receive_bytes = GetInt(s->fd, SOL_SOCKET, SO_RCVBUF);
+  b.send_bytes = GetInt(s->fd, SOL_SOCKET, SO_SNDBUF);
+  if (b.receive_bytes < 0 || b.send_bytes < 0) {
+    return ErrnoStatus("getsockopt(SO_RCVBUF/SO_SNDBUF)", errno);
+  }
+  return b;
 }
 
 absl::StatusOr<SocketId> LoopCore::ListenTcp(const Endpoint& bind,
@@ -317,16 +457,23 @@ absl::StatusOr<SocketId> LoopCore::ListenTcp(const Endpoint& bind,
   if (options.reuse_address && SetInt(fd, SOL_SOCKET, SO_REUSEADDR, 1) != 0) {
     return fail("setsockopt(SO_REUSEADDR)");
   }
+  // SO_REUSEPORT: several listeners (one per Loop, each on its own thread)
+  // share the port and the kernel spreads new connections over them.
+  if (options.reuse_port && SetInt(fd, SOL_SOCKET, SO_REUSEPORT, 1) != 0) {
+    return fail("setsockopt(SO_REUSEPORT)");
+  }
   // Accepted sockets inherit TCP_NODELAY and buffer sizes from the listener.
   if (options.no_delay && SetInt(fd, IPPROTO_TCP, TCP_NODELAY, 1) != 0) {
     return fail("setsockopt(TCP_NODELAY)");
   }
   if (options.receive_buffer_bytes > 0 &&
-      SetInt(fd, SOL_SOCKET, SO_RCVBUF, options.receive_buffer_bytes) != 0) {
+      SetBufferSize(fd, SO_RCVBUFFORCE, SO_RCVBUF,
+                    options.receive_buffer_bytes) != 0) {
     return fail("setsockopt(SO_RCVBUF)");
   }
   if (options.send_buffer_bytes > 0 &&
-      SetInt(fd, SOL_SOCKET, SO_SNDBUF, options.send_buffer_bytes) != 0) {
+      SetBufferSize(fd, SO_SNDBUFFORCE, SO_SNDBUF, options.send_buffer_bytes) !=
+          0) {
     return fail("setsockopt(SO_SNDBUF)");
   }
   if (::bind(fd, bind.sockaddr(), bind.socklen()) != 0) {
@@ -338,6 +485,7 @@ absl::StatusOr<SocketId> LoopCore::ListenTcp(const Endpoint& bind,
   // Kept for the connections it accepts.
   SetSendLimits(**s, options.send_queue_limit_bytes,
                 options.send_queue_low_water_bytes);
+  NoteBufferSizes(**s, options.receive_buffer_bytes, options.send_buffer_bytes);
   ArmReceive(**s);
   return IdOf(**s);
 }
@@ -351,10 +499,10 @@ absl::StatusOr<SocketId> LoopCore::ConnectTcp(const Endpoint& peer,
   if (fd < 0) return ErrnoStatus("socket(TCP)", errno);
   if (options.no_delay) SetInt(fd, IPPROTO_TCP, TCP_NODELAY, 1);
   if (options.receive_buffer_bytes > 0) {
-    SetInt(fd, SOL_SOCKET, SO_RCVBUF, options.receive_buffer_bytes);
+    SetBufferSize(fd, SO_RCVBUFFORCE, SO_RCVBUF, options.receive_buffer_bytes);
   }
   if (options.send_buffer_bytes > 0) {
-    SetInt(fd, SOL_SOCKET, SO_SNDBUF, options.send_buffer_bytes);
+    SetBufferSize(fd, SO_SNDBUFFORCE, SO_SNDBUF, options.send_buffer_bytes);
   }
   absl::StatusOr<Socket*> created = NewSocket(SocketKind::kStream, fd, handler);
   if (!created.ok()) return created.status();
@@ -362,6 +510,7 @@ absl::StatusOr<SocketId> LoopCore::ConnectTcp(const Endpoint& peer,
   s.connecting = true;
   SetSendLimits(s, options.send_queue_limit_bytes,
                 options.send_queue_low_water_bytes);
+  NoteBufferSizes(s, options.receive_buffer_bytes, options.send_buffer_bytes);
   std::memcpy(&s.peer_addr, peer.sockaddr(), peer.socklen());
   s.peer_addr_len = peer.socklen();
   if (!StartConnect(s, peer)) {
@@ -427,19 +576,87 @@ int LoopCore::Refuse(Socket& s, bool budget) {
   return -EAGAIN;
 }
 
+uint32_t LoopCore::AllocOp() {
+  if (free_ops_.empty()) return kNoOp;
+  const uint32_t index = free_ops_.back();
+  free_ops_.pop_back();
+  SendOp& o = ops_[index];
+  o.next = kNoOp;
+  o.buffer = BufferPool::kNoBuffer;
+  o.payload_offset = 0;
+  o.payload_size = 0;
+  o.header_size = 0;
+  o.sent = 0;
+  o.tag = 0;
+  return index;
+}
+
+void LoopCore::FreeOp(uint32_t index) {
+  SendOp& o = ops_[index];
+  if (o.buffer != BufferPool::kNoBuffer) {
+    BufferPool::Slot& slot = pool->slot(o.buffer);
+    // The buffer leaves the send budget when no other queued send holds it
+    // (a shared payload counts once however many sockets it goes to).
+    if (--slot.send_refs == 0) {
+      if (slot.ring_owned != 0) {
+        --ring_send_held_;
+      } else {
+        --send_held_;
+      }
+    }
+    pool->Unref(o.buffer);
+    o.buffer = BufferPool::kNoBuffer;
+  }
+  free_ops_.push_back(index);
+}
+
 // Backpressure (issue 6, fault 7): a socket's queue holds at most its limit
-// (a lease larger than the limit is taken when the queue is empty, so it can
+// (a send larger than the limit is taken when the queue is empty, so it can
 // always make progress), and all send queues together at most the send
-// budget, so a peer that stops reading cannot take the buffers receives and
-// other sockets need. A refused lease is released; OnWritable follows.
+// budget of pool buffers and the send descriptors, so a peer that stops
+// reading cannot take the buffers receives and other sockets need. A refused
+// op is freed (its payload reference dropped); OnWritable follows.
+int LoopCore::QueueOp(Socket& s, uint32_t index) {
+  SendOp& o = ops_[index];
+  if (s.send_bytes > 0 && s.send_bytes + o.size() > s.send_limit) {
+    FreeOp(index);
+    return Refuse(s, /*budget=*/false);
+  }
+  if (o.buffer != BufferPool::kNoBuffer) {
+    BufferPool::Slot& slot = pool->slot(o.buffer);
+    if (slot.send_refs == 0) {
+      // First send of this buffer: it enters the budget.
+      const bool ring = slot.ring_owned != 0;
+      if (ring ? ring_send_held_ >= ring_send_limit_
+               : send_held_ >= send_budget_) {
+        FreeOp(index);
+        return Refuse(s, /*budget=*/true);
+      }
+      if (ring) {
+        ++ring_send_held_;
+      } else {
+        ++send_held_;
+      }
+    }
+    ++slot.send_refs;
+  }
+  if (s.send_tail == kNoOp) {
+    s.send_head = index;
+  } else {
+    ops_[s.send_tail].next = index;
+  }
+  s.send_tail = index;
+  ++s.send_queued;
+  s.send_bytes += o.size();
+  MarkDirty(s);
+  return 0;
+}
+
 int LoopCore::Enqueue(Socket& s, BufferLease data, uint64_t tag,
                       const Endpoint* to) {
   if (!data.valid()) return -EINVAL;
-  if (s.send_bytes > 0 && s.send_bytes + data.size() > s.send_limit) {
-    return Refuse(s, /*budget=*/false);
-  }
-  bool ring = pool->slot(data.index()).ring_owned != 0;
-  if (ring && ring_send_held_ >= ring_send_limit_) {
+  if (pool->slot(data.index()).ring_owned != 0 &&
+      ring_send_held_ >= ring_send_limit_) {
     // A received buffer from the provided ring: queued for long, it would
     // starve every socket's receives. Past a quarter of the ring, send a
     // copy and hand the ring buffer back now.
@@ -449,46 +666,85 @@ int LoopCore::Enqueue(Socket& s, BufferLease data, uint64_t tag,
     std::memcpy(copy.data(), data.data(), data.size());
     copy.set_size(data.size());
     data = std::move(copy);  // the ring buffer goes back to the ring
-    ring = false;
     ++counters.ring_buffers_copied_for_send;
-  } else if (!ring && send_held_ >= send_budget_) {
-    return Refuse(s, /*budget=*/true);
   }
-  const uint32_t index = BufferPool::Detach(data);
-  BufferPool::Slot& slot = pool->slot(index);
-  slot.offset = 0;
-  slot.tag = tag;
-  slot.next = BufferPool::kNoBuffer;
-  slot.in_send = 1;
-  if (ring) {
-    ++ring_send_held_;
-  } else {
-    ++send_held_;
-  }
-  if (to != nullptr) slot.destination = *to;
-  if (s.send_tail == BufferPool::kNoBuffer) {
-    s.send_head = index;
-  } else {
-    pool->slot(s.send_tail).next = index;
-  }
-  s.send_tail = index;
-  ++s.send_queued;
-  s.send_bytes += slot.size;
-  MarkDirty(s);
-  return 0;
+  const uint32_t index = AllocOp();
+  if (index == kNoOp) return Refuse(s, /*budget=*/true);
+  SendOp& o = ops_[index];
+  o.payload_size = static_cast<uint32_t>(data.size());
+  o.buffer = BufferPool::Detach(data);
+  o.payload_offset = pool->slot(o.buffer).data_offset;
+  pool->slot(o.buffer).refs = 1;  // the op's reference
+  o.tag = tag;
+  if (to != nullptr) o.destination = *to;
+  return QueueOp(s, index);
 }
 
-void LoopCore::ReleaseSent(uint32_t index) {
-  BufferPool::Slot& slot = pool->slot(index);
-  if (slot.in_send != 0) {
-    slot.in_send = 0;
-    if (slot.ring_owned != 0) {
-      --ring_send_held_;
-    } else {
-      --send_held_;
-    }
+SharedBuffer LoopCore::Share(BufferLease lease) {
+  if (!lease.valid()) return SharedBuffer();
+  if (pool->slot(lease.index()).ring_owned != 0) {
+    // A ring buffer fanned out would be held by every queue it goes to:
+    // one copy into a pool buffer keeps the ring for receives.
+    BufferLease copy = AcquireForSend();
+    if (!copy.valid()) return SharedBuffer();
+    std::memcpy(copy.data(), lease.data(), lease.size());
+    copy.set_size(lease.size());
+    ++counters.ring_buffers_copied_for_send;
+    return pool->Share(std::move(copy));
   }
-  pool->ReleaseIndex(index);
+  return pool->Share(std::move(lease));
+}
+
+int LoopCore::SendShared(SocketId id, const SharedBuffer& payload,
+                         std::span<const std::byte> header, const Endpoint* to,
+                         uint64_t tag) {
+  Socket* s = Lookup(id);
+  const SocketKind kind =
+      to != nullptr ? SocketKind::kUdp : SocketKind::kStream;
+  if (s == nullptr || s->kind != kind) return -EBADF;
+  if (s->closing) return -ECANCELED;
+  if (header.size() > Loop::kMaxSendHeaderBytes) return -EMSGSIZE;
+  if (!payload.valid() && header.empty()) return -EINVAL;
+  if (to != nullptr) {
+    if (!s->connected && !to->valid()) return -EDESTADDRREQ;
+  } else {
+    if (s->shutdown_requested) return -EPIPE;
+    if (s->write_error != 0) return s->write_error;
+    if (!s->connected && !s->connecting) return -ENOTCONN;
+  }
+  const uint32_t index = AllocOp();
+  if (index == kNoOp) return Refuse(*s, /*budget=*/true);
+  SendOp& o = ops_[index];
+  if (!header.empty()) {
+    std::memcpy(o.header, header.data(), header.size());
+    o.header_size = static_cast<uint32_t>(header.size());
+  }
+  if (payload.valid()) {
+    o.buffer = payload.index();
+    o.payload_offset = payload.offset();
+    o.payload_size = static_cast<uint32_t>(payload.size());
+    pool->AddRef(o.buffer);
+  }
+  o.tag = tag;
+  if (to != nullptr) o.destination = *to;
+  return QueueOp(*s, index);
+}
+
+int LoopCore::AppendIov(const SendOp& o, iovec* iov, int max) const {
+  int n = 0;
+  if (o.sent < o.header_size && n < max) {
+    iov[n].iov_base = const_cast<std::byte*>(o.header) + o.sent;
+    iov[n].iov_len = o.header_size - o.sent;
+    ++n;
+  }
+  const uint32_t payload_sent =
+      o.sent > o.header_size ? o.sent - o.header_size : 0;
+  if (o.payload_size > payload_sent && n < max) {
+    iov[n].iov_base = PayloadOf(o) + payload_sent;
+    iov[n].iov_len = o.payload_size - payload_sent;
+    ++n;
+  }
+  return n;
 }
 
 // Called at the end of each iteration: refused sockets hear OnWritable once
@@ -537,6 +793,20 @@ int LoopCore::Send(SocketId id, BufferLease data, uint64_t tag) {
   return Enqueue(*s, std::move(data), tag, nullptr);
 }
 
+int LoopCore::SetReceivePaused(SocketId id, bool paused) {
+  Socket* s = Lookup(id);
+  if (s == nullptr || s->kind == SocketKind::kListener) return -EBADF;
+  if (s->closing) return -ECANCELED;
+  if (s->receive_paused == paused) return 0;
+  s->receive_paused = paused;
+  if (paused) {
+    PauseReceiveOp(*s);
+  } else if (!s->read_closed && (s->connected || s->kind == SocketKind::kUdp)) {
+    ResumeReceiveOp(*s);
+  }
+  return 0;
+}
+
 size_t LoopCore::QueuedSendBytes(SocketId id) const {
   const Socket* s = Lookup(id);
   return s == nullptr ? 0 : s->send_bytes;
@@ -574,64 +844,149 @@ void LoopCore::MarkReadReady(Socket& s) {
 
 void LoopCore::ConsumeStreamSent(Socket& s, size_t bytes) {
   s.send_bytes -= bytes < s.send_bytes ? bytes : s.send_bytes;
-  while (s.send_head != BufferPool::kNoBuffer) {
+  while (s.send_head != kNoOp) {
     const uint32_t index = s.send_head;
-    BufferPool::Slot& slot = pool->slot(index);
-    const size_t left = slot.size - slot.offset;
+    SendOp& o = ops_[index];
+    const size_t left = o.size() - o.sent;
     if (bytes < left) {
-      // The kernel took only part of this buffer: remember where to resume.
-      slot.offset += static_cast<uint32_t>(bytes);
+      // The kernel took only part of this send: remember where to resume.
+      o.sent += static_cast<uint32_t>(bytes);
       if (bytes > 0) ++counters.send_partial;
       return;
     }
     bytes -= left;
-    s.send_head = slot.next;
-    if (s.send_head == BufferPool::kNoBuffer) {
-      s.send_tail = BufferPool::kNoBuffer;
-    }
+    s.send_head = o.next;
+    if (s.send_head == kNoOp) s.send_tail = kNoOp;
     --s.send_queued;
-    const int size = static_cast<int>(slot.size);
-    const uint64_t tag = slot.tag;
-    ReleaseSent(index);
+    const int size = static_cast<int>(o.size());
+    const uint64_t tag = o.tag;
+    FreeOp(index);
     if (!s.closing) s.handler->OnSendComplete(IdOf(s), size, tag);
   }
 }
 
 uint32_t LoopCore::PopDatagram(Socket& s) {
   const uint32_t index = s.send_head;
-  if (index == BufferPool::kNoBuffer) return index;
-  BufferPool::Slot& slot = pool->slot(index);
-  s.send_head = slot.next;
-  if (s.send_head == BufferPool::kNoBuffer) s.send_tail = BufferPool::kNoBuffer;
+  if (index == kNoOp) return index;
+  SendOp& o = ops_[index];
+  s.send_head = o.next;
+  if (s.send_head == kNoOp) s.send_tail = kNoOp;
   --s.send_queued;
-  s.send_bytes -= slot.size;
+  s.send_bytes -= o.size();
   return index;
 }
 
-void LoopCore::CompleteDatagram(Socket& s, uint32_t buffer, int result) {
-  const uint64_t tag = pool->slot(buffer).tag;
+void LoopCore::CompleteDatagram(Socket& s, uint32_t index, int result) {
+  const uint64_t tag = ops_[index].tag;
   if (result >= 0) {
     ++counters.datagrams_sent;
     counters.bytes_sent += static_cast<uint64_t>(result);
   }
-  ReleaseSent(buffer);
+  FreeOp(index);
   if (!s.closing || result < 0) s.handler->OnSendComplete(IdOf(s), result, tag);
+}
+
+uint32_t LoopCore::PopGsoBatch(Socket& s, int* count) {
+  *count = 0;
+  if (!s.gso || s.send_head == kNoOp) return kNoOp;
+  const SendOp& first = ops_[s.send_head];
+  const uint32_t segment = first.size();
+  if (segment == 0) return kNoOp;
+  // How many of the queue's head can go together.
+  int n = 0;
+  size_t total = 0;
+  for (uint32_t i = s.send_head; i != kNoOp && n < Loop::kMaxGsoSegments;
+       i = ops_[i].next) {
+    const SendOp& o = ops_[i];
+    if (o.size() > segment ||
+        (!s.connected && o.destination != first.destination) ||
+        total + o.size() > 65000) {
+      break;
+    }
+    ++n;
+    total += o.size();
+    if (o.size() < segment) break;  // a shorter one can only be the last
+  }
+  if (n < 2) return kNoOp;
+  std::memset(&s.send_msg, 0, sizeof(s.send_msg));
+  int iovs = 0;
+  const uint32_t head = s.send_head;
+  uint32_t tail = kNoOp;
+  for (int k = 0; k < n; ++k) {
+    const uint32_t index = PopDatagram(s);
+    SendOp& o = ops_[index];
+    iovs += AppendIov(o, s.send_iov + iovs, kMaxGather - iovs);
+    if (tail != kNoOp) ops_[tail].next = index;
+    tail = index;
+  }
+  ops_[tail].next = kNoOp;
+  s.send_msg.msg_iov = s.send_iov;
+  s.send_msg.msg_iovlen = static_cast<size_t>(iovs);
+  if (!s.connected) {
+    s.send_msg.msg_name = const_cast<sockaddr*>(first.destination.sockaddr());
+    s.send_msg.msg_namelen = first.destination.socklen();
+  }
+  s.send_msg.msg_control = s.send_cmsg;
+  s.send_msg.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+  cmsghdr* c = CMSG_FIRSTHDR(&s.send_msg);
+  c->cmsg_level = SOL_UDP;
+  c->cmsg_type = UDP_SEGMENT;
+  c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+  const uint16_t gso_size = static_cast<uint16_t>(segment);
+  std::memcpy(CMSG_DATA(c), &gso_size, sizeof(gso_size));
+  *count = n;
+  return head;
+}
+
+void LoopCore::RequeueGsoBatch(Socket& s, uint32_t head) {
+  uint32_t tail = head;
+  uint32_t n = 1;
+  size_t bytes = ops_[head].size();
+  while (ops_[tail].next != kNoOp) {
+    tail = ops_[tail].next;
+    ++n;
+    bytes += ops_[tail].size();
+  }
+  ops_[tail].next = s.send_head;
+  if (s.send_head == kNoOp) s.send_tail = tail;
+  s.send_head = head;
+  s.send_queued += n;
+  s.send_bytes += bytes;
+  MarkDirty(s);
+}
+
+void LoopCore::CompleteGsoBatch(Socket& s, uint32_t head, int result) {
+  if (result == -EIO || result == -EINVAL || result == -EOPNOTSUPP) {
+    // The path does not take GSO: send these one by one from now on, in
+    // their order, ahead of what was queued after them.
+    s.gso = false;
+    ++counters.gso_refused;
+    RequeueGsoBatch(s, head);
+    return;
+  }
+  if (result >= 0) ++counters.gso_sends;
+  uint32_t index = head;
+  while (index != kNoOp) {
+    const uint32_t next = ops_[index].next;
+    if (result >= 0) ++counters.gso_datagrams;
+    CompleteDatagram(
+        s, index, result >= 0 ? static_cast<int>(ops_[index].size()) : result);
+    index = next;
+  }
 }
 
 void LoopCore::FailQueuedSends(Socket& s, int error) {
   // Detach the whole queue first: a completion callback may Send() again
-  // (to this socket or another), and must find a consistent, empty queue
-  // rather than one whose tail points at a buffer already released.
+  // (to this socket or another), and must find a consistent, empty queue.
   uint32_t index = s.send_head;
-  s.send_head = BufferPool::kNoBuffer;
-  s.send_tail = BufferPool::kNoBuffer;
+  s.send_head = kNoOp;
+  s.send_tail = kNoOp;
   s.send_queued = 0;
   s.send_bytes = 0;
-  while (index != BufferPool::kNoBuffer) {
-    BufferPool::Slot& slot = pool->slot(index);
-    const uint32_t next = slot.next;
-    const uint64_t tag = slot.tag;
-    ReleaseSent(index);
+  while (index != kNoOp) {
+    const uint32_t next = ops_[index].next;
+    const uint64_t tag = ops_[index].tag;
+    FreeOp(index);
     s.handler->OnSendComplete(IdOf(s), error, tag);
     index = next;
   }
@@ -684,12 +1039,48 @@ void LoopCore::CheckDeadStreams() {
 
 void LoopCore::DeliverDatagram(Socket& s, uint32_t buffer, uint32_t offset,
                                uint32_t size, const Endpoint& from) {
+  DatagramInfo info;
+  info.from = from;
+  DeliverDatagram(s, buffer, offset, size, info);
+}
+
+void LoopCore::DeliverDatagram(Socket& s, uint32_t buffer, uint32_t offset,
+                               uint32_t size, DatagramInfo& info) {
   ++counters.datagrams_received;
   counters.bytes_received += size;
   pool->slot(buffer).lent_at_ns = now.nanos();
   BufferLease lease = pool->Adopt(buffer, size, offset);
   if (s.closing) return;  // lease releases the buffer
-  s.handler->OnDatagram(IdOf(s), from, std::move(lease));
+  if (s.receive_control) info.dropped = s.last_dropped;
+  s.handler->OnDatagramInfo(IdOf(s), info, std::move(lease));
+}
+
+void LoopCore::NoteControl(Socket& s, const cmsghdr& cmsg, DatagramInfo* info) {
+  const unsigned char* data = CMSG_DATA(&cmsg);
+  if (cmsg.cmsg_level == IPPROTO_IP && cmsg.cmsg_type == IP_PKTINFO) {
+    in_pktinfo pi;
+    std::memcpy(&pi, data, sizeof(pi));
+    info->to = Endpoint::Ipv4(ntohl(pi.ipi_addr.s_addr), 0);
+    info->interface_index = static_cast<uint32_t>(pi.ipi_ifindex);
+  } else if (cmsg.cmsg_level == IPPROTO_IPV6 &&
+             cmsg.cmsg_type == IPV6_PKTINFO) {
+    in6_pktinfo pi;
+    std::memcpy(&pi, data, sizeof(pi));
+    sockaddr_in6 a{};
+    a.sin6_family = AF_INET6;
+    a.sin6_addr = pi.ipi6_addr;
+    info->to =
+        Endpoint::FromSockaddr(reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    info->interface_index = pi.ipi6_ifindex;
+  } else if (cmsg.cmsg_level == SOL_SOCKET && cmsg.cmsg_type == SO_RXQ_OVFL) {
+    uint32_t dropped = 0;
+    std::memcpy(&dropped, data, sizeof(dropped));
+    // The kernel reports a running total; count what is new.
+    if (dropped > s.last_dropped) {
+      counters.receive_queue_drops += dropped - s.last_dropped;
+    }
+    s.last_dropped = dropped;
+  }
 }
 
 void LoopCore::DeliverData(Socket& s, uint32_t buffer, uint32_t offset,
@@ -715,7 +1106,7 @@ void LoopCore::DeliverConnect(Socket& s, int result) {
   if (s.closing) return;
   if (result == 0) {
     ArmReceive(s);
-    if (s.send_head != BufferPool::kNoBuffer || s.shutdown_requested) {
+    if (s.send_head != kNoOp || s.shutdown_requested) {
       MarkDirty(s);
     }
   } else {

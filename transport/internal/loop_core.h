@@ -9,8 +9,9 @@
 // Invariants the backends rely on:
 //  - A socket's slot is not reused until every operation the backend started
 //    on it has completed (`ops_in_flight == 0`) and FinishClose() ran.
-//  - Send queues are intrusive lists through BufferPool::Slot::next, so
-//    queueing never allocates.
+//  - Send queues are intrusive lists of SendOps (a fixed array allocated at
+//    setup), so queueing never allocates. An op holds a reference on its
+//    payload buffer; several ops may share one buffer (fan-out).
 //  - No handler callback runs for a socket after Close() except send
 //    completions with -ECANCELED and the final OnClosed().
 #ifndef RINGLAB_TRANSPORT_INTERNAL_LOOP_CORE_H_
@@ -31,8 +32,33 @@ namespace ringlab::transport::internal {
 
 enum class SocketKind : uint8_t { kFree, kUdp, kListener, kStream };
 
-// Most buffers gathered into one stream sendmsg / one sendmmsg batch.
-inline constexpr int kMaxGather = 16;
+// Room for the receive control messages a UDP socket may ask for:
+// IP(V6)_PKTINFO and SO_RXQ_OVFL.
+inline constexpr size_t kReceiveControlBytes = 64;
+
+// Most iovecs gathered into one stream sendmsg (a send contributes up to
+// two: its header and its payload).
+inline constexpr int kMaxGather = 32;
+inline constexpr uint32_t kNoOp = 0xffffffffu;
+
+// One queued send: up to Loop::kMaxSendHeaderBytes of header copied inline,
+// then an optional payload in a pool buffer on which the op holds one
+// reference. Lives in LoopCore::ops_; linked into its socket's queue.
+struct SendOp {
+  uint32_t next = kNoOp;
+  uint32_t buffer = BufferPool::kNoBuffer;  // payload, or none
+  uint32_t payload_offset = 0;              // into the buffer
+  uint32_t payload_size = 0;
+  uint32_t header_size = 0;
+  uint32_t sent = 0;  // stream: bytes of header + payload already written
+  uint64_t tag = 0;
+  Endpoint destination;  // datagrams on unconnected sockets
+  // io_uring datagram sendmsg storage: the kernel reads it while in flight.
+  msghdr msg{};
+  iovec iov[2]{};
+  alignas(8) std::byte header[Loop::kMaxSendHeaderBytes];
+  uint32_t size() const { return header_size + payload_size; }
+};
 // Fairness (epoll): most reads one socket gets per loop iteration before the
 // others have their turn; a socket with more to read waits on the ready list
 // for the next iteration.
@@ -61,8 +87,15 @@ struct Socket {
   bool receive_starved = false;  // waiting for buffers to re-arm
   bool send_in_flight = false;   // stream: one send op outstanding
   bool receive_kick = false;     // uring: receive cancelled to re-arm it
-  bool cancel_pending = false;   // uring: Close() found no SQE for its cancel
-  bool dead_listed = false;      // on dead_streams_ (see KickReceive)
+  bool receive_paused = false;   // PauseReceive(): no receive armed
+  bool receive_control = false;  // UDP: IP_PKTINFO and/or SO_RXQ_OVFL on
+  uint32_t last_dropped = 0;     // UDP: the last SO_RXQ_OVFL value seen
+  bool gso = false;              // UDP: segmentation_offload in effect
+  // UDP GSO send in flight (uring): its ops, linked through SendOp::next.
+  uint32_t gso_head = kNoOp;
+  alignas(8) unsigned char send_cmsg[16]{};  // UDP_SEGMENT
+  bool cancel_pending = false;  // uring: Close() found no SQE for its cancel
+  bool dead_listed = false;     // on dead_streams_ (see KickReceive)
   Duration dead_check_every{0};
   Timestamp dead_check_at;
   bool peer_hup_seen = false;  // epoll: RDHUP/HUP/ERR reported once
@@ -81,11 +114,11 @@ struct Socket {
   bool accept_paused = false;
   Duration accept_backoff{0};
   Timestamp accept_retry_at;
-  // Send queue: buffer indices linked through BufferPool::Slot::next.
-  uint32_t send_head = BufferPool::kNoBuffer;
-  uint32_t send_tail = BufferPool::kNoBuffer;
-  uint32_t send_queued = 0;  // buffers in the queue (stream: incl.
-                             // the in-flight head; UDP: unsubmitted)
+  // Send queue: SendOp indices linked through SendOp::next.
+  uint32_t send_head = kNoOp;
+  uint32_t send_tail = kNoOp;
+  uint32_t send_queued = 0;  // ops in the queue (stream: incl. the
+                             // in-flight head; UDP: unsubmitted)
   size_t send_bytes = 0;     // unsent bytes across the queue
   // Plain (non-provided) receive: the buffer the armed receive fills.
   uint32_t receive_buffer = BufferPool::kNoBuffer;
@@ -93,6 +126,7 @@ struct Socket {
   msghdr receive_msg{};
   iovec receive_iov{};
   sockaddr_storage receive_addr{};
+  alignas(8) unsigned char receive_cmsg[kReceiveControlBytes]{};
   msghdr send_msg{};
   iovec send_iov[kMaxGather]{};
   sockaddr_storage peer_addr{};
@@ -115,6 +149,10 @@ class LoopCore {
   absl::Status Multicast(SocketId id, const Endpoint& group,
                          const Endpoint& interface_address, bool join);
   int SendTo(SocketId id, BufferLease data, const Endpoint& to, uint64_t tag);
+  int SendShared(SocketId id, const SharedBuffer& payload,
+                 std::span<const std::byte> header, const Endpoint* to,
+                 uint64_t tag);
+  SharedBuffer Share(BufferLease lease);
   absl::StatusOr<SocketId> ListenTcp(const Endpoint& bind,
                                      SocketHandler* handler,
                                      const TcpOptions& options);
@@ -123,6 +161,8 @@ class LoopCore {
                                       const TcpOptions& options);
   int Send(SocketId id, BufferLease data, uint64_t tag);
   size_t QueuedSendBytes(SocketId id) const;
+  int SetReceivePaused(SocketId id, bool paused);
+  absl::StatusOr<SocketBuffers> GetSocketBuffers(SocketId id) const;
   absl::Status ShutdownWrite(SocketId id);
   void Close(SocketId id);
   absl::StatusOr<Endpoint> LocalEndpoint(SocketId id) const;
@@ -172,6 +212,10 @@ class LoopCore {
   // has not been read yet: make sure the receive side notices (uring:
   // cancel the armed receive and arm a fresh one; epoll: read on).
   virtual void KickReceive(Socket& s) = 0;
+  // PauseReceive/ResumeReceive: stop arming receives on `s` (uring: cancel
+  // the armed one) / arm them again (epoll: read what waits).
+  virtual void PauseReceiveOp(Socket& s) = 0;
+  virtual void ResumeReceiveOp(Socket& s) = 0;
   // Accepts again on a listener that backed off (PauseAccept): epoll
   // accepts until EAGAIN, io_uring arms the accept op again.
   virtual void RetryAccept(Socket& listener) = 0;
@@ -192,6 +236,11 @@ class LoopCore {
   // Delivery (skipped silently when the socket is closing).
   void DeliverDatagram(Socket& s, uint32_t buffer, uint32_t offset,
                        uint32_t size, const Endpoint& from);
+  void DeliverDatagram(Socket& s, uint32_t buffer, uint32_t offset,
+                       uint32_t size, DatagramInfo& info);
+  // Reads IP(V6)_PKTINFO and SO_RXQ_OVFL from one control message into
+  // `info` (and the drop counter); called for each cmsg of a datagram.
+  void NoteControl(Socket& s, const cmsghdr& cmsg, DatagramInfo* info);
   void DeliverData(Socket& s, uint32_t buffer, uint32_t offset, uint32_t size);
   void DeliverReadClosed(Socket& s, int result);
   void DeliverConnect(Socket& s, int result);
@@ -208,12 +257,34 @@ class LoopCore {
   // A listener accepted `fd`; creates the socket, asks the handler, arms it.
   void DeliverAccept(Socket& listener, int fd, const sockaddr* addr,
                      socklen_t len);
-  // Stream: `bytes` of the queue head were written. Completes whole buffers.
+  // Stream: `bytes` of the queue head were written. Completes whole sends.
   void ConsumeStreamSent(Socket& s, size_t bytes);
-  // Pops the head of a UDP queue (to hand it to the kernel).
+  // Pops the head of a UDP queue (to hand it to the kernel); kNoOp if none.
   uint32_t PopDatagram(Socket& s);
-  // A datagram the kernel took finished: callback, then release.
-  void CompleteDatagram(Socket& s, uint32_t buffer, int result);
+  // A datagram the kernel took finished: release, then callback.
+  void CompleteDatagram(Socket& s, uint32_t op, int result);
+  // UDP GSO: pops the longest run of queued datagrams one send can carry
+  // (same destination, one size, the last may be shorter; at least 2) into
+  // a chain through SendOp::next and fills s.send_msg / s.send_iov /
+  // s.send_cmsg for it. Returns the chain's head (count in *count), or kNoOp
+  // when the head of the queue goes alone.
+  uint32_t PopGsoBatch(Socket& s, int* count);
+  // Completes every op of a GSO chain: with its own size on success
+  // (`result` is the total), with `result` on failure. A refusal of GSO
+  // itself (EIO/EINVAL/EOPNOTSUPP) instead puts the datagrams back at the
+  // head of the queue and turns GSO off for the socket.
+  void CompleteGsoBatch(Socket& s, uint32_t head, int result);
+  // Puts a popped GSO chain back at the head of the queue, in order.
+  void RequeueGsoBatch(Socket& s, uint32_t head);
+  // The queued send `index` (see SendOp).
+  SendOp& op(uint32_t index) { return ops_[index]; }
+  // Where a send's payload bytes start.
+  std::byte* PayloadOf(const SendOp& op) const {
+    return pool->BufferAddress(op.buffer) + op.payload_offset;
+  }
+  // Fills `iov` (room for `max` entries) with the unsent part of `op`;
+  // returns how many it used.
+  int AppendIov(const SendOp& op, iovec* iov, int max) const;
   // Completes every queued send with `error` (close / reset). Callbacks may
   // queue new sends meanwhile.
   void FailQueuedSends(Socket& s, int error);
@@ -227,9 +298,9 @@ class LoopCore {
   // `s` has more to read but used its budget for this iteration: it is read
   // again at the start of the next one, and that iteration does not sleep.
   void MarkReadReady(Socket& s);
-  // A buffer leaves a send queue for good: out of its budget, back to its
-  // owner.
-  void ReleaseSent(uint32_t index);
+  // A send is done (or failed): drops its payload reference (out of the
+  // send budget when no other send holds the buffer) and frees the op.
+  void FreeOp(uint32_t index);
   // AcquireBuffer(): honours the receive reserve.
  public:
   BufferLease AcquireForSend();
@@ -257,6 +328,9 @@ class LoopCore {
   uint32_t send_held_ = 0;
   uint32_t ring_send_limit_ = 0;
   uint32_t ring_send_held_ = 0;
+  // Send descriptors: a fixed array and a free list (LoopOptions::send_ops).
+  std::vector<SendOp> ops_;
+  std::vector<uint32_t> free_ops_;
   std::vector<uint32_t> closing_;  // slots closing, not yet finished
   std::vector<uint32_t> scratch_;  // reused while walking the lists above
 
@@ -271,7 +345,12 @@ class LoopCore {
   void NotifyWritable();
   void CheckDeadStreams();
   int Refuse(Socket& s, bool budget);
+  // Queues `op` on `s` after the limit and budget checks (refusing frees
+  // it). `payload_buffer` is the pool buffer it references, or kNoBuffer.
+  int QueueOp(Socket& s, uint32_t op_index);
+  uint32_t AllocOp();
   void SetSendLimits(Socket& s, size_t limit, size_t low_water);
+  void NoteBufferSizes(Socket& s, int receive_bytes, int send_bytes);
   int Enqueue(Socket& s, BufferLease data, uint64_t tag, const Endpoint* to);
 
   int wakeup_fd_ = -1;

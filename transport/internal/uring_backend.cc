@@ -49,7 +49,8 @@ enum Op : uint8_t {
   kOpRecvConnected,  // connected UDP, multishot recv: no recvmsg header
   kOpStreamSend,     // one stream send / sendmsg / write_fixed
   kOpStreamSendZc,   // SEND_ZC on a stream: result CQE, then a notification
-  kOpDatagramSend,   // one datagram; buffer index in the middle field
+  kOpDatagramSend,   // one datagram; its SendOp index in the middle field
+  kOpDatagramGso,    // a UDP GSO send: the chain starts at Socket::gso_head
   kOpAccept,
   kOpConnect,
   kOpShutdown,
@@ -170,7 +171,6 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       absl::Status s = SetUpBufferRing();
       if (!s.ok()) return s;
     }
-    tx_ops_.resize(pool->buffer_count());
     send_with_address_ = ProbeCapabilities().send_with_address;
     ArmWakeup();
     return absl::OkStatus();
@@ -266,7 +266,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
   }
 
   void RearmStarved(Socket& s) override {
-    if (s.closing || s.receive_armed) return;
+    if (s.closing || s.receive_armed || s.receive_paused) return;
     if (info.flags.provided_buffers && s.kind != SocketKind::kListener &&
         ring_available_ == 0) {
       // Still empty: re-arming now would only fail again with ENOBUFS.
@@ -278,6 +278,24 @@ class UringBackend final : public LoopCore, public BufferRecycler {
 
   void RetryAccept(Socket& listener) override {
     if (!listener.receive_armed && !listener.closing) ArmAccept(listener);
+  }
+
+  // Pausing cancels the armed receive (its CQEs up to the cancellation are
+  // still delivered); nothing re-arms it until ResumeReceive.
+  void PauseReceiveOp(Socket& s) override {
+    if (!s.receive_armed) return;
+    io_uring_sqe* sqe = GetSqe();
+    if (sqe == nullptr) return;  // it stays armed; paused on its next CQE
+    const Op op = s.kind == SocketKind::kStream ? kOpRecv
+                  : (info.flags.provided_buffers && s.connected)
+                      ? kOpRecvConnected
+                      : kOpRecvMsg;
+    io_uring_prep_cancel64(sqe, Encode(op, 0, IdOf(s).value), 0);
+    sqe->user_data = Encode(kOpCancel, 0, IdOf(s).value);
+    ++counters.submissions;
+  }
+  void ResumeReceiveOp(Socket& s) override {
+    if (!s.receive_armed) ArmReceive(s);
   }
 
   uint32_t StarvedRearmLimit() override {
@@ -317,7 +335,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
 
   void FlushSends(Socket& s) override {
     if (s.kind == SocketKind::kUdp) {
-      while (s.send_head != BufferPool::kNoBuffer && SubmitDatagram(s)) {
+      while (s.send_head != kNoOp && SubmitDatagram(s)) {
       }
     } else if (s.kind == SocketKind::kStream) {
       SubmitStream(s);
@@ -560,7 +578,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
 
   void ArmDatagramReceive(Socket& s) {
     std::memset(&s.receive_msg, 0, sizeof(s.receive_msg));
-    if (info.flags.provided_buffers && s.connected) {
+    if (info.flags.provided_buffers && s.connected && !s.receive_control) {
       // The peer is fixed, so plain multishot recv will do: no msghdr to
       // import and no header in the buffer.
       ArmMultishotRecv(s, kOpRecvConnected);
@@ -570,7 +588,13 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       // Multishot recvmsg lays out each buffer as
       // [io_uring_recvmsg_out][name: msg_namelen bytes][payload]; an IPv6
       // sockaddr is the largest name we accept.
-      s.receive_msg.msg_namelen = sizeof(sockaddr_in6);
+      // 32 rather than sizeof(sockaddr_in6) (28) keeps what follows the
+      // name (the control messages) 8-byte aligned, as cmsghdr needs.
+      s.receive_msg.msg_namelen = 32;
+      // Control messages go between the name and the payload; only their
+      // length matters here (the kernel lays them out in each buffer).
+      s.receive_msg.msg_controllen =
+          s.receive_control ? kReceiveControlBytes : 0;
       io_uring_sqe* sqe = GetSqe();
       if (sqe == nullptr) {
         MarkStarved(s);
@@ -590,6 +614,10 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     s.receive_msg.msg_iovlen = 1;
     s.receive_msg.msg_name = &s.receive_addr;
     s.receive_msg.msg_namelen = sizeof(s.receive_addr);
+    if (s.receive_control) {
+      s.receive_msg.msg_control = s.receive_cmsg;
+      s.receive_msg.msg_controllen = kReceiveControlBytes;
+    }
     io_uring_sqe* sqe = GetSqe();
     if (sqe == nullptr) {
       ReturnReceiveBuffer(s);
@@ -655,44 +683,68 @@ class UringBackend final : public LoopCore, public BufferRecycler {
   // Hands the head datagram to the kernel. False when no SQE was free: the
   // datagram stays at the head and the socket is flushed again later.
   bool SubmitDatagram(Socket& s) {
+    // One GSO send at a time per socket: it uses the socket's msghdr.
+    if (s.gso && s.gso_head != kNoOp) return false;  // its CQE flushes on
     io_uring_sqe* sqe = GetSqe();
     if (sqe == nullptr) {
       MarkDirty(s);
       return false;
     }
+    if (s.gso) {
+      int count = 0;
+      const uint32_t batch = PopGsoBatch(s, &count);
+      if (batch != kNoOp) {
+        s.gso_head = batch;
+        io_uring_prep_sendmsg(sqe, FdFor(s), &s.send_msg, MSG_NOSIGNAL);
+        Finish(sqe, s, Encode(kOpDatagramGso, 0, IdOf(s).value));
+        ++datagram_cqes_expected_;
+        return true;
+      }
+    }
     const uint32_t index = PopDatagram(s);
-    BufferPool::Slot& slot = pool->slot(index);
-    std::byte* data = pool->BufferAddress(index) + slot.data_offset;
-    if (s.connected && info.flags.registered_buffers) {
-      // A write on a connected datagram socket sends one datagram. Unlike a
-      // stream write it cannot raise SIGPIPE: UDP never reports EPIPE.
-      io_uring_prep_write_fixed(sqe, FdFor(s), data, slot.size, 0, 0);
-    } else if (s.connected) {
-      io_uring_prep_send(sqe, FdFor(s), data, slot.size, MSG_NOSIGNAL);
-    } else if (send_with_address_) {
-      io_uring_prep_send(sqe, FdFor(s), data, slot.size, MSG_NOSIGNAL);
-      io_uring_prep_send_set_addr(
-          sqe, slot.destination.sockaddr(),
-          static_cast<uint16_t>(slot.destination.socklen()));
+    SendOp& o = op(index);
+    if (o.header_size == 0 && o.payload_size > 0) {
+      // One contiguous payload: the cheap single-buffer forms.
+      std::byte* data = PayloadOf(o);
+      if (s.connected && info.flags.registered_buffers) {
+        // A write on a connected datagram socket sends one datagram. Unlike
+        // a stream write it cannot raise SIGPIPE: UDP never reports EPIPE.
+        io_uring_prep_write_fixed(sqe, FdFor(s), data, o.payload_size, 0, 0);
+      } else if (s.connected) {
+        io_uring_prep_send(sqe, FdFor(s), data, o.payload_size, MSG_NOSIGNAL);
+      } else if (send_with_address_) {
+        io_uring_prep_send(sqe, FdFor(s), data, o.payload_size, MSG_NOSIGNAL);
+        io_uring_prep_send_set_addr(
+            sqe, o.destination.sockaddr(),
+            static_cast<uint16_t>(o.destination.socklen()));
+      } else {
+        PrepareDatagramMsg(s, o);
+        io_uring_prep_sendmsg(sqe, FdFor(s), &o.msg, MSG_NOSIGNAL);
+      }
     } else {
-      TxOp& op = tx_ops_[index];
-      op.iov.iov_base = data;
-      op.iov.iov_len = slot.size;
-      std::memset(&op.msg, 0, sizeof(op.msg));
-      op.msg.msg_iov = &op.iov;
-      op.msg.msg_iovlen = 1;
-      op.msg.msg_name = const_cast<sockaddr*>(slot.destination.sockaddr());
-      op.msg.msg_namelen = slot.destination.socklen();
-      io_uring_prep_sendmsg(sqe, FdFor(s), &op.msg, MSG_NOSIGNAL);
+      // Header + shared payload (fan-out), or a header alone: gathered by
+      // sendmsg from the op's own msghdr, which lives as long as the op.
+      PrepareDatagramMsg(s, o);
+      io_uring_prep_sendmsg(sqe, FdFor(s), &o.msg, MSG_NOSIGNAL);
     }
     Finish(sqe, s, Encode(kOpDatagramSend, index, IdOf(s).value));
     ++datagram_cqes_expected_;
     return true;
   }
 
+  void PrepareDatagramMsg(const Socket& s, SendOp& o) {
+    std::memset(&o.msg, 0, sizeof(o.msg));
+    o.msg.msg_iov = o.iov;
+    o.msg.msg_iovlen = static_cast<size_t>(AppendIov(o, o.iov, 2));
+    if (!s.connected) {
+      o.msg.msg_name = const_cast<sockaddr*>(o.destination.sockaddr());
+      o.msg.msg_namelen = o.destination.socklen();
+    }
+  }
+
   void SubmitStream(Socket& s) {
     if (s.send_in_flight || s.connecting || !s.connected) return;
-    if (s.send_head == BufferPool::kNoBuffer) {
+    if (s.send_head == kNoOp) {
       if (s.shutdown_requested && !s.shutdown_done) {
         io_uring_sqe* sqe = GetSqe();
         if (sqe == nullptr) {
@@ -706,17 +758,17 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       return;
     }
     // One send in flight per stream keeps completions in order; it gathers
-    // everything queued (up to kMaxGather buffers) so batching is not lost.
+    // everything queued (up to kMaxGather iovecs: each send gives its
+    // header and its payload) so batching is not lost.
     int count = 0;
     size_t total_bytes = 0;
+    bool headers = false;
     for (uint32_t index = s.send_head;
-         index != BufferPool::kNoBuffer && count < kMaxGather;
-         index = pool->slot(index).next, ++count) {
-      BufferPool::Slot& slot = pool->slot(index);
-      s.send_iov[count].iov_base =
-          pool->BufferAddress(index) + slot.data_offset + slot.offset;
-      s.send_iov[count].iov_len = slot.size - slot.offset;
-      total_bytes += s.send_iov[count].iov_len;
+         index != kNoOp && count + 2 <= kMaxGather; index = op(index).next) {
+      const SendOp& o = op(index);
+      headers = headers || o.sent < o.header_size;
+      count += AppendIov(o, s.send_iov + count, kMaxGather - count);
+      total_bytes += o.size() - o.sent;
     }
     // Zero-copy pays a page-pinning and notification cost per send, so it
     // only applies above the threshold (on loopback the kernel copies anyway
@@ -732,7 +784,8 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     if (count == 1) {
       void* data = s.send_iov[0].iov_base;
       const size_t len = s.send_iov[0].iov_len;
-      if (zero_copy && info.flags.registered_buffers) {
+      if (zero_copy && info.flags.registered_buffers && !headers) {
+        // The one iovec is a payload in the registered pool.
         io_uring_prep_send_zc_fixed(sqe, FdFor(s), data, len, MSG_NOSIGNAL, 0,
                                     0);
       } else if (zero_copy) {
@@ -839,9 +892,17 @@ class UringBackend final : public LoopCore, public BufferRecycler {
           }
         }
         break;
+      case kOpDatagramGso: {
+        --s->ops_in_flight;
+        const uint32_t head = s->gso_head;
+        s->gso_head = kNoOp;
+        CompleteGsoBatch(*s, head, res);
+        if (!s->closing && s->send_head != kNoOp) MarkDirty(*s);
+        break;
+      }
       case kOpDatagramSend:
         --s->ops_in_flight;
-        CompleteDatagram(*s, DecodeBuffer(user_data), res);
+        CompleteDatagram(*s, DecodeBuffer(user_data), res);  // the op index
         break;
       case kOpAccept:
         OnAccept(*s, res, more);
@@ -903,7 +964,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
         return;
       }
     }
-    if (!s.receive_armed && !s.closing && !s.read_closed) {
+    if (!s.receive_armed && !s.closing && !s.read_closed && !s.receive_paused) {
       if (multishot) ++counters.multishot_rearms;
       ArmStreamReceive(s);
     }
@@ -951,11 +1012,18 @@ class UringBackend final : public LoopCore, public BufferRecycler {
         if (s.receive_msg.msg_flags & MSG_TRUNC) {
           DropTruncatedDatagram(s, buffer);
         } else {
+          DatagramInfo dinfo;
+          dinfo.from = Endpoint::FromSockaddr(
+              reinterpret_cast<sockaddr*>(&s.receive_addr),
+              s.receive_msg.msg_namelen);
+          if (s.receive_control) {
+            for (cmsghdr* c = CMSG_FIRSTHDR(&s.receive_msg); c != nullptr;
+                 c = CMSG_NXTHDR(&s.receive_msg, c)) {
+              NoteControl(s, *c, &dinfo);
+            }
+          }
           DeliverDatagram(s, buffer, BufferPool::kHeadroom,
-                          static_cast<uint32_t>(res),
-                          Endpoint::FromSockaddr(
-                              reinterpret_cast<sockaddr*>(&s.receive_addr),
-                              s.receive_msg.msg_namelen));
+                          static_cast<uint32_t>(res), dinfo);
         }
       }
     } else {
@@ -973,7 +1041,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       // ICMP errors on a connected UDP socket: report, keep receiving.
       DeliverError(s, res);
     }
-    if (!s.receive_armed && !s.closing) {
+    if (!s.receive_armed && !s.closing && !s.receive_paused) {
       if (multishot) ++counters.multishot_rearms;
       ArmDatagramReceive(s);
     }
@@ -991,11 +1059,19 @@ class UringBackend final : public LoopCore, public BufferRecycler {
         static_cast<std::byte*>(io_uring_recvmsg_payload(out, &s.receive_msg));
     const uint32_t length =
         io_uring_recvmsg_payload_length(out, res, &s.receive_msg);
-    const Endpoint from = Endpoint::FromSockaddr(
+    DatagramInfo dinfo;
+    dinfo.from = Endpoint::FromSockaddr(
         static_cast<sockaddr*>(io_uring_recvmsg_name(out)),
         std::min<socklen_t>(out->namelen, s.receive_msg.msg_namelen));
+    if (s.receive_control) {
+      for (cmsghdr* c = io_uring_recvmsg_cmsg_firsthdr(out, &s.receive_msg);
+           c != nullptr;
+           c = io_uring_recvmsg_cmsg_nexthdr(out, &s.receive_msg, c)) {
+        NoteControl(s, *c, &dinfo);
+      }
+    }
     DeliverDatagram(s, buffer, static_cast<uint32_t>(payload - base), length,
-                    from);
+                    dinfo);
   }
 
   void OnStreamSent(Socket& s, int res) {
@@ -1082,11 +1158,6 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     return absl::OkStatus();
   }
 
-  struct TxOp {
-    msghdr msg;
-    iovec iov;
-  };
-
   io_uring ring_{};
   bool ring_ready_ = false;
   uint64_t memlock_charged_ = 0;    // this Loop's share of MemlockCharge
@@ -1102,7 +1173,6 @@ class UringBackend final : public LoopCore, public BufferRecycler {
   // What the next enter submits, for wait batching.
   uint32_t datagram_cqes_expected_ = 0;
   bool stream_send_submitted_ = false;
-  std::vector<TxOp> tx_ops_;  // per buffer: sendmsg storage for datagrams
 };
 
 }  // namespace

@@ -1,0 +1,1649 @@
+#include "mqtt/broker.h"
+
+#include <algorithm>
+#include <cstring>
+#include <functional>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "mqtt/internal/absl_view.h"
+#include "mqtt/internal/id_list.h"
+#include "mqtt/internal/retained_store.h"
+#include "mqtt/stream_decoder.h"
+#include "mqtt/topic.h"
+
+namespace ringlab::mqtt {
+namespace internal {
+
+constexpr uint32_t kNone = 0xFFFFFFFFu;
+constexpr uint32_t kNeverExpires = 0xFFFFFFFFu;
+
+// A message waiting in a session queue for one subscriber.
+struct Delivery {
+  MessageRef message;
+  uint64_t sequence = 0;  // order across the QoS 0 and QoS 1/2 queues
+  uint8_t qos = 0;
+  bool retain = false;
+  internal::IdList subscription_ids;
+};
+
+// A QoS 1/2 PUBLISH sent to the client and not yet fully acknowledged.
+struct Inflight {
+  enum class State : uint8_t { kAwaitPuback, kAwaitPubrec, kAwaitPubcomp };
+  MessageRef message;  // released once PUBREC arrives (only PUBREL is left)
+  uint16_t packet_id = 0;
+  uint8_t qos = 0;
+  bool retain = false;
+  State state = State::kAwaitPuback;
+  internal::IdList subscription_ids;
+};
+
+struct SubscriptionRecord {
+  SubscriptionOptions options;
+  uint32_t subscription_id = 0;
+};
+
+// Session state (MQTT 5.0 §4.1): survives the connection when its expiry
+// interval says so. A persistent store would hook in where sessions are
+// created (CreateSession), resumed (HandleConnect), ended (EndSession), and
+// where deliveries are queued (Enqueue) and acknowledged
+// (HandlePubResponse).
+struct Session {
+  uint32_t index = 0;
+  std::string client_id;
+  uint32_t connection = kNone;
+  uint32_t expiry_interval_s = 0;
+  Timestamp expires_at = Timestamp::Never();
+  // A will waiting for its delay after the connection closed.
+  MessageRef will;
+  Timestamp will_at = Timestamp::Never();
+  absl::flat_hash_map<std::string, SubscriptionRecord> subscriptions;
+  Ring<Delivery> qos0;
+  Ring<Delivery> qos12;
+  uint64_t queued_bytes = 0;  // of qos12
+  Ring<Inflight> inflight;
+  size_t resend_cursor = SIZE_MAX;        // next in-flight entry to resend
+  std::vector<uint16_t> awaiting_pubrel;  // inbound QoS 2 (method A)
+  uint16_t next_packet_id = 1;
+  uint64_t next_sequence = 0;
+  uint64_t match_epoch = 0;
+  uint32_t match_slot = 0;
+  Timestamp timer_at = Timestamp::Never();
+};
+
+struct Connection {
+  enum class State : uint8_t { kFree, kAwaitConnect, kActive, kClosing };
+  uint32_t index = 0;
+  uint32_t generation = 0;
+  State state = State::kFree;
+  StreamDecoder decoder;
+  Version version = Version::k311;
+  Session* session = nullptr;
+  Timestamp opened_at;
+  Timestamp last_packet_at;
+  Timestamp timer_at = Timestamp::Never();
+  uint16_t keep_alive_s = 0;
+  // What the client allows us (CONNECT properties).
+  uint16_t receive_maximum_out = 0;
+  uint32_t max_packet_out = kMaxPacketBytes;
+  uint16_t topic_alias_max_out = 0;
+  uint32_t connect_expiry_s = 0;  // for the DISCONNECT rule MQTT-3.14.2-2
+  // The will from CONNECT, until the connection ends.
+  MessageRef will;
+  uint32_t will_delay_s = 0;
+  // Topic aliases, theirs (index alias - 1) and ours: allocated on first
+  // use, so the many connections that never use them stay small.
+  struct Aliases {
+    std::vector<std::string> in;
+    absl::flat_hash_map<std::string, uint16_t> out;
+    uint16_t next_out = 1;
+  };
+  std::unique_ptr<Aliases> aliases;
+  Aliases& GetAliases() {
+    if (!aliases) aliases = std::make_unique<Aliases>();
+    return *aliases;
+  }
+  // Control packets and oversized headers waiting for PollTransmit.
+  std::vector<std::byte> staged;
+  size_t staged_pos = 0;
+  // A tail to send after the staged header.
+  MessageRef pending_message;
+  std::span<const std::byte> pending_tail;
+  bool in_ready = false;
+
+  void Reset() {
+    state = State::kFree;
+    decoder.Reset();
+    session = nullptr;
+    timer_at = Timestamp::Never();
+    keep_alive_s = 0;
+    receive_maximum_out = 0;
+    max_packet_out = kMaxPacketBytes;
+    topic_alias_max_out = 0;
+    connect_expiry_s = 0;
+    will.Reset();
+    will_delay_s = 0;
+    aliases.reset();
+    staged.clear();
+    if (staged.capacity() > 1024) staged.shrink_to_fit();
+    staged_pos = 0;
+    pending_message.Reset();
+    pending_tail = {};
+    in_ready = false;
+  }
+};
+
+}  // namespace internal
+
+using internal::Connection;
+using internal::Delivery;
+using internal::Inflight;
+using internal::kNeverExpires;
+using internal::kNone;
+using internal::Session;
+
+struct Broker::Target {
+  uint32_t session = 0;
+  uint8_t qos = 0;
+  bool retain = false;
+  internal::IdList subscription_ids;
+};
+
+namespace {
+
+Duration Seconds(uint64_t s) { return std::chrono::seconds(int64_t(s)); }
+
+bool IsV5(Version v) { return v == Version::k5; }
+
+// Seconds left until `at`, rounded up, for an outgoing Message Expiry
+// Interval (MQTT-3.3.2-6).
+uint32_t RemainingSeconds(Timestamp at, Timestamp now) {
+  const int64_t ns = (at - now).count();
+  if (ns <= 0) return 0;
+  return uint32_t((ns + 999'999'999) / 1'000'000'000);
+}
+
+}  // namespace
+
+// ---- Construction
+// ------------------------------------------------------------
+
+size_t Broker::SessionKeyHash::operator()(uint32_t index) const {
+  return std::hash<std::string_view>{}((*sessions)[index]->client_id);
+}
+size_t Broker::SessionKeyHash::operator()(std::string_view id) const {
+  return std::hash<std::string_view>{}(id);
+}
+bool Broker::SessionKeyEq::operator()(uint32_t a, uint32_t b) const {
+  return a == b;
+}
+bool Broker::SessionKeyEq::operator()(uint32_t a, std::string_view b) const {
+  return (*sessions)[a]->client_id == b;
+}
+bool Broker::SessionKeyEq::operator()(std::string_view a, uint32_t b) const {
+  return a == (*sessions)[b]->client_id;
+}
+
+Broker::Broker(BrokerOptions options, BrokerAuthenticator* authenticator)
+    : options_(std::move(options)),
+      authenticator_(authenticator),
+      retained_(std::make_unique<internal::RetainedStore>()),
+      session_by_id_(0, SessionKeyHash{&sessions_}, SessionKeyEq{&sessions_}) {
+  options_.maximum_qos = std::min<uint8_t>(options_.maximum_qos, 2);
+  options_.max_packet_bytes =
+      std::clamp<uint32_t>(options_.max_packet_bytes, 64, kMaxPacketBytes);
+  if (options_.receive_maximum == 0) options_.receive_maximum = 1;
+  if (options_.max_inflight_messages == 0) options_.max_inflight_messages = 1;
+}
+
+Broker::~Broker() = default;
+
+size_t Broker::retained_count() const { return retained_->size(); }
+
+// ---- Connections
+// -------------------------------------------------------------
+
+absl::StatusOr<ConnectionId> Broker::OnConnectionOpened(Timestamp now) {
+  if (open_connections_ >= options_.max_connections) {
+    ++counters_.connections_refused_limit;
+    return absl::ResourceExhaustedError(
+        absl::StrCat("mqtt broker: max_connections (", options_.max_connections,
+                     ") reached"));
+  }
+  uint32_t index;
+  if (!free_connections_.empty()) {
+    index = free_connections_.back();
+    free_connections_.pop_back();
+  } else {
+    index = uint32_t(connections_.size());
+    connections_.push_back(std::make_unique<Connection>());
+    connections_.back()->index = index;
+  }
+  Connection& c = *connections_[index];
+  if (++c.generation == 0) c.generation = 1;
+  c.state = Connection::State::kAwaitConnect;
+  c.decoder.set_max_packet_bytes(options_.max_packet_bytes);
+  c.opened_at = now;
+  c.last_packet_at = now;
+  ++open_connections_;
+  ++counters_.connections_opened;
+  // Slowloris: a CONNECT must complete within connect_timeout.
+  Schedule(index, false, now + options_.connect_timeout);
+  return ConnectionId{index, c.generation};
+}
+
+Connection* Broker::Lookup(ConnectionId id) const {
+  if (id.index >= connections_.size()) return nullptr;
+  Connection* c = connections_[id.index].get();
+  if (c->generation != id.generation || c->state == Connection::State::kFree) {
+    return nullptr;
+  }
+  return c;
+}
+
+void Broker::OnBytes(ConnectionId id, std::span<const std::byte> bytes,
+                     Timestamp now) {
+  Connection* c = Lookup(id);
+  if (c == nullptr) return;
+  counters_.bytes_received += bytes.size();
+  Frame frame;
+  bool more = true;
+  while (more && (c->state == Connection::State::kAwaitConnect ||
+                  c->state == Connection::State::kActive)) {
+    switch (c->decoder.Next(&bytes, &frame)) {
+      case StreamDecoder::Result::kFrame:
+        HandleFrame(*c, frame, now);
+        break;
+      case StreamDecoder::Result::kNeedMore:
+        more = false;
+        break;
+      case StreamDecoder::Result::kMalformed:
+        Fail(*c, ReasonCode::kMalformedPacket,
+             "MQTT-1.5.5-1: bad Remaining Length", now);
+        more = false;
+        break;
+      case StreamDecoder::Result::kTooLarge:
+        ++counters_.packets_too_large;
+        // §3.1.2.11.4 / §3.2.2.3.6: over our Maximum Packet Size.
+        Fail(*c, ReasonCode::kPacketTooLarge,
+             "packet exceeds the Maximum Packet Size", now);
+        more = false;
+        break;
+    }
+  }
+  RunDeferred(now);
+}
+
+void Broker::RunDeferred(Timestamp now) {
+  while (!deferred_closes_.empty()) {
+    const ConnectionId id = deferred_closes_.back();
+    deferred_closes_.pop_back();
+    Connection* c = Lookup(id);
+    if (c != nullptr && c->state == Connection::State::kActive) {
+      Fail(*c, ReasonCode::kQuotaExceeded,
+           "the session's message queue is full", now);
+    }
+  }
+}
+
+void Broker::OnConnectionClosed(ConnectionId id, Timestamp now) {
+  Connection* c = Lookup(id);
+  if (c == nullptr) return;
+  if (c->state == Connection::State::kActive) {
+    // The network failed or the peer went away without DISCONNECT: the
+    // will is published (MQTT-3.1.2-8).
+    DetachSession(*c, /*publish_will=*/true, now);
+  }
+  c->Reset();
+  free_connections_.push_back(c->index);
+  --open_connections_;
+  ++counters_.connections_closed;
+  RunDeferred(now);
+}
+
+// ---- Output
+// ------------------------------------------------------------------
+
+void Broker::MarkReady(Connection& c) {
+  if (c.in_ready || c.state == Connection::State::kFree) return;
+  c.in_ready = true;
+  ready_.push_back(c.index);
+}
+
+std::optional<ConnectionId> Broker::NextReady() {
+  while (!ready_.empty()) {
+    const uint32_t index = ready_.front();
+    ready_.pop_front();
+    Connection& c = *connections_[index];
+    if (c.state == Connection::State::kFree || !c.in_ready) continue;
+    return ConnectionId{index, c.generation};
+  }
+  return std::nullopt;
+}
+
+bool Broker::HasOutput(ConnectionId id) const {
+  Connection* c = Lookup(id);
+  if (c == nullptr) return false;
+  if (c->staged_pos < c->staged.size() || c->pending_message) return true;
+  if (c->state != Connection::State::kActive || c->session == nullptr) {
+    return false;
+  }
+  const Session& s = *c->session;
+  return !s.qos0.empty() || (s.resend_cursor < s.inflight.size()) ||
+         (!s.qos12.empty() && s.inflight.size() < c->receive_maximum_out);
+}
+
+size_t Broker::NextTransmitBound(ConnectionId id) const {
+  Connection* c = Lookup(id);
+  if (c == nullptr) return 0;
+  if (c->staged_pos < c->staged.size() || c->pending_message) {
+    return c->staged.size() - c->staged_pos + c->pending_tail.size();
+  }
+  if (c->state != Connection::State::kActive || c->session == nullptr) {
+    return 0;
+  }
+  const Session& s = *c->session;
+  // Fixed header, packet id and the per-subscriber properties (expiry,
+  // alias, identifiers) fit in this much beyond topic and tail.
+  auto bound = [](const Message& m, size_t ids) {
+    return m.topic().size() + m.Tail(Version::k5).size() + 64 + 5 * ids;
+  };
+  size_t n = 0;
+  if (s.resend_cursor < s.inflight.size()) {
+    const Inflight& f = s.inflight[s.resend_cursor];
+    return f.message ? bound(*f.message, f.subscription_ids.size()) : 16;
+  }
+  if (!s.qos0.empty()) {
+    n = std::max(n, bound(*s.qos0.front().message,
+                          s.qos0.front().subscription_ids.size()));
+  }
+  if (!s.qos12.empty()) {
+    n = std::max(n, bound(*s.qos12.front().message,
+                          s.qos12.front().subscription_ids.size()));
+  }
+  return n;
+}
+
+void Broker::StageControl(Connection& c, const Packet& packet) {
+  const size_t size = EncodedSize(packet, c.version);
+  if (size == 0) return;
+  const size_t at = c.staged.size();
+  c.staged.resize(at + size);
+  Encode(packet, c.version, std::span<std::byte>(c.staged).subspan(at));
+  MarkReady(c);
+}
+
+std::optional<Transmit> Broker::PollTransmit(ConnectionId id,
+                                             std::span<std::byte> out,
+                                             Timestamp now) {
+  Connection* c = Lookup(id);
+  if (c == nullptr || out.size() < kMinTransmitBytes) return std::nullopt;
+  if (c->staged_pos < c->staged.size()) {
+    const size_t n = std::min(out.size(), c->staged.size() - c->staged_pos);
+    std::memcpy(out.data(), c->staged.data() + c->staged_pos, n);
+    c->staged_pos += n;
+    if (c->staged_pos == c->staged.size()) {
+      c->staged.clear();
+      c->staged_pos = 0;
+      if (c->staged.capacity() > 4096) c->staged.shrink_to_fit();
+    }
+    counters_.bytes_polled += n;
+    Transmit t;
+    t.header_bytes = n;
+    return t;
+  }
+  if (c->pending_message) {
+    Transmit t;
+    t.tail = c->pending_tail;
+    t.message = std::move(c->pending_message);
+    c->pending_tail = {};
+    counters_.bytes_polled += t.tail.size();
+    return t;
+  }
+  if (c->state == Connection::State::kActive && c->session != nullptr) {
+    std::optional<Transmit> t = NextPublish(*c, *c->session, out, now);
+    if (t) {
+      counters_.bytes_polled += t->header_bytes + t->tail.size();
+      return t;
+    }
+  }
+  c->in_ready = false;
+  return std::nullopt;
+}
+
+uint16_t Broker::NextPacketId(Session& s) {
+  // MQTT-2.2.1-3: non-zero and not in use. In-flight ids are few compared
+  // with 65535, so a collision check is a short scan.
+  while (true) {
+    const uint16_t id = s.next_packet_id;
+    s.next_packet_id = uint16_t(id == 0xFFFF ? 1 : id + 1);
+    bool used = false;
+    for (size_t i = 0; i < s.inflight.size(); ++i) {
+      if (s.inflight[i].packet_id == id) {
+        used = true;
+        break;
+      }
+    }
+    if (!used) return id;
+  }
+}
+
+std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
+                                            std::span<std::byte> out,
+                                            Timestamp now) {
+  const bool v5 = IsV5(c.version);
+  // Each pass takes one resend or one queued delivery; a delivery that is
+  // dropped (expired, too large) moves on to the next one.
+  while (true) {
+    Publish header;
+    MessageRef message;
+    internal::IdList ids;
+    uint32_t alias_to_assign = 0;
+
+    if (s.resend_cursor < s.inflight.size()) {
+      // MQTT-4.4.0-1: on a resumed session, resend every unacknowledged
+      // PUBLISH (DUP set, MQTT-3.3.1-1) and PUBREL, in their original order.
+      Inflight& f = s.inflight[s.resend_cursor++];
+      if (s.resend_cursor >= s.inflight.size()) s.resend_cursor = SIZE_MAX;
+      if (f.state == Inflight::State::kAwaitPubcomp) {
+        PubResponse rel;
+        rel.type = PacketType::kPubrel;
+        rel.packet_id = f.packet_id;
+        const EncodeResult r = Encode(rel, c.version, out);
+        if (!r.ok()) return std::nullopt;  // out is at least 64 bytes
+        Transmit t;
+        t.header_bytes = r.size;
+        return t;
+      }
+      header.topic = f.message->topic();
+      header.qos = f.qos;
+      header.dup = true;
+      header.retain = f.retain;
+      header.packet_id = f.packet_id;
+      message = f.message;
+      ids = f.subscription_ids;
+      ++counters_.publishes_resent;
+    } else {
+      const bool can12 =
+          !s.qos12.empty() && s.inflight.size() < c.receive_maximum_out;
+      const bool can0 = !s.qos0.empty();
+      if (!can0 && !can12) return std::nullopt;
+      // The older of the two queue heads goes first; QoS 0 is never held
+      // back by a full in-flight window (§4.9).
+      const bool take0 = can0 && (!can12 || s.qos0.front().sequence <
+                                                s.qos12.front().sequence);
+      internal::Ring<Delivery>& queue = take0 ? s.qos0 : s.qos12;
+      Delivery d = std::move(queue.front());
+      queue.pop_front();
+      if (!take0) {
+        const uint64_t bytes =
+            d.message->topic().size() + d.message->Tail(Version::k5).size();
+        s.queued_bytes -= bytes;
+        total_queued_bytes_ -= bytes;
+      }
+      // MQTT-3.3.2-5: an expired message is not delivered.
+      if (d.message->expires_at() <= now) {
+        ++counters_.dropped_expired;
+        continue;
+      }
+      header.topic = d.message->topic();
+      header.qos = d.qos;
+      header.retain = d.retain;
+      if (v5 && c.topic_alias_max_out > 0) {
+        Connection::Aliases& aliases = c.GetAliases();
+        auto it = aliases.out.find(internal::AbslView(header.topic));
+        if (it != aliases.out.end()) {
+          header.properties.topic_alias = it->second;
+          header.topic = {};  // §3.3.2.3.4: the alias stands for the topic
+        } else if (aliases.next_out <= c.topic_alias_max_out) {
+          alias_to_assign = aliases.next_out;
+          header.properties.topic_alias = uint16_t(alias_to_assign);
+        }
+      }
+      message = std::move(d.message);
+      ids = std::move(d.subscription_ids);
+      if (header.qos > 0) header.packet_id = NextPacketId(s);
+    }
+
+    if (v5) {
+      if (!message->expires_at().is_never()) {
+        header.properties.message_expiry_interval =
+            RemainingSeconds(message->expires_at(), now);
+      }
+      header.properties.subscription_ids =
+          SubscriptionIds(std::span<const uint32_t>(ids.data(), ids.size()));
+    }
+    const std::span<const std::byte> tail = message->Tail(c.version);
+    const size_t tail_props = v5 ? message->properties().size() : 0;
+    const size_t payload = tail.size() - tail_props;
+    const size_t header_bytes =
+        PublishHeaderSize(header, c.version, tail_props, payload);
+    // MQTT-3.1.2-25: a packet over the client's Maximum Packet Size is
+    // discarded as if it had been delivered.
+    if (header_bytes == 0 || header_bytes + tail.size() > c.max_packet_out) {
+      ++counters_.dropped_too_large;
+      if (header.dup) {
+        // A resend that no longer fits: its in-flight entry goes too.
+        for (size_t i = 0; i < s.inflight.size(); ++i) {
+          if (s.inflight[i].packet_id != header.packet_id) continue;
+          s.inflight.erase(i);
+          if (s.resend_cursor != SIZE_MAX && i < s.resend_cursor) {
+            --s.resend_cursor;
+          }
+          if (s.resend_cursor >= s.inflight.size()) {
+            s.resend_cursor = SIZE_MAX;
+          }
+          break;
+        }
+      }
+      continue;
+    }
+    if (alias_to_assign != 0) {
+      c.aliases->out.emplace(std::string(message->topic()),
+                             uint16_t(alias_to_assign));
+      ++c.aliases->next_out;
+    }
+    if (!header.dup) {
+      if (header.qos > 0) {
+        Inflight f;
+        f.message = message;
+        f.packet_id = header.packet_id;
+        f.qos = header.qos;
+        f.retain = header.retain;
+        f.state = header.qos == 1 ? Inflight::State::kAwaitPuback
+                                  : Inflight::State::kAwaitPubrec;
+        f.subscription_ids = ids;
+        s.inflight.push_back(std::move(f));
+      }
+      ++counters_.publishes_sent[header.qos];
+    }
+
+    Transmit t;
+    if (header_bytes <= out.size()) {
+      EncodePublishHeader(header, c.version, tail_props, payload, out);
+      t.header_bytes = header_bytes;
+      t.tail = tail;
+      t.message = std::move(message);
+      return t;
+    }
+    // A header longer than the caller's buffer (a long topic): stage it
+    // and hand out the tail after it.
+    c.staged.resize(header_bytes);
+    c.staged_pos = 0;
+    EncodePublishHeader(header, c.version, tail_props, payload, c.staged);
+    c.pending_tail = tail;
+    c.pending_message = std::move(message);
+    const size_t n = out.size();
+    std::memcpy(out.data(), c.staged.data(), n);
+    c.staged_pos = n;
+    t.header_bytes = n;
+    return t;
+  }
+}
+
+std::optional<BrokerEvent> Broker::PollEvent() {
+  if (events_.empty()) return std::nullopt;
+  BrokerEvent e = events_.front();
+  events_.pop_front();
+  return e;
+}
+
+// ---- Frames
+// ------------------------------------------------------------------
+
+void Broker::HandleFrame(Connection& c, const Frame& frame, Timestamp now) {
+  ++counters_.packets_received;
+  // MQTT-3.1.2-22: any control packet from the client resets keep alive.
+  c.last_packet_at = now;
+  if (c.state == Connection::State::kAwaitConnect) {
+    if (frame.type != PacketType::kConnect) {
+      // MQTT-3.1.0-1: the first packet must be CONNECT; close without
+      // a CONNACK.
+      ++counters_.first_packet_not_connect;
+      CloseConnection(c, ReasonCode::kProtocolError, false, now);
+      return;
+    }
+    HandleConnect(c, frame, now);
+    return;
+  }
+  const Version v = c.version;
+  DecodeStatus status;
+  switch (frame.type) {
+    case PacketType::kConnect:
+      // MQTT-3.1.0-2: a second CONNECT is a Protocol Error.
+      Fail(c, ReasonCode::kProtocolError, "MQTT-3.1.0-2: second CONNECT", now);
+      return;
+    case PacketType::kPublish: {
+      Publish p;
+      status = DecodePublish(frame, v, &p);
+      if (status.ok()) {
+        HandlePublish(c, p, now);
+        return;
+      }
+      break;
+    }
+    case PacketType::kPuback:
+    case PacketType::kPubrec:
+    case PacketType::kPubrel:
+    case PacketType::kPubcomp: {
+      PubResponse r;
+      status = DecodePubResponse(frame, v, &r);
+      if (status.ok()) {
+        HandlePubResponse(c, r, now);
+        return;
+      }
+      break;
+    }
+    case PacketType::kSubscribe: {
+      Subscribe s;
+      status = DecodeSubscribe(frame, v, &s);
+      if (status.ok()) {
+        HandleSubscribe(c, s, now);
+        return;
+      }
+      break;
+    }
+    case PacketType::kUnsubscribe: {
+      Unsubscribe u;
+      status = DecodeUnsubscribe(frame, v, &u);
+      if (status.ok()) {
+        HandleUnsubscribe(c, u);
+        return;
+      }
+      break;
+    }
+    case PacketType::kPingreq: {
+      Packet p;
+      status = DecodePacket(frame, v, &p);
+      if (status.ok()) {
+        StageControl(c, Pingresp{});  // MQTT-3.12.4-1
+        return;
+      }
+      break;
+    }
+    case PacketType::kDisconnect: {
+      Disconnect d;
+      status = DecodeDisconnect(frame, v, &d);
+      if (status.ok()) {
+        HandleDisconnect(c, d, now);
+        return;
+      }
+      break;
+    }
+    case PacketType::kAuth:
+      status = IsV5(v) ? DecodeStatus::ProtocolError(
+                             "§4.12: AUTH without an authentication method")
+                       : DecodeStatus::Malformed("3.1.1: packet type 15");
+      break;
+    case PacketType::kReserved:
+      status = DecodeStatus::Malformed("§2.1.2: reserved packet type 0");
+      break;
+    default:
+      // CONNACK, SUBACK, UNSUBACK, PINGRESP: server-to-client packets.
+      status = DecodeStatus::ProtocolError(
+          "§2.1.2: a server-to-client packet sent by the client");
+      break;
+  }
+  Fail(c, status.code, status.detail, now);
+}
+
+void Broker::Fail(Connection& c, ReasonCode code, const char* detail,
+                  Timestamp now) {
+  if (code == ReasonCode::kMalformedPacket) {
+    ++counters_.malformed_packets;
+  } else {
+    ++counters_.protocol_errors;
+  }
+  if (c.state == Connection::State::kActive && IsV5(c.version)) {
+    // MQTT-4.13.1-1 / §4.13.2: a DISCONNECT with the reason code, and a
+    // reason string when it fits the client's Maximum Packet Size.
+    Disconnect d;
+    d.reason = code;
+    d.properties.reason_string = std::string_view(detail);
+    if (EncodedSize(Packet(d), c.version) > c.max_packet_out) {
+      d.properties.reason_string.reset();
+    }
+    StageControl(c, d);
+  } else if (c.state == Connection::State::kAwaitConnect) {
+    // A bad packet before the session exists: v5 clients get a CONNACK
+    // with the reason code (MQTT-3.1.4-1, §4.13).
+    if (c.version == Version::k5) {
+      Connack ack;
+      ack.code = uint8_t(code);
+      ack.properties.reason_string = std::string_view(detail);
+      StageControl(c, ack);
+    }
+  }
+  CloseConnection(c, code, /*publish_will=*/true, now);
+}
+
+void Broker::CloseConnection(Connection& c, ReasonCode reason,
+                             bool publish_will, Timestamp now) {
+  if (c.state != Connection::State::kAwaitConnect &&
+      c.state != Connection::State::kActive) {
+    return;
+  }
+  DetachSession(c, publish_will, now);
+  c.state = Connection::State::kClosing;
+  // Output already staged (a CONNACK or DISCONNECT) still goes out.
+  if (c.staged_pos < c.staged.size()) MarkReady(c);
+  BrokerEvent e;
+  e.kind = BrokerEvent::Kind::kClose;
+  e.connection = ConnectionId{c.index, c.generation};
+  e.reason = reason;
+  events_.push_back(e);
+}
+
+// ---- CONNECT
+// -----------------------------------------------------------------
+
+Session* Broker::CreateSession(std::string_view client_id) {
+  uint32_t index;
+  if (!free_sessions_.empty()) {
+    index = free_sessions_.back();
+    free_sessions_.pop_back();
+  } else {
+    index = uint32_t(sessions_.size());
+    sessions_.push_back(nullptr);
+  }
+  sessions_[index] = std::make_unique<Session>();
+  Session& s = *sessions_[index];
+  s.index = index;
+  s.client_id = std::string(client_id);
+  session_by_id_.insert(index);
+  ++counters_.sessions_created;
+  return &s;
+}
+
+void Broker::HandleConnect(Connection& c, const Frame& frame, Timestamp now) {
+  Connect p;
+  p.version = Version(0);  // tells whether the decoder got as far as the level
+  const DecodeStatus status = DecodeConnect(frame, &p);
+  auto reject = [&](ReasonCode code, const char* detail) {
+    ++counters_.connects_rejected;
+    Connack ack;
+    if (IsV5(c.version)) {
+      ack.code = uint8_t(code);
+      if (detail != nullptr) ack.properties.reason_string = detail;
+    } else {
+      ack.code = ConnackReturnCodeV311(code);
+    }
+    StageControl(c, ack);
+    CloseConnection(c, code, false, now);
+  };
+  if (!status.ok()) {
+    if (status.code == ReasonCode::kUnsupportedProtocolVersion) {
+      // 3.1.1 MQTT-3.1.2-2 / 5.0 §3.1.2.2: refuse in the 3.1.1 format, which
+      // every client version can read, then close.
+      c.version = Version::k311;
+      reject(status.code, nullptr);
+      return;
+    }
+    if (status.code == ReasonCode::kMalformedPacket) {
+      ++counters_.malformed_packets;
+    } else {
+      ++counters_.protocol_errors;
+    }
+    // MQTT-3.1.4-1: a malformed CONNECT closes the connection; a v5 client
+    // is told why in a CONNACK (§4.13).
+    if (p.version == Version::k5) {
+      c.version = Version::k5;
+      reject(status.code, status.detail);
+    } else {
+      ++counters_.connects_rejected;
+      CloseConnection(c, status.code, false, now);
+    }
+    return;
+  }
+  c.version = p.version;
+  const bool v5 = IsV5(p.version);
+  if (p.will) {
+    // MQTT-3.1.3-10 / §3.1.3.3: the will topic is a topic name.
+    if (!IsValidTopicName(p.will->topic)) {
+      reject(ReasonCode::kTopicNameInvalid, "will topic is not a topic name");
+      return;
+    }
+    if (p.will->qos > options_.maximum_qos) {
+      reject(ReasonCode::kQosNotSupported, "will QoS above Maximum QoS");
+      return;
+    }
+    if (p.will->retain && !options_.retain_available) {
+      reject(ReasonCode::kRetainNotSupported, "retain is not available");
+      return;
+    }
+  }
+  if (v5 && p.properties.authentication_method) {
+    // §4.12: no enhanced authentication method is supported.
+    reject(ReasonCode::kBadAuthenticationMethod,
+           "no authentication method is supported");
+    return;
+  }
+  if (authenticator_ != nullptr) {
+    const ReasonCode code = authenticator_->Authenticate(p);
+    if (code != ReasonCode::kSuccess) {
+      reject(code, nullptr);
+      return;
+    }
+  }
+  std::string assigned;
+  std::string_view client_id = p.client_id;
+  if (client_id.empty()) {
+    // 3.1.1 MQTT-3.1.3-8: an empty id needs Clean Session 1.
+    if (!v5 && !p.clean_start) {
+      reject(ReasonCode::kClientIdentifierNotValid, nullptr);
+      return;
+    }
+    // MQTT-3.1.3-6: assign a unique one (returned in CONNACK, MQTT-3.1.3-7).
+    do {
+      assigned =
+          absl::StrCat(options_.assigned_client_id_prefix, ++assigned_ids_);
+    } while (session_by_id_.contains(std::string_view(assigned)));
+    client_id = assigned;
+  }
+
+  // Session expiry (§3.1.2.11.2; 3.1.1 Clean Session semantics).
+  uint32_t expiry_s;
+  if (v5) {
+    expiry_s = std::min(p.properties.session_expiry_interval.value_or(0),
+                        options_.max_session_expiry_s);
+  } else {
+    expiry_s = p.clean_start ? 0 : options_.v311_session_expiry_s;
+  }
+
+  Session* s = nullptr;
+  bool session_present = false;
+  auto found = session_by_id_.find(client_id);
+  if (found != session_by_id_.end()) {
+    s = sessions_[*found].get();
+    if (s->connection != kNone) {
+      // MQTT-3.1.4-3: take over from the connection already using it.
+      Connection& old = *connections_[s->connection];
+      ++counters_.session_takeovers;
+      if (IsV5(old.version)) {
+        Disconnect d;
+        d.reason = ReasonCode::kSessionTakenOver;
+        StageControl(old, d);
+      }
+      CloseConnection(old, ReasonCode::kSessionTakenOver, true, now);
+      // The old connection's session may have ended with it (expiry 0).
+      found = session_by_id_.find(client_id);
+      s = found == session_by_id_.end() ? nullptr : sessions_[*found].get();
+    }
+  }
+  if (s != nullptr && p.clean_start) {
+    // MQTT-3.1.2-4: Clean Start discards the existing session (its pending
+    // will is published as the session ends).
+    EndSession(*s, now);
+    s = nullptr;
+  }
+  if (s != nullptr) {
+    // MQTT-3.1.2-5 / MQTT-3.2.2-3: resume it.
+    session_present = true;
+    ++counters_.sessions_resumed;
+    // MQTT-3.1.3-9: a reconnect before the will delay cancels the will.
+    s->will.Reset();
+    s->will_at = Timestamp::Never();
+    s->expires_at = Timestamp::Never();
+    s->resend_cursor = s->inflight.empty() ? SIZE_MAX : 0;
+  } else {
+    s = CreateSession(client_id);
+  }
+  s->connection = c.index;
+  s->expiry_interval_s = expiry_s;
+  c.session = s;
+  c.state = Connection::State::kActive;
+  c.connect_expiry_s = expiry_s;
+
+  // What the client allows us.
+  c.receive_maximum_out =
+      std::min<uint16_t>(p.properties.receive_maximum.value_or(0xFFFF),
+                         options_.max_inflight_messages);
+  c.max_packet_out = p.properties.maximum_packet_size.value_or(kMaxPacketBytes);
+  c.topic_alias_max_out =
+      std::min<uint16_t>(p.properties.topic_alias_maximum.value_or(0),
+                         options_.max_outgoing_topic_aliases);
+  c.keep_alive_s = p.keep_alive_s;
+  const bool override_keep_alive =
+      options_.server_keep_alive_s != 0 &&
+      (p.keep_alive_s == 0 || p.keep_alive_s > options_.server_keep_alive_s);
+  if (override_keep_alive) c.keep_alive_s = options_.server_keep_alive_s;
+
+  if (p.will) {
+    // The will becomes a message now; it is routed if the connection ends
+    // badly (MQTT-3.1.2-8).
+    Properties fwd;
+    const Properties& wp = p.will->properties;
+    fwd.payload_format_indicator = wp.payload_format_indicator;
+    fwd.content_type = wp.content_type;
+    fwd.response_topic = wp.response_topic;
+    fwd.correlation_data = wp.correlation_data;
+    fwd.user_properties = wp.user_properties;
+    scratch_.resize(PropertiesSize(fwd));
+    WireWriter w(scratch_);
+    EncodePropertyList(fwd, w);
+    const Timestamp expires = wp.message_expiry_interval
+                                  ? now + Seconds(*wp.message_expiry_interval)
+                                  : Timestamp::Never();
+    c.will = pool_.Create(p.will->topic, p.will->qos, p.will->retain, scratch_,
+                          p.will->payload, expires, s->index);
+    c.will_delay_s = wp.will_delay_interval.value_or(0);
+  }
+
+  Connack ack;
+  ack.session_present = session_present;
+  ack.code = 0;
+  if (v5) {
+    Properties& ap = ack.properties;
+    if (expiry_s != p.properties.session_expiry_interval.value_or(0)) {
+      ap.session_expiry_interval = expiry_s;  // §3.2.2.3.2
+    }
+    if (options_.receive_maximum != 0xFFFF) {
+      ap.receive_maximum = options_.receive_maximum;
+    }
+    if (options_.maximum_qos < 2) ap.maximum_qos = options_.maximum_qos;
+    if (!options_.retain_available) ap.retain_available = 0;
+    if (options_.max_packet_bytes < kMaxPacketBytes) {
+      ap.maximum_packet_size = options_.max_packet_bytes;
+    }
+    if (!assigned.empty()) ap.assigned_client_identifier = client_id;
+    if (options_.topic_alias_maximum > 0) {
+      ap.topic_alias_maximum = options_.topic_alias_maximum;
+    }
+    if (!options_.wildcard_subscription_available) {
+      ap.wildcard_subscription_available = 0;
+    }
+    if (!options_.subscription_identifiers_available) {
+      ap.subscription_identifier_available = 0;
+    }
+    if (!options_.shared_subscription_available) {
+      ap.shared_subscription_available = 0;
+    }
+    if (override_keep_alive) ap.server_keep_alive = c.keep_alive_s;
+  }
+  StageControl(c, ack);  // MQTT-3.2.0-1: CONNACK is the first packet out
+  ++counters_.connects_accepted;
+  if (c.keep_alive_s > 0) {
+    Schedule(c.index, false,
+             now + Duration(int64_t(c.keep_alive_s) * 1'500'000'000));
+  }
+  if (HasOutput(ConnectionId{c.index, c.generation})) MarkReady(c);
+}
+
+// ---- PUBLISH from a client
+// ---------------------------------------------------
+
+void Broker::HandlePublish(Connection& c, const Publish& in, Timestamp now) {
+  Session& s = *c.session;
+  const bool v5 = IsV5(c.version);
+  Publish p = in;
+  if (v5) {
+    // MQTT-3.3.4-6: a client's PUBLISH carries no Subscription Identifier.
+    if (!p.properties.subscription_ids.empty()) {
+      Fail(c, ReasonCode::kProtocolError,
+           "MQTT-3.3.4-6: subscription identifier from a client", now);
+      return;
+    }
+    if (p.properties.topic_alias) {
+      const uint16_t alias = *p.properties.topic_alias;
+      // §3.3.2.3.4: 0 or above our Topic Alias Maximum is invalid
+      // (MQTT-3.3.2-8, MQTT-3.3.2-9).
+      if (alias == 0 || alias > options_.topic_alias_maximum) {
+        Fail(c, ReasonCode::kTopicAliasInvalid,
+             "MQTT-3.3.2-9: topic alias out of range", now);
+        return;
+      }
+      std::vector<std::string>& in = c.GetAliases().in;
+      if (in.size() < alias) in.resize(alias);
+      std::string& mapped = in[alias - 1];
+      if (!p.topic.empty()) {
+        mapped.assign(p.topic.data(), p.topic.size());
+      } else if (mapped.empty()) {
+        Fail(c, ReasonCode::kProtocolError, "§3.3.2.3.4: unknown topic alias",
+             now);
+        return;
+      } else {
+        p.topic = mapped;
+      }
+    } else if (p.topic.empty()) {
+      Fail(c, ReasonCode::kProtocolError,
+           "§3.3.2.3.4: empty topic without a topic alias", now);
+      return;
+    }
+    if (p.properties.response_topic &&
+        !IsValidTopicName(*p.properties.response_topic)) {
+      // MQTT-3.3.2-14: the response topic is a topic name.
+      Fail(c, ReasonCode::kProtocolError,
+           "MQTT-3.3.2-14: wildcard in response topic", now);
+      return;
+    }
+  }
+  if (p.qos > options_.maximum_qos) {
+    // MQTT-3.2.2-11: above the Maximum QoS we announced.
+    Fail(c, ReasonCode::kQosNotSupported, "QoS above Maximum QoS", now);
+    return;
+  }
+  if (p.retain && !options_.retain_available) {
+    Fail(c, ReasonCode::kRetainNotSupported, "retain is not available", now);
+    return;
+  }
+  ++counters_.publishes_received[p.qos];
+
+  if (p.qos == 2) {
+    // QoS 2, method A (§4.3.3): the message goes on now and the packet id
+    // is kept until PUBREL; a resent PUBLISH with that id is not routed
+    // again.
+    if (std::find(s.awaiting_pubrel.begin(), s.awaiting_pubrel.end(),
+                  p.packet_id) != s.awaiting_pubrel.end()) {
+      PubResponse rec;
+      rec.type = PacketType::kPubrec;
+      rec.packet_id = p.packet_id;
+      StageControl(c, rec);
+      return;
+    }
+    // §4.9: more unacknowledged QoS 2 than our Receive Maximum is 0x93.
+    if (s.awaiting_pubrel.size() >= options_.receive_maximum) {
+      ++counters_.receive_maximum_exceeded;
+      if (v5) {
+        Fail(c, ReasonCode::kReceiveMaximumExceeded,
+             "§4.9: more than Receive Maximum QoS 2 publications", now);
+      } else {
+        Fail(c, ReasonCode::kProtocolError, "too many QoS 2 in flight", now);
+      }
+      return;
+    }
+  }
+
+  ReasonCode reason = ReasonCode::kSuccess;
+  if (authenticator_ != nullptr &&
+      !authenticator_->MayPublish(s.client_id, p.topic)) {
+    ++counters_.publishes_denied;
+    reason = ReasonCode::kNotAuthorized;
+  } else {
+    // The properties a subscriber receives unchanged (MQTT-3.3.2-4, -15,
+    // -16, -17, -18, -20), encoded once for every subscriber.
+    Properties fwd;
+    if (v5) {
+      fwd.payload_format_indicator = p.properties.payload_format_indicator;
+      fwd.content_type = p.properties.content_type;
+      fwd.response_topic = p.properties.response_topic;
+      fwd.correlation_data = p.properties.correlation_data;
+      fwd.user_properties = p.properties.user_properties;
+    }
+    const size_t props = PropertiesSize(fwd);
+    if (scratch_.size() < props) scratch_.resize(props);
+    WireWriter w(std::span<std::byte>(scratch_).first(props));
+    EncodePropertyList(fwd, w);
+    const Timestamp expires =
+        p.properties.message_expiry_interval
+            ? now + Seconds(*p.properties.message_expiry_interval)
+            : Timestamp::Never();
+    MessageRef m =
+        pool_.Create(p.topic, p.qos, p.retain,
+                     std::span<const std::byte>(scratch_).first(props),
+                     p.payload, expires, s.index);
+    if (p.retain) StoreRetained(m);
+    if (RouteMessage(m, now) == 0) {
+      ++counters_.publishes_no_subscribers;
+      if (v5) reason = ReasonCode::kNoMatchingSubscribers;
+    }
+  }
+  if (p.qos == 1) {
+    PubResponse ack;
+    ack.type = PacketType::kPuback;
+    ack.packet_id = p.packet_id;
+    ack.reason = reason;
+    StageControl(c, ack);
+  } else if (p.qos == 2) {
+    PubResponse rec;
+    rec.type = PacketType::kPubrec;
+    rec.packet_id = p.packet_id;
+    rec.reason = reason;
+    // A refused QoS 2 ends the exchange here (§4.3.3).
+    if (!IsError(reason)) s.awaiting_pubrel.push_back(p.packet_id);
+    StageControl(c, rec);
+  }
+}
+
+bool Broker::StoreRetained(const MessageRef& m) {
+  if (m->payload().empty()) {
+    // MQTT-3.3.1-6 / -7: an empty retained message clears, and is not kept.
+    retained_->Clear(m->topic());
+    return true;
+  }
+  if (!retained_->Set(m->topic(), m, options_.max_retained_messages)) {
+    ++counters_.retained_dropped_limit;
+    return false;
+  }
+  return true;  // MQTT-3.3.1-5: replaces any earlier one
+}
+
+// ---- Routing
+// -----------------------------------------------------------------
+
+struct Broker::RouteVisitor {
+  Broker* broker;
+  const Message* message;
+
+  void OnEntry(const SubscriptionTree::Entry& e) {
+    Session& s = *broker->sessions_[e.subscriber];
+    // MQTT-3.8.3-3: No Local skips the publisher's own session.
+    if (e.options.no_local && message->publisher() == s.index) return;
+    const uint8_t qos = std::min(message->qos(), e.options.max_qos);
+    // MQTT-3.3.1-12 / -13: Retain As Published.
+    const bool retain = e.options.retain_as_published && message->retain();
+    std::vector<Target>& targets = broker->targets_;
+    if (s.match_epoch != broker->route_epoch_) {
+      s.match_epoch = broker->route_epoch_;
+      s.match_slot = uint32_t(targets.size());
+      targets.emplace_back();
+      targets.back().session = s.index;
+      targets.back().qos = qos;
+      targets.back().retain = retain;
+    } else {
+      // Overlapping subscriptions: one copy at the highest QoS (3.1.1
+      // MQTT-3.3.5-1, 5.0 MQTT-3.3.4-2) with every identifier
+      // (MQTT-3.3.4-4).
+      Target& t = targets[s.match_slot];
+      t.qos = std::max(t.qos, qos);
+      t.retain = t.retain || retain;
+    }
+    if (e.subscription_id != 0) {
+      targets[s.match_slot].subscription_ids.push_back(e.subscription_id);
+    }
+  }
+
+  void OnGroup(SubscriptionTree::SharedGroup& g) {
+    // §4.8.2: one member of the group gets the message. Round robin over
+    // the connected members; if none is connected, the next one queues it.
+    const size_t n = g.members.size();
+    if (n == 0) return;
+    size_t chosen = g.next % n;
+    for (size_t k = 0; k < n; ++k) {
+      const size_t i = (g.next + k) % n;
+      if (broker->sessions_[g.members[i].subscriber]->connection != kNone) {
+        chosen = i;
+        break;
+      }
+    }
+    g.next = uint32_t((chosen + 1) % n);
+    const SubscriptionTree::Entry& e = g.members[chosen];
+    Target& t = broker->targets_.emplace_back();
+    t.session = e.subscriber;
+    t.qos = std::min(message->qos(), e.options.max_qos);
+    t.retain = e.options.retain_as_published && message->retain();
+    if (e.subscription_id != 0) t.subscription_ids.push_back(e.subscription_id);
+  }
+};
+
+uint32_t Broker::RouteMessage(const MessageRef& message, Timestamp now) {
+  ++route_epoch_;
+  targets_.clear();
+  RouteVisitor visitor{this, message.get()};
+  tree_.Match(message->topic(), visitor);
+  for (const Target& t : targets_) {
+    Enqueue(*sessions_[t.session], message, t.qos, t.retain,
+            std::span<const uint32_t>(t.subscription_ids.data(),
+                                      t.subscription_ids.size()),
+            now);
+  }
+  return uint32_t(targets_.size());
+}
+
+void Broker::Enqueue(Session& s, const MessageRef& message, uint8_t qos,
+                     bool retain, std::span<const uint32_t> subscription_ids,
+                     Timestamp now) {
+  const bool online = s.connection != kNone;
+  if (qos == 0) {
+    // QoS 0 is not kept for a disconnected session (MQTT 5.0 §3.1.2.4 lets
+    // a server choose), and a slow subscriber loses it rather than
+    // stalling anything.
+    if (!online) {
+      ++counters_.dropped_offline_qos0;
+      return;
+    }
+    if (s.qos0.size() >= options_.max_queued_qos0) {
+      ++counters_.dropped_qos0_queue_full;
+      return;
+    }
+  } else {
+    const uint64_t bytes =
+        message->topic().size() + message->Tail(Version::k5).size();
+    if (s.qos12.size() >= options_.max_queued_messages ||
+        s.queued_bytes + bytes > options_.max_queued_bytes) {
+      ++counters_.dropped_queue_full;
+      if (options_.queue_full_policy == QueueFullPolicy::kDisconnect &&
+          online) {
+        // Closing here could end sessions in the middle of a routing pass;
+        // it happens once the pass is over (RunDeferred).
+        const Connection& c = *connections_[s.connection];
+        deferred_closes_.push_back(ConnectionId{c.index, c.generation});
+      }
+      return;
+    }
+    if (total_queued_bytes_ + bytes > options_.max_total_queued_bytes) {
+      ++counters_.dropped_total_queue_full;
+      return;
+    }
+    s.queued_bytes += bytes;
+    total_queued_bytes_ += bytes;
+  }
+  Delivery d;
+  d.message = message;
+  d.sequence = s.next_sequence++;
+  d.qos = qos;
+  d.retain = retain;
+  d.subscription_ids.assign(subscription_ids);
+  (qos == 0 ? s.qos0 : s.qos12).push_back(std::move(d));
+  if (online) MarkReady(*connections_[s.connection]);
+}
+
+void Broker::PublishMessage(const InjectedMessage& in, Timestamp now) {
+  const Timestamp expires = in.message_expiry_interval_s
+                                ? now + Seconds(*in.message_expiry_interval_s)
+                                : Timestamp::Never();
+  MessageRef m = pool_.Create(in.topic, std::min<uint8_t>(in.qos, 2), in.retain,
+                              in.properties, in.payload, expires, kNoPublisher);
+  if (in.retain) StoreRetained(m);
+  RouteMessage(m, now);
+  RunDeferred(now);
+}
+
+// ---- Acknowledgements
+// --------------------------------------------------------
+
+void Broker::HandlePubResponse(Connection& c, const PubResponse& r,
+                               Timestamp now) {
+  Session& s = *c.session;
+  if (r.type == PacketType::kPubrel) {
+    // §4.3.3: the client releases its QoS 2 message; complete it.
+    auto it = std::find(s.awaiting_pubrel.begin(), s.awaiting_pubrel.end(),
+                        r.packet_id);
+    PubResponse comp;
+    comp.type = PacketType::kPubcomp;
+    comp.packet_id = r.packet_id;
+    if (it != s.awaiting_pubrel.end()) {
+      *it = s.awaiting_pubrel.back();
+      s.awaiting_pubrel.pop_back();
+    } else {
+      comp.reason = ReasonCode::kPacketIdentifierNotFound;
+    }
+    StageControl(c, comp);
+    return;
+  }
+  size_t i = 0;
+  for (; i < s.inflight.size(); ++i) {
+    if (s.inflight[i].packet_id == r.packet_id) break;
+  }
+  if (i == s.inflight.size()) {
+    ++counters_.acks_unknown;
+    if (r.type == PacketType::kPubrec) {
+      // §3.6.2.1: no such packet id: PUBREL 0x92 ends the exchange.
+      PubResponse rel;
+      rel.type = PacketType::kPubrel;
+      rel.packet_id = r.packet_id;
+      rel.reason = ReasonCode::kPacketIdentifierNotFound;
+      StageControl(c, rel);
+    }
+    return;
+  }
+  Inflight& f = s.inflight[i];
+  bool done = false;
+  switch (r.type) {
+    case PacketType::kPuback:
+      done = f.state == Inflight::State::kAwaitPuback;
+      break;
+    case PacketType::kPubrec:
+      if (f.state == Inflight::State::kAwaitPubrec ||
+          f.state == Inflight::State::kAwaitPubcomp) {
+        if (IsError(r.reason)) {
+          done = true;  // §4.3.3: a PUBREC failure ends the exchange
+        } else {
+          f.state = Inflight::State::kAwaitPubcomp;
+          f.message.Reset();  // PUBREL needs only the id
+          PubResponse rel;
+          rel.type = PacketType::kPubrel;
+          rel.packet_id = r.packet_id;
+          StageControl(c, rel);
+        }
+      }
+      break;
+    case PacketType::kPubcomp:
+      done = f.state == Inflight::State::kAwaitPubcomp;
+      break;
+    default:
+      break;
+  }
+  if (!done) {
+    ++counters_.acks_unknown;
+    return;
+  }
+  if (i == 0) {
+    s.inflight.pop_front();
+  } else {
+    s.inflight.erase(i);
+  }
+  if (s.resend_cursor != SIZE_MAX) {
+    if (i < s.resend_cursor) --s.resend_cursor;
+    if (s.resend_cursor >= s.inflight.size()) s.resend_cursor = SIZE_MAX;
+  }
+  // The window opened: queued QoS 1/2 messages may go.
+  if (!s.qos12.empty()) MarkReady(c);
+}
+
+// ---- SUBSCRIBE / UNSUBSCRIBE
+// -------------------------------------------------
+
+void Broker::HandleSubscribe(Connection& c, const Subscribe& sub,
+                             Timestamp now) {
+  Session& s = *c.session;
+  const bool v5 = IsV5(c.version);
+  const uint32_t sub_id = sub.properties.subscription_ids.first();
+  absl::InlinedVector<uint8_t, 8> codes;
+  sub.entries.ForEach([&](const SubscribeEntry& entry) {
+    ++counters_.subscribes;
+    const uint8_t failure = v5 ? 0 : 0x80;  // v5 sets a specific code below
+    auto fail = [&](ReasonCode code) {
+      codes.push_back(v5 ? uint8_t(code) : failure);
+    };
+    std::string_view filter = entry.filter;
+    std::string_view group;
+    if (IsSharedFilter(filter)) {
+      SharedFilter shared;
+      if (!ParseSharedFilter(filter, &shared)) {
+        fail(ReasonCode::kTopicFilterInvalid);  // MQTT-4.8.2-1 / -2
+        return;
+      }
+      if (!options_.shared_subscription_available) {
+        fail(ReasonCode::kSharedSubscriptionsNotSupported);
+        return;
+      }
+      group = shared.group;
+      filter = shared.filter;
+    } else if (!IsValidTopicFilter(filter)) {
+      fail(ReasonCode::kTopicFilterInvalid);  // §4.7
+      return;
+    }
+    if (!options_.wildcard_subscription_available &&
+        filter.find_first_of("+#") != std::string_view::npos) {
+      fail(ReasonCode::kWildcardSubscriptionsNotSupported);
+      return;
+    }
+    if (sub_id != 0 && !options_.subscription_identifiers_available) {
+      fail(ReasonCode::kSubscriptionIdentifiersNotSupported);
+      return;
+    }
+    if (authenticator_ != nullptr &&
+        !authenticator_->MaySubscribe(s.client_id, entry.filter)) {
+      fail(ReasonCode::kNotAuthorized);
+      return;
+    }
+    SubscriptionTree::Entry e;
+    e.subscriber = s.index;
+    e.options = entry.options;
+    e.options.max_qos = std::min(entry.options.max_qos, options_.maximum_qos);
+    e.subscription_id = sub_id;
+    const bool existed = tree_.Add(filter, group, e);
+    internal::SubscriptionRecord& record =
+        s.subscriptions[std::string(entry.filter)];
+    record.options = e.options;
+    record.subscription_id = sub_id;
+    codes.push_back(e.options.max_qos);  // granted QoS
+    // Retained messages (§3.3.1.3): Retain Handling 0 always, 1 only for a
+    // new subscription, 2 never (MQTT-3.3.1-9/-10/-11); never for shared
+    // subscriptions (§4.8.2).
+    const uint8_t rh = entry.options.retain_handling;
+    if (group.empty() && (rh == 0 || (rh == 1 && !existed))) {
+      SendRetained(s, filter, e.options.max_qos, sub_id, now);
+    }
+  });
+  Suback ack;
+  ack.packet_id = sub.packet_id;
+  ack.reason_codes = std::span<const uint8_t>(codes.data(), codes.size());
+  // MQTT-3.8.4-1: one SUBACK; it is staged ahead of the retained messages
+  // queued above, since staged bytes go out first.
+  StageControl(c, ack);
+}
+
+void Broker::SendRetained(Session& s, std::string_view filter,
+                          uint8_t granted_qos, uint32_t subscription_id,
+                          Timestamp now) {
+  const uint32_t ids[1] = {subscription_id};
+  retained_->Match(filter, [&](const MessageRef& m) {
+    if (m->expires_at() <= now) {
+      ++counters_.dropped_expired;
+      return;
+    }
+    // A retained message sent for a new subscription has RETAIN 1.
+    Enqueue(s, m, std::min(m->qos(), granted_qos), /*retain=*/true,
+            subscription_id != 0 ? std::span<const uint32_t>(ids)
+                                 : std::span<const uint32_t>(),
+            now);
+  });
+}
+
+void Broker::HandleUnsubscribe(Connection& c, const Unsubscribe& u) {
+  Session& s = *c.session;
+  absl::InlinedVector<uint8_t, 8> codes;
+  u.filters.ForEach([&](std::string_view text) {
+    ++counters_.unsubscribes;
+    std::string_view filter = text;
+    std::string_view group;
+    SharedFilter shared;
+    if (IsSharedFilter(text) && ParseSharedFilter(text, &shared)) {
+      group = shared.group;
+      filter = shared.filter;
+    }
+    auto it = s.subscriptions.find(internal::AbslView(text));
+    if (it == s.subscriptions.end()) {
+      codes.push_back(uint8_t(ReasonCode::kNoSubscriptionExisted));
+      return;
+    }
+    s.subscriptions.erase(it);
+    tree_.Remove(filter, group, s.index);
+    codes.push_back(uint8_t(ReasonCode::kSuccess));
+  });
+  Unsuback ack;
+  ack.packet_id = u.packet_id;
+  if (IsV5(c.version)) {
+    ack.reason_codes = std::span<const uint8_t>(codes.data(), codes.size());
+  }
+  StageControl(c, ack);  // MQTT-3.10.4-4
+}
+
+// ---- DISCONNECT and session lifetime
+// -----------------------------------------
+
+void Broker::HandleDisconnect(Connection& c, const Disconnect& d,
+                              Timestamp now) {
+  bool publish_will = false;
+  if (IsV5(c.version)) {
+    if (d.properties.session_expiry_interval) {
+      // MQTT-3.14.2-2: a session that had expiry 0 cannot gain one now.
+      if (c.connect_expiry_s == 0 &&
+          *d.properties.session_expiry_interval != 0) {
+        Fail(c, ReasonCode::kProtocolError,
+             "MQTT-3.14.2-2: session expiry set after CONNECT had 0", now);
+        return;
+      }
+      c.session->expiry_interval_s = std::min(
+          *d.properties.session_expiry_interval, options_.max_session_expiry_s);
+    }
+    // §3.14.2.1: 0x04 asks for the will; 0x00 discards it (MQTT-3.14.4-3).
+    publish_will = d.reason == ReasonCode::kDisconnectWithWillMessage;
+  }
+  CloseConnection(c, ReasonCode::kSuccess, publish_will, now);
+}
+
+void Broker::DetachSession(Connection& c, bool publish_will, Timestamp now) {
+  Session* sp = c.session;
+  c.session = nullptr;
+  c.pending_message.Reset();
+  c.pending_tail = {};
+  if (sp == nullptr) {
+    c.will.Reset();
+    return;
+  }
+  Session& s = *sp;
+  s.connection = kNone;
+  s.resend_cursor = SIZE_MAX;
+  counters_.dropped_offline_qos0 += s.qos0.size();
+  s.qos0.clear();
+  s.qos0.ShrinkIfEmpty(16);
+  if (publish_will && c.will) {
+    // MQTT-3.1.2-8 / §3.1.3.2.2: at once, or after the Will Delay Interval
+    // unless the session ends first or a new connection resumes it.
+    if (c.will_delay_s == 0 || s.expiry_interval_s == 0) {
+      s.will = std::move(c.will);
+      PublishWill(s, now);
+    } else {
+      s.will = std::move(c.will);
+      s.will_at = now + Seconds(c.will_delay_s);
+      Schedule(s.index, true, s.will_at);
+    }
+  }
+  c.will.Reset();
+  if (s.expiry_interval_s == 0) {
+    EndSession(s, now);  // §3.1.2.11.2: the session ends with the connection
+    return;
+  }
+  if (s.expiry_interval_s != kNeverExpires) {
+    s.expires_at = now + Seconds(s.expiry_interval_s);
+    Schedule(s.index, true, s.expires_at);
+  }
+}
+
+void Broker::PublishWill(Session& s, Timestamp now) {
+  MessageRef will = std::move(s.will);
+  s.will_at = Timestamp::Never();
+  if (!will) return;
+  ++counters_.wills_published;
+  if (will->retain()) StoreRetained(will);
+  RouteMessage(will, now);
+}
+
+void Broker::EndSession(Session& s, Timestamp now) {
+  if (s.will) PublishWill(s, now);  // the session ends first (§3.1.3.2.2)
+  for (const auto& [text, record] : s.subscriptions) {
+    SharedFilter shared;
+    if (IsSharedFilter(text) && ParseSharedFilter(text, &shared)) {
+      tree_.Remove(shared.filter, shared.group, s.index);
+    } else {
+      tree_.Remove(text, "", s.index);
+    }
+  }
+  total_queued_bytes_ -= s.queued_bytes;
+  session_by_id_.erase(session_by_id_.find(std::string_view(s.client_id)));
+  const uint32_t index = s.index;
+  sessions_[index].reset();  // frees queues, in-flight messages, maps
+  free_sessions_.push_back(index);
+}
+
+// ---- Timers
+// ------------------------------------------------------------------
+
+void Broker::Schedule(uint32_t index, bool is_session, Timestamp at) {
+  if (at.is_never()) return;
+  Timestamp& current =
+      is_session ? sessions_[index]->timer_at : connections_[index]->timer_at;
+  // One live heap entry per object: only an earlier deadline adds one; a
+  // later one is found when the earlier entry fires.
+  if (at >= current) return;
+  current = at;
+  timers_.push_back(TimerEntry{at, index, is_session});
+  std::push_heap(timers_.begin(), timers_.end(), std::greater<>());
+}
+
+Timestamp Broker::NextDeadline() const {
+  return timers_.empty() ? Timestamp::Never() : timers_.front().at;
+}
+
+void Broker::OnTimeout(Timestamp now) {
+  while (!timers_.empty() && timers_.front().at <= now) {
+    std::pop_heap(timers_.begin(), timers_.end(), std::greater<>());
+    const TimerEntry e = timers_.back();
+    timers_.pop_back();
+    if (e.is_session) {
+      if (e.index >= sessions_.size() || !sessions_[e.index]) continue;
+      Session& s = *sessions_[e.index];
+      if (s.timer_at != e.at) continue;  // superseded
+      s.timer_at = Timestamp::Never();
+      CheckSessionTimers(s, now);
+    } else {
+      Connection& c = *connections_[e.index];
+      if (c.timer_at != e.at) continue;
+      c.timer_at = Timestamp::Never();
+      CheckConnectionTimers(c, now);
+    }
+  }
+  RunDeferred(now);
+}
+
+void Broker::CheckConnectionTimers(Connection& c, Timestamp now) {
+  if (c.state == Connection::State::kAwaitConnect) {
+    const Timestamp deadline = c.opened_at + options_.connect_timeout;
+    if (now >= deadline) {
+      ++counters_.connect_timeouts;
+      CloseConnection(c, ReasonCode::kMaximumConnectTime, false, now);
+    } else {
+      Schedule(c.index, false, deadline);
+    }
+    return;
+  }
+  if (c.state != Connection::State::kActive || c.keep_alive_s == 0) return;
+  // MQTT-3.1.2-22 (3.1.1 MQTT-3.1.2-24): one and a half keep alive periods.
+  const Timestamp deadline =
+      c.last_packet_at + Duration(int64_t(c.keep_alive_s) * 1'500'000'000);
+  if (now >= deadline) {
+    ++counters_.keepalive_timeouts;
+    if (IsV5(c.version)) {
+      Disconnect d;
+      d.reason = ReasonCode::kKeepAliveTimeout;
+      StageControl(c, d);
+    }
+    CloseConnection(c, ReasonCode::kKeepAliveTimeout, true, now);
+  } else {
+    Schedule(c.index, false, deadline);
+  }
+}
+
+void Broker::CheckSessionTimers(Session& s, Timestamp now) {
+  if (s.will && now >= s.will_at) PublishWill(s, now);
+  if (s.connection == kNone && now >= s.expires_at) {
+    ++counters_.sessions_expired;
+    EndSession(s, now);
+    return;
+  }
+  Schedule(s.index, true, std::min(s.will_at, s.expires_at));
+}
+
+// ---- Control
+// -----------------------------------------------------------------
+
+void Broker::Shutdown(Timestamp now) {
+  for (auto& cp : connections_) {
+    Connection& c = *cp;
+    if (c.state == Connection::State::kActive && IsV5(c.version)) {
+      Disconnect d;
+      d.reason = ReasonCode::kServerShuttingDown;
+      StageControl(c, d);
+    }
+    CloseConnection(c, ReasonCode::kServerShuttingDown, false, now);
+  }
+  deferred_closes_.clear();
+}
+
+std::optional<Broker::SessionInfo> Broker::GetSessionInfo(
+    std::string_view client_id) const {
+  auto it = session_by_id_.find(client_id);
+  if (it == session_by_id_.end()) return std::nullopt;
+  const Session& s = *sessions_[*it];
+  SessionInfo info;
+  info.connected = s.connection != kNone;
+  info.queued = s.qos0.size() + s.qos12.size();
+  info.inflight = s.inflight.size();
+  info.subscriptions = s.subscriptions.size();
+  info.queued_bytes = s.queued_bytes;
+  return info;
+}
+
+}  // namespace ringlab::mqtt

@@ -1,0 +1,421 @@
+// Broker: a sans-io MQTT 3.1.1 and 5.0 broker core. It never touches a
+// socket, a clock or a thread: a driver feeds it bytes and time and polls it
+// for bytes to send and for connections to close.
+//
+//   Broker broker(BrokerOptions{});
+//   // A TCP connection was accepted:
+//   absl::StatusOr<ConnectionId> c = broker.OnConnectionOpened(now);
+//   // Bytes arrived (any split; the span lives for the call only):
+//   broker.OnBytes(*c, bytes, now);
+//   // Send whatever is ready, per connection:
+//   while (std::optional<ConnectionId> ready = broker.NextReady()) {
+//     while (std::optional<Transmit> t = broker.PollTransmit(*ready, buf, now))
+//     {
+//       send(buf[0, t->header_bytes)), then send(t->tail)  // tail: shared
+//     }
+//   }
+//   while (std::optional<BrokerEvent> e = broker.PollEvent()) {
+//     // kClose: send what was polled, close the socket, then
+//     broker.OnConnectionClosed(e->connection, now);
+//   }
+//   // Timers: wake at NextDeadline() and call OnTimeout(now).
+//
+// What it implements (MQTT 5.0 and 3.1.1 OASIS standards):
+// - CONNECT handling: first packet must be CONNECT (MQTT-3.1.0-1), a second
+//   one is a Protocol Error (MQTT-3.1.0-2), a connect timeout against
+//   slowloris clients, clean start and resumed sessions (MQTT-3.1.2-4/-5),
+//   session takeover (MQTT-3.1.4-3), assigned client identifiers
+//   (MQTT-3.1.3-6/-7), server keep alive, session expiry.
+// - Routing through a topic trie (topic_tree.h) with the '$' rule
+//   (MQTT-4.7.2-1); overlapping subscriptions deliver once at the maximum
+//   granted QoS (3.1.1 MQTT-3.3.5-1, 5.0 MQTT-3.3.4-2) with every matching
+//   subscription identifier (MQTT-3.3.4-3/-4); shared subscriptions
+//   (§4.8.2), No Local (MQTT-3.8.3-3), Retain As Published (MQTT-3.3.1-12/
+//   -13), Retain Handling (MQTT-3.3.1-9/-10/-11).
+// - QoS 0, 1 and 2 in both directions with packet-id management, in-flight
+//   windows (Receive Maximum both ways, MQTT-3.3.4-7/-9, 0x93 on excess),
+//   and redelivery with DUP on resumed sessions (MQTT-4.4.0-1).
+// - Retained messages (an empty payload clears, MQTT-3.3.1-6), wills with v5
+//   will delay (MQTT-3.1.3-9), keep alive at 1.5x (MQTT-3.1.2-22), message
+//   expiry (MQTT-3.3.2-5/-6), topic aliases both ways, Maximum Packet Size
+//   both ways (MQTT-3.1.2-24/-25), user properties and request/response
+//   properties passed through unchanged (MQTT-3.3.2-15..-18, -20).
+//
+// Bounded resources and the slow-subscriber policy: each session's queue of
+// messages not yet handed to the driver is bounded. QoS 0 messages beyond
+// `max_queued_qos0` are dropped and counted. QoS 1/2 messages beyond
+// `max_queued_messages` or `max_queued_bytes` (online or offline) follow
+// `queue_full_policy`: kDropNewest drops and counts the new message for that
+// subscriber only; kDisconnect also disconnects the subscriber with Quota
+// exceeded (0x97). Queues are per subscriber, so one slow reader never holds
+// back another. A driver that stops polling a connection whose socket send
+// queue is full is what makes that subscriber "slow".
+//
+// Output: PollTransmit writes a packet header (or control packet bytes) into
+// the caller's buffer and may return a shared tail (a message's properties
+// and payload) plus a MessageRef that keeps it alive; the driver sends the
+// header then the tail. One payload serves every subscriber.
+//
+// Time: `now` is an argument everywhere. NextDeadline() is the earliest
+// keep-alive, connect timeout, will delay or session expiry;
+// Timestamp::Never() when there is none.
+//
+// Later work keeps its place here: authentication and authorization go
+// through `BrokerAuthenticator` (default: allow all); a persistent store
+// would attach where sessions are created, resumed and dropped and where
+// deliveries are queued and acknowledged (broker.cc marks those points);
+// several Loops would each run a Broker and exchange publishes through
+// Publish(), which takes a message from outside any connection.
+//
+// Errors: nothing a client sends can crash the core. Malformed input and
+// protocol violations close the connection, with a DISCONNECT carrying the
+// reason code and a reason string in v5 (and a CONNACK before the session
+// exists), and are counted. Threading: none; one thread.
+// Allocation: none per message in steady state (see broker_alloc_test.cc).
+#ifndef RINGLAB_MQTT_BROKER_H_
+#define RINGLAB_MQTT_BROKER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/status/statusor.h"
+#include "mqtt/internal/absl_view.h"
+#include "mqtt/internal/ring.h"
+#include "mqtt/message.h"
+#include "mqtt/packets.h"
+#include "mqtt/topic_tree.h"
+#include "transport/time.h"
+
+namespace ringlab::mqtt {
+
+// A connection inside one Broker. Indices are dense (< max_connections), so
+// a driver can keep per-connection state in a vector; the generation makes a
+// stale id harmless.
+struct ConnectionId {
+  uint32_t index = 0;
+  uint32_t generation = 0;  // 0: invalid
+  bool valid() const { return generation != 0; }
+  friend bool operator==(ConnectionId a, ConnectionId b) {
+    return a.index == b.index && a.generation == b.generation;
+  }
+  friend bool operator!=(ConnectionId a, ConnectionId b) { return !(a == b); }
+};
+
+enum class QueueFullPolicy : uint8_t {
+  kDropNewest,  // drop the message for this subscriber and count it
+  kDisconnect,  // also disconnect the subscriber (0x97 Quota exceeded)
+};
+
+struct BrokerOptions {
+  uint32_t max_connections = 100'000;
+  // Largest packet accepted (fixed header included); advertised as Maximum
+  // Packet Size in v5. Larger ones close the connection (0x95).
+  uint32_t max_packet_bytes = 1 << 20;
+  // A CONNECT must arrive within this time of the connection opening.
+  Duration connect_timeout = std::chrono::seconds(10);
+  // In-flight QoS 1/2 PUBLISH packets a client may send before acks
+  // (advertised Receive Maximum, v5).
+  uint16_t receive_maximum = 100;
+  // Outgoing in-flight QoS 1/2 window per client: the client's Receive
+  // Maximum capped by this (3.1.1 clients get this window).
+  uint16_t max_inflight_messages = 100;
+  // Topic aliases a v5 client may use towards us (advertised).
+  uint16_t topic_alias_maximum = 64;
+  // Topic aliases we use towards a v5 client, capped by what it allows.
+  uint16_t max_outgoing_topic_aliases = 64;
+  // 0: use the client's keep alive. Otherwise override it (Server Keep
+  // Alive, v5) when the client asks for 0 or for more.
+  uint16_t server_keep_alive_s = 0;
+  // Session Expiry Interval cap for v5 clients, and the expiry of 3.1.1
+  // sessions with Clean Session 0 (0xFFFFFFFF: never).
+  uint32_t max_session_expiry_s = 0xFFFFFFFF;
+  uint32_t v311_session_expiry_s = 0xFFFFFFFF;
+  uint8_t maximum_qos = 2;
+  bool retain_available = true;
+  bool wildcard_subscription_available = true;
+  bool subscription_identifiers_available = true;
+  bool shared_subscription_available = true;
+  // Per-session queues of messages not yet handed to the driver.
+  uint32_t max_queued_qos0 = 1000;
+  uint32_t max_queued_messages = 1000;  // QoS 1/2, online or offline
+  uint64_t max_queued_bytes = 16 << 20;
+  QueueFullPolicy queue_full_policy = QueueFullPolicy::kDropNewest;
+  // Across all sessions: QoS 1/2 bytes queued (the same policy applies).
+  uint64_t max_total_queued_bytes = uint64_t(1) << 32;
+  uint32_t max_retained_messages = 100'000;
+  // Prefix of assigned client identifiers.
+  std::string assigned_client_id_prefix = "ringlab-";
+};
+
+// Authentication and authorization; the default allows everything. Issue
+// 12 plugs in password files and ACLs here.
+class BrokerAuthenticator {
+ public:
+  virtual ~BrokerAuthenticator() = default;
+  // kSuccess, or a CONNACK reason code (0x86, 0x87, ...).
+  virtual ReasonCode Authenticate(const Connect& connect) = 0;
+  virtual bool MayPublish(std::string_view client_id,
+                          std::string_view topic) = 0;
+  virtual bool MaySubscribe(std::string_view client_id,
+                            std::string_view filter) = 0;
+};
+
+// One chunk to send on a connection: `header_bytes` written at the start of
+// the caller's buffer, then `tail` (a PUBLISH's shared properties and
+// payload, possibly empty). `message` keeps the tail alive: hold it until
+// the tail is sent (or copied).
+struct Transmit {
+  size_t header_bytes = 0;
+  std::span<const std::byte> tail;
+  MessageRef message;
+};
+
+struct BrokerEvent {
+  enum class Kind : uint8_t {
+    // Close the connection once everything polled so far is sent, then call
+    // OnConnectionClosed(). `reason` says why (Success for a client's own
+    // DISCONNECT).
+    kClose,
+  };
+  Kind kind = Kind::kClose;
+  ConnectionId connection;
+  ReasonCode reason = ReasonCode::kSuccess;
+};
+
+struct BrokerCounters {
+  uint64_t connections_opened = 0;
+  uint64_t connections_refused_limit = 0;  // max_connections reached
+  uint64_t connections_closed = 0;
+  uint64_t connects_accepted = 0;
+  uint64_t connects_rejected = 0;  // CONNACK with an error
+  uint64_t connect_timeouts = 0;
+  uint64_t keepalive_timeouts = 0;
+  uint64_t first_packet_not_connect = 0;
+  uint64_t malformed_packets = 0;
+  uint64_t protocol_errors = 0;
+  uint64_t packets_too_large = 0;
+  uint64_t receive_maximum_exceeded = 0;
+  uint64_t session_takeovers = 0;
+  uint64_t sessions_created = 0;
+  uint64_t sessions_resumed = 0;
+  uint64_t sessions_expired = 0;
+  uint64_t packets_received = 0;
+  uint64_t bytes_received = 0;
+  uint64_t bytes_polled = 0;  // header + tail bytes handed to the driver
+  uint64_t publishes_received[3] = {0, 0, 0};  // by QoS
+  uint64_t publishes_sent[3] = {0, 0, 0};      // deliveries, by QoS
+  uint64_t publishes_resent = 0;               // DUP redeliveries
+  uint64_t publishes_no_subscribers = 0;
+  uint64_t publishes_denied = 0;  // BrokerAuthenticator said no
+  uint64_t dropped_qos0_queue_full = 0;
+  uint64_t dropped_queue_full = 0;  // QoS 1/2 over the session limits
+  uint64_t dropped_total_queue_full = 0;
+  uint64_t dropped_offline_qos0 = 0;  // QoS 0 for a disconnected session
+  uint64_t dropped_expired = 0;       // Message Expiry passed in a queue
+  uint64_t dropped_too_large = 0;     // over the client's Maximum Packet Size
+  uint64_t acks_unknown = 0;          // PUBACK/PUBREC/PUBCOMP for no packet
+  uint64_t retained_dropped_limit = 0;
+  uint64_t wills_published = 0;
+  uint64_t subscribes = 0;
+  uint64_t unsubscribes = 0;
+};
+
+namespace internal {
+struct Connection;
+struct Session;
+class RetainedStore;
+}  // namespace internal
+
+// A message published from outside any connection (tests, $SYS, another
+// Loop).
+struct InjectedMessage {
+  std::string_view topic;
+  std::span<const std::byte> payload;
+  uint8_t qos = 0;
+  bool retain = false;
+  // Forwarded v5 properties in wire form (no Property Length), or empty.
+  std::span<const std::byte> properties;
+  std::optional<uint32_t> message_expiry_interval_s;
+};
+
+class Broker {
+ public:
+  explicit Broker(BrokerOptions options = {},
+                  BrokerAuthenticator* authenticator = nullptr);
+  ~Broker();
+  Broker(const Broker&) = delete;
+  Broker& operator=(const Broker&) = delete;
+
+  const BrokerOptions& options() const { return options_; }
+
+  // ---- Connections
+  // -----------------------------------------------------------
+  // ResourceExhausted when max_connections are open (counted).
+  absl::StatusOr<ConnectionId> OnConnectionOpened(Timestamp now);
+  // The next bytes of the connection's stream. Stale ids are ignored.
+  void OnBytes(ConnectionId id, std::span<const std::byte> bytes,
+               Timestamp now);
+  // The transport connection is gone (peer EOF or reset, or the driver
+  // closed it after a kClose event). Without a prior DISCONNECT this is a
+  // network failure: the will is published (after its delay). The id is
+  // dead afterwards.
+  void OnConnectionClosed(ConnectionId id, Timestamp now);
+
+  // ---- Output
+  // ---------------------------------------------------------------- A
+  // connection that has something to send (each is reported once until
+  // PollTransmit returns nullopt for it).
+  std::optional<ConnectionId> NextReady();
+  // Fills `out` with the next header or control bytes; `out` must hold at
+  // least kMinTransmitBytes (longer headers are split across calls).
+  // nullopt when there is nothing to send now (or `out` is too short).
+  static constexpr size_t kMinTransmitBytes = 64;
+  std::optional<Transmit> PollTransmit(ConnectionId id,
+                                       std::span<std::byte> out, Timestamp now);
+  bool HasOutput(ConnectionId id) const;
+  // An upper bound of the bytes the next PollTransmit calls for this
+  // connection hand out before another item starts (header + tail), so a
+  // driver can check for room first: a packet must never be cut short.
+  size_t NextTransmitBound(ConnectionId id) const;
+
+  std::optional<BrokerEvent> PollEvent();
+
+  // ---- Time
+  // ------------------------------------------------------------------
+  Timestamp NextDeadline() const;
+  void OnTimeout(Timestamp now);
+
+  // ---- Control
+  // --------------------------------------------------------------- Routes a
+  // message as if a client without a session had published it.
+  void PublishMessage(const InjectedMessage& message, Timestamp now);
+  // Tells every connection the server is going away (v5 DISCONNECT 0x8B)
+  // and asks the driver to close them all.
+  void Shutdown(Timestamp now);
+
+  // ---- Observation
+  // -----------------------------------------------------------
+  const BrokerCounters& counters() const { return counters_; }
+  size_t connection_count() const { return open_connections_; }
+  size_t session_count() const { return session_by_id_.size(); }
+  size_t subscription_count() const { return tree_.subscription_count(); }
+  size_t retained_count() const;
+  const MessagePool& message_pool() const { return pool_; }
+  // Messages queued (not yet sent) and in flight for a client id; nullopt
+  // when there is no such session.
+  struct SessionInfo {
+    bool connected = false;
+    size_t queued = 0;
+    size_t inflight = 0;
+    size_t subscriptions = 0;
+    uint64_t queued_bytes = 0;
+  };
+  std::optional<SessionInfo> GetSessionInfo(std::string_view client_id) const;
+
+ private:
+  using Connection = internal::Connection;
+  using Session = internal::Session;
+  struct Target;
+  struct RouteVisitor;
+  struct TimerEntry {
+    Timestamp at;
+    uint32_t index;
+    bool is_session;
+    friend bool operator>(const TimerEntry& a, const TimerEntry& b) {
+      return a.at > b.at;
+    }
+  };
+
+  Connection* Lookup(ConnectionId id) const;
+  void HandleFrame(Connection& c, const Frame& frame, Timestamp now);
+  void HandleConnect(Connection& c, const Frame& frame, Timestamp now);
+  void HandlePublish(Connection& c, const Publish& p, Timestamp now);
+  void HandlePubResponse(Connection& c, const PubResponse& r, Timestamp now);
+  void HandleSubscribe(Connection& c, const Subscribe& s, Timestamp now);
+  void HandleUnsubscribe(Connection& c, const Unsubscribe& u);
+  void HandleDisconnect(Connection& c, const Disconnect& d, Timestamp now);
+
+  // Protocol violation: v5 DISCONNECT with `code`, then close.
+  void Fail(Connection& c, ReasonCode code, const char* detail, Timestamp now);
+  // Ends the MQTT connection: detaches the session (publishing or
+  // scheduling the will when `publish_will`) and asks the driver to close.
+  void CloseConnection(Connection& c, ReasonCode reason, bool publish_will,
+                       Timestamp now);
+  void DetachSession(Connection& c, bool publish_will, Timestamp now);
+  void EndSession(Session& s, Timestamp now);
+  void PublishWill(Session& s, Timestamp now);
+
+  Session* CreateSession(std::string_view client_id);
+  uint32_t RouteMessage(const MessageRef& message, Timestamp now);
+  void Enqueue(Session& s, const MessageRef& message, uint8_t qos, bool retain,
+               std::span<const uint32_t> subscription_ids, Timestamp now);
+  void SendRetained(Session& s, std::string_view filter, uint8_t granted_qos,
+                    uint32_t subscription_id, Timestamp now);
+  bool StoreRetained(const MessageRef& message);
+
+  void StageControl(Connection& c, const Packet& packet);
+  void MarkReady(Connection& c);
+  void Schedule(uint32_t index, bool is_session, Timestamp at);
+  void CheckConnectionTimers(Connection& c, Timestamp now);
+  void CheckSessionTimers(Session& s, Timestamp now);
+  std::optional<Transmit> NextPublish(Connection& c, Session& s,
+                                      std::span<std::byte> out, Timestamp now);
+  uint16_t NextPacketId(Session& s);
+  // Closes the connections whose queues overflowed under kDisconnect; run
+  // at the end of every entry point, outside any routing pass.
+  void RunDeferred(Timestamp now);
+
+  BrokerOptions options_;
+  BrokerAuthenticator* authenticator_;
+  MessagePool pool_;
+  SubscriptionTree tree_;
+  std::unique_ptr<internal::RetainedStore> retained_;
+
+  std::vector<std::unique_ptr<Connection>> connections_;
+  std::vector<uint32_t> free_connections_;
+  size_t open_connections_ = 0;
+  std::vector<std::unique_ptr<Session>> sessions_;
+  std::vector<uint32_t> free_sessions_;
+  // Session indices, found by client id: the id is stored once, in the
+  // session (hashing and comparing look it up there).
+  struct SessionKeyHash {
+    using is_transparent = void;
+    const std::vector<std::unique_ptr<Session>>* sessions;
+    size_t operator()(uint32_t index) const;
+    size_t operator()(std::string_view id) const;
+  };
+  struct SessionKeyEq {
+    using is_transparent = void;
+    const std::vector<std::unique_ptr<Session>>* sessions;
+    bool operator()(uint32_t a, uint32_t b) const;
+    bool operator()(uint32_t a, std::string_view b) const;
+    bool operator()(std::string_view a, uint32_t b) const;
+  };
+  absl::flat_hash_set<uint32_t, SessionKeyHash, SessionKeyEq> session_by_id_;
+
+  internal::Ring<uint32_t> ready_;
+  internal::Ring<BrokerEvent> events_;
+  std::vector<TimerEntry> timers_;  // min-heap by `at`
+
+  // Routing scratch, reused by every publish.
+  std::vector<Target> targets_;
+  uint64_t route_epoch_ = 0;
+  uint64_t total_queued_bytes_ = 0;
+  uint64_t assigned_ids_ = 0;
+  std::vector<std::byte> scratch_;  // forwarded-property encoding
+  std::vector<ConnectionId> deferred_closes_;
+  BrokerCounters counters_;
+};
+
+}  // namespace ringlab::mqtt
+
+#endif  // RINGLAB_MQTT_BROKER_H_
