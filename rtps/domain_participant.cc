@@ -121,6 +121,9 @@ absl::StatusOr<std::unique_ptr<DomainParticipant>> DomainParticipant::Create(
     user.multicast_loop = true;
     user.receive_buffer_bytes = options.receive_buffer_bytes;
     user.send_queue_limit_bytes = options.send_queue_bytes;
+    // A DATA_FRAG train is equal-sized datagrams to one reader: GSO sends
+    // it in one system call (the Loop falls back if the path refuses).
+    user.segmentation_offload = options.udp_gso;
     absl::StatusOr<SocketId> u = l.OpenUdp(user, dp.get());
     if (!u.ok()) {
       last_error = u.status();
@@ -264,23 +267,25 @@ void DomainParticipant::Flush() {
     lease.set_size(t->size_bytes);
     if (Drop(options_.drop_sent_fraction)) continue;
     const size_t n = t->destinations.size();
-    for (size_t i = 0; i < n; ++i) {
-      Endpoint to = t->destinations[i].ToEndpoint();
-      if (!to.valid()) continue;
-      if (i + 1 == n) {
-        if (loop_->SendTo(user_socket_, std::move(lease), to) == -EAGAIN) {
-          send_blocked_ = true;
-        }
+    if (n == 1) {
+      Endpoint to = t->destinations[0].ToEndpoint();
+      if (to.valid() &&
+          loop_->SendTo(user_socket_, std::move(lease), to) == -EAGAIN) {
+        send_blocked_ = true;
+      }
+    } else if (n > 1) {
+      // One payload to several readers: every send shares the buffer.
+      transport::SharedBuffer shared = loop_->Share(std::move(lease));
+      if (!shared) {
+        send_blocked_ = true;
         break;
       }
-      // One payload to several readers: a copy each until the transport
-      // has a shared-buffer send.
-      BufferLease copy = loop_->AcquireBuffer();
-      if (!copy) continue;
-      std::memcpy(copy.data(), lease.data(), t->size_bytes);
-      copy.set_size(t->size_bytes);
-      if (loop_->SendTo(user_socket_, std::move(copy), to) == -EAGAIN) {
-        send_blocked_ = true;
+      for (size_t i = 0; i < n; ++i) {
+        Endpoint to = t->destinations[i].ToEndpoint();
+        if (!to.valid()) continue;
+        if (loop_->SendTo(user_socket_, shared, to) == -EAGAIN) {
+          send_blocked_ = true;
+        }
       }
     }
     if (send_blocked_) break;

@@ -66,6 +66,8 @@ struct DomainParticipantOptions {
   // train of DATA_FRAG datagrams; when the queue (or the buffer pool) is
   // full the rest waits for send completions instead of being dropped.
   size_t send_queue_bytes = 4 << 20;
+  // UDP GSO (transport UdpOptions::segmentation_offload) on the user socket.
+  bool udp_gso = true;
   // Test hooks: drop this share of the datagrams received / sent (seeded,
   // after the kernel), to exercise repair against real peers. Counted in
   // dropped_for_test().
