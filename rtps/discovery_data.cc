@@ -340,6 +340,18 @@ void SerializeParticipant(const ParticipantData& p,
   pl.End(at);
   if (!p.user_data.empty()) PutOctets(pl, pid::kUserData, p.user_data);
   if (!p.entity_name.empty()) PutString(pl, pid::kEntityName, p.entity_name);
+  if (!p.properties.empty()) {
+    // sequence<Property_t {string name; string value}>, then an empty
+    // sequence<BinaryProperty_t>.
+    size_t at2 = pl.Begin(pid::kPropertyList);
+    w.Write(static_cast<uint32_t>(p.properties.size()));
+    for (const auto& [name, value] : p.properties) {
+      w.WriteString(name);
+      w.WriteString(value);
+    }
+    w.Write(uint32_t{0});
+    pl.End(at2);
+  }
   pl.Finish();
 }
 
@@ -436,6 +448,18 @@ DiscoveryParseError ParseParticipant(std::span<const std::byte> payload,
       case pid::kEntityName:
         okv = r.ReadString(&p.entity_name);
         break;
+      case pid::kPropertyList: {
+        uint32_t n = 0;
+        okv = r.Read(&n);
+        for (uint32_t i = 0; okv && i < n; ++i) {
+          std::string name, value;
+          okv = r.ReadString(&name) && r.ReadString(&value);
+          if (okv && p.properties.size() < kMaxProperties) {
+            p.properties.emplace_back(std::move(name), std::move(value));
+          }
+        }
+        break;
+      }
       default:
         if (IsMustUnderstand(prm.id)) {
           return DiscoveryParseError::kUnknownMustUnderstand;

@@ -159,6 +159,13 @@ absl::StatusOr<std::unique_ptr<DomainParticipant>> DomainParticipant::Create(
 
   ParticipantConfig& c = options.core;
   c.domain_id = d;
+  if (options.advertise_process && c.properties.empty()) {
+    char host[256] = "";
+    gethostname(host, sizeof(host) - 1);
+    c.properties = {{"__ProcessName", program_invocation_short_name},
+                    {"__Pid", absl::StrCat(getpid())},
+                    {"__Hostname", host}};
+  }
   if (c.guid_prefix.is_unknown()) c.guid_prefix = MakePrefix(c.vendor);
   const uint16_t meta_port =
       static_cast<uint16_t>(ports::SpdpUnicast(d, dp->participant_id_));
@@ -201,6 +208,16 @@ absl::StatusOr<std::unique_ptr<DomainParticipant>> DomainParticipant::Create(
 }
 
 DomainParticipant::~DomainParticipant() {
+  if (loop_ && core_) {
+    // Say goodbye (SEDP and SPDP disposes) and give the sends a moment.
+    // The application's callback may refer to what is already gone.
+    data_callback_ = nullptr;
+    core_->Leave(loop_->now());
+    Flush();
+    for (int i = 0; i < 4 && loop_->QueuedSendBytes(user_socket_) > 0; ++i) {
+      loop_->RunOnce(std::chrono::milliseconds(5));
+    }
+  }
   if (loop_ && timer_id_ != 0) loop_->CancelTimer(timer_id_);
 }
 

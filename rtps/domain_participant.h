@@ -68,6 +68,9 @@ struct DomainParticipantOptions {
   size_t send_queue_bytes = 4 << 20;
   // UDP GSO (transport UdpOptions::segmentation_offload) on the user socket.
   bool udp_gso = true;
+  // Announce __ProcessName, __Pid and __Hostname (PID_PROPERTY_LIST), as
+  // Cyclone does, so `ringlab_dds ls` and `cyclonedds ls` can show them.
+  bool advertise_process = true;
   // Test hooks: drop this share of the datagrams received / sent (seeded,
   // after the kernel), to exercise repair against real peers. Counted in
   // dropped_for_test().

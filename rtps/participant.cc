@@ -465,6 +465,7 @@ absl::StatusOr<std::unique_ptr<Participant>> Participant::Create(
   self.domain_id = p->config_.domain_id;
   self.user_data = p->config_.user_data;
   self.entity_name = p->config_.entity_name;
+  self.properties = p->config_.properties;
   SerializeParticipant(self, &p->spdp_payload_);
   p->spdp_next_ = now;  // announce at once
   return p;
@@ -2599,7 +2600,15 @@ std::optional<Transmit> Participant::PollTransmit(std::span<std::byte> out,
       if (BuildHeartbeat(*wp, out, &t, now)) return done();
     }
   }
-  // 5. SPDP.
+  // 5. SPDP (after the SEDP disposes above when leaving).
+  if (leave_due_) {
+    if (BuildSpdpDispose(out, &t)) return done();
+  }
+  if (leaving_) {
+    maybe_pending_ = false;
+    idle_until_ = ScanDeadline();
+    return std::nullopt;
+  }
   if (!spdp_unicast_pending_.empty()) {
     if (BuildSpdp(out, &t, now, true)) return done();
   }
@@ -3143,10 +3152,56 @@ bool Participant::BuildSpdp(std::span<std::byte> out, Transmit* t,
   return true;
 }
 
+// §8.5.3 / §9.6.2.1: leaving, the participant disposes of its endpoints
+// (SEDP) and of itself: an SPDP DATA with status info disposed|unregistered
+// and the key hash only, to the SPDP destinations and every participant we
+// know, so peers drop us at once instead of waiting for the lease.
+void Participant::Leave(Timestamp now) {
+  if (leaving_) return;
+  leaving_ = true;
+  maybe_pending_ = true;
+  for (size_t h = 0; h < handles_.size(); ++h) {
+    auto [is_writer, index] = handles_[h];
+    bool active = is_writer ? writers_[index]->active : readers_[index]->active;
+    if (active) (void)DeleteEndpoint(static_cast<EndpointHandle>(h + 1), now);
+  }
+  leave_destinations_ = config_.spdp_destinations;
+  for (const auto& [prefix, info] : participants_) {
+    for (const Locator& l : MetatrafficLocators(info.data)) {
+      if (std::find(leave_destinations_.begin(), leave_destinations_.end(),
+                    l) == leave_destinations_.end()) {
+        leave_destinations_.push_back(l);
+      }
+    }
+  }
+  leave_due_ = true;
+}
+
+bool Participant::BuildSpdpDispose(std::span<std::byte> out, Transmit* t) {
+  leave_due_ = false;
+  SetDestinations(leave_destinations_);
+  if (tx_destinations_.empty()) return false;
+  MessageBuilder b(out, config_.guid_prefix, config_.vendor);
+  InlineQos q;
+  q.key_hash = GuidKeyHash(Guid{config_.guid_prefix, EntityId::Participant()});
+  q.status_info = kStatusInfoDisposed | kStatusInfoUnregistered;
+  if (!b.AddData(EntityId::SpdpReader(), EntityId::SpdpWriter(), ++spdp_sn_, &q,
+                 {})) {
+    return false;
+  }
+  t->size_bytes = b.size();
+  return true;
+}
+
 const RemoteParticipantInfo* Participant::FindParticipant(
     const GuidPrefix& p) const {
   auto it = participants_.find(p);
   return it == participants_.end() ? nullptr : &it->second;
+}
+
+void Participant::ForEachRemoteEndpoint(
+    absl::FunctionRef<void(const EndpointData&)> fn) const {
+  for (const auto& [g, e] : remote_endpoints_) fn(e->data);
 }
 
 const EndpointData* Participant::FindRemoteEndpoint(const Guid& g) const {

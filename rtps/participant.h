@@ -72,6 +72,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "rtps/discovery_data.h"
@@ -135,6 +136,9 @@ struct ParticipantConfig {
   int64_t wall_clock_offset_ns = 0;
   std::string user_data;
   std::string entity_name;
+  // Announced in PID_PROPERTY_LIST (the driver adds __ProcessName, __Pid
+  // and __Hostname, as Cyclone does).
+  std::vector<std::pair<std::string, std::string>> properties;
   VendorId vendor = kVendorRinglab;
 };
 
@@ -317,6 +321,10 @@ class Participant {
                                               Timestamp now);
   // Announces the deletion (SEDP dispose) and drops all matches.
   absl::Status DeleteEndpoint(EndpointHandle handle, Timestamp now);
+  // Leaving the domain: deletes every endpoint (SEDP disposes) and queues
+  // an SPDP dispose to every known participant, so they drop us at once.
+  // Flush PollTransmit afterwards; no SPDP announcements follow.
+  void Leave(Timestamp now);
   Guid EndpointGuid(EndpointHandle handle) const;
   size_t MatchedCount(EndpointHandle handle) const;
 
@@ -371,6 +379,9 @@ class Participant {
   void ForEachParticipant(Fn fn) const {
     for (const auto& [prefix, info] : participants_) fn(info);
   }
+  // Calls fn for every discovered remote writer and reader (control path).
+  void ForEachRemoteEndpoint(
+      absl::FunctionRef<void(const EndpointData&)> fn) const;
 
  private:
   struct Sample;
@@ -471,6 +482,7 @@ class Participant {
                     Transmit* t, Timestamp now);
   bool BuildSpdp(std::span<std::byte> out, Transmit* t, Timestamp now,
                  bool unicast_reply);
+  bool BuildSpdpDispose(std::span<std::byte> out, Transmit* t);
   // Appends one DATA_FRAG with fragments [first, last] of `s` (as many as
   // fit); returns how many it added (0: none fit).
   uint32_t AddFragments(MessageBuilder& b, EntityId reader,
@@ -505,6 +517,8 @@ class Participant {
   // The `now` of the latest call, for Take() (LIFESPAN).
   Timestamp last_now_ = Timestamp::Zero();
 
+  bool leaving_ = false, leave_due_ = false;
+  std::vector<Locator> leave_destinations_;
   Timestamp spdp_next_;
   SequenceNumber spdp_sn_ = 0;
   std::vector<Locator> spdp_unicast_pending_;

@@ -515,3 +515,38 @@ TEST(ParticipantSimTest, DataTrafficRenewsTheLease) {
 
 }  // namespace
 }  // namespace ringlab::rtps
+
+namespace ringlab::rtps {
+namespace {
+
+// Leaving (§8.5.3): SEDP disposes for every endpoint and an SPDP dispose, so
+// the others drop the participant at once instead of after its lease.
+TEST(ParticipantSimTest, LeavingIsAnnouncedAndPeersDropUsAtOnce) {
+  SimHarness h;
+  Node& a = h.Add();
+  Node& b = h.Add();
+  EndpointHandle w =
+      *a.p->CreateWriter(Writer("Bye", EndpointQos::WriterDefaults()), h.now());
+  EndpointHandle r =
+      *b.p->CreateReader(Reader("Bye", EndpointQos::ReaderDefaults()), h.now());
+  ASSERT_TRUE(h.RunUntil(h.now() + std::chrono::seconds(2),
+                         [&] { return b.p->MatchedCount(r) == 1; }));
+  while (b.p->PollEvent()) {
+  }
+  a.p->Leave(h.now());
+  EXPECT_EQ(a.p->MatchedCount(w), 0u);
+  h.RunFor(std::chrono::milliseconds(5));  // one link delay, not a lease
+  EXPECT_EQ(b.p->remote_participant_count(), 0u);
+  EXPECT_EQ(b.p->MatchedCount(r), 0u);
+  bool lost = false, unmatched = false;
+  while (auto e = b.p->PollEvent()) {
+    lost |= e->kind == Event::Kind::kParticipantLost;
+    unmatched |= e->kind == Event::Kind::kReaderUnmatched;
+  }
+  EXPECT_TRUE(lost);
+  EXPECT_TRUE(unmatched);
+  EXPECT_EQ(b.p->counters().leases_expired, 0u);
+}
+
+}  // namespace
+}  // namespace ringlab::rtps
