@@ -227,7 +227,7 @@ struct Participant::ReaderProxy {
   bool any_acknack = false;
   uint32_t last_acknack_count = 0;
   // NACK_FRAG requests (§8.4.9.2: fragments instead of whole samples).
-  std::array<FragRequest, kMaxFragRequests> frag_requests{};
+  std::vector<FragRequest> frag_requests;  // kMaxFragRequests, on first use
   uint32_t frag_request_count = 0;
   bool any_nackfrag = false;
   uint32_t last_nackfrag_count = 0;
@@ -248,8 +248,21 @@ struct Participant::WriterProxy {
   Timestamp ack_deadline = Timestamp::Never();
   uint32_t acknack_count = 0;
   // Reorder window: slot (or kGapSlot) of SN s at window[s % size].
+  // Allocated on first use (an out-of-order sample or a GAP), so a proxy
+  // that only ever sees in-order data costs no window memory.
   std::vector<uint32_t> window;
   std::vector<SequenceNumber> window_sn;
+  bool Holds(SequenceNumber s) const {
+    if (window.empty()) return false;
+    uint32_t w = static_cast<uint32_t>(s % kReorderWindow);
+    return window[w] != kNone && window_sn[w] == s;
+  }
+  void EnsureWindow() {
+    if (window.empty()) {
+      window.assign(kReorderWindow, kNone);
+      window_sn.assign(kReorderWindow, 0);
+    }
+  }
   // A volatile reader of a transient-local writer: what the writer had
   // before our first heartbeat from it predates the match (DDS 1.4
   // §2.2.3.4), so nothing is delivered before that heartbeat.
@@ -1332,11 +1345,22 @@ void Participant::HandleDataFrag(Receiver& rx, const DataFragSubmessage& d,
         break;
       }
       if (p.reliable) {
-        uint32_t w = static_cast<uint32_t>(d.sn % kReorderWindow);
-        if (p.window[w] != kNone && p.window_sn[w] == d.sn) {
+        if (p.Holds(d.sn)) {
           ++counters_.data_duplicates;  // already complete (or GAPped)
           break;
         }
+      }
+      if (!p.frags) {
+        // Made on the first fragment: most writers never fragment.
+        internal::FragmentReassembler::Limits limits;
+        limits.max_samples = config_.max_partial_samples_per_writer;
+        limits.max_sample_bytes = config_.max_sample_bytes;
+        limits.timeout_ns = config_.reassembly_timeout_ns;
+        // Reliable: the sample closest to delivery wins; best effort: the
+        // newest.
+        limits.keep_lowest = p.reliable;
+        p.frags = std::make_unique<internal::FragmentReassembler>(
+            reassembly_budget_.get(), limits);
       }
       internal::FragmentReassembler& fr = *p.frags;
       fr.DropBelow(p.expected);
@@ -1405,8 +1429,7 @@ void Participant::DeliverToReader(LocalReader& r, WriterProxy& p, Receiver& rx,
     return;
   }
   if (p.reliable && sn > p.expected) {
-    uint32_t w = static_cast<uint32_t>(sn % kReorderWindow);
-    if (p.window[w] != kNone && p.window_sn[w] == sn) {
+    if (p.Holds(sn)) {
       ++counters_.data_duplicates;
       return;
     }
@@ -1466,6 +1489,7 @@ void Participant::DeliverToReader(LocalReader& r, WriterProxy& p, Receiver& rx,
   }
   // Out of order (§8.4.12.1): keep it until the gap before it is filled.
   uint32_t w = static_cast<uint32_t>(sn % kReorderWindow);
+  p.EnsureWindow();
   if (p.window[w] != kNone && p.window[w] != kGapSlot) {
     r.pool.Release(p.window[w]);  // a stale entry from an older round
   }
@@ -1477,8 +1501,8 @@ void Participant::DeliverToReader(LocalReader& r, WriterProxy& p, Receiver& rx,
 void Participant::DrainReorder(LocalReader& r, WriterProxy& p, Timestamp now) {
   if (p.skip_history && !p.hb_seen) return;  // see WriterProxy
   for (;;) {
+    if (!p.Holds(p.expected)) return;
     uint32_t w = static_cast<uint32_t>(p.expected % kReorderWindow);
-    if (p.window[w] == kNone || p.window_sn[w] != p.expected) return;
     uint32_t slot = p.window[w];
     if (slot != kGapSlot && !StoreInHistory(r, slot, &p, now))
       return;  // full: stop
@@ -1526,20 +1550,20 @@ void Participant::HandleHeartbeat(Receiver& rx, const HeartbeatSubmessage& hb,
         for (SequenceNumber s = p.expected;
              s <= hb.last_sn && s < p.expected + kReorderWindow; ++s) {
           uint32_t w = static_cast<uint32_t>(s % kReorderWindow);
-          if (p.window[w] != kNone && p.window_sn[w] == s) {
+          if (p.Holds(s)) {
             if (p.window[w] != kGapSlot) r.pool.Release(p.window[w]);
             p.window[w] = kNone;
           }
         }
         p.expected = hb.last_sn + 1;
-        p.frags->DropBelow(p.expected);
+        if (p.frags) p.frags->DropBelow(p.expected);
       }
       if (first_heartbeat) DrainReorder(r, p, now);
       if (hb.first_sn > p.expected) {
         for (SequenceNumber s = p.expected;
              s < hb.first_sn && s < p.expected + kReorderWindow; ++s) {
           uint32_t w = static_cast<uint32_t>(s % kReorderWindow);
-          if (p.window[w] != kNone && p.window_sn[w] == s) {
+          if (p.Holds(s)) {
             if (p.window[w] != kGapSlot) r.pool.Release(p.window[w]);
             p.window[w] = kNone;
           } else if (!r.builtin) {
@@ -1549,13 +1573,12 @@ void Participant::HandleHeartbeat(Receiver& rx, const HeartbeatSubmessage& hb,
         p.expected = hb.first_sn;
         DrainReorder(r, p, now);
       }
-      p.frags->DropBelow(p.expected);
+      if (p.frags) p.frags->DropBelow(p.expected);
       p.hb_last = std::max(p.hb_last, hb.last_sn);
       bool missing = false;
       for (SequenceNumber s = p.expected;
            s <= p.hb_last && s < p.expected + kReorderWindow; ++s) {
-        uint32_t w = static_cast<uint32_t>(s % kReorderWindow);
-        if (p.window[w] == kNone || p.window_sn[w] != s) {
+        if (!p.Holds(s)) {
           missing = true;
           break;
         }
@@ -1581,7 +1604,8 @@ void Participant::HandleGap(Receiver& rx, const GapSubmessage& gap,
       auto mark = [&](SequenceNumber s) {
         if (s < p.expected || s >= p.expected + kReorderWindow) return;
         uint32_t w = static_cast<uint32_t>(s % kReorderWindow);
-        if (p.window[w] != kNone && p.window_sn[w] == s) return;  // have data
+        if (p.Holds(s)) return;  // have data
+        p.EnsureWindow();
         p.window[w] = kGapSlot;
         p.window_sn[w] = s;
       };
@@ -1596,7 +1620,7 @@ void Participant::HandleGap(Receiver& rx, const GapSubmessage& gap,
         for (SequenceNumber s = p.expected;
              s <= range_end && s < p.expected + kReorderWindow; ++s) {
           uint32_t w = static_cast<uint32_t>(s % kReorderWindow);
-          if (p.window[w] != kNone && p.window_sn[w] == s) {
+          if (p.Holds(s)) {
             if (p.window[w] != kGapSlot) r.pool.Release(p.window[w]);
             p.window[w] = kNone;
           }
@@ -1684,6 +1708,7 @@ void Participant::HandleNackFrag(Receiver& rx, const NackFragSubmessage& nf,
           return;
         }
       }
+      if (p.frag_requests.empty()) p.frag_requests.resize(kMaxFragRequests);
       if (p.frag_request_count == kMaxFragRequests) {
         ++counters_.nack_frags_dropped;
         return;
@@ -1713,11 +1738,10 @@ void Participant::HandleHeartbeatFrag(Receiver& rx,
       p.any_hbfrag = true;
       p.last_hbfrag_count = hf.count;
       if (hf.sn < p.expected || hf.sn >= p.expected + kReorderWindow) break;
-      uint32_t w = static_cast<uint32_t>(hf.sn % kReorderWindow);
-      if (p.window[w] != kNone && p.window_sn[w] == hf.sn) break;  // have it
+      if (p.Holds(hf.sn)) break;  // have it
       p.hbfrag_sn = hf.sn;
       p.hbfrag_last = hf.last_fragment;
-      internal::PartialSample* s = p.frags->Find(hf.sn);
+      internal::PartialSample* s = p.frags ? p.frags->Find(hf.sn) : nullptr;
       FragmentNumberSet missing;
       if (s == nullptr || p.frags->Missing(*s, 1, hf.last_fragment, &missing)) {
         ScheduleAck(p, now);
@@ -1937,17 +1961,7 @@ void Participant::AddWriterProxy(LocalReader& r, const Guid& writer,
     r.liveliness_next =
         std::min(r.liveliness_next, After(now, p.liveliness_lease_ns));
   }
-  internal::FragmentReassembler::Limits limits;
-  limits.max_samples = config_.max_partial_samples_per_writer;
-  limits.max_sample_bytes = config_.max_sample_bytes;
-  limits.timeout_ns = config_.reassembly_timeout_ns;
-  // Reliable: the sample closest to delivery wins; best effort: the newest.
-  limits.keep_lowest = reliable;
-  p.frags = std::make_unique<internal::FragmentReassembler>(
-      reassembly_budget_.get(), limits);
   if (reliable) {
-    p.window.assign(kReorderWindow, kNone);
-    p.window_sn.assign(kReorderWindow, 0);
     r.pool.limit += kReorderWindow;
     // A pre-emptive ACKNACK (nothing acknowledged, nothing requested, not
     // final) asks the writer for a heartbeat straight away.
@@ -2469,7 +2483,9 @@ Timestamp Participant::ScanDeadline() const {
         std::min({next, r->expiry_next, r->deadline_next, r->liveliness_next});
     for (const WriterProxy& p : r->writers) {
       next = std::min(next, p.ack_deadline);
-      if (p.frags->active() > 0) next = std::min(next, p.frags->NextExpiry());
+      if (p.frags && p.frags->active() > 0) {
+        next = std::min(next, p.frags->NextExpiry());
+      }
     }
   }
   return next;
@@ -2490,7 +2506,7 @@ void Participant::OnTimeout(Timestamp now) {
   // policy to the implementation; memory must not be held forever).
   for (auto& r : readers_) {
     for (WriterProxy& p : r->writers) {
-      if (p.frags->active() > 0) {
+      if (p.frags && p.frags->active() > 0) {
         counters_.partial_samples_timed_out += p.frags->Expire(now);
       }
     }
@@ -3042,15 +3058,14 @@ bool Participant::BuildAckNack(LocalReader& r, WriterProxy& p,
   p.ack_deadline = Timestamp::Never();
   SetDestinations(p.locators);
   if (tx_destinations_.empty()) return false;
-  p.frags->DropBelow(p.expected);
+  if (p.frags) p.frags->DropBelow(p.expected);
   SequenceNumberSet set;
   set.base = p.expected;
   bool partial = false;
   for (SequenceNumber s = p.expected;
        s <= p.hb_last && s < p.expected + kReorderWindow; ++s) {
-    uint32_t w = static_cast<uint32_t>(s % kReorderWindow);
-    if (p.window[w] != kNone && p.window_sn[w] == s) continue;
-    if (p.frags->active() > 0 && p.frags->Find(s) != nullptr) {
+    if (p.Holds(s)) continue;
+    if (p.frags && p.frags->active() > 0 && p.frags->Find(s) != nullptr) {
       partial = true;
       continue;
     }
@@ -3059,9 +3074,7 @@ bool Participant::BuildAckNack(LocalReader& r, WriterProxy& p,
   // A HEARTBEAT_FRAG for a sample beyond hb_last (still being sent).
   const bool hbfrag_pending =
       p.hbfrag_sn > p.hb_last && p.hbfrag_sn >= p.expected &&
-      p.hbfrag_sn < p.expected + kReorderWindow &&
-      !(p.window[p.hbfrag_sn % kReorderWindow] != kNone &&
-        p.window_sn[p.hbfrag_sn % kReorderWindow] == p.hbfrag_sn);
+      p.hbfrag_sn < p.expected + kReorderWindow && !p.Holds(p.hbfrag_sn);
   bool final_flag =
       set.num_bits == 0 && !partial && !hbfrag_pending && p.hb_seen;
   MessageBuilder b(out, config_.guid_prefix, config_.vendor);
@@ -3083,7 +3096,7 @@ bool Participant::BuildAckNack(LocalReader& r, WriterProxy& p,
     return true;
   };
   bool room = true;
-  if (partial || hbfrag_pending) {
+  if (p.frags && (partial || hbfrag_pending)) {
     p.frags->ForEach([&](internal::PartialSample& ps) {
       if (!room || ps.sn < p.expected) return;
       // Fragments the writer has sent: all of them once a HEARTBEAT covers
@@ -3114,7 +3127,8 @@ bool Participant::BuildAckNack(LocalReader& r, WriterProxy& p,
       }
     });
   }
-  if (room && hbfrag_pending && p.frags->Find(p.hbfrag_sn) == nullptr) {
+  if (room && hbfrag_pending &&
+      (!p.frags || p.frags->Find(p.hbfrag_sn) == nullptr)) {
     // Nothing of that sample arrived: ask for what was announced.
     FragmentNumberSet m;
     m.base = 1;
