@@ -340,6 +340,7 @@ void SerializeParticipant(const ParticipantData& p,
   pl.End(at);
   if (!p.user_data.empty()) PutOctets(pl, pid::kUserData, p.user_data);
   if (!p.entity_name.empty()) PutString(pl, pid::kEntityName, p.entity_name);
+  if (p.gossip) PutU32(pl, pid::kRinglabGossip, 1);
   if (!p.properties.empty()) {
     // sequence<Property_t {string name; string value}>, then an empty
     // sequence<BinaryProperty_t>.
@@ -386,6 +387,7 @@ DiscoveryParseError ParseParticipant(std::span<const std::byte> payload,
   }
   ParticipantData p;
   bool have_guid = false;
+  bool gossip_pid = false;
   ParameterListReader pl(list, e);
   Parameter prm;
   while (pl.Next(&prm)) {
@@ -460,6 +462,12 @@ DiscoveryParseError ParseParticipant(std::span<const std::byte> payload,
         }
         break;
       }
+      case pid::kRinglabGossip: {
+        uint32_t v = 0;
+        okv = r.Read(&v);
+        gossip_pid = okv && v == 1;
+        break;
+      }
       default:
         if (IsMustUnderstand(prm.id)) {
           return DiscoveryParseError::kUnknownMustUnderstand;
@@ -470,6 +478,8 @@ DiscoveryParseError ParseParticipant(std::span<const std::byte> payload,
   }
   if (pl.error() != PlError::kOk) return DiscoveryParseError::kMalformedList;
   if (!have_guid) return DiscoveryParseError::kMissingGuid;
+  // Vendor-specific PIDs mean something only from their vendor.
+  p.gossip = gossip_pid && p.vendor == kVendorRinglab;
   *out = std::move(p);
   return DiscoveryParseError::kOk;
 }

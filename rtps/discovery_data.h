@@ -69,6 +69,9 @@ struct ParticipantData {
   // puts __ProcessName, __Pid and __Hostname there): name/value pairs, at
   // most kMaxProperties kept.
   std::vector<std::pair<std::string, std::string>> properties;
+  // ringlab's vendor-specific PID_RINGLAB_GOSSIP: this participant runs
+  // gossip discovery (read only when the vendor is ringlab).
+  bool gossip = false;
   uint32_t locators_dropped = 0;
 };
 inline constexpr size_t kMaxProperties = 16;

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "rtps/gossip.h"
 #include "rtps/internal/reassembly.h"
 
 namespace ringlab::rtps {
@@ -75,6 +76,8 @@ const char* EventKindName(Event::Kind kind) {
       return "liveliness_changed";
     case Event::Kind::kOwnershipChanged:
       return "ownership_changed";
+    case Event::Kind::kPrefixCollision:
+      return "prefix_collision";
   }
   return "?";
 }
@@ -479,8 +482,29 @@ absl::StatusOr<std::unique_ptr<Participant>> Participant::Create(
   self.user_data = p->config_.user_data;
   self.entity_name = p->config_.entity_name;
   self.properties = p->config_.properties;
+  self.gossip = p->config_.discovery == DiscoveryMode::kGossip;
   SerializeParticipant(self, &p->spdp_payload_);
-  p->spdp_next_ = now;  // announce at once
+  p->spdp_next_ = now + Duration(p->config_.spdp_initial_delay_ns);
+  if (self.gossip) {
+    GossipConfig g;
+    g.prefix = p->config_.guid_prefix;
+    g.self = p->config_.metatraffic_unicast.empty()
+                 ? p->config_.metatraffic_multicast[0]
+                 : p->config_.metatraffic_unicast[0];
+    g.seeds = p->config_.gossip_seeds;
+    g.period_ns = p->config_.gossip_period_ns;
+    g.probe_timeout_ns = p->config_.gossip_period_ns * 3 / 10;
+    g.max_message_bytes = p->config_.max_message_bytes;
+    g.max_members = p->config_.max_remote_participants;
+    uint64_t seed = 0;
+    for (uint8_t b : g.prefix.bytes) seed = seed * 131 + b;
+    seed = seed * 131 + g.self.ipv4_host_order();
+    seed = seed * 131 + g.self.port;
+    g.random_seed = seed ^ p->config_.gossip_nonce;
+    g.nonce = p->config_.gossip_nonce;
+    p->gossip_ = std::make_unique<GossipDiscovery>(std::move(g), now);
+    p->UpdateGossipRecord(now);
+  }
   return p;
 }
 
@@ -544,6 +568,7 @@ absl::StatusOr<EndpointHandle> Participant::CreateWriter(WriterConfig config,
   }
   Announce(index, false, now);
   MatchLocalWriter(index, now);
+  gossip_dirty_ = gossip_ != nullptr;
   return static_cast<EndpointHandle>(handles_.size());
 }
 
@@ -587,6 +612,7 @@ absl::StatusOr<EndpointHandle> Participant::CreateReader(ReaderConfig config,
   }
   Announce(index | 0x80000000u, false, now);
   MatchLocalReader(index, now);
+  gossip_dirty_ = gossip_ != nullptr;
   return static_cast<EndpointHandle>(handles_.size());
 }
 
@@ -605,6 +631,7 @@ size_t Participant::MatchedCount(EndpointHandle h) const {
 
 absl::Status Participant::DeleteEndpoint(EndpointHandle h, Timestamp now) {
   maybe_pending_ = true;
+  gossip_dirty_ = gossip_ != nullptr;
   if (h == 0 || h > handles_.size()) {
     return absl::NotFoundError("no such endpoint handle");
   }
@@ -1149,6 +1176,11 @@ void Participant::OnDatagram(std::span<const std::byte> bytes,
   last_now_ = now;
   ++counters_.datagrams_received;
   counters_.bytes_received += bytes.size();
+  if (gossip_ != nullptr && IsGossipMessage(bytes)) {
+    gossip_->OnDatagram(bytes, source, now);
+    PumpGossip(now);
+    return;
+  }
   MessageHeader header;
   if (ParseError e = ParseHeader(bytes, &header); e != ParseError::kOk) {
     ++counters_.parse_errors[static_cast<size_t>(e)];
@@ -1161,7 +1193,9 @@ void Participant::OnDatagram(std::span<const std::byte> bytes,
   // Any traffic from a known participant renews its lease (as Cyclone does;
   // §8.5.3.3 only requires SPDP to).
   if (auto it = participants_.find(header.prefix); it != participants_.end()) {
-    it->second.lease_expiry = After(now, it->second.data.lease_duration_ns);
+    if (!it->second.via_gossip) {
+      it->second.lease_expiry = After(now, it->second.data.lease_duration_ns);
+    }
     it->second.last_heard = now;
   }
   Receiver rx;
@@ -1784,6 +1818,17 @@ void Participant::HandleSpdp(Receiver& rx, const DataSubmessage& d,
   }
   if (data.guid_prefix == config_.guid_prefix) {
     ++counters_.own_messages;
+    return;
+  }
+  if (gossip_ != nullptr && data.gossip) {
+    // A gossip peer: gossip brings its record (the announcement is only a
+    // way in, if it is not a member yet).
+    if (!participants_.contains(data.guid_prefix)) {
+      for (const Locator& l : MetatrafficLocators(data)) {
+        gossip_->AddContact(l);
+        break;
+      }
+    }
     return;
   }
   if (data.has_domain_id && data.domain_id != config_.domain_id) {
@@ -2470,6 +2515,7 @@ Timestamp Participant::ScanDeadline() const {
     next = std::min(next, info.lease_expiry);
   }
   next = std::min(next, pmd_automatic_next_);
+  if (gossip_ != nullptr) next = std::min(next, gossip_->NextDeadline());
   for (const auto& w : writers_) {
     next = std::min({next, w->hb_deadline, w->expiry_next, w->deadline_next});
     if (w->pushed < w->last_sn()) next = std::min(next, w->batch_deadline);
@@ -2510,6 +2556,10 @@ void Participant::OnTimeout(Timestamp now) {
         counters_.partial_samples_timed_out += p.frags->Expire(now);
       }
     }
+  }
+  if (gossip_ != nullptr) {
+    if (gossip_->NextDeadline() <= now) gossip_->OnTimeout(now);
+    PumpGossip(now);
   }
   // QoS timers.
   last_now_ = now;
@@ -2616,7 +2666,17 @@ std::optional<Transmit> Participant::PollTransmit(std::span<std::byte> out,
       if (BuildHeartbeat(*wp, out, &t, now)) return done();
     }
   }
-  // 5. SPDP (after the SEDP disposes above when leaving).
+  // 5. Gossip (when it is our discovery), then SPDP (after the SEDP
+  // disposes above when leaving).
+  if (gossip_ != nullptr) {
+    if (gossip_dirty_) UpdateGossipRecord(now);
+    if (auto g = gossip_->PollTransmit(out, now)) {
+      tx_destinations_.clear();
+      tx_destinations_.push_back(g->destination);
+      t.size_bytes = g->size_bytes;
+      return done();
+    }
+  }
   if (leave_due_) {
     if (BuildSpdpDispose(out, &t)) return done();
   }
@@ -3174,6 +3234,7 @@ void Participant::Leave(Timestamp now) {
   if (leaving_) return;
   leaving_ = true;
   maybe_pending_ = true;
+  if (gossip_ != nullptr) gossip_->Leave(now);
   for (size_t h = 0; h < handles_.size(); ++h) {
     auto [is_writer, index] = handles_[h];
     bool active = is_writer ? writers_[index]->active : readers_[index]->active;
@@ -3205,6 +3266,153 @@ bool Participant::BuildSpdpDispose(std::span<std::byte> out, Transmit* t) {
   }
   t->size_bytes = b.size();
   return true;
+}
+
+// ---- Gossip discovery (rtps/gossip.h) ---------------------------------------
+
+const GossipCounters* Participant::gossip_counters() const {
+  return gossip_ != nullptr ? &gossip_->counters() : nullptr;
+}
+
+// Our membership record: where we are and every endpoint we have (what
+// SEDP would announce), with a new incarnation on each change.
+void Participant::UpdateGossipRecord(Timestamp now) {
+  gossip_dirty_ = false;
+  GossipRecord r;
+  r.vendor = config_.vendor;
+  r.lease_duration_ns = config_.lease_duration_ns;
+  if (!config_.default_unicast.empty()) {
+    r.user_locator = config_.default_unicast[0];
+  }
+  for (const auto& w : writers_) {
+    if (w->builtin || !w->active) continue;
+    EndpointData e;
+    e.guid = w->guid;
+    e.topic_name = w->config.topic_name;
+    e.type_name = w->config.type_name;
+    e.qos = w->config.qos;
+    r.endpoints.push_back(std::move(e));
+  }
+  for (const auto& rd : readers_) {
+    if (rd->builtin || !rd->active) continue;
+    EndpointData e;
+    e.guid = rd->guid;
+    e.topic_name = rd->config.topic_name;
+    e.type_name = rd->config.type_name;
+    e.qos = rd->config.qos;
+    r.endpoints.push_back(std::move(e));
+  }
+  gossip_->SetLocalRecord(std::move(r), now);
+}
+
+void Participant::PumpGossip(Timestamp now) {
+  while (std::optional<GossipEvent> e = gossip_->PollEvent()) {
+    switch (e->kind) {
+      case GossipEvent::Kind::kMemberJoined:
+      case GossipEvent::Kind::kMemberUpdated:
+        ApplyGossipMember(e->record, now);
+        break;
+      case GossipEvent::Kind::kMemberLeft:
+        if (auto it = participants_.find(e->record.prefix);
+            it != participants_.end() && it->second.via_gossip) {
+          RemoveParticipant(e->record.prefix);
+        }
+        break;
+      case GossipEvent::Kind::kPrefixCollision:
+        ++counters_.prefix_collisions;
+        PushEvent({Event::Kind::kPrefixCollision, 0,
+                   Guid{e->record.prefix, EntityId::Participant()}});
+        break;
+    }
+  }
+}
+
+// A member's record is what SPDP and SEDP would have told us: the
+// participant (no built-in endpoints: no SEDP with it) and its endpoints,
+// matched like SEDP publications and subscriptions.
+void Participant::ApplyGossipMember(const GossipRecord& r, Timestamp now) {
+  const GuidPrefix& prefix = r.prefix;
+  auto it = participants_.find(prefix);
+  if (it != participants_.end() && !it->second.via_gossip) return;
+  ParticipantData pd;
+  pd.guid_prefix = prefix;
+  pd.vendor = r.vendor;
+  pd.lease_duration_ns = r.lease_duration_ns;
+  pd.gossip = true;
+  if (r.gossip_locator.kind != Locator::kInvalid) {
+    pd.metatraffic_unicast = {r.gossip_locator};
+  }
+  if (r.user_locator.kind != Locator::kInvalid) {
+    pd.default_unicast = {r.user_locator};
+  }
+  if (it == participants_.end()) {
+    if (participants_.size() >= config_.max_remote_participants) {
+      ++counters_.spdp_participant_limit;
+      return;
+    }
+    RemoteParticipantInfo info;
+    info.data = std::move(pd);
+    info.lease_expiry = Timestamp::Never();
+    info.last_heard = now;
+    info.via_gossip = true;
+    participants_.emplace(prefix, std::move(info));
+    PushEvent({Event::Kind::kParticipantDiscovered, 0,
+               Guid{prefix, EntityId::Participant()}});
+  } else {
+    it->second.data = std::move(pd);
+    it->second.last_heard = now;
+  }
+  // Endpoints that left the record are gone (a scan of every remote
+  // endpoint, so only on an update: a join has none yet).
+  std::vector<Guid> gone;
+  const bool joined = it == participants_.end();
+  for (const auto& [g, re] : remote_endpoints_) {
+    if (joined) break;
+    if (g.prefix != prefix) continue;
+    bool still = false;
+    for (const EndpointData& e : r.endpoints) still |= e.guid == g;
+    if (!still) gone.push_back(g);
+  }
+  for (const Guid& g : gone) {
+    UnmatchRemoteEndpoint(g);
+    remote_endpoints_.erase(g);
+    PushEvent({g.entity.is_writer() ? Event::Kind::kPublicationLost
+                                    : Event::Kind::kSubscriptionLost,
+               0, g});
+  }
+  for (const EndpointData& e : r.endpoints) {
+    auto re = remote_endpoints_.find(e.guid);
+    if (re != remote_endpoints_.end()) {
+      const EndpointData& old = re->second->data;
+      bool same = old.topic_name == e.topic_name &&
+                  old.type_name == e.type_name &&
+                  old.qos.partitions == e.qos.partitions &&
+                  old.qos.reliability == e.qos.reliability &&
+                  old.qos.durability == e.qos.durability &&
+                  old.qos.ownership == e.qos.ownership;
+      if (same) {
+        re->second->data.qos = e.qos;
+        continue;
+      }
+      UnmatchRemoteEndpoint(e.guid);
+      re->second->data = e;
+      re->second->locators = UserLocators(re->second->data);
+      MatchRemoteEndpoint(e.guid, now);
+      continue;
+    }
+    if (remote_endpoints_.size() >= config_.max_remote_endpoints) {
+      ++counters_.sedp_endpoint_limit;
+      continue;
+    }
+    auto ep = std::make_unique<RemoteEndpoint>();
+    ep->data = e;
+    ep->locators = UserLocators(ep->data);
+    remote_endpoints_.emplace(e.guid, std::move(ep));
+    PushEvent({e.guid.entity.is_writer() ? Event::Kind::kPublicationDiscovered
+                                         : Event::Kind::kSubscriptionDiscovered,
+               0, e.guid});
+    MatchRemoteEndpoint(e.guid, now);
+  }
 }
 
 const RemoteParticipantInfo* Participant::FindParticipant(

@@ -86,6 +86,15 @@ namespace ringlab::rtps {
 namespace internal {
 struct ReassemblyBudget;
 }
+class GossipDiscovery;
+struct GossipCounters;
+struct GossipRecord;
+
+// How this participant finds the others (see rtps/GOSSIP.md).
+enum class DiscoveryMode : uint8_t {
+  kSpdp,    // RTPS SPDP + SEDP (§8.5), with everyone
+  kGossip,  // SWIM gossip with ringlab peers; SPDP/SEDP with the rest
+};
 
 struct ParticipantConfig {
   uint32_t domain_id = 0;
@@ -140,6 +149,19 @@ struct ParticipantConfig {
   // and __Hostname, as Cyclone does).
   std::vector<std::pair<std::string, std::string>> properties;
   VendorId vendor = kVendorRinglab;
+  // Discovery. In kGossip mode, ringlab peers that announce gossip
+  // (PID_RINGLAB_GOSSIP) are found through rtps/gossip.h, with our
+  // endpoints in our membership record, and other vendors (Cyclone) through
+  // SPDP/SEDP as usual: we answer their SPDP at once and announce ourselves
+  // by SPDP first after spdp_initial_delay_ns, then every spdp_period_ns.
+  DiscoveryMode discovery = DiscoveryMode::kSpdp;
+  std::vector<Locator> gossip_seeds;
+  int64_t gossip_period_ns = 100'000'000;
+  int64_t spdp_initial_delay_ns = 0;
+  // Tells this process's gossip records from another one's that claims
+  // the same GUID prefix (collision detection); the driver draws it at
+  // random. 0: derived from the prefix and the metatraffic locator.
+  uint64_t gossip_nonce = 0;
 };
 
 // Computes the key hash of a serialized sample (encapsulation header
@@ -212,6 +234,9 @@ struct Event {
     // reader `local`: the EXCLUSIVE owner of `instance` is now `remote`
     // (all zeros: nobody).
     kOwnershipChanged,
+    // Gossip mode: participant `remote`'s GUID prefix is claimed by two
+    // processes (ours included), told apart by their nonces.
+    kPrefixCollision,
   };
   Kind kind;
   EndpointHandle local = 0;
@@ -279,6 +304,7 @@ struct ParticipantCounters {
   uint64_t participant_messages_sent = 0;  // §8.4.13 liveliness updates
   uint64_t participant_messages_received = 0;
   uint64_t batched_datagrams = 0;  // LATENCY_BUDGET: pushes with > 1 sample
+  uint64_t prefix_collisions = 0;  // gossip: a prefix claimed twice
   uint64_t samples_delivered = 0;
   uint64_t samples_lost = 0;  // best effort gaps, reliable GAPs
   uint64_t heartbeats_sent = 0;
@@ -300,6 +326,9 @@ struct RemoteParticipantInfo {
   // The SPDP payload `data` was parsed from: an identical announcement only
   // renews the lease (no parse, no allocation).
   std::vector<std::byte> announcement;
+  // Known through gossip: its membership (not a lease) says when it is
+  // gone.
+  bool via_gossip = false;
 };
 
 class Participant {
@@ -370,6 +399,8 @@ class Participant {
   // ---- Introspection
   // ----------------------------------------------------------
   const ParticipantCounters& counters() const { return counters_; }
+  // Gossip mode only (else nullptr).
+  const GossipCounters* gossip_counters() const;
   size_t remote_participant_count() const { return participants_.size(); }
   size_t remote_endpoint_count() const { return remote_endpoints_.size(); }
   const RemoteParticipantInfo* FindParticipant(const GuidPrefix& p) const;
@@ -412,6 +443,10 @@ class Participant {
                   Timestamp now);
   void ProcessBuiltinReaders(Timestamp now);
   void HandleParticipantMessage(const ReceivedSample& s, Timestamp now);
+  // Gossip mode: our record from our endpoints, and members into the core.
+  void UpdateGossipRecord(Timestamp now);
+  void PumpGossip(Timestamp now);
+  void ApplyGossipMember(const GossipRecord& r, Timestamp now);
   void WriteParticipantMessage(uint32_t kind, Timestamp now);
   // QoS timers (deadline, lifespan, liveliness), from OnTimeout.
   void WriterTimers(LocalWriter& w, EndpointHandle h, Timestamp now);
@@ -517,6 +552,8 @@ class Participant {
   // The `now` of the latest call, for Take() (LIFESPAN).
   Timestamp last_now_ = Timestamp::Zero();
 
+  std::unique_ptr<GossipDiscovery> gossip_;
+  bool gossip_dirty_ = false;
   bool leaving_ = false, leave_due_ = false;
   std::vector<Locator> leave_destinations_;
   Timestamp spdp_next_;
