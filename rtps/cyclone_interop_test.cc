@@ -518,7 +518,17 @@ TEST_P(FragmentInteropTest, WeSendCycloneLargeSamples) {
   dp_->SetTestDrops(0, 0);
   dp_->RunFor(std::chrono::milliseconds(200));
   std::vector<testkit::KeyedRecv> recv = testkit::ReceivedSamples(**sub);
-  ASSERT_TRUE(done) << recv.size() << "\n" << (*sub)->OutputTail();
+  {
+    const ParticipantCounters& k = dp_->core().counters();
+    ASSERT_TRUE(done) << recv.size() << " received; hb " << k.heartbeats_sent
+                      << " hb_frag " << k.heartbeat_frags_sent << " acknack "
+                      << k.acknacks_received << " nack_frag "
+                      << k.nack_frags_received << " (dropped "
+                      << k.nack_frags_dropped << ") retransmitted "
+                      << k.fragments_retransmitted << " whole " << k.retransmits
+                      << "\n"
+                      << (*sub)->OutputTail();
+  }
   if (c.reliable) {
     EXPECT_EQ(recv.size(), want);
   }
