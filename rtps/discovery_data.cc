@@ -232,7 +232,7 @@ bool ReadQosParameter(const Parameter& p, Endian e, EndpointQos* q, bool* bad) {
   return true;
 }
 
-void PutQos(ParameterListWriter& pl, const EndpointQos& q) {
+void PutQos(ParameterListWriter& pl, const EndpointQos& q, bool writer) {
   CdrWriter& w = pl.cdr();
   size_t at = pl.Begin(pid::kReliability);
   w.Write(static_cast<uint32_t>(q.reliability));
@@ -278,6 +278,12 @@ void PutQos(ParameterListWriter& pl, const EndpointQos& q) {
   if (q.ownership != OwnershipKind::kShared) {
     at = pl.Begin(pid::kOwnership);
     w.Write(static_cast<uint32_t>(q.ownership));
+    pl.End(at);
+  }
+  // DDS 1.4 §2.2.3.10: OWNERSHIP_STRENGTH is a writer policy.
+  if (writer && q.ownership_strength != 0) {
+    at = pl.Begin(pid::kOwnershipStrength);
+    w.Write(q.ownership_strength);
     pl.End(at);
   }
   if (q.destination_order != DestinationOrderKind::kByReceptionTimestamp) {
@@ -334,6 +340,19 @@ void SerializeParticipant(const ParticipantData& p,
   pl.End(at);
   if (!p.user_data.empty()) PutOctets(pl, pid::kUserData, p.user_data);
   if (!p.entity_name.empty()) PutString(pl, pid::kEntityName, p.entity_name);
+  if (p.gossip) PutU32(pl, pid::kRinglabGossip, 1);
+  if (!p.properties.empty()) {
+    // sequence<Property_t {string name; string value}>, then an empty
+    // sequence<BinaryProperty_t>.
+    size_t at2 = pl.Begin(pid::kPropertyList);
+    w.Write(static_cast<uint32_t>(p.properties.size()));
+    for (const auto& [name, value] : p.properties) {
+      w.WriteString(name);
+      w.WriteString(value);
+    }
+    w.Write(uint32_t{0});
+    pl.End(at2);
+  }
   pl.Finish();
 }
 
@@ -347,7 +366,7 @@ void SerializeEndpoint(const EndpointData& e, std::vector<std::byte>* out) {
   PutString(pl, pid::kTopicName, e.topic_name);
   PutString(pl, pid::kTypeName, e.type_name);
   PutVersionVendor(pl, ProtocolVersion{}, kVendorRinglab);
-  PutQos(pl, e.qos);
+  PutQos(pl, e.qos, e.guid.entity.is_writer());
   for (const Locator& l : e.unicast) PutLocator(pl, pid::kUnicastLocator, l);
   for (const Locator& l : e.multicast)
     PutLocator(pl, pid::kMulticastLocator, l);
@@ -368,6 +387,7 @@ DiscoveryParseError ParseParticipant(std::span<const std::byte> payload,
   }
   ParticipantData p;
   bool have_guid = false;
+  bool gossip_pid = false;
   ParameterListReader pl(list, e);
   Parameter prm;
   while (pl.Next(&prm)) {
@@ -430,6 +450,24 @@ DiscoveryParseError ParseParticipant(std::span<const std::byte> payload,
       case pid::kEntityName:
         okv = r.ReadString(&p.entity_name);
         break;
+      case pid::kPropertyList: {
+        uint32_t n = 0;
+        okv = r.Read(&n);
+        for (uint32_t i = 0; okv && i < n; ++i) {
+          std::string name, value;
+          okv = r.ReadString(&name) && r.ReadString(&value);
+          if (okv && p.properties.size() < kMaxProperties) {
+            p.properties.emplace_back(std::move(name), std::move(value));
+          }
+        }
+        break;
+      }
+      case pid::kRinglabGossip: {
+        uint32_t v = 0;
+        okv = r.Read(&v);
+        gossip_pid = okv && v == 1;
+        break;
+      }
       default:
         if (IsMustUnderstand(prm.id)) {
           return DiscoveryParseError::kUnknownMustUnderstand;
@@ -440,6 +478,8 @@ DiscoveryParseError ParseParticipant(std::span<const std::byte> payload,
   }
   if (pl.error() != PlError::kOk) return DiscoveryParseError::kMalformedList;
   if (!have_guid) return DiscoveryParseError::kMissingGuid;
+  // Vendor-specific PIDs mean something only from their vendor.
+  p.gossip = gossip_pid && p.vendor == kVendorRinglab;
   *out = std::move(p);
   return DiscoveryParseError::kOk;
 }

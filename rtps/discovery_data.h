@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "rtps/parameter_list.h"
@@ -64,8 +65,16 @@ struct ParticipantData {
   std::string domain_tag;
   std::string user_data;  // USER_DATA octets
   std::string entity_name;
+  // PID_PROPERTY_LIST (DDS-Security 1.1 §7.2.1 PropertyQosPolicy; Cyclone
+  // puts __ProcessName, __Pid and __Hostname there): name/value pairs, at
+  // most kMaxProperties kept.
+  std::vector<std::pair<std::string, std::string>> properties;
+  // ringlab's vendor-specific PID_RINGLAB_GOSSIP: this participant runs
+  // gossip discovery (read only when the vendor is ringlab).
+  bool gossip = false;
   uint32_t locators_dropped = 0;
 };
+inline constexpr size_t kMaxProperties = 16;
 
 struct EndpointData {
   Guid guid;  // endpoint GUID: its entity kind says writer or reader

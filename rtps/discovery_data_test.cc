@@ -110,6 +110,24 @@ TEST(DiscoveryDataTest, LocatorListsAreCapped) {
   EXPECT_EQ(back.locators_dropped, 20 - kMaxLocators);
 }
 
+TEST(DiscoveryDataTest, PropertyListRoundTrip) {
+  ParticipantData p;
+  p.guid_prefix.bytes[11] = 3;
+  p.properties = {{"__ProcessName", "ringlab_dds"}, {"__Pid", "42"}};
+  std::vector<std::byte> out;
+  SerializeParticipant(p, &out);
+  ParticipantData back;
+  ASSERT_EQ(ParseParticipant(out, &back), DiscoveryParseError::kOk);
+  EXPECT_EQ(back.properties, p.properties);
+  // More than kMaxProperties: the rest is validated, not kept.
+  p.properties.clear();
+  for (int i = 0; i < 40; ++i) p.properties.push_back({"k", "v"});
+  SerializeParticipant(p, &out);
+  ParticipantData many;
+  ASSERT_EQ(ParseParticipant(out, &many), DiscoveryParseError::kOk);
+  EXPECT_EQ(many.properties.size(), kMaxProperties);
+}
+
 TEST(DiscoveryDataTest, EndpointRoundTripAndDefaults) {
   EndpointData e;
   e.guid.prefix.bytes[0] = 7;

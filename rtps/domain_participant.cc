@@ -5,6 +5,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <random>
 
 #include "absl/strings/numbers.h"
@@ -118,6 +120,10 @@ absl::StatusOr<std::unique_ptr<DomainParticipant>> DomainParticipant::Create(
     user.multicast_interface = iface_any;
     user.multicast_loop = true;
     user.receive_buffer_bytes = options.receive_buffer_bytes;
+    user.send_queue_limit_bytes = options.send_queue_bytes;
+    // A DATA_FRAG train is equal-sized datagrams to one reader: GSO sends
+    // it in one system call (the Loop falls back if the path refuses).
+    user.segmentation_offload = options.udp_gso;
     absl::StatusOr<SocketId> u = l.OpenUdp(user, dp.get());
     if (!u.ok()) {
       last_error = u.status();
@@ -153,6 +159,13 @@ absl::StatusOr<std::unique_ptr<DomainParticipant>> DomainParticipant::Create(
 
   ParticipantConfig& c = options.core;
   c.domain_id = d;
+  if (options.advertise_process && c.properties.empty()) {
+    char host[256] = "";
+    gethostname(host, sizeof(host) - 1);
+    c.properties = {{"__ProcessName", program_invocation_short_name},
+                    {"__Pid", absl::StrCat(getpid())},
+                    {"__Hostname", host}};
+  }
   if (c.guid_prefix.is_unknown()) c.guid_prefix = MakePrefix(c.vendor);
   const uint16_t meta_port =
       static_cast<uint16_t>(ports::SpdpUnicast(d, dp->participant_id_));
@@ -182,21 +195,47 @@ absl::StatusOr<std::unique_ptr<DomainParticipant>> DomainParticipant::Create(
   }
   c.max_message_bytes =
       std::min<size_t>(c.max_message_bytes, l.buffers().buffer_size());
+  // LIFESPAN and DESTINATION_ORDER compare wall-clock source timestamps.
+  c.wall_clock_offset_ns = WallClockNanos() - l.now().nanos();
   absl::StatusOr<std::unique_ptr<Participant>> core =
       Participant::Create(c, l.now());
   if (!core.ok()) return core.status();
   dp->core_ = std::move(*core);
+  dp->drop_state_ = options.drop_seed;
   dp->options_ = std::move(options);
   dp->Flush();
   return dp;
 }
 
 DomainParticipant::~DomainParticipant() {
+  if (loop_ && core_) {
+    // Say goodbye (SEDP and SPDP disposes) and give the sends a moment.
+    // The application's callback may refer to what is already gone.
+    data_callback_ = nullptr;
+    core_->Leave(loop_->now());
+    Flush();
+    for (int i = 0; i < 4 && loop_->QueuedSendBytes(user_socket_) > 0; ++i) {
+      loop_->RunOnce(std::chrono::milliseconds(5));
+    }
+  }
   if (loop_ && timer_id_ != 0) loop_->CancelTimer(timer_id_);
+}
+
+// splitmix64: a seeded, reproducible draw for the test hooks.
+bool DomainParticipant::Drop(double fraction) {
+  if (fraction <= 0) return false;
+  uint64_t z = (drop_state_ += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  if (static_cast<double>(z >> 11) * 0x1.0p-53 >= fraction) return false;
+  ++dropped_for_test_;
+  return true;
 }
 
 void DomainParticipant::OnDatagram(SocketId socket, const Endpoint& from,
                                    BufferLease data) {
+  if (Drop(options_.drop_received_fraction)) return;
   core_->OnDatagram(data.bytes(), Locator::FromEndpoint(from), loop_->now());
   data.Release();
   if (data_callback_) data_callback_();
@@ -207,36 +246,66 @@ void DomainParticipant::OnTimer(uint64_t timer_id, Timestamp now) {
   if (timer_id != timer_id_) return;
   timer_id_ = 0;
   timer_deadline_ = Timestamp::Never();
+  core_->SetWallClockOffset(WallClockNanos() - now.nanos());
   core_->OnTimeout(now);
   Flush();
+}
+
+void DomainParticipant::OnSendComplete(SocketId socket, int result,
+                                       uint64_t tag) {
+  if (send_blocked_) Flush();
+}
+
+void DomainParticipant::OnWritable(SocketId socket) {
+  if (send_blocked_) Flush();
 }
 
 void DomainParticipant::Flush() {
   if (in_flush_) return;  // a callback inside Flush wrote: the loop covers it
   in_flush_ = true;
+  send_blocked_ = false;
   const Timestamp now = loop_->now();
+  const size_t max_message = core_->config().max_message_bytes;
   for (;;) {
+    // Stop while a few more datagrams would not fit the send queue: the
+    // core keeps what it has not built yet, and a completion resumes us.
+    if (loop_->QueuedSendBytes(user_socket_) + 4 * max_message >
+        options_.send_queue_bytes) {
+      send_blocked_ = true;
+      break;
+    }
     BufferLease lease = loop_->AcquireBuffer();
-    if (!lease) break;  // pool exhausted (counted by the Loop); retry later
+    if (!lease) {  // pool exhausted (counted by the Loop): wait for sends
+      send_blocked_ = true;
+      break;
+    }
     std::optional<Transmit> t = core_->PollTransmit(lease.writable(), now);
     if (!t) break;
     lease.set_size(t->size_bytes);
+    if (Drop(options_.drop_sent_fraction)) continue;
     const size_t n = t->destinations.size();
-    for (size_t i = 0; i < n; ++i) {
-      Endpoint to = t->destinations[i].ToEndpoint();
-      if (!to.valid()) continue;
-      if (i + 1 == n) {
-        loop_->SendTo(user_socket_, std::move(lease), to);
+    if (n == 1) {
+      Endpoint to = t->destinations[0].ToEndpoint();
+      if (to.valid() &&
+          loop_->SendTo(user_socket_, std::move(lease), to) == -EAGAIN) {
+        send_blocked_ = true;
+      }
+    } else if (n > 1) {
+      // One payload to several readers: every send shares the buffer.
+      transport::SharedBuffer shared = loop_->Share(std::move(lease));
+      if (!shared) {
+        send_blocked_ = true;
         break;
       }
-      // One payload to several readers: a copy each until the transport
-      // has a shared-buffer send.
-      BufferLease copy = loop_->AcquireBuffer();
-      if (!copy) continue;
-      std::memcpy(copy.data(), lease.data(), t->size_bytes);
-      copy.set_size(t->size_bytes);
-      loop_->SendTo(user_socket_, std::move(copy), to);
+      for (size_t i = 0; i < n; ++i) {
+        Endpoint to = t->destinations[i].ToEndpoint();
+        if (!to.valid()) continue;
+        if (loop_->SendTo(user_socket_, shared, to) == -EAGAIN) {
+          send_blocked_ = true;
+        }
+      }
     }
+    if (send_blocked_) break;
   }
   in_flush_ = false;
   ArmTimer();

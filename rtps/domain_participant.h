@@ -62,6 +62,21 @@ struct DomainParticipantOptions {
   uint32_t buffer_size = 16 * 1024 + 1024;
   uint32_t buffer_count = 256;
   int receive_buffer_bytes = 4 << 20;
+  // The user socket's send queue in the Loop. A large sample goes out as a
+  // train of DATA_FRAG datagrams; when the queue (or the buffer pool) is
+  // full the rest waits for send completions instead of being dropped.
+  size_t send_queue_bytes = 4 << 20;
+  // UDP GSO (transport UdpOptions::segmentation_offload) on the user socket.
+  bool udp_gso = true;
+  // Announce __ProcessName, __Pid and __Hostname (PID_PROPERTY_LIST), as
+  // Cyclone does, so `ringlab_dds ls` and `cyclonedds ls` can show them.
+  bool advertise_process = true;
+  // Test hooks: drop this share of the datagrams received / sent (seeded,
+  // after the kernel), to exercise repair against real peers. Counted in
+  // dropped_for_test().
+  double drop_received_fraction = 0;
+  double drop_sent_fraction = 0;
+  uint64_t drop_seed = 1;
   // transport::LoopOptions::wait_batching (uring-fixed, uring-sqpoll): one
   // kernel entry per request/response round trip; off by default (see
   // transport/loop.h for what it costs one-way traffic).
@@ -94,6 +109,11 @@ class DomainParticipant : public transport::SocketHandler,
   // Runs until `done()` is true or `budget` passed; true if done.
   bool RunUntil(absl::AnyInvocable<bool()> done, Duration budget);
   void Stop() { loop_->Stop(); }
+  uint64_t dropped_for_test() const { return dropped_for_test_; }
+  void SetTestDrops(double received_fraction, double sent_fraction) {
+    options_.drop_received_fraction = received_fraction;
+    options_.drop_sent_fraction = sent_fraction;
+  }
 
   // Called once per sample-available reader after each incoming datagram
   // (before Flush), so a request-response program can answer without an
@@ -106,6 +126,9 @@ class DomainParticipant : public transport::SocketHandler,
   void OnDatagram(transport::SocketId socket, const Endpoint& from,
                   transport::BufferLease data) override;
   void OnTimer(uint64_t timer_id, Timestamp now) override;
+  void OnSendComplete(transport::SocketId socket, int result,
+                      uint64_t tag) override;
+  void OnWritable(transport::SocketId socket) override;
 
  private:
   DomainParticipant() = default;
@@ -120,6 +143,10 @@ class DomainParticipant : public transport::SocketHandler,
   Timestamp timer_deadline_ = Timestamp::Never();
   absl::AnyInvocable<void()> data_callback_;
   bool in_flush_ = false;
+  bool send_blocked_ = false;  // Flush stopped for lack of room: resume
+  bool Drop(double fraction);
+  uint64_t drop_state_ = 0;
+  uint64_t dropped_for_test_ = 0;
 };
 
 }  // namespace ringlab::rtps

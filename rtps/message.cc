@@ -442,7 +442,7 @@ ParseError ParseInfoReply(const Submessage& sm, InfoReplySubmessage* out) {
 
 MessageBuilder::MessageBuilder(std::span<std::byte> out,
                                const GuidPrefix& prefix, VendorId vendor)
-    : out_(out) {
+    : out_(out), limit_(out.size()) {
   if (out.size() < kHeaderSize) {
     ok_ = false;
     return;
@@ -458,8 +458,7 @@ MessageBuilder::MessageBuilder(std::span<std::byte> out,
 }
 
 size_t MessageBuilder::Begin(SubmessageId id, uint8_t fl, size_t body) {
-  if (!ok_ || out_.size() - pos_ < kSubmessageHeaderSize + body ||
-      body > 0xffff) {
+  if (!ok_ || limit_ - pos_ < kSubmessageHeaderSize + body || body > 0xffff) {
     return SIZE_MAX;
   }
   size_t at = pos_;
@@ -580,6 +579,10 @@ bool MessageBuilder::AddPad(size_t body) {
 size_t MessageBuilder::DataSize(size_t payload, const InlineQos* qos) {
   return kSubmessageHeaderSize + 20 + (qos ? InlineQosSize(*qos) : 0) +
          ((payload + 3) & ~size_t{3});
+}
+
+size_t MessageBuilder::DataFragOverhead(const InlineQos* qos) {
+  return kSubmessageHeaderSize + 32 + (qos ? InlineQosSize(*qos) : 0);
 }
 
 // §9.4.5.3; the payload is padded to 4 so the next submessage is aligned

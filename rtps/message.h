@@ -29,6 +29,7 @@
 #ifndef RINGLAB_RTPS_MESSAGE_H_
 #define RINGLAB_RTPS_MESSAGE_H_
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -258,7 +259,13 @@ class MessageBuilder {
                  VendorId vendor = kVendorRinglab);
   bool ok() const { return ok_; }
   size_t size() const { return ok_ ? pos_ : 0; }
-  size_t remaining() const { return ok_ ? out_.size() - pos_ : 0; }
+  size_t remaining() const { return ok_ ? limit_ - pos_ : 0; }
+  // Keeps the last `tail_bytes` of the buffer free until ReleaseTail(), so
+  // a trailing submessage (a heartbeat) still fits after a full payload.
+  void ReserveTail(size_t tail_bytes) {
+    limit_ = out_.size() - std::min(tail_bytes, out_.size() - pos_);
+  }
+  void ReleaseTail() { limit_ = out_.size(); }
   // True if only the header has been written.
   bool empty() const { return pos_ == kHeaderSize; }
   size_t Mark() const { return pos_; }
@@ -297,6 +304,8 @@ class MessageBuilder {
                     std::span<const Locator> multicast);
   // Bytes a DATA submessage with `payload_bytes` of payload needs.
   static size_t DataSize(size_t payload_bytes, const InlineQos* qos);
+  // Bytes of a DATA_FRAG submessage besides its (padded) fragment bytes.
+  static size_t DataFragOverhead(const InlineQos* qos);
 
  private:
   // Starts a submessage; returns its header offset or SIZE_MAX if `body`
@@ -313,6 +322,7 @@ class MessageBuilder {
   static size_t InlineQosSize(const InlineQos& qos);
 
   std::span<std::byte> out_;
+  size_t limit_ = 0;  // writes stay below this (see ReserveTail)
   size_t pos_ = 0;
   bool ok_ = true;
 };

@@ -90,6 +90,10 @@ inline constexpr uint16_t kEndpointGuid = 0x005a;
 inline constexpr uint16_t kTypeMaxSizeSerialized = 0x0060;
 inline constexpr uint16_t kOriginalWriterInfo = 0x0061;
 inline constexpr uint16_t kEntityName = 0x0062;
+// Vendor-specific (§9.6.2.2.1: 0x8000 set), meaningful only from ringlab
+// (vendor 0x01ff): the participant runs gossip discovery (rtps/gossip.h);
+// value: uint32 1.
+inline constexpr uint16_t kRinglabGossip = 0x8001;
 inline constexpr uint16_t kGroupCoherentSet = 0x0063;
 inline constexpr uint16_t kGroupSeqNum = 0x0064;
 inline constexpr uint16_t kWriterGroupInfo = 0x0065;

@@ -21,6 +21,16 @@
 //     ACKNACKs (SN sets) after heartbeat_response_delay, keep KEEP_LAST n per
 //     instance, and derive the key hash from the payload when the writer
 //     sends none (as Cyclone DDS does, §9.6.4.8).
+//   - Large samples (§8.3.7.3, §8.4.14): DATA_FRAG above fragment_size_bytes,
+//     bounded reassembly with time-outs, NACK_FRAG / HEARTBEAT_FRAG repair.
+//   - QoS (DDS 1.4 §2.2.3): DEADLINE (offered/requested deadline-missed
+//     events), LIFESPAN (expired samples leave both histories and are never
+//     delivered), LATENCY_BUDGET (samples wait up to the writer's budget to
+//     share a datagram), LIVELINESS (AUTOMATIC, MANUAL_BY_PARTICIPANT with
+//     the participant message endpoints of §8.4.13, MANUAL_BY_TOPIC through
+//     heartbeats with the liveliness flag), OWNERSHIP EXCLUSIVE by strength,
+//     DESTINATION_ORDER BY_SOURCE_TIMESTAMP, PARTITION wildcards. Each
+//     timer fires at the exact `now` the policy implies (NextDeadline).
 //
 //   ParticipantConfig config;
 //   config.guid_prefix = RandomPrefix();            // caller's job
@@ -62,6 +72,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "rtps/discovery_data.h"
@@ -71,6 +82,19 @@
 #include "transport/time.h"
 
 namespace ringlab::rtps {
+
+namespace internal {
+struct ReassemblyBudget;
+}
+class GossipDiscovery;
+struct GossipCounters;
+struct GossipRecord;
+
+// How this participant finds the others (see rtps/GOSSIP.md).
+enum class DiscoveryMode : uint8_t {
+  kSpdp,    // RTPS SPDP + SEDP (§8.5), with everyone
+  kGossip,  // SWIM gossip with ringlab peers; SPDP/SEDP with the rest
+};
 
 struct ParticipantConfig {
   uint32_t domain_id = 0;
@@ -93,18 +117,51 @@ struct ParticipantConfig {
   size_t max_remote_endpoints = 4096;
   // Largest datagram built (also bounded by the PollTransmit buffer).
   size_t max_message_bytes = 65000;
-  // DATA_FRAG reassembly (§8.4.14.1): the largest sample accepted, and the
-  // bytes all partial samples may hold together. One sample per remote
-  // writer is reassembled at a time.
+  // Fragmentation (§8.3.7.3, §8.4.14): samples larger than
+  // fragment_size_bytes go out as DATA_FRAG (as many fragments per datagram
+  // as fit). 1344 is Cyclone DDS's FragmentSize.
+  size_t fragment_size_bytes = 1344;
+  // The largest sample written or accepted.
   size_t max_sample_bytes = 16 << 20;
+  // Reassembly: partial samples per remote writer, the bytes all partial
+  // samples may hold together, and how long one may go without a new
+  // fragment before it is dropped (a reliable reader then asks for it
+  // whole).
+  size_t max_partial_samples_per_writer = 8;
   size_t max_reassembly_bytes = 64 << 20;
+  int64_t reassembly_timeout_ns = 5'000'000'000;
+  // A reliable reader does not ask again for fragments it asked for less
+  // than this long ago (the repair is probably on its way), in the spirit
+  // of §8.4.12.1 heartbeatSuppressionDuration; later heartbeats do.
+  int64_t nack_frag_suppression_ns = 10'000'000;
   // Caps for KEEP_ALL / unlimited RESOURCE_LIMITS, so memory stays bounded.
   int32_t default_max_samples = 4096;
   int32_t default_max_instances = 4096;
   size_t event_capacity = 1024;
+  // CLOCK_REALTIME - `now`, in ns: source timestamps are wall-clock times, so
+  // LIFESPAN (expiry = source time + lifespan) and DESTINATION_ORDER need
+  // wall time. The driver sets it (and may refresh it with
+  // SetWallClockOffset); 0 in simulations, where source times are `now`.
+  int64_t wall_clock_offset_ns = 0;
   std::string user_data;
   std::string entity_name;
+  // Announced in PID_PROPERTY_LIST (the driver adds __ProcessName, __Pid
+  // and __Hostname, as Cyclone does).
+  std::vector<std::pair<std::string, std::string>> properties;
   VendorId vendor = kVendorRinglab;
+  // Discovery. In kGossip mode, ringlab peers that announce gossip
+  // (PID_RINGLAB_GOSSIP) are found through rtps/gossip.h, with our
+  // endpoints in our membership record, and other vendors (Cyclone) through
+  // SPDP/SEDP as usual: we answer their SPDP at once and announce ourselves
+  // by SPDP first after spdp_initial_delay_ns, then every spdp_period_ns.
+  DiscoveryMode discovery = DiscoveryMode::kSpdp;
+  std::vector<Locator> gossip_seeds;
+  int64_t gossip_period_ns = 100'000'000;
+  int64_t spdp_initial_delay_ns = 0;
+  // Tells this process's gossip records from another one's that claims
+  // the same GUID prefix (collision detection); the driver draws it at
+  // random. 0: derived from the prefix and the metatraffic locator.
+  uint64_t gossip_nonce = 0;
 };
 
 // Computes the key hash of a serialized sample (encapsulation header
@@ -162,11 +219,31 @@ struct Event {
     kReaderUnmatched,
     kIncompatibleQos,  // `policy` names the first incompatible policy
     kDataAvailable,    // reader `local` went from empty to non-empty
+    // DDS 1.4 §2.2.4.1 communication statuses:
+    // writer `local` did not write `instance` within its DEADLINE period.
+    kOfferedDeadlineMissed,
+    // reader `local` got nothing for `instance` within its DEADLINE period
+    // (`remote` is the writer that wrote it last).
+    kRequestedDeadlineMissed,
+    // writer `local` (MANUAL_BY_PARTICIPANT / MANUAL_BY_TOPIC) did not
+    // assert its liveliness within its lease.
+    kLivelinessLost,
+    // reader `local`: remote writer `remote` became alive (`alive`) or not
+    // (its LIVELINESS lease ran out).
+    kLivelinessChanged,
+    // reader `local`: the EXCLUSIVE owner of `instance` is now `remote`
+    // (all zeros: nobody).
+    kOwnershipChanged,
+    // Gossip mode: participant `remote`'s GUID prefix is claimed by two
+    // processes (ours included), told apart by their nonces.
+    kPrefixCollision,
   };
   Kind kind;
   EndpointHandle local = 0;
   Guid remote;
   QosPolicyId policy = QosPolicyId::kNone;
+  KeyHash instance{};
+  bool alive = false;
 };
 const char* EventKindName(Event::Kind kind);
 
@@ -199,7 +276,35 @@ struct ParticipantCounters {
   uint64_t key_hash_failures = 0;   // no key hash and payload undecodable
   uint64_t fragments_received = 0;  // DATA_FRAG submessages accepted
   uint64_t samples_reassembled = 0;
-  uint64_t fragments_dropped = 0;  // inconsistent, too large, or displaced
+  // DATA_FRAG submessages dropped: inconsistent with the partial sample,
+  // out of range, too large, no memory, or refused (slots full).
+  uint64_t fragments_dropped = 0;
+  uint64_t fragments_duplicate = 0;  // every fragment already there
+  uint64_t partial_samples_evicted = 0;
+  uint64_t partial_samples_timed_out = 0;
+  uint64_t samples_fragmented = 0;       // written as DATA_FRAG
+  uint64_t fragments_sent = 0;           // fragments in pushes
+  uint64_t fragments_retransmitted = 0;  // fragments in repairs
+  uint64_t nack_frags_sent = 0;
+  uint64_t nack_frags_received = 0;
+  uint64_t nack_frags_dropped = 0;  // request table full
+  uint64_t heartbeat_frags_sent = 0;
+  uint64_t heartbeat_frags_received = 0;
+  uint64_t spdp_unchanged = 0;  // periodic SPDP identical to the last one
+  // QoS enforcement (DDS 1.4 §2.2.3).
+  uint64_t offered_deadlines_missed = 0;
+  uint64_t requested_deadlines_missed = 0;
+  uint64_t writer_samples_expired = 0;  // LIFESPAN: left the writer history
+  uint64_t samples_expired = 0;    // LIFESPAN: dropped by a reader, never taken
+  uint64_t samples_not_owner = 0;  // EXCLUSIVE: not from the owner
+  uint64_t samples_out_of_order = 0;  // BY_SOURCE_TIMESTAMP: older than seen
+  uint64_t instance_limit_drops = 0;  // no room to track a new instance
+  uint64_t liveliness_lost = 0;       // our writers
+  uint64_t liveliness_changes = 0;    // remote writers alive <-> not alive
+  uint64_t participant_messages_sent = 0;  // §8.4.13 liveliness updates
+  uint64_t participant_messages_received = 0;
+  uint64_t batched_datagrams = 0;  // LATENCY_BUDGET: pushes with > 1 sample
+  uint64_t prefix_collisions = 0;  // gossip: a prefix claimed twice
   uint64_t samples_delivered = 0;
   uint64_t samples_lost = 0;  // best effort gaps, reliable GAPs
   uint64_t heartbeats_sent = 0;
@@ -211,12 +316,19 @@ struct ParticipantCounters {
   uint64_t retransmits = 0;
   uint64_t leases_expired = 0;
   uint64_t events_dropped = 0;
-  uint64_t samples_too_large = 0;  // Write: larger than one datagram
+  uint64_t samples_too_large = 0;  // Write: above max_sample_bytes
 };
 
 struct RemoteParticipantInfo {
   ParticipantData data;
   Timestamp lease_expiry;
+  Timestamp last_heard;  // the latest message from it (renews its lease)
+  // The SPDP payload `data` was parsed from: an identical announcement only
+  // renews the lease (no parse, no allocation).
+  std::vector<std::byte> announcement;
+  // Known through gossip: its membership (not a lease) says when it is
+  // gone.
+  bool via_gossip = false;
 };
 
 class Participant {
@@ -238,14 +350,19 @@ class Participant {
                                               Timestamp now);
   // Announces the deletion (SEDP dispose) and drops all matches.
   absl::Status DeleteEndpoint(EndpointHandle handle, Timestamp now);
+  // Leaving the domain: deletes every endpoint (SEDP disposes) and queues
+  // an SPDP dispose to every known participant, so they drop us at once.
+  // Flush PollTransmit afterwards; no SPDP announcements follow.
+  void Leave(Timestamp now);
   Guid EndpointGuid(EndpointHandle handle) const;
   size_t MatchedCount(EndpointHandle handle) const;
 
   // ---- Data path ------------------------------------------------------------
   // Stores a sample (encapsulation header + data) in the writer's history
-  // and queues it. ResourceExhausted when a KEEP_ALL history or a resource
-  // limit is full (retry after acknowledgements arrive); InvalidArgument when
-  // the sample cannot fit one datagram (fragmentation is issue 11).
+  // and queues it; above fragment_size_bytes it goes out as DATA_FRAG.
+  // ResourceExhausted when a KEEP_ALL history or a resource limit is full
+  // (retry after acknowledgements arrive); InvalidArgument above
+  // max_sample_bytes.
   absl::Status Write(EndpointHandle writer, std::span<const std::byte> payload,
                      const KeyHash& key, int64_t source_time_ns, Timestamp now);
   // Disposes / unregisters an instance (key-only DATA with status info).
@@ -258,6 +375,17 @@ class Participant {
   size_t Available(EndpointHandle reader) const;
   // True if every reliable matched reader acknowledged everything written.
   bool AllAcknowledged(EndpointHandle writer) const;
+  // LIVELINESS (DDS 1.4 §2.2.3.11): asserts every MANUAL_BY_PARTICIPANT
+  // writer of this participant and tells remote readers with a
+  // participant message (§8.4.13). Writing on any such writer asserts too.
+  void AssertLiveliness(Timestamp now);
+  // Asserts one writer (any liveliness kind): MANUAL_BY_TOPIC writers need
+  // this or a Write; remote readers learn it from a HEARTBEAT with the
+  // liveliness flag (§8.3.7.5).
+  absl::Status AssertWriterLiveliness(EndpointHandle writer, Timestamp now);
+  void SetWallClockOffset(int64_t offset_ns) {
+    config_.wall_clock_offset_ns = offset_ns;
+  }
 
   // ---- I/O ------------------------------------------------------------------
   void OnDatagram(std::span<const std::byte> bytes, const Locator& source,
@@ -271,6 +399,8 @@ class Participant {
   // ---- Introspection
   // ----------------------------------------------------------
   const ParticipantCounters& counters() const { return counters_; }
+  // Gossip mode only (else nullptr).
+  const GossipCounters* gossip_counters() const;
   size_t remote_participant_count() const { return participants_.size(); }
   size_t remote_endpoint_count() const { return remote_endpoints_.size(); }
   const RemoteParticipantInfo* FindParticipant(const GuidPrefix& p) const;
@@ -280,6 +410,9 @@ class Participant {
   void ForEachParticipant(Fn fn) const {
     for (const auto& [prefix, info] : participants_) fn(info);
   }
+  // Calls fn for every discovered remote writer and reader (control path).
+  void ForEachRemoteEndpoint(
+      absl::FunctionRef<void(const EndpointData&)> fn) const;
 
  private:
   struct Sample;
@@ -302,9 +435,28 @@ class Participant {
                        Timestamp now);
   void HandleAckNack(Receiver& rx, const AckNackSubmessage& an, Timestamp now);
   void HandleGap(Receiver& rx, const GapSubmessage& gap, Timestamp now);
+  void HandleNackFrag(Receiver& rx, const NackFragSubmessage& nf,
+                      Timestamp now);
+  void HandleHeartbeatFrag(Receiver& rx, const HeartbeatFragSubmessage& hf,
+                           Timestamp now);
   void HandleSpdp(Receiver& rx, const DataSubmessage& d, uint32_t status,
                   Timestamp now);
   void ProcessBuiltinReaders(Timestamp now);
+  void HandleParticipantMessage(const ReceivedSample& s, Timestamp now);
+  // Gossip mode: our record from our endpoints, and members into the core.
+  void UpdateGossipRecord(Timestamp now);
+  void PumpGossip(Timestamp now);
+  void ApplyGossipMember(const GossipRecord& r, Timestamp now);
+  void WriteParticipantMessage(uint32_t kind, Timestamp now);
+  // QoS timers (deadline, lifespan, liveliness), from OnTimeout.
+  void WriterTimers(LocalWriter& w, EndpointHandle h, Timestamp now);
+  void ReaderTimers(LocalReader& r, EndpointHandle h, Timestamp now);
+  void RenewWriterProxy(LocalReader& r, WriterProxy& p, Timestamp now);
+  void ReleaseOwnership(LocalReader& r, const Guid& writer);
+  EndpointHandle HandleOf(bool writer, uint32_t index) const;
+  int64_t WallNow(Timestamp now) const {
+    return now.nanos() + config_.wall_clock_offset_ns;
+  }
   void HandleSedp(const ReceivedSample& s, bool publication, Timestamp now);
 
   // Discovery and matching.
@@ -324,6 +476,7 @@ class Participant {
                       Timestamp now);
   void AddWriterProxy(LocalReader& r, const Guid& writer,
                       std::vector<Locator> locators, bool reliable,
+                      bool skip_history, const EndpointQos* remote_qos,
                       Timestamp now);
   void Announce(uint32_t index, bool dispose, Timestamp now);
   std::vector<Locator> UserLocators(const EndpointData& e) const;
@@ -337,10 +490,20 @@ class Participant {
   void DeliverToReader(LocalReader& r, WriterProxy& p, Receiver& rx,
                        const DataSubmessage& d, const KeyHash* key,
                        uint32_t status, Timestamp now);
-  bool StoreInHistory(LocalReader& r, uint32_t slot);
-  void DrainReorder(LocalReader& r, WriterProxy& p);
+  // Puts a received sample into the reader's history, applying LIFESPAN,
+  // OWNERSHIP, DESTINATION_ORDER and DEADLINE. False only when the history
+  // is full (the sample was not taken: a reliable writer sends it again);
+  // a sample the QoS filters out is released and counts as delivered.
+  bool StoreInHistory(LocalReader& r, uint32_t slot, WriterProxy* from,
+                      Timestamp now);
+  void DrainReorder(LocalReader& r, WriterProxy& p, Timestamp now);
   void ScheduleAck(WriterProxy& p, Timestamp now);
   void PurgeAcked(LocalWriter& w);
+  void PopOldest(LocalWriter& w);
+  void PurgeExpired(LocalWriter& w, Timestamp now);
+  // Drops reader samples whose LIFESPAN ended (Take and the timer).
+  void PurgeExpired(LocalReader& r, Timestamp now);
+  void RemoveFromHistory(LocalReader& r, uint32_t slot);
   SequenceNumber MinAcked(const LocalWriter& w) const;
 
   // Send path.
@@ -354,6 +517,14 @@ class Participant {
                     Transmit* t, Timestamp now);
   bool BuildSpdp(std::span<std::byte> out, Transmit* t, Timestamp now,
                  bool unicast_reply);
+  bool BuildSpdpDispose(std::span<std::byte> out, Transmit* t);
+  // Appends one DATA_FRAG with fragments [first, last] of `s` (as many as
+  // fit); returns how many it added (0: none fit).
+  uint32_t AddFragments(MessageBuilder& b, EntityId reader,
+                        const LocalWriter& w, const Sample& s,
+                        SequenceNumber sn, uint32_t first, uint32_t last,
+                        bool inline_qos);
+  uint32_t FragmentCount(const Sample& s) const;
   void SetDestinations(std::span<const Locator> a);
   void AddDestinations(std::span<const Locator> a);
 
@@ -374,7 +545,17 @@ class Participant {
   // Built-in endpoint indices into writers_/readers_.
   uint32_t sedp_pub_writer_ = 0, sedp_sub_writer_ = 0;
   uint32_t sedp_pub_reader_ = 0, sedp_sub_reader_ = 0;
+  uint32_t pmd_writer_ = 0, pmd_reader_ = 0;  // §8.4.13 participant messages
+  uint32_t pmd_count_ = 0;
+  Timestamp pmd_automatic_next_ = Timestamp::Never();
+  Timestamp pmd_manual_sent_ = Timestamp::Zero();
+  // The `now` of the latest call, for Take() (LIFESPAN).
+  Timestamp last_now_ = Timestamp::Zero();
 
+  std::unique_ptr<GossipDiscovery> gossip_;
+  bool gossip_dirty_ = false;
+  bool leaving_ = false, leave_due_ = false;
+  std::vector<Locator> leave_destinations_;
   Timestamp spdp_next_;
   SequenceNumber spdp_sn_ = 0;
   std::vector<Locator> spdp_unicast_pending_;
@@ -385,7 +566,7 @@ class Participant {
   std::vector<Event> events_;  // ring
   size_t event_head_ = 0, event_count_ = 0;
   size_t poll_cursor_ = 0;  // round robin over writers for fairness
-  size_t reassembly_bytes_ = 0;
+  std::unique_ptr<internal::ReassemblyBudget> reassembly_budget_;
   // Set by every input that may create output or move a deadline; cleared
   // by a PollTransmit that found nothing, which caches the next deadline.
   bool maybe_pending_ = true;

@@ -147,5 +147,48 @@ TEST(ParticipantAllocTest, SteadyStateWriteReceiveTakeAllocatesNothing) {
             hb_before + 100);
 }
 
+// Periodic SPDP from a known participant (the same announcement every few
+// seconds) renews its lease without parsing it again, so it allocates
+// nothing; a changed announcement is parsed.
+TEST(ParticipantAllocTest, RepeatedSpdpFromAKnownParticipantAllocatesNothing) {
+  Pair p;
+  p.a = Pair::Make(1);
+  ParticipantConfig c;
+  c.guid_prefix.bytes = {1, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2};
+  c.metatraffic_unicast = {Locator::UdpV4(0x7f000001, 7402)};
+  c.spdp_destinations = {Locator::UdpV4(0xefff0001, 7400)};
+  c.spdp_period_ns = 1'000'000;  // an announcement every ms
+  c.user_data = "some user data";
+  p.b = std::move(*Participant::Create(c, p.now));
+  std::vector<std::byte> announcement;
+  auto next_spdp = [&] {
+    // Drain b's queue and keep the last SPDP datagram it built.
+    while (auto t = p.b->PollTransmit(p.buf, p.now)) {
+      announcement.assign(p.buf.begin(), p.buf.begin() + t->size_bytes);
+    }
+  };
+  next_spdp();
+  ASSERT_FALSE(announcement.empty());
+  p.a->OnDatagram(announcement, Locator::UdpV4(0x7f000001, 7402), p.now);
+  ASSERT_EQ(p.a->remote_participant_count(), 1u);
+  while (p.a->PollEvent()) {
+  }
+  while (p.a->PollTransmit(p.buf, p.now)) {
+  }
+  announcement.reserve(4096);
+  uint64_t before = g_allocations.load();
+  for (int i = 0; i < 1000; ++i) {
+    p.now += std::chrono::milliseconds(1);
+    next_spdp();
+    p.a->OnDatagram(announcement, Locator::UdpV4(0x7f000001, 7402), p.now);
+  }
+  EXPECT_EQ(g_allocations.load() - before, 0u);
+  EXPECT_EQ(p.a->counters().spdp_unchanged, 1000u);
+  // The lease was renewed by the last one.
+  const RemoteParticipantInfo* info = p.a->FindParticipant(c.guid_prefix);
+  ASSERT_NE(info, nullptr);
+  EXPECT_EQ(info->lease_expiry, p.now + Duration(c.lease_duration_ns));
+}
+
 }  // namespace
 }  // namespace ringlab::rtps

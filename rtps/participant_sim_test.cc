@@ -9,170 +9,14 @@
 #include "rtps/cdr.h"
 #include "rtps/ddsperf_types.h"
 #include "rtps/participant.h"
+#include "rtps/sim_harness_test.h"
 #include "rtps/topic.h"
 #include "transport/sim_network.h"
 
 namespace ringlab::rtps {
 namespace {
 
-using transport::SimImpairment;
-using transport::SimNetwork;
-
-const Endpoint kGroup = Endpoint::Ipv4(ports::kDefaultMulticastGroup, 7400);
-
-struct Node {
-  Endpoint addr;
-  std::unique_ptr<Participant> p;
-  bool silent = false;  // neither sends nor receives (a crashed process)
-};
-
-class SimHarness {
- public:
-  // Nodes never move: tests hold references to them.
-  explicit SimHarness(uint64_t seed = 1) : net_(MakeOptions(seed)) {
-    nodes_.reserve(64);
-  }
-
-  static SimNetwork::Options MakeOptions(uint64_t seed) {
-    SimNetwork::Options o;
-    o.seed = seed;
-    SimImpairment link;
-    link.delay = std::chrono::microseconds(100);
-    o.default_impairment = link;
-    return o;
-  }
-
-  Node& Add(ParticipantConfig c = {}) {
-    uint32_t i = static_cast<uint32_t>(nodes_.size());
-    Node n;
-    n.addr = Endpoint::Ipv4(0x0a000001 + i, 7410);
-    EXPECT_TRUE(net_.AddNode(n.addr).ok());
-    EXPECT_TRUE(net_.JoinGroup(n.addr, kGroup).ok());
-    c.guid_prefix.bytes = {0x01,
-                           0xff,
-                           0,
-                           0,
-                           0,
-                           0,
-                           0,
-                           0,
-                           0,
-                           0,
-                           static_cast<uint8_t>(i >> 8),
-                           static_cast<uint8_t>(i + 1)};
-    c.metatraffic_unicast = {Locator::FromEndpoint(n.addr)};
-    c.default_unicast = {Locator::FromEndpoint(n.addr)};
-    c.spdp_destinations = {Locator::FromEndpoint(kGroup)};
-    auto p = Participant::Create(c, net_.now());
-    EXPECT_TRUE(p.ok()) << p.status();
-    n.p = std::move(*p);
-    nodes_.push_back(std::move(n));
-    return nodes_.back();
-  }
-
-  SimNetwork& net() { return net_; }
-  // Bounds each step of RunUntil, for tests whose done() acts on time.
-  void set_max_step(Duration d) { max_step_ = d; }
-  Timestamp now() const { return net_.now(); }
-  std::vector<Node>& nodes() { return nodes_; }
-
-  void Flush(Node& n) {
-    if (n.silent) return;
-    while (auto t = n.p->PollTransmit(buffer_, net_.now())) {
-      for (const Locator& l : t->destinations) {
-        EXPECT_TRUE(net_.SendDatagram(n.addr, l.ToEndpoint(),
-                                      std::span(buffer_.data(), t->size_bytes))
-                        .ok());
-      }
-    }
-  }
-
-  // Runs the network and every participant until `until`, or until
-  // `done()` holds (checked after each step).
-  template <typename Done>
-  bool RunUntil(Timestamp until, Done done) {
-    for (;;) {
-      for (Node& n : nodes_) Flush(n);
-      if (done()) return true;
-      Timestamp next = net_.NextDeadline();
-      for (Node& n : nodes_) {
-        if (!n.silent) next = std::min(next, n.p->NextDeadline());
-      }
-      next = std::min(next, net_.now() + max_step_);
-      if (next > until) {
-        EXPECT_TRUE(net_.AdvanceTo(until).ok());
-        Deliver();
-        return done();
-      }
-      EXPECT_TRUE(net_.AdvanceTo(std::max(next, net_.now())).ok());
-      Deliver();
-      for (Node& n : nodes_) {
-        if (!n.silent && n.p->NextDeadline() <= net_.now()) {
-          n.p->OnTimeout(net_.now());
-        }
-      }
-    }
-  }
-  void RunFor(Duration d) {
-    RunUntil(net_.now() + d, [] { return false; });
-  }
-
- private:
-  void Deliver() {
-    for (Node& n : nodes_) {
-      while (auto d = net_.PollDatagram(n.addr)) {
-        if (n.silent) continue;
-        n.p->OnDatagram(d->bytes, Locator::FromEndpoint(d->from), net_.now());
-      }
-    }
-  }
-
-  SimNetwork net_;
-  Duration max_step_ = std::chrono::hours(24);
-  std::vector<Node> nodes_;
-  std::array<std::byte, 65536> buffer_{};
-};
-
-std::vector<std::byte> Encode(uint32_t seq, uint32_t key, size_t baggage = 8) {
-  KeyedSeq s{seq, key, std::vector<uint8_t>(baggage, 0xab)};
-  std::vector<std::byte> out;
-  EXPECT_TRUE(SerializeSample(s, Encoding::kCdrLe, &out));
-  return out;
-}
-
-KeyHash KeyOf(uint32_t key) {
-  KeyedSeq s{0, key, {}};
-  return ComputeKeyHash(s);
-}
-
-WriterConfig Writer(const std::string& topic, EndpointQos q) {
-  WriterConfig c;
-  c.topic_name = topic;
-  c.type_name = "KeyedSeq";
-  c.qos = q;
-  c.keyed = true;
-  return c;
-}
-
-ReaderConfig Reader(const std::string& topic, EndpointQos q) {
-  ReaderConfig c;
-  c.topic_name = topic;
-  c.type_name = "KeyedSeq";
-  c.qos = q;
-  c.keyed = true;
-  c.key_hash_from_payload = MakeKeyHashFunction<KeyedSeq>();
-  return c;
-}
-
-std::vector<uint32_t> TakeSeqs(Participant& p, EndpointHandle r) {
-  std::vector<uint32_t> out;
-  while (const ReceivedSample* s = p.Take(r)) {
-    KeyedSeq v;
-    EXPECT_TRUE(DeserializeSample(s->payload, &v));
-    out.push_back(v.seq);
-  }
-  return out;
-}
+using namespace simtest;  // NOLINT: test-only
 
 TEST(ParticipantSimTest, TwentyParticipantsDiscoverEachOtherAndMatch) {
   SimHarness h;
@@ -667,6 +511,41 @@ TEST(ParticipantSimTest, DataTrafficRenewsTheLease) {
   h.RunFor(std::chrono::milliseconds(1500));  // silence: the lease runs out
   EXPECT_EQ(a.p->remote_participant_count(), 0u);
   EXPECT_EQ(a.p->MatchedCount(r), 0u);
+}
+
+}  // namespace
+}  // namespace ringlab::rtps
+
+namespace ringlab::rtps {
+namespace {
+
+// Leaving (§8.5.3): SEDP disposes for every endpoint and an SPDP dispose, so
+// the others drop the participant at once instead of after its lease.
+TEST(ParticipantSimTest, LeavingIsAnnouncedAndPeersDropUsAtOnce) {
+  SimHarness h;
+  Node& a = h.Add();
+  Node& b = h.Add();
+  EndpointHandle w =
+      *a.p->CreateWriter(Writer("Bye", EndpointQos::WriterDefaults()), h.now());
+  EndpointHandle r =
+      *b.p->CreateReader(Reader("Bye", EndpointQos::ReaderDefaults()), h.now());
+  ASSERT_TRUE(h.RunUntil(h.now() + std::chrono::seconds(2),
+                         [&] { return b.p->MatchedCount(r) == 1; }));
+  while (b.p->PollEvent()) {
+  }
+  a.p->Leave(h.now());
+  EXPECT_EQ(a.p->MatchedCount(w), 0u);
+  h.RunFor(std::chrono::milliseconds(5));  // one link delay, not a lease
+  EXPECT_EQ(b.p->remote_participant_count(), 0u);
+  EXPECT_EQ(b.p->MatchedCount(r), 0u);
+  bool lost = false, unmatched = false;
+  while (auto e = b.p->PollEvent()) {
+    lost |= e->kind == Event::Kind::kParticipantLost;
+    unmatched |= e->kind == Event::Kind::kReaderUnmatched;
+  }
+  EXPECT_TRUE(lost);
+  EXPECT_TRUE(unmatched);
+  EXPECT_EQ(b.p->counters().leases_expired, 0u);
 }
 
 }  // namespace

@@ -42,10 +42,25 @@ absl::Status EndpointQos::Validate() const {
     return absl::InvalidArgumentError(
         "RESOURCE_LIMITS: limits must be positive or -1 (unlimited)");
   }
-  if (deadline_ns < 0 || latency_budget_ns < 0 || lifespan_ns <= 0 ||
-      liveliness_lease_ns <= 0) {
+  if (deadline_ns <= 0) {
+    return absl::InvalidArgumentError("DEADLINE: the period must be > 0");
+  }
+  if (latency_budget_ns < 0) {
+    return absl::InvalidArgumentError("LATENCY_BUDGET: negative duration");
+  }
+  if (lifespan_ns <= 0) {
+    return absl::InvalidArgumentError("LIFESPAN: the duration must be > 0");
+  }
+  if (liveliness_lease_ns <= 0) {
     return absl::InvalidArgumentError(
-        "DEADLINE/LATENCY_BUDGET/LIFESPAN/LIVELINESS: negative duration");
+        "LIVELINESS: the lease duration must be > 0");
+  }
+  // (A manual liveliness kind with an infinite lease is legal, DDS 1.4
+  // §2.2.3.11: it can never be lost.)
+  for (const std::string& p : partitions) {
+    if (p.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError("PARTITION: a name contains NUL");
+    }
   }
   return absl::OkStatus();
 }

@@ -1,10 +1,11 @@
 // DDS QoS policies as carried by RTPS discovery (DDS 1.4 §2.2.3, RTPS 2.5
 // §9.6.2.2), and the request-offered compatibility rules used for matching.
 //
-// This issue implements RELIABILITY, HISTORY, RESOURCE_LIMITS and DURABILITY
-// end to end. DEADLINE, LIVELINESS, OWNERSHIP, DESTINATION_ORDER and
-// PRESENTATION are parsed, propagated and checked for compatibility, but not
-// enforced yet (issue 11).
+// The participant enforces RELIABILITY, HISTORY, RESOURCE_LIMITS,
+// DURABILITY, DEADLINE, LIFESPAN, LATENCY_BUDGET (batching), LIVELINESS,
+// OWNERSHIP (+ strength), DESTINATION_ORDER and PARTITION (wildcards).
+// PRESENTATION is parsed, propagated and checked for compatibility only
+// (coherent/ordered access is not implemented).
 //
 //   EndpointQos writer_qos = EndpointQos::WriterDefaults();
 //   writer_qos.durability = DurabilityKind::kTransientLocal;

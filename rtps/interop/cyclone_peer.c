@@ -14,6 +14,9 @@
 //   works) RTT seq=S ns=N                        (ping) DONE sent=N received=N
 //   ERROR text
 //   PONG seq=S keyval=K size=N answered=N (ddsperf-pong; first 3, then 1/10000)
+//   INCOMPATIBLE writer|reader topic=T policy=NAME total=N  (offered /
+//   requested incompatible QoS; NAME as the DDS spec spells it, e.g. DEADLINE)
+//   DEADLINE_MISSED writer|reader topic=T total=N
 //
 // GUIDs are 32 hex digits in four groups of 8 (prefix, then entity id last).
 // The domain is always configured from the program's own loopback-only
@@ -60,6 +63,7 @@ struct options {
   long wait_match;
   long expect_participants;
   double interval_ms;
+  double deadline_ms;  // 0: infinite
   double duration_s;
   double linger_s;
   int domain;
@@ -77,6 +81,7 @@ static void usage(void) {
       "  [--reliable | --best-effort] [--transient-local] [--history=N|all]\n"
       "  [--partition=NAME] [--count=N] [--keys=N] [--size=BYTES]\n"
       "  [--wait-match=N] [--expect-participants=N] [--interval-ms=MS]\n"
+      "  [--deadline-ms=MS] (DEADLINE QoS of the endpoint; default infinite)\n"
       "  [--duration-s=S] [--linger-s=S] [--domain=ID]\n"
       "  [--discovery=multicast|unicast] [--trace=FILE] [--config-from-env]\n"
       "  [--no-ddsperf-user-data]  (ddsperf-pong: answers `ddsperf ping`, see\n"
@@ -210,6 +215,8 @@ static int parse_args(int argc, char** argv, struct options* o) {
       o->domain = (int)n;
     } else if (flag_value(a, "--interval-ms", &v) &&
                parse_double(v, &o->interval_ms)) {
+    } else if (flag_value(a, "--deadline-ms", &v) &&
+               parse_double(v, &o->deadline_ms)) {
     } else if (flag_value(a, "--duration-s", &v) &&
                parse_double(v, &o->duration_s)) {
     } else if (flag_value(a, "--linger-s", &v) &&
@@ -289,6 +296,10 @@ struct peer {
   const dds_topic_descriptor_t* desc;
   uint32_t writer_matched_total;
   uint32_t reader_matched_total;
+  uint32_t writer_incompatible_total;
+  uint32_t reader_incompatible_total;
+  uint32_t writer_deadline_total;
+  uint32_t reader_deadline_total;
   long participants_seen;
 };
 
@@ -303,6 +314,9 @@ static dds_qos_t* endpoint_qos(const struct options* o) {
       o->history <= 0 ? DDS_HISTORY_KEEP_ALL : DDS_HISTORY_KEEP_LAST;
   const int32_t depth = o->history <= 0 ? 0 : o->history;
   dds_qset_history(q, kind, depth);
+  if (o->deadline_ms > 0) {
+    dds_qset_deadline(q, (dds_duration_t)(o->deadline_ms * 1e6));
+  }
   // Cyclone serves a transient-local late joiner from the writer's
   // DURABILITY_SERVICE history (default keep-last 1), not from its HISTORY;
   // align the two so --history=all means "the late joiner gets everything".
@@ -538,8 +552,73 @@ static void wait_a_little(struct peer* p, dds_duration_t max) {
   dds_waitset_wait(p->waitset, NULL, 0, max);
 }
 
+static const char* policy_name(dds_qos_policy_id_t id) {
+  switch (id) {
+    case DDS_DURABILITY_QOS_POLICY_ID:
+      return "DURABILITY";
+    case DDS_PRESENTATION_QOS_POLICY_ID:
+      return "PRESENTATION";
+    case DDS_DEADLINE_QOS_POLICY_ID:
+      return "DEADLINE";
+    case DDS_LATENCYBUDGET_QOS_POLICY_ID:
+      return "LATENCY_BUDGET";
+    case DDS_OWNERSHIP_QOS_POLICY_ID:
+      return "OWNERSHIP";
+    case DDS_LIVELINESS_QOS_POLICY_ID:
+      return "LIVELINESS";
+    case DDS_RELIABILITY_QOS_POLICY_ID:
+      return "RELIABILITY";
+    case DDS_DESTINATIONORDER_QOS_POLICY_ID:
+      return "DESTINATION_ORDER";
+    case DDS_DATA_REPRESENTATION_QOS_POLICY_ID:
+      return "DATA_REPRESENTATION";
+    default:
+      return "OTHER";
+  }
+}
+
+// Offered/requested incompatible QoS and deadline-missed statuses, one line
+// each time a total grows.
+static void print_qos_statuses(struct peer* p) {
+  if (p->writer > 0) {
+    dds_offered_incompatible_qos_status_t st;
+    if (dds_get_offered_incompatible_qos_status(p->writer, &st) == 0 &&
+        st.total_count != p->writer_incompatible_total) {
+      p->writer_incompatible_total = st.total_count;
+      printf("INCOMPATIBLE writer topic=%s policy=%s total=%" PRIu32 "\n",
+             p->o.mode == MODE_ECHO ? p->o.echo_topic : p->o.topic,
+             policy_name(st.last_policy_id), st.total_count);
+    }
+    dds_offered_deadline_missed_status_t dl;
+    if (dds_get_offered_deadline_missed_status(p->writer, &dl) == 0 &&
+        dl.total_count != p->writer_deadline_total) {
+      p->writer_deadline_total = dl.total_count;
+      printf("DEADLINE_MISSED writer topic=%s total=%" PRIu32 "\n", p->o.topic,
+             dl.total_count);
+    }
+  }
+  if (p->reader > 0) {
+    dds_requested_incompatible_qos_status_t st;
+    if (dds_get_requested_incompatible_qos_status(p->reader, &st) == 0 &&
+        st.total_count != p->reader_incompatible_total) {
+      p->reader_incompatible_total = st.total_count;
+      printf("INCOMPATIBLE reader topic=%s policy=%s total=%" PRIu32 "\n",
+             p->o.mode == MODE_PING ? p->o.echo_topic : p->o.topic,
+             policy_name(st.last_policy_id), st.total_count);
+    }
+    dds_requested_deadline_missed_status_t dl;
+    if (dds_get_requested_deadline_missed_status(p->reader, &dl) == 0 &&
+        dl.total_count != p->reader_deadline_total) {
+      p->reader_deadline_total = dl.total_count;
+      printf("DEADLINE_MISSED reader topic=%s total=%" PRIu32 "\n", p->o.topic,
+             dl.total_count);
+    }
+  }
+}
+
 static void poll_all(struct peer* p) {
   poll_discovery(p);
+  print_qos_statuses(p);
   print_match(p->writer, true,
               p->o.mode == MODE_ECHO ? p->o.echo_topic : p->o.topic,
               &p->writer_matched_total);

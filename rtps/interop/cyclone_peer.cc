@@ -36,6 +36,9 @@ std::vector<std::string> CyclonePeerArgs(const CyclonePeerOptions& o) {
   if (!o.partition.empty()) args.push_back("--partition=" + o.partition);
   if (o.count >= 0) args.push_back(absl::StrCat("--count=", o.count));
   if (!o.trace_file.empty()) args.push_back("--trace=" + o.trace_file);
+  if (o.deadline_ms > 0) {
+    args.push_back(absl::StrCat("--deadline-ms=", o.deadline_ms));
+  }
   args.insert(args.end(), o.extra_args.begin(), o.extra_args.end());
   return args;
 }

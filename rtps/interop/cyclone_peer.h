@@ -72,6 +72,7 @@ struct CyclonePeerOptions {
   int wait_match = 1;           // pub/ping: readers to wait for before writing
   int expect_participants = 0;  // discover: exit once this many are seen
   double interval_ms = 0;
+  double deadline_ms = 0;  // DEADLINE QoS; 0 = infinite
   double duration_s = 20;  // hard bound on the program's run
   double linger_s = 0.5;
   int domain_id = 0;
