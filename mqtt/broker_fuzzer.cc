@@ -7,6 +7,7 @@
 // fuzz-deps: mqtt/broker.cc mqtt/internal/retained_store.cc mqtt/message.cc
 // fuzz-deps: mqtt/packets.cc mqtt/properties.cc mqtt/stream_decoder.cc
 // fuzz-deps: mqtt/topic.cc mqtt/topic_tree.cc mqtt/types.cc mqtt/wire.cc
+// fuzz-deps: mqtt/rate_limit.cc mqtt/store.cc
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
