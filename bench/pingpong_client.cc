@@ -191,6 +191,7 @@ class Client {
   uint64_t bad_replies_ = 0;    // wrong size or check word
   uint64_t late_ = 0;
   uint64_t send_retries_ = 0;
+  std::vector<BufferLease> staging_;  // one multi-buffer message being sent
   uint64_t send_errors_ = 0;
   uint64_t receive_errors_ = 0;
 
@@ -381,19 +382,29 @@ Client::SendResult Client::SendOne(Connection& c, int64_t intended_ns) {
       return SendResult::kNoResources;
     }
   } else {
-    // A message larger than one buffer goes out as several leases; check
-    // first that all of them are available, so a message is never cut.
+    // A message larger than one buffer goes out as several leases. Take
+    // every lease before sending any, so a message is never cut: free_count()
+    // is not enough, because AcquireBuffer() keeps the Loop's receive reserve
+    // (an empty lease here used to be written through: SIGSEGV with 1,000
+    // connections x 8 in flight on epoll). `staging_` keeps its capacity, so
+    // this allocates once, not per message.
     const size_t chunk = loop_->buffers().buffer_size();
     const size_t chunks = (payload + chunk - 1) / chunk;
-    if (loop_->buffers().free_count() < chunks) {
-      ++send_retries_;
-      return SendResult::kNoResources;
+    staging_.clear();
+    if (staging_.capacity() < chunks) staging_.reserve(chunks);
+    for (size_t i = 0; i < chunks; ++i) {
+      BufferLease lease = loop_->AcquireBuffer();
+      if (!lease) {
+        staging_.clear();  // back to the pool
+        ++send_retries_;
+        return SendResult::kNoResources;
+      }
+      staging_.push_back(std::move(lease));
     }
     size_t remaining = payload;
     bool first = true;
     slot.sent_ns = MonotonicNow().nanos();
-    while (remaining > 0) {
-      BufferLease lease = loop_->AcquireBuffer();
+    for (BufferLease& lease : staging_) {
       const size_t n = std::min(remaining, lease.capacity());
       if (first) {
         std::memcpy(lease.data(), &seq, 8);
@@ -401,6 +412,7 @@ Client::SendResult Client::SendOne(Connection& c, int64_t intended_ns) {
       }
       lease.set_size(n);
       if (loop_->Send(c.socket_, std::move(lease)) < 0) {
+        staging_.clear();
         if (first) {
           ++send_retries_;
           return SendResult::kNoResources;
@@ -412,6 +424,7 @@ Client::SendResult Client::SendOne(Connection& c, int64_t intended_ns) {
       first = false;
       remaining -= n;
     }
+    staging_.clear();
   }
   slot.intended_ns = config_.mode == Mode::kRate ? intended_ns : slot.sent_ns;
   slot.pending = true;
