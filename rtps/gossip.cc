@@ -1,6 +1,7 @@
 #include "rtps/gossip.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 #include "rtps/message.h"
@@ -341,8 +342,10 @@ std::optional<GossipEvent> GossipDiscovery::PollEvent() {
 }
 
 uint32_t GossipDiscovery::PiggybackLimit() const {
-  uint32_t log = 1;
-  while ((size_t{1} << log) < alive_ + 1) ++log;
+  // ceil(log2(alive + 1)), at least 1; bit_width keeps it bounded for any
+  // count (a shift loop here never ended when alive_ had wrapped).
+  const uint32_t log =
+      std::max<uint32_t>(1, static_cast<uint32_t>(std::bit_width(alive_)));
   return config_.piggyback_lambda * log;
 }
 
@@ -416,6 +419,13 @@ bool GossipDiscovery::Merge(GossipRecord r, Timestamp now) {
         }
         break;
       case GossipRecord::State::kSuspect:
+        // A tombstone revived as suspect counts as alive again: the suspect
+        // deadline will declare it dead (and count it down) once more.
+        // Without this, alive_ wrapped below zero (found by gossip_fuzzer).
+        if (was == GossipRecord::State::kDead) {
+          ++alive_;
+          m.dead_since = Timestamp::Never();
+        }
         if (m.suspect_deadline.is_never()) {
           m.suspect_deadline =
               now + Duration(config_.period_ns * config_.suspicion_periods);
