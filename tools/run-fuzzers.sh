@@ -44,7 +44,9 @@ for src in $(find transport bench udp mqtt rtps -name "*_fuzzer.cc" 2>/dev/null 
   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -I. \
     "$src" $deps -o "$bin" $absl_libs $libs
   echo "== $name: fuzzing for ${seconds}s"
-  if ! "$bin" -max_total_time="$seconds" -print_final_stats=1 \
+  # -timeout: one input running longer than 30 s is a hang and fails the run
+  # (libFuzzer's default, 1200 s, outlasts the ctest timeout).
+  if ! "$bin" -max_total_time="$seconds" -timeout=30 -print_final_stats=1 \
       "$out/$name/corpus" > "$out/$name/log.txt" 2>&1; then
     echo "== $name: FAILED (log: $out/$name/log.txt)"
     tail -40 "$out/$name/log.txt"
