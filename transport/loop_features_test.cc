@@ -1335,9 +1335,12 @@ TEST_P(LoopFeatureTest, BoundedWaitBatchingOneEnterPerRoundTrip) {
   // Without batching a wait ends at the send's own completion, so a round
   // trip takes two enters, fewer only when the reply is already there at
   // the second one; on uring-sqpoll (the SQ thread submits, on a CPU of its
-  // own) that happens often enough that 1.79 per round trip was seen.
-  const uint64_t plain_min = loop_->backend().flags.sqpoll ? 150u : 180u;
-  EXPECT_GE(plain, plain_min) << "enters per 100 round trips without batching";
+  // own) the reply is often there before the Loop would wait, so anything
+  // from 1.00 to 1.79 per round trip was seen: there the count bounds
+  // nothing, and only the batched-wait counter below is checked.
+  if (!loop_->backend().flags.sqpoll) {
+    EXPECT_GE(plain, 180u) << "enters per 100 round trips without batching";
+  }
   EXPECT_EQ(loop_->counters().batched_waits, 0u);
 }
 

@@ -74,13 +74,19 @@ void FragmentReassembler::Trim(PartialSample& s) {
   std::vector<uint64_t>().swap(s.have);
 }
 
-bool FragmentReassembler::Reserve(PartialSample& s, size_t bytes) {
-  if (s.data.capacity() >= bytes) {
-    if (s.data.size() < bytes) s.data.resize(bytes);
-    return true;
-  }
-  size_t need = bytes - s.data.capacity();
-  if (budget_->used_bytes + need > budget_->limit_bytes) {
+bool FragmentReassembler::Reserve(PartialSample& s, size_t bytes,
+                                  size_t bitmap_words) {
+  // The budget counts the fragment bitmap too (Held()), so both growths are
+  // checked together; checking only the data let the bitmap push the total
+  // over limit_bytes (found by reassembly_fuzzer).
+  const size_t data_need =
+      s.data.capacity() >= bytes ? 0 : bytes - s.data.capacity();
+  const size_t bitmap_need =
+      s.have.capacity() >= bitmap_words
+          ? 0
+          : (bitmap_words - s.have.capacity()) * sizeof(uint64_t);
+  const size_t need = data_need + bitmap_need;
+  if (need > 0 && budget_->used_bytes + need > budget_->limit_bytes) {
     // Give back what idle slots of this writer hold before refusing.
     for (PartialSample& o : slots_) {
       if (&o == &s || o.in_use()) continue;
@@ -90,9 +96,10 @@ bool FragmentReassembler::Reserve(PartialSample& s, size_t bytes) {
     }
     if (budget_->used_bytes + need > budget_->limit_bytes) return false;
   }
-  size_t before = Held(s);
-  s.data.reserve(bytes);  // exactly `bytes`: resize alone may double
-  s.data.resize(bytes);
+  const size_t before = Held(s);
+  if (data_need > 0) s.data.reserve(bytes);  // exactly: resize may double
+  if (s.data.size() < bytes) s.data.resize(bytes);
+  if (bitmap_need > 0) s.have.reserve(bitmap_words);
   budget_->used_bytes += Held(s) - before;
   return true;
 }
@@ -130,14 +137,9 @@ PartialSample* FragmentReassembler::Begin(const FragmentInput& in,
   size_t total =
       (size_t{in.sample_size} + in.fragment_size - 1) / in.fragment_size;
   size_t words = (total + 63) / 64;
-  if (!Reserve(*slot, in.sample_size)) {
+  if (!Reserve(*slot, in.sample_size, words)) {
     *why = ReassemblyOutcome::kNoMemory;
     return nullptr;
-  }
-  if (slot->have.capacity() < words) {
-    size_t before = Held(*slot);
-    slot->have.reserve(words);
-    budget_->used_bytes += Held(*slot) - before;
   }
   slot->have.assign(words, 0);
   slot->sn = in.sn;

@@ -151,7 +151,9 @@ class FragmentReassembler {
  private:
   PartialSample* Begin(const FragmentInput& in, Timestamp now,
                        ReassemblyOutcome* why);
-  bool Reserve(PartialSample& s, size_t bytes);
+  // Grows `s` to hold `bytes` of data and `bitmap_words` of fragment bitmap
+  // within the budget; false (nothing grown) if the budget cannot give it.
+  bool Reserve(PartialSample& s, size_t bytes, size_t bitmap_words);
   void Trim(PartialSample& s);
 
   ReassemblyBudget* budget_;

@@ -140,6 +140,19 @@ TEST(ReassemblyTest, SharedBudgetBoundsAllWriters) {
   EXPECT_LE(budget.used_bytes, budget.limit_bytes);
 }
 
+// Regression (found by reassembly_fuzzer): the fragment bitmap counts in the
+// budget, but only the data was checked, so a sample whose data just fitted
+// pushed used_bytes over the limit with its bitmap.
+TEST(ReassemblyTest, BudgetCountsTheFragmentBitmap) {
+  ReassemblyBudget budget{.limit_bytes = 1000};
+  FragmentReassembler r(&budget, {});
+  auto sample = Bytes(1000, 3);  // 1,000 one-byte fragments: 128 B of bitmap
+  PartialSample* s = nullptr;
+  EXPECT_EQ(r.Add(Frag(1, sample, 1, 1, 1), kT0, &s),
+            ReassemblyOutcome::kNoMemory);
+  EXPECT_LE(budget.used_bytes, budget.limit_bytes);
+}
+
 TEST(ReassemblyTest, DestructionReturnsTheBudget) {
   ReassemblyBudget budget{.limit_bytes = 1 << 20};
   {
