@@ -3,7 +3,7 @@
 // leak is a bug; malformed input must only be counted.
 // fuzz-deps: rtps/message.cc rtps/parameter_list.cc rtps/cdr.cc
 // fuzz-deps: rtps/types.cc rtps/discovery_data.cc rtps/qos.cc
-// fuzz-deps: rtps/participant.cc rtps/internal/reassembly.cc
+// fuzz-deps: rtps/participant.cc rtps/gossip.cc rtps/internal/reassembly.cc
 // fuzz-deps: transport/endpoint.cc
 #include <cstddef>
 #include <cstdint>
