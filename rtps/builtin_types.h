@@ -2,8 +2,10 @@
 // described for rtps/cdr.h:
 //
 //   module ringlab { module dds {
-//     @final struct String { string data; };            // "ringlab::dds::String"
-//     @final struct Bytes { sequence<octet> data; };    // "ringlab::dds::Bytes"
+//     @final struct String { string data; };            //
+//     "ringlab::dds::String"
+//     @final struct Bytes { sequence<octet> data; };    //
+//     "ringlab::dds::Bytes"
 //   }; };
 //
 // Both are keyless. A peer with the same IDL (Cyclone's idlc compiles the
@@ -38,7 +40,9 @@ struct CdrType<DdsString> {
   static constexpr bool kPrimitive = false;
   static constexpr size_t kMinBytes = 5;  // length + NUL
   static void Write(CdrWriter& w, const DdsString& v) { w.WriteString(v.data); }
-  static bool Read(CdrReader& r, DdsString* v) { return r.ReadString(&v->data); }
+  static bool Read(CdrReader& r, DdsString* v) {
+    return r.ReadString(&v->data);
+  }
 };
 
 template <>

@@ -3,10 +3,10 @@
 // ddsperf cannot show. Transient-local late joiners both ways, and keyed
 // samples of a type with a 64-bit member (XCDR1 8-byte alignment) and a
 // string. Loopback only; each test in a domain of its own, bounded.
-#include <cstdlib>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <set>
 #include <string>
 
@@ -482,11 +482,13 @@ TEST_P(FragmentInteropTest, WeSendCycloneLargeSamples) {
   const FragCase c = GetParam();
   // Known bug (issue 11, open): 1 MiB reliable samples to Cyclone at 5% loss
   // failed 2 of 10 runs; the repair of the last sample stalls (few NACK_FRAGs
-  // reach us). Kept out of CI until fixed; run it with RINGLAB_RUN_KNOWN_BUGS=1.
+  // reach us). Kept out of CI until fixed; run it with
+  // RINGLAB_RUN_KNOWN_BUGS=1.
   if (c.reliable && c.loss > 0 && c.size_bytes >= (1 << 20) &&
       std::getenv("RINGLAB_RUN_KNOWN_BUGS") == nullptr) {
-    GTEST_SKIP() << "known bug: 1 MiB reliable repair to Cyclone under 5% "
-                    "loss stalls in ~1 of 5 runs (set RINGLAB_RUN_KNOWN_BUGS=1)";
+    GTEST_SKIP()
+        << "known bug: 1 MiB reliable repair to Cyclone under 5% "
+           "loss stalls in ~1 of 5 runs (set RINGLAB_RUN_KNOWN_BUGS=1)";
   }
   const std::string topic =
       absl::StrCat("frag_out_", c.reliable, "_", c.size_bytes);

@@ -161,7 +161,7 @@ TEST_F(DdsCliLiveTest, LsListsARinglabParticipantAndItsTopic) {
 // Nobody there: --expect makes it exit 4.
 TEST_F(DdsCliLiveTest, LsExpectNotMetExitsFour) {
   CliRun r = RunCli({"ls", Domain(), "--expect=1", "--duration_s=1"},
-                 absl::Seconds(10));
+                    absl::Seconds(10));
   EXPECT_EQ(r.status.code, 4) << r.out << r.err;
   EXPECT_TRUE(absl::StrContains(r.out, "participants (0)")) << r.out;
 }

@@ -251,7 +251,7 @@ TEST_P(RudpLoopbackTest, BulkWithoutCongestionControlStaysWithinTheSendQueue) {
   o.host.connection.send_buffer_bytes = 2 << 20;
   o.host.connection.max_message_bytes = 64 << 10;
   o.send_queue_limit_bytes = 64 << 10;  // far below the window: it binds
-  o.segmentation_offload = true;  // on every preset, to check the trains
+  o.segmentation_offload = true;        // on every preset, to check the trains
   auto server = LoopEndpoint::Create(loop_.get(), o);
   auto client = LoopEndpoint::Create(loop_.get(), o);
   ASSERT_TRUE(server.ok() && client.ok());
