@@ -172,6 +172,7 @@ class Client {
   uint64_t answered_ = 0;  // warm-up and measured answers
   uint64_t recorded_ = 0;  // measured answers
   uint64_t total_inflight_ = 0;
+  uint64_t inflight_at_reply_sum_ = 0;  // over the measured replies
   uint64_t connected_ = 0;
   bool measuring_ = false;
   bool finished_ = false;
@@ -516,6 +517,9 @@ void Client::OnReply(Connection& c, uint64_t seq, uint64_t check,
     return;
   }
   if (measuring_) {
+    // In flight when this reply came, itself included: the mean over the
+    // measured replies says whether the run kept its target in flight.
+    inflight_at_reply_sum_ += total_inflight_ + 1;
     histogram_.Record(
         static_cast<uint64_t>(std::max<int64_t>(0, now_ns - slot.intended_ns)));
     if (++recorded_ == config_.samples) {
@@ -728,6 +732,17 @@ std::string Client::ResultJson() const {
   json.Key("payload_bytes").Uint(config_.payload_bytes);
   json.Key("connections").Uint(config_.connections);
   json.Key("inflight").Uint(ReportedInflight(config_));
+  // What the run achieved, all connections together: the mean number of
+  // messages in flight when a measured reply arrived (target: connections x
+  // inflight in burst mode). A client that cannot keep its target in
+  // flight measures a lighter load than the one asked for.
+  if (recorded_ > 0) {
+    json.Key("inflight_achieved")
+        .Number(static_cast<double>(inflight_at_reply_sum_) /
+                static_cast<double>(recorded_));
+  } else {
+    json.Key("inflight_achieved").Null();
+  }
   json.Key("rate_per_s").Number(config_.rate_per_s);
   json.Key("samples").Uint(recorded_);
   json.Key("warmup").Uint(config_.warmup);

@@ -33,7 +33,7 @@ def empty_metrics():
             "rtt_note": None, "messages_per_s": None, "cpu_us_per_msg": None,
             "kernel_entries_per_msg": None, "backend_effective": None, "flags": None,
             "total_messages": None, "program_result": None, "deliveries_per_s": None,
-            "connections_open": None, "bulk": None}
+            "connections_open": None, "bulk": None, "inflight_achieved": None}
 
 
 def parse_ringlab_json(stdout, stderr, json_path):
@@ -76,6 +76,9 @@ def parse_ringlab_json(stdout, stderr, json_path):
     # count each subscriber's copy; total_messages covers the whole run.
     m["deliveries_per_s"] = _num(doc.get("deliveries_per_s"))
     m["connections_open"] = _int(doc.get("connections_open"))
+    # ringlab_pingpong burst: the mean in flight it achieved (of
+    # connections x inflight asked for).
+    m["inflight_achieved"] = _num(doc.get("inflight_achieved"))
     m["total_messages"] = _num(doc.get("total_messages"))
     m["bulk"] = bulk_metrics(doc)
     m["program_result"] = doc

@@ -314,6 +314,10 @@ def render(run, records, plots, plot_note=None):
         has = lambda name: any(r.s(name).n for r in rows_ok)
         srv_entries = has("server_kernel_entries_per_msg")
         srv_rss = has("server_rss_kib_per_connection")
+        # Burst rows: how many messages the client kept in flight, of the
+        # connections x inflight asked for (a client that falls short
+        # measures a lighter load).
+        in_flight = scen[3] == "burst" and has("inflight_achieved")
         # "server CPU vs best" only among rows measured the same way (the
         # server's rusage over the client's measured phase), and only where
         # server efficiency is the question (several connections or batches).
@@ -326,6 +330,7 @@ def render(run, records, plots, plot_note=None):
                 "msg/s", "CPU µs/msg", "server CPU µs/msg"]
         head += ["server entries/msg"] if srv_entries else []
         head += ["server RSS KiB/conn"] if srv_rss else []
+        head += [f"in flight (of {scen[2] * scen[5]})"] if in_flight else []
         head += ["kernel entries/msg", "p50 vs best", "p99 vs best"]
         head += ["server CPU vs best"] if best_srv else []
         head += [f"p50 vs {p.implementation}" for p in peers]
@@ -343,6 +348,8 @@ def render(run, records, plots, plot_note=None):
                 cells.append(fmt_spread(r.s("server_kernel_entries_per_msg"), 3))
             if srv_rss:
                 cells.append(fmt_spread(r.s("server_rss_kib_per_connection"), 2))
+            if in_flight:
+                cells.append(fmt_spread(r.s("inflight_achieved"), 0))
             cells += [fmt_spread(r.s("kernel_entries_per_msg"), 2),
                       vs(r, best_p50, "p50"), vs(r, best_p99, "p99")]
             if best_srv:

@@ -266,7 +266,7 @@ class CaseRunner:
             "server_cpu_us_per_msg": None, "server_cpu_source": None,
             "server_kernel_entries_per_msg": None, "server_rss_kib_per_connection": None,
             "server_measured": None, "deliveries_per_s": None, "connections_open": None,
-            "bulk": None, "pinning": pinning,
+            "bulk": None, "inflight_achieved": None, "pinning": pinning,
             "topology": self.suite.topology, "server_address": None,
             "commands": {"server": None, "client": None},
             "threads": {"server": [], "client": []},
@@ -469,6 +469,7 @@ class CaseRunner:
         for key in ("samples", "lost", "rtt_us", "rtt_note", "messages_per_s",
                     "kernel_entries_per_msg", "program_result"):
             rec[key] = m[key]
+        rec["inflight_achieved"] = m.get("inflight_achieved")
         rec["backend_effective"] = m["backend_effective"] or case.variant
         if m["flags"] is not None:
             rec["flags"] = m["flags"]

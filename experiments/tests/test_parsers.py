@@ -73,6 +73,10 @@ class RinglabJson(unittest.TestCase):
         self.assertEqual(m["flags"], "registered_buffers,provided_buffers")
         self.assertEqual(m["backend_effective"], "uring-fixed")
         self.assertEqual(m["lost"], 2)
+        self.assertIsNone(m["inflight_achieved"])
+        path.write_text(json.dumps(dict(self.DOC, inflight_achieved=7990.5)))
+        m = parsers.parse_ringlab_json("", "", path)
+        self.assertEqual(m["inflight_achieved"], 7990.5)
 
     def test_result_line_when_no_file(self):
         out = "human summary\nRESULT " + json.dumps(self.DOC) + "\n"

@@ -73,6 +73,8 @@ def scale_records():
                     server_cpu_us_per_msg=cpu * g * host,
                     server_kernel_entries_per_msg=entries * g,
                     server_rss_kib_per_connection=4.0 if variant == "epoll" else 2.0,
+                    inflight_achieved=(2000.0 if variant == "epoll" else 8000.0)
+                    * conns / 1000,
                     server_measured={"window_s": 2.0},
                     case_id=f"tcp-64B-c{conns}-burst-i8-ringlab_pingpong-{variant}"))
     return recs
@@ -186,6 +188,9 @@ class ScaleReport(unittest.TestCase):
         section = text.split("### TCP 64 B, 100 conn, burst, 8 in flight")[1].split("###")[0]
         epoll = next(l for l in section.splitlines() if "`ringlab_pingpong:epoll`" in l)
         self.assertIn("**2.00**", epoll)              # server CPU vs best, paired
+        # What each client kept in flight, of 100 x 8 asked for.
+        self.assertIn("| in flight (of 800) |", section)
+        self.assertIn("| 200 (200..200) |", epoll)
 
     @unittest.skipUnless(shutil.which("gnuplot"), "gnuplot not installed")
     def test_scale_plot(self):
