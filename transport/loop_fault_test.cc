@@ -792,11 +792,8 @@ TEST_P(LoopFaultTest, OneWaySendCompletesWithoutWaitingTimeout) {
 // before the queue passes it, and OnWritable must follow once the peer reads.
 TEST_P(LoopFaultTest, FullSendQueueIsReported) {
   Loop& loop = *loop_;
-  ScopedFd listen_fd(BoundRawSocket(SOCK_STREAM, 0));
+  ScopedFd listen_fd(NonReadingPeerListener());
   ASSERT_GE(listen_fd.get(), 0);
-  const int small = 4096;
-  ::setsockopt(listen_fd.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-  ASSERT_EQ(::listen(listen_fd.get(), 4), 0);
   Recorder* client = Make();
   int writable = 0;
   client->on_writable = [&](SocketId) { ++writable; };

@@ -1006,11 +1006,8 @@ TEST_P(LoopTest, BufferExhaustionUnderBurstRecovers) {
 TEST_P(LoopTest, CloseWithQueuedSendsCancelsThem) {
   Loop& loop = *loop_;
   // A plain kernel peer that never reads: our sends back up.
-  ScopedFd listen_fd(BoundRawSocket(SOCK_STREAM, 0));
+  ScopedFd listen_fd(NonReadingPeerListener());
   ASSERT_GE(listen_fd.get(), 0);
-  const int small = 4096;
-  ::setsockopt(listen_fd.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-  ASSERT_EQ(::listen(listen_fd.get(), 4), 0);
   const uint16_t port = BoundPort(listen_fd.get());
 
   Recorder* client = Make();
@@ -1080,11 +1077,8 @@ TEST_P(LoopTest, CloseWithQueuedSendsCancelsThem) {
 // ci preset) a stray callback is a heap-use-after-free.
 TEST_P(LoopTest, AbandonCallsTheFreedHandlerNoMore) {
   Loop& loop = *loop_;
-  ScopedFd listen_fd(BoundRawSocket(SOCK_STREAM, 0));
+  ScopedFd listen_fd(NonReadingPeerListener());
   ASSERT_GE(listen_fd.get(), 0);
-  const int small = 4096;
-  ::setsockopt(listen_fd.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-  ASSERT_EQ(::listen(listen_fd.get(), 4), 0);
   const uint16_t port = BoundPort(listen_fd.get());
 
   auto client = std::make_unique<Recorder>();

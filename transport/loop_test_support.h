@@ -179,6 +179,21 @@ inline int BoundRawSocket(int type, uint16_t port) {
   return fd;
 }
 
+// A plain kernel TCP listener on 127.0.0.1 (any free port) whose accepted
+// sockets get a 4 KiB receive buffer: a peer accepted from it that never
+// reads makes our sends back up at once. -1 on failure.
+inline int NonReadingPeerListener() {
+  const int fd = BoundRawSocket(SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  const int small = 4096;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  if (::listen(fd, 4) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 inline void RaiseFileLimit(rlim_t wanted) {
   rlimit limit{};
   if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
