@@ -1704,9 +1704,15 @@ void Participant::HandleAckNack(Receiver& rx, const AckNackSubmessage& an,
           p.has_requests = true;
         }
       }
-      if (!p.has_requests && p.acked < w.last_sn() && !an.final_flag) {
-        p.heartbeat_due = true;
-      }
+      // §8.3.7.1: an ACKNACK without the FinalFlag asks for a response,
+      // even when it acknowledges everything. Cyclone's reader sends such a
+      // pre-emptive ACKNACK after it matches us and, until it has seen a
+      // HEARTBEAT, it does not know where our sequence starts: the first
+      // HEARTBEAT it sees makes [1, lastSN] a gap for what it has not
+      // received whole. Left unanswered, the HEARTBEAT after our first
+      // fragmented sample was that first one, and a sample with a lost
+      // fragment was dropped instead of repaired (issue 11).
+      if (!p.has_requests && !an.final_flag) p.heartbeat_due = true;
       PurgeAcked(w);
       (void)now;
       return;
