@@ -275,6 +275,18 @@ TEST(GossipTest, TombstoneRevivedAsSuspectKeepsTheAliveCount) {
   EXPECT_EQ(a->member_count(), 0u);
 }
 
+// A seed that never answers must not keep every pull to itself: the next
+// seed in the list gets its turn (before the fix, contacts_.front() was
+// the only target until it became a member, so 2 never met 3).
+TEST(GossipTest, ASeedThatNeverAnswersDoesNotBlockTheNextOne) {
+  GossipMesh m;
+  m.Add(3, 3, 13, {});
+  m.Add(2, 2, 12, {GossipMesh::Addr(9), GossipMesh::Addr(3)});  // 9: nobody
+  m.RunFor(std::chrono::seconds(3));
+  EXPECT_EQ(m.at(2).member_count(), 1u);
+  EXPECT_EQ(m.at(3).member_count(), 1u);
+}
+
 TEST(GossipSimTest, GossipParticipantsAndAnSpdpPeerAllMatch) {
   SimHarness h;
   ParticipantConfig g;
