@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <set>
 #include <string>
 
@@ -480,16 +479,6 @@ TEST_P(FragmentInteropTest, CycloneSendsUsLargeSamples) {
 
 TEST_P(FragmentInteropTest, WeSendCycloneLargeSamples) {
   const FragCase c = GetParam();
-  // Known bug (issue 11, open): 1 MiB reliable samples to Cyclone at 5% loss
-  // failed 2 of 10 runs; the repair of the last sample stalls (few NACK_FRAGs
-  // reach us). Kept out of CI until fixed; run it with
-  // RINGLAB_RUN_KNOWN_BUGS=1.
-  if (c.reliable && c.loss > 0 && c.size_bytes >= (1 << 20) &&
-      std::getenv("RINGLAB_RUN_KNOWN_BUGS") == nullptr) {
-    GTEST_SKIP()
-        << "known bug: 1 MiB reliable repair to Cyclone under 5% "
-           "loss stalls in ~1 of 5 runs (set RINGLAB_RUN_KNOWN_BUGS=1)";
-  }
   const std::string topic =
       absl::StrCat("frag_out_", c.reliable, "_", c.size_bytes);
   const int count = FragCount(c);

@@ -897,14 +897,22 @@ void GossipDiscovery::Tick(Timestamp now) {
     next_sync_ = now + Duration(config_.period_ns * sync_backoff_);
     // (contacts_ holds only contacts that are not members yet: Merge()
     // drops a contact when its member joins.)
-    const Locator* to = contacts_.empty() ? nullptr : &contacts_.front();
-    if (to == nullptr) {
-      if (Member* m = RandomMember()) to = &m->record.gossip_locator;
+    // Contacts take turns (a seed that never answers must not keep every
+    // pull to itself), and once we have members every other pull goes to
+    // one of them, so a dead contact cannot stall anti-entropy either.
+    std::optional<Locator> dest;
+    if (contacts_.empty() || (last_sync_to_contact_ && alive_ > 0)) {
+      if (Member* m = RandomMember()) {
+        dest = m->record.gossip_locator;
+        last_sync_to_contact_ = false;
+      }
     }
-    if (to != nullptr) {
-      Locator dest = *to;
-      Queue(Type::kSync, dest, ++seq_);
+    if (!dest && !contacts_.empty()) {
+      dest = contacts_.front();
+      std::rotate(contacts_.begin(), contacts_.begin() + 1, contacts_.end());
+      last_sync_to_contact_ = true;
     }
+    if (dest) Queue(Type::kSync, *dest, ++seq_);
   }
 }
 

@@ -187,6 +187,7 @@ class GossipDiscovery {
   size_t probe_cursor_ = 0;
   size_t alive_ = 0;
   std::vector<Locator> contacts_;
+  bool last_sync_to_contact_ = false;  // the last pull went to a contact
   std::vector<Outgoing> outgoing_;
   size_t outgoing_head_ = 0;
   // Indirect probes we run for others: (seq we used, requester, target).

@@ -4,6 +4,8 @@
 // loss, and 1,000 of them reaching full knowledge within a bounded time.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -190,6 +192,101 @@ TEST(GossipTest, MalformedMessagesAreCountedAndDropped) {
 // Gossip participants find each other through gossip (their SPDP
 // announcements only make contact) and a plain SPDP participant - what a
 // Cyclone peer would be - through SPDP/SEDP; everyone matches everyone.
+// Regression (found by gossip_fuzzer, fixed in eea2c30): a member we had
+// declared dead (a tombstone) that comes back in a newer record as
+// *suspect* counts as alive again, so that its second death does not take
+// the alive count below zero (it wrapped to SIZE_MAX, and the piggy-back
+// limit computed from it never returned).
+TEST(GossipTest, TombstoneRevivedAsSuspectKeepsTheAliveCount) {
+  auto make = [](uint8_t id, std::vector<Locator> seeds) {
+    GossipConfig c;
+    c.prefix.bytes = {0x01, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, id};
+    c.self = Locator::UdpV4(0x0a000000u + id, 7410);
+    c.seeds = std::move(seeds);
+    c.nonce = 100 + id;
+    c.random_seed = id;
+    c.period_ns = 100'000'000;
+    c.suspicion_periods = 3;
+    auto g = std::make_unique<GossipDiscovery>(c, Timestamp::Zero());
+    g->SetLocalRecord(GossipRecord{}, Timestamp::Zero());
+    return g;
+  };
+  auto a = make(1, {});
+  auto b = make(2, {Locator::UdpV4(0x0a000001u, 7410)});
+  const Locator a_addr = Locator::UdpV4(0x0a000001u, 7410);
+  const Locator b_addr = Locator::UdpV4(0x0a000002u, 7410);
+  const GuidPrefix b_prefix{{0x01, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2}};
+  std::array<std::byte, 20> head{};  // B's prefix, then its nonce (102, LE)
+  std::memcpy(head.data(), b_prefix.bytes.data(), 12);
+  head[12] = std::byte{102};
+  std::array<std::byte, 65536> buf{};
+  std::vector<std::byte> from_b;  // B's last message that holds its record
+  Timestamp now = Timestamp::Zero();
+  // One step of 1 ms; B's traffic is delivered only while `b_up`.
+  auto step = [&](bool b_up) {
+    for (GossipDiscovery* g : {a.get(), b.get()}) {
+      if (g == b.get() && !b_up) continue;
+      if (g->NextDeadline() <= now) g->OnTimeout(now);
+      while (auto t = g->PollTransmit(buf, now)) {
+        std::span<const std::byte> msg(buf.data(), t->size_bytes);
+        if (g == a.get()) {
+          if (b_up) b->OnDatagram(msg, a_addr, now);
+          continue;
+        }
+        // B's own record starts with its prefix and nonce (EncodeRecord).
+        if (std::search(msg.begin(), msg.end(), head.begin(), head.end()) !=
+            msg.end()) {
+          from_b.assign(msg.begin(), msg.end());
+        }
+        a->OnDatagram(msg, b_addr, now);
+      }
+    }
+    now += std::chrono::milliseconds(1);
+  };
+  for (int i = 0; i < 2000 && a->member_count() == 0; ++i) step(true);
+  ASSERT_EQ(a->member_count(), 1u);
+  for (int i = 0; i < 200; ++i) step(true);
+  ASSERT_FALSE(from_b.empty());
+  // B crashes: A suspects it, then keeps a tombstone.
+  for (int i = 0; i < 3000 && a->member_count() == 1; ++i) step(false);
+  ASSERT_EQ(a->member_count(), 0u);
+  const GossipRecord* tomb = a->FindMember(b_prefix);
+  ASSERT_NE(tomb, nullptr);
+  ASSERT_EQ(tomb->state, GossipRecord::State::kDead);
+  // B's record comes back, newer (incarnation + 1) and suspect: the record
+  // layout is prefix(12) nonce(8) incarnation(4, LE) state(1).
+  auto at = std::search(from_b.begin(), from_b.end(), head.begin(), head.end());
+  ASSERT_NE(at, from_b.end());
+  const size_t off = static_cast<size_t>(at - from_b.begin()) + 20;
+  const uint32_t inc = tomb->incarnation + 1;
+  for (int i = 0; i < 4; ++i) {
+    from_b[off + i] = std::byte((inc >> (8 * i)) & 0xff);
+  }
+  from_b[off + 4] = std::byte{1};  // GossipRecord::State::kSuspect
+  a->OnDatagram(from_b, b_addr, now);
+  ASSERT_EQ(a->FindMember(b_prefix)->state, GossipRecord::State::kSuspect);
+  EXPECT_EQ(a->member_count(), 1u);
+  // The suspicion runs out: dead again, and the count is back at zero.
+  for (int i = 0; i < 3000; ++i) {
+    step(false);
+    ASSERT_LE(a->member_count(), 1u) << "at step " << i;
+  }
+  EXPECT_EQ(a->FindMember(b_prefix)->state, GossipRecord::State::kDead);
+  EXPECT_EQ(a->member_count(), 0u);
+}
+
+// A seed that never answers must not keep every pull to itself: the next
+// seed in the list gets its turn (before the fix, contacts_.front() was
+// the only target until it became a member, so 2 never met 3).
+TEST(GossipTest, ASeedThatNeverAnswersDoesNotBlockTheNextOne) {
+  GossipMesh m;
+  m.Add(3, 3, 13, {});
+  m.Add(2, 2, 12, {GossipMesh::Addr(9), GossipMesh::Addr(3)});  // 9: nobody
+  m.RunFor(std::chrono::seconds(3));
+  EXPECT_EQ(m.at(2).member_count(), 1u);
+  EXPECT_EQ(m.at(3).member_count(), 1u);
+}
+
 TEST(GossipSimTest, GossipParticipantsAndAnSpdpPeerAllMatch) {
   SimHarness h;
   ParticipantConfig g;

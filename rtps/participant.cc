@@ -291,6 +291,9 @@ struct Participant::WriterProxy {
 
 struct Participant::LocalWriter {
   Guid guid;
+  // Some reader proxy may have a repair, GAP or heartbeat due (set with
+  // those flags, cleared by a PollTransmit scan that finds none).
+  bool repair_maybe = false;
   EndpointHandle handle = 0;  // 0 for built-in endpoints
   WriterConfig config;
   bool builtin = false;
@@ -337,6 +340,10 @@ struct Participant::LocalWriter {
 
 struct Participant::LocalReader {
   Guid guid;
+  // A lower bound on the writer proxies' ack_deadline (PollTransmit's scan
+  // recomputes it), and whether any proxy ever had a reassembler.
+  Timestamp ack_next = Timestamp::Never();
+  bool any_frags = false;
   EndpointHandle handle = 0;
   ReaderConfig config;
   bool builtin = false;
@@ -1195,6 +1202,7 @@ void Participant::OnDatagram(std::span<const std::byte> bytes,
   if (auto it = participants_.find(header.prefix); it != participants_.end()) {
     if (!it->second.via_gossip) {
       it->second.lease_expiry = After(now, it->second.data.lease_duration_ns);
+      NoteLease(it->second.lease_expiry);
     }
     it->second.last_heard = now;
   }
@@ -1395,6 +1403,7 @@ void Participant::HandleDataFrag(Receiver& rx, const DataFragSubmessage& d,
         limits.keep_lowest = p.reliable;
         p.frags = std::make_unique<internal::FragmentReassembler>(
             reassembly_budget_.get(), limits);
+        r.any_frags = true;
       }
       internal::FragmentReassembler& fr = *p.frags;
       fr.DropBelow(p.expected);
@@ -1545,9 +1554,10 @@ void Participant::DrainReorder(LocalReader& r, WriterProxy& p, Timestamp now) {
   }
 }
 
-void Participant::ScheduleAck(WriterProxy& p, Timestamp now) {
+void Participant::ScheduleAck(LocalReader& r, WriterProxy& p, Timestamp now) {
   Timestamp due = After(now, config_.heartbeat_response_delay_ns);
   if (due < p.ack_deadline) p.ack_deadline = due;
+  r.ack_next = std::min(r.ack_next, p.ack_deadline);
 }
 
 // §8.4.12.1 (reliable reader, WriterProxy): on HEARTBEAT, SNs below firstSN
@@ -1617,7 +1627,7 @@ void Participant::HandleHeartbeat(Receiver& rx, const HeartbeatSubmessage& hb,
           break;
         }
       }
-      if (!hb.final_flag || missing) ScheduleAck(p, now);
+      if (!hb.final_flag || missing) ScheduleAck(r, p, now);
       break;
     }
   }
@@ -1702,10 +1712,20 @@ void Participant::HandleAckNack(Receiver& rx, const AckNackSubmessage& an,
         if (an.state.Contains(s)) {
           p.requested.Add(s);
           p.has_requests = true;
+          w.repair_maybe = true;
         }
       }
-      if (!p.has_requests && p.acked < w.last_sn() && !an.final_flag) {
+      // §8.3.7.1: an ACKNACK without the FinalFlag asks for a response,
+      // even when it acknowledges everything. Cyclone's reader sends such a
+      // pre-emptive ACKNACK after it matches us and, until it has seen a
+      // HEARTBEAT, it does not know where our sequence starts: the first
+      // HEARTBEAT it sees makes [1, lastSN] a gap for what it has not
+      // received whole. Left unanswered, the HEARTBEAT after our first
+      // fragmented sample was that first one, and a sample with a lost
+      // fragment was dropped instead of repaired (issue 11).
+      if (!p.has_requests && !an.final_flag) {
         p.heartbeat_due = true;
+        w.repair_maybe = true;
       }
       PurgeAcked(w);
       (void)now;
@@ -1748,6 +1768,7 @@ void Participant::HandleNackFrag(Receiver& rx, const NackFragSubmessage& nf,
         return;
       }
       p.frag_requests[p.frag_request_count++] = {nf.sn, nf.state};
+      w.repair_maybe = true;
       (void)now;
       return;
     }
@@ -1778,7 +1799,7 @@ void Participant::HandleHeartbeatFrag(Receiver& rx,
       internal::PartialSample* s = p.frags ? p.frags->Find(hf.sn) : nullptr;
       FragmentNumberSet missing;
       if (s == nullptr || p.frags->Missing(*s, 1, hf.last_fragment, &missing)) {
-        ScheduleAck(p, now);
+        ScheduleAck(r, p, now);
       }
       break;
     }
@@ -1808,6 +1829,7 @@ void Participant::HandleSpdp(Receiver& rx, const DataSubmessage& d,
     ++counters_.spdp_unchanged;
     known->second.lease_expiry =
         After(now, known->second.data.lease_duration_ns);
+    NoteLease(known->second.lease_expiry);
     return;
   }
   ParticipantData data;
@@ -1846,6 +1868,7 @@ void Participant::HandleSpdp(Receiver& rx, const DataSubmessage& d,
   if (it != participants_.end()) {
     it->second.data = std::move(data);
     it->second.lease_expiry = After(now, it->second.data.lease_duration_ns);
+    NoteLease(it->second.lease_expiry);
     if (own) {
       it->second.announcement.assign(d.payload.begin(), d.payload.end());
     }
@@ -1866,6 +1889,7 @@ void Participant::AddParticipant(const ParticipantData& data, Timestamp now) {
   RemoteParticipantInfo info;
   info.data = data;
   info.lease_expiry = After(now, data.lease_duration_ns);
+  NoteLease(info.lease_expiry);
   info.last_heard = now;
   GuidPrefix prefix = data.guid_prefix;
   participants_.emplace(prefix, std::move(info));
@@ -1978,6 +2002,7 @@ void Participant::AddReaderProxy(LocalWriter& w, const Guid& reader,
   p.acked = history_for_reader ? w.first_sn() - 1 : w.last_sn();
   p.gap_floor_due = reliable && p.volatile_floor > 0;
   p.heartbeat_due = reliable;  // announce the range at once
+  w.repair_maybe |= p.heartbeat_due || p.gap_floor_due;
   w.readers.push_back(std::move(p));
   (void)now;
 }
@@ -2011,6 +2036,7 @@ void Participant::AddWriterProxy(LocalReader& r, const Guid& writer,
     // A pre-emptive ACKNACK (nothing acknowledged, nothing requested, not
     // final) asks the writer for a heartbeat straight away.
     p.ack_deadline = now;
+    r.ack_next = std::min(r.ack_next, now);
   }
   r.writers.push_back(std::move(p));
 }
@@ -2510,10 +2536,10 @@ Timestamp Participant::NextDeadline() const {
 }
 
 Timestamp Participant::ScanDeadline() const {
-  Timestamp next = spdp_next_;
-  for (const auto& [prefix, info] : participants_) {
-    next = std::min(next, info.lease_expiry);
-  }
+  // Cached lower bounds keep this O(endpoints), not O(remote entities): it
+  // runs after every datagram, and a scan per datagram made discovery of N
+  // participants O(N^3) (1,000 simulated participants did not finish).
+  Timestamp next = std::min(spdp_next_, lease_next_);
   next = std::min(next, pmd_automatic_next_);
   if (gossip_ != nullptr) next = std::min(next, gossip_->NextDeadline());
   for (const auto& w : writers_) {
@@ -2527,8 +2553,9 @@ Timestamp Participant::ScanDeadline() const {
   for (const auto& r : readers_) {
     next =
         std::min({next, r->expiry_next, r->deadline_next, r->liveliness_next});
+    next = std::min(next, r->ack_next);
+    if (!r->any_frags) continue;
     for (const WriterProxy& p : r->writers) {
-      next = std::min(next, p.ack_deadline);
       if (p.frags && p.frags->active() > 0) {
         next = std::min(next, p.frags->NextExpiry());
       }
@@ -2541,8 +2568,13 @@ void Participant::OnTimeout(Timestamp now) {
   maybe_pending_ = true;
   // §8.5.3.3: a participant whose lease ran out is gone.
   std::vector<GuidPrefix> expired;
+  lease_next_ = Timestamp::Never();
   for (const auto& [prefix, info] : participants_) {
-    if (info.lease_expiry <= now) expired.push_back(prefix);
+    if (info.lease_expiry <= now) {
+      expired.push_back(prefix);
+    } else {
+      lease_next_ = std::min(lease_next_, info.lease_expiry);
+    }
   }
   for (const GuidPrefix& p : expired) {
     ++counters_.leases_expired;
@@ -2551,6 +2583,7 @@ void Participant::OnTimeout(Timestamp now) {
   // Partial samples that stopped making progress (§8.4.14.1 leaves the
   // policy to the implementation; memory must not be held forever).
   for (auto& r : readers_) {
+    if (!r->any_frags) continue;
     for (WriterProxy& p : r->writers) {
       if (p.frags && p.frags->active() > 0) {
         counters_.partial_samples_timed_out += p.frags->Expire(now);
@@ -2645,20 +2678,31 @@ std::optional<Transmit> Participant::PollTransmit(std::span<std::byte> out,
   }
   // 2. Acknowledgements that are due.
   for (auto& rp : readers_) {
+    if (rp->ack_next > now) continue;
+    Timestamp ack_next = Timestamp::Never();
     for (WriterProxy& p : rp->writers) {
       if (p.reliable && p.ack_deadline <= now) {
         if (BuildAckNack(*rp, p, out, &t, now)) return done();
       }
+      if (p.reliable) ack_next = std::min(ack_next, p.ack_deadline);
     }
+    rp->ack_next = ack_next;
   }
   // 3. Repairs: retransmissions, GAPs, directed heartbeats.
   for (auto& wp : writers_) {
+    if (!wp->repair_maybe) continue;
+    bool pending = false;
     for (ReaderProxy& p : wp->readers) {
-      if (p.has_requests || p.heartbeat_due || p.gap_floor_due ||
-          p.frag_request_count > 0) {
+      auto due = [&p] {
+        return p.has_requests || p.heartbeat_due || p.gap_floor_due ||
+               p.frag_request_count > 0;
+      };
+      if (due()) {
         if (BuildRepair(*wp, p, out, &t, now)) return done();
+        pending |= due();
       }
     }
+    wp->repair_maybe = pending;
   }
   // 4. Periodic heartbeats (and liveliness assertions).
   for (auto& wp : writers_) {

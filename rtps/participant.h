@@ -61,6 +61,7 @@
 #ifndef RINGLAB_RTPS_PARTICIPANT_H_
 #define RINGLAB_RTPS_PARTICIPANT_H_
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -497,7 +498,7 @@ class Participant {
   bool StoreInHistory(LocalReader& r, uint32_t slot, WriterProxy* from,
                       Timestamp now);
   void DrainReorder(LocalReader& r, WriterProxy& p, Timestamp now);
-  void ScheduleAck(WriterProxy& p, Timestamp now);
+  void ScheduleAck(LocalReader& r, WriterProxy& p, Timestamp now);
   void PurgeAcked(LocalWriter& w);
   void PopOldest(LocalWriter& w);
   void PurgeExpired(LocalWriter& w, Timestamp now);
@@ -557,6 +558,10 @@ class Participant {
   bool leaving_ = false, leave_due_ = false;
   std::vector<Locator> leave_destinations_;
   Timestamp spdp_next_;
+  // A lower bound on every remote participant's lease expiry (renewals
+  // only raise them; OnTimeout recomputes it).
+  Timestamp lease_next_ = Timestamp::Never();
+  void NoteLease(Timestamp t) { lease_next_ = std::min(lease_next_, t); }
   SequenceNumber spdp_sn_ = 0;
   std::vector<Locator> spdp_unicast_pending_;
   std::vector<std::byte> spdp_payload_;

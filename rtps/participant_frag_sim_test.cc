@@ -3,9 +3,11 @@
 // samples, and the time-out of partial samples.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cstdio>
 #include <vector>
 
+#include "rtps/message.h"
 #include "rtps/sim_harness_test.h"
 
 namespace ringlab::rtps {
@@ -228,6 +230,67 @@ TEST(FragmentationSimTest, IncompletePartialSampleTimesOut) {
   EXPECT_EQ(h.now(), sent + std::chrono::microseconds(100) +
                          std::chrono::milliseconds(300));
   EXPECT_EQ(p.b->p->Available(p.r), 0u);
+}
+
+// The writer's HEARTBEATs (reader id, first SN, last SN) in what `n` sends
+// at the current instant, without delivering any of it.
+struct SentHeartbeat {
+  EntityId reader_id;
+  SequenceNumber first_sn, last_sn;
+};
+std::vector<SentHeartbeat> HeartbeatsSentNow(SimHarness& h, Node& n,
+                                             EntityId writer_id) {
+  std::vector<SentHeartbeat> out;
+  std::array<std::byte, 65536> buf{};
+  while (auto t = n.p->PollTransmit(buf, h.now())) {
+    std::span<const std::byte> msg(buf.data(), t->size_bytes);
+    SubmessageIterator it(msg);
+    Submessage sm;
+    while (it.Next(&sm)) {
+      HeartbeatSubmessage hb;
+      if (sm.id == static_cast<uint8_t>(SubmessageId::kHeartbeat) &&
+          ParseHeartbeat(sm, &hb) == ParseError::kOk &&
+          hb.writer_id == writer_id) {
+        out.push_back({hb.reader_id, hb.first_sn, hb.last_sn});
+      }
+    }
+  }
+  return out;
+}
+
+// Regression (issue 11, the 1 MiB lossy interop test to Cyclone): an
+// ACKNACK without the FinalFlag asks for a HEARTBEAT (§8.3.7.1) even when
+// it acknowledges everything. Cyclone's reader sends one after it matches
+// and takes the first HEARTBEAT it sees as where our sequence starts; when
+// we ignored it, that first HEARTBEAT came after our first fragmented
+// sample and a sample with one lost fragment was skipped, not repaired.
+TEST(FragmentationSimTest, NonFinalAckNackIsAnsweredEvenWhenAllIsAcked) {
+  SimHarness h;
+  Pair p = MakePair(h, true, "Preemptive");
+  h.RunFor(std::chrono::seconds(1));  // discovery and match traffic settle
+  const Guid writer = p.a->p->EndpointGuid(p.w);
+  const Guid reader = p.b->p->EndpointGuid(p.r);
+  auto ack_nack = [&](uint32_t count, bool final_flag) {
+    std::array<std::byte, 256> out{};
+    MessageBuilder mb(out, reader.prefix);
+    SequenceNumberSet nothing_missing;
+    nothing_missing.base = 1;  // the writer has written nothing yet
+    mb.AddAckNack(reader.entity, writer.entity, nothing_missing, count,
+                  final_flag);
+    p.a->p->OnDatagram(std::span(out.data(), mb.size()),
+                       Locator::FromEndpoint(p.b->addr), h.now());
+  };
+  ASSERT_TRUE(HeartbeatsSentNow(h, *p.a, writer.entity).empty());
+  // A final ACKNACK that acknowledges everything needs no answer.
+  ack_nack(1000, /*final_flag=*/true);
+  EXPECT_TRUE(HeartbeatsSentNow(h, *p.a, writer.entity).empty());
+  // A non-final one gets a HEARTBEAT for that reader: empty range [1, 0].
+  ack_nack(1001, /*final_flag=*/false);
+  std::vector<SentHeartbeat> hbs = HeartbeatsSentNow(h, *p.a, writer.entity);
+  ASSERT_EQ(hbs.size(), 1u);
+  EXPECT_EQ(hbs[0].reader_id, reader.entity);
+  EXPECT_EQ(hbs[0].first_sn, 1);
+  EXPECT_EQ(hbs[0].last_sn, 0);
 }
 
 }  // namespace

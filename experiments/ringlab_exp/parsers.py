@@ -288,6 +288,59 @@ def parse_ddsperf(stdout, stderr, json_path):
     return m
 
 
+# One per-second receive line of `ddsperf sub` (Cyclone DDS 0.10):
+#   [19615] 2.000  size 65536 total 52662 lost 0 delta 27136 lost 0 rate
+#   27.14 kS/s 14226.99 Mb/s (5.27 kS/s 2760.99 Mb/s)
+_DDSPERF_SUB_LINE = re.compile(
+    r"^\[(?P<pid>\d+)\]\s+(?P<t>[\d.]+)\s+size (?P<size>\d+) total (?P<total>\d+)"
+    r" lost (?P<lost_total>\d+) delta (?P<delta>\d+) lost (?P<lost>\d+) rate", re.M)
+
+
+def parse_ddsperf_sub(stdout, stderr, json_path):
+    """`ddsperf sub` receiving from `ddsperf pub`: a bulk record (direction
+    download). ddsperf prints, once a second, the samples received since the
+    previous line (`delta`) and lost ones; with 3 or more lines the first is
+    dropped as warm-up (discovery, the writer ramping up). Bytes = delta x
+    size over the kept lines, completion_s = the time those lines cover.
+    ddsperf reports neither resends nor kernel entries (null); the runner
+    fills CPU per MB from its rusage of each process (whole run)."""
+    text = _ANSI.sub("", stdout + "\n" + stderr)
+    lines = [m.groupdict() for m in _DDSPERF_SUB_LINE.finditer(text)]
+    if not lines:
+        errors = _DDSPERF_ERROR.findall(text)
+        raise ParseError("; ".join(e.split("] ", 1)[1] for e in errors) if errors else
+                         "no ddsperf sub lines ('... size S total N lost L delta D ...'): "
+                         "did sub match a pub within -Qinitwait?")
+    lines.sort(key=lambda ln: float(ln["t"]))
+    times = [float(ln["t"]) for ln in lines]
+    dropped = 1 if len(lines) >= 3 else 0
+    kept = lines[dropped:]
+    span = sum(times[i] - times[i - 1] if i > 0 else min(1.0, times[0]) or 1.0
+               for i in range(dropped, len(lines)))
+    size = int(lines[0]["size"])
+    samples = sum(int(ln["delta"]) for ln in kept)
+    if samples == 0 or span <= 0:
+        raise ParseError("ddsperf sub received no samples in its measured seconds")
+    nbytes = samples * size
+    m = empty_metrics()
+    m["samples"] = samples
+    m["lost"] = sum(int(ln["lost"]) for ln in kept)
+    m["messages_per_s"] = samples / span
+    m["total_messages"] = int(lines[-1]["total"])
+    m["rtt_note"] = "throughput run: no round trips"
+    doc = {"mode": "bulk", "bulk": {
+        "direction": "download", "bytes": nbytes, "chunk_bytes": size,
+        "completion_s": span, "goodput_bytes_per_s": nbytes / span,
+        "receive_span_s": span, "retransmission_ratio": None,
+        "spurious_retransmissions": None, "client_cpu_us_per_mb": None,
+        "client_kernel_entries_per_mb": None}}
+    m["bulk"] = bulk_metrics(doc)
+    m["program_result"] = {"size_bytes": size, "dropped_intervals": dropped,
+                           "intervals": [{k: (float(v) if k != "pid" else v)
+                                          for k, v in ln.items()} for ln in lines]}
+    return m
+
+
 def _num(v):
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
@@ -300,4 +353,5 @@ PARSERS = {
     "ringlab_json": parse_ringlab_json,
     "sockperf": parse_sockperf,
     "ddsperf": parse_ddsperf,
+    "ddsperf_sub": parse_ddsperf_sub,
 }

@@ -38,6 +38,37 @@ class Ddsperf(unittest.TestCase):
         self.assertEqual(m["program_result"]["peer"], "vm:1430")
         self.assertEqual(m["program_result"]["size_bytes"], 64)
 
+
+class DdsperfSub(unittest.TestCase):
+    """`ddsperf -D 5 sub` receiving 64 KiB samples from `ddsperf pub size
+    65536` (unpinned, loopback): a bulk record, first second dropped."""
+
+    def test_bulk_record_from_the_per_second_deltas(self):
+        m = parsers.parse_ddsperf_sub(fixture("ddsperf_sub_reliable_64k_5s.txt"), "", None)
+        kept = 27136 + 12138 + 19173 + 28139  # 2.000 .. 5.000; 1.000 is warm-up
+        self.assertEqual(m["samples"], kept)
+        self.assertEqual(m["total_messages"], 112112)
+        self.assertEqual(m["lost"], 0)
+        self.assertAlmostEqual(m["messages_per_s"], kept / 4.0)
+        b = m["bulk"]
+        self.assertEqual(b["direction"], "download")
+        self.assertEqual(b["bytes"], kept * 65536)
+        self.assertEqual(b["chunk_bytes"], 65536)
+        self.assertAlmostEqual(b["completion_s"], 4.0)
+        self.assertAlmostEqual(b["goodput_bytes_per_s"], kept * 65536 / 4.0)
+        self.assertIsNone(b["retransmission_ratio"])
+        self.assertIsNone(b["client_kernel_entries_per_mb"])
+
+    def test_no_lines_is_an_error(self):
+        with self.assertRaises(parsers.ParseError):
+            parsers.parse_ddsperf_sub("[1] participant vm:1: new (self)\n", "", None)
+
+    def test_registry_entries_run_bulk_only(self):
+        reg = load_registry(EXPERIMENTS / "registry.toml")
+        for name in ("ddsperf_pubsub", "ringlab_dds_throughput"):
+            self.assertEqual(reg[name].get("modes"), ["bulk"], name)
+        self.assertEqual(reg["ddsperf_pubsub"].get("parser"), "ddsperf_sub")
+
     def test_percentiles_are_weighted_medians_of_the_seconds(self):
         m = parsers.parse_ddsperf(fixture("ddsperf_ping_reliable_64_6s.txt"), "", None)
         # 99%: 55.440 (13426), 59.144 (12962), 67.588 (13160), 72.217 (12653)

@@ -1,0 +1,456 @@
+// ringlab_dds_throughput: one DDS writer streams fixed-size samples to one
+// reader as fast as the reliability protocol lets it; the reader measures
+// MB/s, CPU per MB and kernel entries per sample. It is the throughput half
+// of issue 11 ("64 KiB samples, reliable, one writer and one reader"),
+// beside `ddsperf pub` / `ddsperf sub` (registry entry ddsperf_pubsub).
+//
+//   ringlab_dds_throughput pub --backend=uring-fixed --payload=65536 --cpu=0
+//   ringlab_dds_throughput sub --backend=uring-fixed --payload=65536 --cpu=1
+//       --warmup_s=1 --duration_s=5 --json=out.json
+//
+// Roles: `pub` (alias `server`) prints `READY <address>`, then writes
+// KeyedSeq samples of --payload bytes (ddsperf's "size": 12 fixed bytes and
+// the baggage) on topic "ringlab_throughput" as soon as a reader matched,
+// KEEP_ALL with --window samples in flight (Write refuses when the history
+// is full; acknowledgements free it), until SIGINT/SIGTERM. On the way out
+// it prints one `SERVER_STATS {json}` line: CPU, samples written, kernel
+// entries, and a 50 ms timeline the runner cuts to the reader's measured
+// phase. `sub` (alias `client`) waits for the match, takes samples for
+// --warmup_s, then measures --duration_s of samples and writes the ringlab
+// bulk JSON (mode "bulk", direction "download": the server sent) to --json
+// or a `RESULT {...}` line.
+// Exit codes: 0 ok, 1 bad usage, 2 run failed (no match or no data in
+// time), 3 the backend preset cannot run here.
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "bench/json_writer.h"
+#include "bench/process_stats.h"
+#include "rtps/ddsperf_types.h"
+#include "rtps/domain_participant.h"
+#include "rtps/topic.h"
+
+namespace ringlab::rtps {
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitUsage = 1;
+constexpr int kExitRunFailed = 2;
+constexpr int kExitUnsupported = 3;
+constexpr char kTopic[] = "ringlab_throughput";
+
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop.store(true); }
+
+struct Options {
+  std::string role;
+  std::string backend = "auto";
+  uint32_t domain = 0;
+  std::string interface_address = "127.0.0.1";
+  bool reliable = true;
+  uint32_t payload = 65536;  // ddsperf "size": includes the 12 fixed bytes
+  int32_t window = 32;       // pub: KEEP_ALL max_samples (in flight)
+  double warmup_s = 1;
+  double duration_s = 5;
+  double timeout_s = 30;
+  int cpu = -1;
+  std::string json_path;
+};
+
+const char* kUsage =
+    "usage: ringlab_dds_throughput pub|sub [--backend=PRESET] [--domain=N]\n"
+    "  [--interface=A.B.C.D|auto] [--reliability=reliable|best-effort]\n"
+    "  [--payload=BYTES (>= 12, ddsperf size)] [--window=N (pub)]\n"
+    "  [--warmup_s=S] [--duration_s=S] [--timeout_s=S] (sub)\n"
+    "  [--cpu=N] [--json=PATH (sub)]\n"
+    "exit: 0 ok, 1 usage, 2 run failed, 3 backend unsupported here\n";
+
+bool ParseArgs(int argc, char** argv, Options* o, std::string* err) {
+  if (argc < 2) {
+    *err = "missing role";
+    return false;
+  }
+  o->role = argv[1];
+  if (o->role == "server") o->role = "pub";
+  if (o->role == "client") o->role = "sub";
+  if (o->role != "pub" && o->role != "sub") {
+    *err = "role must be pub or sub";
+    return false;
+  }
+  for (int i = 2; i < argc; ++i) {
+    absl::string_view a = argv[i];
+    auto value = [&](absl::string_view name, absl::string_view* v) {
+      if (!absl::StartsWith(a, name)) return false;
+      *v = a.substr(name.size());
+      return true;
+    };
+    absl::string_view v;
+    bool ok = true;
+    if (value("--reliability=", &v)) {
+      ok = v == "reliable" || v == "best-effort";
+      o->reliable = v == "reliable";
+    } else if (value("--backend=", &v)) {
+      o->backend = std::string(v);
+    } else if (value("--domain=", &v)) {
+      ok = absl::SimpleAtoi(v, &o->domain);
+    } else if (value("--interface=", &v)) {
+      o->interface_address = std::string(v);
+    } else if (value("--payload=", &v)) {
+      ok = absl::SimpleAtoi(v, &o->payload) && o->payload >= 12 &&
+           o->payload <= (16u << 20);
+    } else if (value("--window=", &v)) {
+      ok = absl::SimpleAtoi(v, &o->window) && o->window >= 1 &&
+           o->window <= 100000;
+    } else if (value("--warmup_s=", &v)) {
+      ok = absl::SimpleAtod(v, &o->warmup_s) && o->warmup_s >= 0;
+    } else if (value("--duration_s=", &v)) {
+      ok = absl::SimpleAtod(v, &o->duration_s) && o->duration_s > 0;
+    } else if (value("--timeout_s=", &v)) {
+      ok = absl::SimpleAtod(v, &o->timeout_s) && o->timeout_s > 0;
+    } else if (value("--cpu=", &v)) {
+      ok = absl::SimpleAtoi(v, &o->cpu);
+    } else if (value("--json=", &v)) {
+      o->json_path = std::string(v);
+    } else {
+      *err = absl::StrCat("unknown flag ", a);
+      return false;
+    }
+    if (!ok) {
+      *err = absl::StrCat("bad value in ", a);
+      return false;
+    }
+  }
+  return true;
+}
+
+bool IsUnsupportedBackend(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kUnimplemented:
+      return true;
+    case absl::StatusCode::kResourceExhausted:
+      return !absl::StrContains(s.message(), "participant id");
+    default:
+      return false;
+  }
+}
+
+Duration Seconds(double s) { return Duration(static_cast<int64_t>(s * 1e9)); }
+
+class Throughput {
+ public:
+  explicit Throughput(const Options& o) : o_(o) {}
+
+  int Setup() {
+    DomainParticipantOptions dpo;
+    dpo.domain_id = o_.domain;
+    dpo.backend = o_.backend;
+    dpo.interface_address = o_.interface_address;
+    dpo.core.entity_name = "ringlab_dds_throughput";
+    // Room for a GSO train of DATA_FRAGs (or one whole small sample) and
+    // for the windows of fragments in flight.
+    uint32_t need = std::max<uint32_t>(o_.payload, 16384) + 1024;
+    dpo.buffer_size = std::min<uint32_t>((need + 1023) & ~1023u, 66560);
+    dpo.buffer_count =
+        std::clamp<uint32_t>((16u << 20) / dpo.buffer_size, 64, 4096);
+    auto dp = DomainParticipant::Create(dpo);
+    if (!dp.ok()) {
+      std::fprintf(stderr, "ringlab_dds_throughput: %s\n",
+                   std::string(dp.status().message()).c_str());
+      return IsUnsupportedBackend(dp.status()) ? kExitUnsupported
+                                               : kExitRunFailed;
+    }
+    dp_ = std::move(*dp);
+    topic_ = std::make_unique<Topic<KeyedSeq>>(kTopic);
+    EndpointQos q = o_.role == "pub" ? EndpointQos::WriterDefaults()
+                                     : EndpointQos::ReaderDefaults();
+    q.reliability =
+        o_.reliable ? ReliabilityKind::kReliable : ReliabilityKind::kBestEffort;
+    q.history = HistoryKind::kKeepAll;
+    if (o_.role == "pub") {
+      q.max_samples = o_.window;
+      auto w = DataWriter<KeyedSeq>::Create(*dp_, *topic_, q);
+      if (!w.ok()) {
+        std::fprintf(stderr, "ringlab_dds_throughput: writer: %s\n",
+                     std::string(w.status().message()).c_str());
+        return kExitRunFailed;
+      }
+      writer_ = std::move(*w);
+    } else {
+      auto r = DataReader<KeyedSeq>::Create(*dp_, *topic_, q);
+      if (!r.ok()) {
+        std::fprintf(stderr, "ringlab_dds_throughput: reader: %s\n",
+                     std::string(r.status().message()).c_str());
+        return kExitRunFailed;
+      }
+      reader_ = std::move(*r);
+    }
+    return kExitOk;
+  }
+
+  // ---- pub ----------------------------------------------------------------
+  int RunPub() {
+    Endpoint shown = dp_->core().config().default_unicast[0].ToEndpoint();
+    std::printf("READY %s\n", shown.ToString().c_str());
+    std::fflush(stdout);
+    const bench::CpuTime cpu0 = bench::CpuTime::Now();
+    const transport::LoopCounters k0 = dp_->loop().counters();
+    timeline_.reserve(kMaxTimeline);
+    auto sample = [&](bool force) {
+      Timestamp now = MonotonicNow();
+      if (!force && now < next_sample_) return;
+      next_sample_ = now + std::chrono::milliseconds(kTimelineMs);
+      if (timeline_.size() == kMaxTimeline) return;  // ~100 s covered
+      timeline_.push_back({now.nanos(),
+                           (bench::CpuTime::Now() - cpu0).total_us(), written_,
+                           dp_->loop().counters().Delta(k0).kernel_entries(),
+                           bench::ResidentSetKib(), writer_->matched()});
+    };
+    sample(true);
+    KeyedSeq s{0, 0, std::vector<uint8_t>(o_.payload - 12, 0x5a)};
+    const bool busy = dp_->loop().backend().flags.busy_poll;
+    while (!g_stop.load(std::memory_order_relaxed)) {
+      if (writer_->matched() > 0) {
+        // Fill the window; a full KEEP_ALL history refuses the next one.
+        for (int i = 0; i < o_.window; ++i) {
+          s.seq = static_cast<uint32_t>(written_ + 1);
+          absl::Status st = writer_->Write(s);
+          if (!st.ok()) {
+            if (!absl::IsResourceExhausted(st)) ++write_errors_;
+            break;
+          }
+          ++written_;
+        }
+      }
+      dp_->RunOnce(busy ? Duration(0) : std::chrono::milliseconds(1));
+      sample(false);
+    }
+    sample(true);
+    const bench::CpuTime cpu = bench::CpuTime::Now() - cpu0;
+    const transport::LoopCounters k = dp_->loop().counters().Delta(k0);
+    bench::JsonWriter json;
+    json.BeginObject();
+    json.Key("schema").String("ringlab.dds_throughput.server/1");
+    json.Key("program").String("ringlab_dds_throughput");
+    json.Key("role").String("pub");
+    json.Key("backend").String(dp_->loop().backend().name);
+    json.Key("payload_bytes").Uint(o_.payload);
+    json.Key("cpu_us").Int(cpu.total_us());
+    json.Key("messages").Uint(written_);
+    json.Key("kernel_entries").Uint(k.kernel_entries());
+    json.Key("write_errors").Uint(write_errors_);
+    const ParticipantCounters& pc = dp_->core().counters();
+    json.Key("rtps").BeginObject();
+    json.Key("fragments_sent").Uint(pc.fragments_sent);
+    json.Key("fragments_retransmitted").Uint(pc.fragments_retransmitted);
+    json.Key("retransmits").Uint(pc.retransmits);
+    json.Key("heartbeats_sent").Uint(pc.heartbeats_sent);
+    json.Key("acknacks_received").Uint(pc.acknacks_received);
+    json.EndObject();
+    json.Key("timeline").BeginObject();
+    json.Key("interval_ms").Int(kTimelineMs);
+    auto column = [&](const char* name, auto field) {
+      json.Key(name).BeginArray();
+      for (const Tick& t : timeline_) json.Int(static_cast<int64_t>(field(t)));
+      json.EndArray();
+    };
+    column("t_ns", [](const Tick& t) { return t.t_ns; });
+    column("cpu_us", [](const Tick& t) { return t.cpu_us; });
+    column("messages", [](const Tick& t) { return t.messages; });
+    column("kernel_entries", [](const Tick& t) { return t.kernel_entries; });
+    column("rss_kib", [](const Tick& t) { return t.rss_kib; });
+    column("connections", [](const Tick& t) { return t.connections; });
+    json.EndObject();
+    json.EndObject();
+    std::printf("SERVER_STATS %s\n", json.str().c_str());
+    std::fflush(stdout);
+    return kExitOk;
+  }
+
+  // ---- sub ----------------------------------------------------------------
+  int RunSub() {
+    const Timestamp deadline = MonotonicNow() + Seconds(o_.timeout_s);
+    const bool busy = dp_->loop().backend().flags.busy_poll;
+    const Duration wait = busy ? Duration(0) : std::chrono::milliseconds(5);
+    while (reader_->matched() == 0) {
+      if (MonotonicNow() > deadline || g_stop.load()) {
+        std::fprintf(stderr, "ringlab_dds_throughput sub: no writer matched\n");
+        return kExitRunFailed;
+      }
+      dp_->RunOnce(wait);
+    }
+    KeyedSeq got;
+    SampleInfo info;
+    uint64_t taken = 0, bytes = 0, last_seq = 0, gaps = 0;
+    auto drain = [&] {
+      while (reader_->Take(&got, &info)) {
+        ++taken;
+        bytes += 12 + got.baggage.size();
+        if (last_seq != 0 && got.seq != last_seq + 1) ++gaps;
+        last_seq = got.seq;
+      }
+    };
+    // Warm-up: from the first sample, --warmup_s.
+    while (taken == 0) {
+      if (MonotonicNow() > deadline || g_stop.load()) {
+        std::fprintf(stderr, "ringlab_dds_throughput sub: no data\n");
+        return kExitRunFailed;
+      }
+      dp_->RunOnce(wait);
+      drain();
+    }
+    const Timestamp warm_end = MonotonicNow() + Seconds(o_.warmup_s);
+    while (MonotonicNow() < warm_end && !g_stop.load()) {
+      dp_->RunOnce(wait);
+      drain();
+    }
+    const uint64_t taken0 = taken, bytes0 = bytes;
+    const Timestamp t0 = MonotonicNow();
+    const bench::CpuTime cpu0 = bench::CpuTime::Now();
+    const transport::LoopCounters k0 = dp_->loop().counters();
+    const Timestamp end = t0 + Seconds(o_.duration_s);
+    while (MonotonicNow() < end && !g_stop.load()) {
+      dp_->RunOnce(wait);
+      drain();
+    }
+    const Timestamp t1 = MonotonicNow();
+    const bench::CpuTime cpu = bench::CpuTime::Now() - cpu0;
+    const transport::LoopCounters k = dp_->loop().counters().Delta(k0);
+    const uint64_t n = taken - taken0, nbytes = bytes - bytes0;
+    if (n == 0) {
+      std::fprintf(stderr, "ringlab_dds_throughput sub: no samples measured\n");
+      return kExitRunFailed;
+    }
+    const double secs = (t1 - t0).count() / 1e9;
+    const double mb = nbytes / 1e6;
+    bench::JsonWriter json;
+    json.BeginObject();
+    json.Key("schema").String("ringlab.dds_throughput/1");
+    json.Key("program").String("ringlab_dds_throughput");
+    json.Key("protocol").String("dds");
+    const transport::BackendInfo& b = dp_->loop().backend();
+    json.Key("backend").String(b.name);
+    json.Key("backend_requested").String(b.requested);
+    json.Key("backend_flags").String(b.flags.ToString());
+    json.Key("backend_note").String(b.chosen_because);
+    json.Key("mode").String("bulk");
+    json.Key("reliability").String(o_.reliable ? "reliable" : "best-effort");
+    json.Key("payload_bytes").Uint(o_.payload);
+    json.Key("connections").Uint(1);
+    json.Key("samples").Uint(n);
+    json.Key("warmup").Uint(taken0);
+    json.Key("lost").Uint(gaps);
+    json.Key("rtt_us").BeginObject();
+    for (const char* key :
+         {"min", "mean", "p50", "p90", "p99", "p999", "max"}) {
+      json.Key(key).Null();
+    }
+    json.EndObject();
+    json.Key("messages_per_s").Number(n / secs);
+    json.Key("cpu_us_per_msg").Number(static_cast<double>(cpu.total_us()) / n);
+    json.Key("kernel_entries_per_msg")
+        .Number(static_cast<double>(k.kernel_entries()) / n);
+    json.Key("total_messages").Uint(taken);
+    json.Key("measured_start_ns").Int(t0.nanos());
+    json.Key("measured_end_ns").Int(t1.nanos());
+    json.Key("bulk").BeginObject();
+    json.Key("direction").String("download");
+    json.Key("bytes").Uint(nbytes);
+    json.Key("chunk_bytes").Uint(o_.payload);
+    json.Key("completion_s").Number(secs);
+    json.Key("goodput_bytes_per_s").Number(nbytes / secs);
+    json.Key("receive_span_s").Number(secs);
+    // The reader cannot see the writer's resends; the server's own
+    // counters are in its SERVER_STATS.
+    json.Key("retransmission_ratio").Null();
+    json.Key("spurious_retransmissions").Null();
+    json.Key("client_cpu_us_per_mb").Number(cpu.total_us() / mb);
+    json.Key("client_kernel_entries_per_mb").Number(k.kernel_entries() / mb);
+    json.EndObject();
+    json.Key("counters").BeginObject();
+    k.ForEach([&](const char* name, uint64_t v) { json.Key(name).Uint(v); });
+    json.EndObject();
+    const ParticipantCounters& pc = dp_->core().counters();
+    json.Key("rtps").BeginObject();
+    json.Key("samples_reassembled").Uint(pc.samples_reassembled);
+    json.Key("acknacks_sent").Uint(pc.acknacks_sent);
+    json.Key("nack_frags_sent").Uint(pc.nack_frags_sent);
+    json.EndObject();
+    json.Key("cpu").Int(o_.cpu);
+    json.EndObject();
+    std::fprintf(stderr,
+                 "ringlab_dds_throughput sub: %s %u B: %.1f MB/s, %.0f cpu "
+                 "us/MB, %.2f kernel entries/sample, %llu samples in %.2f s\n",
+                 b.name.c_str(), o_.payload, mb / secs, cpu.total_us() / mb,
+                 static_cast<double>(k.kernel_entries()) / n,
+                 static_cast<unsigned long long>(n), secs);
+    if (o_.json_path.empty()) {
+      std::printf("RESULT %s\n", json.str().c_str());
+    } else if (std::FILE* f = std::fopen(o_.json_path.c_str(), "w")) {
+      std::fprintf(f, "%s\n", json.str().c_str());
+      std::fclose(f);
+    } else {
+      std::fprintf(stderr, "cannot write %s\n", o_.json_path.c_str());
+      return kExitRunFailed;
+    }
+    std::fflush(stdout);
+    return kExitOk;
+  }
+
+ private:
+  struct Tick {
+    int64_t t_ns;
+    int64_t cpu_us;
+    uint64_t messages;
+    uint64_t kernel_entries;
+    uint64_t rss_kib;
+    uint64_t connections;  // matched readers
+  };
+  static constexpr size_t kMaxTimeline = 2048;
+  static constexpr int kTimelineMs = 50;
+
+  const Options& o_;
+  std::unique_ptr<DomainParticipant> dp_;
+  std::unique_ptr<Topic<KeyedSeq>> topic_;
+  std::unique_ptr<DataWriter<KeyedSeq>> writer_;
+  std::unique_ptr<DataReader<KeyedSeq>> reader_;
+  uint64_t written_ = 0, write_errors_ = 0;
+  std::vector<Tick> timeline_;
+  Timestamp next_sample_;
+};
+
+}  // namespace
+}  // namespace ringlab::rtps
+
+int main(int argc, char** argv) {
+  using namespace ringlab::rtps;
+  Options o;
+  std::string err;
+  if (!ParseArgs(argc, argv, &o, &err)) {
+    std::fprintf(stderr, "ringlab_dds_throughput: %s\n%s", err.c_str(), kUsage);
+    return kExitUsage;
+  }
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  if (o.cpu >= 0) {
+    absl::Status s = ringlab::bench::PinThisThreadToCpu(o.cpu);
+    if (!s.ok()) {
+      std::fprintf(stderr, "ringlab_dds_throughput: %s\n",
+                   std::string(s.message()).c_str());
+      return kExitUsage;
+    }
+  }
+  Throughput t(o);
+  if (int rc = t.Setup(); rc != kExitOk) return rc;
+  return o.role == "pub" ? t.RunPub() : t.RunSub();
+}
