@@ -127,6 +127,8 @@ struct Connection {
   MessageRef pending_message;
   std::span<const std::byte> pending_tail;
   bool in_ready = false;
+  // Acks of this connection waiting in Broker::held_acks_ for a commit.
+  uint32_t held_acks = 0;
 
   void Reset() {
     state = State::kFree;
@@ -147,6 +149,7 @@ struct Connection {
     pending_message.Reset();
     pending_tail = {};
     in_ready = false;
+    held_acks = 0;  // entries left in held_acks_ see a stale generation
   }
 };
 
@@ -1104,6 +1107,7 @@ void Broker::HandlePublish(Connection& c, const Publish& in, Timestamp now) {
     return;
   }
   ++counters_.publishes_received[p.qos];
+  const uint64_t written_before = StoreWritten();
 
   if (p.qos == 2) {
     // QoS 2, method A (§4.3.3): the message goes on now and the packet id
@@ -1114,7 +1118,9 @@ void Broker::HandlePublish(Connection& c, const Publish& in, Timestamp now) {
       PubResponse rec;
       rec.type = PacketType::kPubrec;
       rec.packet_id = p.packet_id;
-      StageControl(c, rec);
+      // The first PUBREC may have been held and lost with an earlier
+      // connection: wait for whatever is not durable yet.
+      StageAck(c, rec, /*written_before=*/0);
       return;
     }
     // §4.9: more unacknowledged QoS 2 than our Receive Maximum is 0x93.
@@ -1169,7 +1175,7 @@ void Broker::HandlePublish(Connection& c, const Publish& in, Timestamp now) {
     ack.type = PacketType::kPuback;
     ack.packet_id = p.packet_id;
     ack.reason = reason;
-    StageControl(c, ack);
+    StageAck(c, ack, written_before);
   } else if (p.qos == 2) {
     PubResponse rec;
     rec.type = PacketType::kPubrec;
@@ -1177,7 +1183,7 @@ void Broker::HandlePublish(Connection& c, const Publish& in, Timestamp now) {
     rec.reason = reason;
     // A refused QoS 2 ends the exchange here (§4.3.3).
     if (!IsError(reason)) s.awaiting_pubrel.push_back(p.packet_id);
-    StageControl(c, rec);
+    StageAck(c, rec, written_before);
   }
 }
 
@@ -1352,6 +1358,7 @@ void Broker::HandlePubResponse(Connection& c, const PubResponse& r,
     // §4.3.3: the client releases its QoS 2 message; complete it.
     auto it = std::find(s.awaiting_pubrel.begin(), s.awaiting_pubrel.end(),
                         r.packet_id);
+    const uint64_t written_before = StoreWritten();
     PubResponse comp;
     comp.type = PacketType::kPubcomp;
     comp.packet_id = r.packet_id;
@@ -1361,7 +1368,7 @@ void Broker::HandlePubResponse(Connection& c, const PubResponse& r,
     } else {
       comp.reason = ReasonCode::kPacketIdentifierNotFound;
     }
-    StageControl(c, comp);
+    StageAck(c, comp, written_before);
     return;
   }
   size_t i = 0;
@@ -1659,6 +1666,51 @@ void Broker::EndSession(Session& s, Timestamp now) {
 
 // ---- Durable state
 // ------------------------------------------------------------
+
+uint64_t Broker::StoreWritten() const {
+  return store_ != nullptr ? store_->written_sequence() : 0;
+}
+
+void Broker::StageAck(Connection& c, const PubResponse& ack,
+                      uint64_t written_before) {
+  if (store_ != nullptr) {
+    // Group commit: an ack whose packet changed the store waits for the
+    // commit that makes the change durable (the guarantee: a
+    // PUBACK or PUBCOMP that went out is never lost). An ack behind a held
+    // one waits too, so acks leave in the order their packets came
+    // (MQTT-4.6.0-2..-4).
+    const uint64_t written = store_->written_sequence();
+    if (c.held_acks > 0 ||
+        (written != written_before && store_->durable_sequence() < written)) {
+      // `written` never decreases, so held_acks_ stays sorted by it.
+      held_acks_.push_back(HeldAck{ConnectionId{c.index, c.generation}, written,
+                                   ack.type, ack.reason, ack.packet_id});
+      ++c.held_acks;
+      ++counters_.acks_held;
+      return;
+    }
+  }
+  StageControl(c, ack);
+}
+
+void Broker::OnStoreDurable(Timestamp) {
+  if (store_ == nullptr) return;
+  const uint64_t durable = store_->durable_sequence();
+  while (!held_acks_.empty() && held_acks_.front().sequence <= durable) {
+    const HeldAck h = held_acks_.front();
+    held_acks_.pop_front();
+    Connection* c = Lookup(h.connection);
+    if (c == nullptr) continue;  // closed: the client sends it again
+    --c->held_acks;
+    if (c->state != Connection::State::kActive) continue;
+    PubResponse ack;
+    ack.type = h.type;
+    ack.packet_id = h.packet_id;
+    ack.reason = h.reason;
+    StageControl(*c, ack);
+  }
+  held_acks_.ShrinkIfEmpty(1024);
+}
 
 void Broker::Unstore(uint64_t key) {
   if (key != 0 && store_ != nullptr) store_->DeleteQueued(key);

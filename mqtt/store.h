@@ -75,6 +75,17 @@ class BrokerStore {
   // Acknowledged, expired or dropped. DeleteSession removes a session's
   // queued messages too.
   virtual void DeleteQueued(uint64_t key) = 0;
+
+  // Group commit. Every change above advances written_sequence() by one;
+  // durable_sequence() is the last change the store's policy has made
+  // durable (committed, and fsynced if the policy says so), never above
+  // written_sequence(). The core holds a PUBACK, PUBREC or PUBCOMP whose
+  // packet caused changes until durable_sequence() covers them, and the
+  // driver calls Broker::OnStoreDurable() after each commit to release
+  // them. A store that is durable when a call returns keeps the two equal
+  // (the defaults: nothing is ever held).
+  virtual uint64_t written_sequence() const { return 0; }
+  virtual uint64_t durable_sequence() const { return 0; }
 };
 
 // What a store loads at startup, handed to Broker::Restore*.

@@ -359,6 +359,9 @@ absl::StatusOr<StoreLoadReport> SqliteStore::Load(Broker* broker,
 }
 
 void SqliteStore::Fail(const char* what) {
+  // From the first error on, durable_ stops: a change that may be lost is
+  // never confirmed, so no ack for it goes out (the clients send again after
+  // a reconnect; status() says why).
   ++counters_.write_errors;
   if (status_.ok()) {
     status_ = absl::InternalError(
@@ -379,10 +382,15 @@ void SqliteStore::BeginChange() {
 }
 
 void SqliteStore::EndChange(int rc) {
+  ++written_;
   if (rc == SQLITE_DONE) {
     ++counters_.writes;
-    // Outside a transaction each statement commits on its own (autocommit).
-    if (!in_transaction_) ++counters_.commits;
+    // Outside a transaction each statement commits on its own (autocommit),
+    // durable as the policy promises when it returns.
+    if (!in_transaction_) {
+      ++counters_.commits;
+      if (status_.ok()) durable_ = written_;
+    }
   } else {
     Fail("write");
   }
@@ -393,6 +401,8 @@ void SqliteStore::Flush() {
   sqlite3_stmt* st = statements_[kCommit];
   if (sqlite3_step(st) == SQLITE_DONE) {
     ++counters_.commits;
+    // One commit releases every ack of the window.
+    if (status_.ok()) durable_ = written_;
   } else {
     Fail("COMMIT");
     sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);

@@ -15,8 +15,12 @@
 //   synchronous=FULL (the WAL is fsynced before the call returns). Nothing
 //   acknowledged is lost to a crash or a power cut; one fsync per change.
 // - kBatch: changes gather in one open transaction, committed (FULL) at
-//   most `batch_window` after the first; a kill -9 or power cut loses the
-//   changes of the last window (at most), never more, and never corrupts.
+//   most `batch_window` after the first (group commit). The broker holds
+//   the PUBACK/PUBREC/PUBCOMP of a packet that changed the store until
+//   that commit (durable_sequence()), so a kill -9 or power cut loses only
+//   changes nobody was told about (the clients send them again), never an
+//   acknowledged message, and never corrupts. The cost: acks of stored
+//   messages wait up to `batch_window`.
 // - kNever: every change is committed at once but never fsynced
 //   (synchronous=OFF): a kill -9 loses nothing (the kernel holds the
 //   writes), a power cut or kernel crash may lose recent changes or, per
@@ -27,7 +31,9 @@
 // (corrupt or truncated), or its schema is from an unknown version. SQLite
 // itself drops a torn WAL tail (frames whose checksum does not match) at
 // open; Load() reports what it found. A write that fails later is counted
-// and the first such error kept in status(); the broker keeps running.
+// and the first such error kept in status(); the broker keeps running, but
+// durable_sequence() stops there, so acks of stored messages are held from
+// then on (nothing that may be lost is confirmed).
 // Ownership: owns its sqlite3 handle. Threading: one thread (the Loop's).
 #ifndef RINGLAB_MQTT_STORE_SQLITE_H_
 #define RINGLAB_MQTT_STORE_SQLITE_H_
@@ -102,6 +108,8 @@ class SqliteStore : public BrokerStore {
                      std::span<const uint32_t> subscription_ids,
                      Timestamp now) override;
   void DeleteQueued(uint64_t key) override;
+  uint64_t written_sequence() const override { return written_; }
+  uint64_t durable_sequence() const override { return durable_; }
 
  private:
   explicit SqliteStore(const SqliteStoreOptions& options);
@@ -133,6 +141,8 @@ class SqliteStore : public BrokerStore {
   };
   sqlite3_stmt* statements_[kStatementCount] = {};
   bool in_transaction_ = false;
+  uint64_t written_ = 0;  // changes made (BrokerStore::written_sequence)
+  uint64_t durable_ = 0;  // of them, committed
   Timestamp flush_at_ = Timestamp::Never();
   absl::Status status_;
   SqliteStoreCounters counters_;

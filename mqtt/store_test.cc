@@ -134,6 +134,32 @@ TEST(SqliteStore, BatchCommitsAtTheWindow) {
   EXPECT_EQ(r->sessions, 2u);
 }
 
+// The group-commit sequences the broker holds its acks on: batch confirms
+// a change only at the commit, always and never when the call returns.
+TEST(SqliteStore, DurableSequenceFollowsTheCommit) {
+  TempDir dir;
+  {
+    std::unique_ptr<SqliteStore> batch =
+        OpenStore(dir.path(), FsyncPolicy::kBatch);
+    ASSERT_NE(batch, nullptr);
+    EXPECT_EQ(batch->written_sequence(), batch->durable_sequence());
+    const uint64_t start = batch->written_sequence();
+    batch->PutSession("a", 10);
+    batch->PutSubscription("a", "t", {.max_qos = 1}, 0);
+    EXPECT_EQ(batch->written_sequence(), start + 2);
+    EXPECT_EQ(batch->durable_sequence(), start);
+    batch->Flush();
+    EXPECT_EQ(batch->durable_sequence(), start + 2);
+  }
+  for (FsyncPolicy policy : {FsyncPolicy::kAlways, FsyncPolicy::kNever}) {
+    std::unique_ptr<SqliteStore> store = OpenStore(dir.path(), policy);
+    ASSERT_NE(store, nullptr);
+    store->PutSession("b", 10);
+    EXPECT_GT(store->written_sequence(), 0u);
+    EXPECT_EQ(store->durable_sequence(), store->written_sequence());
+  }
+}
+
 TEST(SqliteStore, NotADatabaseIsAnError) {
   TempDir dir;
   {
