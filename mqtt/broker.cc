@@ -605,6 +605,10 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
         f.subscription_ids = ids;
         f.store_key = store_key;
         s.inflight.push_back(std::move(f));
+        // Its packet id, so a restart resends it with DUP (MQTT-4.4.0-1).
+        if (store_key != 0 && store_ != nullptr) {
+          store_->MarkQueuedSent(store_key, header.packet_id);
+        }
       }
       ++counters_.publishes_sent[header.qos];
     }
@@ -1182,7 +1186,13 @@ void Broker::HandlePublish(Connection& c, const Publish& in, Timestamp now) {
     rec.packet_id = p.packet_id;
     rec.reason = reason;
     // A refused QoS 2 ends the exchange here (§4.3.3).
-    if (!IsError(reason)) s.awaiting_pubrel.push_back(p.packet_id);
+    if (!IsError(reason)) {
+      s.awaiting_pubrel.push_back(p.packet_id);
+      // Across a restart too: a resent PUBLISH is not routed twice.
+      if (s.stored && store_ != nullptr) {
+        store_->PutInboundQos2(s.client_id, p.packet_id);
+      }
+    }
     StageAck(c, rec, written_before);
   }
 }
@@ -1365,6 +1375,9 @@ void Broker::HandlePubResponse(Connection& c, const PubResponse& r,
     if (it != s.awaiting_pubrel.end()) {
       *it = s.awaiting_pubrel.back();
       s.awaiting_pubrel.pop_back();
+      if (s.stored && store_ != nullptr) {
+        store_->DeleteInboundQos2(s.client_id, r.packet_id);
+      }
     } else {
       comp.reason = ReasonCode::kPacketIdentifierNotFound;
     }
@@ -1401,10 +1414,11 @@ void Broker::HandlePubResponse(Connection& c, const PubResponse& r,
         } else {
           f.state = Inflight::State::kAwaitPubcomp;
           f.message.Reset();  // PUBREL needs only the id
-          // The client has the message: the store forgets it (a restart
-          // does not resume the PUBREL, see store.h).
-          Unstore(f.store_key);
-          f.store_key = 0;
+          // The client has the message: the store keeps only that PUBREL
+          // is next, so a restart resumes with PUBREL (MQTT-4.4.0-1).
+          if (f.store_key != 0 && store_ != nullptr) {
+            store_->MarkQueuedReleased(f.store_key);
+          }
           PubResponse rel;
           rel.type = PacketType::kPubrel;
           rel.packet_id = r.packet_id;
@@ -1731,6 +1745,8 @@ void Broker::SyncStoredSession(Session& s) {
       store_->PutSubscription(s.client_id, text, record.options,
                               record.subscription_id);
     }
+    for (uint16_t id : s.awaiting_pubrel)
+      store_->PutInboundQos2(s.client_id, id);
   }
   s.stored = true;
   s.stored_expiry_s = s.expiry_interval_s;
@@ -1784,6 +1800,29 @@ absl::Status Broker::RestoreSession(const StoredSession& stored,
         r.expires_in_ms == 0
             ? Timestamp::Never()
             : now + std::chrono::milliseconds(int64_t(r.expires_in_ms));
+    if (q.packet_id != 0) {
+      // Sent before the restart and not acknowledged: in flight again, so
+      // the resumed session resends it with DUP and the same packet id,
+      // or its PUBREL (MQTT-4.4.0-1). The store keeps them in send order.
+      Inflight f;
+      f.packet_id = q.packet_id;
+      f.qos = std::clamp<uint8_t>(q.qos, 1, 2);
+      f.retain = q.retain;
+      if (q.released && f.qos == 2) {
+        f.state = Inflight::State::kAwaitPubcomp;  // only PUBREL is left
+      } else {
+        f.state = f.qos == 1 ? Inflight::State::kAwaitPuback
+                             : Inflight::State::kAwaitPubrec;
+        f.message =
+            pool_.Create(r.topic, std::min<uint8_t>(r.qos, 2), false,
+                         r.properties, r.payload, expires, kNoPublisher);
+        ++f.message->fanout_;
+      }
+      f.subscription_ids.assign(q.subscription_ids);
+      f.store_key = q.key;
+      s.inflight.push_back(std::move(f));
+      continue;
+    }
     Delivery d;
     d.message = pool_.Create(r.topic, std::min<uint8_t>(r.qos, 2), false,
                              r.properties, r.payload, expires, kNoPublisher);
@@ -1800,6 +1839,12 @@ absl::Status Broker::RestoreSession(const StoredSession& stored,
     d.subscription_ids.assign(q.subscription_ids);
     d.store_key = q.key;
     s.qos12.push_back(std::move(d));
+  }
+  for (uint16_t id : stored.awaiting_pubrel) {
+    if (std::find(s.awaiting_pubrel.begin(), s.awaiting_pubrel.end(), id) ==
+        s.awaiting_pubrel.end()) {
+      s.awaiting_pubrel.push_back(id);
+    }
   }
   // Disconnected: it expires unless a client resumes it (DetachSession's
   // rule, from load time).

@@ -348,8 +348,9 @@ class Broker {
   // after every commit, then poll the ready connections.
   void OnStoreDurable(Timestamp now);
   // A persistent session as a store kept it: disconnected, with its
-  // subscriptions and queued QoS 1/2 messages (sent again with new packet
-  // ids when it resumes), expiring `expiry_interval_s` after `now` (the
+  // subscriptions, queued QoS 1/2 messages, in-flight ones (resent with
+  // DUP and their packet ids, or as PUBREL, when it resumes) and inbound
+  // QoS 2 ids awaiting PUBREL, expiring `expiry_interval_s` after `now` (the
   // countdown restarts at load: the core has no clock across restarts). Errors:
   // AlreadyExists for a client id already known, InvalidArgument for an
   // invalid filter or an expiry of 0.

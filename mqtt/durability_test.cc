@@ -47,6 +47,10 @@ class FakeStore : public BrokerStore {
     return written_;
   }
   void DeleteQueued(uint64_t) override { Change(); }
+  void MarkQueuedSent(uint64_t, uint16_t) override { Change(); }
+  void MarkQueuedReleased(uint64_t) override { Change(); }
+  void PutInboundQos2(std::string_view, uint16_t) override { Change(); }
+  void DeleteInboundQos2(std::string_view, uint16_t) override { Change(); }
   uint64_t written_sequence() const override { return written_; }
   uint64_t durable_sequence() const override { return durable_; }
 

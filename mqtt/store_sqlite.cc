@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -15,7 +16,9 @@ namespace {
 
 // Bumped when the tables change; a database from another version is an
 // error, not something to guess at.
-constexpr int kSchemaVersion = 1;
+// 2: queued.packet_id/released and inbound_qos2 (a version 1 file is
+// migrated in place at open).
+constexpr int kSchemaVersion = 2;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS meta(
@@ -32,8 +35,20 @@ CREATE TABLE IF NOT EXISTS queued(
   id INTEGER PRIMARY KEY AUTOINCREMENT, client_id TEXT NOT NULL,
   topic TEXT NOT NULL, message_qos INTEGER NOT NULL, qos INTEGER NOT NULL,
   retain INTEGER NOT NULL, properties BLOB NOT NULL, payload BLOB NOT NULL,
-  subscription_ids BLOB NOT NULL, expires_wall_ms INTEGER NOT NULL);
+  subscription_ids BLOB NOT NULL, expires_wall_ms INTEGER NOT NULL,
+  packet_id INTEGER NOT NULL DEFAULT 0, released INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS queued_by_client ON queued(client_id, id);
+CREATE TABLE IF NOT EXISTS inbound_qos2(
+  client_id TEXT NOT NULL, packet_id INTEGER NOT NULL,
+  PRIMARY KEY(client_id, packet_id));
+)sql";
+
+// Version 1 had no in-flight state: its rows were never sent (0) as far as
+// a restart is concerned, which is what version 1 did.
+constexpr const char* kMigrate1To2 = R"sql(
+ALTER TABLE queued ADD COLUMN packet_id INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE queued ADD COLUMN released INTEGER NOT NULL DEFAULT 0;
+UPDATE meta SET value=2 WHERE key='schema';
 )sql";
 
 // Expiry is kept as wall-clock time: the core's monotonic Timestamps mean
@@ -176,6 +191,26 @@ absl::Status SqliteStore::Init() {
           "store ", path_, " is corrupt (quick_check): ", problems));
     }
   }
+  // The version first: CREATE TABLE IF NOT EXISTS leaves a version 1
+  // queued table as it is, so it must be migrated before it is used.
+  int64_t version = 0;
+  if (absl::Status s = Exec(
+          "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER "
+          "NOT NULL)");
+      !s.ok()) {
+    return s;
+  }
+  {
+    Query q;
+    sqlite3_prepare_v2(db_, "SELECT value FROM meta WHERE key='schema'", -1,
+                       &q.st, nullptr);
+    if (q.st != nullptr && sqlite3_step(q.st) == SQLITE_ROW) {
+      version = sqlite3_column_int64(q.st, 0);
+    }
+  }
+  if (version == 1) {
+    if (absl::Status s = Exec(kMigrate1To2); !s.ok()) return s;
+  }
   if (absl::Status s = Exec(kSchema); !s.ok()) return s;
   {
     Query q;
@@ -215,6 +250,11 @@ absl::Status SqliteStore::Init() {
       "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
       "DELETE FROM queued WHERE id=?1",
       "DELETE FROM queued WHERE client_id=?1",
+      "UPDATE queued SET packet_id=?2 WHERE id=?1",
+      "UPDATE queued SET released=1 WHERE id=?1",
+      "INSERT OR REPLACE INTO inbound_qos2 VALUES(?1,?2)",
+      "DELETE FROM inbound_qos2 WHERE client_id=?1 AND packet_id=?2",
+      "DELETE FROM inbound_qos2 WHERE client_id=?1",
       "BEGIN",
       "COMMIT",
   };
@@ -281,7 +321,8 @@ absl::StatusOr<StoreLoadReport> SqliteStore::Load(Broker* broker,
     if (sqlite3_prepare_v2(db_,
                            "SELECT client_id, id, topic, message_qos, qos, "
                            "retain, properties, payload, subscription_ids, "
-                           "expires_wall_ms FROM queued ORDER BY client_id, id",
+                           "expires_wall_ms, packet_id, released FROM queued "
+                           "ORDER BY client_id, id",
                            -1, &q.st, nullptr) != SQLITE_OK) {
       return read_error("queued");
     }
@@ -293,7 +334,9 @@ absl::StatusOr<StoreLoadReport> SqliteStore::Load(Broker* broker,
       while (at < sessions.size() && sessions[at].client_id < client) ++at;
       if (at == sessions.size() || sessions[at].client_id != client) continue;
       const int64_t expires = sqlite3_column_int64(q.st, 9);
-      if (expires != 0 && expires <= wall_ms) {
+      const bool released = sqlite3_column_int64(q.st, 11) != 0;
+      // A released QoS 2 delivery needs only its PUBREL, expired or not.
+      if (expires != 0 && expires <= wall_ms && !released) {
         ++report.queued_expired;
         continue;
       }
@@ -311,9 +354,34 @@ absl::StatusOr<StoreLoadReport> SqliteStore::Load(Broker* broker,
         std::memcpy(m.subscription_ids.data(), ids.data(),
                     m.subscription_ids.size() * sizeof(uint32_t));
       }
-      m.message.expires_in_ms = expires == 0 ? 0 : uint64_t(expires - wall_ms);
+      m.message.expires_in_ms =
+          expires == 0 ? 0 : uint64_t(std::max<int64_t>(expires - wall_ms, 1));
+      m.packet_id = uint16_t(sqlite3_column_int64(q.st, 10));
+      m.released = released && m.packet_id != 0;
+      if (m.packet_id != 0) ++report.inflight;
     }
     if (rc != SQLITE_DONE) return read_error("queued");
+  }
+  {
+    Query q;
+    if (sqlite3_prepare_v2(db_,
+                           "SELECT client_id, packet_id FROM inbound_qos2 "
+                           "ORDER BY client_id, packet_id",
+                           -1, &q.st, nullptr) != SQLITE_OK) {
+      return read_error("inbound_qos2");
+    }
+    size_t at = 0;
+    int rc;
+    while ((rc = sqlite3_step(q.st)) == SQLITE_ROW) {
+      const std::string client = ColumnText(q.st, 0);
+      while (at < sessions.size() && sessions[at].client_id < client) ++at;
+      if (at == sessions.size() || sessions[at].client_id != client) continue;
+      const int64_t id = sqlite3_column_int64(q.st, 1);
+      if (id <= 0 || id > 0xFFFF) continue;  // not a packet id
+      sessions[at].awaiting_pubrel.push_back(uint16_t(id));
+      ++report.awaiting_pubrel;
+    }
+    if (rc != SQLITE_DONE) return read_error("inbound_qos2");
   }
   for (const StoredSession& s : sessions) {
     report.queued += s.queued.size();
@@ -454,6 +522,43 @@ void SqliteStore::DeleteQueued(uint64_t key) {
   sqlite3_reset(st);
 }
 
+void SqliteStore::MarkQueuedSent(uint64_t key, uint16_t packet_id) {
+  BeginChange();
+  sqlite3_stmt* st = statements_[kMarkQueuedSent];
+  sqlite3_bind_int64(st, 1, int64_t(key));
+  sqlite3_bind_int(st, 2, packet_id);
+  EndChange(sqlite3_step(st));
+  sqlite3_reset(st);
+}
+
+void SqliteStore::MarkQueuedReleased(uint64_t key) {
+  BeginChange();
+  sqlite3_stmt* st = statements_[kMarkQueuedReleased];
+  sqlite3_bind_int64(st, 1, int64_t(key));
+  EndChange(sqlite3_step(st));
+  sqlite3_reset(st);
+}
+
+void SqliteStore::PutInboundQos2(std::string_view client_id,
+                                 uint16_t packet_id) {
+  BeginChange();
+  sqlite3_stmt* st = statements_[kPutInbound];
+  BindText(st, 1, client_id);
+  sqlite3_bind_int(st, 2, packet_id);
+  EndChange(sqlite3_step(st));
+  sqlite3_reset(st);
+}
+
+void SqliteStore::DeleteInboundQos2(std::string_view client_id,
+                                    uint16_t packet_id) {
+  BeginChange();
+  sqlite3_stmt* st = statements_[kDeleteInbound];
+  BindText(st, 1, client_id);
+  sqlite3_bind_int(st, 2, packet_id);
+  EndChange(sqlite3_step(st));
+  sqlite3_reset(st);
+}
+
 void SqliteStore::PutRetained(const Message& m, Timestamp now) {
   BeginChange();
   sqlite3_stmt* st = statements_[kPutRetained];
@@ -487,8 +592,8 @@ void SqliteStore::PutSession(std::string_view client_id,
 
 void SqliteStore::DeleteSession(std::string_view client_id) {
   BeginChange();
-  for (Statement which :
-       {kDeleteSessionQueued, kDeleteSessionSubscriptions, kDeleteSession}) {
+  for (Statement which : {kDeleteSessionQueued, kDeleteSessionInbound,
+                          kDeleteSessionSubscriptions, kDeleteSession}) {
     sqlite3_stmt* st = statements_[which];
     BindText(st, 1, client_id);
     EndChange(sqlite3_step(st));

@@ -108,6 +108,11 @@ class SqliteStore : public BrokerStore {
                      std::span<const uint32_t> subscription_ids,
                      Timestamp now) override;
   void DeleteQueued(uint64_t key) override;
+  void MarkQueuedSent(uint64_t key, uint16_t packet_id) override;
+  void MarkQueuedReleased(uint64_t key) override;
+  void PutInboundQos2(std::string_view client_id, uint16_t packet_id) override;
+  void DeleteInboundQos2(std::string_view client_id,
+                         uint16_t packet_id) override;
   uint64_t written_sequence() const override { return written_; }
   uint64_t durable_sequence() const override { return durable_; }
 
@@ -135,6 +140,11 @@ class SqliteStore : public BrokerStore {
     kPutQueued,
     kDeleteQueued,
     kDeleteSessionQueued,
+    kMarkQueuedSent,
+    kMarkQueuedReleased,
+    kPutInbound,
+    kDeleteInbound,
+    kDeleteSessionInbound,
     kBegin,
     kCommit,
     kStatementCount,
