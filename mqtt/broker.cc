@@ -224,7 +224,9 @@ Broker::Broker(BrokerOptions options, BrokerAuthenticator* authenticator)
     r.byte_burst = std::max(r.bytes_per_s, double(options_.max_packet_bytes));
   }
   if (r.connections_per_s > 0) {
-    connection_rate_ = TokenBucket(r.connections_per_s, r.connection_burst);
+    for (TokenBucket& b : connection_rates_) {
+      b = TokenBucket(r.connections_per_s, r.connection_burst);
+    }
   }
 }
 
@@ -235,14 +237,20 @@ size_t Broker::retained_count() const { return retained_->size(); }
 // ---- Connections
 // -------------------------------------------------------------
 
-absl::StatusOr<ConnectionId> Broker::OnConnectionOpened(Timestamp now) {
+absl::StatusOr<ConnectionId> Broker::OnConnectionOpened(Timestamp now,
+                                                        uint32_t listener) {
+  if (listener >= kMaxListeners) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "mqtt broker: listener ", listener, " above ", kMaxListeners - 1));
+  }
   if (open_connections_ >= options_.max_connections) {
     ++counters_.connections_refused_limit;
     return absl::ResourceExhaustedError(
         absl::StrCat("mqtt broker: max_connections (", options_.max_connections,
                      ") reached"));
   }
-  if (!connection_rate_.TryTake(1, now)) {
+  // Issue 12 "Limits": connections per second per listener.
+  if (!connection_rates_[listener].TryTake(1, now)) {
     ++counters_.connections_refused_rate;
     return absl::ResourceExhaustedError(
         "mqtt broker: new connections above rate.connections_per_s");

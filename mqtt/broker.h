@@ -81,6 +81,7 @@
 #ifndef RINGLAB_MQTT_BROKER_H_
 #define RINGLAB_MQTT_BROKER_H_
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -294,8 +295,13 @@ class Broker {
 
   // ---- Connections
   // -----------------------------------------------------------
-  // ResourceExhausted when max_connections are open (counted).
-  absl::StatusOr<ConnectionId> OnConnectionOpened(Timestamp now);
+  // ResourceExhausted when max_connections are open, or when `listener`'s
+  // new connections are over rate.connections_per_s (each counted).
+  // `listener` (below kMaxListeners; 0: plain, 1: TLS in BrokerDriver)
+  // names the listener that accepted it: each has its own rate bucket.
+  static constexpr uint32_t kMaxListeners = 4;
+  absl::StatusOr<ConnectionId> OnConnectionOpened(Timestamp now,
+                                                  uint32_t listener = 0);
   // The next bytes of the connection's stream. Stale ids are ignored.
   void OnBytes(ConnectionId id, std::span<const std::byte> bytes,
                Timestamp now);
@@ -494,7 +500,8 @@ class Broker {
   uint64_t assigned_ids_ = 0;
   std::vector<std::byte> scratch_;  // forwarded-property encoding
   std::vector<ConnectionId> deferred_closes_;
-  TokenBucket connection_rate_;
+  // Per listener (OnConnectionOpened's `listener`).
+  std::array<TokenBucket, kMaxListeners> connection_rates_;
   BrokerCounters counters_;
 };
 

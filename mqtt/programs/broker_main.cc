@@ -195,8 +195,9 @@ int Run(int argc, char** argv) {
             "--password_file and --acl_file the broker is open anyway",
             &cfg.allow_anonymous);
   flags.Add("max_connections_per_s",
-            "new connections per second (token bucket; 0: off); over it the "
-            "socket is closed at accept",
+            "new connections per second, per listener (the plain and the "
+            "TLS listener each get this rate; token bucket; 0: off); over it "
+            "the socket is closed at accept",
             &cfg.rate.connections_per_s);
   flags.Add("connection_burst", "connection bucket size (0: one second)",
             &cfg.rate.connection_burst);
