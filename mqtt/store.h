@@ -8,7 +8,8 @@
 //       SqliteStore::Open({.data_dir = "/var/lib/ringlab"});
 //   absl::StatusOr<StoreLoadReport> r = (*store)->Load(&broker, now);
 //   broker.set_store(store->get());   // from now on the core reports changes
-//   ...  // on the Loop: at (*store)->NextFlushDeadline(), Flush()
+//   ...  // on the Loop: at (*store)->NextFlushDeadline(), Flush(), then
+//   ...  // broker.OnStoreDurable(now): the acks held for that commit go out
 //
 // What persists: retained messages, persistent sessions (a Session Expiry
 // Interval above 0, or 3.1.1 Clean Session 0) with their subscriptions, and

@@ -8,7 +8,8 @@
 //   absl::StatusOr<std::unique_ptr<SqliteStore>> store = SqliteStore::Open(o);
 //   absl::StatusOr<StoreLoadReport> loaded = (*store)->Load(&broker, now);
 //   broker.set_store(store->get());
-//   // On the Loop: when now >= NextFlushDeadline(), call Flush().
+//   // On the Loop: when now >= NextFlushDeadline(), call Flush(), then
+//   // broker.OnStoreDurable(now) to send the acks the commit covers.
 //
 // The fsync policy, and what each risks:
 // - kAlways: every change is its own transaction, committed with
