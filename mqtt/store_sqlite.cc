@@ -246,8 +246,8 @@ absl::Status SqliteStore::Init() {
       "INSERT OR REPLACE INTO subscriptions VALUES(?1,?2,?3,?4)",
       "DELETE FROM subscriptions WHERE client_id=?1 AND filter=?2",
       "INSERT INTO queued(client_id, topic, message_qos, qos, retain, "
-      "properties, payload, subscription_ids, expires_wall_ms) "
-      "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+      "properties, payload, subscription_ids, expires_wall_ms, id, "
+      "packet_id, released) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
       "DELETE FROM queued WHERE id=?1",
       "DELETE FROM queued WHERE client_id=?1",
       "UPDATE queued SET packet_id=?2 WHERE id=?1",
@@ -258,6 +258,21 @@ absl::Status SqliteStore::Init() {
       "BEGIN",
       "COMMIT",
   };
+  {
+    // Queued keys are ours (explicit row ids, so a message can be written
+    // at the commit): above every id AUTOINCREMENT ever gave out.
+    Query q;
+    sqlite3_prepare_v2(
+        db_,
+        "SELECT MAX(COALESCE((SELECT MAX(id) FROM queued), 0), "
+        "COALESCE((SELECT seq FROM sqlite_sequence WHERE name='queued'), 0))",
+        -1, &q.st, nullptr);
+    if (q.st == nullptr || sqlite3_step(q.st) != SQLITE_ROW) {
+      return absl::DataLossError(
+          absl::StrCat("store ", path_, ": ", sqlite3_errmsg(db_)));
+    }
+    last_queued_key_ = uint64_t(sqlite3_column_int64(q.st, 0));
+  }
   for (int i = 0; i < kStatementCount; ++i) {
     if (sqlite3_prepare_v3(db_, sql[i], -1, SQLITE_PREPARE_PERSISTENT,
                            &statements_[i], nullptr) != SQLITE_OK) {
@@ -466,6 +481,12 @@ void SqliteStore::EndChange(int rc) {
 
 void SqliteStore::Flush() {
   if (!in_transaction_) return;
+  // The queued messages still unacknowledged at the end of the window.
+  for (const auto& [key, row] : pending_queued_) {
+    const int rc = WritePendingQueued(key, row);
+    if (rc != SQLITE_DONE) Fail("write");
+  }
+  pending_queued_.clear();
   sqlite3_stmt* st = statements_[kCommit];
   if (sqlite3_step(st) == SQLITE_DONE) {
     ++counters_.commits;
@@ -492,29 +513,66 @@ int64_t WallExpiry(const Message& m, Timestamp now) {
 }
 }  // namespace
 
+void SqliteStore::CountBuffered() {
+  ++written_;
+  ++counters_.writes;
+}
+
+int SqliteStore::WritePendingQueued(uint64_t key, const PendingQueued& row) {
+  sqlite3_stmt* st = statements_[kPutQueued];
+  BindText(st, 1, row.client_id);
+  BindText(st, 2, row.topic);
+  sqlite3_bind_int(st, 3, row.message_qos);
+  sqlite3_bind_int(st, 4, row.qos);
+  sqlite3_bind_int(st, 5, row.retain ? 1 : 0);
+  BindBlob(st, 6, row.properties);
+  BindBlob(st, 7, row.payload);
+  // Host order, this host.
+  BindBlob(st, 8,
+           std::as_bytes(std::span<const uint32_t>(row.subscription_ids)));
+  sqlite3_bind_int64(st, 9, row.expires_wall_ms);
+  sqlite3_bind_int64(st, 10, int64_t(key));
+  sqlite3_bind_int(st, 11, row.packet_id);
+  sqlite3_bind_int(st, 12, row.released ? 1 : 0);
+  const int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return rc;
+}
+
 uint64_t SqliteStore::PutQueued(std::string_view client_id, const Message& m,
                                 uint8_t qos, bool retain,
                                 std::span<const uint32_t> subscription_ids,
                                 Timestamp now) {
   BeginChange();
-  sqlite3_stmt* st = statements_[kPutQueued];
-  BindText(st, 1, client_id);
-  BindText(st, 2, m.topic());
-  sqlite3_bind_int(st, 3, m.qos());
-  sqlite3_bind_int(st, 4, qos);
-  sqlite3_bind_int(st, 5, retain ? 1 : 0);
-  BindBlob(st, 6, m.properties());
-  BindBlob(st, 7, m.payload());
-  BindBlob(st, 8, std::as_bytes(subscription_ids));  // host order, this host
-  sqlite3_bind_int64(st, 9, WallExpiry(m, now));
-  const int rc = sqlite3_step(st);
+  const uint64_t key = ++last_queued_key_;
+  PendingQueued row;
+  row.client_id.assign(client_id.data(), client_id.size());
+  row.topic.assign(m.topic().data(), m.topic().size());
+  row.message_qos = m.qos();
+  row.qos = qos;
+  row.retain = retain;
+  row.properties.assign(m.properties().begin(), m.properties().end());
+  row.payload.assign(m.payload().begin(), m.payload().end());
+  row.subscription_ids.assign(subscription_ids.begin(), subscription_ids.end());
+  row.expires_wall_ms = WallExpiry(m, now);
+  if (options_.fsync == FsyncPolicy::kBatch && in_transaction_) {
+    // Written at the commit, if it is still queued then.
+    pending_queued_.emplace(key, std::move(row));
+    CountBuffered();
+    return key;
+  }
+  const int rc = WritePendingQueued(key, row);
   EndChange(rc);
-  sqlite3_reset(st);
-  sqlite3_clear_bindings(st);
-  return rc == SQLITE_DONE ? uint64_t(sqlite3_last_insert_rowid(db_)) : 0;
+  return rc == SQLITE_DONE ? key : 0;
 }
 
 void SqliteStore::DeleteQueued(uint64_t key) {
+  if (pending_queued_.erase(key) != 0) {
+    ++counters_.queued_coalesced;  // acknowledged before its commit
+    CountBuffered();
+    return;
+  }
   BeginChange();
   sqlite3_stmt* st = statements_[kDeleteQueued];
   sqlite3_bind_int64(st, 1, int64_t(key));
@@ -523,6 +581,11 @@ void SqliteStore::DeleteQueued(uint64_t key) {
 }
 
 void SqliteStore::MarkQueuedSent(uint64_t key, uint16_t packet_id) {
+  if (auto it = pending_queued_.find(key); it != pending_queued_.end()) {
+    it->second.packet_id = packet_id;
+    CountBuffered();
+    return;
+  }
   BeginChange();
   sqlite3_stmt* st = statements_[kMarkQueuedSent];
   sqlite3_bind_int64(st, 1, int64_t(key));
@@ -532,6 +595,11 @@ void SqliteStore::MarkQueuedSent(uint64_t key, uint16_t packet_id) {
 }
 
 void SqliteStore::MarkQueuedReleased(uint64_t key) {
+  if (auto it = pending_queued_.find(key); it != pending_queued_.end()) {
+    it->second.released = true;
+    CountBuffered();
+    return;
+  }
   BeginChange();
   sqlite3_stmt* st = statements_[kMarkQueuedReleased];
   sqlite3_bind_int64(st, 1, int64_t(key));
@@ -591,6 +659,9 @@ void SqliteStore::PutSession(std::string_view client_id,
 }
 
 void SqliteStore::DeleteSession(std::string_view client_id) {
+  absl::erase_if(pending_queued_, [&](const auto& entry) {
+    return entry.second.client_id == client_id;
+  });
   BeginChange();
   for (Statement which : {kDeleteSessionQueued, kDeleteSessionInbound,
                           kDeleteSessionSubscriptions, kDeleteSession}) {

@@ -16,7 +16,10 @@
 //   synchronous=FULL (the WAL is fsynced before the call returns). Nothing
 //   acknowledged is lost to a crash or a power cut; one fsync per change.
 // - kBatch: changes gather in one open transaction, committed (FULL) at
-//   most `batch_window` after the first (group commit). The broker holds
+//   most `batch_window` after the first (group commit). A queued message
+//   is kept in memory until the commit and written then, so one that is
+//   acknowledged within its window (the common case) costs no write at
+//   all (counters().queued_coalesced). The broker holds
 //   the PUBACK/PUBREC/PUBCOMP of a packet that changed the store until
 //   that commit (durable_sequence()), so a kill -9 or power cut loses only
 //   changes nobody was told about (the clients send them again), never an
@@ -42,7 +45,9 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "mqtt/store.h"
@@ -70,6 +75,9 @@ struct SqliteStoreCounters {
   uint64_t writes = 0;        // changes applied
   uint64_t commits = 0;       // transactions committed
   uint64_t write_errors = 0;  // changes SQLite refused (see status())
+  // kBatch: queued messages acknowledged (or dropped) within the window
+  // they were queued in, so never written at all.
+  uint64_t queued_coalesced = 0;
 };
 
 class SqliteStore : public BrokerStore {
@@ -126,6 +134,8 @@ class SqliteStore : public BrokerStore {
   // After a change: commits it (kAlways/kNever) or schedules the commit.
   void EndChange(int rc);
   void Fail(const char* what);
+  // Counts a change that needs no statement (kept in pending_queued_).
+  void CountBuffered();
 
   SqliteStoreOptions options_;
   std::string path_;
@@ -152,6 +162,24 @@ class SqliteStore : public BrokerStore {
   };
   sqlite3_stmt* statements_[kStatementCount] = {};
   bool in_transaction_ = false;
+  // kBatch: queued messages not written yet, by key (written at Flush).
+  struct PendingQueued {
+    std::string client_id;
+    std::string topic;
+    uint8_t message_qos = 0;
+    uint8_t qos = 0;
+    bool retain = false;
+    std::vector<std::byte> properties;
+    std::vector<std::byte> payload;
+    std::vector<uint32_t> subscription_ids;
+    int64_t expires_wall_ms = 0;
+    uint16_t packet_id = 0;
+    bool released = false;
+  };
+  absl::flat_hash_map<uint64_t, PendingQueued> pending_queued_;
+  // Binds and runs kPutQueued for one row; the SQLite result code.
+  int WritePendingQueued(uint64_t key, const PendingQueued& row);
+  uint64_t last_queued_key_ = 0;  // keys are ours: explicit row ids
   uint64_t written_ = 0;  // changes made (BrokerStore::written_sequence)
   uint64_t durable_ = 0;  // of them, committed
   Timestamp flush_at_ = Timestamp::Never();

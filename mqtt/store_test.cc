@@ -202,6 +202,55 @@ TEST(SqliteStore, InflightStateRoundTrip) {
   EXPECT_EQ(info->queued, 1u);
 }
 
+// kBatch keeps a queued message in memory until the commit: one that is
+// acknowledged within its window is never written; one still queued at the
+// commit is written with its latest state; DeleteSession drops its own.
+TEST(SqliteStore, BatchWritesOnlyWhatIsStillQueuedAtTheCommit) {
+  TempDir dir;
+  MessagePool pool;
+  MessageRef m = pool.Create("t", 2, false, {}, AsBytes("x"),
+                             Timestamp::Never(), kNoPublisher);
+  uint64_t kept = 0;
+  {
+    std::unique_ptr<SqliteStore> store =
+        OpenStore(dir.path(), FsyncPolicy::kBatch);
+    ASSERT_NE(store, nullptr);
+    store->PutSession("s", 600);
+    store->PutSession("gone", 600);
+    const uint64_t acked = store->PutQueued("s", *m, 1, false, {}, Timestamp{});
+    kept = store->PutQueued("s", *m, 2, false, {}, Timestamp{});
+    store->PutQueued("gone", *m, 1, false, {}, Timestamp{});
+    EXPECT_NE(acked, kept);
+    store->MarkQueuedSent(acked, 3);
+    store->DeleteQueued(acked);  // PUBACK within the window
+    store->MarkQueuedSent(kept, 4);
+    store->MarkQueuedReleased(kept);
+    store->DeleteSession("gone");
+    EXPECT_LT(store->durable_sequence(), store->written_sequence());
+    store->Flush();
+    EXPECT_EQ(store->durable_sequence(), store->written_sequence());
+    EXPECT_EQ(store->counters().queued_coalesced, 1u);
+    // After the commit the row is on disk: updates and deletes go there.
+    const uint64_t later = store->PutQueued("s", *m, 1, false, {}, Timestamp{});
+    EXPECT_GT(later, kept);
+    store->Flush();
+    store->DeleteQueued(later);
+    store->Flush();
+    EXPECT_EQ(store->counters().queued_coalesced, 1u);
+    EXPECT_TRUE(store->status().ok()) << store->status();
+  }
+  std::unique_ptr<SqliteStore> store = OpenStore(dir.path());
+  ASSERT_NE(store, nullptr);
+  Broker broker;
+  absl::StatusOr<StoreLoadReport> r = store->Load(&broker, Timestamp{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->sessions, 1u) << r->ToString();
+  EXPECT_EQ(r->queued, 1u) << r->ToString();  // `kept` only
+  EXPECT_EQ(r->inflight, 1u) << r->ToString();
+  // Keys keep growing across a reopen (never one of an earlier row).
+  EXPECT_GT(store->PutQueued("s", *m, 1, false, {}, Timestamp{}), kept + 1);
+}
+
 // A schema version 1 file (before in-flight state) is migrated, not refused.
 TEST(SqliteStore, VersionOneIsMigrated) {
   TempDir dir;

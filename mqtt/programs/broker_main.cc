@@ -669,6 +669,7 @@ int Run(int argc, char** argv) {
     json.Key("writes").Uint(store->counters().writes);
     json.Key("commits").Uint(store->counters().commits);
     json.Key("write_errors").Uint(store->counters().write_errors);
+    json.Key("queued_coalesced").Uint(store->counters().queued_coalesced);
     json.EndObject();
   }
   if (tls != nullptr) {
