@@ -487,6 +487,21 @@ void SqliteStore::Flush() {
     if (rc != SQLITE_DONE) Fail("write");
   }
   pending_queued_.clear();
+  for (const auto& [key, state] : pending_sent_) {
+    const uint16_t packet_id = uint16_t(state & 0xFFFF);
+    sqlite3_stmt* sent = statements_[kMarkQueuedSent];
+    sqlite3_bind_int64(sent, 1, int64_t(key));
+    sqlite3_bind_int(sent, 2, packet_id);
+    if (sqlite3_step(sent) != SQLITE_DONE) Fail("write");
+    sqlite3_reset(sent);
+    if ((state & kReleasedBit) != 0) {
+      sqlite3_stmt* rel = statements_[kMarkQueuedReleased];
+      sqlite3_bind_int64(rel, 1, int64_t(key));
+      if (sqlite3_step(rel) != SQLITE_DONE) Fail("write");
+      sqlite3_reset(rel);
+    }
+  }
+  pending_sent_.clear();
   sqlite3_stmt* st = statements_[kCommit];
   if (sqlite3_step(st) == SQLITE_DONE) {
     ++counters_.commits;
@@ -573,6 +588,7 @@ void SqliteStore::DeleteQueued(uint64_t key) {
     CountBuffered();
     return;
   }
+  if (pending_sent_.erase(key) != 0) ++counters_.updates_coalesced;
   BeginChange();
   sqlite3_stmt* st = statements_[kDeleteQueued];
   sqlite3_bind_int64(st, 1, int64_t(key));
@@ -586,6 +602,14 @@ void SqliteStore::MarkQueuedSent(uint64_t key, uint16_t packet_id) {
     CountBuffered();
     return;
   }
+  if (options_.fsync == FsyncPolicy::kBatch) {
+    BeginChange();
+    if (in_transaction_) {
+      pending_sent_[key] = packet_id;  // written at the commit
+      CountBuffered();
+      return;
+    }
+  }
   BeginChange();
   sqlite3_stmt* st = statements_[kMarkQueuedSent];
   sqlite3_bind_int64(st, 1, int64_t(key));
@@ -597,6 +621,11 @@ void SqliteStore::MarkQueuedSent(uint64_t key, uint16_t packet_id) {
 void SqliteStore::MarkQueuedReleased(uint64_t key) {
   if (auto it = pending_queued_.find(key); it != pending_queued_.end()) {
     it->second.released = true;
+    CountBuffered();
+    return;
+  }
+  if (auto it = pending_sent_.find(key); it != pending_sent_.end()) {
+    it->second |= kReleasedBit;
     CountBuffered();
     return;
   }
@@ -662,6 +691,8 @@ void SqliteStore::DeleteSession(std::string_view client_id) {
   absl::erase_if(pending_queued_, [&](const auto& entry) {
     return entry.second.client_id == client_id;
   });
+  // Updates of its written rows are harmless (the rows go below); they
+  // update nothing at the commit.
   BeginChange();
   for (Statement which : {kDeleteSessionQueued, kDeleteSessionInbound,
                           kDeleteSessionSubscriptions, kDeleteSession}) {

@@ -76,8 +76,10 @@ struct SqliteStoreCounters {
   uint64_t commits = 0;       // transactions committed
   uint64_t write_errors = 0;  // changes SQLite refused (see status())
   // kBatch: queued messages acknowledged (or dropped) within the window
-  // they were queued in, so never written at all.
+  // they were queued in, so never written at all; and in-flight updates
+  // (packet id, PUBREL sent) of rows deleted within the same window.
   uint64_t queued_coalesced = 0;
+  uint64_t updates_coalesced = 0;
 };
 
 class SqliteStore : public BrokerStore {
@@ -177,6 +179,11 @@ class SqliteStore : public BrokerStore {
     bool released = false;
   };
   absl::flat_hash_map<uint64_t, PendingQueued> pending_queued_;
+  // kBatch: in-flight state of rows already written (key -> packet id,
+  // with kReleasedBit for PUBREL sent), applied at Flush unless the row is
+  // deleted first (the subscriber's ack usually comes within the window).
+  static constexpr uint32_t kReleasedBit = 1u << 16;
+  absl::flat_hash_map<uint64_t, uint32_t> pending_sent_;
   // Binds and runs kPutQueued for one row; the SQLite result code.
   int WritePendingQueued(uint64_t key, const PendingQueued& row);
   uint64_t last_queued_key_ = 0;  // keys are ours: explicit row ids

@@ -211,6 +211,7 @@ TEST(SqliteStore, BatchWritesOnlyWhatIsStillQueuedAtTheCommit) {
   MessageRef m = pool.Create("t", 2, false, {}, AsBytes("x"),
                              Timestamp::Never(), kNoPublisher);
   uint64_t kept = 0;
+  uint64_t resumed = 0;
   {
     std::unique_ptr<SqliteStore> store =
         OpenStore(dir.path(), FsyncPolicy::kBatch);
@@ -234,9 +235,19 @@ TEST(SqliteStore, BatchWritesOnlyWhatIsStillQueuedAtTheCommit) {
     const uint64_t later = store->PutQueued("s", *m, 1, false, {}, Timestamp{});
     EXPECT_GT(later, kept);
     store->Flush();
-    store->DeleteQueued(later);
+    store->MarkQueuedSent(later, 9);  // kept for the commit ...
+    store->DeleteQueued(later);       // ... and dropped with the row
     store->Flush();
     EXPECT_EQ(store->counters().queued_coalesced, 1u);
+    EXPECT_EQ(store->counters().updates_coalesced, 1u);
+    // An update still wanted at the commit is written then.
+    resumed = store->PutQueued("s", *m, 2, false, {}, Timestamp{});
+    store->Flush();
+    store->MarkQueuedSent(resumed, 5);
+    store->MarkQueuedReleased(resumed);
+    EXPECT_LT(store->durable_sequence(), store->written_sequence());
+    store->Flush();
+    EXPECT_EQ(store->durable_sequence(), store->written_sequence());
     EXPECT_TRUE(store->status().ok()) << store->status();
   }
   std::unique_ptr<SqliteStore> store = OpenStore(dir.path());
@@ -245,10 +256,13 @@ TEST(SqliteStore, BatchWritesOnlyWhatIsStillQueuedAtTheCommit) {
   absl::StatusOr<StoreLoadReport> r = store->Load(&broker, Timestamp{});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->sessions, 1u) << r->ToString();
-  EXPECT_EQ(r->queued, 1u) << r->ToString();  // `kept` only
-  EXPECT_EQ(r->inflight, 1u) << r->ToString();
+  EXPECT_EQ(r->queued, 2u) << r->ToString();  // `kept` and `resumed`
+  EXPECT_EQ(r->inflight, 2u) << r->ToString();
+  std::optional<Broker::SessionInfo> info = broker.GetSessionInfo("s");
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->inflight, 2u);
   // Keys keep growing across a reopen (never one of an earlier row).
-  EXPECT_GT(store->PutQueued("s", *m, 1, false, {}, Timestamp{}), kept + 1);
+  EXPECT_GT(store->PutQueued("s", *m, 1, false, {}, Timestamp{}), resumed);
 }
 
 // A schema version 1 file (before in-flight state) is migrated, not refused.

@@ -670,6 +670,7 @@ int Run(int argc, char** argv) {
     json.Key("commits").Uint(store->counters().commits);
     json.Key("write_errors").Uint(store->counters().write_errors);
     json.Key("queued_coalesced").Uint(store->counters().queued_coalesced);
+    json.Key("updates_coalesced").Uint(store->counters().updates_coalesced);
     json.EndObject();
   }
   if (tls != nullptr) {
