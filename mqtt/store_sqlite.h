@@ -15,20 +15,27 @@
 // - kAlways: every change is its own transaction, committed with
 //   synchronous=FULL (the WAL is fsynced before the call returns). Nothing
 //   acknowledged is lost to a crash or a power cut; one fsync per change.
-// - kBatch: changes gather in one open transaction, committed (FULL) at
-//   most `batch_window` after the first (group commit). A queued message
+// - kBatch: changes gather in one open transaction, committed at most
+//   `batch_window` after the first (group commit); the commit's WAL frames
+//   are fdatasynced by the store's sync thread (below). A queued message
 //   is kept in memory until the commit and written then, so one that is
-//   acknowledged within its window (the common case) costs no write at
-//   all (counters().queued_coalesced). The broker holds
-//   the PUBACK/PUBREC/PUBCOMP of a packet that changed the store until
-//   that commit (durable_sequence()), so a kill -9 or power cut loses only
-//   changes nobody was told about (the clients send them again), never an
+//   acknowledged within its window costs no write at all
+//   (counters().queued_coalesced). The broker holds the PUBACK/PUBREC/
+//   PUBCOMP of a packet that changed the store until that commit is synced
+//   (durable_sequence()), so a kill -9 or power cut loses only changes
+//   nobody was told about (the clients send them again), never an
 //   acknowledged message, and never corrupts. The cost: acks of stored
-//   messages wait up to `batch_window`.
+//   messages wait up to `batch_window` plus the sync, plus one tick.
 // - kNever: every change is committed at once but never fsynced
 //   (synchronous=OFF): a kill -9 loses nothing (the kernel holds the
 //   writes), a power cut or kernel crash may lose recent changes or, per
 //   SQLite's documentation, corrupt the database.
+//
+// kBatch and the Loop: COMMIT itself only writes the WAL (synchronous=
+// NORMAL); a sync thread of the store fdatasyncs the WAL file and runs the
+// checkpoints (PASSIVE, on its own connection), so the Loop never waits for
+// the disk. A commit counts as durable (durable_sequence()) once a
+// fdatasync that began after it has returned; Poll() takes that in.
 //
 // Errors: Open() fails (never silently starts empty) when the directory
 // cannot be used, the file is not a database or fails PRAGMA quick_check
@@ -38,13 +45,18 @@
 // and the first such error kept in status(); the broker keeps running, but
 // durable_sequence() stops there, so acks of stored messages are held from
 // then on (nothing that may be lost is confirmed).
-// Ownership: owns its sqlite3 handle. Threading: one thread (the Loop's).
+// Ownership: owns its sqlite3 handles (and, kBatch, its sync thread).
+// Threading: every method on one thread (the Loop's).
 #ifndef RINGLAB_MQTT_STORE_SQLITE_H_
 #define RINGLAB_MQTT_STORE_SQLITE_H_
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -95,6 +107,10 @@ class SqliteStore : public BrokerStore {
 
   // kBatch: when the open transaction must be committed; Never otherwise.
   Timestamp NextFlushDeadline() const { return flush_at_; }
+  // kBatch: takes in what the sync thread made durable since the last call
+  // (durable_sequence() advances here and in Flush()). Call it on every
+  // batch tick, then Broker::OnStoreDurable.
+  void Poll();
   // Commits the open transaction (if any).
   void Flush();
 
@@ -187,6 +203,18 @@ class SqliteStore : public BrokerStore {
   // Binds and runs kPutQueued for one row; the SQLite result code.
   int WritePendingQueued(uint64_t key, const PendingQueued& row);
   uint64_t last_queued_key_ = 0;  // keys are ours: explicit row ids
+  // kBatch sync thread (SyncLoop): fdatasyncs the WAL up to a commit.
+  void SyncLoop();
+  void StopSync();
+  int wal_fd_ = -1;
+  sqlite3* checkpoint_db_ = nullptr;  // the sync thread's connection
+  std::thread sync_thread_;
+  std::mutex sync_mu_;
+  std::condition_variable sync_cv_;
+  uint64_t sync_requested_ = 0;  // guarded by sync_mu_
+  bool sync_stop_ = false;       // guarded by sync_mu_
+  std::atomic<uint64_t> synced_{0};
+  std::atomic<bool> sync_failed_{false};
   uint64_t written_ = 0;  // changes made (BrokerStore::written_sequence)
   uint64_t durable_ = 0;  // of them, committed
   Timestamp flush_at_ = Timestamp::Never();

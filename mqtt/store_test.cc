@@ -136,8 +136,19 @@ TEST(SqliteStore, BatchCommitsAtTheWindow) {
   EXPECT_EQ(r->sessions, 2u);
 }
 
+// kBatch: the sync thread makes a commit durable shortly after Flush();
+// Poll() takes it in. Bounded wait (no timing assertion).
+void WaitDurable(SqliteStore& store) {
+  for (int i = 0;
+       i < 5000 && store.durable_sequence() < store.written_sequence(); ++i) {
+    ::usleep(1000);
+    store.Poll();
+  }
+}
+
 // The group-commit sequences the broker holds its acks on: batch confirms
-// a change only at the commit, always and never when the call returns.
+// a change only once its commit is synced, always and never when the call
+// returns.
 TEST(SqliteStore, DurableSequenceFollowsTheCommit) {
   TempDir dir;
   {
@@ -151,6 +162,7 @@ TEST(SqliteStore, DurableSequenceFollowsTheCommit) {
     EXPECT_EQ(batch->written_sequence(), start + 2);
     EXPECT_EQ(batch->durable_sequence(), start);
     batch->Flush();
+    WaitDurable(*batch);
     EXPECT_EQ(batch->durable_sequence(), start + 2);
   }
   for (FsyncPolicy policy : {FsyncPolicy::kAlways, FsyncPolicy::kNever}) {
@@ -229,6 +241,7 @@ TEST(SqliteStore, BatchWritesOnlyWhatIsStillQueuedAtTheCommit) {
     store->DeleteSession("gone");
     EXPECT_LT(store->durable_sequence(), store->written_sequence());
     store->Flush();
+    WaitDurable(*store);
     EXPECT_EQ(store->durable_sequence(), store->written_sequence());
     EXPECT_EQ(store->counters().queued_coalesced, 1u);
     // After the commit the row is on disk: updates and deletes go there.
@@ -247,6 +260,7 @@ TEST(SqliteStore, BatchWritesOnlyWhatIsStillQueuedAtTheCommit) {
     store->MarkQueuedReleased(resumed);
     EXPECT_LT(store->durable_sequence(), store->written_sequence());
     store->Flush();
+    WaitDurable(*store);
     EXPECT_EQ(store->durable_sequence(), store->written_sequence());
     EXPECT_TRUE(store->status().ok()) << store->status();
   }

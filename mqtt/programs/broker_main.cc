@@ -423,12 +423,12 @@ int Run(int argc, char** argv) {
       const Duration window =
           std::chrono::milliseconds(std::max<uint32_t>(cfg.fsync_batch_ms, 1));
       loop.AddTimer(MonotonicNow() + window, window, [&](Timestamp now) {
-        if (now >= store->NextFlushDeadline()) {
-          store->Flush();
-          // Group commit: the acks this commit covers go out now.
-          broker.broker().OnStoreDurable(now);
-          broker.Flush();
-        }
+        if (now >= store->NextFlushDeadline()) store->Flush();
+        // Group commit: the acks of every commit the store's sync thread
+        // has made durable since the last tick go out now.
+        store->Poll();
+        broker.broker().OnStoreDurable(now);
+        broker.Flush();
       });
     }
   }
