@@ -58,7 +58,7 @@ def main():
                   if impl in reps and MEMORY in reps]
         rate = "%.0f" % statistics.median(rates) if rates else "-"
         if ratios and impl != MEMORY:
-            ratio = "%.2fx (%.2f..%.2f, n=%d)" % (
+            ratio = "%.3gx (%.3g..%.3g, n=%d)" % (
                 statistics.median(ratios), min(ratios), max(ratios),
                 len(ratios))
         else:
