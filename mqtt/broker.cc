@@ -127,6 +127,8 @@ struct Connection {
   MessageRef pending_message;
   std::span<const std::byte> pending_tail;
   bool in_ready = false;
+  // Acks of this connection waiting in Broker::held_acks_ for a commit.
+  uint32_t held_acks = 0;
 
   void Reset() {
     state = State::kFree;
@@ -147,6 +149,7 @@ struct Connection {
     pending_message.Reset();
     pending_tail = {};
     in_ready = false;
+    held_acks = 0;  // entries left in held_acks_ see a stale generation
   }
 };
 
@@ -221,7 +224,9 @@ Broker::Broker(BrokerOptions options, BrokerAuthenticator* authenticator)
     r.byte_burst = std::max(r.bytes_per_s, double(options_.max_packet_bytes));
   }
   if (r.connections_per_s > 0) {
-    connection_rate_ = TokenBucket(r.connections_per_s, r.connection_burst);
+    for (TokenBucket& b : connection_rates_) {
+      b = TokenBucket(r.connections_per_s, r.connection_burst);
+    }
   }
 }
 
@@ -232,14 +237,20 @@ size_t Broker::retained_count() const { return retained_->size(); }
 // ---- Connections
 // -------------------------------------------------------------
 
-absl::StatusOr<ConnectionId> Broker::OnConnectionOpened(Timestamp now) {
+absl::StatusOr<ConnectionId> Broker::OnConnectionOpened(Timestamp now,
+                                                        uint32_t listener) {
+  if (listener >= kMaxListeners) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "mqtt broker: listener ", listener, " above ", kMaxListeners - 1));
+  }
   if (open_connections_ >= options_.max_connections) {
     ++counters_.connections_refused_limit;
     return absl::ResourceExhaustedError(
         absl::StrCat("mqtt broker: max_connections (", options_.max_connections,
                      ") reached"));
   }
-  if (!connection_rate_.TryTake(1, now)) {
+  // Issue 12 "Limits": connections per second per listener.
+  if (!connection_rates_[listener].TryTake(1, now)) {
     ++counters_.connections_refused_rate;
     return absl::ResourceExhaustedError(
         "mqtt broker: new connections above rate.connections_per_s");
@@ -602,6 +613,10 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
         f.subscription_ids = ids;
         f.store_key = store_key;
         s.inflight.push_back(std::move(f));
+        // Its packet id, so a restart resends it with DUP (MQTT-4.4.0-1).
+        if (store_key != 0 && store_ != nullptr) {
+          store_->MarkQueuedSent(store_key, header.packet_id);
+        }
       }
       ++counters_.publishes_sent[header.qos];
     }
@@ -1104,6 +1119,7 @@ void Broker::HandlePublish(Connection& c, const Publish& in, Timestamp now) {
     return;
   }
   ++counters_.publishes_received[p.qos];
+  const uint64_t written_before = StoreWritten();
 
   if (p.qos == 2) {
     // QoS 2, method A (§4.3.3): the message goes on now and the packet id
@@ -1114,7 +1130,9 @@ void Broker::HandlePublish(Connection& c, const Publish& in, Timestamp now) {
       PubResponse rec;
       rec.type = PacketType::kPubrec;
       rec.packet_id = p.packet_id;
-      StageControl(c, rec);
+      // The first PUBREC may have been held and lost with an earlier
+      // connection: wait for whatever is not durable yet.
+      StageAck(c, rec, /*written_before=*/0);
       return;
     }
     // §4.9: more unacknowledged QoS 2 than our Receive Maximum is 0x93.
@@ -1169,15 +1187,21 @@ void Broker::HandlePublish(Connection& c, const Publish& in, Timestamp now) {
     ack.type = PacketType::kPuback;
     ack.packet_id = p.packet_id;
     ack.reason = reason;
-    StageControl(c, ack);
+    StageAck(c, ack, written_before);
   } else if (p.qos == 2) {
     PubResponse rec;
     rec.type = PacketType::kPubrec;
     rec.packet_id = p.packet_id;
     rec.reason = reason;
     // A refused QoS 2 ends the exchange here (§4.3.3).
-    if (!IsError(reason)) s.awaiting_pubrel.push_back(p.packet_id);
-    StageControl(c, rec);
+    if (!IsError(reason)) {
+      s.awaiting_pubrel.push_back(p.packet_id);
+      // Across a restart too: a resent PUBLISH is not routed twice.
+      if (s.stored && store_ != nullptr) {
+        store_->PutInboundQos2(s.client_id, p.packet_id);
+      }
+    }
+    StageAck(c, rec, written_before);
   }
 }
 
@@ -1352,16 +1376,20 @@ void Broker::HandlePubResponse(Connection& c, const PubResponse& r,
     // §4.3.3: the client releases its QoS 2 message; complete it.
     auto it = std::find(s.awaiting_pubrel.begin(), s.awaiting_pubrel.end(),
                         r.packet_id);
+    const uint64_t written_before = StoreWritten();
     PubResponse comp;
     comp.type = PacketType::kPubcomp;
     comp.packet_id = r.packet_id;
     if (it != s.awaiting_pubrel.end()) {
       *it = s.awaiting_pubrel.back();
       s.awaiting_pubrel.pop_back();
+      if (s.stored && store_ != nullptr) {
+        store_->DeleteInboundQos2(s.client_id, r.packet_id);
+      }
     } else {
       comp.reason = ReasonCode::kPacketIdentifierNotFound;
     }
-    StageControl(c, comp);
+    StageAck(c, comp, written_before);
     return;
   }
   size_t i = 0;
@@ -1394,10 +1422,11 @@ void Broker::HandlePubResponse(Connection& c, const PubResponse& r,
         } else {
           f.state = Inflight::State::kAwaitPubcomp;
           f.message.Reset();  // PUBREL needs only the id
-          // The client has the message: the store forgets it (a restart
-          // does not resume the PUBREL, see store.h).
-          Unstore(f.store_key);
-          f.store_key = 0;
+          // The client has the message: the store keeps only that PUBREL
+          // is next, so a restart resumes with PUBREL (MQTT-4.4.0-1).
+          if (f.store_key != 0 && store_ != nullptr) {
+            store_->MarkQueuedReleased(f.store_key);
+          }
           PubResponse rel;
           rel.type = PacketType::kPubrel;
           rel.packet_id = r.packet_id;
@@ -1660,6 +1689,51 @@ void Broker::EndSession(Session& s, Timestamp now) {
 // ---- Durable state
 // ------------------------------------------------------------
 
+uint64_t Broker::StoreWritten() const {
+  return store_ != nullptr ? store_->written_sequence() : 0;
+}
+
+void Broker::StageAck(Connection& c, const PubResponse& ack,
+                      uint64_t written_before) {
+  if (store_ != nullptr) {
+    // Group commit: an ack whose packet changed the store waits for the
+    // commit that makes the change durable (the issue's guarantee: a
+    // PUBACK or PUBCOMP that went out is never lost). An ack behind a held
+    // one waits too, so acks leave in the order their packets came
+    // (MQTT-4.6.0-2..-4).
+    const uint64_t written = store_->written_sequence();
+    if (c.held_acks > 0 ||
+        (written != written_before && store_->durable_sequence() < written)) {
+      // `written` never decreases, so held_acks_ stays sorted by it.
+      held_acks_.push_back(HeldAck{ConnectionId{c.index, c.generation}, written,
+                                   ack.type, ack.reason, ack.packet_id});
+      ++c.held_acks;
+      ++counters_.acks_held;
+      return;
+    }
+  }
+  StageControl(c, ack);
+}
+
+void Broker::OnStoreDurable(Timestamp) {
+  if (store_ == nullptr) return;
+  const uint64_t durable = store_->durable_sequence();
+  while (!held_acks_.empty() && held_acks_.front().sequence <= durable) {
+    const HeldAck h = held_acks_.front();
+    held_acks_.pop_front();
+    Connection* c = Lookup(h.connection);
+    if (c == nullptr) continue;  // closed: the client sends it again
+    --c->held_acks;
+    if (c->state != Connection::State::kActive) continue;
+    PubResponse ack;
+    ack.type = h.type;
+    ack.packet_id = h.packet_id;
+    ack.reason = h.reason;
+    StageControl(*c, ack);
+  }
+  held_acks_.ShrinkIfEmpty(1024);
+}
+
 void Broker::Unstore(uint64_t key) {
   if (key != 0 && store_ != nullptr) store_->DeleteQueued(key);
 }
@@ -1679,6 +1753,8 @@ void Broker::SyncStoredSession(Session& s) {
       store_->PutSubscription(s.client_id, text, record.options,
                               record.subscription_id);
     }
+    for (uint16_t id : s.awaiting_pubrel)
+      store_->PutInboundQos2(s.client_id, id);
   }
   s.stored = true;
   s.stored_expiry_s = s.expiry_interval_s;
@@ -1732,6 +1808,29 @@ absl::Status Broker::RestoreSession(const StoredSession& stored,
         r.expires_in_ms == 0
             ? Timestamp::Never()
             : now + std::chrono::milliseconds(int64_t(r.expires_in_ms));
+    if (q.packet_id != 0) {
+      // Sent before the restart and not acknowledged: in flight again, so
+      // the resumed session resends it with DUP and the same packet id,
+      // or its PUBREL (MQTT-4.4.0-1). The store keeps them in send order.
+      Inflight f;
+      f.packet_id = q.packet_id;
+      f.qos = std::clamp<uint8_t>(q.qos, 1, 2);
+      f.retain = q.retain;
+      if (q.released && f.qos == 2) {
+        f.state = Inflight::State::kAwaitPubcomp;  // only PUBREL is left
+      } else {
+        f.state = f.qos == 1 ? Inflight::State::kAwaitPuback
+                             : Inflight::State::kAwaitPubrec;
+        f.message =
+            pool_.Create(r.topic, std::min<uint8_t>(r.qos, 2), false,
+                         r.properties, r.payload, expires, kNoPublisher);
+        ++f.message->fanout_;
+      }
+      f.subscription_ids.assign(q.subscription_ids);
+      f.store_key = q.key;
+      s.inflight.push_back(std::move(f));
+      continue;
+    }
     Delivery d;
     d.message = pool_.Create(r.topic, std::min<uint8_t>(r.qos, 2), false,
                              r.properties, r.payload, expires, kNoPublisher);
@@ -1748,6 +1847,12 @@ absl::Status Broker::RestoreSession(const StoredSession& stored,
     d.subscription_ids.assign(q.subscription_ids);
     d.store_key = q.key;
     s.qos12.push_back(std::move(d));
+  }
+  for (uint16_t id : stored.awaiting_pubrel) {
+    if (std::find(s.awaiting_pubrel.begin(), s.awaiting_pubrel.end(), id) ==
+        s.awaiting_pubrel.end()) {
+      s.awaiting_pubrel.push_back(id);
+    }
   }
   // Disconnected: it expires unless a client resumes it (DetachSession's
   // rule, from load time).

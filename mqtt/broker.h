@@ -64,7 +64,9 @@
 // retained messages, persistent sessions and their subscriptions to a
 // BrokerStore (calls, no I/O of its own); RestoreSession/RestoreRetained
 // put them back at startup, before any connection. QoS 1/2 deliveries to
-// persistent sessions are reported from queueing to acknowledgement.
+// persistent sessions are reported from queueing to acknowledgement. Group
+// commit: a PUBACK/PUBREC/PUBCOMP whose packet changed the store is held
+// until the store says the change is durable (OnStoreDurable).
 //
 // Later work keeps its place here: authentication and authorization go
 // through `BrokerAuthenticator` (default: allow all); several Loops would each
@@ -79,6 +81,7 @@
 #ifndef RINGLAB_MQTT_BROKER_H_
 #define RINGLAB_MQTT_BROKER_H_
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -255,6 +258,7 @@ struct BrokerCounters {
   uint64_t dropped_expired = 0;       // Message Expiry passed in a queue
   uint64_t dropped_too_large = 0;     // over the client's Maximum Packet Size
   uint64_t acks_unknown = 0;          // PUBACK/PUBREC/PUBCOMP for no packet
+  uint64_t acks_held = 0;             // acks that waited for a store commit
   uint64_t retained_dropped_limit = 0;
   uint64_t wills_published = 0;
   uint64_t subscribes = 0;
@@ -291,8 +295,13 @@ class Broker {
 
   // ---- Connections
   // -----------------------------------------------------------
-  // ResourceExhausted when max_connections are open (counted).
-  absl::StatusOr<ConnectionId> OnConnectionOpened(Timestamp now);
+  // ResourceExhausted when max_connections are open, or when `listener`'s
+  // new connections are over rate.connections_per_s (each counted).
+  // `listener` (below kMaxListeners; 0: plain, 1: TLS in BrokerDriver)
+  // names the listener that accepted it: each has its own rate bucket.
+  static constexpr uint32_t kMaxListeners = 4;
+  absl::StatusOr<ConnectionId> OnConnectionOpened(Timestamp now,
+                                                  uint32_t listener = 0);
   // The next bytes of the connection's stream. Stale ids are ignored.
   void OnBytes(ConnectionId id, std::span<const std::byte> bytes,
                Timestamp now);
@@ -339,9 +348,15 @@ class Broker {
   // to retained messages and persistent sessions are reported to `store`
   // (borrowed; nullptr stops). Restore first, then set the store.
   void set_store(BrokerStore* store) { store_ = store; }
+  // The store committed: PUBACK/PUBREC/PUBCOMP packets held for changes
+  // that store->durable_sequence() now covers are staged (in the order
+  // their packets arrived; see "Group commit" in mqtt/README.md). Call it
+  // after every commit, then poll the ready connections.
+  void OnStoreDurable(Timestamp now);
   // A persistent session as a store kept it: disconnected, with its
-  // subscriptions and queued QoS 1/2 messages (sent again with new packet
-  // ids when it resumes), expiring `expiry_interval_s` after `now` (the
+  // subscriptions, queued QoS 1/2 messages, in-flight ones (resent with
+  // DUP and their packet ids, or as PUBREL, when it resumes) and inbound
+  // QoS 2 ids awaiting PUBREL, expiring `expiry_interval_s` after `now` (the
   // countdown restarts at load: the core has no clock across restarts). Errors:
   // AlreadyExists for a client id already known, InvalidArgument for an
   // invalid filter or an expiry of 0.
@@ -420,6 +435,11 @@ class Broker {
   void Unstore(uint64_t key);
 
   void StageControl(Connection& c, const Packet& packet);
+  // A PUBACK/PUBREC/PUBCOMP: staged now, or held until the store's commit
+  // covers the changes made since `written_before` (StoreWritten() when
+  // the packet came in).
+  void StageAck(Connection& c, const PubResponse& ack, uint64_t written_before);
+  uint64_t StoreWritten() const;
   void MarkReady(Connection& c);
   void Schedule(uint32_t index, bool is_session, Timestamp at);
   void CheckConnectionTimers(Connection& c, Timestamp now);
@@ -463,6 +483,15 @@ class Broker {
   internal::Ring<uint32_t> ready_;
   internal::Ring<BrokerEvent> events_;
   std::vector<TimerEntry> timers_;  // min-heap by `at`
+  // Acks waiting for a commit (StageAck), oldest first.
+  struct HeldAck {
+    ConnectionId connection;
+    uint64_t sequence = 0;  // the store's written_sequence() to wait for
+    PacketType type = PacketType::kPuback;
+    ReasonCode reason = ReasonCode::kSuccess;
+    uint16_t packet_id = 0;
+  };
+  internal::Ring<HeldAck> held_acks_;
 
   // Routing scratch, reused by every publish.
   std::vector<Target> targets_;
@@ -471,7 +500,8 @@ class Broker {
   uint64_t assigned_ids_ = 0;
   std::vector<std::byte> scratch_;  // forwarded-property encoding
   std::vector<ConnectionId> deferred_closes_;
-  TokenBucket connection_rate_;
+  // Per listener (OnConnectionOpened's `listener`).
+  std::array<TokenBucket, kMaxListeners> connection_rates_;
   BrokerCounters counters_;
 };
 

@@ -1,6 +1,8 @@
 // Counting-allocator test: once warmed up, a publish/deliver loop through
 // the broker core allocates nothing, at QoS 0, 1 and 2, for 3.1.1 and for
-// v5 subscribers with subscription identifiers and topic aliases.
+// v5 subscribers with subscription identifiers and topic aliases; and with
+// a store that commits in batches (a persistent subscriber, so every
+// PUBACK/PUBREC is held until the commit: the group-commit path).
 //
 // This binary replaces the global operator new; the counter runs only
 // between Arm() and Disarm().
@@ -41,6 +43,38 @@ void operator delete[](void* p, size_t) noexcept { std::free(p); }
 
 namespace ringlab::mqtt {
 namespace {
+
+// A store that allocates nothing: it counts changes, durable at Commit().
+class CountingStore : public BrokerStore {
+ public:
+  void Commit() { durable_ = written_; }
+  void PutRetained(const Message&, Timestamp) override { ++written_; }
+  void DeleteRetained(std::string_view) override { ++written_; }
+  void PutSession(std::string_view, uint32_t) override { ++written_; }
+  void DeleteSession(std::string_view) override { ++written_; }
+  void PutSubscription(std::string_view, std::string_view,
+                       const SubscriptionOptions&, uint32_t) override {
+    ++written_;
+  }
+  void DeleteSubscription(std::string_view, std::string_view) override {
+    ++written_;
+  }
+  uint64_t PutQueued(std::string_view, const Message&, uint8_t, bool,
+                     std::span<const uint32_t>, Timestamp) override {
+    return ++written_;
+  }
+  void DeleteQueued(uint64_t) override { ++written_; }
+  void MarkQueuedSent(uint64_t, uint16_t) override { ++written_; }
+  void MarkQueuedReleased(uint64_t) override { ++written_; }
+  void PutInboundQos2(std::string_view, uint16_t) override { ++written_; }
+  void DeleteInboundQos2(std::string_view, uint16_t) override { ++written_; }
+  uint64_t written_sequence() const override { return written_; }
+  uint64_t durable_sequence() const override { return durable_; }
+
+ private:
+  uint64_t written_ = 0;
+  uint64_t durable_ = 0;
+};
 
 // Drives one Broker directly (no network): a publisher and a subscriber
 // connection, each with a preallocated receive buffer.
@@ -102,6 +136,7 @@ struct Case {
   uint8_t qos;
   Version pub_version;
   Version sub_version;
+  bool store = false;  // a persistent subscriber on a batch-commit store
 };
 
 class SteadyState : public testing::TestWithParam<Case> {};
@@ -109,6 +144,15 @@ class SteadyState : public testing::TestWithParam<Case> {};
 TEST_P(SteadyState, PublishDeliverLoopAllocatesNothing) {
   const Case param = GetParam();
   Direct d(param.pub_version, param.sub_version);
+  CountingStore store;
+  if (param.store) d.broker_.set_store(&store);
+  // A batch commit: the acks held since the last one go out.
+  auto commit = [&] {
+    if (!param.store) return;
+    store.Commit();
+    d.broker_.OnStoreDurable(d.now_);
+    d.Drain();
+  };
   Connect pc;
   pc.version = param.pub_version;
   pc.client_id = "pub";
@@ -119,6 +163,10 @@ TEST_P(SteadyState, PublishDeliverLoopAllocatesNothing) {
   sc.client_id = "sub";
   sc.keep_alive_s = 60;
   if (sc.version == Version::k5) sc.properties.topic_alias_maximum = 4;
+  if (param.store) {  // persistent: its QoS 1/2 deliveries are stored
+    sc.clean_start = false;
+    if (sc.version == Version::k5) sc.properties.session_expiry_interval = 600;
+  }
   d.Send(d.sub_, sc, sc.version);
   SubscribeEntry entry{"bench/+", {.max_qos = 2}};
   Subscribe s;
@@ -157,6 +205,7 @@ TEST_P(SteadyState, PublishDeliverLoopAllocatesNothing) {
     }
     d.SendBytes(d.pub_, wire);
     d.Drain();
+    commit();
     // The subscriber acknowledges what it got.
     d.Receive(d.sub_, [&](const Frame& f) {
       if (f.type == PacketType::kPublish) {
@@ -209,6 +258,10 @@ TEST_P(SteadyState, PublishDeliverLoopAllocatesNothing) {
   g_counting = false;
   EXPECT_EQ(g_allocations, 0u);
   EXPECT_EQ(delivered - warm, 20000u);  // every round delivered one message
+  if (param.store && param.qos > 0) {
+    // The acks did take the group-commit path.
+    EXPECT_GE(d.broker_.counters().acks_held, 20000u);
+  }
   auto info = d.broker_.GetSessionInfo("sub");
   ASSERT_TRUE(info);
   EXPECT_EQ(info->inflight, 0u);
@@ -233,11 +286,14 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{0, Version::k5, Version::k5},
                     Case{1, Version::k5, Version::k5},
                     Case{2, Version::k5, Version::k5},
-                    Case{1, Version::k5, Version::k311}),
+                    Case{1, Version::k5, Version::k311},
+                    Case{1, Version::k311, Version::k311, true},
+                    Case{2, Version::k5, Version::k5, true}),
     [](const auto& info) {
       return "qos" + std::to_string(info.param.qos) + "_" +
              (info.param.pub_version == Version::k5 ? "v5" : "v311") + "_to_" +
-             (info.param.sub_version == Version::k5 ? "v5" : "v311");
+             (info.param.sub_version == Version::k5 ? "v5" : "v311") +
+             (info.param.store ? "_batch_store" : "");
     });
 
 }  // namespace

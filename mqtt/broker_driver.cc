@@ -65,11 +65,14 @@ void BrokerDriver::Shutdown() {
   Pump();
 }
 
-transport::SocketHandler* BrokerDriver::OnAccept(transport::SocketId,
+transport::SocketHandler* BrokerDriver::OnAccept(transport::SocketId listener,
                                                  transport::SocketId connection,
                                                  const Endpoint&) {
   if (shut_down_) return nullptr;
-  absl::StatusOr<ConnectionId> id = broker_.OnConnectionOpened(now());
+  // Our listener is 0; the TLS listener's accepts come through here too
+  // (tls_listener.h) and get their own connection rate bucket as 1.
+  absl::StatusOr<ConnectionId> id =
+      broker_.OnConnectionOpened(now(), listener == listener_ ? 0 : 1);
   if (!id.ok()) {
     ++counters_.refused;
     return nullptr;  // the Loop closes it

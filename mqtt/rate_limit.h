@@ -40,7 +40,8 @@ class TokenBucket {
 
 // The limits BrokerOptions carries; 0 turns a limit off.
 struct RateLimits {
-  // New connections per second (the whole Broker, i.e. its listener);
+  // New connections per second, per listener (each listener the driver
+  // names in OnConnectionOpened has its own bucket with these figures);
   // over it OnConnectionOpened refuses (the driver closes the socket).
   double connections_per_s = 0;
   double connection_burst = 0;  // 0: max(1, connections_per_s)

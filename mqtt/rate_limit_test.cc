@@ -175,5 +175,30 @@ TEST(ConnectionRateTest, RefusesOverTheRateUntilRefilled) {
   EXPECT_EQ(broker.counters().connections_refused_rate, 2u);
 }
 
+// Issue 12 "Limits": the rate is per listener, so a flood on one listener
+// does not refuse the other's connections.
+TEST(ConnectionRateTest, EachListenerHasItsOwnBucket) {
+  BrokerOptions o;
+  o.rate.connections_per_s = 10;
+  o.rate.connection_burst = 2;
+  Broker broker(o);
+  const Timestamp t0 = Timestamp::FromNanos(5'000'000'000);
+  constexpr uint32_t kPlain = 0, kTls = 1;
+  EXPECT_TRUE(broker.OnConnectionOpened(t0, kPlain).ok());
+  EXPECT_TRUE(broker.OnConnectionOpened(t0, kPlain).ok());
+  EXPECT_FALSE(broker.OnConnectionOpened(t0, kPlain).ok());  // over its rate
+  EXPECT_EQ(broker.counters().connections_refused_rate, 1u);
+  // The TLS listener is not affected by the plain one's flood.
+  EXPECT_TRUE(broker.OnConnectionOpened(t0, kTls).ok());
+  EXPECT_TRUE(broker.OnConnectionOpened(t0, kTls).ok());
+  EXPECT_FALSE(broker.OnConnectionOpened(t0, kTls).ok());
+  EXPECT_FALSE(broker.OnConnectionOpened(t0, kPlain).ok());
+  EXPECT_EQ(broker.counters().connections_refused_rate, 3u);
+  EXPECT_EQ(broker.connection_count(), 4u);
+  EXPECT_EQ(
+      broker.OnConnectionOpened(t0, Broker::kMaxListeners).status().code(),
+      absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace ringlab::mqtt

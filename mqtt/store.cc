@@ -7,9 +7,10 @@ namespace ringlab::mqtt {
 std::string StoreLoadReport::ToString() const {
   return absl::StrCat(
       sessions, " sessions, ", subscriptions, " subscriptions, ", queued,
-      " queued messages (", queued_expired, " expired while down), ", retained,
-      " retained messages (", retained_expired, " expired while down, ",
-      retained_rejected, " refused by limits)");
+      " queued messages (", queued_expired, " expired while down, ", inflight,
+      " in flight), ", awaiting_pubrel, " inbound QoS 2 awaiting PUBREL, ",
+      retained, " retained messages (", retained_expired,
+      " expired while down, ", retained_rejected, " refused by limits)");
 }
 
 }  // namespace ringlab::mqtt

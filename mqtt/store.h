@@ -8,16 +8,20 @@
 //       SqliteStore::Open({.data_dir = "/var/lib/ringlab"});
 //   absl::StatusOr<StoreLoadReport> r = (*store)->Load(&broker, now);
 //   broker.set_store(store->get());   // from now on the core reports changes
-//   ...  // on the Loop: at (*store)->NextFlushDeadline(), Flush()
+//   ...  // on the Loop: at (*store)->NextFlushDeadline(), Flush(), then
+//   ...  // broker.OnStoreDurable(now): the acks held for that commit go out
 //
 // What persists: retained messages, persistent sessions (a Session Expiry
 // Interval above 0, or 3.1.1 Clean Session 0) with their subscriptions, and
 // the QoS 1/2 messages queued or in flight to them, from the moment they
-// are queued until the subscriber acknowledges them (PUBACK, or PUBREC for
-// QoS 2). After a restart those messages are queued again and sent with
-// new packet ids (at least once); a QoS 2 exchange that had reached PUBREL
-// is not resumed. Not stored: inbound QoS 2 packet ids awaiting PUBREL,
-// wills, and messages queued before a session became persistent.
+// are queued until the subscriber acknowledges them (PUBACK, or PUBCOMP
+// for QoS 2), with the packet id they were sent with and whether PUBREL
+// was sent. After a restart the ones that had been sent are resent with
+// DUP and their original packet ids, or as PUBREL (MQTT-4.4.0-1), and the
+// others are queued. The inbound QoS 2 packet ids awaiting PUBREL are
+// stored too, so a PUBLISH the client resends after a restart is not
+// delivered twice. Not stored: wills, and messages queued before a
+// session became persistent.
 //
 // Time: the core's Timestamps are monotonic and mean nothing after a
 // restart, so a method that carries an expiry also gets `now`; the store
@@ -75,6 +79,27 @@ class BrokerStore {
   // Acknowledged, expired or dropped. DeleteSession removes a session's
   // queued messages too.
   virtual void DeleteQueued(uint64_t key) = 0;
+  // The queued message went out with `packet_id` (it is in flight now).
+  virtual void MarkQueuedSent(uint64_t key, uint16_t packet_id) = 0;
+  // Its PUBREC arrived and PUBREL went out: only PUBCOMP is left.
+  virtual void MarkQueuedReleased(uint64_t key) = 0;
+  // An inbound QoS 2 PUBLISH of a persistent session was accepted (PUBREC)
+  // and waits for PUBREL; deleted at PUBREL. DeleteSession removes them.
+  virtual void PutInboundQos2(std::string_view client_id,
+                              uint16_t packet_id) = 0;
+  virtual void DeleteInboundQos2(std::string_view client_id,
+                                 uint16_t packet_id) = 0;
+
+  // Group commit. Every change above advances written_sequence() by one;
+  // durable_sequence() is the last change the store's policy has made
+  // durable (committed, and fsynced if the policy says so), never above
+  // written_sequence(). The core holds a PUBACK, PUBREC or PUBCOMP whose
+  // packet caused changes until durable_sequence() covers them, and the
+  // driver calls Broker::OnStoreDurable() after each commit to release
+  // them. A store that is durable when a call returns keeps the two equal
+  // (the defaults: nothing is ever held).
+  virtual uint64_t written_sequence() const { return 0; }
+  virtual uint64_t durable_sequence() const { return 0; }
 };
 
 // What a store loads at startup, handed to Broker::Restore*.
@@ -99,6 +124,9 @@ struct StoredQueued {
   uint8_t qos = 0;         // the delivery's QoS
   bool retain = false;
   std::vector<uint32_t> subscription_ids;
+  // Non-zero: it was sent with this packet id and is in flight.
+  uint16_t packet_id = 0;
+  bool released = false;  // QoS 2: PUBREC came, PUBREL went out
 };
 
 struct StoredSession {
@@ -106,6 +134,8 @@ struct StoredSession {
   uint32_t expiry_interval_s = 0;
   std::vector<StoredSubscription> subscriptions;
   std::vector<StoredQueued> queued;  // oldest first
+  // Inbound QoS 2 packet ids awaiting PUBREL.
+  std::vector<uint16_t> awaiting_pubrel;
 };
 
 // What Load() found, for the startup report.
@@ -114,6 +144,8 @@ struct StoreLoadReport {
   uint64_t subscriptions = 0;
   uint64_t retained = 0;
   uint64_t queued = 0;             // QoS 1/2 messages for stored sessions
+  uint64_t inflight = 0;           // of them, sent before (resent as DUP)
+  uint64_t awaiting_pubrel = 0;    // inbound QoS 2 ids
   uint64_t queued_expired = 0;     // their expiry passed while down
   uint64_t retained_expired = 0;   // their expiry passed while down
   uint64_t retained_rejected = 0;  // the broker refused them (limits)

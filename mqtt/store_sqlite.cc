@@ -1,8 +1,11 @@
 #include "mqtt/store_sqlite.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -15,7 +18,9 @@ namespace {
 
 // Bumped when the tables change; a database from another version is an
 // error, not something to guess at.
-constexpr int kSchemaVersion = 1;
+// 2: queued.packet_id/released and inbound_qos2 (a version 1 file is
+// migrated in place at open).
+constexpr int kSchemaVersion = 2;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS meta(
@@ -32,8 +37,20 @@ CREATE TABLE IF NOT EXISTS queued(
   id INTEGER PRIMARY KEY AUTOINCREMENT, client_id TEXT NOT NULL,
   topic TEXT NOT NULL, message_qos INTEGER NOT NULL, qos INTEGER NOT NULL,
   retain INTEGER NOT NULL, properties BLOB NOT NULL, payload BLOB NOT NULL,
-  subscription_ids BLOB NOT NULL, expires_wall_ms INTEGER NOT NULL);
+  subscription_ids BLOB NOT NULL, expires_wall_ms INTEGER NOT NULL,
+  packet_id INTEGER NOT NULL DEFAULT 0, released INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS queued_by_client ON queued(client_id, id);
+CREATE TABLE IF NOT EXISTS inbound_qos2(
+  client_id TEXT NOT NULL, packet_id INTEGER NOT NULL,
+  PRIMARY KEY(client_id, packet_id));
+)sql";
+
+// Version 1 had no in-flight state: its rows were never sent (0) as far as
+// a restart is concerned, which is what version 1 did.
+constexpr const char* kMigrate1To2 = R"sql(
+ALTER TABLE queued ADD COLUMN packet_id INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE queued ADD COLUMN released INTEGER NOT NULL DEFAULT 0;
+UPDATE meta SET value=2 WHERE key='schema';
 )sql";
 
 // Expiry is kept as wall-clock time: the core's monotonic Timestamps mean
@@ -109,8 +126,65 @@ SqliteStore::SqliteStore(const SqliteStoreOptions& options)
 
 SqliteStore::~SqliteStore() {
   Flush();
+  StopSync();
   for (sqlite3_stmt* st : statements_) sqlite3_finalize(st);
   sqlite3_close(db_);
+}
+
+void SqliteStore::StopSync() {
+  if (sync_thread_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(sync_mu_);
+      sync_stop_ = true;
+    }
+    sync_cv_.notify_one();
+    sync_thread_.join();  // it syncs what was requested before it stops
+  }
+  if (checkpoint_db_ != nullptr) {
+    sqlite3_close(checkpoint_db_);
+    checkpoint_db_ = nullptr;
+  }
+  if (wal_fd_ >= 0) {
+    ::close(wal_fd_);
+    wal_fd_ = -1;
+  }
+}
+
+void SqliteStore::SyncLoop() {
+  uint64_t syncs = 0;
+  std::unique_lock<std::mutex> lock(sync_mu_);
+  while (true) {
+    sync_cv_.wait(
+        lock, [&] { return sync_stop_ || sync_requested_ > synced_.load(); });
+    if (sync_requested_ <= synced_.load()) return;  // stopping, all synced
+    const uint64_t target = sync_requested_;
+    lock.unlock();
+    // fsync is per file, not per descriptor: this covers every WAL frame
+    // the Loop's connection wrote before the request.
+    if (::fdatasync(wal_fd_) != 0) sync_failed_.store(true);
+    synced_.store(target);
+    // Checkpoints here, not on the Loop (wal_autocheckpoint=0 there);
+    // PASSIVE never blocks the writer. With synchronous=NORMAL SQLite
+    // syncs the WAL before and the database after copying.
+    if (++syncs % 16 == 0) {
+      sqlite3_wal_checkpoint_v2(checkpoint_db_, nullptr,
+                                SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    }
+    lock.lock();
+  }
+}
+
+void SqliteStore::Poll() {
+  if (!sync_thread_.joinable()) return;
+  if (sync_failed_.load()) {
+    if (status_.ok()) {
+      status_ = absl::InternalError(
+          absl::StrCat("store ", path_, ": fdatasync of the WAL failed"));
+      ++counters_.write_errors;
+    }
+    return;
+  }
+  if (status_.ok()) durable_ = std::max(durable_, synced_.load());
 }
 
 absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(
@@ -150,9 +224,12 @@ absl::Status SqliteStore::Init() {
   // The first statements read the file: a non-database or a damaged header
   // fails here (SQLITE_NOTADB / SQLITE_CORRUPT) and Open() reports it.
   if (absl::Status s = Exec("PRAGMA journal_mode=WAL"); !s.ok()) return s;
-  const char* sync = options_.fsync == FsyncPolicy::kNever
-                         ? "PRAGMA synchronous=OFF"
-                         : "PRAGMA synchronous=FULL";
+  // kBatch: COMMIT writes the WAL without fsync; the sync thread makes it
+  // durable (see the header).
+  const char* sync =
+      options_.fsync == FsyncPolicy::kNever   ? "PRAGMA synchronous=OFF"
+      : options_.fsync == FsyncPolicy::kBatch ? "PRAGMA synchronous=NORMAL"
+                                              : "PRAGMA synchronous=FULL";
   if (absl::Status s = Exec(sync); !s.ok()) return s;
   {
     // A truncated or damaged file that still has a valid header.
@@ -175,6 +252,26 @@ absl::Status SqliteStore::Init() {
       return absl::DataLossError(absl::StrCat(
           "store ", path_, " is corrupt (quick_check): ", problems));
     }
+  }
+  // The version first: CREATE TABLE IF NOT EXISTS leaves a version 1
+  // queued table as it is, so it must be migrated before it is used.
+  int64_t version = 0;
+  if (absl::Status s = Exec(
+          "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER "
+          "NOT NULL)");
+      !s.ok()) {
+    return s;
+  }
+  {
+    Query q;
+    sqlite3_prepare_v2(db_, "SELECT value FROM meta WHERE key='schema'", -1,
+                       &q.st, nullptr);
+    if (q.st != nullptr && sqlite3_step(q.st) == SQLITE_ROW) {
+      version = sqlite3_column_int64(q.st, 0);
+    }
+  }
+  if (version == 1) {
+    if (absl::Status s = Exec(kMigrate1To2); !s.ok()) return s;
   }
   if (absl::Status s = Exec(kSchema); !s.ok()) return s;
   {
@@ -211,19 +308,61 @@ absl::Status SqliteStore::Init() {
       "INSERT OR REPLACE INTO subscriptions VALUES(?1,?2,?3,?4)",
       "DELETE FROM subscriptions WHERE client_id=?1 AND filter=?2",
       "INSERT INTO queued(client_id, topic, message_qos, qos, retain, "
-      "properties, payload, subscription_ids, expires_wall_ms) "
-      "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+      "properties, payload, subscription_ids, expires_wall_ms, id, "
+      "packet_id, released) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
       "DELETE FROM queued WHERE id=?1",
       "DELETE FROM queued WHERE client_id=?1",
+      "UPDATE queued SET packet_id=?2 WHERE id=?1",
+      "UPDATE queued SET released=1 WHERE id=?1",
+      "INSERT OR REPLACE INTO inbound_qos2 VALUES(?1,?2)",
+      "DELETE FROM inbound_qos2 WHERE client_id=?1 AND packet_id=?2",
+      "DELETE FROM inbound_qos2 WHERE client_id=?1",
       "BEGIN",
       "COMMIT",
   };
+  {
+    // Queued keys are ours (explicit row ids, so a message can be written
+    // at the commit): above every id AUTOINCREMENT ever gave out.
+    Query q;
+    sqlite3_prepare_v2(
+        db_,
+        "SELECT MAX(COALESCE((SELECT MAX(id) FROM queued), 0), "
+        "COALESCE((SELECT seq FROM sqlite_sequence WHERE name='queued'), 0))",
+        -1, &q.st, nullptr);
+    if (q.st == nullptr || sqlite3_step(q.st) != SQLITE_ROW) {
+      return absl::DataLossError(
+          absl::StrCat("store ", path_, ": ", sqlite3_errmsg(db_)));
+    }
+    last_queued_key_ = uint64_t(sqlite3_column_int64(q.st, 0));
+  }
   for (int i = 0; i < kStatementCount; ++i) {
     if (sqlite3_prepare_v3(db_, sql[i], -1, SQLITE_PREPARE_PERSISTENT,
                            &statements_[i], nullptr) != SQLITE_OK) {
       return absl::InternalError(absl::StrCat("store: preparing '", sql[i],
                                               "': ", sqlite3_errmsg(db_)));
     }
+  }
+  if (options_.fsync == FsyncPolicy::kBatch) {
+    // The WAL exists once the schema was written (journal_mode=WAL).
+    if (absl::Status s = Exec("PRAGMA wal_autocheckpoint=0"); !s.ok()) {
+      return s;
+    }
+    wal_fd_ = ::open((path_ + "-wal").c_str(), O_RDWR | O_CLOEXEC);
+    if (wal_fd_ < 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "store: cannot open ", path_, "-wal: ", std::strerror(errno)));
+    }
+    if (sqlite3_open_v2(path_.c_str(), &checkpoint_db_,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                        nullptr) != SQLITE_OK ||
+        sqlite3_exec(checkpoint_db_,
+                     "PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=1000",
+                     nullptr, nullptr, nullptr) != SQLITE_OK) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("store: checkpoint connection to ", path_, ": ",
+                       sqlite3_errmsg(checkpoint_db_)));
+    }
+    sync_thread_ = std::thread([this] { SyncLoop(); });
   }
   return absl::OkStatus();
 }
@@ -281,7 +420,8 @@ absl::StatusOr<StoreLoadReport> SqliteStore::Load(Broker* broker,
     if (sqlite3_prepare_v2(db_,
                            "SELECT client_id, id, topic, message_qos, qos, "
                            "retain, properties, payload, subscription_ids, "
-                           "expires_wall_ms FROM queued ORDER BY client_id, id",
+                           "expires_wall_ms, packet_id, released FROM queued "
+                           "ORDER BY client_id, id",
                            -1, &q.st, nullptr) != SQLITE_OK) {
       return read_error("queued");
     }
@@ -293,7 +433,9 @@ absl::StatusOr<StoreLoadReport> SqliteStore::Load(Broker* broker,
       while (at < sessions.size() && sessions[at].client_id < client) ++at;
       if (at == sessions.size() || sessions[at].client_id != client) continue;
       const int64_t expires = sqlite3_column_int64(q.st, 9);
-      if (expires != 0 && expires <= wall_ms) {
+      const bool released = sqlite3_column_int64(q.st, 11) != 0;
+      // A released QoS 2 delivery needs only its PUBREL, expired or not.
+      if (expires != 0 && expires <= wall_ms && !released) {
         ++report.queued_expired;
         continue;
       }
@@ -311,9 +453,34 @@ absl::StatusOr<StoreLoadReport> SqliteStore::Load(Broker* broker,
         std::memcpy(m.subscription_ids.data(), ids.data(),
                     m.subscription_ids.size() * sizeof(uint32_t));
       }
-      m.message.expires_in_ms = expires == 0 ? 0 : uint64_t(expires - wall_ms);
+      m.message.expires_in_ms =
+          expires == 0 ? 0 : uint64_t(std::max<int64_t>(expires - wall_ms, 1));
+      m.packet_id = uint16_t(sqlite3_column_int64(q.st, 10));
+      m.released = released && m.packet_id != 0;
+      if (m.packet_id != 0) ++report.inflight;
     }
     if (rc != SQLITE_DONE) return read_error("queued");
+  }
+  {
+    Query q;
+    if (sqlite3_prepare_v2(db_,
+                           "SELECT client_id, packet_id FROM inbound_qos2 "
+                           "ORDER BY client_id, packet_id",
+                           -1, &q.st, nullptr) != SQLITE_OK) {
+      return read_error("inbound_qos2");
+    }
+    size_t at = 0;
+    int rc;
+    while ((rc = sqlite3_step(q.st)) == SQLITE_ROW) {
+      const std::string client = ColumnText(q.st, 0);
+      while (at < sessions.size() && sessions[at].client_id < client) ++at;
+      if (at == sessions.size() || sessions[at].client_id != client) continue;
+      const int64_t id = sqlite3_column_int64(q.st, 1);
+      if (id <= 0 || id > 0xFFFF) continue;  // not a packet id
+      sessions[at].awaiting_pubrel.push_back(uint16_t(id));
+      ++report.awaiting_pubrel;
+    }
+    if (rc != SQLITE_DONE) return read_error("inbound_qos2");
   }
   for (const StoredSession& s : sessions) {
     report.queued += s.queued.size();
@@ -359,6 +526,9 @@ absl::StatusOr<StoreLoadReport> SqliteStore::Load(Broker* broker,
 }
 
 void SqliteStore::Fail(const char* what) {
+  // From the first error on, durable_ stops: a change that may be lost is
+  // never confirmed, so no ack for it goes out (the clients send again after
+  // a reconnect; status() says why).
   ++counters_.write_errors;
   if (status_.ok()) {
     status_ = absl::InternalError(
@@ -379,20 +549,60 @@ void SqliteStore::BeginChange() {
 }
 
 void SqliteStore::EndChange(int rc) {
+  ++written_;
   if (rc == SQLITE_DONE) {
     ++counters_.writes;
-    // Outside a transaction each statement commits on its own (autocommit).
-    if (!in_transaction_) ++counters_.commits;
+    // Outside a transaction each statement commits on its own (autocommit),
+    // durable as the policy promises when it returns.
+    if (!in_transaction_) {
+      ++counters_.commits;
+      if (status_.ok()) durable_ = written_;
+    }
   } else {
     Fail("write");
   }
 }
 
 void SqliteStore::Flush() {
-  if (!in_transaction_) return;
+  if (!in_transaction_) {
+    Poll();
+    return;
+  }
+  // The queued messages still unacknowledged at the end of the window.
+  for (const auto& [key, row] : pending_queued_) {
+    const int rc = WritePendingQueued(key, row);
+    if (rc != SQLITE_DONE) Fail("write");
+  }
+  pending_queued_.clear();
+  for (const auto& [key, state] : pending_sent_) {
+    const uint16_t packet_id = uint16_t(state & 0xFFFF);
+    sqlite3_stmt* sent = statements_[kMarkQueuedSent];
+    sqlite3_bind_int64(sent, 1, int64_t(key));
+    sqlite3_bind_int(sent, 2, packet_id);
+    if (sqlite3_step(sent) != SQLITE_DONE) Fail("write");
+    sqlite3_reset(sent);
+    if ((state & kReleasedBit) != 0) {
+      sqlite3_stmt* rel = statements_[kMarkQueuedReleased];
+      sqlite3_bind_int64(rel, 1, int64_t(key));
+      if (sqlite3_step(rel) != SQLITE_DONE) Fail("write");
+      sqlite3_reset(rel);
+    }
+  }
+  pending_sent_.clear();
   sqlite3_stmt* st = statements_[kCommit];
   if (sqlite3_step(st) == SQLITE_DONE) {
     ++counters_.commits;
+    // One commit releases every ack of the window: at once where the
+    // COMMIT synced, else once the sync thread has synced the WAL.
+    if (sync_thread_.joinable()) {
+      {
+        std::lock_guard<std::mutex> lock(sync_mu_);
+        sync_requested_ = written_;
+      }
+      sync_cv_.notify_one();
+    } else if (status_.ok()) {
+      durable_ = written_;
+    }
   } else {
     Fail("COMMIT");
     sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
@@ -400,6 +610,7 @@ void SqliteStore::Flush() {
   sqlite3_reset(st);
   in_transaction_ = false;
   flush_at_ = Timestamp::Never();
+  Poll();
 }
 
 namespace {
@@ -414,32 +625,130 @@ int64_t WallExpiry(const Message& m, Timestamp now) {
 }
 }  // namespace
 
+void SqliteStore::CountBuffered() {
+  ++written_;
+  ++counters_.writes;
+}
+
+int SqliteStore::WritePendingQueued(uint64_t key, const PendingQueued& row) {
+  sqlite3_stmt* st = statements_[kPutQueued];
+  BindText(st, 1, row.client_id);
+  BindText(st, 2, row.topic);
+  sqlite3_bind_int(st, 3, row.message_qos);
+  sqlite3_bind_int(st, 4, row.qos);
+  sqlite3_bind_int(st, 5, row.retain ? 1 : 0);
+  BindBlob(st, 6, row.properties);
+  BindBlob(st, 7, row.payload);
+  // Host order, this host.
+  BindBlob(st, 8,
+           std::as_bytes(std::span<const uint32_t>(row.subscription_ids)));
+  sqlite3_bind_int64(st, 9, row.expires_wall_ms);
+  sqlite3_bind_int64(st, 10, int64_t(key));
+  sqlite3_bind_int(st, 11, row.packet_id);
+  sqlite3_bind_int(st, 12, row.released ? 1 : 0);
+  const int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return rc;
+}
+
 uint64_t SqliteStore::PutQueued(std::string_view client_id, const Message& m,
                                 uint8_t qos, bool retain,
                                 std::span<const uint32_t> subscription_ids,
                                 Timestamp now) {
   BeginChange();
-  sqlite3_stmt* st = statements_[kPutQueued];
-  BindText(st, 1, client_id);
-  BindText(st, 2, m.topic());
-  sqlite3_bind_int(st, 3, m.qos());
-  sqlite3_bind_int(st, 4, qos);
-  sqlite3_bind_int(st, 5, retain ? 1 : 0);
-  BindBlob(st, 6, m.properties());
-  BindBlob(st, 7, m.payload());
-  BindBlob(st, 8, std::as_bytes(subscription_ids));  // host order, this host
-  sqlite3_bind_int64(st, 9, WallExpiry(m, now));
-  const int rc = sqlite3_step(st);
+  const uint64_t key = ++last_queued_key_;
+  PendingQueued row;
+  row.client_id.assign(client_id.data(), client_id.size());
+  row.topic.assign(m.topic().data(), m.topic().size());
+  row.message_qos = m.qos();
+  row.qos = qos;
+  row.retain = retain;
+  row.properties.assign(m.properties().begin(), m.properties().end());
+  row.payload.assign(m.payload().begin(), m.payload().end());
+  row.subscription_ids.assign(subscription_ids.begin(), subscription_ids.end());
+  row.expires_wall_ms = WallExpiry(m, now);
+  if (options_.fsync == FsyncPolicy::kBatch && in_transaction_) {
+    // Written at the commit, if it is still queued then.
+    pending_queued_.emplace(key, std::move(row));
+    CountBuffered();
+    return key;
+  }
+  const int rc = WritePendingQueued(key, row);
   EndChange(rc);
-  sqlite3_reset(st);
-  sqlite3_clear_bindings(st);
-  return rc == SQLITE_DONE ? uint64_t(sqlite3_last_insert_rowid(db_)) : 0;
+  return rc == SQLITE_DONE ? key : 0;
 }
 
 void SqliteStore::DeleteQueued(uint64_t key) {
+  if (pending_queued_.erase(key) != 0) {
+    ++counters_.queued_coalesced;  // acknowledged before its commit
+    CountBuffered();
+    return;
+  }
+  if (pending_sent_.erase(key) != 0) ++counters_.updates_coalesced;
   BeginChange();
   sqlite3_stmt* st = statements_[kDeleteQueued];
   sqlite3_bind_int64(st, 1, int64_t(key));
+  EndChange(sqlite3_step(st));
+  sqlite3_reset(st);
+}
+
+void SqliteStore::MarkQueuedSent(uint64_t key, uint16_t packet_id) {
+  if (auto it = pending_queued_.find(key); it != pending_queued_.end()) {
+    it->second.packet_id = packet_id;
+    CountBuffered();
+    return;
+  }
+  if (options_.fsync == FsyncPolicy::kBatch) {
+    BeginChange();
+    if (in_transaction_) {
+      pending_sent_[key] = packet_id;  // written at the commit
+      CountBuffered();
+      return;
+    }
+  }
+  BeginChange();
+  sqlite3_stmt* st = statements_[kMarkQueuedSent];
+  sqlite3_bind_int64(st, 1, int64_t(key));
+  sqlite3_bind_int(st, 2, packet_id);
+  EndChange(sqlite3_step(st));
+  sqlite3_reset(st);
+}
+
+void SqliteStore::MarkQueuedReleased(uint64_t key) {
+  if (auto it = pending_queued_.find(key); it != pending_queued_.end()) {
+    it->second.released = true;
+    CountBuffered();
+    return;
+  }
+  if (auto it = pending_sent_.find(key); it != pending_sent_.end()) {
+    it->second |= kReleasedBit;
+    CountBuffered();
+    return;
+  }
+  BeginChange();
+  sqlite3_stmt* st = statements_[kMarkQueuedReleased];
+  sqlite3_bind_int64(st, 1, int64_t(key));
+  EndChange(sqlite3_step(st));
+  sqlite3_reset(st);
+}
+
+void SqliteStore::PutInboundQos2(std::string_view client_id,
+                                 uint16_t packet_id) {
+  BeginChange();
+  sqlite3_stmt* st = statements_[kPutInbound];
+  BindText(st, 1, client_id);
+  sqlite3_bind_int(st, 2, packet_id);
+  EndChange(sqlite3_step(st));
+  sqlite3_reset(st);
+}
+
+void SqliteStore::DeleteInboundQos2(std::string_view client_id,
+                                    uint16_t packet_id) {
+  BeginChange();
+  sqlite3_stmt* st = statements_[kDeleteInbound];
+  BindText(st, 1, client_id);
+  sqlite3_bind_int(st, 2, packet_id);
   EndChange(sqlite3_step(st));
   sqlite3_reset(st);
 }
@@ -476,9 +785,14 @@ void SqliteStore::PutSession(std::string_view client_id,
 }
 
 void SqliteStore::DeleteSession(std::string_view client_id) {
+  absl::erase_if(pending_queued_, [&](const auto& entry) {
+    return entry.second.client_id == client_id;
+  });
+  // Updates of its written rows are harmless (the rows go below); they
+  // update nothing at the commit.
   BeginChange();
-  for (Statement which :
-       {kDeleteSessionQueued, kDeleteSessionSubscriptions, kDeleteSession}) {
+  for (Statement which : {kDeleteSessionQueued, kDeleteSessionInbound,
+                          kDeleteSessionSubscriptions, kDeleteSession}) {
     sqlite3_stmt* st = statements_[which];
     BindText(st, 1, client_id);
     EndChange(sqlite3_step(st));

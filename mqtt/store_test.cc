@@ -3,6 +3,7 @@
 // (sessions, subscriptions and retained messages survive), and stores that
 // are not databases or are truncated (an error, never an empty store).
 #include <fcntl.h>
+#include <sqlite3.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include "mqtt/broker.h"
 #include "mqtt/broker_driver.h"
 #include "mqtt/client_driver.h"
+#include "mqtt/internal/broker_sim.h"
 #include "mqtt/store_sqlite.h"
 #include "mqtt/wire.h"
 
@@ -132,6 +134,342 @@ TEST(SqliteStore, BatchCommitsAtTheWindow) {
   absl::StatusOr<StoreLoadReport> r = reader->Load(&broker, Timestamp{});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->sessions, 2u);
+}
+
+// kBatch: the sync thread makes a commit durable shortly after Flush();
+// Poll() takes it in. Bounded wait (no timing assertion).
+void WaitDurable(SqliteStore& store) {
+  for (int i = 0;
+       i < 5000 && store.durable_sequence() < store.written_sequence(); ++i) {
+    ::usleep(1000);
+    store.Poll();
+  }
+}
+
+// The group-commit sequences the broker holds its acks on: batch confirms
+// a change only once its commit is synced, always and never when the call
+// returns.
+TEST(SqliteStore, DurableSequenceFollowsTheCommit) {
+  TempDir dir;
+  {
+    std::unique_ptr<SqliteStore> batch =
+        OpenStore(dir.path(), FsyncPolicy::kBatch);
+    ASSERT_NE(batch, nullptr);
+    EXPECT_EQ(batch->written_sequence(), batch->durable_sequence());
+    const uint64_t start = batch->written_sequence();
+    batch->PutSession("a", 10);
+    batch->PutSubscription("a", "t", {.max_qos = 1}, 0);
+    EXPECT_EQ(batch->written_sequence(), start + 2);
+    EXPECT_EQ(batch->durable_sequence(), start);
+    batch->Flush();
+    WaitDurable(*batch);
+    EXPECT_EQ(batch->durable_sequence(), start + 2);
+  }
+  for (FsyncPolicy policy : {FsyncPolicy::kAlways, FsyncPolicy::kNever}) {
+    std::unique_ptr<SqliteStore> store = OpenStore(dir.path(), policy);
+    ASSERT_NE(store, nullptr);
+    store->PutSession("b", 10);
+    EXPECT_GT(store->written_sequence(), 0u);
+    EXPECT_EQ(store->durable_sequence(), store->written_sequence());
+  }
+}
+
+// In-flight state round trip: packet ids, PUBREL reached, inbound QoS 2 ids.
+TEST(SqliteStore, InflightStateRoundTrip) {
+  TempDir dir;
+  MessagePool pool;
+  {
+    std::unique_ptr<SqliteStore> store = OpenStore(dir.path());
+    ASSERT_NE(store, nullptr);
+    store->PutSession("s", 600);
+    MessageRef m = pool.Create("t", 2, false, {}, AsBytes("x"),
+                               Timestamp::Never(), kNoPublisher);
+    const uint64_t sent = store->PutQueued("s", *m, 1, false, {}, Timestamp{});
+    const uint64_t released =
+        store->PutQueued("s", *m, 2, false, {}, Timestamp{});
+    store->PutQueued("s", *m, 2, false, {}, Timestamp{});  // never sent
+    store->MarkQueuedSent(sent, 17);
+    store->MarkQueuedSent(released, 18);
+    store->MarkQueuedReleased(released);
+    store->PutInboundQos2("s", 5);
+    store->PutInboundQos2("s", 6);
+    store->DeleteInboundQos2("s", 5);
+    store->PutSession("gone", 600);
+    store->PutInboundQos2("gone", 9);
+    store->DeleteSession("gone");  // its inbound ids go with it
+    EXPECT_TRUE(store->status().ok()) << store->status();
+  }
+  std::unique_ptr<SqliteStore> store = OpenStore(dir.path());
+  ASSERT_NE(store, nullptr);
+  Broker broker;
+  absl::StatusOr<StoreLoadReport> r = store->Load(&broker, Timestamp{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->sessions, 1u) << r->ToString();
+  EXPECT_EQ(r->queued, 3u) << r->ToString();
+  EXPECT_EQ(r->inflight, 2u) << r->ToString();
+  EXPECT_EQ(r->awaiting_pubrel, 1u) << r->ToString();
+  std::optional<Broker::SessionInfo> info = broker.GetSessionInfo("s");
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->inflight, 2u);
+  EXPECT_EQ(info->queued, 1u);
+}
+
+// kBatch keeps a queued message in memory until the commit: one that is
+// acknowledged within its window is never written; one still queued at the
+// commit is written with its latest state; DeleteSession drops its own.
+TEST(SqliteStore, BatchWritesOnlyWhatIsStillQueuedAtTheCommit) {
+  TempDir dir;
+  MessagePool pool;
+  MessageRef m = pool.Create("t", 2, false, {}, AsBytes("x"),
+                             Timestamp::Never(), kNoPublisher);
+  uint64_t kept = 0;
+  uint64_t resumed = 0;
+  {
+    std::unique_ptr<SqliteStore> store =
+        OpenStore(dir.path(), FsyncPolicy::kBatch);
+    ASSERT_NE(store, nullptr);
+    store->PutSession("s", 600);
+    store->PutSession("gone", 600);
+    const uint64_t acked = store->PutQueued("s", *m, 1, false, {}, Timestamp{});
+    kept = store->PutQueued("s", *m, 2, false, {}, Timestamp{});
+    store->PutQueued("gone", *m, 1, false, {}, Timestamp{});
+    EXPECT_NE(acked, kept);
+    store->MarkQueuedSent(acked, 3);
+    store->DeleteQueued(acked);  // PUBACK within the window
+    store->MarkQueuedSent(kept, 4);
+    store->MarkQueuedReleased(kept);
+    store->DeleteSession("gone");
+    EXPECT_LT(store->durable_sequence(), store->written_sequence());
+    store->Flush();
+    WaitDurable(*store);
+    EXPECT_EQ(store->durable_sequence(), store->written_sequence());
+    EXPECT_EQ(store->counters().queued_coalesced, 1u);
+    // After the commit the row is on disk: updates and deletes go there.
+    const uint64_t later = store->PutQueued("s", *m, 1, false, {}, Timestamp{});
+    EXPECT_GT(later, kept);
+    store->Flush();
+    store->MarkQueuedSent(later, 9);  // kept for the commit ...
+    store->DeleteQueued(later);       // ... and dropped with the row
+    store->Flush();
+    EXPECT_EQ(store->counters().queued_coalesced, 1u);
+    EXPECT_EQ(store->counters().updates_coalesced, 1u);
+    // An update still wanted at the commit is written then.
+    resumed = store->PutQueued("s", *m, 2, false, {}, Timestamp{});
+    store->Flush();
+    store->MarkQueuedSent(resumed, 5);
+    store->MarkQueuedReleased(resumed);
+    EXPECT_LT(store->durable_sequence(), store->written_sequence());
+    store->Flush();
+    WaitDurable(*store);
+    EXPECT_EQ(store->durable_sequence(), store->written_sequence());
+    EXPECT_TRUE(store->status().ok()) << store->status();
+  }
+  std::unique_ptr<SqliteStore> store = OpenStore(dir.path());
+  ASSERT_NE(store, nullptr);
+  Broker broker;
+  absl::StatusOr<StoreLoadReport> r = store->Load(&broker, Timestamp{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->sessions, 1u) << r->ToString();
+  EXPECT_EQ(r->queued, 2u) << r->ToString();  // `kept` and `resumed`
+  EXPECT_EQ(r->inflight, 2u) << r->ToString();
+  std::optional<Broker::SessionInfo> info = broker.GetSessionInfo("s");
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->inflight, 2u);
+  // Keys keep growing across a reopen (never one of an earlier row).
+  EXPECT_GT(store->PutQueued("s", *m, 1, false, {}, Timestamp{}), resumed);
+}
+
+// A schema version 1 file (before in-flight state) is migrated, not refused.
+TEST(SqliteStore, VersionOneIsMigrated) {
+  TempDir dir;
+  {
+    std::unique_ptr<SqliteStore> store = OpenStore(dir.path());
+    ASSERT_NE(store, nullptr);
+  }
+  // Rebuild the version 1 queued table by hand.
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir.path() + "/broker.db").c_str(), &db),
+              SQLITE_OK);
+    ASSERT_EQ(
+        sqlite3_exec(
+            db,
+            "DROP TABLE queued; DROP TABLE inbound_qos2;"
+            "CREATE TABLE queued(id INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "client_id TEXT NOT NULL, topic TEXT NOT NULL, message_qos "
+            "INTEGER NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL, "
+            "properties BLOB NOT NULL, payload BLOB NOT NULL, subscription_ids "
+            "BLOB NOT NULL, expires_wall_ms INTEGER NOT NULL);"
+            "INSERT INTO sessions VALUES('old', 600);"
+            "INSERT INTO queued(client_id, topic, message_qos, qos, retain, "
+            "properties, payload, subscription_ids, expires_wall_ms) "
+            "VALUES('old', 't', 1, 1, 0, x'', x'41', x'', 0);"
+            "UPDATE meta SET value=1 WHERE key='schema';",
+            nullptr, nullptr, nullptr),
+        SQLITE_OK);
+    sqlite3_close(db);
+  }
+  std::unique_ptr<SqliteStore> store = OpenStore(dir.path());
+  ASSERT_NE(store, nullptr);
+  Broker broker;
+  absl::StatusOr<StoreLoadReport> r = store->Load(&broker, Timestamp{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->queued, 1u) << r->ToString();
+  EXPECT_EQ(r->inflight, 0u) << r->ToString();
+}
+
+// The broker core on SimNetwork, restarted from the store in the middle of
+// QoS 1 and QoS 2 exchanges in both directions (MQTT-4.4.0-1: resend with
+// DUP and the original packet ids, PUBREL where PUBREC had come; exactly
+// once for the publisher's QoS 2 across the restart).
+class CoreRestart {
+ public:
+  explicit CoreRestart(const std::string& dir) {
+    store_ = OpenStore(dir);
+    EXPECT_NE(store_, nullptr);
+    absl::StatusOr<StoreLoadReport> r =
+        store_->Load(&sim_.broker(), sim_.now());
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (r.ok()) report = *r;
+    sim_.broker().set_store(store_.get());
+  }
+  ~CoreRestart() {
+    // Like kill -9: nothing more reaches the store from the core.
+    sim_.broker().set_store(nullptr);
+  }
+  internal::RawClient& Connect(std::string_view id, bool session_present) {
+    internal::RawClient& c = sim_.AddClient();
+    c.Open();
+    mqtt::Connect connect;
+    connect.version = Version::k311;
+    connect.client_id = id;
+    connect.clean_start = false;  // persistent (3.1.1 Clean Session 0)
+    c.Send(connect, Version::k311);
+    Run();
+    internal::OwnedFrame f;
+    Connack ack = c.Expect<Connack>(Version::k311, &f);
+    EXPECT_EQ(ack.code, 0);
+    EXPECT_EQ(ack.session_present, session_present);
+    return c;
+  }
+  void Run() { sim_.RunFor(std::chrono::milliseconds(5)); }
+  static void SendAck(internal::RawClient& c, PacketType type, uint16_t id) {
+    PubResponse r;
+    r.type = type;
+    r.packet_id = id;
+    c.Send(r, Version::k311);
+  }
+  static PubResponse TakeAck(internal::RawClient& c) {
+    internal::OwnedFrame f;
+    return c.Expect<PubResponse>(Version::k311, &f);
+  }
+
+  StoreLoadReport report;
+
+ private:
+  std::unique_ptr<SqliteStore> store_;
+  internal::BrokerSim sim_;
+};
+
+TEST(CoreRestartTest, ResumesInflightWithDupOriginalIdsAndPubrel) {
+  TempDir dir;
+  uint16_t id1 = 0, id2 = 0, id3 = 0;  // the broker's ids towards "sub"
+  {
+    CoreRestart b(dir.path());
+    internal::RawClient& sub = b.Connect("sub", false);
+    SubscribeEntry e{"t/#", {.max_qos = 2}};
+    Subscribe s;
+    s.packet_id = 1;
+    s.entries = SubscribeEntries(std::span<const SubscribeEntry>(&e, 1));
+    sub.Send(s, Version::k311);
+    b.Run();
+    internal::OwnedFrame f;
+    ASSERT_EQ(sub.Expect<Suback>(Version::k311, &f).packet_id, 1);
+    internal::RawClient& pub = b.Connect("pub", false);
+    auto publish = [&](std::string_view topic, uint8_t qos, uint16_t id) {
+      Publish p;
+      p.topic = topic;
+      p.payload = AsBytes(topic);
+      p.qos = qos;
+      p.packet_id = id;
+      pub.Send(p, Version::k311);
+    };
+    publish("t/1", 1, 10);
+    publish("t/2", 2, 11);  // PUBREC comes; no PUBREL before the restart
+    publish("t/3", 2, 12);
+    b.Run();
+    EXPECT_EQ(CoreRestart::TakeAck(pub).packet_id, 10);
+    EXPECT_EQ(CoreRestart::TakeAck(pub).packet_id, 11);
+    EXPECT_EQ(CoreRestart::TakeAck(pub).packet_id, 12);
+    CoreRestart::SendAck(pub, PacketType::kPubrel, 12);
+    b.Run();
+    EXPECT_EQ(CoreRestart::TakeAck(pub).type, PacketType::kPubcomp);
+    ASSERT_EQ(sub.pending(), 3u);
+    internal::OwnedFrame k1, k2, k3;
+    id1 = sub.Expect<Publish>(Version::k311, &k1).packet_id;
+    id2 = sub.Expect<Publish>(Version::k311, &k2).packet_id;
+    id3 = sub.Expect<Publish>(Version::k311, &k3).packet_id;
+    // t/3 reaches PUBREL; t/1 and t/2 stay unacknowledged.
+    CoreRestart::SendAck(sub, PacketType::kPubrec, id3);
+    b.Run();
+    PubResponse rel = CoreRestart::TakeAck(sub);
+    EXPECT_EQ(rel.type, PacketType::kPubrel);
+    EXPECT_EQ(rel.packet_id, id3);
+  }
+  {
+    CoreRestart b(dir.path());
+    EXPECT_EQ(b.report.sessions, 2u) << b.report.ToString();
+    EXPECT_EQ(b.report.inflight, 3u) << b.report.ToString();
+    EXPECT_EQ(b.report.awaiting_pubrel, 1u) << b.report.ToString();
+    internal::RawClient& sub = b.Connect("sub", true);
+    ASSERT_EQ(sub.pending(), 3u);
+    internal::OwnedFrame k1, k2;
+    Publish p1 = sub.Expect<Publish>(Version::k311, &k1);
+    EXPECT_TRUE(p1.dup);  // MQTT-3.3.1-1
+    EXPECT_EQ(p1.packet_id, id1);
+    EXPECT_EQ(p1.qos, 1);
+    EXPECT_EQ(p1.topic, "t/1");
+    Publish p2 = sub.Expect<Publish>(Version::k311, &k2);
+    EXPECT_TRUE(p2.dup);
+    EXPECT_EQ(p2.packet_id, id2);
+    EXPECT_EQ(p2.qos, 2);
+    EXPECT_EQ(p2.topic, "t/2");
+    PubResponse rel = CoreRestart::TakeAck(sub);
+    EXPECT_EQ(rel.type, PacketType::kPubrel);  // not a new PUBLISH
+    EXPECT_EQ(rel.packet_id, id3);
+    // The publisher resends its unreleased QoS 2 PUBLISH: PUBREC again,
+    // and it is not delivered a second time.
+    internal::RawClient& pub = b.Connect("pub", true);
+    Publish again;
+    again.topic = "t/2";
+    again.payload = AsBytes("t/2");
+    again.qos = 2;
+    again.dup = true;
+    again.packet_id = 11;
+    pub.Send(again, Version::k311);
+    b.Run();
+    PubResponse rec = CoreRestart::TakeAck(pub);
+    EXPECT_EQ(rec.type, PacketType::kPubrec);
+    EXPECT_EQ(rec.packet_id, 11);
+    EXPECT_EQ(sub.pending(), 0u) << "delivered twice";
+    CoreRestart::SendAck(pub, PacketType::kPubrel, 11);
+    CoreRestart::SendAck(sub, PacketType::kPuback, id1);
+    CoreRestart::SendAck(sub, PacketType::kPubrec, id2);
+    CoreRestart::SendAck(sub, PacketType::kPubcomp, id3);
+    b.Run();
+    PubResponse comp = CoreRestart::TakeAck(pub);
+    EXPECT_EQ(comp.type, PacketType::kPubcomp);
+    EXPECT_EQ(comp.reason, ReasonCode::kSuccess);  // the id was known
+    PubResponse rel2 = CoreRestart::TakeAck(sub);
+    EXPECT_EQ(rel2.type, PacketType::kPubrel);
+    EXPECT_EQ(rel2.packet_id, id2);
+    CoreRestart::SendAck(sub, PacketType::kPubcomp, id2);
+    b.Run();
+  }
+  // Everything completed: nothing is left to resume.
+  CoreRestart b(dir.path());
+  EXPECT_EQ(b.report.queued, 0u) << b.report.ToString();
+  EXPECT_EQ(b.report.awaiting_pubrel, 0u) << b.report.ToString();
 }
 
 TEST(SqliteStore, NotADatabaseIsAnError) {

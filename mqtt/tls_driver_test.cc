@@ -82,6 +82,7 @@ class TlsDrivers : public testing::TestWithParam<Param> {
     sc.ktls = GetParam().ktls;
     absl::StatusOr<std::shared_ptr<TlsContext>> sctx = TlsContext::Create(sc);
     ASSERT_TRUE(sctx.ok()) << sctx.status();
+    server_ctx_ = *sctx;
     TlsListenerOptions to;
     to.listen = Endpoint::Loopback(0);
     to.context = *sctx;
@@ -130,6 +131,7 @@ class TlsDrivers : public testing::TestWithParam<Param> {
   std::unique_ptr<transport::Loop> loop_;
   std::unique_ptr<BrokerDriver> broker_;
   std::unique_ptr<TlsListener> tls_;
+  std::shared_ptr<TlsContext> server_ctx_;
   std::shared_ptr<TlsContext> client_ctx_;
   std::vector<std::unique_ptr<ClientDriver>> clients_;
 };
@@ -224,6 +226,52 @@ TEST_P(TlsDrivers, PlaintextOnTheTlsPortIsRefusedAndCounted) {
   ASSERT_TRUE(c->Connect().ok());
   ASSERT_TRUE(RunUntil([&] { return e.connected == 1; }));
   EXPECT_EQ(broker_->broker().connection_count(), 1u);
+}
+
+// Issue 12 "Limits": connections per second per listener. The plain
+// listener over its rate refuses its next client; the TLS listener, with a
+// bucket of its own, still accepts.
+TEST_P(TlsDrivers, ConnectionRateIsPerListener) {
+  tls_.reset();
+  broker_.reset();
+  BrokerDriverOptions bo;
+  bo.listen = Endpoint::Loopback(0);
+  bo.broker.rate.connections_per_s = 0.01;  // one token, refilled in 100 s
+  bo.broker.rate.connection_burst = 1;
+  absl::StatusOr<std::unique_ptr<BrokerDriver>> b =
+      BrokerDriver::Start(loop_.get(), bo);
+  ASSERT_TRUE(b.ok()) << b.status();
+  broker_ = std::move(*b);
+  TlsListenerOptions to;
+  to.listen = Endpoint::Loopback(0);
+  to.context = server_ctx_;
+  to.ktls = GetParam().ktls;
+  absl::StatusOr<std::unique_ptr<TlsListener>> t =
+      TlsListener::Start(loop_.get(), broker_.get(), to);
+  ASSERT_TRUE(t.ok()) << t.status();
+  tls_ = std::move(*t);
+  auto plain = [&](Events* e, std::string id) {
+    ClientDriverOptions o;
+    o.server = broker_->local_endpoint();
+    o.client.client_id = std::move(id);
+    absl::StatusOr<std::unique_ptr<ClientDriver>> d =
+        ClientDriver::Create(loop_.get(), o, e);
+    EXPECT_TRUE(d.ok());
+    clients_.push_back(std::move(*d));
+    return clients_.back().get();
+  };
+  Events first_e, second_e, tls_e;
+  ASSERT_TRUE(plain(&first_e, "first")->Connect().ok());
+  ASSERT_TRUE(RunUntil([&] { return first_e.connected == 1; }));
+  ASSERT_TRUE(plain(&second_e, "second")->Connect().ok());
+  ASSERT_TRUE(RunUntil([&] { return second_e.closed == 1; }));
+  EXPECT_EQ(second_e.connected, 0);
+  EXPECT_EQ(broker_->broker().counters().connections_refused_rate, 1u);
+  ClientDriver* c = Client(&tls_e, "tls");
+  ASSERT_TRUE(c->Connect().ok());
+  ASSERT_TRUE(RunUntil([&] { return tls_e.connected == 1; }));
+  EXPECT_EQ(broker_->broker().counters().connections_refused_rate, 1u);
+  EXPECT_EQ(broker_->broker().connection_count(), 2u);
 }
 
 TEST_P(TlsDrivers, ClientRefusesABrokerItCannotVerify) {

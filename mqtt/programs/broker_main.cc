@@ -195,8 +195,9 @@ int Run(int argc, char** argv) {
             "--password_file and --acl_file the broker is open anyway",
             &cfg.allow_anonymous);
   flags.Add("max_connections_per_s",
-            "new connections per second (token bucket; 0: off); over it the "
-            "socket is closed at accept",
+            "new connections per second, per listener (the plain and the "
+            "TLS listener each get this rate; token bucket; 0: off); over it "
+            "the socket is closed at accept",
             &cfg.rate.connections_per_s);
   flags.Add("connection_burst", "connection bucket size (0: one second)",
             &cfg.rate.connection_burst);
@@ -423,6 +424,11 @@ int Run(int argc, char** argv) {
           std::chrono::milliseconds(std::max<uint32_t>(cfg.fsync_batch_ms, 1));
       loop.AddTimer(MonotonicNow() + window, window, [&](Timestamp now) {
         if (now >= store->NextFlushDeadline()) store->Flush();
+        // Group commit: the acks of every commit the store's sync thread
+        // has made durable since the last tick go out now.
+        store->Poll();
+        broker.broker().OnStoreDurable(now);
+        broker.Flush();
       });
     }
   }
@@ -663,6 +669,8 @@ int Run(int argc, char** argv) {
     json.Key("writes").Uint(store->counters().writes);
     json.Key("commits").Uint(store->counters().commits);
     json.Key("write_errors").Uint(store->counters().write_errors);
+    json.Key("queued_coalesced").Uint(store->counters().queued_coalesced);
+    json.Key("updates_coalesced").Uint(store->counters().updates_coalesced);
     json.EndObject();
   }
   if (tls != nullptr) {

@@ -2,7 +2,7 @@
 """kill -9 loop for the broker's durable store (standard library only).
 
 Each round starts ringlab_mqtt_broker on one data directory with
---fsync=always, publishes retained QoS 1 messages as fast as PUBACKs come
+--fsync=always (or the --fsync given here), publishes retained QoS 1 messages as fast as PUBACKs come
 back (a window of them in flight), and kills the broker with SIGKILL at a
 random point. A persistent session (Clean Session 0, subscribed to the
 same topics, offline while they are published) gets every one of them
@@ -10,9 +10,12 @@ queued. The next round restarts the broker on the same directory and
 checks that every retained message whose PUBACK arrived is there, with its
 payload, and that the persistent session is still present and receives
 every PUBACKed message (at least once). The store is written before the
-PUBACK is staged, so with fsync=always a PUBACKed message must survive.
+PUBACK is staged, and with fsync=batch the PUBACK waits for the group
+commit that covers the message, so under either policy a PUBACKed message
+must survive.
 
   store_crash_test.py --broker=build/ci/mqtt/ringlab_mqtt_broker --rounds=5
+  store_crash_test.py --broker=... --fsync=batch --fsync_batch_ms=20
 
 Exit codes: 0 pass, 1 failure, 77 skipped (no broker binary).
 """
@@ -112,10 +115,14 @@ class Conn:
             pass
 
 
+FSYNC_FLAGS = ["--fsync=always"]
+
+
 def start_broker(binary, data_dir):
     proc = subprocess.Popen(
-        [binary, "--listen=127.0.0.1:0", "--data-dir=" + data_dir,
-         "--fsync=always", "--max_connections=64",
+        [binary, "--listen=127.0.0.1:0", "--data-dir=" + data_dir] +
+        FSYNC_FLAGS +
+        ["--max_connections=64",
          # The checker gets every retained message on one subscription.
          "--max_queued_messages=1000000", "--max_queued_bytes=1000000000"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -241,13 +248,17 @@ def main():
     ap.add_argument("--broker", required=True)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--fsync", choices=["always", "batch"], default="always")
+    ap.add_argument("--fsync_batch_ms", type=int, default=10)
     args = ap.parse_args()
+    FSYNC_FLAGS[:] = ["--fsync=" + args.fsync,
+                      "--fsync_batch_ms=%d" % args.fsync_batch_ms]
     if not os.access(args.broker, os.X_OK):
         print("SKIP: no broker binary at %s" % args.broker)
         return 77
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
-    print("seed %d" % seed)
+    print("seed %d, fsync=%s" % (seed, args.fsync))
     data_dir = tempfile.mkdtemp(prefix="ringlab_store_crash.")
     failures = 0
     expected = {}

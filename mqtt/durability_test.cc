@@ -1,0 +1,263 @@
+// Group commit in the broker core: with a store that is not durable when a
+// call returns (fsync=batch), a PUBACK, PUBREC or PUBCOMP whose packet
+// changed the store is not sent before the commit that covers the change,
+// and every ack held in one window comes out after that one commit, in the
+// order the packets arrived. The store here is a fake whose commit the test
+// calls, so the order of events is exact (no clock, no disk).
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "mqtt/broker.h"
+#include "mqtt/internal/broker_sim.h"
+#include "mqtt/store.h"
+
+namespace ringlab::mqtt {
+namespace {
+
+using internal::BrokerSim;
+using internal::OwnedFrame;
+using internal::RawClient;
+using std::chrono::milliseconds;
+
+constexpr Duration kStep = milliseconds(5);
+
+// Counts changes; they become durable when the test calls Commit() (or on
+// return, with `durable_on_return`, like fsync=always).
+class FakeStore : public BrokerStore {
+ public:
+  explicit FakeStore(bool durable_on_return = false)
+      : durable_on_return_(durable_on_return) {}
+  void Commit() { durable_ = written_; }
+
+  void PutRetained(const Message&, Timestamp) override { Change(); }
+  void DeleteRetained(std::string_view) override { Change(); }
+  void PutSession(std::string_view, uint32_t) override { Change(); }
+  void DeleteSession(std::string_view) override { Change(); }
+  void PutSubscription(std::string_view, std::string_view,
+                       const SubscriptionOptions&, uint32_t) override {
+    Change();
+  }
+  void DeleteSubscription(std::string_view, std::string_view) override {
+    Change();
+  }
+  uint64_t PutQueued(std::string_view, const Message&, uint8_t, bool,
+                     std::span<const uint32_t>, Timestamp) override {
+    Change();
+    return written_;
+  }
+  void DeleteQueued(uint64_t) override { Change(); }
+  void MarkQueuedSent(uint64_t, uint16_t) override { Change(); }
+  void MarkQueuedReleased(uint64_t) override { Change(); }
+  void PutInboundQos2(std::string_view, uint16_t) override { Change(); }
+  void DeleteInboundQos2(std::string_view, uint16_t) override { Change(); }
+  uint64_t written_sequence() const override { return written_; }
+  uint64_t durable_sequence() const override { return durable_; }
+
+ private:
+  void Change() {
+    ++written_;
+    if (durable_on_return_) durable_ = written_;
+  }
+  bool durable_on_return_;
+  uint64_t written_ = 0;
+  uint64_t durable_ = 0;
+};
+
+Connect MakeConnect(Version v, std::string_view id, bool clean) {
+  Connect c;
+  c.version = v;
+  c.client_id = id;
+  c.clean_start = clean;
+  return c;
+}
+
+class GroupCommit : public testing::TestWithParam<Version> {
+ protected:
+  explicit GroupCommit(bool durable_on_return = false)
+      : store_(durable_on_return) {
+    sim_.broker().set_store(&store_);
+  }
+
+  RawClient& Connected(const Connect& connect) {
+    RawClient& c = sim_.AddClient();
+    c.Open();
+    c.Send(connect, connect.version);
+    sim_.RunFor(kStep);
+    OwnedFrame f;
+    EXPECT_EQ(c.Expect<Connack>(connect.version, &f).code, 0);
+    return c;
+  }
+  // A 3.1.1 Clean Session 0 subscriber: a persistent session, so QoS 1/2
+  // messages queued for it are stored.
+  RawClient& PersistentSubscriber(std::string_view filter, uint8_t qos) {
+    RawClient& c = Connected(MakeConnect(Version::k311, "sub", false));
+    SubscribeEntry e{filter, {.max_qos = qos}};
+    Subscribe s;
+    s.packet_id = 1;
+    s.entries = SubscribeEntries(std::span<const SubscribeEntry>(&e, 1));
+    c.Send(s, Version::k311);
+    sim_.RunFor(kStep);
+    OwnedFrame f;
+    EXPECT_EQ(c.Expect<Suback>(Version::k311, &f).packet_id, 1);
+    Commit();  // the session and subscription are durable: nothing pending
+    return c;
+  }
+  void Publish(RawClient& c, std::string_view topic, uint8_t qos, uint16_t id,
+               bool retain = false) {
+    mqtt::Publish p;
+    p.topic = topic;
+    p.payload = AsBytes("m");
+    p.qos = qos;
+    p.retain = retain;
+    p.packet_id = id;
+    c.Send(p, GetParam());
+  }
+  void Commit() {
+    store_.Commit();
+    sim_.broker().OnStoreDurable(sim_.now());
+    sim_.RunFor(kStep);
+  }
+  PubResponse TakeAck(RawClient& c) {
+    OwnedFrame f;
+    return c.Expect<PubResponse>(GetParam(), &f);
+  }
+
+  BrokerSim sim_;
+  FakeStore store_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Versions, GroupCommit,
+                         testing::Values(Version::k311, Version::k5),
+                         [](const auto& info) {
+                           return info.param == Version::k5 ? "v5" : "v311";
+                         });
+
+TEST_P(GroupCommit, Qos1PubackWaitsForTheCommitOfTheQueuedMessage) {
+  RawClient& sub = PersistentSubscriber("t", 1);
+  RawClient& pub = Connected(MakeConnect(GetParam(), "pub", true));
+  const uint64_t before = store_.written_sequence();
+  Publish(pub, "t", 1, 7);
+  sim_.RunFor(kStep);
+  ASSERT_GT(store_.written_sequence(), before);  // queued for "sub": stored
+  EXPECT_EQ(pub.pending(), 0u) << "PUBACK before the commit";
+  EXPECT_EQ(sub.pending(), 1u);  // delivery need not wait
+  Commit();
+  ASSERT_EQ(pub.pending(), 1u);
+  PubResponse ack = TakeAck(pub);
+  EXPECT_EQ(ack.type, PacketType::kPuback);
+  EXPECT_EQ(ack.packet_id, 7);
+}
+
+TEST_P(GroupCommit, RetainedPubackWaitsForItsCommit) {
+  RawClient& pub = Connected(MakeConnect(GetParam(), "pub", true));
+  Publish(pub, "r", 1, 3, /*retain=*/true);
+  sim_.RunFor(kStep);
+  EXPECT_EQ(pub.pending(), 0u) << "PUBACK before the commit";
+  Commit();
+  ASSERT_EQ(pub.pending(), 1u);
+  EXPECT_EQ(TakeAck(pub).packet_id, 3);
+}
+
+TEST_P(GroupCommit, Qos2PubrecAndPubcompWaitForTheirCommits) {
+  RawClient& sub = PersistentSubscriber("t", 2);
+  RawClient& pub = Connected(MakeConnect(GetParam(), "pub", true));
+  Publish(pub, "t", 2, 9);
+  sim_.RunFor(kStep);
+  EXPECT_EQ(pub.pending(), 0u) << "PUBREC before the commit";
+  // A resent PUBLISH (DUP) in the same window gets its PUBREC after the
+  // first one, not before the commit either.
+  Publish(pub, "t", 2, 9);
+  sim_.RunFor(kStep);
+  EXPECT_EQ(pub.pending(), 0u);
+  Commit();
+  ASSERT_EQ(pub.pending(), 2u);
+  for (int i = 0; i < 2; ++i) {
+    PubResponse rec = TakeAck(pub);
+    EXPECT_EQ(rec.type, PacketType::kPubrec);
+    EXPECT_EQ(rec.packet_id, 9);
+  }
+  EXPECT_EQ(sub.pending(), 1u);  // routed once
+  PubResponse rel;
+  rel.type = PacketType::kPubrel;
+  rel.packet_id = 9;
+  pub.Send(rel, GetParam());
+  sim_.RunFor(kStep);
+  // PUBCOMP follows at once unless PUBREL changed the store; either way it
+  // never overtakes a commit it depends on.
+  if (store_.durable_sequence() < store_.written_sequence()) {
+    EXPECT_EQ(pub.pending(), 0u);
+    Commit();
+  }
+  ASSERT_EQ(pub.pending(), 1u);
+  PubResponse comp = TakeAck(pub);
+  EXPECT_EQ(comp.type, PacketType::kPubcomp);
+  EXPECT_EQ(comp.packet_id, 9);
+}
+
+TEST_P(GroupCommit, OneCommitReleasesTheWholeWindowInOrder) {
+  RawClient& sub = PersistentSubscriber("t/#", 1);
+  RawClient& a = Connected(MakeConnect(GetParam(), "a", true));
+  RawClient& b = Connected(MakeConnect(GetParam(), "b", true));
+  for (uint16_t id = 1; id <= 5; ++id) {
+    Publish(a, "t/a", 1, id);
+    Publish(b, "t/b", 1, uint16_t(100 + id));
+    // Not stored (no subscriber): yet it may not overtake a's held acks.
+    Publish(a, "other", 1, uint16_t(50 + id));
+  }
+  sim_.RunFor(kStep);
+  EXPECT_EQ(a.pending(), 0u);
+  EXPECT_EQ(b.pending(), 0u);
+  EXPECT_EQ(sub.pending(), 10u);
+  Commit();
+  ASSERT_EQ(a.pending(), 10u);
+  ASSERT_EQ(b.pending(), 5u);
+  for (uint16_t id = 1; id <= 5; ++id) {
+    EXPECT_EQ(TakeAck(a).packet_id, id);  // MQTT-4.6.0-2: in order
+    EXPECT_EQ(TakeAck(a).packet_id, 50 + id);
+    EXPECT_EQ(TakeAck(b).packet_id, 100 + id);
+  }
+}
+
+TEST_P(GroupCommit, NothingStoredNothingHeld) {
+  RawClient& pub = Connected(MakeConnect(GetParam(), "pub", true));
+  Publish(pub, "nobody", 1, 4);
+  sim_.RunFor(kStep);
+  ASSERT_EQ(pub.pending(), 1u);
+  EXPECT_EQ(TakeAck(pub).packet_id, 4);
+}
+
+TEST_P(GroupCommit, AckOfAClosedConnectionIsDropped) {
+  RawClient& sub = PersistentSubscriber("t", 1);
+  RawClient& pub = Connected(MakeConnect(GetParam(), "pub", true));
+  Publish(pub, "t", 1, 2);
+  sim_.RunFor(kStep);
+  pub.Abort();
+  sim_.RunFor(kStep);
+  RawClient& again = Connected(MakeConnect(GetParam(), "pub", true));
+  Commit();  // the held PUBACK belonged to the old connection
+  EXPECT_EQ(again.pending(), 0u);
+  EXPECT_EQ(sub.pending(), 1u);
+}
+
+class DurableOnReturn : public GroupCommit {
+ protected:
+  DurableOnReturn() : GroupCommit(/*durable_on_return=*/true) {}
+};
+INSTANTIATE_TEST_SUITE_P(Versions, DurableOnReturn,
+                         testing::Values(Version::k311, Version::k5),
+                         [](const auto& info) {
+                           return info.param == Version::k5 ? "v5" : "v311";
+                         });
+
+TEST_P(DurableOnReturn, AckGoesOutAtOnce) {
+  PersistentSubscriber("t", 1);
+  RawClient& pub = Connected(MakeConnect(GetParam(), "pub", true));
+  Publish(pub, "t", 1, 5);
+  sim_.RunFor(kStep);
+  ASSERT_EQ(pub.pending(), 1u);  // fsync=always: committed before the ack
+  EXPECT_EQ(TakeAck(pub).packet_id, 5);
+}
+
+}  // namespace
+}  // namespace ringlab::mqtt
