@@ -99,6 +99,7 @@ namespace ringlab::transport {
 
 namespace internal {
 class LoopCore;
+class ChannelLink;
 }  // namespace internal
 
 // Identifies a socket inside one Loop. Ids are not reused while in use: a
@@ -477,6 +478,8 @@ class Loop {
   void Post(absl::AnyInvocable<void()> fn);
 
  private:
+  // Cross-Loop channels (loop_channel.h) hook into the core.
+  friend class internal::ChannelLink;
   explicit Loop(std::unique_ptr<internal::LoopCore> core);
   std::unique_ptr<internal::LoopCore> core_;
 };
