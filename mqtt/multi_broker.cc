@@ -141,6 +141,7 @@ class MultiBroker::Shard final : public BrokerForwarder,
   void set_inner(BrokerAuthenticator* inner) { inner_ = inner; }
 
   std::unique_ptr<transport::Loop> loop;
+  std::unique_ptr<BrokerAuthenticator> own_auth;  // make_authenticator's
   std::unique_ptr<BrokerDriver> driver;
   std::vector<Outbound> out;  // to every other Loop
   uint64_t timer = 0;
@@ -185,7 +186,15 @@ absl::StatusOr<std::unique_ptr<MultiBroker>> MultiBroker::Create(
     BrokerDriverOptions d = o.driver;
     d.tcp.reuse_port = true;
     if (i > 0) d.listen = mb->local_;  // the port Loop 0 got
-    s.set_inner(o.driver.authenticator);
+    if (o.make_authenticator) {
+      s.own_auth = o.make_authenticator();
+      if (s.own_auth == nullptr) {
+        return absl::InvalidArgumentError("MultiBroker: no authenticator");
+      }
+      s.set_inner(s.own_auth.get());
+    } else {
+      s.set_inner(o.driver.authenticator);
+    }
     d.authenticator = &s;
     if (n > 1) {
       d.broker.assigned_client_id_prefix =

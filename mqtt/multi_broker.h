@@ -90,6 +90,10 @@ struct MultiBrokerOptions {
   // authenticator (shared; it must be safe to call from every Loop's
   // thread). tcp.reuse_port is forced on.
   BrokerDriverOptions driver;
+  // When set, each Loop gets its own authenticator from this (instead of
+  // sharing driver.authenticator), for authenticators that keep counters or
+  // other state for one thread (mqtt/auth.h). nullptr from it fails Create.
+  std::function<std::unique_ptr<BrokerAuthenticator>()> make_authenticator;
   transport::LoopChannelOptions channel;
   // Pin Loop i's thread to CPU first_cpu + i (-1: no pinning).
   int first_cpu = -1;
