@@ -46,7 +46,7 @@ BrokerDriver::~BrokerDriver() {
   if (listener_.valid()) sockets.push_back(listener_);
   by_socket_.clear();
   lingering_.clear();
-  for (transport::SocketId s : sockets) loop_->Close(s);
+  for (transport::SocketId s : sockets) loop_->Abandon(s);
 }
 
 void BrokerDriver::Publish(const InjectedMessage& message) {

@@ -30,7 +30,7 @@ ClientDriver::ClientDriver(transport::Loop* loop, ClientDriverOptions options,
 
 ClientDriver::~ClientDriver() {
   if (timer_id_ != 0) loop_->CancelTimer(timer_id_);
-  if (socket_.valid()) loop_->Close(socket_);
+  if (socket_.valid()) loop_->Abandon(socket_);
 }
 
 absl::Status ClientDriver::Connect() {

@@ -415,6 +415,37 @@ TEST_P(Drivers, PersistentSessionAcrossReconnect) {
   EXPECT_EQ(sub_events.connected, 2);
 }
 
+// A driver destroyed while its Loop keeps running: the Loop used to call
+// OnClosed (and the cancelled send completions) on the freed driver, a
+// heap-use-after-free under ASan. Destructors now Abandon() their sockets.
+TEST_P(Drivers, DriversDestroyedWhileTheLoopRunsOn) {
+  Counter a_events, b_events;
+  ClientDriver* a = Client(&a_events, "a");
+  ClientDriver* b = Client(&b_events, "b");
+  ASSERT_TRUE(a->Connect().ok());
+  ASSERT_TRUE(b->Connect().ok());
+  ASSERT_TRUE(RunUntil(
+      [&] { return a_events.connected == 1 && b_events.connected == 1; }));
+  ASSERT_TRUE(b->Subscribe("t", {.max_qos = 1}).ok());
+  ASSERT_TRUE(RunUntil([&] { return b_events.subscribed == 1; }));
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(a->Publish("t", AsBytes("in flight"), {.qos = 1}).ok());
+  }
+  // The client goes with its publishes still on the wire.
+  const size_t sockets_with_a = loop_->open_sockets();
+  clients_.erase(clients_.begin());
+  // Its own socket and the broker's end of it.
+  ASSERT_TRUE(RunUntil([&] {
+    return loop_->open_sockets() + 2 <= sockets_with_a;
+  })) << "the broker never saw the destroyed client's connection close";
+  // Now the broker goes while a client is connected to it.
+  broker_.reset();
+  ASSERT_TRUE(RunUntil([&] { return !b->transport_open(); }))
+      << "the client never saw the destroyed broker's connection close";
+  for (int i = 0; i < 10; ++i) loop_->RunOnce(std::chrono::milliseconds(5));
+  EXPECT_EQ(a_events.connected, 1);
+}
+
 // A server that stops reading: the client's output waits in its core at the
 // soft limit (the Loop never refuses bytes the core handed out), and once
 // the server reads again every packet arrives whole and in order.

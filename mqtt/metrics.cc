@@ -158,7 +158,7 @@ MetricsServer::~MetricsServer() {
   for (const auto& [socket, client] : clients_) sockets.push_back(socket);
   sockets.push_back(listener_);
   clients_.clear();
-  for (transport::SocketId s : sockets) loop_->Close(s);
+  for (transport::SocketId s : sockets) loop_->Abandon(s);
 }
 
 transport::SocketHandler* MetricsServer::OnAccept(transport::SocketId,

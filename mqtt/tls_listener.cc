@@ -49,7 +49,7 @@ TlsListener::~TlsListener() {
   for (const auto& [socket, stream] : streams_) sockets.push_back(socket);
   if (listener_.valid()) sockets.push_back(listener_);
   listener_ = {};
-  for (transport::SocketId s : sockets) loop_->Close(s);
+  for (transport::SocketId s : sockets) loop_->Abandon(s);
   // OnClosed may run inside Close (or later, when the Loop no longer runs):
   // nothing below depends on it.
   streams_.clear();

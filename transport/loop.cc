@@ -161,6 +161,7 @@ absl::Status Loop::ShutdownWrite(SocketId socket) {
   return core_->ShutdownWrite(socket);
 }
 void Loop::Close(SocketId socket) { core_->Close(socket); }
+void Loop::Abandon(SocketId socket) { core_->Abandon(socket); }
 absl::StatusOr<Endpoint> Loop::LocalEndpoint(SocketId socket) const {
   return core_->LocalEndpoint(socket);
 }

@@ -430,6 +430,13 @@ class Loop {
   // Cancels everything in flight, closes the fd, then calls OnClosed(). Queued
   // sends complete with -ECANCELED. Safe to call twice (second is a no-op).
   void Close(SocketId socket);
+  // Close() for a handler that is going away (its destructor): from now on
+  // the Loop calls no method of the socket's handler, not even OnClosed() or
+  // the -ECANCELED send completions; leases it would have delivered go back
+  // to the pool. Also valid after Close(), while the close is still under
+  // way. A no-op for a dead id.
+  //   ~MyDriver() { if (socket_.valid()) loop_->Abandon(socket_); }
+  void Abandon(SocketId socket);
   absl::StatusOr<Endpoint> LocalEndpoint(SocketId socket) const;
   // SO_RCVBUF / SO_SNDBUF as the kernel reports them now (twice what was
   // set: the kernel counts its bookkeeping too).

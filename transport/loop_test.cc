@@ -1074,6 +1074,87 @@ TEST_P(LoopTest, CloseWithQueuedSendsCancelsThem) {
   ExpectNoLeakedBuffers();
 }
 
+// Abandon() is Close() from a handler's destructor: the handler is freed
+// at once, so the Loop must call nothing on it afterwards, not OnClosed and
+// not the -ECANCELED completions of the sends still queued. Under ASan (the
+// ci preset) a stray callback is a heap-use-after-free.
+TEST_P(LoopTest, AbandonCallsTheFreedHandlerNoMore) {
+  Loop& loop = *loop_;
+  ScopedFd listen_fd(BoundRawSocket(SOCK_STREAM, 0));
+  ASSERT_GE(listen_fd.get(), 0);
+  const int small = 4096;
+  ::setsockopt(listen_fd.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  ASSERT_EQ(::listen(listen_fd.get(), 4), 0);
+  const uint16_t port = BoundPort(listen_fd.get());
+
+  auto client = std::make_unique<Recorder>();
+  TcpOptions tcp;
+  tcp.send_buffer_bytes = 8192;
+  absl::StatusOr<SocketId> id =
+      loop.ConnectTcp(Endpoint::Loopback(port), client.get(), tcp);
+  ASSERT_TRUE(id.ok()) << id.status();
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return !client->connects.empty(); }, kWait, "connect"));
+  ASSERT_EQ(client->connects[0].second, 0);
+  ScopedFd peer(::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_GE(peer.get(), 0) << std::strerror(errno);
+
+  // Sends that back up (the peer never reads) and bytes coming in, so a
+  // receive and queued sends are both in flight when the handler goes.
+  const size_t size = loop.buffers().buffer_size();
+  for (int i = 0; i < 100; ++i) {
+    BufferLease lease = loop.AcquireBuffer();
+    ASSERT_TRUE(lease);
+    std::memset(lease.data(), 'a', size);
+    lease.set_size(size);
+    ASSERT_EQ(loop.Send(*id, std::move(lease), i), 0) << "send " << i;
+  }
+  ASSERT_TRUE(RunFor(loop, 20ms));
+  ASSERT_GT(loop.QueuedSendBytes(*id), 0u);
+  ASSERT_EQ(::send(peer.get(), "late bytes", 10, MSG_NOSIGNAL), 10);
+
+  const size_t completions_before = client->completions.size();
+  loop.Abandon(*id);
+  EXPECT_EQ(client->completions.size(), completions_before)
+      << "Abandon() reported the cancelled sends to the handler";
+  EXPECT_TRUE(client->closed.empty()) << "Abandon() called OnClosed";
+  client.reset();  // the destructor that called Abandon() has run
+
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return loop.open_sockets() == 0; }, kWait,
+      "the abandoned socket to finish closing"));
+  ASSERT_TRUE(RunFor(loop, 20ms));
+  loop.Abandon(*id);  // a dead id: no-op
+  loop.Close(*id);
+  EXPECT_EQ(loop.QueuedSendBytes(*id), 0u);
+  // The leases of the cancelled sends and of the receive went back.
+  ExpectNoLeakedBuffers();
+}
+
+// Abandon() after Close(), while the close waits for its cancellations: the
+// handler is freed before OnClosed would have come.
+TEST_P(LoopTest, AbandonAfterCloseStopsTheOnClosed) {
+  Loop& loop = *loop_;
+  auto handler = std::make_unique<Recorder>();
+  UdpOptions udp;
+  udp.bind = Endpoint::Loopback(0);
+  absl::StatusOr<SocketId> id = loop.OpenUdp(udp, handler.get());
+  ASSERT_TRUE(id.ok());
+  ASSERT_TRUE(RunFor(loop, 10ms));  // the receive is armed by now
+  loop.Close(*id);
+  if (!handler->IsClosed(*id)) {
+    loop.Abandon(*id);
+    handler.reset();
+  }
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return loop.open_sockets() == 0; }, kWait, "close"));
+  ASSERT_TRUE(RunFor(loop, 20ms));
+  if (handler) {
+    EXPECT_EQ(handler->closed_count(), 1u);
+  }
+  ExpectNoLeakedBuffers();
+}
+
 TEST_P(LoopTest, CloseWithArmedReceive) {
   Loop& loop = *loop_;
   Recorder* udp_handler = Make();

@@ -102,7 +102,7 @@ LoopEndpoint::LoopEndpoint(transport::Loop* loop,
 
 LoopEndpoint::~LoopEndpoint() {
   if (timer_id_ != 0) loop_->CancelTimer(timer_id_);
-  if (socket_.valid()) loop_->Close(socket_);
+  if (socket_.valid()) loop_->Abandon(socket_);
 }
 
 absl::StatusOr<ConnectionHandle> LoopEndpoint::Connect(const Endpoint& peer) {

@@ -465,6 +465,10 @@ int Bench::Run() {
     }
   }
   if (pacing_timer_ != 0) loop_->CancelTimer(pacing_timer_);
+  // A run that timed out, failed or was stopped ended its measured phase
+  // now: without this the report's duration was end(unset) - start < 0.
+  if (measuring_ && measure_end_ < measure_start_)
+    measure_end_ = MonotonicNow();
   // Messages still in flight when recording ended are waited for (up to
   // --drain_s), so `lost` counts only those that do not arrive by then.
   phase_ = Phase::kDraining;

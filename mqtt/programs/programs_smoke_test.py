@@ -91,6 +91,18 @@ def main():
             fail(f"fan-out deliveries/s must be 4 x msg/s: {d}")
         if not (d["measured_end_ns"] > d["measured_start_ns"] > 0 and d["total_messages"] >= 2000):
             fail(f"measured phase / total_messages: {d}")
+        # A run that times out still reports its measured phase, with a
+        # duration >= 0 (it used to be end(unset) - start, negative).
+        cmd = [a.bench, f"--server={server}", "--backend=epoll", "--mode=fanin",
+               "--connections=2", "--rate=200", "--samples=1000000", "--warmup=10",
+               "--qos=0", "--timeout_s=1", "--drain_s=0.2"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
+        if r.returncode == 0 or "timed out" not in r.stderr or len(lines) != 1:
+            fail(f"timed-out run: exit {r.returncode}, {r.stderr!r}, {r.stdout!r}")
+        d = json.loads(lines[0][len("RESULT "):])
+        if not (0.5 < d["duration_s"] < 5 and d["samples"] > 0 and d["messages_per_s"] > 0):
+            fail(f"timed-out run must report its measured phase: {d}")
         d = bench("--mode=idle", "--connections=200", "--hold_s=0.5",
                   f"--broker_pid={broker.pid}")
         if not d["broker_rss_after_bytes"] > 0:

@@ -1316,6 +1316,25 @@ void LoopCore::Close(SocketId id) {
   CancelAll(*s);
 }
 
+namespace {
+// Stands in for a handler that was destroyed before its socket finished
+// closing. Every default is empty, so a lease delivered to it is dropped
+// (back to the pool) and OnAccept refuses.
+SocketHandler& AbandonedHandler() {
+  static SocketHandler* const handler = new SocketHandler();
+  return *handler;
+}
+}  // namespace
+
+void LoopCore::Abandon(SocketId id) {
+  Socket* s = Lookup(id);
+  if (s == nullptr) return;
+  // Swap first: Close() may finish at once (nothing in flight) and call
+  // OnClosed(), which must not reach the handler being destroyed.
+  s->handler = &AbandonedHandler();
+  Close(id);
+}
+
 void LoopCore::MaybeFinishClose(Socket& s) {
   if (s.closing && s.ops_in_flight == 0 && s.kind != SocketKind::kFree) {
     FinishClose(s);

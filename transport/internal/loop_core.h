@@ -225,6 +225,7 @@ class LoopCore {
   absl::StatusOr<SocketBuffers> GetSocketBuffers(SocketId id) const;
   absl::Status ShutdownWrite(SocketId id);
   void Close(SocketId id);
+  void Abandon(SocketId id);
   absl::StatusOr<Endpoint> LocalEndpoint(SocketId id) const;
   int NativeHandle(SocketId id) const;
   int RunOnce(Duration timeout);
