@@ -51,7 +51,8 @@
 // OnChannelMessage on the consumer Loop's thread; consumed() and counters()
 // from any thread. Create the channel before either Loop runs and destroy it
 // after both stopped (it hooks into both Loops' iterations); both Loops and
-// the handler must outlive it.
+// the handler must outlive it, and the producer Loop must not run again
+// after it is gone (a failed MSG_RING's CQE names the channel).
 // Allocation: none per message (loop_channel_test counts operator new).
 // Errors: Create returns InvalidArgument for a capacity that is not a power
 // of two, for the same Loop on both ends, or for a null handler.
@@ -88,10 +89,12 @@ struct LoopChannelCounters {
   uint64_t notifications = 0;      // wakeups sent, both kinds
   uint64_t msg_ring_notifications = 0;
   uint64_t eventfd_notifications = 0;
-  uint64_t msg_ring_failures = 0;  // MSG_RING CQE < 0: eventfd instead
-  uint64_t queue_full = 0;         // sends that went to the overflow list
-  uint64_t overflow_refused = 0;   // sends refused: ring and overflow full
-  uint64_t consumer_sleeps = 0;    // times the consumer may have slept
+  // A MSG_RING whose CQE said < 0: the eventfd was written too (and
+  // counted in eventfd_notifications).
+  uint64_t msg_ring_failures = 0;
+  uint64_t queue_full = 0;        // sends that went to the overflow list
+  uint64_t overflow_refused = 0;  // sends refused: ring and overflow full
+  uint64_t consumer_sleeps = 0;   // times the consumer may have slept
 };
 
 template <typename T>
