@@ -1179,8 +1179,11 @@ void Broker::HandlePublish(Connection& c, const Publish& in, Timestamp now) {
     if (p.retain) StoreRetained(m, now);
     if (RouteMessage(m, now) == 0) {
       ++counters_.publishes_no_subscribers;
-      if (v5) reason = ReasonCode::kNoMatchingSubscribers;
+      if (v5 && forwarder_ == nullptr) {
+        reason = ReasonCode::kNoMatchingSubscribers;
+      }
     }
+    if (forwarder_ != nullptr) forwarder_->OnClientPublish(m);
   }
   if (p.qos == 1) {
     PubResponse ack;
@@ -1666,6 +1669,30 @@ void Broker::PublishWill(Session& s, Timestamp now) {
   ++counters_.wills_published;
   if (will->retain()) StoreRetained(will, now);
   RouteMessage(will, now);
+  if (forwarder_ != nullptr) forwarder_->OnClientPublish(will);
+}
+
+bool Broker::DisconnectClient(std::string_view client_id, ReasonCode reason,
+                              Timestamp now) {
+  auto found = session_by_id_.find(client_id);
+  if (found == session_by_id_.end()) return false;
+  Session* s = sessions_[*found].get();
+  if (s->connection != kNone) {
+    // MQTT-3.1.4-3, as in HandleConnect, for a connection on another core.
+    Connection& old = *connections_[s->connection];
+    ++counters_.session_takeovers;
+    if (IsV5(old.version)) {
+      Disconnect d;
+      d.reason = reason;
+      StageControl(old, d);
+    }
+    CloseConnection(old, reason, true, now);
+  }
+  // The session continues (or starts again) where the client is now.
+  found = session_by_id_.find(client_id);
+  if (found != session_by_id_.end()) EndSession(*sessions_[*found], now);
+  RunDeferred(now);
+  return true;
 }
 
 void Broker::EndSession(Session& s, Timestamp now) {

@@ -68,10 +68,11 @@
 // commit: a PUBACK/PUBREC/PUBCOMP whose packet changed the store is held
 // until the store says the change is durable (OnStoreDurable).
 //
-// Later work keeps its place here: authentication and authorization go
-// through `BrokerAuthenticator` (default: allow all); several Loops would each
-// run a Broker and exchange publishes through Publish(), which takes a message
-// from outside any connection.
+// Authentication and authorization go through `BrokerAuthenticator`
+// (default: allow all). Several Loops (multi_broker.h) each run a Broker:
+// a BrokerForwarder hears each client publish, PublishMessage() takes one
+// from another Loop, DisconnectClient() ends a client that connected again
+// elsewhere.
 //
 // Errors: nothing a client sends can crash the core. Malformed input and
 // protocol violations close the connection, with a DISCONNECT carrying the
@@ -283,6 +284,17 @@ struct InjectedMessage {
   std::optional<uint32_t> message_expiry_interval_s;
 };
 
+// Sees every message a client of this core published (a PUBLISH or a will)
+// once it was routed to this core's own subscribers: the multi-Loop broker
+// (multi_broker.h) passes it on to the other Loops. Called on the core's
+// thread; `message` may be kept (a counted reference, no copy). Messages
+// routed with PublishMessage() are not reported.
+class BrokerForwarder {
+ public:
+  virtual ~BrokerForwarder() = default;
+  virtual void OnClientPublish(const MessageRef& message) = 0;
+};
+
 class Broker {
  public:
   explicit Broker(BrokerOptions options = {},
@@ -342,6 +354,16 @@ class Broker {
   // Tells every connection the server is going away (v5 DISCONNECT 0x8B)
   // and asks the driver to close them all.
   void Shutdown(Timestamp now);
+  // The client id connected through another core (another Loop): closes its
+  // connection here, if any (v5 DISCONNECT `reason`; the will as on a
+  // takeover, MQTT-3.1.4-3), and ends its session here, which does not
+  // move (multi_broker.h). False if the id is unknown here.
+  bool DisconnectClient(std::string_view client_id, ReasonCode reason,
+                        Timestamp now);
+  // Client publishes are also reported to `forwarder` (borrowed; nullptr
+  // stops). With one set, a v5 PUBACK never says No matching subscribers
+  // (0x10): other Loops may have some.
+  void set_forwarder(BrokerForwarder* forwarder) { forwarder_ = forwarder; }
 
   // ---- Durable state (store.h)
   // ------------------------------------------------ From now on, changes
@@ -454,6 +476,7 @@ class Broker {
   BrokerOptions options_;
   BrokerAuthenticator* authenticator_;
   BrokerStore* store_ = nullptr;
+  BrokerForwarder* forwarder_ = nullptr;
   MessagePool pool_;
   SubscriptionTree tree_;
   std::unique_ptr<internal::RetainedStore> retained_;

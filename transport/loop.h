@@ -33,7 +33,9 @@
 // Run()/RunOnce(); the io_uring presets bind their ring to the first thread
 // that does (a Loop may be created on one thread and run on another). Only
 // Wakeup(), Post() and Stop() may be called from other threads; Stop() and
-// Wakeup() are also safe in a signal handler.
+// Wakeup() are also safe in a signal handler. Per-message traffic between
+// Loops goes through transport/loop_channel.h (lock-free, no syscall while
+// the receiver is busy), not Post().
 //
 // Ownership: handlers are borrowed and must outlive their sockets (until
 // OnClosed). Leases passed to Send/SendTo move into the Loop; it returns the
@@ -99,6 +101,7 @@ namespace ringlab::transport {
 
 namespace internal {
 class LoopCore;
+class ChannelLink;
 }  // namespace internal
 
 // Identifies a socket inside one Loop. Ids are not reused while in use: a
@@ -480,10 +483,13 @@ class Loop {
   // Interrupts a blocking wait from another thread.
   void Wakeup();
   // Runs `fn` on the Loop's thread in its next iteration. Thread-safe; takes
-  // a lock, so it is for control messages, not per-packet traffic.
+  // a lock, so it is for control messages, not per-packet traffic (see
+  // LoopChannel for that).
   void Post(absl::AnyInvocable<void()> fn);
 
  private:
+  // Cross-Loop channels (loop_channel.h) hook into the core.
+  friend class internal::ChannelLink;
   explicit Loop(std::unique_ptr<internal::LoopCore> core);
   std::unique_ptr<internal::LoopCore> core_;
 };

@@ -34,6 +34,7 @@
 #include "mqtt/auth.h"
 #include "mqtt/broker_driver.h"
 #include "mqtt/metrics.h"
+#include "mqtt/programs/broker_multi.h"
 #include "mqtt/programs/program_support.h"
 #include "mqtt/store_sqlite.h"
 #include "mqtt/tls_listener.h"
@@ -85,6 +86,8 @@ struct Config {
   std::string tls_min_version = "1.2";
   std::string tls_max_version = "1.3";
   std::string tls_self_signed;
+  uint32_t threads = 1;  // >1: broker_multi.h
+  std::string cross_loop_notify = "auto";
 };
 
 void AppendTlsCounters(bench::JsonWriter& json, const TlsCounters& t) {
@@ -122,6 +125,16 @@ int Run(int argc, char** argv) {
             "transport preset: epoll, epoll-busy, uring, uring-fixed, "
             "uring-sqpoll, uring-busy or auto",
             &cfg.backend);
+  flags.Add("threads",
+            "Loops (threads) sharing the port with SO_REUSEPORT; publishes "
+            "cross Loops by message passing (mqtt/README.md, --threads). 1: "
+            "the single-thread broker. >1 excludes --data_dir, TLS and "
+            "--metrics_port",
+            &cfg.threads);
+  flags.Add("cross_loop_notify",
+            "with --threads>1, how a Loop wakes another: auto (MSG_RING on "
+            "io_uring, else eventfd), eventfd, msg_ring",
+            &cfg.cross_loop_notify);
   flags.Add("listen", "HOST:PORT to listen on; port 0 picks a free port",
             &cfg.listen);
   flags.Add("max_connections", "connections open at once; more are refused",
@@ -379,6 +392,43 @@ int Run(int argc, char** argv) {
   b.queue_full_policy = cfg.queue_full_policy == "disconnect"
                             ? QueueFullPolicy::kDisconnect
                             : QueueFullPolicy::kDropNewest;
+  if (cfg.threads != 1) {
+    // N Loops on N threads (broker_multi.h); this Loop becomes Loop 0.
+    if (cfg.threads == 0 || cfg.threads > 64 || !cfg.data_dir.empty() ||
+        !cfg.tls_listen.empty() || cfg.tls_port >= 0 || cfg.metrics_port >= 0) {
+      std::fprintf(stderr,
+                   "ringlab_mqtt_broker: --threads takes 1..64, and above 1 "
+                   "excludes --data_dir, --tls_listen/--tls_port and "
+                   "--metrics_port (mqtt/README.md, --threads)\n");
+      return kExitUsage;
+    }
+    MultiLoopConfig mc;
+    mc.threads = cfg.threads;
+    mc.notify = cfg.cross_loop_notify;
+    mc.json_path = cfg.json_path;
+    mc.sys_interval_s = cfg.sys_interval_s;
+    mc.first_cpu = cfg.cpu;
+    if (auth != nullptr) {
+      // The file authenticator keeps per-thread counters: one per Loop.
+      mc.make_authenticator = [&]() -> std::unique_ptr<BrokerAuthenticator> {
+        FileAuthenticator::Options ao;
+        ao.allow_anonymous = cfg.allow_anonymous;
+        if (!cfg.password_file.empty()) {
+          absl::StatusOr<PasswordFile> pw =
+              PasswordFile::Load(cfg.password_file);
+          if (!pw.ok()) return nullptr;
+          ao.passwords = *std::move(pw);
+        }
+        if (!cfg.acl_file.empty()) {
+          absl::StatusOr<AclFile> acl = AclFile::Load(cfg.acl_file);
+          if (!acl.ok()) return nullptr;
+          ao.acl = *std::move(acl);
+        }
+        return std::make_unique<FileAuthenticator>(std::move(ao));
+      };
+    }
+    return RunMultiLoop(std::move(*created), lo, options, mc);
+  }
   absl::StatusOr<std::unique_ptr<BrokerDriver>> driver =
       BrokerDriver::Start(&loop, options);
   if (!driver.ok()) {

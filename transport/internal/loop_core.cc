@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -1396,6 +1397,11 @@ void LoopCore::Stop() {
   Wakeup();
 }
 
+void LoopCore::RemovePoller(LoopPoller* poller) {
+  pollers_.erase(std::remove(pollers_.begin(), pollers_.end(), poller),
+                 pollers_.end());
+}
+
 void LoopCore::Wakeup() {
   const uint64_t one = 1;
   // eventfd write is async-signal-safe, so Stop() works from a signal handler.
@@ -1572,11 +1578,15 @@ int LoopCore::RunOnce(Duration timeout) {
     const Duration until = next_timer - now;
     wait = std::min(wait, until < Duration(0) ? Duration(0) : until);
   }
+  // Cross-Loop channels last: a consumer that may sleep announces it only
+  // when nothing above keeps the Loop awake (loop_channel.h).
+  for (LoopPoller* p : pollers_) wait = p->BeforeWait(wait);
   if (stop_.load(std::memory_order_acquire)) wait = Duration(0);
 
   const int completions = WaitAndDispatch(wait);
   if (completions < 0) return completions;
   dispatched += completions;
+  for (LoopPoller* p : pollers_) dispatched += p->AfterWait();
 
   if (!writable_waiters_.empty()) NotifyWritable();
 

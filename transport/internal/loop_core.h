@@ -154,9 +154,49 @@ struct Socket {
   int read_close_result = 0;
 };
 
+// Cross-Loop channels (transport/loop_channel.h) hook into a Loop's
+// iteration through this: BeforeWait() sees the wait RunOnce is about to
+// make and may shorten it (0: it has work, do not sleep); AfterWait() runs
+// after the completions were dispatched and returns how many items it
+// handled. Both run on the Loop's thread; pollers are added and removed
+// while the Loop is not running.
+class LoopPoller {
+ public:
+  virtual ~LoopPoller() = default;
+  virtual Duration BeforeWait(Duration wait) = 0;
+  virtual int AfterWait() = 0;
+};
+
+// A notification that failed to reach another Loop by IORING_OP_MSG_RING
+// (see LoopCore::SendMsgRing) is delivered here instead.
+class MsgRingSender {
+ public:
+  virtual ~MsgRingSender() = default;
+  virtual void OnMsgRingFailed(int negative_errno) = 0;
+};
+
 class LoopCore {
  public:
   virtual ~LoopCore();
+
+  // --- Cross-Loop hooks (transport/loop_channel.h) --------------------------
+  void AddPoller(LoopPoller* poller) { pollers_.push_back(poller); }
+  void RemovePoller(LoopPoller* poller);
+  // The ring fd another Loop can target with IORING_OP_MSG_RING, or -1
+  // (epoll backends, or a kernel without MSG_RING).
+  virtual int MsgRingFd() const { return -1; }
+  // Queues an IORING_OP_MSG_RING SQE on this Loop's ring (submitted with the
+  // next iteration's enter) that posts a CQE to the ring `target_fd`; the
+  // target's backend recognises and drops it (its only job is to end a
+  // blocking wait). The SQE skips its own CQE on success; a failure calls
+  // sender->OnMsgRingFailed on this Loop's thread, so `sender` must stay
+  // registered until this Loop stops. False if this backend cannot (the
+  // caller falls back to the target's eventfd). This Loop's thread only.
+  virtual bool SendMsgRing(int target_fd, MsgRingSender* sender) {
+    (void)target_fd;
+    (void)sender;
+    return false;
+  }
 
   // Shared setup: pool, socket table, wakeup fd. Backends call it first.
   absl::Status InitCore(const LoopOptions& options, const BackendInfo& info);
@@ -408,6 +448,7 @@ class LoopCore {
   void NoteBufferSizes(Socket& s, int receive_bytes, int send_bytes);
   int Enqueue(Socket& s, BufferLease data, uint64_t tag, const Endpoint* to);
 
+  std::vector<LoopPoller*> pollers_;
   int wakeup_fd_ = -1;
   Timestamp spin_until_ = Timestamp::Zero();
   bool spinning_ = false;  // the last iteration polled for a reply

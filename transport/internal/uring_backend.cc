@@ -56,6 +56,11 @@ enum Op : uint8_t {
   kOpConnect,
   kOpShutdown,
   kOpCancel,
+  // Cross-Loop notification (loop_channel.h): a CQE another Loop posted with
+  // IORING_OP_MSG_RING, which only ends our wait; and the failure CQE of
+  // one we sent (success skips it), whose low 56 bits are the MsgRingSender.
+  kOpMsgRing,
+  kOpMsgRingSent,
 };
 
 constexpr uint64_t Encode(Op op, uint32_t buffer, uint32_t socket) {
@@ -173,6 +178,10 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       if (!s.ok()) return s;
     }
     send_with_address_ = ProbeCapabilities().send_with_address;
+    if (io_uring_probe* probe = io_uring_get_probe_ring(&ring_)) {
+      msg_ring_ = io_uring_opcode_supported(probe, IORING_OP_MSG_RING) != 0;
+      io_uring_free_probe(probe);
+    }
     ArmWakeup();
     return absl::OkStatus();
   }
@@ -595,6 +604,21 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     return ret;
   }
 
+  int MsgRingFd() const override { return msg_ring_ ? ring_.ring_fd : -1; }
+
+  bool SendMsgRing(int target_fd, MsgRingSender* sender) override {
+    if (!msg_ring_) return false;
+    io_uring_sqe* sqe = GetSqe();
+    if (sqe == nullptr) return false;  // the caller falls back to eventfd
+    io_uring_prep_msg_ring(sqe, target_fd, 0, Encode(kOpMsgRing, 0, 0), 0);
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    sqe->user_data =
+        (static_cast<uint64_t>(kOpMsgRingSent) << 56) |
+        (reinterpret_cast<uintptr_t>(sender) & ((uint64_t(1) << 56) - 1));
+    ++counters.submissions;
+    return true;
+  }
+
   void ArmWakeup() {
     io_uring_sqe* sqe = GetSqe();
     if (sqe == nullptr) {
@@ -901,6 +925,13 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       ArmWakeup();
       return;
     }
+    if (op == kOpMsgRing) return;  // a cross-Loop wakeup: the wait ended
+    if (op == kOpMsgRingSent) {
+      reinterpret_cast<MsgRingSender*>(
+          static_cast<uintptr_t>(user_data & ((uint64_t(1) << 56) - 1)))
+          ->OnMsgRingFailed(res);
+      return;
+    }
     // A provided buffer the kernel picked belongs to us now, whatever
     // happens to the socket.
     uint32_t picked = BufferPool::kNoBuffer;
@@ -978,6 +1009,8 @@ class UringBackend final : public LoopCore, public BufferRecycler {
         }
         break;
       case kOpWakeup:
+      case kOpMsgRing:
+      case kOpMsgRingSent:
         break;
     }
   }
@@ -1229,6 +1262,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
   uint32_t ring_available_ = 0;
   uint64_t wakeup_value_ = 0;
   bool wakeup_pending_ = false;  // ArmWakeup found no SQE
+  bool msg_ring_ = false;        // the kernel has IORING_OP_MSG_RING
   bool sq_stuck_ = false;        // GetSqe gave up this iteration
   // What the next enter submits, for wait batching.
   uint32_t datagram_cqes_expected_ = 0;

@@ -1,0 +1,362 @@
+#include "mqtt/multi_broker.h"
+
+#include <pthread.h>
+#include <sched.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace ringlab::mqtt {
+namespace {
+
+constexpr Duration kTick = std::chrono::milliseconds(50);
+
+void Bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
+  // One writer (the shard's Loop thread); readers elsewhere take snapshots.
+  c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+uint64_t Get(const std::atomic<uint64_t>& c) {
+  return c.load(std::memory_order_relaxed);
+}
+
+}  // namespace
+
+// One Loop: its driver (and core), the channels to the other Loops, and the
+// hooks the core calls: a forwarder (client publishes), an authenticator
+// wrapper (CONNECT claims the client id, SUBSCRIBE marks the Loop as one
+// with subscribers) and the consumer side of the channels into this Loop.
+class MultiBroker::Shard final : public BrokerForwarder,
+                                 public BrokerAuthenticator,
+                                 public transport::LoopChannelHandler<Entry>,
+                                 public transport::TimerHandler {
+ public:
+  Shard(MultiBroker* owner, size_t index) : owner_(owner), index_(index) {}
+
+  // BrokerForwarder: runs on this Loop for each client publish, after the
+  // local routing.
+  void OnClientPublish(const MessageRef& m) override {
+    for (Outbound& o : out) {
+      Release(o);
+      const Shard& target = *owner_->shards_[o.target];
+      if (!m->retain() &&
+          !target.has_subscribers.load(std::memory_order_relaxed)) {
+        Bump(skipped);
+        continue;
+      }
+      const uint64_t seq = o.channel->accepted();
+      if (!o.channel->Send(Entry{m.get()})) {
+        Bump(refused);
+        continue;
+      }
+      // Kept until the target consumed the entry (it reads the bytes).
+      o.held[seq % o.held.size()] = m;
+      Bump(forwarded);
+    }
+  }
+
+  // The consumer side: entries from any other Loop, on this Loop's thread.
+  void OnChannelMessage(const Entry& e) override {
+    const Message& m = *e.message;
+    InjectedMessage in;
+    in.topic = m.topic();
+    in.payload = m.payload();
+    in.qos = m.qos();
+    in.retain = m.retain();
+    in.properties = m.properties();
+    const Timestamp now = loop->now();
+    if (!m.expires_at().is_never()) {
+      // MQTT-3.3.2-6: what is left of the interval travels on.
+      const int64_t left_ns = (m.expires_at() - now).count();
+      if (left_ns <= 0) {
+        Bump(expired);
+        return;
+      }
+      in.message_expiry_interval_s =
+          uint32_t((left_ns + 999'999'999) / 1'000'000'000);
+    }
+    driver->broker().PublishMessage(in, now);
+    Bump(received);
+  }
+  void OnChannelBatchEnd() override { driver->Flush(); }
+
+  // BrokerAuthenticator: forwards to the configured one (if any).
+  ReasonCode Authenticate(const Connect& connect) override {
+    const ReasonCode code = inner_ != nullptr ? inner_->Authenticate(connect)
+                                              : ReasonCode::kSuccess;
+    if (code == ReasonCode::kSuccess && !connect.client_id.empty() &&
+        owner_->shards_.size() > 1) {
+      owner_->ClaimClientId(connect.client_id, index_);
+    }
+    return code;
+  }
+  bool MayPublish(const ClientIdentity& client,
+                  std::string_view topic) override {
+    return inner_ == nullptr || inner_->MayPublish(client, topic);
+  }
+  bool MaySubscribe(const ClientIdentity& client,
+                    std::string_view filter) override {
+    const bool ok = inner_ == nullptr || inner_->MaySubscribe(client, filter);
+    // Before the subscription exists and before its SUBACK: a publish sent
+    // after the client saw the SUBACK finds the flag set.
+    if (ok && !has_subscribers.load(std::memory_order_relaxed)) {
+      has_subscribers.store(true, std::memory_order_seq_cst);
+    }
+    return ok;
+  }
+  bool MayReceive(const ClientIdentity& client,
+                  std::string_view topic) override {
+    return inner_ == nullptr || inner_->MayReceive(client, topic);
+  }
+
+  void OnTimer(uint64_t, Timestamp now) override {
+    for (Outbound& o : out) Release(o);
+    const BrokerCounters& c = driver->broker().counters();
+    gauges.delivered.store(
+        c.publishes_sent[0] + c.publishes_sent[1] + c.publishes_sent[2],
+        std::memory_order_relaxed);
+    gauges.received.store(c.publishes_received[0] + c.publishes_received[1] +
+                              c.publishes_received[2],
+                          std::memory_order_relaxed);
+    gauges.kernel_entries.store(loop->counters().kernel_entries(),
+                                std::memory_order_relaxed);
+    gauges.connections.store(driver->broker().connection_count(),
+                             std::memory_order_relaxed);
+    if (!stopping_ && owner_->stop_requested_.load()) {
+      stopping_ = true;
+      driver->Shutdown();
+      stop_at_ = now + owner_->options_.stop_linger;
+    }
+    if (stopping_ && now >= stop_at_) loop->Stop();
+  }
+
+  void Release(Outbound& o) {
+    const uint64_t done = o.channel->consumed();
+    while (o.released < done) {
+      o.held[o.released % o.held.size()].Reset();
+      ++o.released;
+    }
+  }
+
+  void set_inner(BrokerAuthenticator* inner) { inner_ = inner; }
+
+  std::unique_ptr<transport::Loop> loop;
+  std::unique_ptr<BrokerAuthenticator> own_auth;  // make_authenticator's
+  std::unique_ptr<BrokerDriver> driver;
+  std::vector<Outbound> out;  // to every other Loop
+  uint64_t timer = 0;
+  LoopGauges gauges;
+  std::atomic<bool> has_subscribers{false};
+  std::atomic<uint64_t> forwarded{0}, refused{0}, skipped{0}, received{0},
+      expired{0}, remote_takeovers{0}, takeovers_skipped{0};
+
+ private:
+  MultiBroker* owner_;
+  size_t index_;
+  BrokerAuthenticator* inner_ = nullptr;
+  bool stopping_ = false;
+  Timestamp stop_at_ = Timestamp::Never();
+};
+
+MultiBroker::MultiBroker(MultiBrokerOptions options)
+    : options_(std::move(options)) {}
+
+absl::StatusOr<std::unique_ptr<MultiBroker>> MultiBroker::Create(
+    MultiBrokerOptions options, std::unique_ptr<transport::Loop> first) {
+  if (options.threads < 1 || options.threads > 64) {
+    return absl::InvalidArgumentError("MultiBroker: threads must be 1..64");
+  }
+  std::unique_ptr<MultiBroker> mb(new MultiBroker(std::move(options)));
+  const MultiBrokerOptions& o = mb->options_;
+  const uint32_t n = o.threads;
+  for (uint32_t i = 0; i < n; ++i) {
+    auto shard = std::make_unique<Shard>(mb.get(), i);
+    if (i == 0 && first != nullptr) {
+      shard->loop = std::move(first);
+    } else {
+      absl::StatusOr<std::unique_ptr<transport::Loop>> loop =
+          transport::Loop::Create(o.loop);
+      if (!loop.ok()) return loop.status();
+      shard->loop = *std::move(loop);
+    }
+    mb->shards_.push_back(std::move(shard));
+  }
+  for (uint32_t i = 0; i < n; ++i) {
+    Shard& s = *mb->shards_[i];
+    BrokerDriverOptions d = o.driver;
+    d.tcp.reuse_port = true;
+    if (i > 0) d.listen = mb->local_;  // the port Loop 0 got
+    if (o.make_authenticator) {
+      s.own_auth = o.make_authenticator();
+      if (s.own_auth == nullptr) {
+        return absl::InvalidArgumentError("MultiBroker: no authenticator");
+      }
+      s.set_inner(s.own_auth.get());
+    } else {
+      s.set_inner(o.driver.authenticator);
+    }
+    d.authenticator = &s;
+    if (n > 1) {
+      d.broker.assigned_client_id_prefix =
+          absl::StrCat(o.driver.broker.assigned_client_id_prefix, "L", i, "-");
+      // The listeners share the port: each takes its part of the rate.
+      d.broker.rate.connections_per_s /= n;
+      d.broker.rate.connection_burst /= n;
+    }
+    absl::StatusOr<std::unique_ptr<BrokerDriver>> driver =
+        BrokerDriver::Start(s.loop.get(), std::move(d));
+    if (!driver.ok()) return driver.status();
+    s.driver = *std::move(driver);
+    if (i == 0) mb->local_ = s.driver->local_endpoint();
+    if (n > 1) s.driver->broker().set_forwarder(&s);
+  }
+  for (uint32_t i = 0; i < n; ++i) {
+    for (uint32_t j = 0; j < n; ++j) {
+      if (i == j) continue;
+      Shard& from = *mb->shards_[i];
+      Shard& to = *mb->shards_[j];
+      absl::StatusOr<std::unique_ptr<transport::LoopChannel<Entry>>> ch =
+          transport::LoopChannel<Entry>::Create(from.loop.get(), to.loop.get(),
+                                                &to, o.channel);
+      if (!ch.ok()) return ch.status();
+      Outbound& out = from.out.emplace_back();
+      out.channel = *std::move(ch);
+      out.held.resize(size_t(o.channel.capacity) + o.channel.overflow_capacity);
+      out.target = j;
+    }
+  }
+  for (auto& s : mb->shards_) {
+    s->timer = s->loop->AddTimer(s->loop->now() + kTick, kTick, s.get());
+  }
+  return mb;
+}
+
+MultiBroker::~MultiBroker() {
+  RequestStop();
+  Join();
+  // Channels first (they hook into two Loops and hold messages of their
+  // producer's pool), then the drivers, then the Loops.
+  for (auto& s : shards_) {
+    for (Outbound& o : s->out) {
+      for (MessageRef& m : o.held) m.Reset();
+    }
+    s->out.clear();
+  }
+  for (auto& s : shards_) {
+    if (s->timer != 0) s->loop->CancelTimer(s->timer);
+    s->driver.reset();
+  }
+  for (auto& s : shards_) s->loop.reset();
+}
+
+void MultiBroker::Start() {
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    Shard* s = shards_[i].get();
+    const int cpu = options_.first_cpu >= 0 ? options_.first_cpu + int(i) : -1;
+    threads_.emplace_back([s, cpu] {
+      if (cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+      }
+      (void)s->loop->Run();
+    });
+  }
+}
+
+void MultiBroker::RequestStop() {
+  // An atomic store: safe from a signal handler. Each Loop's timer sees it.
+  stop_requested_.store(true);
+}
+
+void MultiBroker::Join() {
+  for (std::thread& t : threads_) t.join();
+  threads_.clear();
+}
+
+transport::Loop& MultiBroker::loop(size_t i) { return *shards_[i]->loop; }
+BrokerDriver& MultiBroker::driver(size_t i) { return *shards_[i]->driver; }
+const MultiBroker::LoopGauges& MultiBroker::gauges(size_t i) const {
+  return shards_[i]->gauges;
+}
+
+void MultiBroker::PostToAll(std::function<void(size_t)> fn) {
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    shards_[i]->loop->Post([fn, i] { fn(i); });
+  }
+}
+
+transport::ChannelNotify MultiBroker::notify_mode() const {
+  for (const auto& s : shards_) {
+    for (const Outbound& o : s->out) return o.channel->notify_mode();
+  }
+  return transport::ChannelNotify::kAuto;
+}
+
+std::string MultiBroker::notify_note() const {
+  for (const auto& s : shards_) {
+    for (const Outbound& o : s->out) return o.channel->notify_note();
+  }
+  return "one Loop: no channels";
+}
+
+MultiBrokerCounters MultiBroker::counters() const {
+  MultiBrokerCounters c;
+  for (const auto& s : shards_) {
+    c.forwarded += Get(s->forwarded);
+    c.forward_received += Get(s->received);
+    c.forward_refused += Get(s->refused);
+    c.forward_skipped += Get(s->skipped);
+    c.forward_expired += Get(s->expired);
+    c.remote_takeovers += Get(s->remote_takeovers);
+    c.takeovers_skipped += Get(s->takeovers_skipped);
+    for (const Outbound& o : s->out) {
+      const transport::LoopChannelCounters k = o.channel->counters();
+      c.queue_full += k.queue_full;
+      c.notifications += k.notifications;
+      c.msg_ring_notifications += k.msg_ring_notifications;
+      c.eventfd_notifications += k.eventfd_notifications;
+      c.msg_ring_failures += k.msg_ring_failures;
+    }
+  }
+  return c;
+}
+
+void MultiBroker::ClaimClientId(std::string_view client_id, size_t loop) {
+  size_t previous = loop;
+  {
+    absl::MutexLock lock(&ids_mu_);
+    auto [it, inserted] =
+        id_owner_.try_emplace(std::string(client_id), uint32_t(loop));
+    if (!inserted) {
+      previous = it->second;
+      it->second = uint32_t(loop);
+    }
+  }
+  if (previous == loop) return;  // new, or the same Loop's own takeover
+  // MQTT-3.1.4-2: the connection on the other Loop is closed there.
+  shards_[previous]->loop->Post(
+      [this, previous, id = std::string(client_id)] { Kick(previous, id); });
+}
+
+void MultiBroker::Kick(size_t loop, const std::string& client_id) {
+  Shard& s = *shards_[loop];
+  {
+    absl::MutexLock lock(&ids_mu_);
+    auto it = id_owner_.find(client_id);
+    if (it != id_owner_.end() && it->second == loop) {
+      // The client connected here again since: that CONNECT took over
+      // locally, and the newest connection must stay.
+      Bump(s.takeovers_skipped);
+      return;
+    }
+  }
+  if (s.driver->broker().DisconnectClient(
+          client_id, ReasonCode::kSessionTakenOver, s.loop->now())) {
+    Bump(s.remote_takeovers);
+  }
+  s.driver->Flush();
+}
+
+}  // namespace ringlab::mqtt

@@ -1,0 +1,308 @@
+#include "mqtt/programs/broker_multi.h"
+
+#include <cstdio>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "bench/json_writer.h"
+#include "bench/process_stats.h"
+#include "mqtt/metrics.h"
+#include "mqtt/multi_broker.h"
+#include "mqtt/programs/program_support.h"
+
+namespace ringlab::mqtt::programs {
+namespace {
+
+constexpr int kTickMs = 50;
+
+const char* NotifyName(transport::ChannelNotify n) {
+  switch (n) {
+    case transport::ChannelNotify::kMsgRing:
+      return "msg_ring";
+    case transport::ChannelNotify::kEventfd:
+      return "eventfd";
+    case transport::ChannelNotify::kAuto:
+      break;
+  }
+  return "auto";
+}
+
+void Add(BrokerMetrics& sum, const BrokerMetrics& m) {
+  sum.uptime_s = m.uptime_s;
+  sum.clients_connected += m.clients_connected;
+  sum.sessions += m.sessions;
+  sum.subscriptions += m.subscriptions;
+  // Every Loop holds every retained message: the set, not the sum.
+  sum.retained = std::max(sum.retained, m.retained);
+  sum.packets_received += m.packets_received;
+  sum.publishes_received += m.publishes_received;
+  sum.publishes_sent += m.publishes_sent;
+  sum.bytes_received += m.bytes_received;
+  sum.bytes_sent += m.bytes_sent;
+  sum.connections_opened += m.connections_opened;
+  sum.connects_rejected += m.connects_rejected;
+  sum.publishes_denied += m.publishes_denied;
+  sum.subscribes_denied += m.subscribes_denied;
+  sum.deliveries_denied += m.deliveries_denied;
+  sum.rate_limited += m.rate_limited;
+  sum.dropped += m.dropped;
+}
+
+// $SYS over N Loops: every Loop reports its figures on its own thread, the
+// control thread sums them, and every Loop publishes the sums to its own
+// subscribers (a message injected on one Loop is not forwarded).
+void PublishSys(MultiBroker& mb, Timestamp started_at) {
+  struct Parts {
+    absl::Mutex mu;
+    std::vector<BrokerMetrics> parts ABSL_GUARDED_BY(mu);
+    size_t done ABSL_GUARDED_BY(mu) = 0;
+  };
+  const size_t n = mb.size();
+  auto state = std::make_shared<Parts>();
+  {
+    absl::MutexLock lock(&state->mu);
+    state->parts.resize(n);
+  }
+  mb.PostToAll([&mb, state, started_at](size_t i) {
+    BrokerMetrics m = CollectMetrics(mb.driver(i).broker(), nullptr,
+                                     mb.loop(i).now() - started_at);
+    absl::MutexLock lock(&state->mu);
+    state->parts[i] = m;
+    ++state->done;
+  });
+  std::vector<BrokerMetrics> parts;
+  {
+    absl::MutexLock lock(&state->mu);
+    // Bounded: a Loop that stopped never answers (its part is skipped).
+    auto all = [&state, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(state->mu) {
+      return state->done == n;
+    };
+    state->mu.AwaitWithTimeout(absl::Condition(&all), absl::Seconds(2));
+    if (state->done != n) return;
+    parts = state->parts;
+  }
+  BrokerMetrics sum;
+  for (const BrokerMetrics& m : parts) Add(sum, m);
+  auto topics =
+      std::make_shared<std::vector<std::pair<std::string, std::string>>>();
+  ForEachSysTopic(sum, [&](std::string_view topic, std::string_view payload) {
+    topics->emplace_back(std::string(topic), std::string(payload));
+  });
+  mb.PostToAll([&mb, topics](size_t i) {
+    for (const auto& [topic, payload] : *topics) {
+      InjectedMessage m;
+      m.topic = topic;
+      m.payload = AsBytes(payload);
+      m.retain = true;
+      mb.driver(i).Publish(m);
+    }
+  });
+}
+
+}  // namespace
+
+int RunMultiLoop(std::unique_ptr<transport::Loop> first,
+                 const transport::LoopOptions& loop_options,
+                 const BrokerDriverOptions& driver_options,
+                 const MultiLoopConfig& config) {
+  MultiBrokerOptions o;
+  o.threads = config.threads;
+  o.loop = loop_options;
+  o.driver = driver_options;
+  o.make_authenticator = config.make_authenticator;
+  o.first_cpu = config.first_cpu;
+  if (config.notify == "eventfd") {
+    o.channel.notify = transport::ChannelNotify::kEventfd;
+  } else if (config.notify == "msg_ring") {
+    o.channel.notify = transport::ChannelNotify::kMsgRing;
+  } else if (config.notify != "auto") {
+    std::fprintf(stderr,
+                 "ringlab_mqtt_broker: --cross_loop_notify must be auto, "
+                 "eventfd or msg_ring\n");
+    return kExitUsage;
+  }
+  absl::StatusOr<std::unique_ptr<MultiBroker>> created =
+      MultiBroker::Create(std::move(o), std::move(first));
+  if (!created.ok()) {
+    std::fprintf(stderr, "ringlab_mqtt_broker: --threads=%u: %s\n",
+                 config.threads, created.status().ToString().c_str());
+    return IsUnsupportedBackend(created.status()) ? kExitUnsupportedBackend
+                                                  : kExitRunFailed;
+  }
+  MultiBroker& mb = **created;
+  if (mb.notify_mode() != transport::ChannelNotify::kMsgRing &&
+      config.notify != "eventfd") {
+    std::fprintf(stderr, "ringlab_mqtt_broker: cross-Loop wakeup: %s\n",
+                 mb.notify_note().c_str());
+  }
+
+  const uint64_t rss_start = ResidentBytes();
+  const bench::CpuTime cpu_start = bench::CpuTime::Now();
+  const Timestamp time_start = MonotonicNow();
+  Timeline timeline;
+  auto sample = [&](bool force) {
+    Timeline::Sample s;
+    s.t_ns = MonotonicNow().nanos();
+    s.cpu_us = (bench::CpuTime::Now() - cpu_start).total_us();
+    for (size_t i = 0; i < mb.size(); ++i) {
+      const MultiBroker::LoopGauges& g = mb.gauges(i);
+      s.messages += g.delivered.load(std::memory_order_relaxed);
+      s.kernel_entries += g.kernel_entries.load(std::memory_order_relaxed);
+      s.connections += g.connections.load(std::memory_order_relaxed);
+    }
+    s.rss_kib = ResidentBytes() / 1024;
+    timeline.Add(s, force);
+  };
+  sample(true);
+  std::vector<transport::LoopCounters> counters_start;
+  for (size_t i = 0; i < mb.size(); ++i) {
+    counters_start.push_back(mb.loop(i).counters());
+  }
+
+  mb.Start();
+  std::printf("READY %s\n", mb.local_endpoint().ToString().c_str());
+  std::fflush(stdout);
+  // This thread samples, publishes $SYS and waits for a signal; the Loops
+  // run on their own threads.
+  Timestamp next_sys =
+      config.sys_interval_s > 0
+          ? MonotonicNow() + std::chrono::seconds(config.sys_interval_s)
+          : Timestamp::Never();
+  while (!stop_requested()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(kTickMs));
+    sample(false);
+    if (MonotonicNow() >= next_sys) {
+      PublishSys(mb, time_start);
+      next_sys = MonotonicNow() + std::chrono::seconds(config.sys_interval_s);
+    }
+  }
+  sample(true);
+  mb.RequestStop();
+  mb.Join();
+  const Timestamp time_end = MonotonicNow();
+  const bench::CpuTime cpu = bench::CpuTime::Now() - cpu_start;
+
+  // The Loops are stopped: their state is safe to read from here.
+  BrokerCounters bc;
+  uint64_t accepted = 0;
+  transport::LoopCounters lc0 = mb.loop(0).counters().Delta(counters_start[0]);
+  uint64_t kernel_entries = 0;
+  for (size_t i = 0; i < mb.size(); ++i) {
+    const BrokerCounters& c = mb.driver(i).broker().counters();
+    for (int q = 0; q < 3; ++q) {
+      bc.publishes_received[q] += c.publishes_received[q];
+      bc.publishes_sent[q] += c.publishes_sent[q];
+    }
+    bc.connections_opened += c.connections_opened;
+    bc.connects_accepted += c.connects_accepted;
+    bc.connects_rejected += c.connects_rejected;
+    bc.session_takeovers += c.session_takeovers;
+    bc.dropped_qos0_queue_full += c.dropped_qos0_queue_full;
+    bc.dropped_queue_full += c.dropped_queue_full;
+    bc.dropped_offline_qos0 += c.dropped_offline_qos0;
+    bc.dropped_expired += c.dropped_expired;
+    bc.bytes_received += c.bytes_received;
+    bc.bytes_polled += c.bytes_polled;
+    accepted += mb.driver(i).counters().accepted;
+    kernel_entries +=
+        mb.loop(i).counters().Delta(counters_start[i]).kernel_entries();
+  }
+  const uint64_t delivered =
+      bc.publishes_sent[0] + bc.publishes_sent[1] + bc.publishes_sent[2];
+  const uint64_t received = bc.publishes_received[0] +
+                            bc.publishes_received[1] + bc.publishes_received[2];
+  const MultiBrokerCounters xc = mb.counters();
+
+  bench::JsonWriter json;
+  json.BeginObject();
+  json.Key("schema").String("ringlab.mqtt.broker/1");
+  json.Key("program").String("ringlab_mqtt_broker");
+  json.Key("role").String("server");
+  json.Key("protocol").String("mqtt");
+  AppendBackend(json, mb.loop(0).backend());
+  json.Key("threads").Uint(mb.size());
+  json.Key("listen").String(mb.local_endpoint().ToString());
+  json.Key("duration_s").Number((time_end - time_start).count() / 1e9);
+  json.Key("cpu_us").Int(cpu.total_us());
+  json.Key("cpu_user_us").Int(cpu.user_us);
+  json.Key("cpu_system_us").Int(cpu.system_us);
+  json.Key("messages").Uint(delivered);
+  json.Key("messages_received").Uint(received);
+  json.Key("kernel_entries").Uint(kernel_entries);
+  json.Key("connections_accepted").Uint(accepted);
+  json.Key("rss_bytes_start").Uint(rss_start);
+  json.Key("rss_kib_ready").Uint(rss_start / 1024);
+  json.Key("rss_bytes_end").Uint(ResidentBytes());
+  json.Key("timeline");
+  timeline.AppendJson(json, kTickMs);
+  json.Key("counters");  // Loop 0's; per_loop has the others' entries
+  AppendCounters(json, lc0);
+  json.Key("cross_loop").BeginObject();
+  json.Key("notify").String(NotifyName(mb.notify_mode()));
+  json.Key("notify_note").String(mb.notify_note());
+  json.Key("forwarded").Uint(xc.forwarded);
+  json.Key("forward_received").Uint(xc.forward_received);
+  json.Key("forward_refused").Uint(xc.forward_refused);
+  json.Key("forward_skipped").Uint(xc.forward_skipped);
+  json.Key("forward_expired").Uint(xc.forward_expired);
+  json.Key("queue_full").Uint(xc.queue_full);
+  json.Key("notifications").Uint(xc.notifications);
+  json.Key("msg_ring_notifications").Uint(xc.msg_ring_notifications);
+  json.Key("eventfd_notifications").Uint(xc.eventfd_notifications);
+  json.Key("msg_ring_failures").Uint(xc.msg_ring_failures);
+  json.Key("notifications_per_message")
+      .Number(xc.forwarded > 0 ? double(xc.notifications) / xc.forwarded : 0);
+  json.Key("remote_takeovers").Uint(xc.remote_takeovers);
+  json.Key("takeovers_skipped").Uint(xc.takeovers_skipped);
+  json.EndObject();
+  json.Key("per_loop").BeginArray();
+  for (size_t i = 0; i < mb.size(); ++i) {
+    const BrokerCounters& c = mb.driver(i).broker().counters();
+    json.BeginObject();
+    json.Key("accepted").Uint(mb.driver(i).counters().accepted);
+    json.Key("messages_received")
+        .Uint(c.publishes_received[0] + c.publishes_received[1] +
+              c.publishes_received[2]);
+    json.Key("messages")
+        .Uint(c.publishes_sent[0] + c.publishes_sent[1] + c.publishes_sent[2]);
+    json.Key("kernel_entries")
+        .Uint(mb.loop(i).counters().Delta(counters_start[i]).kernel_entries());
+    json.EndObject();
+  }
+  json.EndArray();
+  json.Key("broker").BeginObject();
+  json.Key("connections_opened").Uint(bc.connections_opened);
+  json.Key("connects_accepted").Uint(bc.connects_accepted);
+  json.Key("connects_rejected").Uint(bc.connects_rejected);
+  json.Key("session_takeovers").Uint(bc.session_takeovers);
+  json.Key("publishes_received").BeginArray();
+  for (uint64_t v : bc.publishes_received) json.Uint(v);
+  json.EndArray();
+  json.Key("publishes_sent").BeginArray();
+  for (uint64_t v : bc.publishes_sent) json.Uint(v);
+  json.EndArray();
+  json.Key("dropped_qos0_queue_full").Uint(bc.dropped_qos0_queue_full);
+  json.Key("dropped_queue_full").Uint(bc.dropped_queue_full);
+  json.Key("dropped_offline_qos0").Uint(bc.dropped_offline_qos0);
+  json.Key("dropped_expired").Uint(bc.dropped_expired);
+  json.Key("bytes_received").Uint(bc.bytes_received);
+  json.Key("bytes_polled").Uint(bc.bytes_polled);
+  json.EndObject();
+  json.Key("cpu").Int(config.first_cpu);
+  json.EndObject();
+  std::printf("SERVER_STATS %s\n", json.str().c_str());
+  std::fflush(stdout);
+  int exit_code = kExitOk;
+  if (!config.json_path.empty()) {
+    if (absl::Status s = WriteTextFile(config.json_path, json.str()); !s.ok()) {
+      std::fprintf(stderr, "ringlab_mqtt_broker: %s\n",
+                   std::string(s.message()).c_str());
+      exit_code = kExitRunFailed;
+    }
+  }
+  return exit_code;
+}
+
+}  // namespace ringlab::mqtt::programs

@@ -1,0 +1,39 @@
+// ringlab_mqtt_broker --threads=N (N > 1): the broker on N Loops on N
+// threads (mqtt/multi_broker.h). broker_main.cc builds the options as for
+// one Loop and hands them, with the Loop it created, to RunMultiLoop; the
+// output contract is the same (READY host:port, SERVER_STATS {json} with
+// the figures summed over the Loops, plus "threads", "cross_loop" and
+// "per_loop").
+#ifndef RINGLAB_MQTT_PROGRAMS_BROKER_MULTI_H_
+#define RINGLAB_MQTT_PROGRAMS_BROKER_MULTI_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "mqtt/broker_driver.h"
+#include "transport/loop.h"
+
+namespace ringlab::mqtt::programs {
+
+struct MultiLoopConfig {
+  uint32_t threads = 2;
+  std::string notify = "auto";  // auto | eventfd | msg_ring
+  std::string json_path;
+  uint32_t sys_interval_s = 0;
+  int first_cpu = -1;
+  // Builds one authenticator per Loop (nullptr: the driver options' one,
+  // or none).
+  std::function<std::unique_ptr<BrokerAuthenticator>()> make_authenticator;
+};
+
+// Returns the program's exit code. `first` becomes Loop 0.
+int RunMultiLoop(std::unique_ptr<transport::Loop> first,
+                 const transport::LoopOptions& loop_options,
+                 const BrokerDriverOptions& driver_options,
+                 const MultiLoopConfig& config);
+
+}  // namespace ringlab::mqtt::programs
+
+#endif  // RINGLAB_MQTT_PROGRAMS_BROKER_MULTI_H_
