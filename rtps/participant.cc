@@ -728,6 +728,17 @@ absl::Status Participant::Write(EndpointHandle h,
                        source_time_ns, 0, false, now);
 }
 
+absl::Status Participant::WriteBuffered(EndpointHandle h, const KeyHash& key,
+                                        int64_t source_time_ns, Timestamp now) {
+  if (h == 0 || h > handles_.size() || !handles_[h - 1].first) {
+    return absl::NotFoundError("not a writer handle");
+  }
+  LocalWriter& w = *writers_[handles_[h - 1].second];
+  if (!w.active) return absl::FailedPreconditionError("writer deleted");
+  return WriteInternal(w, write_buffer_, w.config.keyed ? key : KeyHash{},
+                       source_time_ns, 0, false, now, &write_buffer_);
+}
+
 absl::Status Participant::Dispose(EndpointHandle h, const KeyHash& key,
                                   std::span<const std::byte> serialized_key,
                                   int64_t source_time_ns, Timestamp now) {
@@ -740,12 +751,10 @@ absl::Status Participant::Dispose(EndpointHandle h, const KeyHash& key,
                        kStatusInfoDisposed, true, now);
 }
 
-absl::Status Participant::WriteInternal(LocalWriter& w,
-                                        std::span<const std::byte> payload,
-                                        const KeyHash& key,
-                                        int64_t source_time_ns,
-                                        uint32_t status_info, bool key_only,
-                                        Timestamp now) {
+absl::Status Participant::WriteInternal(
+    LocalWriter& w, std::span<const std::byte> payload, const KeyHash& key,
+    int64_t source_time_ns, uint32_t status_info, bool key_only, Timestamp now,
+    std::vector<std::byte>* adopt) {
   maybe_pending_ = true;
   last_now_ = now;
   if (payload.size() > config_.max_sample_bytes ||
@@ -808,7 +817,14 @@ absl::Status Participant::WriteInternal(LocalWriter& w,
         "history full: reliable readers have not acknowledged (KEEP_ALL)");
   }
   Sample& s = w.pool.slots[slot];
-  s.data.assign(payload.begin(), payload.end());
+  if (adopt != nullptr) {
+    // The caller serialized into a buffer we own: take it as it is (the
+    // slot's old buffer, free now, becomes the next one to serialize into).
+    s.data.swap(*adopt);
+  } else {
+    s.data.assign(payload.begin(), payload.end());
+    counters_.sample_bytes_copied += payload.size();
+  }
   s.info.writer = w.guid;
   s.info.sn = w.next_sn++;
   s.info.source_time_ns = source_time_ns;
@@ -1415,7 +1431,9 @@ void Participant::HandleDataFrag(Receiver& rx, const DataFragSubmessage& d,
                                  d.fragments};
       internal::PartialSample* slot = nullptr;
       uint64_t evicted = fr.evictions();
+      const uint64_t copied_before = fr.bytes_copied();
       internal::ReassemblyOutcome o = fr.Add(in, now, &slot);
+      counters_.sample_bytes_copied += fr.bytes_copied() - copied_before;
       counters_.partial_samples_evicted += fr.evictions() - evicted;
       using internal::ReassemblyOutcome;
       if (o == ReassemblyOutcome::kDuplicate) {
@@ -1448,10 +1466,13 @@ void Participant::HandleDataFrag(Receiver& rx, const DataFragSubmessage& d,
         Receiver rx2 = rx;
         rx2.timestamp_ns = m.source_time_ns;
         ++counters_.samples_reassembled;
+        // `m` lives in the slot, which DeliverToReader may hand over: copy
+        // what it needs first.
+        const internal::FragmentMeta meta = m;
         DeliverToReader(r, p, rx2, whole,
-                        m.has_key_hash ? &m.key_hash : nullptr, m.status_info,
-                        now);
-        fr.Release(slot);
+                        meta.has_key_hash ? &meta.key_hash : nullptr,
+                        meta.status_info, now, &fr, slot);
+        fr.Release(slot);  // not delivered (duplicate, full): drop it
       }
       break;
     }
@@ -1461,7 +1482,9 @@ void Participant::HandleDataFrag(Receiver& rx, const DataFragSubmessage& d,
 
 void Participant::DeliverToReader(LocalReader& r, WriterProxy& p, Receiver& rx,
                                   const DataSubmessage& d, const KeyHash* key,
-                                  uint32_t status, Timestamp now) {
+                                  uint32_t status, Timestamp now,
+                                  internal::FragmentReassembler* from,
+                                  internal::PartialSample* part) {
   SequenceNumber sn = d.sn;
   if (sn < p.expected) {
     ++counters_.data_duplicates;
@@ -1496,7 +1519,14 @@ void Participant::DeliverToReader(LocalReader& r, WriterProxy& p, Receiver& rx,
     return;
   }
   Sample& s = r.pool.slots[slot];
-  s.data.assign(d.payload.begin(), d.payload.end());
+  if (from != nullptr && part != nullptr) {
+    // Reassembled: the partial sample's buffer becomes the history's (no
+    // second copy of a large sample); d.payload is not used after this.
+    from->ReleaseInto(part, &s.data);
+  } else {
+    s.data.assign(d.payload.begin(), d.payload.end());
+    counters_.sample_bytes_copied += d.payload.size();
+  }
   s.key_only = !d.has_data;
   s.info.writer = p.guid;
   s.info.sn = sn;
@@ -2785,6 +2815,7 @@ uint32_t Participant::AddFragments(MessageBuilder& b, EntityId reader,
                      std::span(s.data).subspan(off, bytes_of(n)))) {
     return 0;
   }
+  counters_.sample_bytes_copied += bytes_of(n);
   return static_cast<uint32_t>(n);
 }
 
@@ -2869,6 +2900,7 @@ bool Participant::BuildPush(LocalWriter& w, std::span<std::byte> out,
     if (okb) {
       okb = b.AddData(EntityId::Unknown(), w.guid.entity, sn,
                       has_q ? &q : nullptr, s.data, s.key_only);
+      if (okb) counters_.sample_bytes_copied += s.data.size();
     }
     if (!okb) {
       b.Rollback(mark);
@@ -3035,6 +3067,7 @@ bool Participant::BuildRepair(LocalWriter& w, ReaderProxy& p,
             full = true;
             break;
           }
+          counters_.sample_bytes_copied += s.data.size();
           ++counters_.retransmits;
         }
       }
