@@ -753,6 +753,23 @@ absl::Status Participant::Dispose(EndpointHandle h, const KeyHash& key,
                        kStatusInfoDisposed, true, now);
 }
 
+namespace {
+// A full KEEP_ALL history refuses Write() over and over while a writer
+// streams (ringlab_dds_throughput writes until refused): the refusal is
+// built once, and a copy of a Status only takes a reference, so the
+// refusal allocates nothing.
+enum Refusal { kRefusedPerInstance, kRefusedHistoryFull };
+const absl::Status& RefusalStatus(Refusal r) {
+  static const absl::Status* const kStatuses[] = {
+      new absl::Status(absl::ResourceExhaustedError(
+          "RESOURCE_LIMITS: max_samples_per_instance (KEEP_ALL)")),
+      new absl::Status(absl::ResourceExhaustedError(
+          "history full: reliable readers have not acknowledged (KEEP_ALL)")),
+  };
+  return *kStatuses[r];
+}
+}  // namespace
+
 absl::Status Participant::WriteInternal(
     LocalWriter& w, std::span<const std::byte> payload, const KeyHash& key,
     int64_t source_time_ns, uint32_t status_info, bool key_only, Timestamp now,
@@ -796,8 +813,7 @@ absl::Status Participant::WriteInternal(
   } else if (inst.count >= static_cast<uint32_t>(per_instance_limit)) {
     PurgeAcked(w);
     if (inst.count >= static_cast<uint32_t>(per_instance_limit)) {
-      return absl::ResourceExhaustedError(
-          "RESOURCE_LIMITS: max_samples_per_instance (KEEP_ALL)");
+      return RefusalStatus(kRefusedPerInstance);
     }
   }
   uint32_t slot = w.pool.Acquire();
@@ -815,8 +831,7 @@ absl::Status Participant::WriteInternal(
     }
   }
   if (slot == kNone) {
-    return absl::ResourceExhaustedError(
-        "history full: reliable readers have not acknowledged (KEEP_ALL)");
+    return RefusalStatus(kRefusedHistoryFull);
   }
   Sample& s = w.pool.slots[slot];
   if (adopt != nullptr) {
