@@ -66,6 +66,14 @@ void CdrWriter::AlignSlow(size_t pad) { Zeros(pad); }
 
 void CdrWriter::WriteRaw(const void* data, size_t n) {
   if (n == 0) return;
+  if (ok_ && vec_ != nullptr && vec_->size() == origin_ + pos_) {
+    // Appending: insert copies once; resize-then-copy would zero-fill the
+    // bytes first (a memset as large as a 64 KiB sample's baggage).
+    const auto* b = static_cast<const std::byte*>(data);
+    vec_->insert(vec_->end(), b, b + n);
+    pos_ += n;
+    return;
+  }
   std::byte* p = Reserve(n);
   if (p != nullptr) std::memcpy(p, data, n);
 }

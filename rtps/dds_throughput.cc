@@ -256,6 +256,7 @@ class Throughput {
     json.Key("retransmits").Uint(pc.retransmits);
     json.Key("heartbeats_sent").Uint(pc.heartbeats_sent);
     json.Key("acknacks_received").Uint(pc.acknacks_received);
+    json.Key("sample_bytes_copied").Uint(pc.sample_bytes_copied);
     json.EndObject();
     json.Key("timeline").BeginObject();
     json.Key("interval_ms").Int(kTimelineMs);
@@ -385,6 +386,7 @@ class Throughput {
     json.Key("samples_reassembled").Uint(pc.samples_reassembled);
     json.Key("acknacks_sent").Uint(pc.acknacks_sent);
     json.Key("nack_frags_sent").Uint(pc.nack_frags_sent);
+    json.Key("sample_bytes_copied").Uint(pc.sample_bytes_copied);
     json.EndObject();
     json.Key("cpu").Int(o_.cpu);
     json.EndObject();

@@ -309,6 +309,8 @@ struct Participant::LocalWriter {
   size_t max_instances = 0;
   std::vector<ReaderProxy> readers;
   uint32_t hb_count = 0;
+  // lastSN of the latest piggy-backed non-final HEARTBEAT (see BuildPush).
+  SequenceNumber ack_asked_sn = 0;
   Timestamp hb_deadline = Timestamp::Never();
   // QoS timers: lower bounds of the next instance deadline and sample
   // expiry (exact after each scan), the last liveliness assertion, and the
@@ -728,6 +730,17 @@ absl::Status Participant::Write(EndpointHandle h,
                        source_time_ns, 0, false, now);
 }
 
+absl::Status Participant::WriteBuffered(EndpointHandle h, const KeyHash& key,
+                                        int64_t source_time_ns, Timestamp now) {
+  if (h == 0 || h > handles_.size() || !handles_[h - 1].first) {
+    return absl::NotFoundError("not a writer handle");
+  }
+  LocalWriter& w = *writers_[handles_[h - 1].second];
+  if (!w.active) return absl::FailedPreconditionError("writer deleted");
+  return WriteInternal(w, write_buffer_, w.config.keyed ? key : KeyHash{},
+                       source_time_ns, 0, false, now, &write_buffer_);
+}
+
 absl::Status Participant::Dispose(EndpointHandle h, const KeyHash& key,
                                   std::span<const std::byte> serialized_key,
                                   int64_t source_time_ns, Timestamp now) {
@@ -740,12 +753,27 @@ absl::Status Participant::Dispose(EndpointHandle h, const KeyHash& key,
                        kStatusInfoDisposed, true, now);
 }
 
-absl::Status Participant::WriteInternal(LocalWriter& w,
-                                        std::span<const std::byte> payload,
-                                        const KeyHash& key,
-                                        int64_t source_time_ns,
-                                        uint32_t status_info, bool key_only,
-                                        Timestamp now) {
+namespace {
+// A full KEEP_ALL history refuses Write() over and over while a writer
+// streams (ringlab_dds_throughput writes until refused): the refusal is
+// built once, and a copy of a Status only takes a reference, so the
+// refusal allocates nothing.
+enum Refusal { kRefusedPerInstance, kRefusedHistoryFull };
+const absl::Status& RefusalStatus(Refusal r) {
+  static const absl::Status* const kStatuses[] = {
+      new absl::Status(absl::ResourceExhaustedError(
+          "RESOURCE_LIMITS: max_samples_per_instance (KEEP_ALL)")),
+      new absl::Status(absl::ResourceExhaustedError(
+          "history full: reliable readers have not acknowledged (KEEP_ALL)")),
+  };
+  return *kStatuses[r];
+}
+}  // namespace
+
+absl::Status Participant::WriteInternal(
+    LocalWriter& w, std::span<const std::byte> payload, const KeyHash& key,
+    int64_t source_time_ns, uint32_t status_info, bool key_only, Timestamp now,
+    std::vector<std::byte>* adopt) {
   maybe_pending_ = true;
   last_now_ = now;
   if (payload.size() > config_.max_sample_bytes ||
@@ -785,8 +813,7 @@ absl::Status Participant::WriteInternal(LocalWriter& w,
   } else if (inst.count >= static_cast<uint32_t>(per_instance_limit)) {
     PurgeAcked(w);
     if (inst.count >= static_cast<uint32_t>(per_instance_limit)) {
-      return absl::ResourceExhaustedError(
-          "RESOURCE_LIMITS: max_samples_per_instance (KEEP_ALL)");
+      return RefusalStatus(kRefusedPerInstance);
     }
   }
   uint32_t slot = w.pool.Acquire();
@@ -804,11 +831,17 @@ absl::Status Participant::WriteInternal(LocalWriter& w,
     }
   }
   if (slot == kNone) {
-    return absl::ResourceExhaustedError(
-        "history full: reliable readers have not acknowledged (KEEP_ALL)");
+    return RefusalStatus(kRefusedHistoryFull);
   }
   Sample& s = w.pool.slots[slot];
-  s.data.assign(payload.begin(), payload.end());
+  if (adopt != nullptr) {
+    // The caller serialized into a buffer we own: take it as it is (the
+    // slot's old buffer, free now, becomes the next one to serialize into).
+    s.data.swap(*adopt);
+  } else {
+    s.data.assign(payload.begin(), payload.end());
+    counters_.sample_bytes_copied += payload.size();
+  }
   s.info.writer = w.guid;
   s.info.sn = w.next_sn++;
   s.info.source_time_ns = source_time_ns;
@@ -1415,7 +1448,9 @@ void Participant::HandleDataFrag(Receiver& rx, const DataFragSubmessage& d,
                                  d.fragments};
       internal::PartialSample* slot = nullptr;
       uint64_t evicted = fr.evictions();
+      const uint64_t copied_before = fr.bytes_copied();
       internal::ReassemblyOutcome o = fr.Add(in, now, &slot);
+      counters_.sample_bytes_copied += fr.bytes_copied() - copied_before;
       counters_.partial_samples_evicted += fr.evictions() - evicted;
       using internal::ReassemblyOutcome;
       if (o == ReassemblyOutcome::kDuplicate) {
@@ -1448,10 +1483,13 @@ void Participant::HandleDataFrag(Receiver& rx, const DataFragSubmessage& d,
         Receiver rx2 = rx;
         rx2.timestamp_ns = m.source_time_ns;
         ++counters_.samples_reassembled;
+        // `m` lives in the slot, which DeliverToReader may hand over: copy
+        // what it needs first.
+        const internal::FragmentMeta meta = m;
         DeliverToReader(r, p, rx2, whole,
-                        m.has_key_hash ? &m.key_hash : nullptr, m.status_info,
-                        now);
-        fr.Release(slot);
+                        meta.has_key_hash ? &meta.key_hash : nullptr,
+                        meta.status_info, now, &fr, slot);
+        fr.Release(slot);  // not delivered (duplicate, full): drop it
       }
       break;
     }
@@ -1461,7 +1499,9 @@ void Participant::HandleDataFrag(Receiver& rx, const DataFragSubmessage& d,
 
 void Participant::DeliverToReader(LocalReader& r, WriterProxy& p, Receiver& rx,
                                   const DataSubmessage& d, const KeyHash* key,
-                                  uint32_t status, Timestamp now) {
+                                  uint32_t status, Timestamp now,
+                                  internal::FragmentReassembler* from,
+                                  internal::PartialSample* part) {
   SequenceNumber sn = d.sn;
   if (sn < p.expected) {
     ++counters_.data_duplicates;
@@ -1496,7 +1536,14 @@ void Participant::DeliverToReader(LocalReader& r, WriterProxy& p, Receiver& rx,
     return;
   }
   Sample& s = r.pool.slots[slot];
-  s.data.assign(d.payload.begin(), d.payload.end());
+  if (from != nullptr && part != nullptr) {
+    // Reassembled: the partial sample's buffer becomes the history's (no
+    // second copy of a large sample); d.payload is not used after this.
+    from->ReleaseInto(part, &s.data);
+  } else {
+    s.data.assign(d.payload.begin(), d.payload.end());
+    counters_.sample_bytes_copied += d.payload.size();
+  }
   s.key_only = !d.has_data;
   s.info.writer = p.guid;
   s.info.sn = sn;
@@ -2785,6 +2832,7 @@ uint32_t Participant::AddFragments(MessageBuilder& b, EntityId reader,
                      std::span(s.data).subspan(off, bytes_of(n)))) {
     return 0;
   }
+  counters_.sample_bytes_copied += bytes_of(n);
   return static_cast<uint32_t>(n);
 }
 
@@ -2869,6 +2917,7 @@ bool Participant::BuildPush(LocalWriter& w, std::span<std::byte> out,
     if (okb) {
       okb = b.AddData(EntityId::Unknown(), w.guid.entity, sn,
                       has_q ? &q : nullptr, s.data, s.key_only);
+      if (okb) counters_.sample_bytes_copied += s.data.size();
     }
     if (!okb) {
       b.Rollback(mark);
@@ -2886,15 +2935,25 @@ bool Participant::BuildPush(LocalWriter& w, std::span<std::byte> out,
     // acknowledgements free it before Write() must refuse, and after a
     // fragmented sample, so lost fragments are repaired at once. It
     // announces only what went out (lastSN = pushed): a reader must not
-    // NACK what is still on its way.
+    // NACK what is still on its way. Only the history's request needs every
+    // reader to answer, so only it is non-final, and at most once per
+    // quarter of the history pushed; after a fragmented sample the heartbeat
+    // is final: a reader that misses something answers anyway, one that has
+    // it all need not (§8.3.7.5 FinalFlag). Non-final in every push under
+    // pressure and after every fragmented sample cost a reader ~2 ACKNACKs
+    // per 64 KiB sample in ringlab_dds_throughput.
     const EndpointQos& q = w.config.qos;
-    bool pressure =
+    const bool pressure =
         q.history == HistoryKind::kKeepAll && w.pool.in_use * 2 >= w.pool.limit;
-    if (pressure || finished_fragmented) {
+    const SequenceNumber ask_every = std::max<SequenceNumber>(
+        1, static_cast<SequenceNumber>(w.pool.limit / 4));
+    const bool ask = pressure && w.pushed >= w.ack_asked_sn + ask_every;
+    if (ask || finished_fragmented) {
       size_t mark = b.Mark();
       SequenceNumber first = std::min(w.first_sn(), w.pushed + 1);
       if (b.AddHeartbeat(EntityId::Unknown(), w.guid.entity, first, w.pushed,
-                         ++w.hb_count, false)) {
+                         ++w.hb_count, /*final_flag=*/!ask)) {
+        if (ask) w.ack_asked_sn = w.pushed;
         ++counters_.heartbeats_sent;
       } else {
         b.Rollback(mark);
@@ -3035,6 +3094,7 @@ bool Participant::BuildRepair(LocalWriter& w, ReaderProxy& p,
             full = true;
             break;
           }
+          counters_.sample_bytes_copied += s.data.size();
           ++counters_.retransmits;
         }
       }

@@ -86,7 +86,9 @@ namespace ringlab::rtps {
 
 namespace internal {
 struct ReassemblyBudget;
-}
+class FragmentReassembler;
+struct PartialSample;
+}  // namespace internal
 class GossipDiscovery;
 struct GossipCounters;
 struct GossipRecord;
@@ -318,6 +320,12 @@ struct ParticipantCounters {
   uint64_t leases_expired = 0;
   uint64_t events_dropped = 0;
   uint64_t samples_too_large = 0;  // Write: above max_sample_bytes
+  // Sample payload bytes the core copied (memcpy): into the writer history
+  // (Write; WriteBuffered swaps instead), into DATA/DATA_FRAG submessages
+  // (first sends and repairs), into reassembly, into the reader history
+  // (DATA; a reassembled sample is swapped in). Per 64 KiB sample: one
+  // sample on each side, plus repairs.
+  uint64_t sample_bytes_copied = 0;
 };
 
 struct RemoteParticipantInfo {
@@ -366,6 +374,21 @@ class Participant {
   // max_sample_bytes.
   absl::Status Write(EndpointHandle writer, std::span<const std::byte> payload,
                      const KeyHash& key, int64_t source_time_ns, Timestamp now);
+  // Zero-copy variant: serialize into WriteBuffer() (returned empty; owned
+  // by the participant, valid until the next call on it), then
+  // WriteBuffered() takes those bytes into the history by swapping buffers
+  // instead of copying them (same checks and errors as Write; on an error
+  // the buffer keeps the bytes). Capacity cycles between the buffer and the
+  // history slots, so steady state allocates nothing.
+  //   std::vector<std::byte>* buf = p->WriteBuffer();
+  //   SerializeSample(value, Encoding::kCdrLe, buf);
+  //   p->WriteBuffered(w, key, source_time_ns, now);
+  std::vector<std::byte>* WriteBuffer() {
+    write_buffer_.clear();
+    return &write_buffer_;
+  }
+  absl::Status WriteBuffered(EndpointHandle writer, const KeyHash& key,
+                             int64_t source_time_ns, Timestamp now);
   // Disposes / unregisters an instance (key-only DATA with status info).
   absl::Status Dispose(EndpointHandle writer, const KeyHash& key,
                        std::span<const std::byte> serialized_key,
@@ -484,13 +507,19 @@ class Participant {
   std::vector<Locator> MetatrafficLocators(const ParticipantData& p) const;
 
   // Writer / reader machinery.
+  // `adopt` (if not null) holds `payload`: its buffer is swapped into the
+  // history slot instead of copying the bytes.
   absl::Status WriteInternal(LocalWriter& w, std::span<const std::byte> payload,
                              const KeyHash& key, int64_t source_time_ns,
-                             uint32_t status_info, bool key_only,
-                             Timestamp now);
+                             uint32_t status_info, bool key_only, Timestamp now,
+                             std::vector<std::byte>* adopt = nullptr);
+  // `from`/`part` (if set): d.payload is that complete partial sample,
+  // whose buffer is swapped into the history instead of copied.
   void DeliverToReader(LocalReader& r, WriterProxy& p, Receiver& rx,
                        const DataSubmessage& d, const KeyHash* key,
-                       uint32_t status, Timestamp now);
+                       uint32_t status, Timestamp now,
+                       internal::FragmentReassembler* from = nullptr,
+                       internal::PartialSample* part = nullptr);
   // Puts a received sample into the reader's history, applying LIFESPAN,
   // OWNERSHIP, DESTINATION_ORDER and DEADLINE. False only when the history
   // is full (the sample was not taken: a reliable writer sends it again);
@@ -565,7 +594,8 @@ class Participant {
   SequenceNumber spdp_sn_ = 0;
   std::vector<Locator> spdp_unicast_pending_;
   std::vector<std::byte> spdp_payload_;
-  std::vector<std::byte> scratch_;  // discovery serialization
+  std::vector<std::byte> scratch_;       // discovery serialization
+  std::vector<std::byte> write_buffer_;  // WriteBuffer()/WriteBuffered()
 
   std::vector<Locator> tx_destinations_;
   std::vector<Event> events_;  // ring

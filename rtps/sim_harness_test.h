@@ -91,6 +91,10 @@ class SimHarness {
   SimNetwork& net() { return net_; }
   // Bounds each step of RunUntil, for tests whose done() acts on time.
   void set_max_step(Duration d) { max_step_ = d; }
+  // Flushes a participant after each datagram it takes, as the driver
+  // (DomainParticipant::OnDatagram) does; by default a node takes every
+  // datagram due and flushes once, which coalesces its replies.
+  void set_flush_after_each_datagram(bool on) { flush_each_ = on; }
   Timestamp now() const { return net_.now(); }
   std::vector<Node>& nodes() { return nodes_; }
 
@@ -141,12 +145,14 @@ class SimHarness {
       while (auto d = net_.PollDatagram(n.addr)) {
         if (n.silent) continue;
         n.p->OnDatagram(d->bytes, Locator::FromEndpoint(d->from), net_.now());
+        if (flush_each_) Flush(n);
       }
     }
   }
 
   SimNetwork net_;
   Duration max_step_ = std::chrono::hours(24);
+  bool flush_each_ = false;
   std::vector<Node> nodes_;
   std::array<std::byte, 65536> buffer_{};
 };

@@ -16,8 +16,9 @@
 // CDR reader knows (XCDR1 and XCDR2, both orders).
 //
 // Ownership: entities borrow the DomainParticipant, which must outlive them.
-// Steady-state Write/Take allocate nothing: serialization reuses one buffer
-// per writer, and Take() reuses the caller's object's capacity.
+// Steady-state Write/Take allocate nothing: Write serializes straight into
+// the core's write buffer (swapped into the history, buffers are reused),
+// and Take() reuses the caller's object's capacity.
 // Errors: Create returns the core's status (bad QoS, empty names); Write
 // returns ResourceExhausted when a KEEP_ALL history is full.
 #ifndef RINGLAB_RTPS_TOPIC_H_
@@ -102,13 +103,15 @@ class DataWriter {
   }
 
   // Writes `value` with the given source timestamp (wall clock ns).
+  // The sample is serialized once, into a buffer the core then takes into
+  // its history without copying (Participant::WriteBuffered).
   absl::Status Write(const T& value, int64_t source_time_ns) {
-    scratch_.clear();
-    if (!SerializeSample(value, Encoding::kCdrLe, &scratch_)) {
+    Participant& core = dp_.core();
+    if (!SerializeSample(value, Encoding::kCdrLe, core.WriteBuffer())) {
       return absl::InvalidArgumentError("sample does not serialize");
     }
-    absl::Status s = dp_.core().Write(handle_, scratch_, ComputeKeyHash(value),
-                                      source_time_ns, dp_.loop().now());
+    absl::Status s = core.WriteBuffered(handle_, ComputeKeyHash(value),
+                                        source_time_ns, dp_.loop().now());
     if (s.ok()) dp_.Flush();
     return s;
   }
@@ -119,12 +122,9 @@ class DataWriter {
   bool all_acknowledged() const { return dp_.core().AllAcknowledged(handle_); }
 
  private:
-  DataWriter(DomainParticipant& dp, EndpointHandle h) : dp_(dp), handle_(h) {
-    scratch_.reserve(256);
-  }
+  DataWriter(DomainParticipant& dp, EndpointHandle h) : dp_(dp), handle_(h) {}
   DomainParticipant& dp_;
   EndpointHandle handle_;
-  std::vector<std::byte> scratch_;
 };
 
 template <typename T>

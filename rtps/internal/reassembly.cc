@@ -64,6 +64,18 @@ void FragmentReassembler::Release(PartialSample* s) {
   Trim(*s);
 }
 
+void FragmentReassembler::ReleaseInto(PartialSample* s,
+                                      std::vector<std::byte>* out) {
+  if (s == nullptr || !s->in_use()) return;
+  // The budget counts what the slot holds: its old buffer leaves, the
+  // caller's comes in (Trim below drops it if it is too large to keep).
+  budget_->used_bytes -= Held(*s);
+  s->data.resize(s->sample_size);  // shrinks: no allocation
+  out->swap(s->data);
+  budget_->used_bytes += Held(*s);
+  Release(s);
+}
+
 // Large buffers are not worth keeping for a sample size that may never come
 // back; everything below kKeepCapacityBytes is, so steady-state traffic
 // reuses it.
@@ -204,6 +216,7 @@ ReassemblyOutcome FragmentReassembler::Add(const FragmentInput& in,
     uint64_t len = std::min<uint64_t>(fs, in.sample_size - off);
     std::memcpy(s->data.data() + off,
                 in.bytes.data() + (fn - in.fragment_start) * fs, len);
+    bytes_copied_ += len;
     ++added;
   }
   *slot = s;

@@ -127,6 +127,13 @@ class FragmentReassembler {
   PartialSample* Find(SequenceNumber sn);
   // Frees a slot (after delivery or to drop the sample).
   void Release(PartialSample* s);
+  // Delivers a complete sample without copying it: swaps its buffer with
+  // `*out` (which then holds exactly sample_size bytes; the slot keeps
+  // `*out`'s old buffer for the next sample, counted in the budget), then
+  // frees the slot.
+  void ReleaseInto(PartialSample* s, std::vector<std::byte>* out);
+  // Bytes Add() copied into slot buffers so far.
+  uint64_t bytes_copied() const { return bytes_copied_; }
   // Drops every sample with sn < `sn`; returns how many.
   size_t DropBelow(SequenceNumber sn);
   // Drops samples without progress for timeout_ns; returns how many.
@@ -160,6 +167,7 @@ class FragmentReassembler {
   Limits limits_;
   std::vector<PartialSample> slots_;
   size_t active_ = 0;
+  uint64_t bytes_copied_ = 0;
   uint64_t evictions_ = 0;
 };
 

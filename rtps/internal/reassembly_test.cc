@@ -56,6 +56,35 @@ TEST(ReassemblyTest, OutOfOrderAndOverlappingFragmentsMakeOneSample) {
   EXPECT_EQ(r.active(), 0u);
 }
 
+// ReleaseInto hands the complete sample over without copying it, takes the
+// caller's buffer for the slot, and keeps the budget equal to what the
+// slots hold.
+TEST(ReassemblyTest, ReleaseIntoSwapsBuffersAndKeepsTheBudget) {
+  ReassemblyBudget budget;
+  FragmentReassembler r(&budget, {});
+  auto sample = Bytes(1000, 5);
+  PartialSample* s = nullptr;
+  ASSERT_EQ(r.Add(Frag(1, sample, 100, 1, 10), kT0, &s),
+            ReassemblyOutcome::kCompleted);
+  EXPECT_EQ(r.bytes_copied(), 1000u);
+  const std::byte* slot_bytes = s->data.data();
+  const size_t bitmap_bytes = s->have.capacity() * sizeof(uint64_t);
+  std::vector<std::byte> out;
+  out.reserve(300);  // the caller's old buffer: the slot gets it
+  r.ReleaseInto(s, &out);
+  EXPECT_EQ(r.active(), 0u);
+  EXPECT_EQ(out.data(), slot_bytes);  // moved, not copied
+  EXPECT_TRUE(std::equal(out.begin(), out.end(), sample.begin(), sample.end()));
+  EXPECT_EQ(budget.used_bytes, 300 + bitmap_bytes);
+  // The next sample grows the slot again, inside the budget.
+  auto next = Bytes(1000, 9);
+  ASSERT_EQ(r.Add(Frag(2, next, 100, 1, 10), kT0, &s),
+            ReassemblyOutcome::kCompleted);
+  EXPECT_EQ(budget.used_bytes,
+            s->data.capacity() + s->have.capacity() * sizeof(uint64_t));
+  EXPECT_EQ(r.bytes_copied(), 2000u);
+}
+
 TEST(ReassemblyTest, InconsistentAndOutOfRangeFragmentsAreRefused) {
   ReassemblyBudget budget;
   FragmentReassembler r(&budget, {.max_sample_bytes = 1 << 20});
