@@ -38,7 +38,8 @@
 // the receiver is busy), not Post().
 //
 // Ownership: handlers are borrowed and must outlive their sockets (until
-// OnClosed). Leases passed to Send/SendTo move into the Loop; it returns the
+// OnClosed), or end them with Abandon() before they go (a driver's
+// destructor while its Loop runs on). Leases passed to Send/SendTo move into the Loop; it returns the
 // buffer to the pool when the operation completes or fails.
 //
 // Errors: setup and control calls return absl::Status. Per-operation failures
