@@ -1469,6 +1469,7 @@ void Broker::HandleSubscribe(Connection& c, const Subscribe& sub,
   Session& s = *c.session;
   const bool v5 = IsV5(c.version);
   const uint32_t sub_id = sub.properties.subscription_ids.first();
+  const uint64_t written_before = StoreWritten();
   absl::InlinedVector<uint8_t, 8> codes;
   sub.entries.ForEach([&](const SubscribeEntry& entry) {
     ++counters_.subscribes;
@@ -1535,8 +1536,11 @@ void Broker::HandleSubscribe(Connection& c, const Subscribe& sub,
   ack.packet_id = sub.packet_id;
   ack.reason_codes = std::span<const uint8_t>(codes.data(), codes.size());
   // MQTT-3.8.4-1: one SUBACK; it is staged ahead of the retained messages
-  // queued above, since staged bytes go out first.
-  StageControl(c, ack);
+  // queued above, since staged bytes go out first. With a batch store it
+  // may wait for the commit instead, and the retained messages go first,
+  // which §3.8.4 allows (the Server MAY send matching PUBLISH packets before
+  // the SUBACK).
+  StageSuback(c, ack, written_before);
 }
 
 void Broker::SendRetained(Session& s, std::string_view filter,
@@ -1742,22 +1746,56 @@ void Broker::StageAck(Connection& c, const PubResponse& ack,
   StageControl(c, ack);
 }
 
+void Broker::StageSuback(Connection& c, const Suback& ack,
+                         uint64_t written_before) {
+  if (store_ != nullptr) {
+    const uint64_t written = store_->written_sequence();
+    if (c.held_acks > 0 ||
+        (written != written_before && store_->durable_sequence() < written)) {
+      HeldAck h{ConnectionId{c.index, c.generation}, written,
+                PacketType::kSuback, ReasonCode::kSuccess, ack.packet_id};
+      h.codes_offset = static_cast<uint32_t>(held_codes_.size());
+      h.codes_count = static_cast<uint32_t>(ack.reason_codes.size());
+      held_codes_.insert(held_codes_.end(), ack.reason_codes.begin(),
+                         ack.reason_codes.end());
+      held_acks_.push_back(h);
+      ++held_subacks_;
+      ++c.held_acks;
+      ++counters_.acks_held;
+      return;
+    }
+  }
+  StageControl(c, ack);
+}
+
 void Broker::OnStoreDurable(Timestamp) {
   if (store_ == nullptr) return;
   const uint64_t durable = store_->durable_sequence();
   while (!held_acks_.empty() && held_acks_.front().sequence <= durable) {
     const HeldAck h = held_acks_.front();
     held_acks_.pop_front();
+    if (h.type == PacketType::kSuback) --held_subacks_;
     Connection* c = Lookup(h.connection);
     if (c == nullptr) continue;  // closed: the client sends it again
     --c->held_acks;
     if (c->state != Connection::State::kActive) continue;
+    if (h.type == PacketType::kSuback) {
+      Suback ack;
+      ack.packet_id = h.packet_id;
+      ack.reason_codes = std::span<const uint8_t>(
+          held_codes_.data() + h.codes_offset, h.codes_count);
+      StageControl(*c, ack);
+      continue;
+    }
     PubResponse ack;
     ack.type = h.type;
     ack.packet_id = h.packet_id;
     ack.reason = h.reason;
     StageControl(*c, ack);
   }
+  // The codes of released SUBACKs are dropped once none is held (held
+  // SUBACKs are rare: a subscription change of a stored session).
+  if (held_subacks_ == 0) held_codes_.clear();
   held_acks_.ShrinkIfEmpty(1024);
 }
 

@@ -461,6 +461,10 @@ class Broker {
   // covers the changes made since `written_before` (StoreWritten() when
   // the packet came in).
   void StageAck(Connection& c, const PubResponse& ack, uint64_t written_before);
+  // The same for a SUBACK: a subscription of a stored session is durable
+  // before its SUBACK goes, or a PUBACKed message could find no subscriber
+  // after a crash.
+  void StageSuback(Connection& c, const Suback& ack, uint64_t written_before);
   uint64_t StoreWritten() const;
   void MarkReady(Connection& c);
   void Schedule(uint32_t index, bool is_session, Timestamp at);
@@ -513,8 +517,13 @@ class Broker {
     PacketType type = PacketType::kPuback;
     ReasonCode reason = ReasonCode::kSuccess;
     uint16_t packet_id = 0;
+    // kSuback: its reason codes, held_codes_[codes_offset, + codes_count).
+    uint32_t codes_offset = 0;
+    uint32_t codes_count = 0;
   };
   internal::Ring<HeldAck> held_acks_;
+  std::vector<uint8_t> held_codes_;  // reason codes of held SUBACKs
+  size_t held_subacks_ = 0;          // cleared with held_codes_ at 0
 
   // Routing scratch, reused by every publish.
   std::vector<Target> targets_;
