@@ -39,8 +39,9 @@
 //
 // Ownership: handlers are borrowed and must outlive their sockets (until
 // OnClosed), or end them with Abandon() before they go (a driver's
-// destructor while its Loop runs on). Leases passed to Send/SendTo move into the Loop; it returns the
-// buffer to the pool when the operation completes or fails.
+// destructor while its Loop runs on). Leases passed to Send/SendTo move into
+// the Loop; it returns the buffer to the pool when the operation completes or
+// fails.
 //
 // Errors: setup and control calls return absl::Status. Per-operation failures
 // reach the handler as a negative errno in `result`. Send/SendTo return 0 or a
