@@ -18,35 +18,7 @@
 
 #include "gtest/gtest.h"
 #include "mqtt/multi_broker.h"
-
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-
-namespace {
-std::atomic<bool> g_counting{false};
-std::atomic<size_t> g_allocations{0};
-}  // namespace
-
-void* operator new(size_t n) {
-  if (g_counting.load(std::memory_order_relaxed)) {
-    g_allocations.fetch_add(1, std::memory_order_relaxed);
-  }
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](size_t n) { return operator new(n); }
-void* operator new(size_t n, const std::nothrow_t&) noexcept {
-  if (g_counting.load(std::memory_order_relaxed)) {
-    g_allocations.fetch_add(1, std::memory_order_relaxed);
-  }
-  return std::malloc(n == 0 ? 1 : n);
-}
-void* operator new[](size_t n, const std::nothrow_t& t) noexcept {
-  return operator new(n, t);
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
-void operator delete[](void* p, size_t) noexcept { std::free(p); }
+#include "testing/counting_allocator.h"
 
 namespace ringlab::mqtt {
 namespace {
@@ -189,13 +161,12 @@ TEST_P(MultiBrokerAlloc, CrossLoopSteadyStateAllocatesNothing) {
   std::this_thread::sleep_for(100ms);  // a few idle iterations and timers
 
   const uint64_t forwarded_before = mb.counters().forwarded;
-  g_allocations = 0;
-  g_counting = true;
+  counting_allocator::Start();
   bool ok = true;
   for (int i = 0; i < 500 && ok; ++i) ok = round();
-  g_counting = false;
+  const size_t allocations = counting_allocator::Stop();
   EXPECT_TRUE(ok) << "a subscriber missed bytes of a round";
-  EXPECT_EQ(g_allocations.load(), 0u);
+  EXPECT_EQ(allocations, 0u);
   EXPECT_TRUE(wait_until(
       [&] { return delivered() == published * uint64_t(subscribers); }, 5s))
       << delivered() << " of " << published * subscribers;
@@ -205,16 +176,6 @@ TEST_P(MultiBrokerAlloc, CrossLoopSteadyStateAllocatesNothing) {
   for (int fd : fds) ::close(fd);
   mb.RequestStop();
   mb.Join();
-}
-
-// The counter is live in this binary, on any thread (a test of the test).
-TEST(CountingAllocator, SeesAnAllocationOnAnotherThread) {
-  g_allocations = 0;
-  g_counting = true;
-  std::thread t([] { delete new std::vector<int>(100); });
-  t.join();
-  g_counting = false;
-  EXPECT_GE(g_allocations.load(), 1u);
 }
 
 }  // namespace

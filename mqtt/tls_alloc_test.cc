@@ -9,8 +9,9 @@
 // instead of hiding it: per record at most 4 blocks of at most 64 bytes,
 // all freed again, and no reallocation (no buffer grows in steady state).
 //
-// This binary replaces the global operator new and OpenSSL's allocator; the
-// counters run only while g_counting is set.
+// This binary links testing/counting_allocator (the global operator new)
+// and replaces OpenSSL's allocator; both count only between
+// counting_allocator::Start() and Stop().
 #include <openssl/crypto.h>
 
 #include <algorithm>
@@ -22,15 +23,10 @@
 
 #include "gtest/gtest.h"
 #include "mqtt/tls.h"
+#include "testing/counting_allocator.h"
 #include "testing/process.h"
 
-// The replaced operator new allocates with malloc, so its operator delete
-// frees with free; GCC cannot see that the pair matches.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-
 namespace {
-bool g_counting = false;
-size_t g_cxx_allocations = 0;
 size_t g_openssl_allocations = 0;
 
 size_t g_openssl_reallocations = 0;
@@ -38,18 +34,19 @@ size_t g_openssl_frees = 0;
 size_t g_openssl_largest_bytes = 0;
 
 void* CountingMalloc(size_t n, const char*, int) {
-  if (g_counting) {
+  if (ringlab::counting_allocator::Counting()) {
     ++g_openssl_allocations;
     g_openssl_largest_bytes = std::max(g_openssl_largest_bytes, n);
   }
   return std::malloc(n);
 }
 void* CountingRealloc(void* p, size_t n, const char*, int) {
-  if (g_counting) ++g_openssl_reallocations;
+  if (ringlab::counting_allocator::Counting()) ++g_openssl_reallocations;
   return std::realloc(p, n);
 }
 void CountingFree(void* p, const char*, int) {
-  if (g_counting && p != nullptr) ++g_openssl_frees;
+  if (ringlab::counting_allocator::Counting() && p != nullptr)
+    ++g_openssl_frees;
   std::free(p);
 }
 
@@ -59,24 +56,6 @@ const bool g_openssl_hooked =
     CRYPTO_set_mem_functions(CountingMalloc, CountingRealloc, CountingFree) ==
     1;
 }  // namespace
-
-void* operator new(size_t n) {
-  if (g_counting) ++g_cxx_allocations;
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](size_t n) { return operator new(n); }
-void* operator new(size_t n, const std::nothrow_t&) noexcept {
-  if (g_counting) ++g_cxx_allocations;
-  return std::malloc(n == 0 ? 1 : n);
-}
-void* operator new[](size_t n, const std::nothrow_t& t) noexcept {
-  return operator new(n, t);
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
-void operator delete[](void* p, size_t) noexcept { std::free(p); }
 
 namespace ringlab::mqtt {
 namespace {
@@ -138,14 +117,14 @@ TEST_P(TlsSteadyState, NothingOursAndOpenSslBounded) {
   };
   for (int i = 0; i < 100; ++i) round();  // warm-up: buffers reach size
   received = 0;
-  g_cxx_allocations = g_openssl_allocations = 0;
+  g_openssl_allocations = 0;
   g_openssl_reallocations = g_openssl_frees = g_openssl_largest_bytes = 0;
   constexpr size_t kRounds = 1000;
-  g_counting = true;
+  counting_allocator::Start();
   for (size_t i = 0; i < kRounds; ++i) round();
-  g_counting = false;
+  const size_t cxx_allocations = counting_allocator::Stop();
   EXPECT_EQ(received, 2 * kRounds * msg.size());
-  EXPECT_EQ(g_cxx_allocations, 0u);
+  EXPECT_EQ(cxx_allocations, 0u);
   // Two records per round (one each way).
   EXPECT_LE(g_openssl_allocations, 4 * 2 * kRounds);
   EXPECT_EQ(g_openssl_frees, g_openssl_allocations);
@@ -162,9 +141,9 @@ INSTANTIATE_TEST_SUITE_P(Versions, TlsSteadyState,
 
 TEST(TlsCountingAllocator, SeesOpenSslAllocations) {
   g_openssl_allocations = 0;
-  g_counting = true;
+  counting_allocator::Start();
   void* p = OPENSSL_malloc(16);
-  g_counting = false;
+  counting_allocator::Stop();
   OPENSSL_free(p);
   EXPECT_EQ(g_openssl_allocations, 1u);
 }
