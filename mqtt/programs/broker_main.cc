@@ -35,6 +35,7 @@
 #include "mqtt/broker_driver.h"
 #include "mqtt/metrics.h"
 #include "mqtt/programs/broker_multi.h"
+#include "mqtt/programs/broker_stats.h"
 #include "mqtt/programs/program_support.h"
 #include "mqtt/store_sqlite.h"
 #include "mqtt/tls_listener.h"
@@ -641,10 +642,8 @@ int Run(int argc, char** argv) {
   }
 
   const BrokerCounters& bc = broker.broker().counters();
-  const uint64_t delivered =
-      bc.publishes_sent[0] + bc.publishes_sent[1] + bc.publishes_sent[2];
-  const uint64_t received = bc.publishes_received[0] +
-                            bc.publishes_received[1] + bc.publishes_received[2];
+  const uint64_t delivered = PublishesSent(bc);
+  const uint64_t received = PublishesReceived(bc);
   bench::JsonWriter json;
   json.BeginObject();
   json.Key("schema").String("ringlab.mqtt.broker/1");
@@ -668,51 +667,10 @@ int Run(int argc, char** argv) {
   timeline.AppendJson(json, kTickMs);
   json.Key("counters");
   AppendCounters(json, lc);
-  json.Key("broker").BeginObject();
-  json.Key("connections_opened").Uint(bc.connections_opened);
-  json.Key("connections_refused_limit").Uint(bc.connections_refused_limit);
-  json.Key("connects_accepted").Uint(bc.connects_accepted);
-  json.Key("connects_rejected").Uint(bc.connects_rejected);
-  json.Key("connect_timeouts").Uint(bc.connect_timeouts);
-  json.Key("keepalive_timeouts").Uint(bc.keepalive_timeouts);
-  json.Key("first_packet_not_connect").Uint(bc.first_packet_not_connect);
-  json.Key("malformed_packets").Uint(bc.malformed_packets);
-  json.Key("protocol_errors").Uint(bc.protocol_errors);
-  json.Key("packets_too_large").Uint(bc.packets_too_large);
-  json.Key("session_takeovers").Uint(bc.session_takeovers);
-  json.Key("connections_refused_rate").Uint(bc.connections_refused_rate);
-  json.Key("rate_limited_messages").Uint(bc.rate_limited_messages);
-  json.Key("rate_limited_bytes").Uint(bc.rate_limited_bytes);
-  json.Key("publishes_denied").Uint(bc.publishes_denied);
-  json.Key("subscribes_denied").Uint(bc.subscribes_denied);
-  json.Key("deliveries_denied").Uint(bc.deliveries_denied);
-  json.Key("publishes_received").BeginArray();
-  for (uint64_t v : bc.publishes_received) json.Uint(v);
-  json.EndArray();
-  json.Key("publishes_sent").BeginArray();
-  for (uint64_t v : bc.publishes_sent) json.Uint(v);
-  json.EndArray();
-  json.Key("publishes_resent").Uint(bc.publishes_resent);
-  json.Key("dropped_qos0_queue_full").Uint(bc.dropped_qos0_queue_full);
-  json.Key("dropped_queue_full").Uint(bc.dropped_queue_full);
-  json.Key("dropped_offline_qos0").Uint(bc.dropped_offline_qos0);
-  json.Key("dropped_expired").Uint(bc.dropped_expired);
-  json.Key("dropped_too_large").Uint(bc.dropped_too_large);
-  json.Key("wills_published").Uint(bc.wills_published);
-  json.Key("bytes_received").Uint(bc.bytes_received);
-  json.Key("bytes_polled").Uint(bc.bytes_polled);
-  json.EndObject();
-  const BrokerDriverCounters& dc = broker.counters();
-  json.Key("driver").BeginObject();
-  json.Key("accepted").Uint(dc.accepted);
-  json.Key("refused").Uint(dc.refused);
-  json.Key("send_errors").Uint(dc.send_errors);
-  json.Key("blocked").Uint(dc.blocked);
-  json.Key("pool_low").Uint(dc.pool_low);
-  json.Key("pool_exhausted_closes").Uint(dc.pool_exhausted_closes);
-  json.Key("leases_sent").Uint(dc.leases_sent);
-  json.Key("linger_closes").Uint(dc.linger_closes);
-  json.EndObject();
+  json.Key("broker");
+  AppendBrokerCounters(json, bc);
+  json.Key("driver");
+  AppendDriverCounters(json, broker.counters());
   if (store != nullptr) {
     store->Flush();
     json.Key("store").BeginObject();
@@ -734,16 +692,8 @@ int Run(int argc, char** argv) {
   }
   json.Key("cpu").Int(cfg.cpu);
   json.EndObject();
-  std::printf("SERVER_STATS %s\n", json.str().c_str());
-  std::fflush(stdout);
-  int exit_code = run.ok() ? kExitOk : kExitRunFailed;
-  if (!cfg.json_path.empty()) {
-    if (absl::Status s = WriteTextFile(cfg.json_path, json.str()); !s.ok()) {
-      std::fprintf(stderr, "ringlab_mqtt_broker: %s\n",
-                   std::string(s.message()).c_str());
-      exit_code = kExitRunFailed;
-    }
-  }
+  int exit_code = EmitServerStats(json.str(), cfg.json_path,
+                                  run.ok() ? kExitOk : kExitRunFailed);
   if (store != nullptr && !store->status().ok()) {
     std::fprintf(stderr, "ringlab_mqtt_broker: %s\n",
                  store->status().ToString().c_str());

@@ -10,6 +10,7 @@
 #include "bench/process_stats.h"
 #include "mqtt/metrics.h"
 #include "mqtt/multi_broker.h"
+#include "mqtt/programs/broker_stats.h"
 #include "mqtt/programs/program_support.h"
 
 namespace ringlab::mqtt::programs {
@@ -186,33 +187,17 @@ int RunMultiLoop(std::unique_ptr<transport::Loop> first,
 
   // The Loops are stopped: their state is safe to read from here.
   BrokerCounters bc;
-  uint64_t accepted = 0;
+  BrokerDriverCounters dc;
   transport::LoopCounters lc0 = mb.loop(0).counters().Delta(counters_start[0]);
   uint64_t kernel_entries = 0;
   for (size_t i = 0; i < mb.size(); ++i) {
-    const BrokerCounters& c = mb.driver(i).broker().counters();
-    for (int q = 0; q < 3; ++q) {
-      bc.publishes_received[q] += c.publishes_received[q];
-      bc.publishes_sent[q] += c.publishes_sent[q];
-    }
-    bc.connections_opened += c.connections_opened;
-    bc.connects_accepted += c.connects_accepted;
-    bc.connects_rejected += c.connects_rejected;
-    bc.session_takeovers += c.session_takeovers;
-    bc.dropped_qos0_queue_full += c.dropped_qos0_queue_full;
-    bc.dropped_queue_full += c.dropped_queue_full;
-    bc.dropped_offline_qos0 += c.dropped_offline_qos0;
-    bc.dropped_expired += c.dropped_expired;
-    bc.bytes_received += c.bytes_received;
-    bc.bytes_polled += c.bytes_polled;
-    accepted += mb.driver(i).counters().accepted;
+    AddBrokerCounters(mb.driver(i).broker().counters(), &bc);
+    AddDriverCounters(mb.driver(i).counters(), &dc);
     kernel_entries +=
         mb.loop(i).counters().Delta(counters_start[i]).kernel_entries();
   }
-  const uint64_t delivered =
-      bc.publishes_sent[0] + bc.publishes_sent[1] + bc.publishes_sent[2];
-  const uint64_t received = bc.publishes_received[0] +
-                            bc.publishes_received[1] + bc.publishes_received[2];
+  const uint64_t delivered = PublishesSent(bc);
+  const uint64_t received = PublishesReceived(bc);
   const MultiBrokerCounters xc = mb.counters();
 
   bench::JsonWriter json;
@@ -231,7 +216,7 @@ int RunMultiLoop(std::unique_ptr<transport::Loop> first,
   json.Key("messages").Uint(delivered);
   json.Key("messages_received").Uint(received);
   json.Key("kernel_entries").Uint(kernel_entries);
-  json.Key("connections_accepted").Uint(accepted);
+  json.Key("connections_accepted").Uint(dc.accepted);
   json.Key("rss_bytes_start").Uint(rss_start);
   json.Key("rss_kib_ready").Uint(rss_start / 1024);
   json.Key("rss_bytes_end").Uint(ResidentBytes());
@@ -272,37 +257,13 @@ int RunMultiLoop(std::unique_ptr<transport::Loop> first,
     json.EndObject();
   }
   json.EndArray();
-  json.Key("broker").BeginObject();
-  json.Key("connections_opened").Uint(bc.connections_opened);
-  json.Key("connects_accepted").Uint(bc.connects_accepted);
-  json.Key("connects_rejected").Uint(bc.connects_rejected);
-  json.Key("session_takeovers").Uint(bc.session_takeovers);
-  json.Key("publishes_received").BeginArray();
-  for (uint64_t v : bc.publishes_received) json.Uint(v);
-  json.EndArray();
-  json.Key("publishes_sent").BeginArray();
-  for (uint64_t v : bc.publishes_sent) json.Uint(v);
-  json.EndArray();
-  json.Key("dropped_qos0_queue_full").Uint(bc.dropped_qos0_queue_full);
-  json.Key("dropped_queue_full").Uint(bc.dropped_queue_full);
-  json.Key("dropped_offline_qos0").Uint(bc.dropped_offline_qos0);
-  json.Key("dropped_expired").Uint(bc.dropped_expired);
-  json.Key("bytes_received").Uint(bc.bytes_received);
-  json.Key("bytes_polled").Uint(bc.bytes_polled);
-  json.EndObject();
+  json.Key("broker");  // summed over the Loops
+  AppendBrokerCounters(json, bc);
+  json.Key("driver");
+  AppendDriverCounters(json, dc);
   json.Key("cpu").Int(config.first_cpu);
   json.EndObject();
-  std::printf("SERVER_STATS %s\n", json.str().c_str());
-  std::fflush(stdout);
-  int exit_code = kExitOk;
-  if (!config.json_path.empty()) {
-    if (absl::Status s = WriteTextFile(config.json_path, json.str()); !s.ok()) {
-      std::fprintf(stderr, "ringlab_mqtt_broker: %s\n",
-                   std::string(s.message()).c_str());
-      exit_code = kExitRunFailed;
-    }
-  }
-  return exit_code;
+  return EmitServerStats(json.str(), config.json_path, kExitOk);
 }
 
 }  // namespace ringlab::mqtt::programs

@@ -124,8 +124,47 @@ def main():
             fail(f"SERVER_STATS timeline: {tl}")
         if s["broker"]["malformed_packets"] or s["broker"]["protocol_errors"]:
             fail(f"the bench broke a protocol rule: {s['broker']}")
+        if sum(s["broker"]["publishes_sent"]) != s["messages"] or \
+                s["driver"]["accepted"] != s["connections_accepted"]:
+            fail(f"SERVER_STATS totals: {s['broker']} {s['driver']}")
+        single = s
         print(f"ok: {a.backend}: {s['messages']} messages delivered, "
               f"{s['broker']['connects_accepted']} connects")
+    finally:
+        if broker.poll() is None:
+            broker.kill()
+            broker.wait()
+
+    # --threads=2 prints the same counters, summed over its Loops (the two
+    # brokers' SERVER_STATS are written by one piece of code).
+    broker = subprocess.Popen([a.broker, f"--backend={a.backend}", "--listen=127.0.0.1:0",
+                               "--threads=2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        m = re.match(r"READY (\S+):(\d+)$", broker.stdout.readline().strip())
+        if not m:
+            fail(f"--threads=2: no READY line: {broker.stderr.read()}")
+        cmd = [a.bench, "client", f"--server={m.group(1)}:{m.group(2)}", "--backend=epoll",
+               "--timeout_s=60", "--mode=burst", "--pattern=fanout", "--connections=4",
+               "--inflight=4", "--samples=2000", "--warmup=20", "--max_duration_s=30"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+        if r.returncode != 0:
+            fail(f"--threads=2: {' '.join(cmd)}: exit {r.returncode}\n{r.stderr}")
+        broker.send_signal(signal.SIGINT)
+        out, err = broker.communicate(timeout=20)
+        stats = [ln for ln in out.splitlines() if ln.startswith("SERVER_STATS ")]
+        if broker.returncode != 0 or len(stats) != 1:
+            fail(f"--threads=2: exit {broker.returncode}, {out!r}, {err!r}")
+        t = json.loads(stats[0][len("SERVER_STATS "):])
+        for part in ("broker", "driver"):
+            if set(t[part]) != set(single[part]):
+                fail(f"--threads=2 {part} keys differ from one Loop's: "
+                     f"{sorted(set(t[part]) ^ set(single[part]))}")
+        if t["threads"] != 2 or sum(t["broker"]["publishes_sent"]) != t["messages"] or \
+                t["messages"] < 2000 or \
+                t["driver"]["shared_sends"] + t["driver"]["payload_bytes_copied"] == 0:
+            fail(f"--threads=2 SERVER_STATS: {t['messages']} {t['broker']} {t['driver']}")
+        print(f"ok: {a.backend} --threads=2: {t['messages']} messages delivered")
     finally:
         if broker.poll() is None:
             broker.kill()
