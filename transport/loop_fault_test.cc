@@ -1047,6 +1047,55 @@ TEST_P(LoopFaultTest, StuckSubmissionQueueDoesNotAbort) {
   ExpectNoLeakedBuffers();
 }
 
+// PauseReceive while no SQE can be had: its cancel could not go out, so the
+// multishot receive stayed armed and took a ring buffer for every datagram
+// that came in while paused (all held, none delivered) until the ring ran
+// dry. Now the receive's next completion sends the cancel again, so one
+// datagram is held and the rest wait in the kernel's socket queue.
+TEST_P(LoopFaultTest, PauseWithoutAnSqeCancelsOnTheNextCompletion) {
+  if (!HasBufferRing()) GTEST_SKIP() << "no multishot receive to cancel";
+  CREATE_LOOP_OR_RETURN(DefaultOptions());
+  Loop& loop = *loop_;
+  Recorder* rx = Make();
+  UdpOptions udp;
+  udp.bind = Endpoint::Loopback(0);
+  absl::StatusOr<SocketId> id = loop.OpenUdp(udp, rx);
+  ASSERT_TRUE(id.ok()) << id.status();
+  const Endpoint to = *loop.LocalEndpoint(*id);
+  ASSERT_TRUE(RunFor(loop, 10ms));
+  internal::SetSqFullForTesting(true);
+  ASSERT_EQ(loop.PauseReceive(*id), 0);
+  internal::SetSqFullForTesting(false);
+  ScopedFd tx(BoundRawSocket(SOCK_DGRAM, 0));
+  auto send_one = [&](int i) {
+    const std::string text = absl::StrCat("d", i);
+    return ::sendto(tx.get(), text.data(), text.size(), 0, to.sockaddr(),
+                    to.socklen());
+  };
+  // The first datagram's completion carries the retried cancel ...
+  ASSERT_GT(send_one(0), 0);
+  ASSERT_TRUE(RunFor(loop, 50ms));
+  const uint64_t held_after_first = loop.counters().receives_held;
+  // ... so these stay in the socket's queue.
+  constexpr int kMore = 100;
+  for (int i = 1; i <= kMore; ++i) ASSERT_GT(send_one(i), 0);
+  ASSERT_TRUE(RunFor(loop, 100ms));
+  EXPECT_TRUE(rx->datagrams.empty()) << "delivered while paused";
+  EXPECT_EQ(held_after_first, 1u);
+  EXPECT_LE(loop.counters().receives_held, held_after_first + 2)
+      << "the receive kept reading while paused: its cancel was never sent; "
+      << loop.counters().ToString();
+  ASSERT_EQ(loop.ResumeReceive(*id), 0);
+  ASSERT_TRUE(RunUntil(
+      loop, [&] { return rx->datagrams.size() == size_t(kMore + 1); }, kWait,
+      "every datagram after ResumeReceive"));
+  for (int i = 0; i <= kMore; ++i) {
+    EXPECT_EQ(rx->datagrams[i].bytes, absl::StrCat("d", i));
+  }
+  ASSERT_TRUE(CloseAndWait(*id, rx));
+  ExpectNoLeakedBuffers();
+}
+
 INSTANTIATE_TEST_SUITE_P(Faults, LoopFaultTest, RINGLAB_ALL_PRESETS,
                          PresetTestName);
 

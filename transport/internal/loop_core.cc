@@ -26,6 +26,13 @@ bool SqStuckForTesting() {
   return g_sq_stuck_for_testing.load(std::memory_order_relaxed);
 }
 void SetSqStuckForTesting(bool stuck) { g_sq_stuck_for_testing.store(stuck); }
+namespace {
+std::atomic<bool> g_sq_full_for_testing{false};
+}  // namespace
+bool SqFullForTesting() {
+  return g_sq_full_for_testing.load(std::memory_order_relaxed);
+}
+void SetSqFullForTesting(bool full) { g_sq_full_for_testing.store(full); }
 
 namespace {
 

@@ -100,6 +100,8 @@ struct Socket {
   bool receive_starved = false;  // waiting for buffers to re-arm
   bool send_in_flight = false;   // stream: one send op outstanding
   bool receive_kick = false;     // uring: receive cancelled to re-arm it
+  // uring: PauseReceive found no SQE for its cancel; sent on the next CQE.
+  bool pause_cancel_pending = false;
   bool receive_paused = false;   // PauseReceive(): no receive armed
   bool receive_control = false;  // UDP: IP_PKTINFO and/or SO_RXQ_OVFL on
   uint32_t last_dropped = 0;     // UDP: the last SO_RXQ_OVFL value seen
@@ -462,6 +464,10 @@ class LoopCore {
 // as stuck at once (no retries), so tests can drive that path.
 bool SqStuckForTesting();
 void SetSqStuckForTesting(bool stuck);
+// Test hook: while true, the io_uring backend finds no free SQE at all (as
+// if the submission queue were full and stuck), wherever it asks for one.
+bool SqFullForTesting();
+void SetSqFullForTesting(bool full);
 
 // Factories for the two kernel halves.
 std::unique_ptr<LoopCore> MakeEpollBackend();

@@ -293,9 +293,16 @@ class UringBackend final : public LoopCore, public BufferRecycler {
   // Pausing cancels the armed receive (its CQEs up to the cancellation are
   // still delivered); nothing re-arms it until ResumeReceive.
   void PauseReceiveOp(Socket& s) override {
+    s.pause_cancel_pending = false;
     if (!s.receive_armed) return;
     io_uring_sqe* sqe = GetSqe();
-    if (sqe == nullptr) return;  // it stays armed; paused on its next CQE
+    if (sqe == nullptr) {
+      // The SQ is stuck: the multishot receive stays armed, and each CQE it
+      // posts is held while paused. Its next CQE sends the cancel again
+      // (RetryPauseCancel), so it cannot go on taking ring buffers.
+      s.pause_cancel_pending = true;
+      return;
+    }
     // The same choice as ArmDatagramReceive: a connected socket that asked
     // for control messages uses recvmsg, and a cancel of the wrong
     // user_data finds nothing and leaves the multishot receive reading.
@@ -309,7 +316,18 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     ++counters.submissions;
   }
   void ResumeReceiveOp(Socket& s) override {
+    s.pause_cancel_pending = false;
     if (!s.receive_armed) ArmReceive(s);
+  }
+
+  // A receive CQE for a paused socket whose cancel could not be sent.
+  void RetryPauseCancel(Socket& s) {
+    if (!s.pause_cancel_pending) return;
+    if (s.receive_paused && s.receive_armed && !s.closing) {
+      PauseReceiveOp(s);
+    } else {
+      s.pause_cancel_pending = false;
+    }
   }
 
   uint32_t StarvedRearmLimit() override {
@@ -501,10 +519,11 @@ class UringBackend final : public LoopCore, public BufferRecycler {
   // operation to be tried again later, instead of aborting the process
   // (issue 6, fault 9).
   io_uring_sqe* GetSqe() {
-    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    const bool full = internal::SqFullForTesting();
+    io_uring_sqe* sqe = full ? nullptr : io_uring_get_sqe(&ring_);
     if (sqe == nullptr) {
       ++counters.submission_queue_full;
-      const bool stuck = internal::SqStuckForTesting();
+      const bool stuck = full || internal::SqStuckForTesting();
       for (int attempt = 0;
            sqe == nullptr && !stuck && attempt < kSqFullRetries; ++attempt) {
         const unsigned pending = PublishSq();
@@ -1021,6 +1040,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       --s.ops_in_flight;
       s.receive_armed = false;
     }
+    RetryPauseCancel(s);
     uint32_t buffer = picked;
     if (!multishot) {
       buffer = s.receive_buffer;
@@ -1083,6 +1103,7 @@ class UringBackend final : public LoopCore, public BufferRecycler {
       --s.ops_in_flight;
       s.receive_armed = false;
     }
+    RetryPauseCancel(s);
     if (res >= 0) {
       if (connected_recv && picked != BufferPool::kNoBuffer) {
         // recv cannot report MSG_TRUNC. A datagram that filled the whole
