@@ -81,6 +81,7 @@ ChannelLink::ChannelLink(Loop* producer, Loop* consumer,
       consumer_core_(consumer != nullptr ? consumer->core_.get() : nullptr) {}
 
 ChannelLink::~ChannelLink() {
+  if (sender_ != nullptr) producer_core_->RemoveMsgRingSender(sender_.get());
   if (producer_poller_ != nullptr) {
     producer_core_->RemovePoller(producer_poller_.get());
   }
@@ -122,6 +123,7 @@ absl::Status ChannelLink::Attach() {
   producer_poller_ = std::make_unique<ProducerPoller>(this);
   consumer_poller_ = std::make_unique<ConsumerPoller>(this);
   sender_ = std::make_unique<Sender>(this);
+  producer_core_->AddMsgRingSender(sender_.get());
   producer_core_->AddPoller(producer_poller_.get());
   consumer_core_->AddPoller(consumer_poller_.get());
   return absl::OkStatus();

@@ -51,8 +51,8 @@
 // OnChannelMessage on the consumer Loop's thread; consumed() and counters()
 // from any thread. Create the channel before either Loop runs and destroy it
 // after both stopped (it hooks into both Loops' iterations); both Loops and
-// the handler must outlive it, and the producer Loop must not run again
-// after it is gone (a failed MSG_RING's CQE names the channel).
+// the handler must outlive it. A MSG_RING still in flight when the channel
+// is destroyed may fail later; the producer Loop drops that completion.
 // Allocation: none per message (loop_channel_test counts operator new).
 // Errors: Create returns InvalidArgument for a capacity that is not a power
 // of two, for the same Loop on both ends, or for a null handler.

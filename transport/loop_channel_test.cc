@@ -250,6 +250,39 @@ TEST_P(LoopChannelTest, WakesBlockedConsumerByEventfd) {
   EXPECT_EQ(c.msg_ring_notifications, 0u);
 }
 
+// A channel destroyed while its MSG_RING is still unsubmitted on the
+// producer's ring, with the consumer's ring closed too: the MSG_RING fails
+// (EBADF) once the producer runs again, and its completion carries the
+// freed channel's sender. The producer Loop must drop it, not call it (a
+// heap-use-after-free under ASan before the Loop looked senders up).
+TEST_P(LoopChannelTest, MsgRingFailingAfterTheChannelIsGoneIsDropped) {
+  if (!IsUring() || IsBusy()) {
+    GTEST_SKIP() << "needs an io_uring consumer that sleeps";
+  }
+  Collector sink;
+  auto created = LoopChannel<Entry>::Create(a_.get(), b_.get(), &sink);
+  ASSERT_TRUE(created.ok()) << created.status();
+  std::unique_ptr<LoopChannel<Entry>> ch = *std::move(created);
+  if (ch->notify_mode() != ChannelNotify::kMsgRing) {
+    GTEST_SKIP() << ch->notify_note();
+  }
+  // The consumer announces that it may sleep, then its wait times out.
+  std::thread consumer_thread([&] { b_->RunOnce(200ms); });
+  const Timestamp deadline = MonotonicNow() + kWait;
+  while (ch->counters().consumer_sleeps == 0 && MonotonicNow() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  ASSERT_GT(ch->counters().consumer_sleeps, 0u);
+  ASSERT_TRUE(ch->Send(Entry{0, 7}));  // queues a MSG_RING SQE on a_
+  consumer_thread.join();
+  EXPECT_EQ(ch->counters().msg_ring_notifications, 1u);
+  ch.reset();
+  b_.reset();  // the MSG_RING's target ring fd is closed
+  // The entry itself was drained when the consumer's wait ended.
+  EXPECT_EQ(sink.received(), 1u);
+  for (int i = 0; i < 20; ++i) ASSERT_GE(a_->RunOnce(1ms), 0);
+}
+
 // Capacity 4, overflow 4: eight sends are accepted, the ninth refused and
 // counted; once the consumer drains, the overflow moves into the ring in
 // order.

@@ -1409,6 +1409,17 @@ void LoopCore::RemovePoller(LoopPoller* poller) {
                  pollers_.end());
 }
 
+void LoopCore::RemoveMsgRingSender(MsgRingSender* sender) {
+  msg_ring_senders_.erase(
+      std::remove(msg_ring_senders_.begin(), msg_ring_senders_.end(), sender),
+      msg_ring_senders_.end());
+}
+
+bool LoopCore::HasMsgRingSender(const MsgRingSender* sender) const {
+  return std::find(msg_ring_senders_.begin(), msg_ring_senders_.end(),
+                   sender) != msg_ring_senders_.end();
+}
+
 void LoopCore::Wakeup() {
   const uint64_t one = 1;
   // eventfd write is async-signal-safe, so Stop() works from a signal handler.

@@ -184,6 +184,16 @@ class LoopCore {
   // --- Cross-Loop hooks (transport/loop_channel.h) --------------------------
   void AddPoller(LoopPoller* poller) { pollers_.push_back(poller); }
   void RemovePoller(LoopPoller* poller);
+  // Senders whose MSG_RING failures may still complete here (SendMsgRing).
+  // A sender is removed before it is destroyed; a failure that completes
+  // after that is dropped instead of calling into freed memory (a channel
+  // destroyed while its MSG_RING was in flight). Setup/teardown only: the
+  // list is scanned on the failure path, never on success.
+  void AddMsgRingSender(MsgRingSender* sender) {
+    msg_ring_senders_.push_back(sender);
+  }
+  void RemoveMsgRingSender(MsgRingSender* sender);
+  bool HasMsgRingSender(const MsgRingSender* sender) const;
   // The ring fd another Loop can target with IORING_OP_MSG_RING, or -1
   // (epoll backends, or a kernel without MSG_RING).
   virtual int MsgRingFd() const { return -1; }
@@ -191,9 +201,10 @@ class LoopCore {
   // next iteration's enter) that posts a CQE to the ring `target_fd`; the
   // target's backend recognises and drops it (its only job is to end a
   // blocking wait). The SQE skips its own CQE on success; a failure calls
-  // sender->OnMsgRingFailed on this Loop's thread, so `sender` must stay
-  // registered until this Loop stops. False if this backend cannot (the
-  // caller falls back to the target's eventfd). This Loop's thread only.
+  // sender->OnMsgRingFailed on this Loop's thread if `sender` is still
+  // added (AddMsgRingSender), and is dropped otherwise. False if this backend
+  // cannot (the caller falls back to the target's eventfd). This Loop's thread
+  // only.
   virtual bool SendMsgRing(int target_fd, MsgRingSender* sender) {
     (void)target_fd;
     (void)sender;
@@ -451,6 +462,7 @@ class LoopCore {
   int Enqueue(Socket& s, BufferLease data, uint64_t tag, const Endpoint* to);
 
   std::vector<LoopPoller*> pollers_;
+  std::vector<MsgRingSender*> msg_ring_senders_;
   int wakeup_fd_ = -1;
   Timestamp spin_until_ = Timestamp::Zero();
   bool spinning_ = false;  // the last iteration polled for a reply

@@ -946,9 +946,11 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     }
     if (op == kOpMsgRing) return;  // a cross-Loop wakeup: the wait ended
     if (op == kOpMsgRingSent) {
-      reinterpret_cast<MsgRingSender*>(
-          static_cast<uintptr_t>(user_data & ((uint64_t(1) << 56) - 1)))
-          ->OnMsgRingFailed(res);
+      // Only a failure comes back (success skips its CQE). Its sender may
+      // be gone by now: look it up instead of calling through the pointer.
+      MsgRingSender* sender = reinterpret_cast<MsgRingSender*>(
+          static_cast<uintptr_t>(user_data & ((uint64_t(1) << 56) - 1)));
+      if (HasMsgRingSender(sender)) sender->OnMsgRingFailed(res);
       return;
     }
     // A provided buffer the kernel picked belongs to us now, whatever
