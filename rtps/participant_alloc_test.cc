@@ -12,21 +12,7 @@
 #include "rtps/ddsperf_types.h"
 #include "rtps/participant.h"
 #include "rtps/topic.h"
-
-namespace {
-std::atomic<uint64_t> g_allocations{0};
-}  // namespace
-
-void* operator new(size_t n) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](size_t n) { return operator new(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
-void operator delete[](void* p, size_t) noexcept { std::free(p); }
+#include "testing/counting_allocator.h"
 
 namespace ringlab::rtps {
 namespace {
@@ -63,13 +49,6 @@ struct Pair {
     }
   }
 };
-
-TEST(ParticipantAllocTest, CounterSeesAllocations) {
-  uint64_t before = g_allocations.load();
-  auto* v = new std::vector<int>(100);
-  delete v;
-  EXPECT_GE(g_allocations.load() - before, 2u);
-}
 
 TEST(ParticipantAllocTest, SteadyStateWriteReceiveTakeAllocatesNothing) {
   Pair p;
@@ -135,11 +114,11 @@ TEST(ParticipantAllocTest, SteadyStateWriteReceiveTakeAllocatesNothing) {
   };
   uint32_t seq = 1;
   for (int i = 0; i < 2000; ++i) round_trip(seq++);  // warm-up: pools grow
-  uint64_t before = g_allocations.load();
+  counting_allocator::Start();
   uint64_t hb_before =
       p.a->counters().heartbeats_sent + p.b->counters().acknacks_sent;
   for (int i = 0; i < 10000; ++i) round_trip(seq++);
-  uint64_t allocations = g_allocations.load() - before;
+  uint64_t allocations = counting_allocator::Stop();
   EXPECT_EQ(allocations, 0u);
   EXPECT_EQ(round_trips, 12000u);
   // The loop really exercised the reliable protocol, not just pushes.
@@ -205,9 +184,9 @@ TEST(ParticipantAllocTest, SteadyStateLargeSamplesAllocateNothing) {
   for (int i = 0; i < 50; ++i) step();  // warm-up: buffers grow
   const uint64_t taken_before = taken;
   const uint64_t copied_before = p.b->counters().sample_bytes_copied;
-  uint64_t before = g_allocations.load();
+  counting_allocator::Start();
   for (int i = 0; i < 200; ++i) step();
-  EXPECT_EQ(g_allocations.load() - before, 0u);
+  EXPECT_EQ(counting_allocator::Stop(), 0u);
   const uint64_t n = taken - taken_before;
   ASSERT_GT(n, 1000u);
   // Reassembly is the reader's only copy of the sample's bytes.
@@ -243,13 +222,13 @@ TEST(ParticipantAllocTest, RepeatedSpdpFromAKnownParticipantAllocatesNothing) {
   while (p.a->PollTransmit(p.buf, p.now)) {
   }
   announcement.reserve(4096);
-  uint64_t before = g_allocations.load();
+  counting_allocator::Start();
   for (int i = 0; i < 1000; ++i) {
     p.now += std::chrono::milliseconds(1);
     next_spdp();
     p.a->OnDatagram(announcement, Locator::UdpV4(0x7f000001, 7402), p.now);
   }
-  EXPECT_EQ(g_allocations.load() - before, 0u);
+  EXPECT_EQ(counting_allocator::Stop(), 0u);
   EXPECT_EQ(p.a->counters().spdp_unchanged, 1000u);
   // The lease was renewed by the last one.
   const RemoteParticipantInfo* info = p.a->FindParticipant(c.guid_prefix);

@@ -15,31 +15,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "testing/counting_allocator.h"
 #include "transport/loop.h"
 #include "transport/loop_test_support.h"
-
-#if defined(__GNUC__) && !defined(__clang__)
-// GCC cannot see that this operator delete pairs with the operator new below.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-namespace {
-std::atomic<bool> g_counting{false};
-std::atomic<size_t> g_allocations{0};
-}  // namespace
-
-void* operator new(size_t size) {
-  if (g_counting.load(std::memory_order_relaxed)) {
-    g_allocations.fetch_add(1, std::memory_order_relaxed);
-  }
-  void* p = std::malloc(size == 0 ? 1 : size);
-  if (p == nullptr) throw std::bad_alloc();
-  return p;
-}
-void* operator new[](size_t size) { return operator new(size); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete[](void* p, size_t) noexcept { std::free(p); }
 
 namespace ringlab::transport {
 namespace {
@@ -50,12 +28,9 @@ using namespace testing_support;
 // Counts allocations made while it is alive.
 class CountAllocations {
  public:
-  CountAllocations() {
-    g_allocations.store(0);
-    g_counting.store(true);
-  }
-  ~CountAllocations() { g_counting.store(false); }
-  size_t count() const { return g_allocations.load(); }
+  CountAllocations() { counting_allocator::Start(); }
+  ~CountAllocations() { counting_allocator::Stop(); }
+  size_t count() const { return counting_allocator::Count(); }
 };
 
 class LoopAllocTest : public LoopTestBase {};

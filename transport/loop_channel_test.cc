@@ -11,24 +11,8 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "testing/counting_allocator.h"
 #include "transport/loop_test_support.h"
-
-namespace {
-std::atomic<uint64_t> g_allocations{0};
-}  // namespace
-
-// Counts every allocation in the binary; tests look at the difference
-// across a window.
-void* operator new(size_t size) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](size_t size) { return operator new(size); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
-void operator delete[](void* p, size_t) noexcept { std::free(p); }
 
 namespace ringlab::transport {
 namespace {
@@ -356,10 +340,10 @@ TEST_P(LoopChannelTest, NoAllocationPerMessage) {
     }
   };
   for (int i = 0; i < 10; ++i) round();  // warm up
-  const uint64_t before = g_allocations.load();
+  counting_allocator::Start();
   for (int i = 0; i < 100; ++i) round();
-  const uint64_t after = g_allocations.load();
-  EXPECT_EQ(after - before, 0u) << "allocations across 10,000 messages";
+  EXPECT_EQ(counting_allocator::Stop(), 0u)
+      << "allocations across 10,000 messages";
   EXPECT_EQ(sink.out_of_order(), 0u);
   EXPECT_GT(sink.received(), 10'000u);
 }

@@ -12,31 +12,8 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "testing/counting_allocator.h"
 #include "transport/sim_network.h"
-
-// Counts heap allocations while `g_count_allocations` is set, to check the
-// header's promise that a steady-state Add/Cancel churn does not allocate.
-// Replacing the global operator new only adds a counter; it is harmless for
-// the other tests linked into this binary.
-#if defined(__GNUC__) && !defined(__clang__)
-// GCC cannot see that this operator delete pairs with the operator new below.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-namespace {
-std::atomic<bool> g_count_allocations{false};
-std::atomic<size_t> g_allocations{0};
-}  // namespace
-
-void* operator new(size_t size) {
-  if (g_count_allocations.load(std::memory_order_relaxed)) {
-    g_allocations.fetch_add(1, std::memory_order_relaxed);
-  }
-  void* p = std::malloc(size == 0 ? 1 : size);
-  if (p == nullptr) throw std::bad_alloc();
-  return p;
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
 
 namespace ringlab::transport {
 namespace {
@@ -369,14 +346,12 @@ TEST(TimerQueueTest, AddCancelChurnDoesNotAllocateBeyondHighWaterMark) {
     q.Cancel(q.Add(T(5'000), Duration(0), &handler));
     q.NextDeadline();
   }
-  g_allocations = 0;
-  g_count_allocations = true;
+  counting_allocator::Start();
   for (int i = 0; i < 100'000; ++i) {
     q.Cancel(q.Add(T(5'000 + i), Duration(0), &handler));
     q.NextDeadline();  // what a Loop calls every iteration
   }
-  g_count_allocations = false;
-  EXPECT_EQ(g_allocations.load(), 0u)
+  EXPECT_EQ(counting_allocator::Stop(), 0u)
       << "cancelled entries behind a live earlier timer pile up in the heap";
   EXPECT_EQ(q.size(), 1u);
 }
@@ -492,14 +467,12 @@ TEST(TimerQueueTest, RescheduleMovesWithoutAllocating) {
   EXPECT_EQ(q.NextDeadline(), T(500));
   EXPECT_EQ(q.RunDue(T(400)), 0);
   for (int i = 0; i < 64; ++i) q.Reschedule(id, T(1000 + i));  // warm-up
-  g_allocations = 0;
-  g_count_allocations = true;
+  counting_allocator::Start();
   for (int i = 0; i < 100'000; ++i) {
     q.Reschedule(id, T(2000 + i));
     q.NextDeadline();
   }
-  g_count_allocations = false;
-  EXPECT_EQ(g_allocations.load(), 0u);
+  EXPECT_EQ(counting_allocator::Stop(), 0u);
   EXPECT_EQ(q.RunDue(T(2000 + 99'998)), 0);
   EXPECT_EQ(q.RunDue(T(2000 + 99'999)), 1);
   EXPECT_EQ(fired, 1);
@@ -517,14 +490,12 @@ TEST(TimerQueueTest, SmallLambdaReaddDoesNotAllocate) {
     q.Add(T(i), Duration(0), [counter](Timestamp) { ++*counter; });
     q.RunDue(T(i));
   }
-  g_allocations = 0;
-  g_count_allocations = true;
+  counting_allocator::Start();
   for (int i = 64; i < 10'064; ++i) {
     q.Add(T(i), Duration(0), [counter](Timestamp) { ++*counter; });
     q.RunDue(T(i));
   }
-  g_count_allocations = false;
-  EXPECT_EQ(g_allocations.load(), 0u);
+  EXPECT_EQ(counting_allocator::Stop(), 0u);
   EXPECT_EQ(count, 10'064);
 }
 
