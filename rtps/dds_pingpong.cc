@@ -25,8 +25,6 @@
 #include <sched.h>
 #include <unistd.h>
 
-#include <atomic>
-#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -41,34 +39,24 @@
 #include "bench/process_stats.h"
 #include "rtps/ddsperf_types.h"
 #include "rtps/domain_participant.h"
+#include "rtps/internal/bench_program.h"
 #include "rtps/topic.h"
 
 namespace ringlab::rtps {
 namespace {
 
-constexpr int kExitOk = 0;
-constexpr int kExitUsage = 1;
-constexpr int kExitRunFailed = 2;
-constexpr int kExitUnsupported = 3;
+using bench_program::kExitOk;
+using bench_program::kExitRunFailed;
+using bench_program::StopRequested;
 
-std::atomic<bool> g_stop{false};
-void OnSignal(int) { g_stop.store(true); }
-
-struct Options {
-  std::string role;
-  std::string backend = "auto";
-  uint32_t domain = 0;
-  std::string interface_address = "127.0.0.1";
+struct Options : bench_program::CommonOptions {
   bool multicast = true;
   std::vector<std::string> peers;
-  bool reliable = true;
   uint32_t payload = 64;  // ddsperf "size": includes the 12 fixed bytes
   uint64_t samples = 20000;
   uint64_t warmup = 2000;
   uint32_t inflight = 1;
   std::string mode = "pingpong";
-  int cpu = -1;
-  std::string json_path;
   double timeout_s = 60;
   double duration_s = 0;  // pong: 0 = until a signal
   bool wait_batching = false;
@@ -84,24 +72,13 @@ const char* kUsage =
     "exit: 0 ok, 1 usage, 2 run failed, 3 backend unsupported here\n";
 
 bool ParseArgs(int argc, char** argv, Options* o, std::string* err) {
-  if (argc < 2) {
-    *err = "missing role";
-    return false;
-  }
-  o->role = argv[1];
-  if (o->role == "server") o->role = "pong";
-  if (o->role == "client") o->role = "ping";
-  if (o->role != "ping" && o->role != "pong") {
-    *err = "role must be ping or pong";
+  if (!bench_program::ParseRole(argc, argv, "pong", "ping",
+                                "role must be ping or pong", &o->role, err)) {
     return false;
   }
   for (int i = 2; i < argc; ++i) {
-    absl::string_view a = argv[i];
-    auto value = [&](absl::string_view name, absl::string_view* v) {
-      if (!absl::StartsWith(a, name)) return false;
-      *v = a.substr(name.size());
-      return true;
-    };
+    const bench_program::Flag f(argv[i]);
+    const absl::string_view a = f.arg();
     absl::string_view v;
     bool ok = true;
     if (a == "--reliable") {
@@ -110,38 +87,29 @@ bool ParseArgs(int argc, char** argv, Options* o, std::string* err) {
       o->reliable = false;
     } else if (a == "--no-multicast") {
       o->multicast = false;
-    } else if (value("--reliability=", &v)) {
-      ok = v == "reliable" || v == "best-effort";
-      o->reliable = v == "reliable";
-    } else if (value("--backend=", &v)) {
-      o->backend = std::string(v);
-    } else if (value("--domain=", &v)) {
-      ok = absl::SimpleAtoi(v, &o->domain);
-    } else if (value("--interface=", &v)) {
-      o->interface_address = std::string(v);
-    } else if (value("--peer=", &v)) {
+    } else if (bench_program::FlagResult r =
+                   bench_program::ParseCommonFlag(f, o);
+               r != bench_program::FlagResult::kNotCommon) {
+      ok = r == bench_program::FlagResult::kOk;
+    } else if (f.Value("--peer=", &v)) {
       o->peers.emplace_back(v);
-    } else if (value("--payload=", &v)) {
+    } else if (f.Value("--payload=", &v)) {
       ok = absl::SimpleAtoi(v, &o->payload) && o->payload >= 12;
-    } else if (value("--samples=", &v)) {
+    } else if (f.Value("--samples=", &v)) {
       ok = absl::SimpleAtoi(v, &o->samples) && o->samples > 0;
-    } else if (value("--warmup=", &v)) {
+    } else if (f.Value("--warmup=", &v)) {
       ok = absl::SimpleAtoi(v, &o->warmup);
-    } else if (value("--inflight=", &v)) {
+    } else if (f.Value("--inflight=", &v)) {
       ok = absl::SimpleAtoi(v, &o->inflight) && o->inflight >= 1 &&
            o->inflight <= 1024;
-    } else if (value("--mode=", &v)) {
+    } else if (f.Value("--mode=", &v)) {
       o->mode = std::string(v);
       ok = v == "pingpong" || v == "burst";
-    } else if (value("--cpu=", &v)) {
-      ok = absl::SimpleAtoi(v, &o->cpu);
-    } else if (value("--json=", &v)) {
-      o->json_path = std::string(v);
-    } else if (value("--timeout_s=", &v)) {
+    } else if (f.Value("--timeout_s=", &v)) {
       ok = absl::SimpleAtod(v, &o->timeout_s);
-    } else if (value("--duration_s=", &v)) {
+    } else if (f.Value("--duration_s=", &v)) {
       ok = absl::SimpleAtod(v, &o->duration_s);
-    } else if (value("--wait_batching=", &v)) {
+    } else if (f.Value("--wait_batching=", &v)) {
       ok = v == "0" || v == "1";
       o->wait_batching = v == "1";
     } else {
@@ -157,53 +125,31 @@ bool ParseArgs(int argc, char** argv, Options* o, std::string* err) {
   return true;
 }
 
-bool IsUnsupportedBackend(const absl::Status& s) {
-  switch (s.code()) {
-    case absl::StatusCode::kFailedPrecondition:
-    case absl::StatusCode::kPermissionDenied:
-    case absl::StatusCode::kUnimplemented:
-      return true;
-    case absl::StatusCode::kResourceExhausted:
-      // Memlock limits are "unsupported here"; a port range with no free
-      // participant id is a failed run.
-      return !absl::StrContains(s.message(), "participant id");
-    default:
-      return false;
-  }
-}
-
 // The ping/pong endpoints both roles create (see the file comment).
 class PingPong {
  public:
   explicit PingPong(const Options& o) : o_(o) {}
 
   int Setup() {
-    DomainParticipantOptions dpo;
-    dpo.domain_id = o_.domain;
-    dpo.backend = o_.backend;
-    dpo.interface_address = o_.interface_address;
+    DomainParticipantOptions dpo =
+        bench_program::ParticipantOptions(o_, "ringlab_dds_pingpong");
     dpo.multicast = o_.multicast;
     dpo.peers = o_.peers;
     dpo.wait_batching = o_.wait_batching;
     char host[256] = "?";
     gethostname(host, sizeof(host) - 1);
     dpo.core.user_data = absl::StrCat("DDSPerf:0:", getpid(), ":", host);
-    dpo.core.entity_name = "ringlab_dds_pingpong";
     // A datagram must hold one sample plus RTPS overhead, and any datagram
     // Cyclone sends (it fragments into datagrams of up to ~14.7 KB).
     uint32_t need = std::max<uint32_t>(o_.payload, 16384) + 1024;
     dpo.buffer_size = (need + 1023) & ~1023u;
     dpo.buffer_count =
         std::clamp<uint32_t>((4u << 20) / dpo.buffer_size, 64, 2048);
-    absl::StatusOr<std::unique_ptr<DomainParticipant>> dp =
-        DomainParticipant::Create(dpo);
-    if (!dp.ok()) {
-      std::fprintf(stderr, "ringlab_dds_pingpong: %s\n",
-                   std::string(dp.status().message()).c_str());
-      return IsUnsupportedBackend(dp.status()) ? kExitUnsupported
-                                               : kExitRunFailed;
+    if (int rc =
+            bench_program::CreateParticipant("ringlab_dds_pingpong", dpo, &dp_);
+        rc != kExitOk) {
+      return rc;
     }
-    dp_ = std::move(*dp);
     const char* rel = o_.reliable ? "R" : "U";
     ping_topic_ = std::make_unique<Topic<KeyedSeq>>(
         absl::StrCat("DDSPerf", rel, "PingKS"));
@@ -292,7 +238,7 @@ class PingPong {
                   Duration(static_cast<int64_t>(o_.duration_s * 1e9))
             : Timestamp::Never();
     Duration wait = Busy() ? Duration(0) : std::chrono::milliseconds(100);
-    while (!g_stop.load(std::memory_order_relaxed) && MonotonicNow() < end) {
+    while (!StopRequested() && MonotonicNow() < end) {
       dp_->RunOnce(wait);
       HandleEvents();
     }
@@ -314,7 +260,7 @@ class PingPong {
     // Discovery: our ping writer matched a reader, our pong reader a writer.
     Duration wait = Busy() ? Duration(0) : std::chrono::milliseconds(20);
     while (ping_writer_->matched() == 0 || pong_reader_->matched() == 0) {
-      if (MonotonicNow() > deadline || g_stop.load()) {
+      if (MonotonicNow() > deadline || StopRequested()) {
         std::fprintf(stderr,
                      "ringlab_dds_pingpong ping: no pong matched within %.0f s "
                      "(ping writer matched %zu, pong reader matched %zu)\n",
@@ -333,7 +279,7 @@ class PingPong {
     sample_.baggage.assign(o_.payload - 12, 0x5a);
     for (uint32_t i = 0; i < o_.inflight; ++i) SendPing();
     while (recorded_ < o_.samples) {
-      if (MonotonicNow() > deadline || g_stop.load()) {
+      if (MonotonicNow() > deadline || StopRequested()) {
         std::fprintf(stderr,
                      "ringlab_dds_pingpong ping: only %llu of %llu round trips "
                      "within %.0f s (%llu lost)\n",
@@ -457,14 +403,7 @@ class PingPong {
                  o_.payload, us(histogram_.Percentile(50)),
                  us(histogram_.Percentile(99)), c.kernel_entries() / n,
                  cpu.total_us() / n);
-    if (o_.json_path.empty()) {
-      std::printf("RESULT %s\n", json.str().c_str());
-    } else if (std::FILE* f = std::fopen(o_.json_path.c_str(), "w")) {
-      std::fprintf(f, "%s\n", json.str().c_str());
-      std::fclose(f);
-    } else {
-      std::fprintf(stderr, "cannot write %s\n", o_.json_path.c_str());
-    }
+    bench_program::WriteResult(o_.json_path, json.str());
     std::fflush(stdout);
   }
 
@@ -495,22 +434,15 @@ class PingPong {
 int main(int argc, char** argv) {
   using namespace ringlab::rtps;
   Options o;
-  std::string err;
-  if (!ParseArgs(argc, argv, &o, &err)) {
-    std::fprintf(stderr, "ringlab_dds_pingpong: %s\n%s", err.c_str(), kUsage);
-    return kExitUsage;
-  }
-  std::signal(SIGINT, OnSignal);
-  std::signal(SIGTERM, OnSignal);
-  if (o.cpu >= 0) {
-    absl::Status s = ringlab::bench::PinThisThreadToCpu(o.cpu);
-    if (!s.ok()) {
-      std::fprintf(stderr, "ringlab_dds_pingpong: %s\n",
-                   std::string(s.message()).c_str());
-      return kExitUsage;
-    }
-  }
-  PingPong pp(o);
-  if (int rc = pp.Setup(); rc != kExitOk) return rc;
-  return o.role == "pong" ? pp.RunPong() : pp.RunPing();
+  return bench_program::Main(
+      argc, argv, "ringlab_dds_pingpong", kUsage,
+      [&](int c, char** v, std::string* err) {
+        return ParseArgs(c, v, &o, err);
+      },
+      [&] {
+        PingPong pp(o);
+        if (int rc = pp.Setup(); rc != bench_program::kExitOk) return rc;
+        return o.role == "pong" ? pp.RunPong() : pp.RunPing();
+      },
+      o);
 }

@@ -19,130 +19,105 @@
 // --warmup_s, then measures --duration_s of samples and writes the ringlab
 // bulk JSON (mode "bulk", direction "download": the server sent) to --json
 // or a `RESULT {...}` line.
+//
+// LATENCY_BUDGET (issue 11): --latency_budget_us=N on both sides sets the
+// writer's and the reader's budget (the reader's must be >= the writer's,
+// §2.2.3.8's request-offered rule), and the writer then holds samples up to
+// N µs to share a datagram. --rate=R (pub) writes R samples/s instead of as
+// fast as the window allows, where the budget shows as latency. The sub
+// reports datagrams received per sample and the write-to-take latency
+// (`latency_us`, from the samples' source timestamps: one host only); the
+// pub's SERVER_STATS its datagrams per sample and the core's
+// batched_datagrams.
 // Exit codes: 0 ok, 1 bad usage, 2 run failed (no match or no data in
 // time), 3 the backend preset cannot run here.
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
-#include <csignal>
 #include <cstdio>
 #include <string>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "bench/histogram.h"
 #include "bench/json_writer.h"
 #include "bench/process_stats.h"
 #include "rtps/ddsperf_types.h"
 #include "rtps/domain_participant.h"
+#include "rtps/internal/bench_program.h"
 #include "rtps/topic.h"
 
 namespace ringlab::rtps {
 namespace {
 
-constexpr int kExitOk = 0;
-constexpr int kExitUsage = 1;
-constexpr int kExitRunFailed = 2;
-constexpr int kExitUnsupported = 3;
+using bench_program::kExitOk;
+using bench_program::kExitRunFailed;
+using bench_program::StopRequested;
 constexpr char kTopic[] = "ringlab_throughput";
 
-std::atomic<bool> g_stop{false};
-void OnSignal(int) { g_stop.store(true); }
-
-struct Options {
-  std::string role;
-  std::string backend = "auto";
-  uint32_t domain = 0;
-  std::string interface_address = "127.0.0.1";
-  bool reliable = true;
+struct Options : bench_program::CommonOptions {
   uint32_t payload = 65536;  // ddsperf "size": includes the 12 fixed bytes
   int32_t window = 32;       // pub: KEEP_ALL max_samples (in flight)
+  // LATENCY_BUDGET (DDS 1.4 §2.2.3.8) of the writer and the reader (the
+  // reader's must be >= the writer's to match): the writer holds samples
+  // up to this long to put several into one datagram.
+  int64_t latency_budget_us = 0;
+  double rate_per_s = 0;  // pub: samples per second; 0 = as fast as it can
   double warmup_s = 1;
   double duration_s = 5;
   double timeout_s = 30;
-  int cpu = -1;
-  std::string json_path;
 };
 
 const char* kUsage =
     "usage: ringlab_dds_throughput pub|sub [--backend=PRESET] [--domain=N]\n"
     "  [--interface=A.B.C.D|auto] [--reliability=reliable|best-effort]\n"
     "  [--payload=BYTES (>= 12, ddsperf size)] [--window=N (pub)]\n"
+    "  [--latency_budget_us=US (both sides)] [--rate=SAMPLES_PER_S (pub)]\n"
     "  [--warmup_s=S] [--duration_s=S] [--timeout_s=S] (sub)\n"
     "  [--cpu=N] [--json=PATH (sub)]\n"
     "exit: 0 ok, 1 usage, 2 run failed, 3 backend unsupported here\n";
 
 bool ParseArgs(int argc, char** argv, Options* o, std::string* err) {
-  if (argc < 2) {
-    *err = "missing role";
-    return false;
-  }
-  o->role = argv[1];
-  if (o->role == "server") o->role = "pub";
-  if (o->role == "client") o->role = "sub";
-  if (o->role != "pub" && o->role != "sub") {
-    *err = "role must be pub or sub";
+  if (!bench_program::ParseRole(argc, argv, "pub", "sub",
+                                "role must be pub or sub", &o->role, err)) {
     return false;
   }
   for (int i = 2; i < argc; ++i) {
-    absl::string_view a = argv[i];
-    auto value = [&](absl::string_view name, absl::string_view* v) {
-      if (!absl::StartsWith(a, name)) return false;
-      *v = a.substr(name.size());
-      return true;
-    };
+    const bench_program::Flag f(argv[i]);
     absl::string_view v;
     bool ok = true;
-    if (value("--reliability=", &v)) {
-      ok = v == "reliable" || v == "best-effort";
-      o->reliable = v == "reliable";
-    } else if (value("--backend=", &v)) {
-      o->backend = std::string(v);
-    } else if (value("--domain=", &v)) {
-      ok = absl::SimpleAtoi(v, &o->domain);
-    } else if (value("--interface=", &v)) {
-      o->interface_address = std::string(v);
-    } else if (value("--payload=", &v)) {
+    if (bench_program::FlagResult r = bench_program::ParseCommonFlag(f, o);
+        r != bench_program::FlagResult::kNotCommon) {
+      ok = r == bench_program::FlagResult::kOk;
+    } else if (f.Value("--payload=", &v)) {
       ok = absl::SimpleAtoi(v, &o->payload) && o->payload >= 12 &&
            o->payload <= (16u << 20);
-    } else if (value("--window=", &v)) {
+    } else if (f.Value("--window=", &v)) {
       ok = absl::SimpleAtoi(v, &o->window) && o->window >= 1 &&
            o->window <= 100000;
-    } else if (value("--warmup_s=", &v)) {
+    } else if (f.Value("--latency_budget_us=", &v)) {
+      ok = absl::SimpleAtoi(v, &o->latency_budget_us) &&
+           o->latency_budget_us >= 0 && o->latency_budget_us <= 10'000'000;
+    } else if (f.Value("--rate=", &v)) {
+      ok = absl::SimpleAtod(v, &o->rate_per_s) && o->rate_per_s >= 0 &&
+           o->rate_per_s <= 1e8;
+    } else if (f.Value("--warmup_s=", &v)) {
       ok = absl::SimpleAtod(v, &o->warmup_s) && o->warmup_s >= 0;
-    } else if (value("--duration_s=", &v)) {
+    } else if (f.Value("--duration_s=", &v)) {
       ok = absl::SimpleAtod(v, &o->duration_s) && o->duration_s > 0;
-    } else if (value("--timeout_s=", &v)) {
+    } else if (f.Value("--timeout_s=", &v)) {
       ok = absl::SimpleAtod(v, &o->timeout_s) && o->timeout_s > 0;
-    } else if (value("--cpu=", &v)) {
-      ok = absl::SimpleAtoi(v, &o->cpu);
-    } else if (value("--json=", &v)) {
-      o->json_path = std::string(v);
     } else {
-      *err = absl::StrCat("unknown flag ", a);
+      *err = absl::StrCat("unknown flag ", f.arg());
       return false;
     }
     if (!ok) {
-      *err = absl::StrCat("bad value in ", a);
+      *err = absl::StrCat("bad value in ", f.arg());
       return false;
     }
   }
   return true;
-}
-
-bool IsUnsupportedBackend(const absl::Status& s) {
-  switch (s.code()) {
-    case absl::StatusCode::kFailedPrecondition:
-    case absl::StatusCode::kPermissionDenied:
-    case absl::StatusCode::kUnimplemented:
-      return true;
-    case absl::StatusCode::kResourceExhausted:
-      return !absl::StrContains(s.message(), "participant id");
-    default:
-      return false;
-  }
 }
 
 Duration Seconds(double s) { return Duration(static_cast<int64_t>(s * 1e9)); }
@@ -152,31 +127,26 @@ class Throughput {
   explicit Throughput(const Options& o) : o_(o) {}
 
   int Setup() {
-    DomainParticipantOptions dpo;
-    dpo.domain_id = o_.domain;
-    dpo.backend = o_.backend;
-    dpo.interface_address = o_.interface_address;
-    dpo.core.entity_name = "ringlab_dds_throughput";
+    DomainParticipantOptions dpo =
+        bench_program::ParticipantOptions(o_, "ringlab_dds_throughput");
     // Room for a GSO train of DATA_FRAGs (or one whole small sample) and
     // for the windows of fragments in flight.
     uint32_t need = std::max<uint32_t>(o_.payload, 16384) + 1024;
     dpo.buffer_size = std::min<uint32_t>((need + 1023) & ~1023u, 66560);
     dpo.buffer_count =
         std::clamp<uint32_t>((16u << 20) / dpo.buffer_size, 64, 4096);
-    auto dp = DomainParticipant::Create(dpo);
-    if (!dp.ok()) {
-      std::fprintf(stderr, "ringlab_dds_throughput: %s\n",
-                   std::string(dp.status().message()).c_str());
-      return IsUnsupportedBackend(dp.status()) ? kExitUnsupported
-                                               : kExitRunFailed;
+    if (int rc = bench_program::CreateParticipant("ringlab_dds_throughput", dpo,
+                                                  &dp_);
+        rc != kExitOk) {
+      return rc;
     }
-    dp_ = std::move(*dp);
     topic_ = std::make_unique<Topic<KeyedSeq>>(kTopic);
     EndpointQos q = o_.role == "pub" ? EndpointQos::WriterDefaults()
                                      : EndpointQos::ReaderDefaults();
     q.reliability =
         o_.reliable ? ReliabilityKind::kReliable : ReliabilityKind::kBestEffort;
     q.history = HistoryKind::kKeepAll;
+    q.latency_budget_ns = o_.latency_budget_us * 1000;
     if (o_.role == "pub") {
       q.max_samples = o_.window;
       auto w = DataWriter<KeyedSeq>::Create(*dp_, *topic_, q);
@@ -219,20 +189,42 @@ class Throughput {
     sample(true);
     KeyedSeq s{0, 0, std::vector<uint8_t>(o_.payload - 12, 0x5a)};
     const bool busy = dp_->loop().backend().flags.busy_poll;
-    while (!g_stop.load(std::memory_order_relaxed)) {
+    const Duration idle_wait =
+        busy ? Duration(0) : Duration(std::chrono::milliseconds(1));
+    const bool paced = o_.rate_per_s > 0;
+    const Duration period = paced ? Seconds(1.0 / o_.rate_per_s) : Duration(0);
+    Timestamp next_write = Timestamp::Never();
+    while (!StopRequested()) {
+      Duration wait = idle_wait;
       if (writer_->matched() > 0) {
-        // Fill the window; a full KEEP_ALL history refuses the next one.
-        for (int i = 0; i < o_.window; ++i) {
-          s.seq = static_cast<uint32_t>(written_ + 1);
-          absl::Status st = writer_->Write(s);
-          if (!st.ok()) {
-            if (!absl::IsResourceExhausted(st)) ++write_errors_;
-            break;
+        if (!paced) {
+          // Fill the window; a full KEEP_ALL history refuses the next one.
+          for (int i = 0; i < o_.window && WriteOne(s); ++i) {
           }
-          ++written_;
+          // Best effort: nothing acknowledges, so a refusal means samples
+          // waiting for send completions, which come without a wake-up;
+          // sleeping 1 ms there capped epoll at 32 samples per ms.
+          if (!o_.reliable) wait = Duration(0);
+        } else {
+          // Fixed rate: the samples due by now, at most a window per pass
+          // (a refused one stays due). After a stall of more than 100 ms
+          // the schedule restarts instead of bursting to catch up.
+          Timestamp now = MonotonicNow();
+          if (next_write.is_never() ||
+              now - next_write > std::chrono::milliseconds(100)) {
+            next_write = now;
+          }
+          for (int i = 0; i < o_.window && next_write <= now; ++i) {
+            if (!WriteOne(s)) break;
+            next_write = next_write + period;
+          }
+          if (!busy) {
+            wait = std::clamp<Duration>(next_write - MonotonicNow(),
+                                        Duration(0), idle_wait);
+          }
         }
       }
-      dp_->RunOnce(busy ? Duration(0) : std::chrono::milliseconds(1));
+      dp_->RunOnce(wait);
       sample(false);
     }
     sample(true);
@@ -245,12 +237,20 @@ class Throughput {
     json.Key("role").String("pub");
     json.Key("backend").String(dp_->loop().backend().name);
     json.Key("payload_bytes").Uint(o_.payload);
+    json.Key("latency_budget_us").Int(o_.latency_budget_us);
+    json.Key("rate_per_s").Number(o_.rate_per_s);
     json.Key("cpu_us").Int(cpu.total_us());
     json.Key("messages").Uint(written_);
     json.Key("kernel_entries").Uint(k.kernel_entries());
+    json.Key("datagrams_sent").Uint(k.datagrams_sent);
+    json.Key("datagrams_per_sample")
+        .Number(written_ > 0 ? static_cast<double>(k.datagrams_sent) / written_
+                             : 0.0);
     json.Key("write_errors").Uint(write_errors_);
     const ParticipantCounters& pc = dp_->core().counters();
     json.Key("rtps").BeginObject();
+    json.Key("datagrams_sent").Uint(pc.datagrams_sent);
+    json.Key("batched_datagrams").Uint(pc.batched_datagrams);
     json.Key("fragments_sent").Uint(pc.fragments_sent);
     json.Key("fragments_retransmitted").Uint(pc.fragments_retransmitted);
     json.Key("retransmits").Uint(pc.retransmits);
@@ -284,7 +284,7 @@ class Throughput {
     const bool busy = dp_->loop().backend().flags.busy_poll;
     const Duration wait = busy ? Duration(0) : std::chrono::milliseconds(5);
     while (reader_->matched() == 0) {
-      if (MonotonicNow() > deadline || g_stop.load()) {
+      if (MonotonicNow() > deadline || StopRequested()) {
         std::fprintf(stderr, "ringlab_dds_throughput sub: no writer matched\n");
         return kExitRunFailed;
       }
@@ -293,9 +293,16 @@ class Throughput {
     KeyedSeq got;
     SampleInfo info;
     uint64_t taken = 0, bytes = 0, last_seq = 0, gaps = 0;
+    bool measuring = false;
     auto drain = [&] {
       while (reader_->Take(&got, &info)) {
         ++taken;
+        // One-way latency, write to take: the writer's source timestamp is
+        // CLOCK_REALTIME, so this holds on one host (loopback) only.
+        if (measuring && info.source_time_ns != kNoSourceTimestamp) {
+          latency_.Record(static_cast<uint64_t>(
+              std::max<int64_t>(0, WallClockNanos() - info.source_time_ns)));
+        }
         bytes += 12 + got.baggage.size();
         if (last_seq != 0 && got.seq != last_seq + 1) ++gaps;
         last_seq = got.seq;
@@ -303,7 +310,7 @@ class Throughput {
     };
     // Warm-up: from the first sample, --warmup_s.
     while (taken == 0) {
-      if (MonotonicNow() > deadline || g_stop.load()) {
+      if (MonotonicNow() > deadline || StopRequested()) {
         std::fprintf(stderr, "ringlab_dds_throughput sub: no data\n");
         return kExitRunFailed;
       }
@@ -311,19 +318,22 @@ class Throughput {
       drain();
     }
     const Timestamp warm_end = MonotonicNow() + Seconds(o_.warmup_s);
-    while (MonotonicNow() < warm_end && !g_stop.load()) {
+    while (MonotonicNow() < warm_end && !StopRequested()) {
       dp_->RunOnce(wait);
       drain();
     }
-    const uint64_t taken0 = taken, bytes0 = bytes;
+    const ParticipantCounters& pc = dp_->core().counters();
+    const uint64_t taken0 = taken, bytes0 = bytes, acknacks0 = pc.acknacks_sent;
     const Timestamp t0 = MonotonicNow();
     const bench::CpuTime cpu0 = bench::CpuTime::Now();
     const transport::LoopCounters k0 = dp_->loop().counters();
     const Timestamp end = t0 + Seconds(o_.duration_s);
-    while (MonotonicNow() < end && !g_stop.load()) {
+    measuring = true;
+    while (MonotonicNow() < end && !StopRequested()) {
       dp_->RunOnce(wait);
       drain();
     }
+    measuring = false;
     const Timestamp t1 = MonotonicNow();
     const bench::CpuTime cpu = bench::CpuTime::Now() - cpu0;
     const transport::LoopCounters k = dp_->loop().counters().Delta(k0);
@@ -347,6 +357,7 @@ class Throughput {
     json.Key("mode").String("bulk");
     json.Key("reliability").String(o_.reliable ? "reliable" : "best-effort");
     json.Key("payload_bytes").Uint(o_.payload);
+    json.Key("latency_budget_us").Int(o_.latency_budget_us);
     json.Key("connections").Uint(1);
     json.Key("samples").Uint(n);
     json.Key("warmup").Uint(taken0);
@@ -361,6 +372,24 @@ class Throughput {
     json.Key("cpu_us_per_msg").Number(static_cast<double>(cpu.total_us()) / n);
     json.Key("kernel_entries_per_msg")
         .Number(static_cast<double>(k.kernel_entries()) / n);
+    // Every datagram the reader's participant received (data, heartbeats,
+    // discovery) per sample: what batching shrinks.
+    json.Key("datagrams_per_sample")
+        .Number(static_cast<double>(k.datagrams_received) / n);
+    json.Key("acknacks_per_sample")
+        .Number(static_cast<double>(pc.acknacks_sent - acknacks0) / n);
+    // Write to take, one way, same host (source timestamps): what the
+    // budget costs. rtt_us stays null: there is no round trip.
+    json.Key("latency_us").BeginObject();
+    auto us = [](uint64_t ns) { return static_cast<double>(ns) / 1000.0; };
+    json.Key("min").Number(us(latency_.min()));
+    json.Key("mean").Number(latency_.mean() / 1000.0);
+    json.Key("p50").Number(us(latency_.Percentile(50)));
+    json.Key("p90").Number(us(latency_.Percentile(90)));
+    json.Key("p99").Number(us(latency_.Percentile(99)));
+    json.Key("p999").Number(us(latency_.Percentile(99.9)));
+    json.Key("max").Number(us(latency_.max()));
+    json.EndObject();
     json.Key("total_messages").Uint(taken);
     json.Key("measured_start_ns").Int(t0.nanos());
     json.Key("measured_end_ns").Int(t1.nanos());
@@ -381,7 +410,6 @@ class Throughput {
     json.Key("counters").BeginObject();
     k.ForEach([&](const char* name, uint64_t v) { json.Key(name).Uint(v); });
     json.EndObject();
-    const ParticipantCounters& pc = dp_->core().counters();
     json.Key("rtps").BeginObject();
     json.Key("samples_reassembled").Uint(pc.samples_reassembled);
     json.Key("acknacks_sent").Uint(pc.acknacks_sent);
@@ -392,17 +420,14 @@ class Throughput {
     json.EndObject();
     std::fprintf(stderr,
                  "ringlab_dds_throughput sub: %s %u B: %.1f MB/s, %.0f cpu "
-                 "us/MB, %.2f kernel entries/sample, %llu samples in %.2f s\n",
+                 "us/MB, %.2f kernel entries/sample, %.3f datagrams/sample, "
+                 "latency p50 %.0f us, %llu samples in %.2f s\n",
                  b.name.c_str(), o_.payload, mb / secs, cpu.total_us() / mb,
                  static_cast<double>(k.kernel_entries()) / n,
+                 static_cast<double>(k.datagrams_received) / n,
+                 us(latency_.Percentile(50)),
                  static_cast<unsigned long long>(n), secs);
-    if (o_.json_path.empty()) {
-      std::printf("RESULT %s\n", json.str().c_str());
-    } else if (std::FILE* f = std::fopen(o_.json_path.c_str(), "w")) {
-      std::fprintf(f, "%s\n", json.str().c_str());
-      std::fclose(f);
-    } else {
-      std::fprintf(stderr, "cannot write %s\n", o_.json_path.c_str());
+    if (!bench_program::WriteResult(o_.json_path, json.str())) {
       return kExitRunFailed;
     }
     std::fflush(stdout);
@@ -410,6 +435,19 @@ class Throughput {
   }
 
  private:
+  // Writes the next sample; false when the history refuses it (full
+  // KEEP_ALL window: acknowledgements free it) or the write failed.
+  bool WriteOne(KeyedSeq& s) {
+    s.seq = static_cast<uint32_t>(written_ + 1);
+    absl::Status st = writer_->Write(s);
+    if (!st.ok()) {
+      if (!absl::IsResourceExhausted(st)) ++write_errors_;
+      return false;
+    }
+    ++written_;
+    return true;
+  }
+
   struct Tick {
     int64_t t_ns;
     int64_t cpu_us;
@@ -429,6 +467,8 @@ class Throughput {
   uint64_t written_ = 0, write_errors_ = 0;
   std::vector<Tick> timeline_;
   Timestamp next_sample_;
+  // sub: write-to-take latency of the measured samples (ns).
+  bench::LatencyHistogram latency_;
 };
 
 }  // namespace
@@ -437,22 +477,15 @@ class Throughput {
 int main(int argc, char** argv) {
   using namespace ringlab::rtps;
   Options o;
-  std::string err;
-  if (!ParseArgs(argc, argv, &o, &err)) {
-    std::fprintf(stderr, "ringlab_dds_throughput: %s\n%s", err.c_str(), kUsage);
-    return kExitUsage;
-  }
-  std::signal(SIGINT, OnSignal);
-  std::signal(SIGTERM, OnSignal);
-  if (o.cpu >= 0) {
-    absl::Status s = ringlab::bench::PinThisThreadToCpu(o.cpu);
-    if (!s.ok()) {
-      std::fprintf(stderr, "ringlab_dds_throughput: %s\n",
-                   std::string(s.message()).c_str());
-      return kExitUsage;
-    }
-  }
-  Throughput t(o);
-  if (int rc = t.Setup(); rc != kExitOk) return rc;
-  return o.role == "pub" ? t.RunPub() : t.RunSub();
+  return bench_program::Main(
+      argc, argv, "ringlab_dds_throughput", kUsage,
+      [&](int c, char** v, std::string* err) {
+        return ParseArgs(c, v, &o, err);
+      },
+      [&] {
+        Throughput t(o);
+        if (int rc = t.Setup(); rc != bench_program::kExitOk) return rc;
+        return o.role == "pub" ? t.RunPub() : t.RunSub();
+      },
+      o);
 }

@@ -12,7 +12,10 @@ rest of the report:
   peer (ddsperf) and vs our `epoll` of the same program, the DDS p50 over the
   raw UDP p50 of the same preset in the same run (`ringlab_pingpong`, UDP,
   same payload, connections and mode, no parameters), CPU and kernel entries
-  per sample.
+  per sample; then DDS throughput (mode `bulk`): samples/s, MB/s, datagrams
+  per sample, writer and reader CPU per sample, write-to-take latency, and
+  each of those vs the same implementation at `latency_budget_us=0`
+  (LATENCY_BUDGET batching), MB/s vs each peer and vs our epoll.
 - **MQTT** (`mqtt`): the round trip per QoS (mode `pingpong`), then fan-in
   and fan-out (modes `rate` / `burst` with `params.pattern`): delivered
   msg/s, deliveries/s, broker CPU and kernel entries per delivery, p50/p99,
@@ -113,10 +116,91 @@ def _raw_udp(groups, scen, row):
                  r.variant == row.variant), None)
 
 
+# LATENCY_BUDGET batching (suites/rtps-batching.toml): a throughput row is
+# compared with the same implementation in the same scenario with this
+# parameter at 0.
+BUDGET_PARAM = "latency_budget_us"
+# Figures only ringlab_dds_throughput reports (its JSON, kept in the record).
+DDS_DATAGRAMS = "program_result.datagrams_per_sample"
+DDS_LATENCY_P50 = "program_result.latency_us.p50"
+DDS_LATENCY_P99 = "program_result.latency_us.p99"
+
+
+def _no_budget(scen, row, fam):
+    """The same implementation in `scen` with latency_budget_us = 0, or None
+    (no such parameter, or none measured)."""
+    params = dict(scen[6])
+    if BUDGET_PARAM not in params:
+        return None
+    base = dict(params, **{BUDGET_PARAM: 0})
+    key = tuple(scen[:6]) + (tuple(sorted(base.items())),)
+    for other in fam.get(key, []):
+        if other.implementation == row.implementation:
+            return other
+    # 0 and 0.0 are the same budget.
+    for s2, rows in fam.items():
+        p2 = dict(s2[6])
+        if s2[:6] == scen[:6] and p2.keys() == base.keys() and \
+                all(p2[k] == v or (k == BUDGET_PARAM and float(p2[k]) == 0)
+                    for k, v in base.items()):
+            return next((o for o in rows if o.implementation == row.implementation), None)
+    return None
+
+
+def _dds_bulk_key(scen):
+    params = dict(scen[6])
+    budget = params.pop(BUDGET_PARAM, 0)
+    return (str(sorted(params.items())), scen[1], scen[2], float(budget or 0))
+
+
+def render_dds_bulk(bulk, host):
+    peers = _peer_names(bulk)
+    lines = ["### DDS throughput and LATENCY_BUDGET batching", "",
+             "One writer streams samples to one reader (mode bulk). *samples/s* and MB/s "
+             "are the reader's over its measured phase; *datagrams/sample*: every datagram "
+             "the reader's participant received per sample taken (data, heartbeats, "
+             "discovery); writer CPU is the pub's rusage over the reader's measured phase "
+             "(its timeline), reader CPU the sub's own; latency is write to take, one way, "
+             "from the samples' source timestamps (one host only). *vs budget 0*: paired "
+             "per repetition with the same implementation and scenario at "
+             f"`{BUDGET_PARAM}=0` (samples/s > 1 is faster, CPU and datagrams < 1 cheaper, "
+             "latency > 1 slower).", ""]
+    head = ["scenario", "implementation", "ok/reps", "samples/s", "MB/s", "datagrams/sample",
+            "writer CPU µs/sample", "reader CPU µs/sample", "latency p50 µs",
+            "latency p99 µs", "lost", "samples/s vs budget 0", "writer CPU vs budget 0",
+            "reader CPU vs budget 0", "datagrams vs budget 0", "latency p50 vs budget 0"]
+    head += [f"MB/s vs `{p}`" for p in peers] + ["MB/s vs our epoll"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for scen in sorted(bulk, key=_dds_bulk_key):
+        rows = bulk[scen]
+        for row in sorted(rows, key=lambda r: (r.program_kind == "peer", r.implementation)):
+            base = _no_budget(scen, row, bulk)
+            cells = [_cell(results.scenario_label(scen)), f"`{row.implementation}`",
+                     _ok_label(row, host), _spread(row, "messages_per_s", 0),
+                     _spread(row, "goodput_bytes_per_s", 2, 1e-6),
+                     _spread(row, DDS_DATAGRAMS, 3),
+                     _spread(row, "server_cpu_us_per_msg", 3),
+                     _spread(row, "cpu_us_per_msg", 3),
+                     _spread(row, DDS_LATENCY_P50, 0), _spread(row, DDS_LATENCY_P99, 0),
+                     _spread(row, "lost", 0)]
+            cells += [_vs(row, base, m) for m in (
+                "messages_per_s", "server_cpu_us_per_msg", "cpu_us_per_msg", DDS_DATAGRAMS,
+                DDS_LATENCY_P50)]
+            cells += _peer_cells(row, rows, peers, "goodput_bytes_per_s")
+            cells.append(_vs(row, _epoll_of(row, rows), "goodput_bytes_per_s"))
+            lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
 def render_dds(groups, host):
     fam = _family(groups, FAMILIES[0][1])
     if not fam:
         return []
+    bulk = {s: r for s, r in fam.items() if s[3] == "bulk"}
+    fam = {s: r for s, r in fam.items() if s[3] != "bulk"}
+    if not fam:
+        return ["## DDS", ""] + render_dds_bulk(bulk, host)
     peers = _peer_names(fam)
     lines = ["## DDS", "",
              "Round trips of DDS samples (full RTT, µs; ddsperf's half round trips are "
@@ -144,6 +228,8 @@ def render_dds(groups, host):
     if missing_raw:
         lines += ["A DDS / raw UDP cell is – where the run has no `ringlab_pingpong` UDP row "
                   "of that preset, payload and mode (add one to the suite).", ""]
+    if bulk:
+        lines += render_dds_bulk(bulk, host)
     return lines
 
 

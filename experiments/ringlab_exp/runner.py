@@ -325,6 +325,10 @@ class CaseRunner:
         }
         for name in programs_needed([case.program], self.registry):
             values[f"binary:{name}"] = self.binaries[name][0]
+        # A parameter the case does not set takes the registry's default
+        # (param_defaults), so a suite that never names it runs as before.
+        for name, value in prog.get("param_defaults", {}).items():
+            values[f"param:{name}"] = param_text(value)
         for name, value in case.params:
             values[f"param:{name}"] = param_text(value)
         for fname in prog.get("files", {}):

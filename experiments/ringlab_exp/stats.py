@@ -41,11 +41,18 @@ def threshold_for(metric, threshold=DEFAULT_THRESHOLD, tail_threshold=DEFAULT_TA
 
 def metric_value(record, name):
     """A metric of a record by name: the RTT percentiles live in `rtt_us`,
-    the bulk figures in `bulk`, everything else is a top-level field."""
+    the bulk figures in `bulk`, everything else is a top-level field; a
+    dotted name walks nested objects (`program_result.latency_us.p50`: a
+    figure only one program reports, read from its own JSON)."""
     if name in LATENCY_METRICS:
         return (record.get("rtt_us") or {}).get(name)
     if name in BULK_METRICS:
         return (record.get("bulk") or {}).get(name)
+    if "." in name:
+        v = record
+        for part in name.split("."):
+            v = v.get(part) if isinstance(v, dict) else None
+        return v
     return record.get(name)
 
 

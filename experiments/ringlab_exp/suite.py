@@ -61,7 +61,7 @@ _PROGRAM_KEYS = {
     "unsupported_exit_code": int, "stop_signal": str, "rtt": str,
     "server": list, "client": list, "params": dict, "param_args": dict, "env": dict,
     "files": dict, "transport_protocol": dict, "variant_pin_args": dict,
-    "max_duration_args": list,
+    "max_duration_args": list, "param_defaults": dict,
 }
 _PROGRAM_REQUIRED = ("kind", "binary", "variants", "protocols", "modes", "pin",
                      "port", "ready", "parser", "server", "client")
@@ -155,6 +155,13 @@ def _check_program_extras(path, where, spec):
                                     all(_is_scalar(v) for v in values)):
             raise SuiteError(_at(path, "params", f"{where}.params.{pname}: expected a list of "
                                  "supported values or \"any\""))
+    for pname, value in spec.get("param_defaults", {}).items():
+        if pname not in spec.get("params", {}):
+            raise SuiteError(_at(path, "param_defaults", f"{where}.param_defaults.{pname}: not "
+                                 "declared in params"))
+        if not _is_scalar(value):
+            raise SuiteError(_at(path, "param_defaults", f"{where}.param_defaults.{pname}: "
+                                 "expected a number, string or boolean"))
     for pname, table in spec.get("param_args", {}).items():
         if pname not in spec.get("params", {}):
             raise SuiteError(_at(path, "param_args", f"{where}.param_args.{pname}: not declared "
