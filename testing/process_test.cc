@@ -201,7 +201,14 @@ TEST(ProcessTest, StopTerminatesTheWholeGroup) {
   const pid_t shell_pid = ParsePid(*shell);
   EXPECT_TRUE(p->Running());
   const ExitStatus exit = p->Stop();
-  EXPECT_EQ(exit.signal, SIGTERM) << exit.ToString();
+  // Both get the SIGTERM, but the shell may see its child die first and
+  // exit from `wait` with the child's status (128 + SIGTERM) before its own
+  // SIGTERM is taken (seen once in CI, exit code 143). Either way the group
+  // ended on the first signal, not on the SIGKILL escalation.
+  const bool terminated =
+      exit.signal == SIGTERM ||
+      (exit.exited_normally() && exit.code == 128 + SIGTERM);
+  EXPECT_TRUE(terminated) << exit.ToString();
   EXPECT_FALSE(p->Running());
   EXPECT_TRUE(EventuallyDead(child_pid));
   EXPECT_TRUE(EventuallyDead(shell_pid));
