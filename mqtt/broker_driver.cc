@@ -59,6 +59,7 @@ void BrokerDriver::Shutdown() {
   shut_down_ = true;
   if (listener_.valid()) {
     loop_->Close(listener_);
+    closed_listener_ = listener_;  // its OnClosed is not a connection's
     listener_ = {};
   }
   broker_.Shutdown(now());
@@ -176,7 +177,7 @@ void BrokerDriver::OnClosed(transport::SocketId socket) {
       break;
     }
   }
-  if (socket != listener_) ++counters_.closed;
+  if (socket != listener_ && socket != closed_listener_) ++counters_.closed;
 }
 
 void BrokerDriver::OnError(transport::SocketId, int) {

@@ -172,6 +172,7 @@ class BrokerDriver : public transport::SocketHandler,
   internal::StreamWriter writer_;
   internal::SharedPayloadCache shared_;
   transport::SocketId listener_;
+  transport::SocketId closed_listener_;  // by Shutdown()
   Endpoint local_;
   // By ConnectionId.index (dense), and socket -> connection.
   std::vector<Conn> conns_;

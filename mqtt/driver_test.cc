@@ -415,6 +415,25 @@ TEST_P(Drivers, PersistentSessionAcrossReconnect) {
   EXPECT_EQ(sub_events.connected, 2);
 }
 
+// counters().closed counts connections, like accepted: the listener closed
+// at Shutdown() is not one (it used to be counted once its id was cleared,
+// so closed ended above accepted).
+TEST_P(Drivers, ClosedCountsConnectionsOnly) {
+  Counter events[3];
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(Client(&events[i], absl::StrCat("c", i))->Connect().ok());
+  }
+  ASSERT_TRUE(RunUntil([&] {
+    return events[0].connected + events[1].connected + events[2].connected == 3;
+  }));
+  for (auto& c : clients_) c->Disconnect();
+  ASSERT_TRUE(RunUntil([&] { return broker_->counters().closed == 3; }));
+  broker_->Shutdown();
+  for (int i = 0; i < 20; ++i) loop_->RunOnce(std::chrono::milliseconds(5));
+  EXPECT_EQ(broker_->counters().accepted, 3u);
+  EXPECT_EQ(broker_->counters().closed, 3u);
+}
+
 // A driver destroyed while its Loop keeps running: the Loop used to call
 // OnClosed (and the cancelled send completions) on the freed driver, a
 // heap-use-after-free under ASan. Destructors now Abandon() their sockets.
