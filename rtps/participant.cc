@@ -2865,6 +2865,12 @@ bool Participant::BuildPush(LocalWriter& w, std::span<std::byte> out,
   size_t samples = 0;
   bool finished_fragmented = false;  // a whole DATA_FRAG sample went out
   bool mid_sample = false;           // the datagram ends inside a sample
+  // LATENCY_BUDGET: what went out leaves the batch, so samples that did not
+  // fit wait for more company (or their budget) instead of leaving at once
+  // in a small datagram of their own (counted as in Write()).
+  auto took = [&w](const Sample& s) {
+    w.unpushed_bytes -= std::min(w.unpushed_bytes, s.data.size() + 32);
+  };
   while (w.pushed < w.last_sn()) {
     SequenceNumber sn = w.pushed + 1;
     SampleRing::Entry* e = w.ring.Find(static_cast<uint64_t>(sn));
@@ -2903,6 +2909,7 @@ bool Participant::BuildPush(LocalWriter& w, std::span<std::byte> out,
       w.push_frag = 1;
       w.frags_since_hbfrag = 0;
       finished_fragmented = true;
+      took(s);
       continue;
     }
     InlineQos q;
@@ -2926,6 +2933,7 @@ bool Participant::BuildPush(LocalWriter& w, std::span<std::byte> out,
     last_ts = s.info.source_time_ns;
     w.pushed = sn;
     ++samples;
+    took(s);
   }
   if (samples == 0) return false;
   if (samples > 1) ++counters_.batched_datagrams;
