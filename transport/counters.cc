@@ -4,8 +4,8 @@
 
 namespace ringlab::transport {
 
-// One list drives both Delta() and ToString() so a new counter cannot be
-// forgotten in one of them.
+// One list drives Delta(), operator+=, ForEach() and ToString() so a new
+// counter cannot be forgotten in one of them.
 // clang-format off
 #define RINGLAB_COUNTER_FIELDS(X) \
   X(io_uring_enter)               \
@@ -60,6 +60,13 @@ LoopCounters LoopCounters::Delta(const LoopCounters& earlier) const {
   RINGLAB_COUNTER_FIELDS(RINGLAB_SUB)
 #undef RINGLAB_SUB
   return d;
+}
+
+LoopCounters& LoopCounters::operator+=(const LoopCounters& other) {
+#define RINGLAB_ADD(f) f += other.f;
+  RINGLAB_COUNTER_FIELDS(RINGLAB_ADD)
+#undef RINGLAB_ADD
+  return *this;
 }
 
 void LoopCounters::ForEach(

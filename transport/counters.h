@@ -108,6 +108,8 @@ struct LoopCounters {
     return io_uring_enter + epoll_wait + socket_syscalls;
   }
   LoopCounters Delta(const LoopCounters& earlier) const;
+  // Adds another Loop's counters (a figure over several Loops).
+  LoopCounters& operator+=(const LoopCounters& other);
   // Calls fn(name, value) for every counter, in declaration order, so
   // writers (JSON, logs) never miss a newly added one.
   void ForEach(
