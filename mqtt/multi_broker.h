@@ -57,8 +57,8 @@
 //    are unique across Loops.
 //  - Rate limits: per-connection limits work as before; the connection
 //    rate (connections_per_s) is divided among the Loops.
-//  - --data-dir, TLS and /metrics are refused with --threads > 1 by the
-//    program (mqtt/README.md); $SYS and SERVER_STATS sum over the Loops.
+//  - --data-dir and TLS are refused with --threads > 1 by the program
+//    (mqtt/README.md); $SYS, /metrics and SERVER_STATS sum over the Loops.
 //
 // Threading: Create/Start/Join on one control thread; RequestStop and
 // counters() from any thread (counters() is exact once Join returned).

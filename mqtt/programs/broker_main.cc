@@ -129,8 +129,7 @@ int Run(int argc, char** argv) {
   flags.Add("threads",
             "Loops (threads) sharing the port with SO_REUSEPORT; publishes "
             "cross Loops by message passing (mqtt/README.md, --threads). 1: "
-            "the single-thread broker. >1 excludes --data_dir, TLS and "
-            "--metrics_port",
+            "the single-thread broker. >1 excludes --data_dir and TLS",
             &cfg.threads);
   flags.Add("cross_loop_notify",
             "with --threads>1, how a Loop wakes another: auto (MSG_RING on "
@@ -396,14 +395,23 @@ int Run(int argc, char** argv) {
   if (cfg.threads != 1) {
     // N Loops on N threads (broker_multi.h); this Loop becomes Loop 0.
     if (cfg.threads == 0 || cfg.threads > 64 || !cfg.data_dir.empty() ||
-        !cfg.tls_listen.empty() || cfg.tls_port >= 0 || cfg.metrics_port >= 0) {
+        !cfg.tls_listen.empty() || cfg.tls_port >= 0) {
       std::fprintf(stderr,
                    "ringlab_mqtt_broker: --threads takes 1..64, and above 1 "
-                   "excludes --data_dir, --tls_listen/--tls_port and "
-                   "--metrics_port (mqtt/README.md, --threads)\n");
+                   "excludes --data_dir and --tls_listen/--tls_port "
+                   "(mqtt/README.md, --threads)\n");
       return kExitUsage;
     }
     MultiLoopConfig mc;
+    if (cfg.metrics_port > 65535) {
+      std::fprintf(stderr,
+                   "ringlab_mqtt_broker: --metrics_port out of range\n");
+      return kExitUsage;
+    }
+    if (cfg.metrics_port >= 0) {
+      mc.metrics_listen = *listen;
+      mc.metrics_listen->set_port(uint16_t(cfg.metrics_port));
+    }
     mc.threads = cfg.threads;
     mc.notify = cfg.cross_loop_notify;
     mc.json_path = cfg.json_path;

@@ -1,6 +1,7 @@
 #include "mqtt/programs/broker_multi.h"
 
 #include <cstdio>
+#include <optional>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -17,6 +18,9 @@ namespace ringlab::mqtt::programs {
 namespace {
 
 constexpr int kTickMs = 50;
+// How stale a /metrics scrape may be: the Loops' figures are gathered on
+// their own threads, so a scrape served on Loop 0 reads a snapshot.
+constexpr int kMetricsRefreshMs = 250;
 
 const char* NotifyName(transport::ChannelNotify n) {
   switch (n) {
@@ -49,12 +53,18 @@ void Add(BrokerMetrics& sum, const BrokerMetrics& m) {
   sum.deliveries_denied += m.deliveries_denied;
   sum.rate_limited += m.rate_limited;
   sum.dropped += m.dropped;
+  if (m.has_loop) {
+    sum.has_loop = true;
+    sum.loop += m.loop;
+  }
 }
 
-// $SYS over N Loops: every Loop reports its figures on its own thread, the
-// control thread sums them, and every Loop publishes the sums to its own
-// subscribers (a message injected on one Loop is not forwarded).
-void PublishSys(MultiBroker& mb, Timestamp started_at) {
+// Every Loop reports its figures on its own thread (with its transport
+// counters when `with_loop`), and the caller gets their sum; nullopt if a
+// Loop did not answer within 2 s (it stopped).
+std::optional<BrokerMetrics> GatherMetrics(MultiBroker& mb,
+                                           Timestamp started_at,
+                                           bool with_loop) {
   struct Parts {
     absl::Mutex mu;
     std::vector<BrokerMetrics> parts ABSL_GUARDED_BY(mu);
@@ -66,9 +76,10 @@ void PublishSys(MultiBroker& mb, Timestamp started_at) {
     absl::MutexLock lock(&state->mu);
     state->parts.resize(n);
   }
-  mb.PostToAll([&mb, state, started_at](size_t i) {
-    BrokerMetrics m = CollectMetrics(mb.driver(i).broker(), nullptr,
-                                     mb.loop(i).now() - started_at);
+  mb.PostToAll([&mb, state, started_at, with_loop](size_t i) {
+    BrokerMetrics m = CollectMetrics(
+        mb.driver(i).broker(), with_loop ? &mb.loop(i).counters() : nullptr,
+        mb.loop(i).now() - started_at);
     absl::MutexLock lock(&state->mu);
     state->parts[i] = m;
     ++state->done;
@@ -76,19 +87,27 @@ void PublishSys(MultiBroker& mb, Timestamp started_at) {
   std::vector<BrokerMetrics> parts;
   {
     absl::MutexLock lock(&state->mu);
-    // Bounded: a Loop that stopped never answers (its part is skipped).
     auto all = [&state, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(state->mu) {
       return state->done == n;
     };
     state->mu.AwaitWithTimeout(absl::Condition(&all), absl::Seconds(2));
-    if (state->done != n) return;
+    if (state->done != n) return std::nullopt;
     parts = state->parts;
   }
   BrokerMetrics sum;
   for (const BrokerMetrics& m : parts) Add(sum, m);
+  return sum;
+}
+
+// $SYS over N Loops: the control thread sums the Loops' figures, and every
+// Loop publishes the sums to its own subscribers (a message injected on one
+// Loop is not forwarded).
+void PublishSys(MultiBroker& mb, Timestamp started_at) {
+  std::optional<BrokerMetrics> sum = GatherMetrics(mb, started_at, false);
+  if (!sum.has_value()) return;
   auto topics =
       std::make_shared<std::vector<std::pair<std::string, std::string>>>();
-  ForEachSysTopic(sum, [&](std::string_view topic, std::string_view payload) {
+  ForEachSysTopic(*sum, [&](std::string_view topic, std::string_view payload) {
     topics->emplace_back(std::string(topic), std::string(payload));
   });
   mb.PostToAll([&mb, topics](size_t i) {
@@ -101,6 +120,21 @@ void PublishSys(MultiBroker& mb, Timestamp started_at) {
     }
   });
 }
+
+// The text Loop 0's MetricsServer answers with: written by the control
+// thread, read by Loop 0.
+struct MetricsText {
+  absl::Mutex mu;
+  std::string text ABSL_GUARDED_BY(mu);
+  void Set(std::string t) {
+    absl::MutexLock lock(&mu);
+    text = std::move(t);
+  }
+  std::string Get() {
+    absl::MutexLock lock(&mu);
+    return text;
+  }
+};
 
 }  // namespace
 
@@ -162,6 +196,28 @@ int RunMultiLoop(std::unique_ptr<transport::Loop> first,
     counters_start.push_back(mb.loop(i).counters());
   }
 
+  MetricsText metrics_text;
+  std::unique_ptr<MetricsServer> metrics;  // destroyed before mb
+  if (config.metrics_listen.has_value()) {
+    // The Loops are not running yet, so this thread may read them directly.
+    BrokerMetrics first;
+    for (size_t i = 0; i < mb.size(); ++i) {
+      Add(first, CollectMetrics(mb.driver(i).broker(), &mb.loop(i).counters(),
+                                Duration(0)));
+    }
+    metrics_text.Set(RenderPrometheus(first));
+    absl::StatusOr<std::unique_ptr<MetricsServer>> m =
+        MetricsServer::Start(&mb.loop(0), *config.metrics_listen,
+                             [&metrics_text] { return metrics_text.Get(); });
+    if (!m.ok()) {
+      std::fprintf(stderr, "ringlab_mqtt_broker: --metrics_port: %s\n",
+                   m.status().ToString().c_str());
+      return kExitRunFailed;
+    }
+    metrics = *std::move(m);
+    std::printf("METRICS %s\n", metrics->local_endpoint().ToString().c_str());
+  }
+
   mb.Start();
   std::printf("READY %s\n", mb.local_endpoint().ToString().c_str());
   std::fflush(stdout);
@@ -171,12 +227,19 @@ int RunMultiLoop(std::unique_ptr<transport::Loop> first,
       config.sys_interval_s > 0
           ? MonotonicNow() + std::chrono::seconds(config.sys_interval_s)
           : Timestamp::Never();
+  Timestamp next_metrics = MonotonicNow();
   while (!stop_requested()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(kTickMs));
     sample(false);
     if (MonotonicNow() >= next_sys) {
       PublishSys(mb, time_start);
       next_sys = MonotonicNow() + std::chrono::seconds(config.sys_interval_s);
+    }
+    if (metrics != nullptr && MonotonicNow() >= next_metrics) {
+      std::optional<BrokerMetrics> sum = GatherMetrics(mb, time_start, true);
+      if (sum.has_value()) metrics_text.Set(RenderPrometheus(*sum));
+      next_metrics =
+          MonotonicNow() + std::chrono::milliseconds(kMetricsRefreshMs);
     }
   }
   sample(true);

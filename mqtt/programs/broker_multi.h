@@ -3,13 +3,14 @@
 // one Loop and hands them, with the Loop it created, to RunMultiLoop; the
 // output contract is the same (READY host:port, SERVER_STATS {json} with
 // the figures summed over the Loops, plus "threads", "cross_loop" and
-// "per_loop").
+// "per_loop"). $SYS and /metrics carry the sums too.
 #ifndef RINGLAB_MQTT_PROGRAMS_BROKER_MULTI_H_
 #define RINGLAB_MQTT_PROGRAMS_BROKER_MULTI_H_
 
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "mqtt/broker_driver.h"
@@ -22,6 +23,10 @@ struct MultiLoopConfig {
   std::string notify = "auto";  // auto | eventfd | msg_ring
   std::string json_path;
   uint32_t sys_interval_s = 0;
+  // Prometheus /metrics, served on Loop 0 from a snapshot of every Loop
+  // that the control thread refreshes every 250 ms (prints METRICS
+  // host:port before READY).
+  std::optional<Endpoint> metrics_listen;
   int first_cpu = -1;
   // Builds one authenticator per Loop (nullptr: the driver options' one,
   // or none).
