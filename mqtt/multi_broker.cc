@@ -124,6 +124,9 @@ class MultiBroker::Shard final : public BrokerForwarder,
                              std::memory_order_relaxed);
     if (!stopping_ && owner_->stop_requested_.load()) {
       stopping_ = true;
+      if (owner_->options_.before_shutdown) {
+        owner_->options_.before_shutdown(index_);
+      }
       driver->Shutdown();
       stop_at_ = now + owner_->options_.stop_linger;
     }

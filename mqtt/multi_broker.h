@@ -99,6 +99,9 @@ struct MultiBrokerOptions {
   int first_cpu = -1;
   // After RequestStop: how long the goodbyes may drain before the Loops stop.
   Duration stop_linger = std::chrono::milliseconds(200);
+  // Called on Loop i's thread when it begins to stop, before its driver's
+  // Shutdown() (a program stops its other listeners there, e.g. TLS).
+  std::function<void(size_t loop)> before_shutdown;
 };
 
 struct MultiBrokerCounters {

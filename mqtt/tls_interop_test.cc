@@ -36,6 +36,7 @@ using testkit::ProcessOptions;
 struct Param {
   std::string backend;
   bool ktls;
+  int threads = 1;  // >1: a TLS listener on every Loop, one port
 };
 
 // The value of "key":N in the first SERVER_STATS line, or -1.
@@ -69,6 +70,9 @@ class TlsInterop : public testing::TestWithParam<Param> {
                                      "--cert=" + certs_->server_cert,
                                      "--key=" + certs_->server_key};
     if (GetParam().ktls) args.push_back("--ktls");
+    if (GetParam().threads > 1) {
+      args.push_back(absl::StrCat("--threads=", GetParam().threads));
+    }
     for (std::string& a : extra) args.push_back(std::move(a));
     absl::StatusOr<OurBroker> b = StartOurBroker(GetParam().backend, args);
     if (absl::IsUnimplemented(b.status())) GTEST_SKIP() << b.status().message();
@@ -141,9 +145,13 @@ class TlsInterop : public testing::TestWithParam<Param> {
 INSTANTIATE_TEST_SUITE_P(
     Backends, TlsInterop,
     testing::Values(Param{"epoll", false}, Param{"epoll", true},
-                    Param{"uring-fixed", false}, Param{"uring-fixed", true}),
+                    Param{"uring-fixed", false}, Param{"uring-fixed", true},
+                    Param{"epoll", false, 2}, Param{"uring-fixed", true, 2}),
     [](const auto& info) {
       std::string s = info.param.backend + (info.param.ktls ? "_ktls" : "");
+      if (info.param.threads > 1) {
+        absl::StrAppend(&s, "_threads", info.param.threads);
+      }
       for (char& c : s) c = c == '-' ? '_' : c;
       return s;
     });

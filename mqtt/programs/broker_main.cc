@@ -91,29 +91,70 @@ struct Config {
   std::string cross_loop_notify = "auto";
 };
 
-void AppendTlsCounters(bench::JsonWriter& json, const TlsCounters& t) {
-  json.BeginObject();
-  json.Key("handshakes_started").Uint(t.handshakes_started);
-  json.Key("handshakes_completed").Uint(t.handshakes_completed);
-  json.Key("failed_not_tls").Uint(t.failed_not_tls);
-  json.Key("failed_peer_alert").Uint(t.failed_peer_alert);
-  json.Key("failed_verify").Uint(t.failed_verify);
-  json.Key("failed_no_peer_cert").Uint(t.failed_no_peer_cert);
-  json.Key("failed_protocol").Uint(t.failed_protocol);
-  json.Key("peer_close_notify").Uint(t.peer_close_notify);
-  json.Key("ktls_tx").Uint(t.ktls_tx);
-  json.Key("ktls_rx").Uint(t.ktls_rx);
-  json.Key("ktls_unavailable").Uint(t.ktls_unavailable);
-  json.Key("ktls_failed").Uint(t.ktls_failed);
-  json.Key("ktls_rx_multishot").Uint(t.ktls_rx_multishot);
-  json.Key("ktls_rx_not_at_boundary").Uint(t.ktls_rx_not_at_boundary);
-  json.Key("ktls_control_records").Uint(t.ktls_control_records);
-  json.Key("plaintext_bytes_in").Uint(t.plaintext_bytes_in);
-  json.Key("plaintext_bytes_out").Uint(t.plaintext_bytes_out);
-  json.Key("ciphertext_bytes_in").Uint(t.ciphertext_bytes_in);
-  json.Key("ciphertext_bytes_out").Uint(t.ciphertext_bytes_out);
-  json.Key("pool_empty").Uint(t.pool_empty);
-  json.EndObject();
+// The TLS listener's options from the flags (--tls_port or --tls_listen,
+// the certificate, kTLS), or nullopt when TLS is off. Returns the exit code
+// (kExitOk when the flags are usable).
+int TlsOptionsFromFlags(Config& cfg, const Endpoint& listen_ep,
+                        std::optional<TlsListenerOptions>* out) {
+  if (cfg.tls_port >= 0) {
+    if (!cfg.tls_listen.empty() || cfg.tls_port > 65535) {
+      std::fprintf(stderr,
+                   "ringlab_mqtt_broker: --tls_port takes 0..65535 and "
+                   "excludes --tls_listen\n");
+      return kExitUsage;
+    }
+    Endpoint tls_ep = listen_ep;
+    tls_ep.set_port(uint16_t(cfg.tls_port));
+    cfg.tls_listen = tls_ep.ToString();
+  }
+  if (!cfg.tls_listen.empty()) {
+    absl::StatusOr<Endpoint> tls_ep = Endpoint::Parse(cfg.tls_listen);
+    if (!tls_ep.ok()) {
+      std::fprintf(stderr, "ringlab_mqtt_broker: --tls_listen: %s\n",
+                   std::string(tls_ep.status().message()).c_str());
+      return kExitUsage;
+    }
+    if (!cfg.tls_self_signed.empty()) {
+      cfg.cert = cfg.tls_self_signed + "/broker.crt";
+      cfg.key = cfg.tls_self_signed + "/broker.key";
+      if (absl::Status s = WriteSelfSignedCertificate(
+              cfg.cert, cfg.key, {"localhost"}, {"127.0.0.1", "::1"});
+          !s.ok()) {
+        std::fprintf(stderr, "ringlab_mqtt_broker: %s\n",
+                     std::string(s.message()).c_str());
+        return kExitRunFailed;
+      }
+    }
+    TlsConfig tc;
+    tc.role = TlsRole::kServer;
+    tc.cert_file = cfg.cert;
+    tc.key_file = cfg.key;
+    tc.ca_file = cfg.cafile;
+    tc.require_peer_cert = cfg.require_certificate;
+    tc.ktls = cfg.ktls;
+    tc.min_version = cfg.tls_min_version;
+    tc.max_version = cfg.tls_max_version;
+    absl::StatusOr<std::shared_ptr<TlsContext>> ctx = TlsContext::Create(tc);
+    if (!ctx.ok()) {
+      std::fprintf(stderr, "ringlab_mqtt_broker: %s\n",
+                   std::string(ctx.status().message()).c_str());
+      return kExitUsage;
+    }
+    if (cfg.ktls) {
+      if (absl::Status k = ProbeKernelTls(); !k.ok()) {
+        std::fprintf(stderr,
+                     "ringlab_mqtt_broker: --ktls: %s; TLS stays in user "
+                     "space\n",
+                     std::string(k.message()).c_str());
+      }
+    }
+    TlsListenerOptions to;
+    to.listen = *tls_ep;
+    to.context = *ctx;
+    to.ktls = cfg.ktls;
+    *out = std::move(to);
+  }
+  return kExitOk;
 }
 
 int Run(int argc, char** argv) {
@@ -129,7 +170,7 @@ int Run(int argc, char** argv) {
   flags.Add("threads",
             "Loops (threads) sharing the port with SO_REUSEPORT; publishes "
             "cross Loops by message passing (mqtt/README.md, --threads). 1: "
-            "the single-thread broker. >1 excludes --data_dir and TLS",
+            "the single-thread broker. >1 excludes --data_dir",
             &cfg.threads);
   flags.Add("cross_loop_notify",
             "with --threads>1, how a Loop wakes another: auto (MSG_RING on "
@@ -392,17 +433,20 @@ int Run(int argc, char** argv) {
   b.queue_full_policy = cfg.queue_full_policy == "disconnect"
                             ? QueueFullPolicy::kDisconnect
                             : QueueFullPolicy::kDropNewest;
+  std::optional<TlsListenerOptions> tls_options;
+  if (int rc = TlsOptionsFromFlags(cfg, *listen, &tls_options); rc != kExitOk) {
+    return rc;
+  }
   if (cfg.threads != 1) {
     // N Loops on N threads (broker_multi.h); this Loop becomes Loop 0.
-    if (cfg.threads == 0 || cfg.threads > 64 || !cfg.data_dir.empty() ||
-        !cfg.tls_listen.empty() || cfg.tls_port >= 0) {
+    if (cfg.threads == 0 || cfg.threads > 64 || !cfg.data_dir.empty()) {
       std::fprintf(stderr,
                    "ringlab_mqtt_broker: --threads takes 1..64, and above 1 "
-                   "excludes --data_dir and --tls_listen/--tls_port "
-                   "(mqtt/README.md, --threads)\n");
+                   "excludes --data_dir (mqtt/README.md, --threads)\n");
       return kExitUsage;
     }
     MultiLoopConfig mc;
+    mc.tls = tls_options;
     if (cfg.metrics_port > 65535) {
       std::fprintf(stderr,
                    "ringlab_mqtt_broker: --metrics_port out of range\n");
@@ -529,64 +573,9 @@ int Run(int argc, char** argv) {
     });
   }
   std::unique_ptr<TlsListener> tls;
-  if (cfg.tls_port >= 0) {
-    if (!cfg.tls_listen.empty() || cfg.tls_port > 65535) {
-      std::fprintf(stderr,
-                   "ringlab_mqtt_broker: --tls_port takes 0..65535 and "
-                   "excludes --tls_listen\n");
-      return kExitUsage;
-    }
-    Endpoint tls_ep = *listen;
-    tls_ep.set_port(uint16_t(cfg.tls_port));
-    cfg.tls_listen = tls_ep.ToString();
-  }
-  if (!cfg.tls_listen.empty()) {
-    absl::StatusOr<Endpoint> tls_ep = Endpoint::Parse(cfg.tls_listen);
-    if (!tls_ep.ok()) {
-      std::fprintf(stderr, "ringlab_mqtt_broker: --tls_listen: %s\n",
-                   std::string(tls_ep.status().message()).c_str());
-      return kExitUsage;
-    }
-    if (!cfg.tls_self_signed.empty()) {
-      cfg.cert = cfg.tls_self_signed + "/broker.crt";
-      cfg.key = cfg.tls_self_signed + "/broker.key";
-      if (absl::Status s = WriteSelfSignedCertificate(
-              cfg.cert, cfg.key, {"localhost"}, {"127.0.0.1", "::1"});
-          !s.ok()) {
-        std::fprintf(stderr, "ringlab_mqtt_broker: %s\n",
-                     std::string(s.message()).c_str());
-        return kExitRunFailed;
-      }
-    }
-    TlsConfig tc;
-    tc.role = TlsRole::kServer;
-    tc.cert_file = cfg.cert;
-    tc.key_file = cfg.key;
-    tc.ca_file = cfg.cafile;
-    tc.require_peer_cert = cfg.require_certificate;
-    tc.ktls = cfg.ktls;
-    tc.min_version = cfg.tls_min_version;
-    tc.max_version = cfg.tls_max_version;
-    absl::StatusOr<std::shared_ptr<TlsContext>> ctx = TlsContext::Create(tc);
-    if (!ctx.ok()) {
-      std::fprintf(stderr, "ringlab_mqtt_broker: %s\n",
-                   std::string(ctx.status().message()).c_str());
-      return kExitUsage;
-    }
-    if (cfg.ktls) {
-      if (absl::Status k = ProbeKernelTls(); !k.ok()) {
-        std::fprintf(stderr,
-                     "ringlab_mqtt_broker: --ktls: %s; TLS stays in user "
-                     "space\n",
-                     std::string(k.message()).c_str());
-      }
-    }
-    TlsListenerOptions to;
-    to.listen = *tls_ep;
-    to.context = *ctx;
-    to.ktls = cfg.ktls;
+  if (tls_options.has_value()) {
     absl::StatusOr<std::unique_ptr<TlsListener>> started =
-        TlsListener::Start(&loop, &broker, to);
+        TlsListener::Start(&loop, &broker, *tls_options);
     if (!started.ok()) {
       std::fprintf(stderr, "ringlab_mqtt_broker: cannot listen on %s: %s\n",
                    cfg.tls_listen.c_str(), started.status().ToString().c_str());

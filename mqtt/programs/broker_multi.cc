@@ -13,6 +13,7 @@
 #include "mqtt/multi_broker.h"
 #include "mqtt/programs/broker_stats.h"
 #include "mqtt/programs/program_support.h"
+#include "mqtt/tls_listener.h"
 
 namespace ringlab::mqtt::programs {
 namespace {
@@ -158,6 +159,15 @@ int RunMultiLoop(std::unique_ptr<transport::Loop> first,
                  "eventfd or msg_ring\n");
     return kExitUsage;
   }
+  // One TLS listener per Loop, each the handler of the TLS connections its
+  // Loop accepts. They borrow their Loop's driver, so they go before the
+  // MultiBroker (TlsListeners::~TlsListeners runs first: declared after it).
+  auto tls = std::make_shared<std::vector<std::unique_ptr<TlsListener>>>();
+  if (config.tls.has_value()) {
+    o.before_shutdown = [tls](size_t i) {
+      if (i < tls->size()) (*tls)[i]->Shutdown();
+    };
+  }
   absl::StatusOr<std::unique_ptr<MultiBroker>> created =
       MultiBroker::Create(std::move(o), std::move(first));
   if (!created.ok()) {
@@ -167,6 +177,28 @@ int RunMultiLoop(std::unique_ptr<transport::Loop> first,
                                                   : kExitRunFailed;
   }
   MultiBroker& mb = **created;
+  struct TlsListeners {
+    std::vector<std::unique_ptr<TlsListener>>* listeners;
+    ~TlsListeners() { listeners->clear(); }
+  } tls_owner{tls.get()};
+  if (config.tls.has_value()) {
+    // The Loops are not running yet: each listener is set up from here.
+    for (size_t i = 0; i < mb.size(); ++i) {
+      TlsListenerOptions to = *config.tls;
+      to.tcp = driver_options.tcp;
+      to.tcp->reuse_port = true;
+      if (i > 0) to.listen = (*tls)[0]->local_endpoint();  // Loop 0's port
+      absl::StatusOr<std::unique_ptr<TlsListener>> l =
+          TlsListener::Start(&mb.loop(i), &mb.driver(i), std::move(to));
+      if (!l.ok()) {
+        std::fprintf(stderr, "ringlab_mqtt_broker: cannot listen on %s: %s\n",
+                     config.tls->listen.ToString().c_str(),
+                     l.status().ToString().c_str());
+        return kExitRunFailed;
+      }
+      tls->push_back(*std::move(l));
+    }
+  }
   if (mb.notify_mode() != transport::ChannelNotify::kMsgRing &&
       config.notify != "eventfd") {
     std::fprintf(stderr, "ringlab_mqtt_broker: cross-Loop wakeup: %s\n",
@@ -219,6 +251,10 @@ int RunMultiLoop(std::unique_ptr<transport::Loop> first,
   }
 
   mb.Start();
+  if (!tls->empty()) {
+    std::printf("TLS_READY %s\n",
+                tls->front()->local_endpoint().ToString().c_str());
+  }
   std::printf("READY %s\n", mb.local_endpoint().ToString().c_str());
   std::fflush(stdout);
   // This thread samples, publishes $SYS and waits for a signal; the Loops
@@ -324,6 +360,12 @@ int RunMultiLoop(std::unique_ptr<transport::Loop> first,
   AppendBrokerCounters(json, bc);
   json.Key("driver");
   AppendDriverCounters(json, dc);
+  if (!tls->empty()) {
+    TlsCounters tc;
+    for (const auto& l : *tls) AddTlsCounters(l->counters(), &tc);
+    json.Key("tls");  // summed over the Loops' listeners
+    AppendTlsCounters(json, tc);
+  }
   json.Key("cpu").Int(config.first_cpu);
   json.EndObject();
   return EmitServerStats(json.str(), config.json_path, kExitOk);

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "mqtt/broker_driver.h"
+#include "mqtt/tls_listener.h"
 #include "transport/loop.h"
 
 namespace ringlab::mqtt::programs {
@@ -27,6 +28,10 @@ struct MultiLoopConfig {
   // that the control thread refreshes every 250 ms (prints METRICS
   // host:port before READY).
   std::optional<Endpoint> metrics_listen;
+  // A TLS listener on every Loop (tls_listener.h), all on one port
+  // (SO_REUSEPORT; port 0 picks one for all); prints TLS_READY host:port
+  // before READY.
+  std::optional<TlsListenerOptions> tls;
   int first_cpu = -1;
   // Builds one authenticator per Loop (nullptr: the driver options' one,
   // or none).

@@ -12,6 +12,47 @@ static_assert(sizeof(BrokerCounters) == 45 * sizeof(uint64_t),
               "list the new BrokerCounters field in broker_stats.cc");
 static_assert(sizeof(BrokerDriverCounters) == 14 * sizeof(uint64_t),
               "list the new BrokerDriverCounters field in broker_stats.cc");
+static_assert(sizeof(TlsCounters) == 20 * sizeof(uint64_t),
+              "list the new TlsCounters field in RINGLAB_TLS_COUNTERS");
+
+// One list drives AddTlsCounters and AppendTlsCounters.
+// clang-format off
+#define RINGLAB_TLS_COUNTERS(X) \
+  X(handshakes_started)         \
+  X(handshakes_completed)       \
+  X(failed_not_tls)             \
+  X(failed_peer_alert)          \
+  X(failed_verify)              \
+  X(failed_no_peer_cert)        \
+  X(failed_protocol)            \
+  X(peer_close_notify)          \
+  X(ktls_tx)                    \
+  X(ktls_rx)                    \
+  X(ktls_unavailable)           \
+  X(ktls_failed)                \
+  X(ktls_rx_multishot)          \
+  X(ktls_rx_not_at_boundary)    \
+  X(ktls_control_records)       \
+  X(plaintext_bytes_in)         \
+  X(plaintext_bytes_out)        \
+  X(ciphertext_bytes_in)        \
+  X(ciphertext_bytes_out)       \
+  X(pool_empty)
+// clang-format on
+
+void AddTlsCounters(const TlsCounters& from, TlsCounters* into) {
+#define RINGLAB_ADD(f) into->f += from.f;
+  RINGLAB_TLS_COUNTERS(RINGLAB_ADD)
+#undef RINGLAB_ADD
+}
+
+void AppendTlsCounters(bench::JsonWriter& json, const TlsCounters& t) {
+  json.BeginObject();
+#define RINGLAB_APPEND(f) json.Key(#f).Uint(t.f);
+  RINGLAB_TLS_COUNTERS(RINGLAB_APPEND)
+#undef RINGLAB_APPEND
+  json.EndObject();
+}
 
 void AddBrokerCounters(const BrokerCounters& from, BrokerCounters* into) {
   into->connections_opened += from.connections_opened;

@@ -18,6 +18,7 @@
 #include "bench/json_writer.h"
 #include "mqtt/broker.h"
 #include "mqtt/broker_driver.h"
+#include "mqtt/tls_stream.h"
 
 namespace ringlab::mqtt::programs {
 
@@ -25,6 +26,7 @@ namespace ringlab::mqtt::programs {
 void AddBrokerCounters(const BrokerCounters& from, BrokerCounters* into);
 void AddDriverCounters(const BrokerDriverCounters& from,
                        BrokerDriverCounters* into);
+void AddTlsCounters(const TlsCounters& from, TlsCounters* into);
 
 // PUBLISH packets delivered to subscribers / received from publishers, over
 // every QoS.
@@ -35,6 +37,7 @@ uint64_t PublishesReceived(const BrokerCounters& c);
 void AppendBrokerCounters(bench::JsonWriter& json, const BrokerCounters& c);
 void AppendDriverCounters(bench::JsonWriter& json,
                           const BrokerDriverCounters& c);
+void AppendTlsCounters(bench::JsonWriter& json, const TlsCounters& t);
 
 // Prints "SERVER_STATS <json>" on stdout and, when `json_path` is not empty,
 // writes the JSON there too. Returns `exit_code`, or kExitRunFailed when the
