@@ -2,7 +2,9 @@
 
 #include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -171,6 +173,10 @@ void SqliteStore::StopSync() {
 }
 
 void SqliteStore::SyncLoop() {
+  if (options_.sync_thread_nice != 0) {
+    ::setpriority(PRIO_PROCESS, pid_t(::syscall(SYS_gettid)),
+                  options_.sync_thread_nice);
+  }
   uint64_t syncs = 0;
   std::vector<std::byte> window;
   std::unique_lock<std::mutex> lock(sync_mu_);

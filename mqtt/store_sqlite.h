@@ -85,6 +85,11 @@ struct SqliteStoreOptions {
   std::string data_dir;  // created if missing; holds broker.db (+ -wal)
   FsyncPolicy fsync = FsyncPolicy::kBatch;
   Duration batch_window = std::chrono::milliseconds(10);
+  // kBatch: the sync thread's nice value (0: the Loop's). Above 0 the
+  // Loop keeps the CPU they share under load; the windows then grow and
+  // more queued messages are acknowledged before their commit (so never
+  // written), at the cost of acks held longer.
+  int sync_thread_nice = 0;
   // Tests only: kBatch, called on the sync thread after a window's COMMIT
   // and before its fdatasync (a test blocks it to see that nothing is
   // confirmed in between).

@@ -77,6 +77,7 @@ struct Config {
   std::string data_dir;
   std::string fsync = "batch";
   uint32_t fsync_batch_ms = 10;
+  int fsync_thread_nice = 19;
   std::string tls_listen;
   int tls_port = -1;
   std::string cert;
@@ -248,6 +249,10 @@ int Run(int argc, char** argv) {
             &cfg.fsync);
   flags.Add("fsync_batch_ms", "the batch commit window, ms",
             &cfg.fsync_batch_ms);
+  flags.Add("fsync_thread_nice",
+            "batch: nice value of the store's sync thread (0: the Loop's; "
+            "higher lets the Loop keep a shared CPU, windows grow under load)",
+            &cfg.fsync_thread_nice);
   flags.Add("tls_listen",
             "HOST:PORT of a second listener speaking MQTT over TLS (port 0 "
             "picks one; printed as TLS_READY host:port); needs --cert, --key",
@@ -452,6 +457,7 @@ int Run(int argc, char** argv) {
     so.data_dir = cfg.data_dir;
     so.fsync = *policy;
     so.batch_window = std::chrono::milliseconds(cfg.fsync_batch_ms);
+    so.sync_thread_nice = cfg.fsync_thread_nice;
     absl::StatusOr<std::unique_ptr<SqliteStore>> opened = SqliteStore::Open(so);
     if (!opened.ok()) {
       std::fprintf(stderr, "ringlab_mqtt_broker: %s\n",
