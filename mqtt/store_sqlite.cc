@@ -798,7 +798,11 @@ void SqliteStore::HandOff() {
   }
   sync_cv_.notify_all();
   log_.clear();
-  log_index_.clear();
+  // Not clear(): absl frees a table above 127 slots there, and the index
+  // would grow again, allocating, every window.
+  for (auto it = log_index_.begin(); it != log_index_.end();) {
+    log_index_.erase(it++);
+  }
   flush_at_ = Timestamp::Never();
 }
 
