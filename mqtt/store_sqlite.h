@@ -15,27 +15,31 @@
 // - kAlways: every change is its own transaction, committed with
 //   synchronous=FULL (the WAL is fsynced before the call returns). Nothing
 //   acknowledged is lost to a crash or a power cut; one fsync per change.
-// - kBatch: changes gather in one open transaction, committed at most
-//   `batch_window` after the first (group commit); the commit's WAL frames
-//   are fdatasynced by the store's sync thread (below). A queued message
-//   is kept in memory until the commit and written then, so one that is
-//   acknowledged within its window costs no write at all
+// - kBatch: changes gather in a window, committed at most `batch_window`
+//   after its first (group commit) by the store's sync thread (below). A
+//   queued message stays in the window's change log until the hand-off, so
+//   one that is acknowledged within its window costs no write at all
 //   (counters().queued_coalesced). The broker holds the PUBACK/PUBREC/
-//   PUBCOMP of a packet that changed the store until that commit is synced
-//   (durable_sequence()), so a kill -9 or power cut loses only changes
-//   nobody was told about (the clients send them again), never an
-//   acknowledged message, and never corrupts. The cost: acks of stored
-//   messages wait up to `batch_window` plus the sync, plus one tick.
+//   PUBCOMP/SUBACK/UNSUBACK of a packet that changed the store until that
+//   commit is synced (durable_sequence()), so a kill -9 or power cut loses
+//   only changes nobody was told about (the clients send them again),
+//   never an acknowledged message, and never corrupts. The cost: acks of
+//   stored messages wait for the window plus its commit and sync.
 // - kNever: every change is committed at once but never fsynced
 //   (synchronous=OFF): a kill -9 loses nothing (the kernel holds the
 //   writes), a power cut or kernel crash may lose recent changes or, per
 //   SQLite's documentation, corrupt the database.
 //
-// kBatch and the Loop: COMMIT itself only writes the WAL (synchronous=
-// NORMAL); a sync thread of the store fdatasyncs the WAL file and runs the
-// checkpoints (PASSIVE, on its own connection), so the Loop never waits for
-// the disk. A commit counts as durable (durable_sequence()) once a
-// fdatasync that began after it has returned; Poll() takes that in.
+// kBatch and the Loop: the Loop only appends each change to a change log
+// (a reused buffer); Flush() hands the window to the sync thread (a buffer
+// swap), which applies it in one transaction, COMMITs (synchronous=NORMAL:
+// the WAL is written, not synced), fdatasyncs the WAL and runs the
+// checkpoints (PASSIVE, on its own connection). The Loop never runs SQLite
+// after Load() nor waits for the disk. A window counts as durable
+// (durable_sequence()) once its fdatasync has returned; Poll() takes that
+// in. If the thread is still busy at Flush(), the window grows until the
+// next Flush()/Poll() (SqliteStoreOptions::sync_thread_nice lets the Loop
+// keep a CPU they share).
 //
 // Errors: Open() fails (never silently starts empty) when the directory
 // cannot be used, the file is not a database or fails PRAGMA quick_check
@@ -46,7 +50,9 @@
 // durable_sequence() stops there, so acks of stored messages are held from
 // then on (nothing that may be lost is confirmed).
 // Ownership: owns its sqlite3 handles (and, kBatch, its sync thread).
-// Threading: every method on one thread (the Loop's).
+// Threading: every method on one thread (the Loop's); kBatch's sync thread
+// uses the handles only while it holds a window (the Loop only in Load(),
+// before any). set_durable_notifier's callback runs on the sync thread.
 #ifndef RINGLAB_MQTT_STORE_SQLITE_H_
 #define RINGLAB_MQTT_STORE_SQLITE_H_
 
