@@ -1567,6 +1567,7 @@ void Broker::SendRetained(Session& s, std::string_view filter,
 
 void Broker::HandleUnsubscribe(Connection& c, const Unsubscribe& u) {
   Session& s = *c.session;
+  const uint64_t written_before = StoreWritten();
   absl::InlinedVector<uint8_t, 8> codes;
   u.filters.ForEach([&](std::string_view text) {
     ++counters_.unsubscribes;
@@ -1594,7 +1595,10 @@ void Broker::HandleUnsubscribe(Connection& c, const Unsubscribe& u) {
   if (IsV5(c.version)) {
     ack.reason_codes = std::span<const uint8_t>(codes.data(), codes.size());
   }
-  StageControl(c, ack);  // MQTT-3.10.4-4
+  // MQTT-3.10.4-4. Held like a SUBACK while the removal of a stored
+  // session's subscription is not durable: a crash in the window would
+  // bring the filter back after the client was told it was gone.
+  StageUnsuback(c, ack, written_before);
 }
 
 // ---- DISCONNECT and session lifetime
@@ -1746,24 +1750,41 @@ void Broker::StageAck(Connection& c, const PubResponse& ack,
   StageControl(c, ack);
 }
 
+bool Broker::HoldCodedAck(Connection& c, PacketType type, uint16_t packet_id,
+                          std::span<const uint8_t> codes,
+                          uint64_t written_before) {
+  if (store_ == nullptr) return false;
+  const uint64_t written = store_->written_sequence();
+  if (c.held_acks == 0 &&
+      (written == written_before || store_->durable_sequence() >= written)) {
+    return false;
+  }
+  HeldAck h{ConnectionId{c.index, c.generation}, written, type,
+            ReasonCode::kSuccess, packet_id};
+  h.codes_offset = static_cast<uint32_t>(held_codes_.size());
+  h.codes_count = static_cast<uint32_t>(codes.size());
+  held_codes_.insert(held_codes_.end(), codes.begin(), codes.end());
+  held_acks_.push_back(h);
+  ++held_subacks_;
+  ++c.held_acks;
+  ++counters_.acks_held;
+  return true;
+}
+
 void Broker::StageSuback(Connection& c, const Suback& ack,
                          uint64_t written_before) {
-  if (store_ != nullptr) {
-    const uint64_t written = store_->written_sequence();
-    if (c.held_acks > 0 ||
-        (written != written_before && store_->durable_sequence() < written)) {
-      HeldAck h{ConnectionId{c.index, c.generation}, written,
-                PacketType::kSuback, ReasonCode::kSuccess, ack.packet_id};
-      h.codes_offset = static_cast<uint32_t>(held_codes_.size());
-      h.codes_count = static_cast<uint32_t>(ack.reason_codes.size());
-      held_codes_.insert(held_codes_.end(), ack.reason_codes.begin(),
-                         ack.reason_codes.end());
-      held_acks_.push_back(h);
-      ++held_subacks_;
-      ++c.held_acks;
-      ++counters_.acks_held;
-      return;
-    }
+  if (HoldCodedAck(c, PacketType::kSuback, ack.packet_id, ack.reason_codes,
+                   written_before)) {
+    return;
+  }
+  StageControl(c, ack);
+}
+
+void Broker::StageUnsuback(Connection& c, const Unsuback& ack,
+                           uint64_t written_before) {
+  if (HoldCodedAck(c, PacketType::kUnsuback, ack.packet_id, ack.reason_codes,
+                   written_before)) {
+    return;
   }
   StageControl(c, ack);
 }
@@ -1774,13 +1795,23 @@ void Broker::OnStoreDurable(Timestamp) {
   while (!held_acks_.empty() && held_acks_.front().sequence <= durable) {
     const HeldAck h = held_acks_.front();
     held_acks_.pop_front();
-    if (h.type == PacketType::kSuback) --held_subacks_;
+    if (h.type == PacketType::kSuback || h.type == PacketType::kUnsuback) {
+      --held_subacks_;
+    }
     Connection* c = Lookup(h.connection);
     if (c == nullptr) continue;  // closed: the client sends it again
     --c->held_acks;
     if (c->state != Connection::State::kActive) continue;
     if (h.type == PacketType::kSuback) {
       Suback ack;
+      ack.packet_id = h.packet_id;
+      ack.reason_codes = std::span<const uint8_t>(
+          held_codes_.data() + h.codes_offset, h.codes_count);
+      StageControl(*c, ack);
+      continue;
+    }
+    if (h.type == PacketType::kUnsuback) {
+      Unsuback ack;
       ack.packet_id = h.packet_id;
       ack.reason_codes = std::span<const uint8_t>(
           held_codes_.data() + h.codes_offset, h.codes_count);

@@ -465,6 +465,13 @@ class Broker {
   // before its SUBACK goes, or a PUBACKed message could find no subscriber
   // after a crash.
   void StageSuback(Connection& c, const Suback& ack, uint64_t written_before);
+  void StageUnsuback(Connection& c, const Unsuback& ack,
+                     uint64_t written_before);
+  // Queues a SUBACK/UNSUBACK in held_acks_ (its codes in held_codes_) if
+  // its packet changed the store and that is not durable yet, or an ack of
+  // `c` is held already; false: stage it now.
+  bool HoldCodedAck(Connection& c, PacketType type, uint16_t packet_id,
+                    std::span<const uint8_t> codes, uint64_t written_before);
   uint64_t StoreWritten() const;
   void MarkReady(Connection& c);
   void Schedule(uint32_t index, bool is_session, Timestamp at);
@@ -517,13 +524,14 @@ class Broker {
     PacketType type = PacketType::kPuback;
     ReasonCode reason = ReasonCode::kSuccess;
     uint16_t packet_id = 0;
-    // kSuback: its reason codes, held_codes_[codes_offset, + codes_count).
+    // kSuback/kUnsuback: its reason codes, held_codes_[codes_offset, +
+    // codes_count).
     uint32_t codes_offset = 0;
     uint32_t codes_count = 0;
   };
   internal::Ring<HeldAck> held_acks_;
-  std::vector<uint8_t> held_codes_;  // reason codes of held SUBACKs
-  size_t held_subacks_ = 0;          // cleared with held_codes_ at 0
+  std::vector<uint8_t> held_codes_;  // reason codes of held (UN)SUBACKs
+  size_t held_subacks_ = 0;  // held SUBACKs + UNSUBACKs; codes cleared at 0
 
   // Routing scratch, reused by every publish.
   std::vector<Target> targets_;

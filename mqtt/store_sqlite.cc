@@ -2,13 +2,16 @@
 
 #include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <new>
 
 #include "absl/strings/str_cat.h"
 #include "mqtt/broker.h"
@@ -39,7 +42,7 @@ CREATE TABLE IF NOT EXISTS queued(
   retain INTEGER NOT NULL, properties BLOB NOT NULL, payload BLOB NOT NULL,
   subscription_ids BLOB NOT NULL, expires_wall_ms INTEGER NOT NULL,
   packet_id INTEGER NOT NULL DEFAULT 0, released INTEGER NOT NULL DEFAULT 0);
-CREATE INDEX IF NOT EXISTS queued_by_client ON queued(client_id, id);
+DROP INDEX IF EXISTS queued_by_client;
 CREATE TABLE IF NOT EXISTS inbound_qos2(
   client_id TEXT NOT NULL, packet_id INTEGER NOT NULL,
   PRIMARY KEY(client_id, packet_id));
@@ -125,10 +128,29 @@ SqliteStore::SqliteStore(const SqliteStoreOptions& options)
     : options_(options), path_(options.data_dir + "/broker.db") {}
 
 SqliteStore::~SqliteStore() {
-  Flush();
+  if (sync_thread_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(sync_mu_);
+      notify_ = nullptr;  // the Loop may be gone before us
+    }
+    // Everything logged reaches the disk before we close: wait for the
+    // thread's current window, then hand it the last one.
+    while (!log_.empty()) {
+      {
+        std::unique_lock<std::mutex> lock(sync_mu_);
+        sync_cv_.wait(lock, [&] { return !busy_; });
+      }
+      HandOff();
+    }
+  }
   StopSync();
   for (sqlite3_stmt* st : statements_) sqlite3_finalize(st);
   sqlite3_close(db_);
+}
+
+void SqliteStore::set_durable_notifier(std::function<void()> notify) {
+  std::lock_guard<std::mutex> lock(sync_mu_);
+  notify_ = std::move(notify);
 }
 
 void SqliteStore::StopSync() {
@@ -137,8 +159,8 @@ void SqliteStore::StopSync() {
       std::lock_guard<std::mutex> lock(sync_mu_);
       sync_stop_ = true;
     }
-    sync_cv_.notify_one();
-    sync_thread_.join();  // it syncs what was requested before it stops
+    sync_cv_.notify_all();
+    sync_thread_.join();  // it finishes the window it was handed first
   }
   if (checkpoint_db_ != nullptr) {
     sqlite3_close(checkpoint_db_);
@@ -151,36 +173,202 @@ void SqliteStore::StopSync() {
 }
 
 void SqliteStore::SyncLoop() {
+  if (options_.sync_thread_nice != 0) {
+    ::setpriority(PRIO_PROCESS, pid_t(::syscall(SYS_gettid)),
+                  options_.sync_thread_nice);
+  }
   uint64_t syncs = 0;
+  std::vector<std::byte> window;
   std::unique_lock<std::mutex> lock(sync_mu_);
   while (true) {
-    sync_cv_.wait(
-        lock, [&] { return sync_stop_ || sync_requested_ > synced_.load(); });
-    if (sync_requested_ <= synced_.load()) return;  // stopping, all synced
-    const uint64_t target = sync_requested_;
+    sync_cv_.wait(lock, [&] { return sync_stop_ || busy_; });
+    if (!busy_) return;  // stopping, and nothing handed off
+    window.swap(handed_);
+    const uint64_t sequence = handed_sequence_;
     lock.unlock();
-    // fsync is per file, not per descriptor: this covers every WAL frame
-    // the Loop's connection wrote before the request.
-    if (::fdatasync(wal_fd_) != 0) sync_failed_.store(true);
-    synced_.store(target);
-    // Checkpoints here, not on the Loop (wal_autocheckpoint=0 there);
-    // PASSIVE never blocks the writer. With synchronous=NORMAL SQLite
-    // syncs the WAL before and the database after copying.
-    if (++syncs % 16 == 0) {
+    // db_ is ours while busy_ (the Loop touches it only in Load(), before
+    // any hand-off); the mutex orders the two threads' uses.
+    bool ok = !sync_failed_.load() && ApplyLog(window);
+    if (ok && options_.before_sync_for_test) options_.before_sync_for_test();
+    // The COMMIT (synchronous=NORMAL) only wrote the WAL; fsync is per
+    // file, not per descriptor, so this covers every frame of it.
+    if (ok && ::fdatasync(wal_fd_) != 0) ok = false;
+    // Checkpoints here too (wal_autocheckpoint=0 on db_); PASSIVE never
+    // blocks the writer. With synchronous=NORMAL SQLite syncs the WAL
+    // before and the database after copying.
+    if (ok && ++syncs % 16 == 0) {
       sqlite3_wal_checkpoint_v2(checkpoint_db_, nullptr,
                                 SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
     }
+    window.clear();  // keeps its capacity: the next hand-off reuses it
     lock.lock();
+    handed_.swap(window);  // the buffer goes back for the Loop's next swap
+    if (ok) {
+      ++thread_commits_;
+      // Only now: a sequence is durable once its COMMIT was fdatasynced.
+      synced_.store(sequence);
+    } else {
+      ++thread_errors_;
+      if (thread_error_.empty()) {
+        thread_error_ = absl::StrCat("commit or fdatasync of the WAL failed: ",
+                                     sqlite3_errmsg(db_));
+      }
+      sync_failed_.store(true);
+    }
+    busy_ = false;
+    if (notify_) notify_();
+    sync_cv_.notify_all();
   }
+}
+
+bool SqliteStore::ApplyLog(const std::vector<std::byte>& log) {
+  auto step = [&](Statement which) {
+    sqlite3_stmt* st = statements_[which];
+    const int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE;
+  };
+  if (!step(kBegin)) return false;
+  for (size_t at = 0; at < log.size();) {
+    LogRecord r;
+    std::memcpy(&r, log.data() + at, sizeof r);
+    if (r.dead == 0 &&
+        ApplyRecord(r, log.data() + at + sizeof(LogRecord)) != SQLITE_DONE) {
+      // Nothing of this window is confirmed, and nothing later either
+      // (durable_sequence() stops; status() says why).
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      return false;
+    }
+    at += r.size;
+  }
+  if (!step(kCommit)) {
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    return false;
+  }
+  return true;
+}
+
+int SqliteStore::ApplyRecord(const LogRecord& r, const std::byte* strings) {
+  // The strings live in the window's buffer until the statement is reset:
+  // SQLITE_STATIC, no copy.
+  std::span<const std::byte> field[5];
+  for (int i = 0; i < 5; ++i) {
+    field[i] = std::span<const std::byte>(strings, r.length[i]);
+    strings += r.length[i];
+  }
+  auto text = [&](sqlite3_stmt* st, int i, int f) {
+    sqlite3_bind_text(st, i, reinterpret_cast<const char*>(field[f].data()),
+                      int(field[f].size()), SQLITE_STATIC);
+  };
+  auto blob = [&](sqlite3_stmt* st, int i, int f) {
+    if (field[f].empty()) {
+      sqlite3_bind_zeroblob(st, i, 0);  // NOT NULL columns
+    } else {
+      sqlite3_bind_blob(st, i, field[f].data(), int(field[f].size()),
+                        SQLITE_STATIC);
+    }
+  };
+  auto run = [&](sqlite3_stmt* st) {
+    const int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+  };
+  sqlite3_stmt* st = nullptr;
+  switch (r.kind) {
+    case LogKind::kPutRetained:
+      st = statements_[kPutRetained];
+      text(st, 1, 0);
+      sqlite3_bind_int(st, 2, r.qos);
+      blob(st, 3, 1);
+      blob(st, 4, 2);
+      sqlite3_bind_int64(st, 5, r.expires_wall_ms);
+      return run(st);
+    case LogKind::kDeleteRetained:
+      st = statements_[kDeleteRetained];
+      text(st, 1, 0);
+      return run(st);
+    case LogKind::kPutSession:
+      st = statements_[kPutSession];
+      text(st, 1, 0);
+      sqlite3_bind_int64(st, 2, r.number);
+      return run(st);
+    case LogKind::kDeleteSession:
+      for (Statement which : {kDeleteSessionQueued, kDeleteSessionInbound,
+                              kDeleteSessionSubscriptions, kDeleteSession}) {
+        st = statements_[which];
+        text(st, 1, 0);
+        if (const int rc = run(st); rc != SQLITE_DONE) return rc;
+      }
+      return SQLITE_DONE;
+    case LogKind::kPutSubscription:
+      st = statements_[kPutSubscription];
+      text(st, 1, 0);
+      text(st, 2, 1);
+      sqlite3_bind_int(st, 3, int(r.number));
+      sqlite3_bind_int64(st, 4, r.subscription_id);
+      return run(st);
+    case LogKind::kDeleteSubscription:
+      st = statements_[kDeleteSubscription];
+      text(st, 1, 0);
+      text(st, 2, 1);
+      return run(st);
+    case LogKind::kPutQueued:
+      st = statements_[kPutQueued];
+      text(st, 1, 0);
+      text(st, 2, 1);
+      sqlite3_bind_int(st, 3, r.message_qos);
+      sqlite3_bind_int(st, 4, r.qos);
+      sqlite3_bind_int(st, 5, r.retain);
+      blob(st, 6, 2);
+      blob(st, 7, 3);
+      blob(st, 8, 4);  // subscription ids, host order (this host)
+      sqlite3_bind_int64(st, 9, r.expires_wall_ms);
+      sqlite3_bind_int64(st, 10, int64_t(r.key));
+      sqlite3_bind_int(st, 11, r.packet_id);
+      sqlite3_bind_int(st, 12, r.released);
+      return run(st);
+    case LogKind::kDeleteQueued:
+      st = statements_[kDeleteQueued];
+      sqlite3_bind_int64(st, 1, int64_t(r.key));
+      return run(st);
+    case LogKind::kUpdateQueued:
+      if (r.packet_id != 0) {
+        st = statements_[kMarkQueuedSent];
+        sqlite3_bind_int64(st, 1, int64_t(r.key));
+        sqlite3_bind_int(st, 2, r.packet_id);
+        if (const int rc = run(st); rc != SQLITE_DONE) return rc;
+      }
+      if (r.released != 0) {
+        st = statements_[kMarkQueuedReleased];
+        sqlite3_bind_int64(st, 1, int64_t(r.key));
+        return run(st);
+      }
+      return SQLITE_DONE;
+    case LogKind::kPutInbound:
+      st = statements_[kPutInbound];
+      text(st, 1, 0);
+      sqlite3_bind_int(st, 2, int(r.number));
+      return run(st);
+    case LogKind::kDeleteInbound:
+      st = statements_[kDeleteInbound];
+      text(st, 1, 0);
+      sqlite3_bind_int(st, 2, int(r.number));
+      return run(st);
+  }
+  return SQLITE_MISUSE;
 }
 
 void SqliteStore::Poll() {
   if (!sync_thread_.joinable()) return;
+  if (handoff_wanted_) HandOff();
+  std::lock_guard<std::mutex> lock(sync_mu_);
+  counters_.commits = thread_commits_;
+  counters_.write_errors = thread_errors_;
   if (sync_failed_.load()) {
     if (status_.ok()) {
       status_ = absl::InternalError(
-          absl::StrCat("store ", path_, ": fdatasync of the WAL failed"));
-      ++counters_.write_errors;
+          absl::StrCat("store ", path_, ": ", thread_error_));
     }
     return;
   }
@@ -212,6 +400,10 @@ absl::Status SqliteStore::Exec(const char* sql) {
 }
 
 absl::Status SqliteStore::Init() {
+  // Once per process, before SQLite initializes: without its allocation
+  // statistics SQLite takes no global mutex per malloc (it did per row).
+  static const int configured = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  (void)configured;
   int rc = sqlite3_open_v2(
       path_.c_str(), &db_,
       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
@@ -536,80 +728,86 @@ void SqliteStore::Fail(const char* what) {
   }
 }
 
-void SqliteStore::BeginChange() {
-  if (options_.fsync != FsyncPolicy::kBatch || in_transaction_) return;
-  sqlite3_stmt* st = statements_[kBegin];
-  if (sqlite3_step(st) != SQLITE_DONE) {
-    Fail("BEGIN");
-  } else {
-    in_transaction_ = true;
-    flush_at_ = MonotonicNow() + options_.batch_window;
-  }
-  sqlite3_reset(st);
-}
-
 void SqliteStore::EndChange(int rc) {
+  // kAlways / kNever: each statement commits on its own (autocommit),
+  // durable as the policy promises when it returns.
   ++written_;
   if (rc == SQLITE_DONE) {
     ++counters_.writes;
-    // Outside a transaction each statement commits on its own (autocommit),
-    // durable as the policy promises when it returns.
-    if (!in_transaction_) {
-      ++counters_.commits;
-      if (status_.ok()) durable_ = written_;
-    }
+    ++counters_.commits;
+    if (status_.ok()) durable_ = written_;
   } else {
     Fail("write");
   }
 }
 
-void SqliteStore::Flush() {
-  if (!in_transaction_) {
-    Poll();
-    return;
+bool SqliteStore::batch() const {
+  return options_.fsync == FsyncPolicy::kBatch;
+}
+
+uint32_t SqliteStore::Append(
+    const LogRecord& header,
+    std::initializer_list<std::span<const std::byte>> strings) {
+  LogRecord r = header;
+  size_t bytes = sizeof(LogRecord);
+  int i = 0;
+  for (std::span<const std::byte> s : strings) {
+    r.length[i++] = uint32_t(s.size());
+    bytes += s.size();
   }
-  // The queued messages still unacknowledged at the end of the window.
-  for (const auto& [key, row] : pending_queued_) {
-    const int rc = WritePendingQueued(key, row);
-    if (rc != SQLITE_DONE) Fail("write");
+  r.size = uint32_t((bytes + 7) & ~size_t{7});
+  const uint32_t offset = uint32_t(log_.size());
+  // resize() on a buffer whose capacity survives the hand-offs (the two
+  // buffers swap): no allocation once both have grown to a window.
+  log_.resize(offset + r.size);
+  std::byte* at = log_.data() + offset;
+  new (at) LogRecord(r);  // trivially copyable: the buffer may move it
+  at += sizeof r;
+  for (std::span<const std::byte> s : strings) {
+    if (!s.empty()) std::memcpy(at, s.data(), s.size());
+    at += s.size();
   }
-  pending_queued_.clear();
-  for (const auto& [key, state] : pending_sent_) {
-    const uint16_t packet_id = uint16_t(state & 0xFFFF);
-    sqlite3_stmt* sent = statements_[kMarkQueuedSent];
-    sqlite3_bind_int64(sent, 1, int64_t(key));
-    sqlite3_bind_int(sent, 2, packet_id);
-    if (sqlite3_step(sent) != SQLITE_DONE) Fail("write");
-    sqlite3_reset(sent);
-    if ((state & kReleasedBit) != 0) {
-      sqlite3_stmt* rel = statements_[kMarkQueuedReleased];
-      sqlite3_bind_int64(rel, 1, int64_t(key));
-      if (sqlite3_step(rel) != SQLITE_DONE) Fail("write");
-      sqlite3_reset(rel);
+  CountLogged();
+  return offset;
+}
+
+void SqliteStore::CountLogged() {
+  // The window opens with its first change: committed at most batch_window
+  // later (the driver's tick).
+  if (flush_at_ == Timestamp::Never()) {
+    flush_at_ = MonotonicNow() + options_.batch_window;
+  }
+  ++written_;
+  ++counters_.writes;
+}
+
+void SqliteStore::HandOff() {
+  handoff_wanted_ = false;
+  if (log_.empty()) return;
+  {
+    std::lock_guard<std::mutex> lock(sync_mu_);
+    if (busy_) {
+      // The previous window's commit or fdatasync is still running: this
+      // window grows until it is done (group commit under load).
+      handoff_wanted_ = true;
+      return;
     }
+    handed_.swap(log_);  // handed_ was the thread's cleared buffer
+    handed_sequence_ = written_;
+    busy_ = true;
   }
-  pending_sent_.clear();
-  sqlite3_stmt* st = statements_[kCommit];
-  if (sqlite3_step(st) == SQLITE_DONE) {
-    ++counters_.commits;
-    // One commit releases every ack of the window: at once where the
-    // COMMIT synced, else once the sync thread has synced the WAL.
-    if (sync_thread_.joinable()) {
-      {
-        std::lock_guard<std::mutex> lock(sync_mu_);
-        sync_requested_ = written_;
-      }
-      sync_cv_.notify_one();
-    } else if (status_.ok()) {
-      durable_ = written_;
-    }
-  } else {
-    Fail("COMMIT");
-    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  sync_cv_.notify_all();
+  log_.clear();
+  // Not clear(): absl frees a table above 127 slots there, and the index
+  // would grow again, allocating, every window.
+  for (auto it = log_index_.begin(); it != log_index_.end();) {
+    log_index_.erase(it++);
   }
-  sqlite3_reset(st);
-  in_transaction_ = false;
   flush_at_ = Timestamp::Never();
+}
+
+void SqliteStore::Flush() {
+  if (batch()) HandOff();
   Poll();
 }
 
@@ -623,70 +821,71 @@ int64_t WallExpiry(const Message& m, Timestamp now) {
                               .count();
   return WallNowMs() + std::max<int64_t>(left_ms, 1);
 }
+
+std::span<const std::byte> Bytes(std::string_view s) {
+  return std::as_bytes(std::span<const char>(s.data(), s.size()));
+}
 }  // namespace
-
-void SqliteStore::CountBuffered() {
-  ++written_;
-  ++counters_.writes;
-}
-
-int SqliteStore::WritePendingQueued(uint64_t key, const PendingQueued& row) {
-  sqlite3_stmt* st = statements_[kPutQueued];
-  BindText(st, 1, row.client_id);
-  BindText(st, 2, row.topic);
-  sqlite3_bind_int(st, 3, row.message_qos);
-  sqlite3_bind_int(st, 4, row.qos);
-  sqlite3_bind_int(st, 5, row.retain ? 1 : 0);
-  BindBlob(st, 6, row.properties);
-  BindBlob(st, 7, row.payload);
-  // Host order, this host.
-  BindBlob(st, 8,
-           std::as_bytes(std::span<const uint32_t>(row.subscription_ids)));
-  sqlite3_bind_int64(st, 9, row.expires_wall_ms);
-  sqlite3_bind_int64(st, 10, int64_t(key));
-  sqlite3_bind_int(st, 11, row.packet_id);
-  sqlite3_bind_int(st, 12, row.released ? 1 : 0);
-  const int rc = sqlite3_step(st);
-  sqlite3_reset(st);
-  sqlite3_clear_bindings(st);
-  return rc;
-}
 
 uint64_t SqliteStore::PutQueued(std::string_view client_id, const Message& m,
                                 uint8_t qos, bool retain,
                                 std::span<const uint32_t> subscription_ids,
                                 Timestamp now) {
-  BeginChange();
   const uint64_t key = ++last_queued_key_;
-  PendingQueued row;
-  row.client_id.assign(client_id.data(), client_id.size());
-  row.topic.assign(m.topic().data(), m.topic().size());
-  row.message_qos = m.qos();
-  row.qos = qos;
-  row.retain = retain;
-  row.properties.assign(m.properties().begin(), m.properties().end());
-  row.payload.assign(m.payload().begin(), m.payload().end());
-  row.subscription_ids.assign(subscription_ids.begin(), subscription_ids.end());
-  row.expires_wall_ms = WallExpiry(m, now);
-  if (options_.fsync == FsyncPolicy::kBatch && in_transaction_) {
-    // Written at the commit, if it is still queued then.
-    pending_queued_.emplace(key, std::move(row));
-    CountBuffered();
+  if (batch()) {
+    // Written at the commit only if it is still queued then.
+    LogRecord r;
+    r.kind = LogKind::kPutQueued;
+    r.key = key;
+    r.message_qos = m.qos();
+    r.qos = qos;
+    r.retain = retain ? 1 : 0;
+    r.expires_wall_ms = WallExpiry(m, now);
+    log_index_[key] =
+        Append(r, {Bytes(client_id), Bytes(m.topic()), m.properties(),
+                   m.payload(), std::as_bytes(subscription_ids)});
     return key;
   }
-  const int rc = WritePendingQueued(key, row);
+  sqlite3_stmt* st = statements_[kPutQueued];
+  BindText(st, 1, client_id);
+  BindText(st, 2, m.topic());
+  sqlite3_bind_int(st, 3, m.qos());
+  sqlite3_bind_int(st, 4, qos);
+  sqlite3_bind_int(st, 5, retain ? 1 : 0);
+  BindBlob(st, 6, m.properties());
+  BindBlob(st, 7, m.payload());
+  BindBlob(st, 8, std::as_bytes(subscription_ids));  // host order
+  sqlite3_bind_int64(st, 9, WallExpiry(m, now));
+  sqlite3_bind_int64(st, 10, int64_t(key));
+  sqlite3_bind_int(st, 11, 0);
+  sqlite3_bind_int(st, 12, 0);
+  const int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
   EndChange(rc);
   return rc == SQLITE_DONE ? key : 0;
 }
 
 void SqliteStore::DeleteQueued(uint64_t key) {
-  if (pending_queued_.erase(key) != 0) {
-    ++counters_.queued_coalesced;  // acknowledged before its commit
-    CountBuffered();
+  if (batch()) {
+    if (auto it = log_index_.find(key); it != log_index_.end()) {
+      LogRecord& r = RecordAt(it->second);
+      r.dead = 1;
+      log_index_.erase(it);
+      if (r.kind == LogKind::kPutQueued) {
+        // Acknowledged within its window: never written at all.
+        ++counters_.queued_coalesced;
+        CountLogged();
+        return;
+      }
+      ++counters_.updates_coalesced;  // the row goes: its update too
+    }
+    LogRecord r;
+    r.kind = LogKind::kDeleteQueued;
+    r.key = key;
+    Append(r, {});
     return;
   }
-  if (pending_sent_.erase(key) != 0) ++counters_.updates_coalesced;
-  BeginChange();
   sqlite3_stmt* st = statements_[kDeleteQueued];
   sqlite3_bind_int64(st, 1, int64_t(key));
   EndChange(sqlite3_step(st));
@@ -694,20 +893,19 @@ void SqliteStore::DeleteQueued(uint64_t key) {
 }
 
 void SqliteStore::MarkQueuedSent(uint64_t key, uint16_t packet_id) {
-  if (auto it = pending_queued_.find(key); it != pending_queued_.end()) {
-    it->second.packet_id = packet_id;
-    CountBuffered();
-    return;
-  }
-  if (options_.fsync == FsyncPolicy::kBatch) {
-    BeginChange();
-    if (in_transaction_) {
-      pending_sent_[key] = packet_id;  // written at the commit
-      CountBuffered();
+  if (batch()) {
+    if (auto it = log_index_.find(key); it != log_index_.end()) {
+      RecordAt(it->second).packet_id = packet_id;  // insert or update
+      CountLogged();
       return;
     }
+    LogRecord r;
+    r.kind = LogKind::kUpdateQueued;
+    r.key = key;
+    r.packet_id = packet_id;
+    log_index_[key] = Append(r, {});
+    return;
   }
-  BeginChange();
   sqlite3_stmt* st = statements_[kMarkQueuedSent];
   sqlite3_bind_int64(st, 1, int64_t(key));
   sqlite3_bind_int(st, 2, packet_id);
@@ -716,17 +914,19 @@ void SqliteStore::MarkQueuedSent(uint64_t key, uint16_t packet_id) {
 }
 
 void SqliteStore::MarkQueuedReleased(uint64_t key) {
-  if (auto it = pending_queued_.find(key); it != pending_queued_.end()) {
-    it->second.released = true;
-    CountBuffered();
+  if (batch()) {
+    if (auto it = log_index_.find(key); it != log_index_.end()) {
+      RecordAt(it->second).released = 1;
+      CountLogged();
+      return;
+    }
+    LogRecord r;
+    r.kind = LogKind::kUpdateQueued;
+    r.key = key;
+    r.released = 1;
+    log_index_[key] = Append(r, {});
     return;
   }
-  if (auto it = pending_sent_.find(key); it != pending_sent_.end()) {
-    it->second |= kReleasedBit;
-    CountBuffered();
-    return;
-  }
-  BeginChange();
   sqlite3_stmt* st = statements_[kMarkQueuedReleased];
   sqlite3_bind_int64(st, 1, int64_t(key));
   EndChange(sqlite3_step(st));
@@ -735,7 +935,13 @@ void SqliteStore::MarkQueuedReleased(uint64_t key) {
 
 void SqliteStore::PutInboundQos2(std::string_view client_id,
                                  uint16_t packet_id) {
-  BeginChange();
+  if (batch()) {
+    LogRecord r;
+    r.kind = LogKind::kPutInbound;
+    r.number = packet_id;
+    Append(r, {Bytes(client_id)});
+    return;
+  }
   sqlite3_stmt* st = statements_[kPutInbound];
   BindText(st, 1, client_id);
   sqlite3_bind_int(st, 2, packet_id);
@@ -745,7 +951,13 @@ void SqliteStore::PutInboundQos2(std::string_view client_id,
 
 void SqliteStore::DeleteInboundQos2(std::string_view client_id,
                                     uint16_t packet_id) {
-  BeginChange();
+  if (batch()) {
+    LogRecord r;
+    r.kind = LogKind::kDeleteInbound;
+    r.number = packet_id;
+    Append(r, {Bytes(client_id)});
+    return;
+  }
   sqlite3_stmt* st = statements_[kDeleteInbound];
   BindText(st, 1, client_id);
   sqlite3_bind_int(st, 2, packet_id);
@@ -754,7 +966,14 @@ void SqliteStore::DeleteInboundQos2(std::string_view client_id,
 }
 
 void SqliteStore::PutRetained(const Message& m, Timestamp now) {
-  BeginChange();
+  if (batch()) {
+    LogRecord r;
+    r.kind = LogKind::kPutRetained;
+    r.qos = m.qos();
+    r.expires_wall_ms = WallExpiry(m, now);
+    Append(r, {Bytes(m.topic()), m.properties(), m.payload()});
+    return;
+  }
   sqlite3_stmt* st = statements_[kPutRetained];
   BindText(st, 1, m.topic());
   sqlite3_bind_int(st, 2, m.qos());
@@ -767,7 +986,12 @@ void SqliteStore::PutRetained(const Message& m, Timestamp now) {
 }
 
 void SqliteStore::DeleteRetained(std::string_view topic) {
-  BeginChange();
+  if (batch()) {
+    LogRecord r;
+    r.kind = LogKind::kDeleteRetained;
+    Append(r, {Bytes(topic)});
+    return;
+  }
   sqlite3_stmt* st = statements_[kDeleteRetained];
   BindText(st, 1, topic);
   EndChange(sqlite3_step(st));
@@ -776,7 +1000,13 @@ void SqliteStore::DeleteRetained(std::string_view topic) {
 
 void SqliteStore::PutSession(std::string_view client_id,
                              uint32_t expiry_interval_s) {
-  BeginChange();
+  if (batch()) {
+    LogRecord r;
+    r.kind = LogKind::kPutSession;
+    r.number = expiry_interval_s;
+    Append(r, {Bytes(client_id)});
+    return;
+  }
   sqlite3_stmt* st = statements_[kPutSession];
   BindText(st, 1, client_id);
   sqlite3_bind_int64(st, 2, expiry_interval_s);
@@ -785,12 +1015,25 @@ void SqliteStore::PutSession(std::string_view client_id,
 }
 
 void SqliteStore::DeleteSession(std::string_view client_id) {
-  absl::erase_if(pending_queued_, [&](const auto& entry) {
-    return entry.second.client_id == client_id;
-  });
-  // Updates of its written rows are harmless (the rows go below); they
-  // update nothing at the commit.
-  BeginChange();
+  if (batch()) {
+    // Its queued messages of this window need not be written: the record
+    // below deletes whatever the session has anyway (the log is applied in
+    // order), so this only saves the writes.
+    absl::erase_if(log_index_, [&](const auto& entry) {
+      LogRecord& r = RecordAt(entry.second);
+      const std::string_view owner(
+          reinterpret_cast<const char*>(log_.data() + entry.second +
+                                        sizeof(LogRecord)),
+          r.length[0]);
+      if (r.kind != LogKind::kPutQueued || owner != client_id) return false;
+      r.dead = 1;
+      return true;
+    });
+    LogRecord r;
+    r.kind = LogKind::kDeleteSession;
+    Append(r, {Bytes(client_id)});
+    return;
+  }
   for (Statement which : {kDeleteSessionQueued, kDeleteSessionInbound,
                           kDeleteSessionSubscriptions, kDeleteSession}) {
     sqlite3_stmt* st = statements_[which];
@@ -804,7 +1047,14 @@ void SqliteStore::PutSubscription(std::string_view client_id,
                                   std::string_view filter,
                                   const SubscriptionOptions& options,
                                   uint32_t subscription_id) {
-  BeginChange();
+  if (batch()) {
+    LogRecord r;
+    r.kind = LogKind::kPutSubscription;
+    r.number = PackOptions(options);
+    r.subscription_id = subscription_id;
+    Append(r, {Bytes(client_id), Bytes(filter)});
+    return;
+  }
   sqlite3_stmt* st = statements_[kPutSubscription];
   BindText(st, 1, client_id);
   BindText(st, 2, filter);
@@ -816,7 +1066,12 @@ void SqliteStore::PutSubscription(std::string_view client_id,
 
 void SqliteStore::DeleteSubscription(std::string_view client_id,
                                      std::string_view filter) {
-  BeginChange();
+  if (batch()) {
+    LogRecord r;
+    r.kind = LogKind::kDeleteSubscription;
+    Append(r, {Bytes(client_id), Bytes(filter)});
+    return;
+  }
   sqlite3_stmt* st = statements_[kDeleteSubscription];
   BindText(st, 1, client_id);
   BindText(st, 2, filter);

@@ -15,27 +15,31 @@
 // - kAlways: every change is its own transaction, committed with
 //   synchronous=FULL (the WAL is fsynced before the call returns). Nothing
 //   acknowledged is lost to a crash or a power cut; one fsync per change.
-// - kBatch: changes gather in one open transaction, committed at most
-//   `batch_window` after the first (group commit); the commit's WAL frames
-//   are fdatasynced by the store's sync thread (below). A queued message
-//   is kept in memory until the commit and written then, so one that is
-//   acknowledged within its window costs no write at all
+// - kBatch: changes gather in a window, committed at most `batch_window`
+//   after its first (group commit) by the store's sync thread (below). A
+//   queued message stays in the window's change log until the hand-off, so
+//   one that is acknowledged within its window costs no write at all
 //   (counters().queued_coalesced). The broker holds the PUBACK/PUBREC/
-//   PUBCOMP of a packet that changed the store until that commit is synced
-//   (durable_sequence()), so a kill -9 or power cut loses only changes
-//   nobody was told about (the clients send them again), never an
-//   acknowledged message, and never corrupts. The cost: acks of stored
-//   messages wait up to `batch_window` plus the sync, plus one tick.
+//   PUBCOMP/SUBACK/UNSUBACK of a packet that changed the store until that
+//   commit is synced (durable_sequence()), so a kill -9 or power cut loses
+//   only changes nobody was told about (the clients send them again),
+//   never an acknowledged message, and never corrupts. The cost: acks of
+//   stored messages wait for the window plus its commit and sync.
 // - kNever: every change is committed at once but never fsynced
 //   (synchronous=OFF): a kill -9 loses nothing (the kernel holds the
 //   writes), a power cut or kernel crash may lose recent changes or, per
 //   SQLite's documentation, corrupt the database.
 //
-// kBatch and the Loop: COMMIT itself only writes the WAL (synchronous=
-// NORMAL); a sync thread of the store fdatasyncs the WAL file and runs the
-// checkpoints (PASSIVE, on its own connection), so the Loop never waits for
-// the disk. A commit counts as durable (durable_sequence()) once a
-// fdatasync that began after it has returned; Poll() takes that in.
+// kBatch and the Loop: the Loop only appends each change to a change log
+// (a reused buffer); Flush() hands the window to the sync thread (a buffer
+// swap), which applies it in one transaction, COMMITs (synchronous=NORMAL:
+// the WAL is written, not synced), fdatasyncs the WAL and runs the
+// checkpoints (PASSIVE, on its own connection). The Loop never runs SQLite
+// after Load() nor waits for the disk. A window counts as durable
+// (durable_sequence()) once its fdatasync has returned; Poll() takes that
+// in. If the thread is still busy at Flush(), the window grows until the
+// next Flush()/Poll() (SqliteStoreOptions::sync_thread_nice lets the Loop
+// keep a CPU they share).
 //
 // Errors: Open() fails (never silently starts empty) when the directory
 // cannot be used, the file is not a database or fails PRAGMA quick_check
@@ -46,15 +50,21 @@
 // durable_sequence() stops there, so acks of stored messages are held from
 // then on (nothing that may be lost is confirmed).
 // Ownership: owns its sqlite3 handles (and, kBatch, its sync thread).
-// Threading: every method on one thread (the Loop's).
+// Threading: every method on one thread (the Loop's); kBatch's sync thread
+// uses the handles only while it holds a window (the Loop only in Load(),
+// before any). set_durable_notifier's callback runs on the sync thread.
 #ifndef RINGLAB_MQTT_STORE_SQLITE_H_
 #define RINGLAB_MQTT_STORE_SQLITE_H_
 
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
+#include <new>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -81,6 +91,15 @@ struct SqliteStoreOptions {
   std::string data_dir;  // created if missing; holds broker.db (+ -wal)
   FsyncPolicy fsync = FsyncPolicy::kBatch;
   Duration batch_window = std::chrono::milliseconds(10);
+  // kBatch: the sync thread's nice value (0: the Loop's). Above 0 the
+  // Loop keeps the CPU they share under load; the windows then grow and
+  // more queued messages are acknowledged before their commit (so never
+  // written), at the cost of acks held longer.
+  int sync_thread_nice = 0;
+  // Tests only: kBatch, called on the sync thread after a window's COMMIT
+  // and before its fdatasync (a test blocks it to see that nothing is
+  // confirmed in between).
+  std::function<void()> before_sync_for_test;
 };
 
 struct SqliteStoreCounters {
@@ -111,8 +130,16 @@ class SqliteStore : public BrokerStore {
   // (durable_sequence() advances here and in Flush()). Call it on every
   // batch tick, then Broker::OnStoreDurable.
   void Poll();
-  // Commits the open transaction (if any).
+  // kAlways/kNever: nothing to do. kBatch: hands the window's changes to
+  // the sync thread, which applies, commits and fdatasyncs them; if the
+  // thread is still busy with the previous window the hand-off waits for
+  // the next Flush() or Poll() (the window grows, nothing blocks).
   void Flush();
+  // kBatch: called on the sync thread after each commit is synced (and
+  // after a failure), so the Loop can Poll() at once instead of at its next
+  // tick (e.g. a Loop::Post). Set before the first change; the store's
+  // destructor stops calling it.
+  void set_durable_notifier(std::function<void()> notify);
 
   // The first write error, or OK.
   const absl::Status& status() const { return status_; }
@@ -147,13 +174,10 @@ class SqliteStore : public BrokerStore {
   explicit SqliteStore(const SqliteStoreOptions& options);
   absl::Status Init();
   absl::Status Exec(const char* sql);
-  // Before a change: opens the batch transaction if needed.
-  void BeginChange();
-  // After a change: commits it (kAlways/kNever) or schedules the commit.
+  bool batch() const;
+  // kAlways/kNever, after a change: it committed (autocommit) or failed.
   void EndChange(int rc);
   void Fail(const char* what);
-  // Counts a change that needs no statement (kept in pending_queued_).
-  void CountBuffered();
 
   SqliteStoreOptions options_;
   std::string path_;
@@ -179,31 +203,60 @@ class SqliteStore : public BrokerStore {
     kStatementCount,
   };
   sqlite3_stmt* statements_[kStatementCount] = {};
-  bool in_transaction_ = false;
-  // kBatch: queued messages not written yet, by key (written at Flush).
-  struct PendingQueued {
-    std::string client_id;
-    std::string topic;
-    uint8_t message_qos = 0;
-    uint8_t qos = 0;
-    bool retain = false;
-    std::vector<std::byte> properties;
-    std::vector<std::byte> payload;
-    std::vector<uint32_t> subscription_ids;
-    int64_t expires_wall_ms = 0;
-    uint16_t packet_id = 0;
-    bool released = false;
+  // kBatch change log: the Loop serializes each change into log_ (a reused
+  // buffer, so no allocation per change once it has grown) and the sync
+  // thread applies a whole window with prepared statements (ApplyLog), so
+  // the Loop never runs SQLite after Load(). Records are 8-aligned LogRecord
+  // headers followed by their strings.
+  enum class LogKind : uint8_t {
+    kPutRetained,
+    kDeleteRetained,
+    kPutSession,
+    kDeleteSession,
+    kPutSubscription,
+    kDeleteSubscription,
+    kPutQueued,
+    kDeleteQueued,
+    kUpdateQueued,
+    kPutInbound,
+    kDeleteInbound,
   };
-  absl::flat_hash_map<uint64_t, PendingQueued> pending_queued_;
-  // kBatch: in-flight state of rows already written (key -> packet id,
-  // with kReleasedBit for PUBREL sent), applied at Flush unless the row is
-  // deleted first (the subscriber's ack usually comes within the window).
-  static constexpr uint32_t kReleasedBit = 1u << 16;
-  absl::flat_hash_map<uint64_t, uint32_t> pending_sent_;
-  // Binds and runs kPutQueued for one row; the SQLite result code.
-  int WritePendingQueued(uint64_t key, const PendingQueued& row);
+  struct LogRecord {
+    uint32_t size = 0;  // header + strings, rounded up to 8
+    LogKind kind = LogKind::kPutSession;
+    uint8_t dead = 0;  // coalesced away before the hand-off
+    uint8_t qos = 0;
+    uint8_t message_qos = 0;
+    uint8_t retain = 0;
+    uint8_t released = 0;    // kPutQueued / kUpdateQueued: PUBREL went out
+    uint16_t packet_id = 0;  // kUpdateQueued: 0 leaves it as it is
+    uint32_t number = 0;     // expiry_s, packed options or packet id
+    uint64_t key = 0;        // queued key
+    uint32_t subscription_id = 0;
+    uint32_t length[5] = {};  // the strings that follow, in order
+    int64_t expires_wall_ms = 0;
+  };
+  // Appends a record with `strings` after it; returns its offset in log_.
+  uint32_t Append(const LogRecord& header,
+                  std::initializer_list<std::span<const std::byte>> strings);
+  LogRecord& RecordAt(uint32_t offset) {
+    return *std::launder(reinterpret_cast<LogRecord*>(log_.data() + offset));
+  }
+  // Counts a change of the window (kBatch).
+  void CountLogged();
+  // kBatch: hands log_ to the sync thread if it is idle.
+  void HandOff();
+  // On the sync thread: applies one window; false on the first failure.
+  bool ApplyLog(const std::vector<std::byte>& log);
+  int ApplyRecord(const LogRecord& r, const std::byte* strings);
+  std::vector<std::byte> log_;
+  // key -> offset of the window's kPutQueued or kUpdateQueued for it, so an
+  // update patches it and a delete drops it (the subscriber's ack usually
+  // comes within the window: counters().queued_coalesced/updates_coalesced).
+  absl::flat_hash_map<uint64_t, uint32_t> log_index_;
+  bool handoff_wanted_ = false;   // Flush() found the thread busy
   uint64_t last_queued_key_ = 0;  // keys are ours: explicit row ids
-  // kBatch sync thread (SyncLoop): fdatasyncs the WAL up to a commit.
+  // kBatch sync thread (SyncLoop): applies, commits, fdatasyncs a window.
   void SyncLoop();
   void StopSync();
   int wal_fd_ = -1;
@@ -211,8 +264,17 @@ class SqliteStore : public BrokerStore {
   std::thread sync_thread_;
   std::mutex sync_mu_;
   std::condition_variable sync_cv_;
-  uint64_t sync_requested_ = 0;  // guarded by sync_mu_
-  bool sync_stop_ = false;       // guarded by sync_mu_
+  // Guarded by sync_mu_: the window handed off (the thread owns it while
+  // busy_), the sequence it covers, and what the thread reports back.
+  std::vector<std::byte> handed_;
+  uint64_t handed_sequence_ = 0;
+  bool busy_ = false;
+  bool sync_stop_ = false;
+  uint64_t thread_commits_ = 0;
+  uint64_t thread_errors_ = 0;
+  std::string thread_error_;  // the first failure
+  std::function<void()> notify_;
+  // The last sequence committed and synced (the thread stores, Poll reads).
   std::atomic<uint64_t> synced_{0};
   std::atomic<bool> sync_failed_{false};
   uint64_t written_ = 0;  // changes made (BrokerStore::written_sequence)
