@@ -1426,14 +1426,18 @@ void Broker::HandlePubResponse(Connection& c, const PubResponse& r,
           f.state = Inflight::State::kAwaitPubcomp;
           f.message.Reset();  // PUBREL needs only the id
           // The client has the message: the store keeps only that PUBREL
-          // is next, so a restart resumes with PUBREL (MQTT-4.4.0-1).
+          // is next, so a restart resumes with PUBREL (MQTT-4.4.0-1). The
+          // PUBREL itself waits for that record's commit: once it is out the
+          // PUBLISH must never be sent again (MQTT-4.3.3), and a restart from
+          // an older record would send it.
+          const uint64_t written_before = StoreWritten();
           if (f.store_key != 0 && store_ != nullptr) {
             store_->MarkQueuedReleased(f.store_key);
           }
           PubResponse rel;
           rel.type = PacketType::kPubrel;
           rel.packet_id = r.packet_id;
-          StageControl(c, rel);
+          StageAck(c, rel, written_before);
         }
       }
       break;

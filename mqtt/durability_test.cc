@@ -257,6 +257,38 @@ TEST_P(GroupCommit, Qos2PubrecAndPubcompWaitForTheirCommits) {
   EXPECT_EQ(comp.packet_id, 9);
 }
 
+// The broker's PUBREL to a QoS 2 subscriber waits for the commit that
+// records it was sent. Before, it went out at once: the kill -9 loop with a
+// subscriber online (store_crash_test.py --qos=2 --online --fsync=batch,
+// seed 216443628) restarted a broker whose store still said "PUBLISH not
+// released", so it sent the PUBLISH again after the subscriber had taken
+// the PUBREL and completed: a QoS 2 message delivered twice (the sender
+// must not resend a PUBLISH once it sent PUBREL, MQTT-4.3.3).
+TEST_P(GroupCommit, PubrelToASubscriberWaitsForItsCommit) {
+  RawClient& sub = PersistentSubscriber("t", 2);
+  RawClient& pub = Connected(MakeConnect(GetParam(), "pub", true));
+  Publish(pub, "t", 2, 4);
+  sim_.RunFor(kStep);
+  Commit();
+  OwnedFrame f;
+  const mqtt::Publish delivered = sub.Expect<mqtt::Publish>(Version::k311, &f);
+  ASSERT_EQ(delivered.qos, 2);
+  const uint16_t id = delivered.packet_id;
+  PubResponse rec;
+  rec.type = PacketType::kPubrec;
+  rec.packet_id = id;
+  const uint64_t before = store_.written_sequence();
+  sub.Send(rec, Version::k311);
+  sim_.RunFor(kStep);
+  ASSERT_GT(store_.written_sequence(), before);  // "PUBREL sent" is stored
+  EXPECT_EQ(sub.pending(), 0u) << "PUBREL before the commit";
+  Commit();
+  ASSERT_EQ(sub.pending(), 1u);
+  const PubResponse rel = sub.Expect<PubResponse>(Version::k311, &f);
+  EXPECT_EQ(rel.type, PacketType::kPubrel);
+  EXPECT_EQ(rel.packet_id, id);
+}
+
 TEST_P(GroupCommit, OneCommitReleasesTheWholeWindowInOrder) {
   RawClient& sub = PersistentSubscriber("t/#", 1);
   RawClient& a = Connected(MakeConnect(GetParam(), "a", true));
