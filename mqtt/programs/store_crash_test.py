@@ -2,20 +2,26 @@
 """kill -9 loop for the broker's durable store (standard library only).
 
 Each round starts ringlab_mqtt_broker on one data directory with
---fsync=always (or the --fsync given here), publishes retained QoS 1 messages as fast as PUBACKs come
-back (a window of them in flight), and kills the broker with SIGKILL at a
-random point. A persistent session (Clean Session 0, subscribed to the
-same topics, offline while they are published) gets every one of them
-queued. The next round restarts the broker on the same directory and
-checks that every retained message whose PUBACK arrived is there, with its
-payload, and that the persistent session is still present and receives
-every PUBACKed message (at least once). The store is written before the
-PUBACK is staged, and with fsync=batch the PUBACK waits for the group
-commit that covers the message, so under either policy a PUBACKed message
-must survive.
+--fsync=always (or the --fsync given here), publishes retained QoS 1 (or,
+with --qos=2, QoS 2) messages as fast as the acknowledgements come back (a
+window of them in flight), and kills the broker with SIGKILL at a random
+point. A persistent session (Clean Session 0, subscribed to the same
+topics at the same QoS, offline while they are published) gets every one
+of them queued. The next round restarts the broker on the same directory
+and checks that every retained message whose PUBACK (QoS 2: PUBCOMP)
+arrived is there, with its payload, and that the persistent session is
+still present and receives every acknowledged message: at least once for
+QoS 1, exactly once for QoS 2 (the checker keeps its side of the QoS 2
+state across its reconnections, as a client's session must, so a resend
+with DUP of a message it has not released yet is not a duplicate; a
+message delivered again after its PUBREL is). The store is written before
+the acknowledgement is staged, and with fsync=batch it waits for the group
+commit that covers the message, so under either policy an acknowledged
+message must survive.
 
   store_crash_test.py --broker=build/ci/mqtt/ringlab_mqtt_broker --rounds=5
   store_crash_test.py --broker=... --fsync=batch --fsync_batch_ms=20
+  store_crash_test.py --broker=... --qos=2 --fsync=batch
 
 Exit codes: 0 pass, 1 failure, 77 skipped (no broker binary).
 """
@@ -31,6 +37,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 
@@ -169,74 +176,119 @@ def read_retained(port, filter_, expected):
     return got
 
 
-def drain_session(port, client_id):
+class Receiver:
+    """The durable subscriber's side of its session, kept across its
+    reconnections: every topic delivered so far, and the QoS 2 packet ids
+    it answered with PUBREC and has not seen released (MQTT 4.3.3)."""
+
+    def __init__(self):
+        self.delivered = set()
+        self.awaiting_release = {}  # packet id -> topic
+        self.duplicates = []
+
+
+def drain_session(port, client_id, receiver, until_closed=False):
     """Resumes a persistent session; returns (session present, topics of
-    the QoS 1 messages it received, each acknowledged)."""
+    the messages it received this time, each acknowledged). It reads until
+    1 s passes without a packet, or with `until_closed` until the broker
+    goes away (the subscriber that stays online while the broker is
+    killed)."""
     c = Conn(port, client_id, clean=False)
     present = c.session_present
     topics = set()
     while True:
-        frame = c.read(1.0)
+        try:
+            frame = c.read(60.0 if until_closed else 1.0)
+        except (ConnectionError, OSError):
+            if until_closed:
+                c.close()
+                return present, topics
+            raise
         if frame is None:
             break
         first, body = frame
-        if first >> 4 != 3:
+        kind = first >> 4
+        if kind == 6:  # PUBREL: the message is ours for good
+            pid = body[:2]
+            receiver.awaiting_release.pop(struct.unpack("!H", pid)[0], None)
+            c.sock.sendall(packet(0x70, pid))
             continue
+        if kind != 3:
+            continue
+        qos = (first >> 1) & 3
         tlen = struct.unpack("!H", body[:2])[0]
-        topics.add(body[2:2 + tlen].decode())
-        if (first >> 1) & 3:
+        topic = body[2:2 + tlen].decode()
+        topics.add(topic)
+        if qos == 2:
+            pid_bytes = body[2 + tlen:4 + tlen]
+            pid = struct.unpack("!H", pid_bytes)[0]
+            if receiver.awaiting_release.get(pid) != topic:
+                # A new delivery, not the resend of one not yet released.
+                if topic in receiver.delivered:
+                    receiver.duplicates.append(topic)
+                receiver.awaiting_release[pid] = topic
+            c.sock.sendall(packet(0x50, pid_bytes))
+        elif qos == 1:
             c.sock.sendall(packet(0x40, body[2 + tlen:4 + tlen]))
-    # DISCONNECT, so the PUBACKs above are read before the socket closes.
+        receiver.delivered.add(topic)
+    # DISCONNECT, so the acknowledgements above are read before the socket
+    # closes.
     c.sock.sendall(bytes([0xE0, 0]))
     time.sleep(0.05)
     c.close()
     return present, topics
 
 
-def publish_until_killed(port, proc, round_no, kill_after_s, rng):
-    """Publishes retained QoS 1 messages; SIGKILLs the broker after
-    kill_after_s. Returns {topic: payload} of the PUBACKed ones."""
+def publish_until_killed(port, proc, round_no, kill_after_s, rng, qos):
+    """Publishes retained messages at `qos`; SIGKILLs the broker after
+    kill_after_s. Returns {topic: payload} of the acknowledged ones (PUBACK,
+    or for QoS 2 PUBCOMP)."""
     c = Conn(port, "pub-%d" % round_no)
-    acked, pending = {}, {}
+    acked, pending, released = {}, {}, {}
     next_id, k = 1, 0
     deadline = time.monotonic() + kill_after_s
     window = rng.choice([1, 8, 32])
+
+    def handle(first, body):
+        pid_bytes = body[:2]
+        pid = struct.unpack("!H", pid_bytes)[0]
+        kind = first >> 4
+        if kind == 4 and pid in pending:  # PUBACK
+            topic, payload = pending.pop(pid)
+            acked[topic] = payload
+        elif kind == 5 and pid in pending:  # PUBREC: release it
+            released[pid] = pending.pop(pid)
+            c.sock.sendall(packet(0x62, pid_bytes))
+        elif kind == 7 and pid in released:  # PUBCOMP
+            topic, payload = released.pop(pid)
+            acked[topic] = payload
+
     try:
         while time.monotonic() < deadline:
-            while len(pending) < window:
+            while len(pending) + len(released) < window:
                 topic = "crash/%d/%d" % (round_no, k)
                 payload = ("r%d-m%d-" % (round_no, k)).encode() * 4
                 pid = next_id
                 next_id = next_id % 65535 + 1
-                c.sock.sendall(packet(0x33, mqtt_str(topic) +
+                c.sock.sendall(packet(0x31 | (qos << 1), mqtt_str(topic) +
                                       struct.pack("!H", pid) + payload))
                 pending[pid] = (topic, payload)
                 k += 1
             frame = c.read(max(0.0, deadline - time.monotonic()))
             if frame is None:
                 break
-            first, body = frame
-            if first >> 4 == 4:  # PUBACK
-                pid = struct.unpack("!H", body[:2])[0]
-                if pid in pending:
-                    topic, payload = pending.pop(pid)
-                    acked[topic] = payload
+            handle(*frame)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        # PUBACKs already in our socket buffer count too: the broker sent
-        # them before it died.
+        # Acknowledgements already in our socket buffer count too: the
+        # broker sent them before it died.
         try:
             while True:
                 frame = c.read(0.2)
                 if frame is None:
                     break
-                first, body = frame
-                if first >> 4 == 4:
-                    pid = struct.unpack("!H", body[:2])[0]
-                    if pid in pending:
-                        topic, payload = pending.pop(pid)
-                        acked[topic] = payload
+                handle(*frame)
         except (ConnectionError, OSError):
             pass
         c.close()
@@ -250,6 +302,11 @@ def main():
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--fsync", choices=["always", "batch"], default="always")
     ap.add_argument("--fsync_batch_ms", type=int, default=10)
+    ap.add_argument("--qos", type=int, choices=[1, 2], default=1)
+    ap.add_argument("--online", action="store_true",
+                    help="the durable subscriber stays connected while the "
+                    "messages are published, so kills also land in the "
+                    "middle of its deliveries")
     args = ap.parse_args()
     FSYNC_FLAGS[:] = ["--fsync=" + args.fsync,
                       "--fsync_batch_ms=%d" % args.fsync_batch_ms]
@@ -258,34 +315,53 @@ def main():
         return 77
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
-    print("seed %d, fsync=%s" % (seed, args.fsync))
+    print("seed %d, fsync=%s, qos %d%s" % (seed, args.fsync, args.qos,
+                                         ", online" if args.online else ""))
     data_dir = tempfile.mkdtemp(prefix="ringlab_store_crash.")
     failures = 0
     expected = {}
-    undelivered = set()  # PUBACKed, not yet seen by the durable session
+    undelivered = set()  # acknowledged, not yet seen by the durable session
+    receiver = Receiver()
     proc = None
     try:
         proc, port = start_broker(args.broker, data_dir)
         # A persistent session, made before any kill.
         s = Conn(port, "durable", clean=False)
         s.sock.sendall(packet(0x82, struct.pack("!H", 1) +
-                              mqtt_str("crash/#") + bytes([1])))
+                              mqtt_str("crash/#") + bytes([args.qos])))
         if s.read(5) is None:
             raise RuntimeError("no SUBACK")
         s.close()
         for round_no in range(args.rounds):
             kill_after = rng.uniform(0.02, 0.4)
-            acked = publish_until_killed(port, proc, round_no, kill_after, rng)
+            online = {}
+            listener = None
+            if args.online:
+                def listen():
+                    online["topics"] = drain_session(port, "durable", receiver,
+                                                     until_closed=True)[1]
+                listener = threading.Thread(target=listen)
+                listener.start()
+                time.sleep(0.05)  # connected before the first publish
+            acked = publish_until_killed(port, proc, round_no, kill_after, rng,
+                                         args.qos)
+            if listener is not None:
+                listener.join(timeout=30)
+                undelivered_online = online.get("topics", set())
+            else:
+                undelivered_online = set()
             expected.update(acked)
             undelivered.update(acked)
+            undelivered -= undelivered_online
             proc, port = start_broker(args.broker, data_dir)
             got = read_retained(port, "crash/#", len(expected))
             missing = [t for t, p in expected.items() if got.get(t) != p]
-            present, topics = drain_session(port, "durable")
+            duplicates_before = len(receiver.duplicates)
+            present, topics = drain_session(port, "durable", receiver)
             undelivered -= topics
             print("round %d: killed after %.0f ms, %d acked (%d in total), "
                   "%d retained after restart, %d missing; session %s, "
-                  "%d queued messages received, %d PUBACKed never received" %
+                  "%d queued messages received, %d acknowledged never received" %
                   (round_no, kill_after * 1000, len(acked), len(expected),
                    len(got), len(missing),
                    "present" if present else "LOST", len(topics),
@@ -297,6 +373,10 @@ def main():
                 print("  never delivered, e.g. %s" % sorted(undelivered)[:5])
                 failures += 1
             if not present:
+                failures += 1
+            if args.qos == 2 and len(receiver.duplicates) > duplicates_before:
+                print("  QoS 2 delivered twice, e.g. %s" %
+                      receiver.duplicates[duplicates_before:][:5])
                 failures += 1
             if not expected:
                 print("  nothing was acknowledged this round")
