@@ -199,6 +199,8 @@ TEST_P(SteadyState, PublishDeliverLoopAllocatesNothing) {
       }
     });
     d.Drain();
+    // The PUBREL to the subscriber waits for the commit that records it.
+    commit();
     // The publisher completes its QoS 2 exchanges.
     d.Receive(d.pub_, [&](const Frame& f) {
       if (f.type == PacketType::kPubrec) {
