@@ -151,7 +151,21 @@ class UringBackend final : public LoopCore, public BufferRecycler {
           absl::StrCat("LoopOptions::queue_depth (", options_.queue_depth,
                        ") must be in 1..", kMaxQueueDepth, " for io_uring"));
     }
+    // The rings' memory is charged like the pool (below): ENOMEM here can
+    // be the charge of a ring whose process just exited, which the kernel
+    // releases asynchronously, so retry for up to a second as RegisterPool
+    // does. (Seen in CI: MemlockBackToBackProcesses, the second process's
+    // ring setup failed right after the first one exited.)
+    const io_uring_params requested = params;
     int ret = io_uring_queue_init_params(options_.queue_depth, &ring_, &params);
+    Duration slept(0);
+    for (Duration pause = std::chrono::milliseconds(5);
+         ret == -ENOMEM && slept < std::chrono::seconds(1); pause *= 2) {
+      std::this_thread::sleep_for(pause);
+      slept += pause;
+      params = requested;
+      ret = io_uring_queue_init_params(options_.queue_depth, &ring_, &params);
+    }
     if (ret < 0) return UringError("io_uring_queue_init_params", ret);
     ring_ready_ = true;
 
