@@ -81,6 +81,24 @@ constexpr int kCqeBatch = 64;
 constexpr int kRegisteredRingFlag = 1;  // liburing's INT_FLAG_REG_RING
 constexpr int kSqFullRetries = 64;
 
+// Calls `fn` (a liburing call returning 0 or -errno) and, while it fails
+// with ENOMEM, again after a doubling pause from 5 ms, for up to a second in
+// all. Memlock charges of rings whose process just exited are released
+// asynchronously, so an ENOMEM right after another process ended often
+// passes on a retry (ring setup and buffer registration both meet it).
+template <typename Fn>
+int RetryWhileEnomem(Fn fn) {
+  int ret = fn();
+  Duration slept(0);
+  for (Duration pause = std::chrono::milliseconds(5);
+       ret == -ENOMEM && slept < std::chrono::seconds(1); pause *= 2) {
+    std::this_thread::sleep_for(pause);
+    slept += pause;
+    ret = fn();
+  }
+  return ret;
+}
+
 absl::Status UringError(absl::string_view what, int negative_errno) {
   const int err = -negative_errno;
   std::string message = absl::StrCat(what, ": ", std::strerror(err));
@@ -157,15 +175,10 @@ class UringBackend final : public LoopCore, public BufferRecycler {
     // does. (Seen in CI: MemlockBackToBackProcesses, the second process's
     // ring setup failed right after the first one exited.)
     const io_uring_params requested = params;
-    int ret = io_uring_queue_init_params(options_.queue_depth, &ring_, &params);
-    Duration slept(0);
-    for (Duration pause = std::chrono::milliseconds(5);
-         ret == -ENOMEM && slept < std::chrono::seconds(1); pause *= 2) {
-      std::this_thread::sleep_for(pause);
-      slept += pause;
-      params = requested;
-      ret = io_uring_queue_init_params(options_.queue_depth, &ring_, &params);
-    }
+    int ret = RetryWhileEnomem([&] {
+      params = requested;  // the kernel writes into it, also on failure
+      return io_uring_queue_init_params(options_.queue_depth, &ring_, &params);
+    });
     if (ret < 0) return UringError("io_uring_queue_init_params", ret);
     ring_ready_ = true;
 
@@ -209,14 +222,8 @@ class UringBackend final : public LoopCore, public BufferRecycler {
   // asynchronously. The latter passes, so retry for up to a second.
   absl::Status RegisterPool() {
     iovec region{pool->region(), pool->region_bytes()};
-    int ret = io_uring_register_buffers(&ring_, &region, 1);
-    Duration slept(0);
-    for (Duration pause = std::chrono::milliseconds(5);
-         ret == -ENOMEM && slept < std::chrono::seconds(1); pause *= 2) {
-      std::this_thread::sleep_for(pause);
-      slept += pause;
-      ret = io_uring_register_buffers(&ring_, &region, 1);
-    }
+    int ret = RetryWhileEnomem(
+        [&] { return io_uring_register_buffers(&ring_, &region, 1); });
     if (ret == -ENOMEM) {
       const Capabilities caps = CurrentCapabilities();
       return absl::ResourceExhaustedError(absl::StrCat(
