@@ -26,6 +26,7 @@
 // stderr; a store it cannot read is an error (exit 1), never an empty one.
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -442,6 +443,16 @@ int Run(int argc, char** argv) {
   if (int rc = TlsOptionsFromFlags(cfg, *listen, &tls_options); rc != kExitOk) {
     return rc;
   }
+  // /metrics listens on the MQTT listener's address, on its own port.
+  if (cfg.metrics_port > 65535) {
+    std::fprintf(stderr, "ringlab_mqtt_broker: --metrics_port out of range\n");
+    return kExitUsage;
+  }
+  std::optional<Endpoint> metrics_listen;
+  if (cfg.metrics_port >= 0) {
+    metrics_listen = *listen;
+    metrics_listen->set_port(uint16_t(cfg.metrics_port));
+  }
   if (cfg.threads != 1) {
     // N Loops on N threads (broker_multi.h); this Loop becomes Loop 0.
     if (cfg.threads == 0 || cfg.threads > 64 || !cfg.data_dir.empty()) {
@@ -452,15 +463,7 @@ int Run(int argc, char** argv) {
     }
     MultiLoopConfig mc;
     mc.tls = tls_options;
-    if (cfg.metrics_port > 65535) {
-      std::fprintf(stderr,
-                   "ringlab_mqtt_broker: --metrics_port out of range\n");
-      return kExitUsage;
-    }
-    if (cfg.metrics_port >= 0) {
-      mc.metrics_listen = *listen;
-      mc.metrics_listen->set_port(uint16_t(cfg.metrics_port));
-    }
+    mc.metrics_listen = metrics_listen;
     mc.threads = cfg.threads;
     mc.notify = cfg.cross_loop_notify;
     mc.json_path = cfg.json_path;
@@ -559,22 +562,10 @@ int Run(int argc, char** argv) {
                           loop.now() - started_at);
   };
   std::unique_ptr<MetricsServer> metrics;
-  if (cfg.metrics_port > 65535) {
-    std::fprintf(stderr, "ringlab_mqtt_broker: --metrics_port out of range\n");
-    return kExitUsage;
-  }
-  if (cfg.metrics_port >= 0) {
-    Endpoint at = *listen;
-    at.set_port(uint16_t(cfg.metrics_port));
-    absl::StatusOr<std::unique_ptr<MetricsServer>> m = MetricsServer::Start(
-        &loop, at, [&] { return RenderPrometheus(snapshot()); });
-    if (!m.ok()) {
-      std::fprintf(stderr, "ringlab_mqtt_broker: --metrics_port: %s\n",
-                   m.status().ToString().c_str());
-      return kExitRunFailed;
-    }
-    metrics = *std::move(m);
-    std::printf("METRICS %s\n", metrics->local_endpoint().ToString().c_str());
+  if (metrics_listen.has_value()) {
+    metrics = StartMetricsServerOrReport(
+        &loop, *metrics_listen, [&] { return RenderPrometheus(snapshot()); });
+    if (metrics == nullptr) return kExitRunFailed;
   }
   if (cfg.sys_interval_s > 0) {
     const Duration every = std::chrono::seconds(cfg.sys_interval_s);

@@ -238,16 +238,10 @@ int RunMultiLoop(std::unique_ptr<transport::Loop> first,
                                 Duration(0)));
     }
     metrics_text.Set(RenderPrometheus(first));
-    absl::StatusOr<std::unique_ptr<MetricsServer>> m =
-        MetricsServer::Start(&mb.loop(0), *config.metrics_listen,
-                             [&metrics_text] { return metrics_text.Get(); });
-    if (!m.ok()) {
-      std::fprintf(stderr, "ringlab_mqtt_broker: --metrics_port: %s\n",
-                   m.status().ToString().c_str());
-      return kExitRunFailed;
-    }
-    metrics = *std::move(m);
-    std::printf("METRICS %s\n", metrics->local_endpoint().ToString().c_str());
+    metrics = StartMetricsServerOrReport(
+        &mb.loop(0), *config.metrics_listen,
+        [&metrics_text] { return metrics_text.Get(); });
+    if (metrics == nullptr) return kExitRunFailed;
   }
 
   mb.Start();

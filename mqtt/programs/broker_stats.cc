@@ -1,6 +1,7 @@
 #include "mqtt/programs/broker_stats.h"
 
 #include <cstdio>
+#include <utility>
 
 #include "mqtt/programs/program_support.h"
 
@@ -207,6 +208,20 @@ int EmitServerStats(const std::string& json, const std::string& json_path,
     }
   }
   return exit_code;
+}
+
+std::unique_ptr<MetricsServer> StartMetricsServerOrReport(
+    transport::Loop* loop, const Endpoint& listen,
+    std::function<std::string()> render) {
+  absl::StatusOr<std::unique_ptr<MetricsServer>> m =
+      MetricsServer::Start(loop, listen, std::move(render));
+  if (!m.ok()) {
+    std::fprintf(stderr, "ringlab_mqtt_broker: --metrics_port: %s\n",
+                 m.status().ToString().c_str());
+    return nullptr;
+  }
+  std::printf("METRICS %s\n", (*m)->local_endpoint().ToString().c_str());
+  return *std::move(m);
 }
 
 }  // namespace ringlab::mqtt::programs

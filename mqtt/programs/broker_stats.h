@@ -1,6 +1,7 @@
-// The broker's SERVER_STATS pieces, shared by the one-Loop broker
-// (broker_main.cc) and the N-Loop one (broker_multi.cc), so that both print
-// every counter under the same names (schema ringlab.mqtt.broker/1).
+// The broker's output pieces, shared by the one-Loop broker (broker_main.cc)
+// and the N-Loop one (broker_multi.cc), so that both print every counter
+// under the same names (schema ringlab.mqtt.broker/1) and start /metrics the
+// same way.
 //
 //   BrokerCounters total;
 //   for (...) AddBrokerCounters(driver.broker().counters(), &total);
@@ -13,11 +14,14 @@
 #define RINGLAB_MQTT_PROGRAMS_BROKER_STATS_H_
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 
 #include "bench/json_writer.h"
 #include "mqtt/broker.h"
 #include "mqtt/broker_driver.h"
+#include "mqtt/metrics.h"
 #include "mqtt/tls_stream.h"
 
 namespace ringlab::mqtt::programs {
@@ -44,6 +48,14 @@ void AppendTlsCounters(bench::JsonWriter& json, const TlsCounters& t);
 // file could not be written (the reason goes to stderr).
 int EmitServerStats(const std::string& json, const std::string& json_path,
                     int exit_code);
+
+// Starts the Prometheus server on `loop` at `listen` and prints
+// "METRICS host:port" (the line the runner and the tests read). On failure
+// prints "ringlab_mqtt_broker: --metrics_port: <status>" to stderr and
+// returns nullptr (the caller exits with kExitRunFailed).
+std::unique_ptr<MetricsServer> StartMetricsServerOrReport(
+    transport::Loop* loop, const Endpoint& listen,
+    std::function<std::string()> render);
 
 }  // namespace ringlab::mqtt::programs
 
