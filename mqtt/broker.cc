@@ -38,6 +38,9 @@ struct Inflight {
   State state = State::kAwaitPuback;
   internal::IdList subscription_ids;
   uint64_t store_key = 0;
+  // Not sent yet: a QoS 2 PUBLISH waits until the store's
+  // durable_sequence() reaches this (see Broker::NextPublish).
+  uint64_t hold_until = 0;
 };
 
 struct SubscriptionRecord {
@@ -70,7 +73,11 @@ struct Session {
   Ring<Delivery> qos12;
   uint64_t queued_bytes = 0;  // of qos12
   Ring<Inflight> inflight;
-  size_t resend_cursor = SIZE_MAX;        // next in-flight entry to resend
+  size_t resend_cursor = SIZE_MAX;  // next in-flight entry to resend
+  // The last `unsent` in-flight entries have their packet ids but were
+  // never sent: QoS 2 deliveries waiting for a commit. The resend cursor
+  // stays below them.
+  size_t unsent = 0;
   std::vector<uint16_t> awaiting_pubrel;  // inbound QoS 2 (method A)
   uint16_t next_packet_id = 1;
   uint64_t next_sequence = 0;
@@ -129,6 +136,8 @@ struct Connection {
   bool in_ready = false;
   // Acks of this connection waiting in Broker::held_acks_ for a commit.
   uint32_t held_acks = 0;
+  // Its session's next PUBLISH waits in Broker::publish_holds_.
+  bool publish_hold_registered = false;
 
   void Reset() {
     state = State::kFree;
@@ -150,6 +159,7 @@ struct Connection {
     pending_tail = {};
     in_ready = false;
     held_acks = 0;  // entries left in held_acks_ see a stale generation
+    publish_hold_registered = false;
   }
 };
 
@@ -357,6 +367,26 @@ void Broker::OnConnectionClosed(ConnectionId id, Timestamp now) {
 // ---- Output
 // ------------------------------------------------------------------
 
+namespace {
+
+// One packet's changes to the store, as one group (BrokerStore::BeginGroup).
+class StoreGroup {
+ public:
+  explicit StoreGroup(BrokerStore* store) : store_(store) {
+    if (store_ != nullptr) store_->BeginGroup();
+  }
+  ~StoreGroup() {
+    if (store_ != nullptr) store_->EndGroup();
+  }
+  StoreGroup(const StoreGroup&) = delete;
+  StoreGroup& operator=(const StoreGroup&) = delete;
+
+ private:
+  BrokerStore* store_;
+};
+
+}  // namespace
+
 void Broker::MarkReady(Connection& c) {
   if (c.in_ready || c.state == Connection::State::kFree) return;
   c.in_ready = true;
@@ -382,7 +412,13 @@ bool Broker::HasOutput(ConnectionId id) const {
     return false;
   }
   const Session& s = *c->session;
-  return !s.qos0.empty() || (s.resend_cursor < s.inflight.size()) ||
+  const size_t first_unsent = s.inflight.size() - s.unsent;
+  if (s.resend_cursor < first_unsent) return true;
+  if (s.unsent > 0) {
+    // Nothing goes before a held first send (NextPublish).
+    return s.inflight[first_unsent].hold_until <= StoreDurable();
+  }
+  return !s.qos0.empty() ||
          (!s.qos12.empty() && s.inflight.size() < c->receive_maximum_out);
 }
 
@@ -402,8 +438,11 @@ size_t Broker::NextTransmitBound(ConnectionId id) const {
     return m.topic().size() + m.Tail(Version::k5).size() + 64 + 5 * ids;
   };
   size_t n = 0;
-  if (s.resend_cursor < s.inflight.size()) {
-    const Inflight& f = s.inflight[s.resend_cursor];
+  const size_t first_unsent = s.inflight.size() - s.unsent;
+  if (s.resend_cursor < first_unsent || s.unsent > 0) {
+    const Inflight& f =
+        s.inflight[s.resend_cursor < first_unsent ? s.resend_cursor
+                                                  : first_unsent];
     return f.message ? bound(*f.message, f.subscription_ids.size()) : 16;
   }
   if (!s.qos0.empty()) {
@@ -493,12 +532,17 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
     internal::IdList ids;
     uint32_t alias_to_assign = 0;
     uint64_t store_key = 0;
+    uint64_t inbound_sequence = 0;
+    // A queued delivery gets its packet id and in-flight entry below; a
+    // resend or a held first send has them already.
+    bool fresh = false;
+    const size_t first_unsent = s.inflight.size() - s.unsent;
 
-    if (s.resend_cursor < s.inflight.size()) {
+    if (s.resend_cursor < first_unsent) {
       // MQTT-4.4.0-1: on a resumed session, resend every unacknowledged
       // PUBLISH (DUP set, MQTT-3.3.1-1) and PUBREL, in their original order.
       Inflight& f = s.inflight[s.resend_cursor++];
-      if (s.resend_cursor >= s.inflight.size()) s.resend_cursor = SIZE_MAX;
+      if (s.resend_cursor >= first_unsent) s.resend_cursor = SIZE_MAX;
       if (f.state == Inflight::State::kAwaitPubcomp) {
         PubResponse rel;
         rel.type = PacketType::kPubrel;
@@ -518,7 +562,25 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
       ids = f.subscription_ids;
       store_key = f.store_key;
       ++counters_.publishes_resent;
+    } else if (s.unsent > 0) {
+      // A QoS 2 delivery whose records are not durable yet (see below).
+      // Nothing after it goes first, so the connection keeps its order
+      // (MQTT-4.6.0-6).
+      Inflight& f = s.inflight[first_unsent];
+      if (f.hold_until > StoreDurable()) {
+        HoldPublish(c, f.hold_until);
+        return std::nullopt;
+      }
+      --s.unsent;
+      header.topic = f.message->topic();
+      header.qos = f.qos;
+      header.retain = f.retain;
+      header.packet_id = f.packet_id;
+      message = f.message;
+      ids = f.subscription_ids;
+      store_key = f.store_key;
     } else {
+      fresh = true;
       const bool can12 =
           !s.qos12.empty() && s.inflight.size() < c.receive_maximum_out;
       const bool can0 = !s.qos0.empty();
@@ -531,6 +593,8 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
       Delivery d = std::move(queue.front());
       queue.pop_front();
       store_key = d.store_key;
+      // Read now, not at routing: it is set after the routing pass.
+      inbound_sequence = d.message->inbound_sequence_;
       if (!take0) {
         const uint64_t bytes =
             d.message->topic().size() + d.message->Tail(Version::k5).size();
@@ -546,7 +610,12 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
       header.topic = d.message->topic();
       header.qos = d.qos;
       header.retain = d.retain;
-      if (v5 && c.topic_alias_max_out > 0) {
+      // A delivery that may be held is sent later with its full topic, so
+      // it takes no alias (the alias state would run ahead of the wire).
+      const bool may_hold =
+          d.qos == 2 && store_ != nullptr &&
+          (store_key != 0 || inbound_sequence > StoreDurable());
+      if (v5 && c.topic_alias_max_out > 0 && !may_hold) {
         Connection::Aliases& aliases = c.GetAliases();
         auto it = aliases.out.find(internal::AbslView(header.topic));
         if (it != aliases.out.end()) {
@@ -580,7 +649,7 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
     if (header_bytes == 0 || header_bytes + tail.size() > c.max_packet_out) {
       ++counters_.dropped_too_large;
       Unstore(store_key);
-      if (header.dup) {
+      if (!fresh) {
         // A resend that no longer fits: its in-flight entry goes too.
         for (size_t i = 0; i < s.inflight.size(); ++i) {
           if (s.inflight[i].packet_id != header.packet_id) continue;
@@ -588,7 +657,7 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
           if (s.resend_cursor != SIZE_MAX && i < s.resend_cursor) {
             --s.resend_cursor;
           }
-          if (s.resend_cursor >= s.inflight.size()) {
+          if (s.resend_cursor >= s.inflight.size() - s.unsent) {
             s.resend_cursor = SIZE_MAX;
           }
           break;
@@ -601,7 +670,7 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
                              uint16_t(alias_to_assign));
       ++c.aliases->next_out;
     }
-    if (!header.dup) {
+    if (fresh) {
       if (header.qos > 0) {
         Inflight f;
         f.message = message;
@@ -617,9 +686,29 @@ std::optional<Transmit> Broker::NextPublish(Connection& c, Session& s,
         if (store_key != 0 && store_ != nullptr) {
           store_->MarkQueuedSent(store_key, header.packet_id);
         }
+        // Exactly once across a crash (§4.3.3) with a store that commits
+        // in batches: a QoS 2 PUBLISH leaves only once the store holds its
+        // packet id for this session (MarkQueuedSent; a restart then
+        // resends it with DUP and the same id, which the receiver
+        // recognises) and the publisher's packet id (PutInboundQos2; a
+        // restart then does not route the publisher's resend again). Sent
+        // before that commit, a crash would have it delivered a second
+        // time under a new packet id.
+        if (header.qos == 2 && store_ != nullptr) {
+          const uint64_t needed =
+              std::max(inbound_sequence,
+                       store_key != 0 ? store_->written_sequence() : 0);
+          if (needed > store_->durable_sequence()) {
+            s.inflight.back().hold_until = needed;
+            ++s.unsent;
+            ++counters_.publishes_held;
+            HoldPublish(c, needed);
+            return std::nullopt;
+          }
+        }
       }
-      ++counters_.publishes_sent[header.qos];
     }
+    if (!header.dup) ++counters_.publishes_sent[header.qos];
 
     Transmit t;
     if (header_bytes <= out.size()) {
@@ -970,7 +1059,7 @@ void Broker::HandleConnect(Connection& c, const Frame& frame, Timestamp now) {
     s->will.Reset();
     s->will_at = Timestamp::Never();
     s->expires_at = Timestamp::Never();
-    s->resend_cursor = s->inflight.empty() ? SIZE_MAX : 0;
+    s->resend_cursor = s->inflight.size() == s->unsent ? SIZE_MAX : 0;
   } else {
     s = CreateSession(client_id);
   }
@@ -1154,6 +1243,9 @@ void Broker::HandlePublish(Connection& c, const Publish& in, Timestamp now) {
     ++counters_.publishes_denied;
     reason = ReasonCode::kNotAuthorized;
   } else {
+    // Its retained message, queued records and packet id commit together,
+    // before the ack below is staged.
+    StoreGroup group(store_);
     // The properties a subscriber receives unchanged (MQTT-3.3.2-4, -15,
     // -16, -17, -18, -20), encoded once for every subscriber.
     Properties fwd;
@@ -1183,6 +1275,20 @@ void Broker::HandlePublish(Connection& c, const Publish& in, Timestamp now) {
         reason = ReasonCode::kNoMatchingSubscribers;
       }
     }
+    if (p.qos == 2) {
+      // Accepted (the refusals above do not depend on the routing). The
+      // packet id is written after the queued records, not before: with
+      // fsync=always each change commits alone, and a crash between an id
+      // written first and the queued records would PUBREC the resend
+      // without routing it, losing the message. The deliveries were only
+      // queued; their first sends (NextPublish, after this returns) wait
+      // for this sequence.
+      s.awaiting_pubrel.push_back(p.packet_id);
+      if (s.stored && store_ != nullptr) {
+        store_->PutInboundQos2(s.client_id, p.packet_id);
+        m->inbound_sequence_ = store_->written_sequence();
+      }
+    }
     if (forwarder_ != nullptr) forwarder_->OnClientPublish(m);
   }
   if (p.qos == 1) {
@@ -1196,14 +1302,8 @@ void Broker::HandlePublish(Connection& c, const Publish& in, Timestamp now) {
     rec.type = PacketType::kPubrec;
     rec.packet_id = p.packet_id;
     rec.reason = reason;
-    // A refused QoS 2 ends the exchange here (§4.3.3).
-    if (!IsError(reason)) {
-      s.awaiting_pubrel.push_back(p.packet_id);
-      // Across a restart too: a resent PUBLISH is not routed twice.
-      if (s.stored && store_ != nullptr) {
-        store_->PutInboundQos2(s.client_id, p.packet_id);
-      }
-    }
+    // A refused QoS 2 ends the exchange here (§4.3.3); an accepted one's
+    // packet id was kept before routing.
     StageAck(c, rec, written_before);
   }
 }
@@ -1395,11 +1495,14 @@ void Broker::HandlePubResponse(Connection& c, const PubResponse& r,
     StageAck(c, comp, written_before);
     return;
   }
+  // Only packets that were sent can be acknowledged: the held ones
+  // (`unsent`) are unknown to the client.
+  const size_t sent = s.inflight.size() - s.unsent;
   size_t i = 0;
-  for (; i < s.inflight.size(); ++i) {
+  for (; i < sent; ++i) {
     if (s.inflight[i].packet_id == r.packet_id) break;
   }
-  if (i == s.inflight.size()) {
+  if (i == sent) {
     ++counters_.acks_unknown;
     if (r.type == PacketType::kPubrec) {
       // §3.6.2.1: no such packet id: PUBREL 0x92 ends the exchange.
@@ -1459,7 +1562,9 @@ void Broker::HandlePubResponse(Connection& c, const PubResponse& r,
   }
   if (s.resend_cursor != SIZE_MAX) {
     if (i < s.resend_cursor) --s.resend_cursor;
-    if (s.resend_cursor >= s.inflight.size()) s.resend_cursor = SIZE_MAX;
+    if (s.resend_cursor >= s.inflight.size() - s.unsent) {
+      s.resend_cursor = SIZE_MAX;
+    }
   }
   // The window opened: queued QoS 1/2 messages may go.
   if (!s.qos12.empty()) MarkReady(c);
@@ -1828,10 +1933,34 @@ void Broker::OnStoreDurable(Timestamp) {
     ack.reason = h.reason;
     StageControl(*c, ack);
   }
+  for (size_t i = 0; i < publish_holds_.size();) {
+    const PublishHold h = publish_holds_[i];
+    if (h.sequence > durable) {
+      ++i;
+      continue;
+    }
+    publish_holds_[i] = publish_holds_.back();
+    publish_holds_.pop_back();
+    Connection* c = Lookup(h.connection);
+    if (c == nullptr) continue;  // closed: the next connection registers
+    c->publish_hold_registered = false;
+    MarkReady(*c);
+  }
   // The codes of released SUBACKs are dropped once none is held (held
   // SUBACKs are rare: a subscription change of a stored session).
   if (held_subacks_ == 0) held_codes_.clear();
   held_acks_.ShrinkIfEmpty(1024);
+}
+
+uint64_t Broker::StoreDurable() const {
+  return store_ != nullptr ? store_->durable_sequence() : 0;
+}
+
+void Broker::HoldPublish(Connection& c, uint64_t sequence) {
+  if (c.publish_hold_registered) return;
+  c.publish_hold_registered = true;
+  publish_holds_.push_back(
+      PublishHold{ConnectionId{c.index, c.generation}, sequence});
 }
 
 void Broker::Unstore(uint64_t key) {

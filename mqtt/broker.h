@@ -260,6 +260,8 @@ struct BrokerCounters {
   uint64_t dropped_too_large = 0;     // over the client's Maximum Packet Size
   uint64_t acks_unknown = 0;          // PUBACK/PUBREC/PUBCOMP for no packet
   uint64_t acks_held = 0;             // acks that waited for a store commit
+  // QoS 2 deliveries whose first send waited for a store commit.
+  uint64_t publishes_held = 0;
   uint64_t retained_dropped_limit = 0;
   uint64_t wills_published = 0;
   uint64_t subscribes = 0;
@@ -455,6 +457,9 @@ class Broker {
   void SyncStoredSession(Session& s);
   // A stored delivery left for good (acknowledged, expired, dropped).
   void Unstore(uint64_t key);
+  uint64_t StoreDurable() const;  // 0 without a store
+  // Registers `c` in publish_holds_ (once) until `sequence` is durable.
+  void HoldPublish(internal::Connection& c, uint64_t sequence);
 
   void StageControl(Connection& c, const Packet& packet);
   // A PUBACK/PUBREC/PUBCOMP: staged now, or held until the store's commit
@@ -532,6 +537,13 @@ class Broker {
   internal::Ring<HeldAck> held_acks_;
   std::vector<uint8_t> held_codes_;  // reason codes of held (UN)SUBACKs
   size_t held_subacks_ = 0;  // held SUBACKs + UNSUBACKs; codes cleared at 0
+  // Connections whose next QoS 2 PUBLISH waits for durable_sequence() to
+  // reach `sequence` (NextPublish); OnStoreDurable marks them ready.
+  struct PublishHold {
+    ConnectionId connection;
+    uint64_t sequence = 0;
+  };
+  std::vector<PublishHold> publish_holds_;
 
   // Routing scratch, reused by every publish.
   std::vector<Target> targets_;

@@ -289,6 +289,130 @@ TEST_P(GroupCommit, PubrelToASubscriberWaitsForItsCommit) {
   EXPECT_EQ(rel.packet_id, id);
 }
 
+// A QoS 2 PUBLISH to a stored session leaves only after the commit that
+// holds its packet id for that session. Before, it went out at once: a
+// crash before that commit (fsync=batch) restarted a broker that had no
+// record of it, so the publisher's resend was routed again and the
+// subscriber, which had the message already, received it a second time
+// under a new packet id (MQTT 5.0 §4.3.3: exactly once).
+TEST_P(GroupCommit, Qos2DeliveryToAStoredSessionWaitsForItsCommit) {
+  RawClient& sub = PersistentSubscriber("t/#", 2);
+  RawClient& pub = Connected(MakeConnect(GetParam(), "pub", true));
+  Publish(pub, "t/1", 1, 1);  // QoS 1 is not held: a duplicate is allowed
+  Publish(pub, "t/2", 2, 2);
+  Publish(pub, "t/3", 0, 0);  // behind the held one, so it waits too
+  sim_.RunFor(kStep);
+  OwnedFrame f;
+  ASSERT_EQ(sub.pending(), 1u);
+  const mqtt::Publish first = sub.Expect<mqtt::Publish>(Version::k311, &f);
+  EXPECT_EQ(first.topic, "t/1");
+  EXPECT_EQ(sub.pending(), 0u) << "QoS 2 PUBLISH before its commit";
+  EXPECT_EQ(sim_.broker().counters().publishes_held, 1u);
+  Commit();  // its queued record and the packet id it goes out with
+  ASSERT_EQ(sub.pending(), 2u);
+  const mqtt::Publish second = sub.Expect<mqtt::Publish>(Version::k311, &f);
+  EXPECT_EQ(second.topic, "t/2");
+  EXPECT_EQ(second.qos, 2);
+  EXPECT_FALSE(second.dup);  // its first delivery attempt
+  EXPECT_EQ(sub.Expect<mqtt::Publish>(Version::k311, &f).topic, "t/3");
+  // The exchange goes on as usual.
+  PubResponse rec;
+  rec.type = PacketType::kPubrec;
+  rec.packet_id = second.packet_id;
+  sub.Send(rec, Version::k311);
+  sim_.RunFor(kStep);
+  Commit();
+  ASSERT_EQ(sub.pending(), 1u);
+  const PubResponse rel = sub.Expect<PubResponse>(Version::k311, &f);
+  EXPECT_EQ(rel.type, PacketType::kPubrel);
+  EXPECT_EQ(rel.packet_id, second.packet_id);
+}
+
+// A subscriber whose session is not stored still waits for the
+// publisher's stored packet id: delivered before it is durable, a crash
+// would route the publisher's resend again.
+TEST_P(GroupCommit, Qos2DeliveryWaitsForThePublishersPacketId) {
+  RawClient& sub = Connected(MakeConnect(Version::k311, "sub", true));
+  SubscribeEntry e{"t", {.max_qos = 2}};
+  Subscribe sreq;
+  sreq.packet_id = 1;
+  sreq.entries = SubscribeEntries(std::span<const SubscribeEntry>(&e, 1));
+  sub.Send(sreq, Version::k311);
+  sim_.RunFor(kStep);
+  OwnedFrame f;
+  ASSERT_EQ(sub.Expect<Suback>(Version::k311, &f).packet_id, 1);
+  Connect pc = MakeConnect(GetParam(), "pub", false);
+  if (GetParam() == Version::k5) pc.properties.session_expiry_interval = 600;
+  RawClient& pub = Connected(pc);
+  Commit();  // the publisher's session
+  Publish(pub, "t", 2, 7);
+  sim_.RunFor(kStep);
+  EXPECT_EQ(sub.pending(), 0u) << "delivered before the publisher's id";
+  EXPECT_EQ(pub.pending(), 0u);
+  Commit();
+  ASSERT_EQ(sub.pending(), 1u);
+  EXPECT_EQ(sub.Expect<mqtt::Publish>(Version::k311, &f).qos, 2);
+  ASSERT_EQ(pub.pending(), 1u);
+  EXPECT_EQ(TakeAck(pub).type, PacketType::kPubrec);
+}
+
+// Nothing stored for either side: nothing to wait for.
+TEST_P(GroupCommit, Qos2DeliveryBetweenUnstoredSessionsIsNotHeld) {
+  RawClient& sub = Connected(MakeConnect(GetParam(), "sub", true));
+  SubscribeEntry e{"t", {.max_qos = 2}};
+  Subscribe sreq;
+  sreq.packet_id = 1;
+  sreq.entries = SubscribeEntries(std::span<const SubscribeEntry>(&e, 1));
+  sub.Send(sreq, GetParam());
+  sim_.RunFor(kStep);
+  OwnedFrame f;
+  ASSERT_EQ(sub.Expect<Suback>(GetParam(), &f).packet_id, 1);
+  RawClient& pub = Connected(MakeConnect(GetParam(), "pub", true));
+  Publish(pub, "t", 2, 7);
+  sim_.RunFor(kStep);
+  ASSERT_EQ(sub.pending(), 1u);
+  EXPECT_EQ(sub.Expect<mqtt::Publish>(GetParam(), &f).qos, 2);
+  EXPECT_EQ(sim_.broker().counters().publishes_held, 0u);
+}
+
+// A held PUBLISH whose subscriber reconnects goes out on the new
+// connection after the commit, still as a first attempt, and a PUBREC the
+// client sends for a packet id it was never given is unknown.
+TEST_P(GroupCommit, HeldQos2DeliveryGoesOutOnTheNextConnection) {
+  RawClient& sub = PersistentSubscriber("t", 2);
+  RawClient& pub = Connected(MakeConnect(GetParam(), "pub", true));
+  Publish(pub, "t", 2, 3);
+  sim_.RunFor(kStep);
+  ASSERT_EQ(sub.pending(), 0u);  // held for its commit
+  PubResponse guess;
+  guess.type = PacketType::kPubrec;
+  guess.packet_id = 1;  // the id the held PUBLISH has
+  const uint64_t unknown = sim_.broker().counters().acks_unknown;
+  sub.Send(guess, Version::k311);
+  sim_.RunFor(kStep);
+  EXPECT_EQ(sim_.broker().counters().acks_unknown, unknown + 1);
+  OwnedFrame f;
+  ASSERT_EQ(sub.pending(), 1u);  // PUBREL 0x92 (3.1.1: a plain PUBREL)
+  EXPECT_EQ(sub.Expect<PubResponse>(Version::k311, &f).type,
+            PacketType::kPubrel);
+  sub.Abort();
+  sim_.RunFor(kStep);
+  RawClient& again = sim_.AddClient();
+  again.Open();
+  again.Send(MakeConnect(Version::k311, "sub", false), Version::k311);
+  sim_.RunFor(kStep);
+  const Connack ack = again.Expect<Connack>(Version::k311, &f);
+  EXPECT_EQ(ack.code, 0);
+  EXPECT_TRUE(ack.session_present);
+  EXPECT_EQ(again.pending(), 0u) << "sent before its commit";
+  Commit();
+  ASSERT_EQ(again.pending(), 1u);
+  const mqtt::Publish p = again.Expect<mqtt::Publish>(Version::k311, &f);
+  EXPECT_EQ(p.topic, "t");
+  EXPECT_EQ(p.packet_id, 1);
+  EXPECT_FALSE(p.dup);
+}
+
 TEST_P(GroupCommit, OneCommitReleasesTheWholeWindowInOrder) {
   RawClient& sub = PersistentSubscriber("t/#", 1);
   RawClient& a = Connected(MakeConnect(GetParam(), "a", true));

@@ -49,6 +49,7 @@ MessageRef MessagePool::Create(std::string_view topic, uint8_t qos, bool retain,
   m->publisher_ = publisher;
   m->driver_handle = 0;
   m->fanout_ = 0;
+  m->inbound_sequence_ = 0;
   return MessageRef(m);
 }
 

@@ -87,6 +87,10 @@ class Message {
   Timestamp expires_at_ = Timestamp::Never();
   uint32_t publisher_ = kNoPublisher;
   mutable uint32_t fanout_ = 0;  // counted by the Broker
+  // QoS 2 from a stored session: the store's written_sequence() that
+  // covers the publisher's packet id (0: not stored). Set by the Broker
+  // once the message is routed; its deliveries' first sends wait for it.
+  mutable uint64_t inbound_sequence_ = 0;
   uint32_t refs_ = 0;
   MessagePool* pool_ = nullptr;
   size_t all_index_ = 0;  // position in the pool's all_ list

@@ -100,6 +100,17 @@ class BrokerStore {
   // (the defaults: nothing is ever held).
   virtual uint64_t written_sequence() const { return 0; }
   virtual uint64_t durable_sequence() const { return 0; }
+
+  // The changes one packet makes between BeginGroup() and EndGroup() (a
+  // PUBLISH: its retained message, the queued records of its subscribers,
+  // its QoS 2 packet id) become durable together: a store that commits
+  // every change on its own commits them as one transaction instead, so a
+  // crash never keeps some of them (a queued record without the packet id
+  // delivers the publisher's resend twice; the other way round loses it).
+  // Not nested. The defaults do nothing (a store that commits whole windows
+  // keeps them together already).
+  virtual void BeginGroup() {}
+  virtual void EndGroup() {}
 };
 
 // What a store loads at startup, handed to Broker::Restore*.

@@ -728,10 +728,38 @@ void SqliteStore::Fail(const char* what) {
   }
 }
 
+void SqliteStore::BeginGroup() {
+  if (batch() || in_group_ || !status_.ok()) return;
+  // If BEGIN fails, the changes commit one by one as without a group.
+  in_group_ =
+      sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr) == SQLITE_OK;
+}
+
+void SqliteStore::EndGroup() {
+  if (!in_group_) return;
+  in_group_ = false;
+  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    Fail("commit");
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    return;
+  }
+  ++counters_.commits;
+  if (status_.ok()) durable_ = written_;
+}
+
 void SqliteStore::EndChange(int rc) {
   // kAlways / kNever: each statement commits on its own (autocommit),
-  // durable as the policy promises when it returns.
+  // durable as the policy promises when it returns; inside a group, at
+  // EndGroup's COMMIT.
   ++written_;
+  if (in_group_) {
+    if (rc == SQLITE_DONE) {
+      ++counters_.writes;
+    } else {
+      Fail("write");
+    }
+    return;
+  }
   if (rc == SQLITE_DONE) {
     ++counters_.writes;
     ++counters_.commits;

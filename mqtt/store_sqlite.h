@@ -169,6 +169,11 @@ class SqliteStore : public BrokerStore {
                          uint16_t packet_id) override;
   uint64_t written_sequence() const override { return written_; }
   uint64_t durable_sequence() const override { return durable_; }
+  // kAlways / kNever: one transaction (BEGIN ... COMMIT) for the group;
+  // durable_sequence() covers its changes once COMMIT returns. kBatch:
+  // nothing to do (the window is one transaction).
+  void BeginGroup() override;
+  void EndGroup() override;
 
  private:
   explicit SqliteStore(const SqliteStoreOptions& options);
@@ -277,8 +282,9 @@ class SqliteStore : public BrokerStore {
   // The last sequence committed and synced (the thread stores, Poll reads).
   std::atomic<uint64_t> synced_{0};
   std::atomic<bool> sync_failed_{false};
-  uint64_t written_ = 0;  // changes made (BrokerStore::written_sequence)
-  uint64_t durable_ = 0;  // of them, committed
+  uint64_t written_ = 0;   // changes made (BrokerStore::written_sequence)
+  uint64_t durable_ = 0;   // of them, committed
+  bool in_group_ = false;  // kAlways/kNever: inside BeginGroup's BEGIN
   Timestamp flush_at_ = Timestamp::Never();
   absl::Status status_;
   SqliteStoreCounters counters_;

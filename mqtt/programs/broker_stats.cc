@@ -9,7 +9,7 @@ namespace ringlab::mqtt::programs {
 
 // Every field is listed once below. A field added to a struct and not here
 // would be summed and printed by neither broker: the sizes stop the build.
-static_assert(sizeof(BrokerCounters) == 45 * sizeof(uint64_t),
+static_assert(sizeof(BrokerCounters) == 46 * sizeof(uint64_t),
               "list the new BrokerCounters field in broker_stats.cc");
 static_assert(sizeof(BrokerDriverCounters) == 14 * sizeof(uint64_t),
               "list the new BrokerDriverCounters field in broker_stats.cc");
@@ -94,6 +94,7 @@ void AddBrokerCounters(const BrokerCounters& from, BrokerCounters* into) {
   into->dropped_too_large += from.dropped_too_large;
   into->acks_unknown += from.acks_unknown;
   into->acks_held += from.acks_held;
+  into->publishes_held += from.publishes_held;
   into->retained_dropped_limit += from.retained_dropped_limit;
   into->wills_published += from.wills_published;
   into->subscribes += from.subscribes;
@@ -169,6 +170,7 @@ void AppendBrokerCounters(bench::JsonWriter& json, const BrokerCounters& c) {
   json.Key("dropped_too_large").Uint(c.dropped_too_large);
   json.Key("acks_unknown").Uint(c.acks_unknown);
   json.Key("acks_held").Uint(c.acks_held);
+  json.Key("publishes_held").Uint(c.publishes_held);
   json.Key("retained_dropped_limit").Uint(c.retained_dropped_limit);
   json.Key("wills_published").Uint(c.wills_published);
   json.Key("subscribes").Uint(c.subscribes);

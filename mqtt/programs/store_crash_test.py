@@ -19,9 +19,18 @@ the acknowledgement is staged, and with fsync=batch it waits for the group
 commit that covers the message, so under either policy an acknowledged
 message must survive.
 
+With --resend the publisher has a persistent session too and, after each
+restart, does what a client must (MQTT-4.4.0-1): it sends again, with DUP
+and the same packet id, every PUBLISH that had no PUBREC (or PUBACK) and
+the PUBREL of every one that had no PUBCOMP, and counts what completes as
+acknowledged. With QoS 2 that checks the broker's side of exactly once
+across the crash: a resent PUBLISH whose first copy already reached a
+subscriber must not be delivered again.
+
   store_crash_test.py --broker=build/ci/mqtt/ringlab_mqtt_broker --rounds=5
   store_crash_test.py --broker=... --fsync=batch --fsync_batch_ms=20
   store_crash_test.py --broker=... --qos=2 --fsync=batch
+  store_crash_test.py --broker=... --qos=2 --online --resend --fsync=batch
 
 Exit codes: 0 pass, 1 failure, 77 skipped (no broker binary).
 """
@@ -239,37 +248,85 @@ def drain_session(port, client_id, receiver, until_closed=False):
     return present, topics
 
 
-def publish_until_killed(port, proc, round_no, kill_after_s, rng, qos):
+class Publisher:
+    """The publisher's side of its session: the packet ids it has sent and
+    not seen acknowledged (pending: no PUBACK / PUBREC yet; released: PUBREL
+    sent, no PUBCOMP), kept across the broker's restarts with --resend."""
+
+    def __init__(self, persistent):
+        self.persistent = persistent
+        self.pending, self.released = {}, {}
+        self.next_id = 1
+
+
+def resend_unacknowledged(port, publisher, qos, timeout_s=10.0):
+    """Reconnects the persistent publisher and finishes its exchanges:
+    PUBLISH again with DUP for every pending id, PUBREL for every released
+    one (MQTT-4.4.0-1). Returns ({topic: payload} completed, number of
+    exchanges that did not complete within timeout_s)."""
+    c = Conn(port, "pub", clean=False)
+    acked = {}
+    for pid, (topic, payload) in sorted(publisher.pending.items()):
+        c.sock.sendall(packet(0x39 | (qos << 1), mqtt_str(topic) +
+                              struct.pack("!H", pid) + payload))
+    for pid in sorted(publisher.released):
+        c.sock.sendall(packet(0x62, struct.pack("!H", pid)))
+    deadline = time.monotonic() + timeout_s
+    while publisher.pending or publisher.released:
+        frame = c.read(max(0.0, deadline - time.monotonic()))
+        if frame is None:
+            break
+        handle_ack(c, publisher, acked, *frame)
+    left = len(publisher.pending) + len(publisher.released)
+    c.sock.sendall(bytes([0xE0, 0]))
+    time.sleep(0.05)
+    c.close()
+    return acked, left
+
+
+def handle_ack(c, publisher, acked, first, body):
+    pending, released = publisher.pending, publisher.released
+    pid_bytes = body[:2]
+    pid = struct.unpack("!H", pid_bytes)[0]
+    kind = first >> 4
+    if kind == 4 and pid in pending:  # PUBACK
+        topic, payload = pending.pop(pid)
+        acked[topic] = payload
+    elif kind == 5 and pid in pending:  # PUBREC: release it
+        released[pid] = pending.pop(pid)
+        c.sock.sendall(packet(0x62, pid_bytes))
+    elif kind == 7 and pid in released:  # PUBCOMP
+        topic, payload = released.pop(pid)
+        acked[topic] = payload
+
+
+def publish_until_killed(port, proc, round_no, kill_after_s, rng, qos,
+                         publisher):
     """Publishes retained messages at `qos`; SIGKILLs the broker after
     kill_after_s. Returns {topic: payload} of the acknowledged ones (PUBACK,
-    or for QoS 2 PUBCOMP)."""
-    c = Conn(port, "pub-%d" % round_no)
-    acked, pending, released = {}, {}, {}
-    next_id, k = 1, 0
+    or for QoS 2 PUBCOMP); what was not acknowledged stays in
+    `publisher`."""
+    if publisher.persistent:
+        c = Conn(port, "pub", clean=False)
+    else:
+        c = Conn(port, "pub-%d" % round_no)
+        publisher.pending.clear()
+        publisher.released.clear()
+    acked, pending, released = {}, publisher.pending, publisher.released
+    k = 0
     deadline = time.monotonic() + kill_after_s
     window = rng.choice([1, 8, 32])
 
     def handle(first, body):
-        pid_bytes = body[:2]
-        pid = struct.unpack("!H", pid_bytes)[0]
-        kind = first >> 4
-        if kind == 4 and pid in pending:  # PUBACK
-            topic, payload = pending.pop(pid)
-            acked[topic] = payload
-        elif kind == 5 and pid in pending:  # PUBREC: release it
-            released[pid] = pending.pop(pid)
-            c.sock.sendall(packet(0x62, pid_bytes))
-        elif kind == 7 and pid in released:  # PUBCOMP
-            topic, payload = released.pop(pid)
-            acked[topic] = payload
+        handle_ack(c, publisher, acked, first, body)
 
     try:
         while time.monotonic() < deadline:
             while len(pending) + len(released) < window:
                 topic = "crash/%d/%d" % (round_no, k)
                 payload = ("r%d-m%d-" % (round_no, k)).encode() * 4
-                pid = next_id
-                next_id = next_id % 65535 + 1
+                pid = publisher.next_id
+                publisher.next_id = publisher.next_id % 65535 + 1
                 c.sock.sendall(packet(0x31 | (qos << 1), mqtt_str(topic) +
                                       struct.pack("!H", pid) + payload))
                 pending[pid] = (topic, payload)
@@ -307,6 +364,9 @@ def main():
                     help="the durable subscriber stays connected while the "
                     "messages are published, so kills also land in the "
                     "middle of its deliveries")
+    ap.add_argument("--resend", action="store_true",
+                    help="the publisher has a persistent session and, after "
+                    "each restart, resends what was not acknowledged")
     args = ap.parse_args()
     FSYNC_FLAGS[:] = ["--fsync=" + args.fsync,
                       "--fsync_batch_ms=%d" % args.fsync_batch_ms]
@@ -315,13 +375,15 @@ def main():
         return 77
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
-    print("seed %d, fsync=%s, qos %d%s" % (seed, args.fsync, args.qos,
-                                         ", online" if args.online else ""))
+    print("seed %d, fsync=%s, qos %d%s%s" %
+          (seed, args.fsync, args.qos, ", online" if args.online else "",
+           ", resend" if args.resend else ""))
     data_dir = tempfile.mkdtemp(prefix="ringlab_store_crash.")
     failures = 0
     expected = {}
     undelivered = set()  # acknowledged, not yet seen by the durable session
     receiver = Receiver()
+    publisher = Publisher(persistent=args.resend)
     proc = None
     try:
         proc, port = start_broker(args.broker, data_dir)
@@ -344,7 +406,7 @@ def main():
                 listener.start()
                 time.sleep(0.05)  # connected before the first publish
             acked = publish_until_killed(port, proc, round_no, kill_after, rng,
-                                         args.qos)
+                                         args.qos, publisher)
             if listener is not None:
                 listener.join(timeout=30)
                 undelivered_online = online.get("topics", set())
@@ -354,11 +416,21 @@ def main():
             undelivered.update(acked)
             undelivered -= undelivered_online
             proc, port = start_broker(args.broker, data_dir)
+            resent, unfinished = 0, 0
+            if args.resend:
+                resent = len(publisher.pending) + len(publisher.released)
+                completed, unfinished = resend_unacknowledged(
+                    port, publisher, args.qos)
+                expected.update(completed)
+                undelivered.update(completed)
             got = read_retained(port, "crash/#", len(expected))
             missing = [t for t, p in expected.items() if got.get(t) != p]
             duplicates_before = len(receiver.duplicates)
             present, topics = drain_session(port, "durable", receiver)
             undelivered -= topics
+            # A resend completed after the restart may have reached the
+            # subscriber before the kill (exactly once: not again now).
+            undelivered -= receiver.delivered
             print("round %d: killed after %.0f ms, %d acked (%d in total), "
                   "%d retained after restart, %d missing; session %s, "
                   "%d queued messages received, %d acknowledged never received" %
@@ -374,6 +446,11 @@ def main():
                 failures += 1
             if not present:
                 failures += 1
+            if args.resend:
+                print("  publisher resent %d unacknowledged, %d not completed"
+                      % (resent, unfinished))
+                if unfinished:
+                    failures += 1
             if args.qos == 2 and len(receiver.duplicates) > duplicates_before:
                 print("  QoS 2 delivered twice, e.g. %s" %
                       receiver.duplicates[duplicates_before:][:5])
