@@ -113,6 +113,10 @@ bool TimerQueue::Cancel(uint64_t timer_id) {
   t.callback = nullptr;
   free_slots_.push_back(static_cast<uint32_t>(slot));
   --active_;
+  // Keep the heap top live so NextDeadline() is a plain read: the Loop asks
+  // for it on every iteration (hundreds of times per round trip when busy
+  // polling), far more often than timers change.
+  PopStale();
   return true;
 }
 
@@ -129,6 +133,7 @@ bool TimerQueue::Reschedule(uint64_t timer_id, Timestamp deadline) {
   // The old heap entry goes stale (its time no longer matches fire_at).
   if (++stale_entries_ > heap_.size() / 2 + 16) Compact(0);
   Push(static_cast<uint32_t>(slot));
+  PopStale();  // the old entry may have been the top
   return true;
 }
 
@@ -156,14 +161,7 @@ void TimerQueue::PopStale() {
   }
 }
 
-Timestamp TimerQueue::NextDeadline() const {
-  // Discarding stale entries does not change the observable state, so a
-  // const query may do it.
-  const_cast<TimerQueue*>(this)->PopStale();
-  return heap_.empty() ? Timestamp::Never() : heap_.front().deadline;
-}
-
-int TimerQueue::RunDue(Timestamp now) {
+int TimerQueue::RunDueSlow(Timestamp now) {
   int fired = 0;
   // Entries pushed while running (a callback re-adding itself at `now`) get a
   // later sequence, so one pass cannot loop forever on a zero-delay timer:
@@ -176,6 +174,8 @@ int TimerQueue::RunDue(Timestamp now) {
     if (top.deadline > now) break;
     std::pop_heap(heap_.begin(), heap_.end(), Later);
     heap_.pop_back();
+    // A callback below may ask NextDeadline(): the new top must be live.
+    PopStale();
     if (top.sequence >= sequence_limit) {
       // Added during this pass: it waits for the next pass, but must not
       // block timers behind it that were already due.
@@ -238,6 +238,8 @@ int TimerQueue::RunDue(Timestamp now) {
     std::push_heap(heap_.begin(), heap_.end(), Later);
   }
   deferred_.clear();
+  // A deferred entry cancelled later in the pass is stale.
+  PopStale();
   return fired;
 }
 

@@ -22,7 +22,9 @@
 // instead of 10,000. Timers fire in the order of their rounded deadlines;
 // none ever fires early.
 //
-// Cancelling is O(1) (the heap entry is dropped lazily); Reschedule() moves
+// Cancelling is cheap: the heap entry is dropped lazily, except that stale
+// entries reaching the top are popped at once (amortised O(log n)), so
+// NextDeadline() is an O(1) read of a live entry. Reschedule() moves
 // a pending timer to a new deadline without touching its callback (an MQTT
 // keepalive pushed back on every packet). Callbacks may add, cancel or
 // reschedule timers, including themselves. Ids are never reused.
@@ -80,9 +82,17 @@ class TimerQueue {
   // Moves a pending timer to fire next at `deadline` (a periodic timer's
   // schedule is then anchored there). False if no such timer is pending.
   bool Reschedule(uint64_t timer_id, Timestamp deadline);
-  Timestamp NextDeadline() const;
+  // O(1): every mutation leaves a live entry on top of the heap.
+  Timestamp NextDeadline() const {
+    return heap_.empty() ? Timestamp::Never() : heap_.front().deadline;
+  }
   // Fires every timer whose deadline <= now. Returns how many fired.
-  int RunDue(Timestamp now);
+  int RunDue(Timestamp now) {
+    // Inline: a busy-polling Loop calls this every iteration, almost always
+    // with nothing due.
+    if (heap_.empty() || heap_.front().deadline > now) return 0;
+    return RunDueSlow(now);
+  }
   size_t size() const { return active_; }
 
  private:
@@ -108,7 +118,10 @@ class TimerQueue {
   static Timestamp RoundUp(Timestamp t, int64_t granularity_ns);
   uint64_t Insert(Timestamp deadline, Duration period, Duration slack);
   void Push(uint32_t slot);
+  // Drops stale entries off the top; called after every change so the top
+  // is always live.
   void PopStale();
+  int RunDueSlow(Timestamp now);
   void Compact(uint64_t dying_id);
 
   std::vector<Timer> slots_;

@@ -480,6 +480,100 @@ TEST(TimerQueueTest, RescheduleMovesWithoutAllocating) {
   EXPECT_FALSE(q.Reschedule(0, T(1)));
 }
 
+// NextDeadline() is a plain read of the heap top, so every change must leave
+// a live entry there: cancelling or moving the earliest timer, or a callback
+// cancelling the timer behind it, must not leave its old deadline visible.
+TEST(TimerQueueTest, NextDeadlineNeverReportsACancelledOrMovedTimer) {
+  TimerQueue q;
+  RecordingHandler h;
+  const uint64_t a = q.Add(T(10), Duration(0), &h);
+  const uint64_t b = q.Add(T(20), Duration(0), &h);
+  const uint64_t c = q.Add(T(30), Duration(0), &h);
+  EXPECT_EQ(q.NextDeadline(), T(10));
+  EXPECT_TRUE(q.Cancel(a));
+  EXPECT_EQ(q.NextDeadline(), T(20));
+  EXPECT_TRUE(q.Reschedule(b, T(40)));  // the earliest moves behind c
+  EXPECT_EQ(q.NextDeadline(), T(30));
+  EXPECT_TRUE(q.Reschedule(c, T(5)));  // and c moves to the front
+  EXPECT_EQ(q.NextDeadline(), T(5));
+  EXPECT_TRUE(q.Reschedule(c, T(50)));
+  EXPECT_EQ(q.NextDeadline(), T(40));
+  const uint64_t d = q.Add(T(1), Duration(0), &h);  // re-armed in front
+  EXPECT_EQ(q.NextDeadline(), T(1));
+  EXPECT_TRUE(q.Cancel(d));
+  EXPECT_EQ(q.NextDeadline(), T(40));
+  EXPECT_TRUE(q.Cancel(b));
+  EXPECT_TRUE(q.Cancel(c));
+  EXPECT_EQ(q.NextDeadline(), Timestamp::Never());
+  EXPECT_TRUE(h.fired.empty());
+
+  // Inside a callback: a timer cancelled earlier lies just behind the firing
+  // one, the next one is cancelled, and one added during the pass (deferred
+  // to the next pass) is cancelled too.
+  uint64_t next = 0, added = 0;
+  std::vector<Timestamp> seen;
+  q.Add(T(100), Duration(0), [&](Timestamp) {
+    seen.push_back(q.NextDeadline());  // 110
+    added = q.Add(T(100), Duration(0), [](Timestamp) { FAIL(); });
+    EXPECT_TRUE(q.Cancel(next));
+    seen.push_back(q.NextDeadline());  // `added`: 100
+    EXPECT_TRUE(q.Cancel(added));
+    seen.push_back(q.NextDeadline());  // 120
+  });
+  next = q.Add(T(110), Duration(0), [](Timestamp) { FAIL(); });
+  q.Add(T(120), Duration(0), [](Timestamp) {});
+  // Cancelled behind the top: its entry surfaces once 100 is popped.
+  EXPECT_TRUE(q.Cancel(q.Add(T(105), Duration(0), [](Timestamp) { FAIL(); })));
+  EXPECT_EQ(q.NextDeadline(), T(100));
+  EXPECT_EQ(q.RunDue(T(100)), 1);
+  EXPECT_EQ(seen, (std::vector<Timestamp>{T(110), T(100), T(120)}));
+  EXPECT_EQ(q.NextDeadline(), T(120));
+  EXPECT_EQ(q.RunDue(T(200)), 1);
+  EXPECT_EQ(q.NextDeadline(), Timestamp::Never());
+}
+
+// The same property against a model under random churn, including the
+// compaction that stale entries trigger.
+TEST(TimerQueueTest, NextDeadlineMatchesModelUnderChurn) {
+  TimerQueue q;
+  RecordingHandler h;
+  std::vector<std::pair<uint64_t, int64_t>> live;  // id, deadline
+  uint32_t rng = 12345;
+  auto next_rand = [&rng](uint32_t n) {
+    rng = rng * 1664525u + 1013904223u;
+    return (rng >> 8) % n;
+  };
+  int64_t now = 0;
+  for (int step = 0; step < 20'000; ++step) {
+    const uint32_t op = next_rand(10);
+    if (op < 4 || live.empty()) {
+      const int64_t deadline = now + 1 + next_rand(1000);
+      live.emplace_back(q.Add(T(deadline), Duration(0), &h), deadline);
+    } else if (op < 6) {
+      // Cancel the earliest most of the time: the case a stale top shows.
+      auto it = std::min_element(
+          live.begin(), live.end(),
+          [](const auto& x, const auto& y) { return x.second < y.second; });
+      if (next_rand(4) == 0) it = live.begin() + next_rand(live.size());
+      ASSERT_TRUE(q.Cancel(it->first));
+      live.erase(it);
+    } else if (op < 9) {
+      auto& [id, deadline] = live[next_rand(live.size())];
+      deadline = now + 1 + next_rand(1000);
+      ASSERT_TRUE(q.Reschedule(id, T(deadline)));
+    } else {
+      now += next_rand(50);
+      q.RunDue(T(now));
+      std::erase_if(live, [now](const auto& x) { return x.second <= now; });
+    }
+    int64_t want = Timestamp::Never().nanos();
+    for (const auto& x : live) want = std::min(want, x.second);
+    ASSERT_EQ(q.NextDeadline(), live.empty() ? Timestamp::Never() : T(want))
+        << "step " << step;
+    ASSERT_EQ(q.size(), live.size());
+  }
+}
+
 // A lambda capturing one pointer fits AnyInvocable's inline storage: adding
 // and re-adding it allocates nothing below the high-water mark.
 TEST(TimerQueueTest, SmallLambdaReaddDoesNotAllocate) {
