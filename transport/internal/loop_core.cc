@@ -1390,6 +1390,10 @@ void LoopCore::Post(absl::AnyInvocable<void()> fn) {
 }
 
 void LoopCore::RunPosted() {
+  // A plain load first: the locked exchange costs every busy-poll iteration
+  // even with nothing posted. A post racing past the load is picked up on
+  // the next iteration, as it would be after an exchange that ran first.
+  if (!has_posted_.load(std::memory_order_relaxed)) return;
   if (!has_posted_.exchange(false, std::memory_order_acquire)) return;
   std::vector<absl::AnyInvocable<void()>> run;
   {
