@@ -92,16 +92,21 @@ class GroupCommit : public testing::TestWithParam<Version> {
   // messages queued for it are stored.
   RawClient& PersistentSubscriber(std::string_view filter, uint8_t qos) {
     RawClient& c = Connected(MakeConnect(Version::k311, "sub", false));
-    SubscribeEntry e{filter, {.max_qos = qos}};
-    Subscribe s;
-    s.packet_id = 1;
-    s.entries = SubscribeEntries(std::span<const SubscribeEntry>(&e, 1));
-    c.Send(s, Version::k311);
-    sim_.RunFor(kStep);
+    SendSubscribe(c, Version::k311, filter, qos);
     Commit();  // the session and subscription are durable: the SUBACK goes
     OwnedFrame f;
     EXPECT_EQ(c.Expect<Suback>(Version::k311, &f).packet_id, 1);
     return c;
+  }
+  // SUBSCRIBE with packet id 1, one filter; the caller takes the SUBACK.
+  void SendSubscribe(RawClient& c, Version v, std::string_view filter,
+                     uint8_t qos) {
+    SubscribeEntry e{filter, {.max_qos = qos}};
+    Subscribe s;
+    s.packet_id = 1;
+    s.entries = SubscribeEntries(std::span<const SubscribeEntry>(&e, 1));
+    c.Send(s, v);
+    sim_.RunFor(kStep);
   }
   void Publish(RawClient& c, std::string_view topic, uint8_t qos, uint16_t id,
                bool retain = false) {
@@ -333,12 +338,7 @@ TEST_P(GroupCommit, Qos2DeliveryToAStoredSessionWaitsForItsCommit) {
 // would route the publisher's resend again.
 TEST_P(GroupCommit, Qos2DeliveryWaitsForThePublishersPacketId) {
   RawClient& sub = Connected(MakeConnect(Version::k311, "sub", true));
-  SubscribeEntry e{"t", {.max_qos = 2}};
-  Subscribe sreq;
-  sreq.packet_id = 1;
-  sreq.entries = SubscribeEntries(std::span<const SubscribeEntry>(&e, 1));
-  sub.Send(sreq, Version::k311);
-  sim_.RunFor(kStep);
+  SendSubscribe(sub, Version::k311, "t", 2);
   OwnedFrame f;
   ASSERT_EQ(sub.Expect<Suback>(Version::k311, &f).packet_id, 1);
   Connect pc = MakeConnect(GetParam(), "pub", false);
@@ -359,12 +359,7 @@ TEST_P(GroupCommit, Qos2DeliveryWaitsForThePublishersPacketId) {
 // Nothing stored for either side: nothing to wait for.
 TEST_P(GroupCommit, Qos2DeliveryBetweenUnstoredSessionsIsNotHeld) {
   RawClient& sub = Connected(MakeConnect(GetParam(), "sub", true));
-  SubscribeEntry e{"t", {.max_qos = 2}};
-  Subscribe sreq;
-  sreq.packet_id = 1;
-  sreq.entries = SubscribeEntries(std::span<const SubscribeEntry>(&e, 1));
-  sub.Send(sreq, GetParam());
-  sim_.RunFor(kStep);
+  SendSubscribe(sub, GetParam(), "t", 2);
   OwnedFrame f;
   ASSERT_EQ(sub.Expect<Suback>(GetParam(), &f).packet_id, 1);
   RawClient& pub = Connected(MakeConnect(GetParam(), "pub", true));
