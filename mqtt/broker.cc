@@ -138,6 +138,13 @@ struct Connection {
   uint32_t held_acks = 0;
   // Its session's next PUBLISH waits in Broker::publish_holds_.
   bool publish_hold_registered = false;
+  // A CONNECT held by BrokerForwarder::ParkConnect: its frame (flags and
+  // body), and the stream bytes that came after it.
+  bool parked = false;
+  uint8_t parked_flags = 0;
+  uint32_t parked_size = 0;
+  std::vector<std::byte> parked_connect;
+  std::vector<std::byte> parked_input;
 
   void Reset() {
     state = State::kFree;
@@ -160,6 +167,9 @@ struct Connection {
     in_ready = false;
     held_acks = 0;  // entries left in held_acks_ see a stale generation
     publish_hold_registered = false;
+    parked = false;
+    parked_connect = {};
+    parked_input = {};
   }
 };
 
@@ -309,32 +319,49 @@ void Broker::OnBytes(ConnectionId id, std::span<const std::byte> bytes,
   Connection* c = Lookup(id);
   if (c == nullptr) return;
   counters_.bytes_received += bytes.size();
+  ConsumeBytes(*c, bytes, now);
+  RunDeferred(now);
+}
+
+void Broker::ConsumeBytes(Connection& c, std::span<const std::byte> bytes,
+                          Timestamp now) {
   Frame frame;
   bool more = true;
-  while (more && (c->state == Connection::State::kAwaitConnect ||
-                  c->state == Connection::State::kActive)) {
-    switch (c->decoder.Next(&bytes, &frame)) {
+  while (more && !c.parked &&
+         (c.state == Connection::State::kAwaitConnect ||
+          c.state == Connection::State::kActive)) {
+    switch (c.decoder.Next(&bytes, &frame)) {
       case StreamDecoder::Result::kFrame:
-        HandleFrame(*c, frame, now);
+        HandleFrame(c, frame, now);
         break;
       case StreamDecoder::Result::kNeedMore:
         more = false;
         break;
       case StreamDecoder::Result::kMalformed:
-        Fail(*c, ReasonCode::kMalformedPacket,
+        Fail(c, ReasonCode::kMalformedPacket,
              "MQTT-1.5.5-1: bad Remaining Length", now);
         more = false;
         break;
       case StreamDecoder::Result::kTooLarge:
         ++counters_.packets_too_large;
         // §3.1.2.11.4 / §3.2.2.3.6: over our Maximum Packet Size.
-        Fail(*c, ReasonCode::kPacketTooLarge,
+        Fail(c, ReasonCode::kPacketTooLarge,
              "packet exceeds the Maximum Packet Size", now);
         more = false;
         break;
     }
   }
-  RunDeferred(now);
+  if (c.parked && !bytes.empty()) {
+    // The decoder stopped at the end of the CONNECT, so these are whole
+    // stream bytes that ResumeConnect feeds in later, in order.
+    if (c.parked_input.size() + bytes.size() > options_.max_parked_bytes) {
+      c.parked = false;
+      Fail(c, ReasonCode::kQuotaExceeded,
+           "too many bytes behind a CONNECT held for its session", now);
+      return;
+    }
+    c.parked_input.insert(c.parked_input.end(), bytes.begin(), bytes.end());
+  }
 }
 
 void Broker::RunDeferred(Timestamp now) {
@@ -930,7 +957,8 @@ Session* Broker::CreateSession(std::string_view client_id) {
   return &s;
 }
 
-void Broker::HandleConnect(Connection& c, const Frame& frame, Timestamp now) {
+void Broker::HandleConnect(Connection& c, const Frame& frame, Timestamp now,
+                           bool resumed) {
   Connect p;
   p.version = Version(0);  // tells whether the decoder got as far as the level
   const DecodeStatus status = DecodeConnect(frame, &p);
@@ -993,7 +1021,7 @@ void Broker::HandleConnect(Connection& c, const Frame& frame, Timestamp now) {
            "no authentication method is supported");
     return;
   }
-  if (authenticator_ != nullptr) {
+  if (authenticator_ != nullptr && !resumed) {
     const ReasonCode code = authenticator_->Authenticate(p);
     if (code != ReasonCode::kSuccess) {
       reject(code, nullptr);
@@ -1014,6 +1042,18 @@ void Broker::HandleConnect(Connection& c, const Frame& frame, Timestamp now) {
           absl::StrCat(options_.assigned_client_id_prefix, ++assigned_ids_);
     } while (session_by_id_.contains(std::string_view(assigned)));
     client_id = assigned;
+  } else if (forwarder_ != nullptr && !resumed &&
+             forwarder_->ParkConnect(client_id, p.clean_start,
+                                     ConnectionId{c.index, c.generation},
+                                     now)) {
+    // The session may be on another core: wait for it before it is looked
+    // up here (multi_broker.h). The frame may live in the decoder's buffer.
+    c.parked = true;
+    c.parked_flags = frame.flags;
+    c.parked_size = frame.size_bytes;
+    c.parked_connect.assign(frame.body.begin(), frame.body.end());
+    ++counters_.connects_parked;
+    return;
   }
 
   // Session expiry (§3.1.2.11.2; 3.1.1 Clean Session semantics).
@@ -1812,6 +1852,146 @@ bool Broker::DisconnectClient(std::string_view client_id, ReasonCode reason,
   return true;
 }
 
+bool Broker::ResumeConnect(ConnectionId id, Timestamp now) {
+  Connection* c = Lookup(id);
+  if (c == nullptr || !c->parked ||
+      c->state != Connection::State::kAwaitConnect) {
+    return false;
+  }
+  c->parked = false;
+  const std::vector<std::byte> body = std::move(c->parked_connect);
+  std::vector<std::byte> input = std::move(c->parked_input);
+  c->parked_connect = {};
+  c->parked_input = {};
+  Frame frame;
+  frame.type = PacketType::kConnect;
+  frame.flags = c->parked_flags;
+  frame.body = body;
+  frame.size_bytes = c->parked_size;
+  // The same bytes decode to the same CONNECT; it was authenticated before
+  // it was parked.
+  HandleConnect(*c, frame, now, /*resumed=*/true);
+  if (!input.empty()) ConsumeBytes(*c, input, now);
+  RunDeferred(now);
+  return true;
+}
+
+bool Broker::AbortParkedConnect(ConnectionId id, ReasonCode reason,
+                                Timestamp now) {
+  Connection* c = Lookup(id);
+  if (c == nullptr || !c->parked ||
+      c->state != Connection::State::kAwaitConnect) {
+    return false;
+  }
+  c->parked = false;
+  c->parked_connect = {};
+  c->parked_input = {};
+  ++counters_.session_takeovers;
+  // No CONNACK went out, so there is no session to say anything on.
+  CloseConnection(*c, reason, false, now);
+  return true;
+}
+
+std::optional<StoredSession> Broker::ExportSession(std::string_view client_id,
+                                                   ReasonCode reason,
+                                                   Timestamp now) {
+  auto found = session_by_id_.find(client_id);
+  if (found == session_by_id_.end()) return std::nullopt;
+  Session* sp = sessions_[*found].get();
+  if (sp->connection != kNone) {
+    // MQTT-3.1.4-3, as DisconnectClient does.
+    Connection& old = *connections_[sp->connection];
+    ++counters_.session_takeovers;
+    if (IsV5(old.version)) {
+      Disconnect d;
+      d.reason = reason;
+      StageControl(old, d);
+    }
+    CloseConnection(old, reason, true, now);
+    found = session_by_id_.find(client_id);
+    if (found == session_by_id_.end()) {
+      RunDeferred(now);
+      return std::nullopt;  // expiry 0: it ended with the connection
+    }
+    sp = sessions_[*found].get();
+  }
+  Session& s = *sp;
+  StoredSession out;
+  out.client_id = s.client_id;
+  out.expiry_interval_s = s.expiry_interval_s;
+  for (const auto& [text, record] : s.subscriptions) {
+    StoredSubscription& sub = out.subscriptions.emplace_back();
+    sub.filter = text;
+    sub.options = record.options;
+    sub.subscription_id = record.subscription_id;
+  }
+  auto copy_message = [&](const Message& m, StoredRetained* r) {
+    r->topic = std::string(m.topic());
+    r->qos = m.qos();
+    r->properties.assign(m.properties().begin(), m.properties().end());
+    r->payload.assign(m.payload().begin(), m.payload().end());
+    if (!m.expires_at().is_never()) {
+      const int64_t left_ms =
+          std::chrono::duration_cast<std::chrono::milliseconds>(m.expires_at() -
+                                                                now)
+              .count();
+      if (left_ms <= 0) return false;
+      r->expires_in_ms = uint64_t(left_ms);
+    }
+    return true;
+  };
+  const size_t sent = s.inflight.size() - s.unsent;
+  for (size_t i = 0; i < s.inflight.size(); ++i) {
+    const Inflight& f = s.inflight[i];
+    StoredQueued q;
+    q.qos = f.qos;
+    q.retain = f.retain;
+    q.subscription_ids.assign(f.subscription_ids.span().begin(),
+                              f.subscription_ids.span().end());
+    if (f.state == Inflight::State::kAwaitPubcomp) {
+      q.packet_id = f.packet_id;  // only PUBREL is left (MQTT-4.3.3-*)
+      q.released = true;
+    } else {
+      // One that never went out (held for a commit) is just queued there.
+      if (i < sent) q.packet_id = f.packet_id;
+      if (!f.message || !copy_message(*f.message, &q.message)) {
+        ++counters_.dropped_expired;
+        continue;
+      }
+    }
+    out.queued.push_back(std::move(q));
+  }
+  for (size_t i = 0; i < s.qos12.size(); ++i) {
+    const Delivery& d = s.qos12[i];
+    StoredQueued q;
+    q.qos = d.qos;
+    q.retain = d.retain;
+    q.subscription_ids.assign(d.subscription_ids.span().begin(),
+                              d.subscription_ids.span().end());
+    if (!copy_message(*d.message, &q.message)) {
+      ++counters_.dropped_expired;
+      continue;
+    }
+    out.queued.push_back(std::move(q));
+  }
+  out.awaiting_pubrel = s.awaiting_pubrel;
+  counters_.dropped_offline_qos0 += s.qos0.size();
+  // MQTT-3.1.3-9: the reconnect this session moves for cancels its will.
+  s.will.Reset();
+  s.will_at = Timestamp::Never();
+  EndSession(s, now);
+  ++counters_.sessions_exported;
+  RunDeferred(now);
+  return out;
+}
+
+absl::Status Broker::ImportSession(const StoredSession& session,
+                                   Timestamp now) {
+  absl::Status status = AddSession(session, now, /*from_store=*/false);
+  if (status.ok()) ++counters_.sessions_imported;
+  return status;
+}
+
 void Broker::EndSession(Session& s, Timestamp now) {
   if (s.will) PublishWill(s, now);  // the session ends first (§3.1.3.2.2)
   if (s.stored && store_ != nullptr) store_->DeleteSession(s.client_id);
@@ -1991,6 +2171,11 @@ void Broker::SyncStoredSession(Session& s) {
 
 absl::Status Broker::RestoreSession(const StoredSession& stored,
                                     Timestamp now) {
+  return AddSession(stored, now, /*from_store=*/true);
+}
+
+absl::Status Broker::AddSession(const StoredSession& stored, Timestamp now,
+                                bool from_store) {
   if (stored.expiry_interval_s == 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("stored session '", stored.client_id, "' has expiry 0"));
@@ -2013,8 +2198,10 @@ absl::Status Broker::RestoreSession(const StoredSession& stored,
   Session& s = *CreateSession(stored.client_id);
   s.expiry_interval_s =
       std::min(stored.expiry_interval_s, options_.max_session_expiry_s);
-  s.stored = true;  // it came from the store
-  s.stored_expiry_s = stored.expiry_interval_s;
+  if (from_store) {
+    s.stored = true;
+    s.stored_expiry_s = stored.expiry_interval_s;
+  }
   for (const StoredSubscription& sub : stored.subscriptions) {
     SubscriptionTree::Entry e;
     e.subscriber = s.index;

@@ -162,6 +162,9 @@ struct BrokerOptions {
   // Across all sessions: QoS 1/2 bytes queued (the same policy applies).
   uint64_t max_total_queued_bytes = uint64_t(1) << 32;
   uint32_t max_retained_messages = 100'000;
+  // Bytes a parked CONNECT (BrokerForwarder::ParkConnect) may have behind
+  // it before the connection is closed (0x97).
+  uint32_t max_parked_bytes = 256 << 10;
   // Prefix of assigned client identifiers.
   std::string assigned_client_id_prefix = "ringlab-";
   // Token-bucket limits on new connections and on each connection's
@@ -263,6 +266,11 @@ struct BrokerCounters {
   // QoS 2 deliveries whose first send waited for a store commit.
   uint64_t publishes_held = 0;
   uint64_t retained_dropped_limit = 0;
+  // Sessions across Loops (multi_broker.h): CONNECTs held for a handover,
+  // sessions handed to and taken from another core.
+  uint64_t connects_parked = 0;
+  uint64_t sessions_exported = 0;
+  uint64_t sessions_imported = 0;
   uint64_t wills_published = 0;
   uint64_t subscribes = 0;
   uint64_t unsubscribes = 0;
@@ -291,10 +299,22 @@ struct InjectedMessage {
 // (multi_broker.h) passes it on to the other Loops. Called on the core's
 // thread; `message` may be kept (a counted reference, no copy). Messages
 // routed with PublishMessage() are not reported.
+//
+// ParkConnect() is asked for every authenticated CONNECT with a client id
+// (not an assigned one) before its session is looked up. True holds the
+// connection (no CONNACK; later bytes are buffered, up to
+// BrokerOptions::max_parked_bytes) until ResumeConnect() or
+// AbortParkedConnect(): the multi-Loop broker fetches the client's session
+// from the Loop that had it meanwhile.
 class BrokerForwarder {
  public:
   virtual ~BrokerForwarder() = default;
   virtual void OnClientPublish(const MessageRef& message) = 0;
+  virtual bool ParkConnect(std::string_view client_id, bool clean_start,
+                           ConnectionId connection, Timestamp now) {
+    (void)client_id, (void)clean_start, (void)connection, (void)now;
+    return false;
+  }
 };
 
 class Broker {
@@ -358,14 +378,35 @@ class Broker {
   void Shutdown(Timestamp now);
   // The client id connected through another core (another Loop): closes its
   // connection here, if any (v5 DISCONNECT `reason`; the will as on a
-  // takeover, MQTT-3.1.4-3), and ends its session here, which does not
-  // move (multi_broker.h). False if the id is unknown here.
+  // takeover, MQTT-3.1.4-3), and ends its session here (a Clean Start
+  // elsewhere; ExportSession moves it instead). False if the id is unknown
+  // here.
   bool DisconnectClient(std::string_view client_id, ReasonCode reason,
                         Timestamp now);
   // Client publishes are also reported to `forwarder` (borrowed; nullptr
   // stops). With one set, a v5 PUBACK never says No matching subscribers
   // (0x10): other Loops may have some.
   void set_forwarder(BrokerForwarder* forwarder) { forwarder_ = forwarder; }
+  // A CONNECT that ParkConnect() held goes on from where it stopped (the
+  // authenticator is not asked again), then the bytes buffered behind it.
+  // False if the connection is gone or not parked.
+  bool ResumeConnect(ConnectionId connection, Timestamp now);
+  // A held CONNECT is refused: the connection closes without a CONNACK
+  // (another CONNECT for the client id came after it, MQTT-3.1.4-3).
+  bool AbortParkedConnect(ConnectionId connection, ReasonCode reason,
+                          Timestamp now);
+  // Moves a session to another core: closes its connection here, if any,
+  // as DisconnectClient() does, and removes the session, returned with its
+  // subscriptions, queued and in-flight QoS 1/2 messages and inbound QoS 2
+  // ids. Its delayed will is dropped, not published: the reconnect it moves
+  // for cancels it (MQTT-3.1.3-9). nullopt if the id is unknown here or the
+  // session ended with its connection (expiry 0).
+  std::optional<StoredSession> ExportSession(std::string_view client_id,
+                                             ReasonCode reason, Timestamp now);
+  // Adds what ExportSession() returned on another core, disconnected, as
+  // RestoreSession() does but not marked as stored. Errors as
+  // RestoreSession().
+  absl::Status ImportSession(const StoredSession& session, Timestamp now);
 
   // ---- Durable state (store.h)
   // ------------------------------------------------ From now on, changes
@@ -424,7 +465,13 @@ class Broker {
 
   Connection* Lookup(ConnectionId id) const;
   void HandleFrame(Connection& c, const Frame& frame, Timestamp now);
-  void HandleConnect(Connection& c, const Frame& frame, Timestamp now);
+  // `resumed`: a parked CONNECT going on (ResumeConnect).
+  void HandleConnect(Connection& c, const Frame& frame, Timestamp now,
+                     bool resumed = false);
+  void ConsumeBytes(Connection& c, std::span<const std::byte> bytes,
+                    Timestamp now);
+  absl::Status AddSession(const StoredSession& session, Timestamp now,
+                          bool from_store);
   void HandlePublish(Connection& c, const Publish& p, Timestamp now);
   void HandlePubResponse(Connection& c, const PubResponse& r, Timestamp now);
   void HandleSubscribe(Connection& c, const Subscribe& s, Timestamp now);

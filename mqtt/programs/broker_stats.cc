@@ -9,7 +9,7 @@ namespace ringlab::mqtt::programs {
 
 // Every field is listed once below. A field added to a struct and not here
 // would be summed and printed by neither broker: the sizes stop the build.
-static_assert(sizeof(BrokerCounters) == 46 * sizeof(uint64_t),
+static_assert(sizeof(BrokerCounters) == 49 * sizeof(uint64_t),
               "list the new BrokerCounters field in broker_stats.cc");
 static_assert(sizeof(BrokerDriverCounters) == 14 * sizeof(uint64_t),
               "list the new BrokerDriverCounters field in broker_stats.cc");
@@ -96,6 +96,9 @@ void AddBrokerCounters(const BrokerCounters& from, BrokerCounters* into) {
   into->acks_held += from.acks_held;
   into->publishes_held += from.publishes_held;
   into->retained_dropped_limit += from.retained_dropped_limit;
+  into->connects_parked += from.connects_parked;
+  into->sessions_exported += from.sessions_exported;
+  into->sessions_imported += from.sessions_imported;
   into->wills_published += from.wills_published;
   into->subscribes += from.subscribes;
   into->unsubscribes += from.unsubscribes;
@@ -172,6 +175,9 @@ void AppendBrokerCounters(bench::JsonWriter& json, const BrokerCounters& c) {
   json.Key("acks_held").Uint(c.acks_held);
   json.Key("publishes_held").Uint(c.publishes_held);
   json.Key("retained_dropped_limit").Uint(c.retained_dropped_limit);
+  json.Key("connects_parked").Uint(c.connects_parked);
+  json.Key("sessions_exported").Uint(c.sessions_exported);
+  json.Key("sessions_imported").Uint(c.sessions_imported);
   json.Key("wills_published").Uint(c.wills_published);
   json.Key("subscribes").Uint(c.subscribes);
   json.Key("unsubscribes").Uint(c.unsubscribes);
