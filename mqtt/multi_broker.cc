@@ -3,9 +3,13 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include <memory>
+#include <optional>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "mqtt/internal/absl_view.h"
 
 namespace ringlab::mqtt {
 namespace {
@@ -30,6 +34,20 @@ class MultiBroker::Shard final : public BrokerForwarder,
                                  public BrokerAuthenticator,
                                  public transport::LoopChannelHandler<Entry>,
                                  public transport::TimerHandler {
+ private:
+  struct Deferred {
+    size_t from;
+    uint64_t seq;
+  };
+  // A CONNECT held on this Loop while its session comes from another.
+  struct Park {
+    ConnectionId connection;
+    uint64_t seq = 0;  // its claim
+    Timestamp since;
+    bool aborted = false;  // a newer Clean Start elsewhere superseded it
+    std::vector<Deferred> deferred;
+  };
+
  public:
   Shard(MultiBroker* owner, size_t index) : owner_(owner), index_(index) {}
 
@@ -45,7 +63,7 @@ class MultiBroker::Shard final : public BrokerForwarder,
         continue;
       }
       const uint64_t seq = o.channel->accepted();
-      if (!o.channel->Send(Entry{m.get()})) {
+      if (!o.channel->Send(Entry{.message = m.get()})) {
         Bump(refused);
         continue;
       }
@@ -57,6 +75,10 @@ class MultiBroker::Shard final : public BrokerForwarder,
 
   // The consumer side: entries from any other Loop, on this Loop's thread.
   void OnChannelMessage(const Entry& e) override {
+    if (e.message == nullptr) {
+      OnRequest(e.from, *e.client_id, e.seq, e.want_session);
+      return;
+    }
     const Message& m = *e.message;
     InjectedMessage in;
     in.topic = m.topic();
@@ -82,13 +104,201 @@ class MultiBroker::Shard final : public BrokerForwarder,
 
   // BrokerAuthenticator: forwards to the configured one (if any).
   ReasonCode Authenticate(const Connect& connect) override {
-    const ReasonCode code = inner_ != nullptr ? inner_->Authenticate(connect)
-                                              : ReasonCode::kSuccess;
-    if (code == ReasonCode::kSuccess && !connect.client_id.empty() &&
-        owner_->shards_.size() > 1) {
-      owner_->ClaimClientId(connect.client_id, index_);
+    // The client id is claimed in ParkConnect, once the CONNECT passed
+    // every check.
+    return inner_ != nullptr ? inner_->Authenticate(connect)
+                             : ReasonCode::kSuccess;
+  }
+
+  // BrokerForwarder: every accepted CONNECT with a client id, before its
+  // session is looked up (multi_broker.h, "Sessions follow their client").
+  bool ParkConnect(std::string_view client_id, bool clean_start,
+                   ConnectionId connection, Timestamp now) override {
+    const Claim claim = owner_->ClaimClientId(client_id, index_);
+    auto it = parks_.find(internal::AbslView(client_id));
+    if (it != parks_.end()) {
+      // A CONNECT for this id already waits here for the session: the new
+      // one takes its place (MQTT-3.1.4-3), and gets what arrives.
+      Park& park = it->second;
+      driver->broker().AbortParkedConnect(park.connection,
+                                          ReasonCode::kSessionTakenOver, now);
+      park.connection = connection;
+      park.seq = claim.seq;
+      park.since = now;
+      Bump(parks_replaced);
+      if (claim.previous != index_) {
+        // A CONNECT on that Loop came in between: it is older than this one.
+        owner_->Request(claim.previous, index_, std::string(client_id),
+                        claim.seq, /*want_session=*/false);
+      }
+      return true;
     }
-    return code;
+    if (claim.previous == index_) return false;  // new here, or local
+    if (clean_start) {
+      // MQTT-3.1.2-4: the old session is discarded, so there is nothing
+      // to wait for; the other Loop closes and ends it.
+      owner_->Request(claim.previous, index_, std::string(client_id), claim.seq,
+                      /*want_session=*/false);
+      return false;
+    }
+    Park& park = parks_[std::string(client_id)];
+    park.connection = connection;
+    park.seq = claim.seq;
+    park.since = now;
+    Bump(handovers_requested);
+    owner_->Request(claim.previous, index_, std::string(client_id), claim.seq,
+                    /*want_session=*/true);
+    return true;
+  }
+
+  // On this Loop: Loop `from` asks for the session of `id` (or, when
+  // !want_session, that it be closed and ended here).
+  void OnRequest(size_t from, const std::string& id, uint64_t seq,
+                 bool want_session) {
+    Broker& broker = driver->broker();
+    const Timestamp now = loop->now();
+    auto it = parks_.find(id);
+    if (it != parks_.end()) {
+      Park& park = it->second;
+      if (seq > park.seq) {
+        // The asker's CONNECT is newer than the one held here.
+        if (want_session) {
+          // It gets the session once the one here has it and went on.
+          park.deferred.push_back(Deferred{from, seq});
+        } else if (!park.aborted) {
+          // A newer Clean Start: the held CONNECT is superseded, and what
+          // arrives for it is discarded (MQTT-3.1.2-4).
+          broker.AbortParkedConnect(park.connection,
+                                    ReasonCode::kSessionTakenOver, now);
+          park.aborted = true;
+          Bump(remote_takeovers);
+        }
+        driver->Flush();
+        return;
+      }
+      // The asker is older than the CONNECT held here: it gets what this
+      // Loop has now (a session the held CONNECT will ask back for).
+      if (want_session)
+        Answer(from, id, seq,
+               broker.ExportSession(id, ReasonCode::kSessionTakenOver, now));
+      driver->Flush();
+      return;
+    }
+    if (owner_->OwnsClientId(id, index_)) {
+      // The client connected here again since (a Clean Start, or this
+      // Loop's CONNECT would be held): the newest connection stays.
+      Bump(takeovers_skipped);
+      if (want_session) Answer(from, id, seq, std::nullopt);
+      return;
+    }
+    if (want_session) {
+      const std::optional<Broker::SessionInfo> info = broker.GetSessionInfo(id);
+      const bool connected = info.has_value() && info->connected;
+      std::optional<StoredSession> session =
+          broker.ExportSession(id, ReasonCode::kSessionTakenOver, now);
+      if (connected) Bump(remote_takeovers);
+      Answer(from, id, seq, std::move(session));
+    } else if (broker.DisconnectClient(id, ReasonCode::kSessionTakenOver,
+                                       now)) {
+      Bump(remote_takeovers);
+    }
+    driver->Flush();
+  }
+
+  // On this Loop: the answer to this Loop's request for `id`.
+  void OnAnswer(const std::string& id, uint64_t seq,
+                std::shared_ptr<std::optional<StoredSession>> session) {
+    Broker& broker = driver->broker();
+    const Timestamp now = loop->now();
+    auto it = parks_.find(id);
+    if (it == parks_.end()) {
+      // The CONNECT went on without it (handover_timeout): keep it
+      // disconnected unless the id has a session here again.
+      if (session->has_value()) {
+        if (Import(**session, now)) {
+          Bump(moved);
+        } else {
+          Bump(lost);
+        }
+      }
+      (void)seq;
+      return;
+    }
+    Park park = std::move(it->second);
+    parks_.erase(it);
+    if (park.aborted) {
+      if (session->has_value()) Bump(lost);
+    } else {
+      if (session->has_value()) {
+        // A disconnected session left here earlier (after a timeout) is
+        // older than the one that followed the client.
+        (void)broker.ExportSession(id, ReasonCode::kSessionTakenOver, now);
+        if (Import(**session, now)) {
+          Bump(moved);
+        } else {
+          Bump(lost);
+        }
+      } else {
+        Bump(empty);
+      }
+      broker.ResumeConnect(park.connection, now);
+    }
+    AnswerDeferred(id, park);
+    driver->Flush();
+  }
+
+  bool Import(const StoredSession& session, Timestamp now) {
+    // Its subscriptions make this a Loop with subscribers (as MaySubscribe
+    // does), before the CONNACK that lets the client expect messages.
+    if (!session.subscriptions.empty() &&
+        !has_subscribers.load(std::memory_order_relaxed)) {
+      has_subscribers.store(true, std::memory_order_seq_cst);
+    }
+    return driver->broker().ImportSession(session, now).ok();
+  }
+
+  // Requests that waited for a held CONNECT that has now gone on.
+  void AnswerDeferred(const std::string& id, const Park& park) {
+    Broker& broker = driver->broker();
+    for (const Deferred& d : park.deferred) {
+      if (park.aborted) {
+        Answer(d.from, id, d.seq, std::nullopt);
+        continue;
+      }
+      Bump(remote_takeovers);
+      Answer(
+          d.from, id, d.seq,
+          broker.ExportSession(id, ReasonCode::kSessionTakenOver, loop->now()));
+    }
+  }
+
+  void Answer(size_t to, const std::string& id, uint64_t seq,
+              std::optional<StoredSession> session) {
+    auto shared =
+        std::make_shared<std::optional<StoredSession>>(std::move(session));
+    Shard* target = owner_->shards_[to].get();
+    target->loop->Post(
+        [target, id, seq, shared] { target->OnAnswer(id, seq, shared); });
+  }
+
+  // handover_timeout: a held CONNECT goes on without its session.
+  void ExpireParks(Timestamp now) {
+    const Duration limit = owner_->options_.handover_timeout;
+    for (auto it = parks_.begin(); it != parks_.end();) {
+      Park& park = it->second;
+      if (now - park.since < limit) {
+        ++it;
+        continue;
+      }
+      if (!park.aborted) {
+        Bump(timeouts);
+        driver->broker().ResumeConnect(park.connection, now);
+      }
+      const std::string id = it->first;
+      const Park done = std::move(park);
+      parks_.erase(it++);
+      AnswerDeferred(id, done);
+    }
   }
   bool MayPublish(const ClientIdentity& client,
                   std::string_view topic) override {
@@ -111,6 +321,10 @@ class MultiBroker::Shard final : public BrokerForwarder,
 
   void OnTimer(uint64_t, Timestamp now) override {
     for (Outbound& o : out) Release(o);
+    if (!parks_.empty()) {
+      ExpireParks(now);
+      driver->Flush();
+    }
     const BrokerCounters& c = driver->broker().counters();
     gauges.delivered.store(
         c.publishes_sent[0] + c.publishes_sent[1] + c.publishes_sent[2],
@@ -151,7 +365,9 @@ class MultiBroker::Shard final : public BrokerForwarder,
   LoopGauges gauges;
   std::atomic<bool> has_subscribers{false};
   std::atomic<uint64_t> forwarded{0}, refused{0}, skipped{0}, received{0},
-      expired{0}, remote_takeovers{0}, takeovers_skipped{0};
+      expired{0}, remote_takeovers{0}, takeovers_skipped{0},
+      handovers_requested{0}, moved{0}, empty{0}, timeouts{0}, lost{0},
+      parks_replaced{0};
 
  private:
   MultiBroker* owner_;
@@ -159,6 +375,7 @@ class MultiBroker::Shard final : public BrokerForwarder,
   BrokerAuthenticator* inner_ = nullptr;
   bool stopping_ = false;
   Timestamp stop_at_ = Timestamp::Never();
+  absl::flat_hash_map<std::string, Park> parks_;  // by client id
 };
 
 MultiBroker::MultiBroker(MultiBrokerOptions options)
@@ -225,6 +442,7 @@ absl::StatusOr<std::unique_ptr<MultiBroker>> MultiBroker::Create(
       Outbound& out = from.out.emplace_back();
       out.channel = *std::move(ch);
       out.held.resize(size_t(o.channel.capacity) + o.channel.overflow_capacity);
+      out.ids.resize(out.held.size());
       out.target = j;
     }
   }
@@ -314,6 +532,12 @@ MultiBrokerCounters MultiBroker::counters() const {
     c.forward_expired += Get(s->expired);
     c.remote_takeovers += Get(s->remote_takeovers);
     c.takeovers_skipped += Get(s->takeovers_skipped);
+    c.handovers_requested += Get(s->handovers_requested);
+    c.sessions_moved += Get(s->moved);
+    c.handovers_empty += Get(s->empty);
+    c.handover_timeouts += Get(s->timeouts);
+    c.handovers_lost += Get(s->lost);
+    c.parks_replaced += Get(s->parks_replaced);
     for (const Outbound& o : s->out) {
       const transport::LoopChannelCounters k = o.channel->counters();
       c.queue_full += k.queue_full;
@@ -326,40 +550,48 @@ MultiBrokerCounters MultiBroker::counters() const {
   return c;
 }
 
-void MultiBroker::ClaimClientId(std::string_view client_id, size_t loop) {
-  size_t previous = loop;
-  {
-    absl::MutexLock lock(&ids_mu_);
-    auto [it, inserted] =
-        id_owner_.try_emplace(std::string(client_id), uint32_t(loop));
-    if (!inserted) {
-      previous = it->second;
-      it->second = uint32_t(loop);
-    }
-  }
-  if (previous == loop) return;  // new, or the same Loop's own takeover
-  // MQTT-3.1.4-2: the connection on the other Loop is closed there.
-  shards_[previous]->loop->Post(
-      [this, previous, id = std::string(client_id)] { Kick(previous, id); });
+MultiBroker::Claim MultiBroker::ClaimClientId(std::string_view client_id,
+                                              size_t loop) {
+  absl::MutexLock lock(&ids_mu_);
+  const uint64_t seq = ++next_claim_;
+  auto [it, inserted] =
+      id_owner_.try_emplace(std::string(client_id), Owner{uint32_t(loop), seq});
+  if (inserted) return Claim{loop, seq};
+  const size_t previous = it->second.loop;
+  it->second = Owner{uint32_t(loop), seq};
+  return Claim{previous, seq};
 }
 
-void MultiBroker::Kick(size_t loop, const std::string& client_id) {
-  Shard& s = *shards_[loop];
-  {
-    absl::MutexLock lock(&ids_mu_);
-    auto it = id_owner_.find(client_id);
-    if (it != id_owner_.end() && it->second == loop) {
-      // The client connected here again since: that CONNECT took over
-      // locally, and the newest connection must stay.
-      Bump(s.takeovers_skipped);
-      return;
-    }
+bool MultiBroker::OwnsClientId(std::string_view client_id, size_t loop) {
+  absl::MutexLock lock(&ids_mu_);
+  auto it = id_owner_.find(internal::AbslView(client_id));
+  return it != id_owner_.end() && it->second.loop == loop;
+}
+
+void MultiBroker::Request(size_t target, size_t from, std::string client_id,
+                          uint64_t seq, bool want_session) {
+  // On Loop `from`'s thread (its producer side of the channel to `target`).
+  // Through the channel: a publish this Loop acknowledged before the
+  // CONNECT reaches the session before it moves.
+  Shard& source = *shards_[from];
+  for (Outbound& o : source.out) {
+    if (o.target != target) continue;
+    source.Release(o);
+    const uint64_t slot = o.channel->accepted() % o.ids.size();
+    o.ids[slot] = std::move(client_id);
+    const Entry e{.message = nullptr,
+                  .client_id = &o.ids[slot],
+                  .seq = seq,
+                  .from = uint32_t(from),
+                  .want_session = want_session};
+    if (o.channel->Send(e)) return;
+    client_id = std::move(o.ids[slot]);  // both full: post it instead
+    break;
   }
-  if (s.driver->broker().DisconnectClient(
-          client_id, ReasonCode::kSessionTakenOver, s.loop->now())) {
-    Bump(s.remote_takeovers);
-  }
-  s.driver->Flush();
+  Shard* s = shards_[target].get();
+  s->loop->Post([s, from, id = std::move(client_id), seq, want_session] {
+    s->OnRequest(from, id, seq, want_session);
+  });
 }
 
 }  // namespace ringlab::mqtt

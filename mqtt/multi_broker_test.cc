@@ -33,6 +33,7 @@ struct Peer : ClientDriver::Listener {
     switch (e.kind) {
       case ClientEvent::Kind::kConnected:
         connected = true;
+        session_present = e.session_present;
         break;
       case ClientEvent::Kind::kSubscribed:
         ++subscribed;
@@ -70,6 +71,7 @@ struct Peer : ClientDriver::Listener {
     }
   }
   bool connected = false;
+  bool session_present = false;
   bool closed = false;
   ReasonCode close_reason = ReasonCode::kSuccess;
   int subscribed = 0;
@@ -131,12 +133,17 @@ class MultiBrokerTest : public ::testing::TestWithParam<std::string> {
   // A connected client (v5 unless said otherwise).
   ClientDriver* Connect(const std::string& id, Peer** peer_out,
                         Version version = Version::k5) {
+    ClientOptions client;
+    client.client_id = id;
+    client.version = version;
+    return Connect(client, peer_out);
+  }
+  ClientDriver* Connect(const ClientOptions& options, Peer** peer_out) {
     peers_.push_back(std::make_unique<Peer>());
     Peer* peer = peers_.back().get();
     ClientDriverOptions o;
     o.server = broker_->local_endpoint();
-    o.client.client_id = id;
-    o.client.version = version;
+    o.client = options;
     absl::StatusOr<std::unique_ptr<ClientDriver>> c =
         ClientDriver::Create(loop_.get(), o, peer);
     EXPECT_TRUE(c.ok()) << c.status();
@@ -278,6 +285,151 @@ TEST_P(MultiBrokerTest, TakeoverAcrossLoops) {
   }
   EXPECT_TRUE(remote) << "no two connections landed on different Loops";
   EXPECT_GE(broker_->counters().remote_takeovers, 1u);
+}
+
+TEST_P(MultiBrokerTest, PersistentSessionFollowsItsClientAcrossLoops) {
+  // Each round: a persistent subscriber subscribes, goes away, misses three
+  // QoS 1 messages and comes back, on whichever Loop the kernel picks (an
+  // even chance of the other one), and must find its session and the
+  // messages wherever it lands; alternately it is still connected when the
+  // new connection comes (a takeover). Until a few sessions moved.
+  Peer* pub_peer = nullptr;
+  ClientDriver* pub = Connect("mover-pub", &pub_peer);
+  ASSERT_NE(pub, nullptr);
+  ASSERT_TRUE(RunUntil([&] { return pub_peer->connected; }));
+  int moved_rounds = 0;
+  for (int round = 0; round < 32 && moved_rounds < 4; ++round) {
+    const uint64_t moved_before = broker_->counters().sessions_moved;
+    ClientOptions o;
+    o.client_id = absl::StrCat("mover", round);
+    o.version = round % 4 < 2 ? Version::k5 : Version::k311;
+    o.clean_start = false;
+    o.session_expiry_s = 300;
+    const std::string topic = absl::StrCat("move/", round);
+    Peer* first = nullptr;
+    ClientDriver* a = Connect(o, &first);
+    ASSERT_NE(a, nullptr);
+    ASSERT_TRUE(RunUntil([&] { return first->connected; }));
+    ASSERT_TRUE(a->Subscribe(topic, {.max_qos = 1}).ok());
+    ASSERT_TRUE(RunUntil([&] { return first->subscribed == 1; }));
+    const bool takeover = round % 2 == 1;
+    if (!takeover) {
+      a->Disconnect();
+      ASSERT_TRUE(RunUntil([&] { return first->closed; }));
+    }
+    // Every earlier publish was acknowledged (the end of the last round).
+    const uint64_t acked = pub_peer->acked;
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE(
+          pub->Publish(topic, Bytes(absl::StrCat("p:", i)), {.qos = 1}).ok());
+    }
+    ASSERT_TRUE(RunUntil([&] { return pub_peer->acked == acked + 3; }))
+        << o.client_id << ": " << pub_peer->acked - acked
+        << " acks, publisher closed " << pub_peer->closed;
+    if (takeover) {
+      // Connected: it gets them before the new connection comes.
+      ASSERT_TRUE(RunUntil([&] { return first->messages == 3; }));
+    }
+    Peer* second = nullptr;
+    ClientDriver* b = Connect(o, &second);
+    ASSERT_NE(b, nullptr);
+    ASSERT_TRUE(RunUntil([&] { return second->connected || second->closed; }));
+    ASSERT_TRUE(second->connected) << o.client_id << " was refused";
+    EXPECT_TRUE(second->session_present)
+        << o.client_id << ": the session did not follow its client";
+    if (takeover) {
+      ASSERT_TRUE(RunUntil([&] { return first->closed; }));
+      if (o.version == Version::k5) {  // 3.1.1 has no server DISCONNECT
+        EXPECT_EQ(first->close_reason, ReasonCode::kSessionTakenOver);
+      }
+    } else {
+      // MQTT-3.1.2-5: what was queued while it was away.
+      ASSERT_TRUE(RunUntil([&] { return second->messages == 3; }))
+          << o.client_id << " got " << second->messages;
+      EXPECT_EQ(second->out_of_order, 0u);
+    }
+    // The subscription came too: a new message reaches the new connection.
+    ASSERT_TRUE(pub->Publish(topic, Bytes("p:9"), {.qos = 1}).ok());
+    ASSERT_TRUE(RunUntil([&] { return second->next["p"] == 10; }))
+        << o.client_id << (takeover ? " (takeover)" : "") << ": got "
+        << second->messages << ", last " << second->next["p"] << ", moved "
+        << broker_->counters().sessions_moved - moved_before;
+    if (!takeover) {
+      EXPECT_EQ(second->messages, 4u);
+    }
+    ASSERT_TRUE(RunUntil([&] { return pub_peer->acked == acked + 4; }));
+    if (broker_->counters().sessions_moved > moved_before) ++moved_rounds;
+    b->Disconnect();
+    ASSERT_TRUE(RunUntil([&] { return second->closed; }));
+  }
+  EXPECT_GE(moved_rounds, 1) << "no reconnect landed on the other Loop";
+  const MultiBrokerCounters c = broker_->counters();
+  EXPECT_EQ(c.handover_timeouts, 0u);
+  EXPECT_EQ(c.handovers_lost, 0u);
+  EXPECT_EQ(c.handovers_empty, 0u);
+}
+
+TEST_P(MultiBrokerTest,
+       DISABLED_ConcurrentConnectsForOneIdLeaveOneWithTheSession) {
+  // Bursts of CONNECTs for one persistent client id, sent together so that
+  // they race over both Loops: one connection stays, the others are taken
+  // over, and the one that stays has the session and its subscription.
+  Peer* pub_peer = nullptr;
+  ClientDriver* pub = Connect("burst-pub", &pub_peer);
+  ASSERT_NE(pub, nullptr);
+  ASSERT_TRUE(RunUntil([&] { return pub_peer->connected; }));
+  ClientOptions o;
+  o.client_id = "burst";
+  o.clean_start = false;
+  o.session_expiry_s = 300;
+  Peer* owner = nullptr;
+  ClientDriver* first = Connect(o, &owner);
+  ASSERT_NE(first, nullptr);
+  ASSERT_TRUE(RunUntil([&] { return owner->connected; }));
+  ASSERT_TRUE(first->Subscribe("burst/t", {.max_qos = 1}).ok());
+  ASSERT_TRUE(RunUntil([&] { return owner->subscribed == 1; }));
+  constexpr int kRounds = 6;
+  constexpr int kBurst = 5;
+  for (int round = 0; round < kRounds; ++round) {
+    std::vector<Peer*> peers(kBurst);
+    for (int i = 0; i < kBurst; ++i) ASSERT_NE(Connect(o, &peers[i]), nullptr);
+    std::vector<Peer*> all = peers;
+    all.push_back(owner);
+    auto open_count = [&] {
+      int open = 0;
+      for (Peer* p : all) open += p->closed ? 0 : 1;
+      return open;
+    };
+    auto settled = [&] {
+      for (Peer* p : peers) {
+        if (!p->connected && !p->closed) return false;
+      }
+      return open_count() == 1;
+    };
+    ASSERT_TRUE(RunUntil(settled))
+        << "round " << round << ": " << open_count() << " connections open";
+    // Nothing more closes afterwards.
+    const Timestamp until = MonotonicNow() + 200ms;
+    RunUntil([&] { return MonotonicNow() >= until; });
+    ASSERT_EQ(open_count(), 1) << "round " << round;
+    Peer* survivor = nullptr;
+    for (Peer* p : all) {
+      if (!p->closed) survivor = p;
+    }
+    ASSERT_TRUE(survivor->connected);
+    EXPECT_TRUE(survivor == owner || survivor->session_present)
+        << "round " << round << ": the last connection lost the session";
+    const uint64_t before = survivor->messages;
+    ASSERT_TRUE(
+        pub->Publish("burst/t", Bytes(absl::StrCat("b:", round)), {.qos = 1})
+            .ok());
+    ASSERT_TRUE(RunUntil([&] { return survivor->messages > before; }))
+        << "round " << round << ": the subscription did not follow";
+    owner = survivor;
+  }
+  const MultiBrokerCounters c = broker_->counters();
+  EXPECT_EQ(c.handover_timeouts, 0u);
+  EXPECT_EQ(c.handovers_lost, 0u);
 }
 
 TEST_P(MultiBrokerTest, RetainedAcrossLoops) {

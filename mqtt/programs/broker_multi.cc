@@ -334,6 +334,12 @@ int RunMultiLoop(std::unique_ptr<transport::Loop> first,
       .Number(xc.forwarded > 0 ? double(xc.notifications) / xc.forwarded : 0);
   json.Key("remote_takeovers").Uint(xc.remote_takeovers);
   json.Key("takeovers_skipped").Uint(xc.takeovers_skipped);
+  json.Key("handovers_requested").Uint(xc.handovers_requested);
+  json.Key("sessions_moved").Uint(xc.sessions_moved);
+  json.Key("handovers_empty").Uint(xc.handovers_empty);
+  json.Key("handover_timeouts").Uint(xc.handover_timeouts);
+  json.Key("handovers_lost").Uint(xc.handovers_lost);
+  json.Key("parks_replaced").Uint(xc.parks_replaced);
   json.EndObject();
   json.Key("per_loop").BeginArray();
   for (size_t i = 0; i < mb.size(); ++i) {
