@@ -1072,14 +1072,8 @@ void Broker::HandleConnect(Connection& c, const Frame& frame, Timestamp now,
     s = sessions_[*found].get();
     if (s->connection != kNone) {
       // MQTT-3.1.4-3: take over from the connection already using it.
-      Connection& old = *connections_[s->connection];
-      ++counters_.session_takeovers;
-      if (IsV5(old.version)) {
-        Disconnect d;
-        d.reason = ReasonCode::kSessionTakenOver;
-        StageControl(old, d);
-      }
-      CloseConnection(old, ReasonCode::kSessionTakenOver, true, now);
+      TakeOver(*connections_[s->connection], ReasonCode::kSessionTakenOver,
+               now);
       // The old connection's session may have ended with it (expiry 0).
       found = session_by_id_.find(client_id);
       s = found == session_by_id_.end() ? nullptr : sessions_[*found].get();
@@ -1829,6 +1823,17 @@ void Broker::PublishWill(Session& s, Timestamp now) {
   if (forwarder_ != nullptr) forwarder_->OnClientPublish(will);
 }
 
+void Broker::TakeOver(Connection& old, ReasonCode reason, Timestamp now) {
+  ++counters_.session_takeovers;
+  // §4.13: a v5 client is told why; a 3.1.1 connection just closes.
+  if (IsV5(old.version)) {
+    Disconnect d;
+    d.reason = reason;
+    StageControl(old, d);
+  }
+  CloseConnection(old, reason, /*publish_will=*/true, now);
+}
+
 bool Broker::DisconnectClient(std::string_view client_id, ReasonCode reason,
                               Timestamp now) {
   auto found = session_by_id_.find(client_id);
@@ -1836,14 +1841,7 @@ bool Broker::DisconnectClient(std::string_view client_id, ReasonCode reason,
   Session* s = sessions_[*found].get();
   if (s->connection != kNone) {
     // MQTT-3.1.4-3, as in HandleConnect, for a connection on another core.
-    Connection& old = *connections_[s->connection];
-    ++counters_.session_takeovers;
-    if (IsV5(old.version)) {
-      Disconnect d;
-      d.reason = reason;
-      StageControl(old, d);
-    }
-    CloseConnection(old, reason, true, now);
+    TakeOver(*connections_[s->connection], reason, now);
   }
   // The session continues (or starts again) where the client is now.
   found = session_by_id_.find(client_id);
@@ -1900,14 +1898,7 @@ std::optional<StoredSession> Broker::ExportSession(std::string_view client_id,
   Session* sp = sessions_[*found].get();
   if (sp->connection != kNone) {
     // MQTT-3.1.4-3, as DisconnectClient does.
-    Connection& old = *connections_[sp->connection];
-    ++counters_.session_takeovers;
-    if (IsV5(old.version)) {
-      Disconnect d;
-      d.reason = reason;
-      StageControl(old, d);
-    }
-    CloseConnection(old, reason, true, now);
+    TakeOver(*connections_[sp->connection], reason, now);
     found = session_by_id_.find(client_id);
     if (found == session_by_id_.end()) {
       RunDeferred(now);

@@ -470,6 +470,8 @@ class Broker {
                      bool resumed = false);
   void ConsumeBytes(Connection& c, std::span<const std::byte> bytes,
                     Timestamp now);
+  // Closes `old` because another connection took its session over.
+  void TakeOver(Connection& old, ReasonCode reason, Timestamp now);
   absl::Status AddSession(const StoredSession& session, Timestamp now,
                           bool from_store);
   void HandlePublish(Connection& c, const Publish& p, Timestamp now);

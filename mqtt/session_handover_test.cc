@@ -41,6 +41,20 @@ struct ParkingForwarder : BrokerForwarder {
   std::vector<ConnectionId> parked;
 };
 
+// A core whose forwarder parks the client id "parked".
+struct ParkingSim {
+  explicit ParkingSim(BrokerOptions options = {}) : sim(std::move(options)) {
+    sim.broker().set_forwarder(&fwd);
+  }
+  RawClient& OpenClient() {
+    RawClient& c = sim.AddClient();
+    c.Open();
+    return c;
+  }
+  BrokerSim sim;
+  ParkingForwarder fwd;
+};
+
 Connect MakeConnect(Version v, std::string_view id, bool clean,
                     uint32_t expiry_s = 0) {
   Connect c;
@@ -76,11 +90,10 @@ std::string PayloadOf(const Publish& p) {
 }
 
 TEST(ParkConnect, TheHeldConnectGoesOnWithTheBytesBehindItInOrder) {
-  BrokerSim sim;
-  ParkingForwarder fwd;
-  sim.broker().set_forwarder(&fwd);
-  RawClient& c = sim.AddClient();
-  c.Open();
+  ParkingSim ps;
+  BrokerSim& sim = ps.sim;
+  ParkingForwarder& fwd = ps.fwd;
+  RawClient& c = ps.OpenClient();
   // Pipelined: the client does not wait for its CONNACK.
   c.Send(MakeConnect(Version::k5, "parked", false, 60), Version::k5);
   const SubscribeEntry e{"t/#", SubscriptionOptions{.max_qos = 1}};
@@ -132,11 +145,10 @@ TEST(ParkConnect, OtherClientIdsAndAssignedOnesAreNotHeld) {
 }
 
 TEST(ParkConnect, AnAbortedConnectClosesWithoutAConnack) {
-  BrokerSim sim;
-  ParkingForwarder fwd;
-  sim.broker().set_forwarder(&fwd);
-  RawClient& c = sim.AddClient();
-  c.Open();
+  ParkingSim ps;
+  BrokerSim& sim = ps.sim;
+  ParkingForwarder& fwd = ps.fwd;
+  RawClient& c = ps.OpenClient();
   c.Send(MakeConnect(Version::k5, "parked", false, 60), Version::k5);
   sim.RunFor(kStep);
   ASSERT_EQ(fwd.parked.size(), 1u);
@@ -152,11 +164,10 @@ TEST(ParkConnect, AnAbortedConnectClosesWithoutAConnack) {
 TEST(ParkConnect, TooManyBytesBehindAHeldConnectClose) {
   BrokerOptions o;
   o.max_parked_bytes = 64;
-  BrokerSim sim(o);
-  ParkingForwarder fwd;
-  sim.broker().set_forwarder(&fwd);
-  RawClient& c = sim.AddClient();
-  c.Open();
+  ParkingSim ps(o);
+  BrokerSim& sim = ps.sim;
+  ParkingForwarder& fwd = ps.fwd;
+  RawClient& c = ps.OpenClient();
   c.Send(MakeConnect(Version::k311, "parked", false), Version::k311);
   sim.RunFor(kStep);
   ASSERT_EQ(fwd.parked.size(), 1u);
