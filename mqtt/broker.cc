@@ -1931,14 +1931,18 @@ std::optional<StoredSession> Broker::ExportSession(std::string_view client_id,
     }
     return true;
   };
+  auto delivery = [](uint8_t qos, bool retain,
+                     std::span<const uint32_t> subscription_ids) {
+    StoredQueued q;
+    q.qos = qos;
+    q.retain = retain;
+    q.subscription_ids.assign(subscription_ids.begin(), subscription_ids.end());
+    return q;
+  };
   const size_t sent = s.inflight.size() - s.unsent;
   for (size_t i = 0; i < s.inflight.size(); ++i) {
     const Inflight& f = s.inflight[i];
-    StoredQueued q;
-    q.qos = f.qos;
-    q.retain = f.retain;
-    q.subscription_ids.assign(f.subscription_ids.span().begin(),
-                              f.subscription_ids.span().end());
+    StoredQueued q = delivery(f.qos, f.retain, f.subscription_ids.span());
     if (f.state == Inflight::State::kAwaitPubcomp) {
       q.packet_id = f.packet_id;  // only PUBREL is left (MQTT-4.3.3-*)
       q.released = true;
@@ -1954,11 +1958,7 @@ std::optional<StoredSession> Broker::ExportSession(std::string_view client_id,
   }
   for (size_t i = 0; i < s.qos12.size(); ++i) {
     const Delivery& d = s.qos12[i];
-    StoredQueued q;
-    q.qos = d.qos;
-    q.retain = d.retain;
-    q.subscription_ids.assign(d.subscription_ids.span().begin(),
-                              d.subscription_ids.span().end());
+    StoredQueued q = delivery(d.qos, d.retain, d.subscription_ids.span());
     if (!copy_message(*d.message, &q.message)) {
       ++counters_.dropped_expired;
       continue;
