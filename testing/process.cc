@@ -462,8 +462,10 @@ std::vector<pid_t> Process::GroupPids() const {
     std::vector<absl::string_view> f = absl::StrSplit(
         absl::string_view(stat).substr(close + 1), ' ', absl::SkipEmpty());
     pid_t pgrp = 0;
-    // f[0] state, f[1] ppid, f[2] pgrp.
-    if (f.size() > 2 && absl::SimpleAtoi(f[2], &pgrp) && pgrp == pid_) {
+    // f[0] state, f[1] ppid, f[2] pgrp. A zombie has ended; its new parent
+    // reaps it.
+    if (f.size() > 2 && f[0] != "Z" && absl::SimpleAtoi(f[2], &pgrp) &&
+        pgrp == pid_) {
       pids.push_back(pid);
     }
   }
@@ -559,6 +561,13 @@ ExitStatus Process::Stop() {
     if (!reaped_) {
       ::kill(-pid_, SIGKILL);
       Reap(true);
+    }
+    // The leader can go first while the rest of the group still handles the
+    // signal: coreutils `timeout` exits 128 + signal at once when the signal
+    // lands before its fork() has returned in the parent, leaving the real
+    // peer running. The members get what is left of the grace.
+    while (!GroupPids().empty() && absl::Now() < give_up) {
+      absl::SleepFor(absl::Milliseconds(5));
     }
   }
   // Members of the group that outlived the leader (a daemon's worker, a

@@ -17,7 +17,8 @@
 //   // ... the test; on any ASSERT failure ~Process still stops the peer.
 //
 // Stopping: SIGTERM to the whole process group, then SIGKILL after
-// `stop_grace`, then the group is reaped. As a backstop for a test binary
+// `stop_grace` to whatever of the group is left (members that outlive the
+// leader get the rest of the grace too), then the group is reaped. As a backstop for a test binary
 // that dies without running destructors (a sanitizer abort, a ctest timeout),
 // every child runs under coreutils `timeout` with `max_lifetime`, so no peer
 // outlives a test run for long.
