@@ -35,17 +35,11 @@ class MultiBroker::Shard final : public BrokerForwarder,
                                  public transport::LoopChannelHandler<Entry>,
                                  public transport::TimerHandler {
  private:
-  struct Deferred {
-    size_t from;
-    uint64_t seq;
-  };
-  // A CONNECT held on this Loop while its session comes from another.
+  // A CONNECT held on this Loop until its session lands here.
   struct Park {
     ConnectionId connection;
-    uint64_t seq = 0;  // its claim
+    uint64_t seq = 0;  // its number in the id table
     Timestamp since;
-    bool aborted = false;  // a newer Clean Start elsewhere superseded it
-    std::vector<Deferred> deferred;
   };
 
  public:
@@ -75,8 +69,12 @@ class MultiBroker::Shard final : public BrokerForwarder,
 
   // The consumer side: entries from any other Loop, on this Loop's thread.
   void OnChannelMessage(const Entry& e) override {
+    if (e.session != nullptr) {
+      OnDeliver(*e.client_id, e.transfer, *e.session);
+      return;
+    }
     if (e.message == nullptr) {
-      OnRequest(e.from, *e.client_id, e.seq, e.want_session);
+      OnExportRequest(*e.client_id, e.transfer);
       return;
     }
     const Message& m = *e.message;
@@ -112,138 +110,130 @@ class MultiBroker::Shard final : public BrokerForwarder,
 
   // BrokerForwarder: every accepted CONNECT with a client id, before its
   // session is looked up (multi_broker.h, "Sessions follow their client").
-  bool ParkConnect(std::string_view client_id, bool clean_start,
+  bool ParkConnect(std::string_view client_id, bool /*clean_start*/,
                    ConnectionId connection, Timestamp now) override {
-    const Claim claim = owner_->ClaimClientId(client_id, index_);
+    // A Clean Start CONNECT waits for the session too, and the core then
+    // discards it (MQTT-3.1.2-4): one path, and the old connection is
+    // closed by the Loop that has it, wherever that is.
+    const ConnectRoute r = owner_->RouteConnect(client_id, index_);
+    if (r.abort_loop != kNoLoop) {
+      owner_->PostAbort(r.abort_loop, std::string(client_id), r.abort_seq);
+    }
     auto it = parks_.find(internal::AbslView(client_id));
     if (it != parks_.end()) {
-      // A CONNECT for this id already waits here for the session: the new
-      // one takes its place (MQTT-3.1.4-3), and gets what arrives.
-      Park& park = it->second;
-      driver->broker().AbortParkedConnect(park.connection,
+      // An older CONNECT for this id waits here: the new one takes its
+      // place (MQTT-3.1.4-3).
+      driver->broker().AbortParkedConnect(it->second.connection,
                                           ReasonCode::kSessionTakenOver, now);
-      park.connection = connection;
-      park.seq = claim.seq;
-      park.since = now;
+      parks_.erase(it);
       Bump(parks_replaced);
-      if (claim.previous != index_) {
-        // A CONNECT on that Loop came in between: it is older than this one.
-        owner_->Request(claim.previous, index_, std::string(client_id),
-                        claim.seq, /*want_session=*/false);
-      }
-      return true;
     }
-    if (claim.previous == index_) return false;  // new here, or local
-    if (clean_start) {
-      // MQTT-3.1.2-4: the old session is discarded, so there is nothing
-      // to wait for; the other Loop closes and ends it.
-      owner_->Request(claim.previous, index_, std::string(client_id), claim.seq,
-                      /*want_session=*/false);
-      return false;
+    if (r.ask != kNoLoop) {
+      Bump(handovers_requested);
+      owner_->Request(r.ask, index_, std::string(client_id), r.transfer);
     }
-    Park& park = parks_[std::string(client_id)];
-    park.connection = connection;
-    park.seq = claim.seq;
-    park.since = now;
-    Bump(handovers_requested);
-    owner_->Request(claim.previous, index_, std::string(client_id), claim.seq,
-                    /*want_session=*/true);
+    if (!r.hold) return false;
+    parks_[std::string(client_id)] =
+        Park{.connection = connection, .seq = r.seq, .since = now};
     return true;
   }
 
-  // On this Loop: Loop `from` asks for the session of `id` (or, when
-  // !want_session, that it be closed and ended here).
-  void OnRequest(size_t from, const std::string& id, uint64_t seq,
-                 bool want_session) {
+  // On this Loop, which held the session of `id` when a CONNECT elsewhere
+  // asked for it (handover `transfer`).
+  void OnExportRequest(const std::string& id, uint64_t transfer) {
     Broker& broker = driver->broker();
     const Timestamp now = loop->now();
-    auto it = parks_.find(id);
-    if (it != parks_.end()) {
-      Park& park = it->second;
-      if (seq > park.seq) {
-        // The asker's CONNECT is newer than the one held here.
-        if (want_session) {
-          // It gets the session once the one here has it and went on.
-          park.deferred.push_back(Deferred{from, seq});
-        } else if (!park.aborted) {
-          // A newer Clean Start: the held CONNECT is superseded, and what
-          // arrives for it is discarded (MQTT-3.1.2-4).
-          broker.AbortParkedConnect(park.connection,
-                                    ReasonCode::kSessionTakenOver, now);
-          park.aborted = true;
-          Bump(remote_takeovers);
+    const ExportRoute r = owner_->RouteExport(id, index_, transfer);
+    switch (r.kind) {
+      case ExportRoute::kKeep: {
+        // The newest CONNECT came back here before the request arrived: it
+        // takes the session over locally (the core closes the old
+        // connection, MQTT-3.1.4-3).
+        auto it = parks_.find(id);
+        if (it != parks_.end()) {
+          const ConnectionId c = it->second.connection;
+          parks_.erase(it);
+          Bump(kept);
+          broker.ResumeConnect(c, now);
         }
-        driver->Flush();
-        return;
+        break;
       }
-      // The asker is older than the CONNECT held here: it gets what this
-      // Loop has now (a session the held CONNECT will ask back for).
-      if (want_session)
-        Answer(from, id, seq,
-               broker.ExportSession(id, ReasonCode::kSessionTakenOver, now));
-      driver->Flush();
-      return;
-    }
-    if (owner_->OwnsClientId(id, index_)) {
-      // The client connected here again since (a Clean Start, or this
-      // Loop's CONNECT would be held): the newest connection stays.
-      Bump(takeovers_skipped);
-      if (want_session) Answer(from, id, seq, std::nullopt);
-      return;
-    }
-    if (want_session) {
-      const std::optional<Broker::SessionInfo> info = broker.GetSessionInfo(id);
-      const bool connected = info.has_value() && info->connected;
-      std::optional<StoredSession> session =
-          broker.ExportSession(id, ReasonCode::kSessionTakenOver, now);
-      if (connected) Bump(remote_takeovers);
-      Answer(from, id, seq, std::move(session));
-    } else if (broker.DisconnectClient(id, ReasonCode::kSessionTakenOver,
-                                       now)) {
-      Bump(remote_takeovers);
+      case ExportRoute::kExport: {
+        const std::optional<Broker::SessionInfo> info =
+            broker.GetSessionInfo(id);
+        if (info.has_value() && info->connected) Bump(remote_takeovers);
+        Deliver(r.target, id, transfer,
+                broker.ExportSession(id, ReasonCode::kSessionTakenOver, now));
+        break;
+      }
+      case ExportRoute::kDiscard:
+        // A handover that timed out: the copy here is no longer the
+        // session, and its connection must not stay.
+        if (broker.ExportSession(id, ReasonCode::kSessionTakenOver, now)
+                .has_value()) {
+          Bump(stale_discarded);
+        }
+        break;
+      case ExportRoute::kIgnore:
+        break;
     }
     driver->Flush();
   }
 
-  // On this Loop: the answer to this Loop's request for `id`.
-  void OnAnswer(const std::string& id, uint64_t seq,
-                std::shared_ptr<std::optional<StoredSession>> session) {
+  // On this Loop: the session of `id` (or the news that there was none)
+  // arrives, from the Loop that exported it or one that passed it on.
+  void OnDeliver(const std::string& id, uint64_t transfer,
+                 const std::shared_ptr<std::optional<StoredSession>>& session) {
     Broker& broker = driver->broker();
     const Timestamp now = loop->now();
-    auto it = parks_.find(id);
-    if (it == parks_.end()) {
-      // The CONNECT went on without it (handover_timeout): keep it
-      // disconnected unless the id has a session here again.
-      if (session->has_value()) {
-        if (Import(**session, now)) {
-          Bump(moved);
-        } else {
-          Bump(lost);
-        }
-      }
-      (void)seq;
+    const LandRoute r = owner_->RouteLanding(id, index_, transfer);
+    if (r.kind == LandRoute::kStale) {
+      // Its CONNECT went on without it (handover_timeout).
+      if (session->has_value()) Bump(lost);
       return;
     }
-    Park park = std::move(it->second);
-    parks_.erase(it);
-    if (park.aborted) {
-      if (session->has_value()) Bump(lost);
-    } else {
-      if (session->has_value()) {
-        // A disconnected session left here earlier (after a timeout) is
-        // older than the one that followed the client.
-        (void)broker.ExportSession(id, ReasonCode::kSessionTakenOver, now);
-        if (Import(**session, now)) {
-          Bump(moved);
-        } else {
-          Bump(lost);
-        }
-      } else {
-        Bump(empty);
-      }
-      broker.ResumeConnect(park.connection, now);
+    auto it = parks_.find(id);
+    std::optional<ConnectionId> held;
+    if (it != parks_.end()) {
+      held = it->second.connection;
+      parks_.erase(it);
     }
-    AnswerDeferred(id, park);
+    if (r.kind == LandRoute::kRelay) {
+      // A newer CONNECT on another Loop superseded the one here while the
+      // session was on its way: it goes on there.
+      if (held.has_value()) {
+        broker.AbortParkedConnect(*held, ReasonCode::kSessionTakenOver, now);
+        Bump(parks_aborted);
+      }
+      Bump(relayed);
+      SendSession(r.target, id, transfer, session);
+      driver->Flush();
+      return;
+    }
+    if (session->has_value()) {
+      // A copy left here by a handover that timed out is not the session.
+      (void)broker.ExportSession(id, ReasonCode::kSessionTakenOver, now);
+      if (Import(**session, now)) {
+        Bump(moved);
+      } else {
+        Bump(lost);
+      }
+    } else {
+      Bump(empty);
+    }
+    if (held.has_value()) broker.ResumeConnect(*held, now);
+    driver->Flush();
+  }
+
+  // On this Loop: a newer CONNECT elsewhere superseded the one held here
+  // (if it is still held).
+  void OnAbort(const std::string& id, uint64_t seq) {
+    auto it = parks_.find(id);
+    if (it == parks_.end() || it->second.seq > seq) return;
+    driver->broker().AbortParkedConnect(
+        it->second.connection, ReasonCode::kSessionTakenOver, loop->now());
+    parks_.erase(it);
+    Bump(parks_aborted);
     driver->Flush();
   }
 
@@ -257,47 +247,62 @@ class MultiBroker::Shard final : public BrokerForwarder,
     return driver->broker().ImportSession(session, now).ok();
   }
 
-  // Requests that waited for a held CONNECT that has now gone on.
-  void AnswerDeferred(const std::string& id, const Park& park) {
-    Broker& broker = driver->broker();
-    for (const Deferred& d : park.deferred) {
-      if (park.aborted) {
-        Answer(d.from, id, d.seq, std::nullopt);
-        continue;
-      }
-      Bump(remote_takeovers);
-      Answer(
-          d.from, id, d.seq,
-          broker.ExportSession(id, ReasonCode::kSessionTakenOver, loop->now()));
-    }
+  void Deliver(size_t to, const std::string& id, uint64_t transfer,
+               std::optional<StoredSession> session) {
+    SendSession(
+        to, id, transfer,
+        std::make_shared<std::optional<StoredSession>>(std::move(session)));
   }
 
-  void Answer(size_t to, const std::string& id, uint64_t seq,
-              std::optional<StoredSession> session) {
-    auto shared =
-        std::make_shared<std::optional<StoredSession>>(std::move(session));
+  // Through the channel to Loop `to`, like the messages: a message this
+  // Loop routes after the session left is forwarded behind it, and finds it
+  // there. The target counts as a Loop with subscribers from now on, or it
+  // would not be forwarded at all.
+  void SendSession(size_t to, const std::string& id, uint64_t transfer,
+                   std::shared_ptr<std::optional<StoredSession>> session) {
     Shard* target = owner_->shards_[to].get();
-    target->loop->Post(
-        [target, id, seq, shared] { target->OnAnswer(id, seq, shared); });
+    if (session->has_value() && !(*session)->subscriptions.empty() &&
+        !target->has_subscribers.load(std::memory_order_relaxed)) {
+      target->has_subscribers.store(true, std::memory_order_seq_cst);
+    }
+    for (Outbound& o : out) {
+      if (o.target != to) continue;
+      Release(o);
+      const uint64_t slot = o.channel->accepted() % o.ids.size();
+      o.ids[slot] = id;
+      o.sessions[slot] = std::move(session);
+      const Entry e{.message = nullptr,
+                    .client_id = &o.ids[slot],
+                    .session = &o.sessions[slot],
+                    .transfer = transfer};
+      if (o.channel->Send(e)) return;
+      session = std::move(o.sessions[slot]);  // both full: post it instead
+      break;
+    }
+    target->loop->Post([target, id, transfer, session] {
+      target->OnDeliver(id, transfer, session);
+    });
   }
 
-  // handover_timeout: a held CONNECT goes on without its session.
+  // handover_timeout: a held CONNECT goes on without its session, or, if a
+  // newer CONNECT elsewhere superseded it, is closed.
   void ExpireParks(Timestamp now) {
     const Duration limit = owner_->options_.handover_timeout;
     for (auto it = parks_.begin(); it != parks_.end();) {
-      Park& park = it->second;
+      const Park& park = it->second;
       if (now - park.since < limit) {
         ++it;
         continue;
       }
-      if (!park.aborted) {
+      if (owner_->TimeOutHold(it->first, index_, park.seq)) {
         Bump(timeouts);
         driver->broker().ResumeConnect(park.connection, now);
+      } else {
+        Bump(parks_aborted);
+        driver->broker().AbortParkedConnect(park.connection,
+                                            ReasonCode::kSessionTakenOver, now);
       }
-      const std::string id = it->first;
-      const Park done = std::move(park);
       parks_.erase(it++);
-      AnswerDeferred(id, done);
     }
   }
   bool MayPublish(const ClientIdentity& client,
@@ -350,7 +355,9 @@ class MultiBroker::Shard final : public BrokerForwarder,
   void Release(Outbound& o) {
     const uint64_t done = o.channel->consumed();
     while (o.released < done) {
-      o.held[o.released % o.held.size()].Reset();
+      const size_t slot = o.released % o.held.size();
+      o.held[slot].Reset();
+      o.sessions[slot].reset();
       ++o.released;
     }
   }
@@ -365,9 +372,9 @@ class MultiBroker::Shard final : public BrokerForwarder,
   LoopGauges gauges;
   std::atomic<bool> has_subscribers{false};
   std::atomic<uint64_t> forwarded{0}, refused{0}, skipped{0}, received{0},
-      expired{0}, remote_takeovers{0}, takeovers_skipped{0},
-      handovers_requested{0}, moved{0}, empty{0}, timeouts{0}, lost{0},
-      parks_replaced{0};
+      expired{0}, remote_takeovers{0}, handovers_requested{0}, moved{0},
+      empty{0}, timeouts{0}, lost{0}, parks_replaced{0}, parks_aborted{0},
+      relayed{0}, kept{0}, stale_discarded{0};
 
  private:
   MultiBroker* owner_;
@@ -443,6 +450,7 @@ absl::StatusOr<std::unique_ptr<MultiBroker>> MultiBroker::Create(
       out.channel = *std::move(ch);
       out.held.resize(size_t(o.channel.capacity) + o.channel.overflow_capacity);
       out.ids.resize(out.held.size());
+      out.sessions.resize(out.held.size());
       out.target = j;
     }
   }
@@ -531,7 +539,10 @@ MultiBrokerCounters MultiBroker::counters() const {
     c.forward_skipped += Get(s->skipped);
     c.forward_expired += Get(s->expired);
     c.remote_takeovers += Get(s->remote_takeovers);
-    c.takeovers_skipped += Get(s->takeovers_skipped);
+    c.sessions_relayed += Get(s->relayed);
+    c.sessions_kept += Get(s->kept);
+    c.parks_aborted += Get(s->parks_aborted);
+    c.stale_sessions_discarded += Get(s->stale_discarded);
     c.handovers_requested += Get(s->handovers_requested);
     c.sessions_moved += Get(s->moved);
     c.handovers_empty += Get(s->empty);
@@ -550,26 +561,101 @@ MultiBrokerCounters MultiBroker::counters() const {
   return c;
 }
 
-MultiBroker::Claim MultiBroker::ClaimClientId(std::string_view client_id,
-                                              size_t loop) {
+MultiBroker::ConnectRoute MultiBroker::RouteConnect(std::string_view client_id,
+                                                    size_t loop) {
   absl::MutexLock lock(&ids_mu_);
-  const uint64_t seq = ++next_claim_;
-  auto [it, inserted] =
-      id_owner_.try_emplace(std::string(client_id), Owner{uint32_t(loop), seq});
-  if (inserted) return Claim{loop, seq};
-  const size_t previous = it->second.loop;
-  it->second = Owner{uint32_t(loop), seq};
-  return Claim{previous, seq};
+  ConnectRoute r;
+  r.seq = ++next_claim_;
+  const uint32_t here = uint32_t(loop);
+  auto [it, inserted] = ids_.try_emplace(
+      std::string(client_id),
+      IdRecord{.latest_loop = here, .latest_seq = r.seq, .home = here});
+  if (inserted) return r;  // a new id: its session (if any) starts here
+  IdRecord& rec = it->second;
+  // The record keeps home == latest_loop or home == kInTransit. In transit,
+  // the previous newest CONNECT is held on its Loop: this one supersedes it.
+  if (rec.home == kInTransit && rec.latest_loop != here) {
+    r.abort_loop = rec.latest_loop;
+    r.abort_seq = rec.latest_seq;
+  }
+  rec.latest_loop = here;
+  rec.latest_seq = r.seq;
+  if (rec.home == here) return r;  // the session is here: the core decides
+  r.hold = true;
+  if (rec.home != kInTransit) {
+    r.ask = rec.home;
+    r.transfer = ++rec.transfer;
+    rec.exporter = rec.home;
+    rec.home = kInTransit;
+  }
+  // Else a handover is on its way already; it lands on the newest CONNECT.
+  return r;
 }
 
-bool MultiBroker::OwnsClientId(std::string_view client_id, size_t loop) {
+MultiBroker::ExportRoute MultiBroker::RouteExport(const std::string& client_id,
+                                                  size_t loop,
+                                                  uint64_t transfer) {
   absl::MutexLock lock(&ids_mu_);
-  auto it = id_owner_.find(internal::AbslView(client_id));
-  return it != id_owner_.end() && it->second.loop == loop;
+  const uint32_t here = uint32_t(loop);
+  auto it = ids_.find(client_id);
+  if (it == ids_.end()) return {ExportRoute::kIgnore, 0};
+  IdRecord& rec = it->second;
+  if (rec.home == kInTransit && rec.exporter == here &&
+      rec.transfer == transfer) {
+    rec.exporter = kNoLoop;
+    if (rec.latest_loop == here) {
+      rec.home = here;
+      return {ExportRoute::kKeep, here};
+    }
+    return {ExportRoute::kExport, rec.latest_loop};
+  }
+  // A request whose handover timed out. The session is elsewhere unless
+  // this Loop holds it again (home) or must export it for a newer one.
+  if (rec.home != here && rec.exporter != here) {
+    return {ExportRoute::kDiscard, 0};
+  }
+  return {ExportRoute::kIgnore, 0};
+}
+
+MultiBroker::LandRoute MultiBroker::RouteLanding(const std::string& client_id,
+                                                 size_t loop,
+                                                 uint64_t transfer) {
+  absl::MutexLock lock(&ids_mu_);
+  const uint32_t here = uint32_t(loop);
+  auto it = ids_.find(client_id);
+  if (it == ids_.end()) return {LandRoute::kStale, 0};
+  IdRecord& rec = it->second;
+  if (rec.home != kInTransit || rec.transfer != transfer ||
+      rec.exporter != kNoLoop) {
+    return {LandRoute::kStale, 0};
+  }
+  if (rec.latest_loop == here) {
+    rec.home = here;
+    return {LandRoute::kHere, here};
+  }
+  return {LandRoute::kRelay, rec.latest_loop};
+}
+
+bool MultiBroker::TimeOutHold(const std::string& client_id, size_t loop,
+                              uint64_t seq) {
+  absl::MutexLock lock(&ids_mu_);
+  const uint32_t here = uint32_t(loop);
+  auto it = ids_.find(client_id);
+  if (it == ids_.end()) return true;
+  IdRecord& rec = it->second;
+  if (rec.latest_loop != here || rec.latest_seq != seq) return false;
+  if (rec.home == kInTransit) {
+    // The session goes on here, new; the handover on its way is stale, and
+    // the Loop that has not exported yet discards its copy.
+    rec.home = here;
+    rec.exporter = kNoLoop;
+    ++rec.transfer;
+  }
+  return true;
 }
 
 void MultiBroker::Request(size_t target, size_t from, std::string client_id,
-                          uint64_t seq, bool want_session) {
+                          uint64_t transfer) {
   // On Loop `from`'s thread (its producer side of the channel to `target`).
   // Through the channel: a publish this Loop acknowledged before the
   // CONNECT reaches the session before it moves.
@@ -579,19 +665,22 @@ void MultiBroker::Request(size_t target, size_t from, std::string client_id,
     source.Release(o);
     const uint64_t slot = o.channel->accepted() % o.ids.size();
     o.ids[slot] = std::move(client_id);
-    const Entry e{.message = nullptr,
-                  .client_id = &o.ids[slot],
-                  .seq = seq,
-                  .from = uint32_t(from),
-                  .want_session = want_session};
+    const Entry e{
+        .message = nullptr, .client_id = &o.ids[slot], .transfer = transfer};
     if (o.channel->Send(e)) return;
     client_id = std::move(o.ids[slot]);  // both full: post it instead
     break;
   }
   Shard* s = shards_[target].get();
-  s->loop->Post([s, from, id = std::move(client_id), seq, want_session] {
-    s->OnRequest(from, id, seq, want_session);
+  s->loop->Post([s, id = std::move(client_id), transfer] {
+    s->OnExportRequest(id, transfer);
   });
+}
+
+void MultiBroker::PostAbort(size_t target, std::string client_id,
+                            uint64_t seq) {
+  Shard* s = shards_[target].get();
+  s->loop->Post([s, id = std::move(client_id), seq] { s->OnAbort(id, seq); });
 }
 
 }  // namespace ringlab::mqtt

@@ -44,33 +44,36 @@
 //    every Loop, so each Loop holds the full set and serves new
 //    subscriptions from it. Two publishers racing on one retained topic from
 //    two Loops may leave the Loops with different winners.
-//  - Client ids: a shared table (one mutex, taken at CONNECT time only)
-//    maps each client id to the Loop of its latest CONNECT and numbers the
-//    CONNECTs (claims). The table keeps one entry per client id ever seen
+//  - Client ids: a shared table (one mutex, taken at CONNECT time and at
+//    each step of a handover) numbers the CONNECTs for each client id and
+//    records where its session is: on the Loop of its newest CONNECT, or
+//    in transit to it. The table keeps one entry per client id ever seen
 //    (no pruning).
 //  - Sessions follow their client. A CONNECT on Loop B for an id whose
-//    latest CONNECT was on Loop A is held (Broker::ParkConnect) and B asks
-//    A for the session (Loop::Post). A closes its connection with Session
-//    taken over (0x8E, MQTT-3.1.4-2/-3), removes the session
-//    (Broker::ExportSession: subscriptions, queued and in-flight QoS 1/2
-//    messages, inbound QoS 2 ids; one copy of each queued message) and
-//    posts it back; B adds it (ImportSession) and the CONNECT goes on, so
-//    the client sees Session Present 1 wherever its reconnect lands. A
-//    Clean Start CONNECT is not held: A only closes and ends the session.
-//    Races between CONNECTs for one id on several Loops are ordered by
-//    their claims: a Loop asked for a session while its own CONNECT for
-//    that id is held answers at once if the asker is older, and after its
-//    own CONNECT went on if the asker is newer. Known gap: a burst of
-//    CONNECTs for one id sent together over both Loops can still end with
-//    the session replaced by an empty one, or with every connection of the
-//    burst closed (the disabled test
-//    MultiBrokerTest.DISABLED_ConcurrentConnectsForOneIdLeaveOneWithTheSession
-//    shows it); one reconnect at a time always finds its session. A held
+//    session is on Loop A is held (Broker::ParkConnect) and B asks A for
+//    the session, through the channel B->A (behind the messages B
+//    forwarded before). A closes its connection with Session taken over
+//    (0x8E, MQTT-3.1.4-2/-3), removes the session (Broker::ExportSession:
+//    subscriptions, queued and in-flight QoS 1/2 messages, inbound QoS 2
+//    ids; one copy of each queued message) and posts it to the Loop of the
+//    id's newest CONNECT; that Loop adds it (ImportSession) and the
+//    CONNECT goes on, so the client sees Session Present 1 wherever its
+//    reconnect lands. A Clean Start CONNECT waits the same way and the
+//    core then discards the session (MQTT-3.1.2-4). There is one session
+//    per id at any time: while one is in transit, newer CONNECTs for the
+//    id wait for it without asking again; a held CONNECT that a newer one
+//    on another Loop superseded is closed (0x8E) without a CONNACK, and a
+//    session that arrives at such a Loop is passed on to the newest. A held
 //    CONNECT goes on without the session after handover_timeout (a Loop
-//    that is stopping); a session that arrives later is added disconnected,
-//    or dropped and counted (counters().handovers_lost) if the id has one
-//    again. A delayed will of a moved session is dropped: the reconnect it
-//    moved for cancels it (MQTT-3.1.3-9).
+//    that is stopping); the session that arrives later is dropped and
+//    counted (counters().handovers_lost), and a Loop that had not exported
+//    it yet drops its copy. A delayed will of a moved session is dropped:
+//    the reconnect it moved for cancels it (MQTT-3.1.3-9). The session
+//    travels through the channel too, so messages the exporting Loop routes
+//    after the export follow it. Known gap: a message published on the
+//    receiving Loop (or a third one) while the session is in transit is
+//    routed there before the session arrives and reaches the exporting Loop
+//    after the export, so that session misses it.
 //  - Assigned client ids carry the Loop's number in their prefix, so they
 //    are unique across Loops.
 //  - Rate limits: per-connection limits work as before; the connection
@@ -88,6 +91,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -136,13 +140,16 @@ struct MultiBrokerCounters {
   uint64_t eventfd_notifications = 0;
   uint64_t msg_ring_failures = 0;
   uint64_t remote_takeovers = 0;     // connections closed for another Loop
-  uint64_t takeovers_skipped = 0;    // the id had come back meanwhile
-  uint64_t handovers_requested = 0;  // CONNECTs held to fetch a session
+  uint64_t handovers_requested = 0;  // export requests sent
   uint64_t sessions_moved = 0;       // sessions that arrived and were added
   uint64_t handovers_empty = 0;      // the other Loop had no session
+  uint64_t sessions_relayed = 0;     // arrived superseded, passed on
+  uint64_t sessions_kept = 0;        // the newest CONNECT came back first
   uint64_t handover_timeouts = 0;    // went on without waiting longer
-  uint64_t handovers_lost = 0;       // came too late, the id had one again
-  uint64_t parks_replaced = 0;       // a newer CONNECT on the same Loop
+  uint64_t handovers_lost = 0;       // arrived after its CONNECT went on
+  uint64_t stale_sessions_discarded = 0;  // copies left by a timed-out one
+  uint64_t parks_replaced = 0;            // a newer CONNECT on the same Loop
+  uint64_t parks_aborted = 0;             // a newer CONNECT on another Loop
 };
 
 class MultiBroker {
@@ -184,20 +191,23 @@ class MultiBroker {
   void PostToAll(std::function<void(size_t index)> fn);
 
  private:
-  // A message, or (message == nullptr) a session request for the client
-  // id in the producer's `ids` slot: in the channel, so that it reaches the
-  // other Loop after the messages this Loop forwarded before it.
+  // A message, or (message == nullptr) an export request for the session
+  // of the client id in the producer's `ids` slot: in the channel, so that
+  // it reaches the other Loop after the messages this Loop forwarded
+  // before it.
+  // With `session` set, the session itself on its way to the newest
+  // CONNECT's Loop, likewise behind the messages.
   struct Entry {
     const Message* message = nullptr;
     const std::string* client_id = nullptr;
-    uint64_t seq = 0;
-    uint32_t from = 0;
-    bool want_session = false;
+    const std::shared_ptr<std::optional<StoredSession>>* session = nullptr;
+    uint64_t transfer = 0;
   };
   struct Outbound {
     std::unique_ptr<transport::LoopChannel<Entry>> channel;
     std::vector<MessageRef> held;  // by sequence modulo size
     std::vector<std::string> ids;  // requests' client ids, likewise
+    std::vector<std::shared_ptr<std::optional<StoredSession>>> sessions;
     uint64_t released = 0;
     size_t target = 0;
   };
@@ -205,17 +215,54 @@ class MultiBroker {
   friend class Shard;
 
   explicit MultiBroker(MultiBrokerOptions options);
-  struct Claim {
-    size_t previous;  // the Loop of the id's latest CONNECT before this one
-    uint64_t seq;     // this CONNECT's number (claims are totally ordered)
+  // The id table (one mutex, taken at CONNECT time and once per step of a
+  // handover): for each client id, its newest CONNECT and where its
+  // session is.
+  static constexpr uint32_t kNoLoop = UINT32_MAX;
+  static constexpr uint32_t kInTransit = UINT32_MAX;
+  struct IdRecord {
+    uint32_t latest_loop;  // the Loop of the id's newest CONNECT
+    uint64_t latest_seq;   // its number (CONNECTs are totally ordered)
+    // The Loop that holds the session (always latest_loop), or kInTransit
+    // while a handover moves it to the newest CONNECT.
+    uint32_t home;
+    uint32_t exporter = kNoLoop;  // in transit: the Loop yet to export it
+    uint64_t transfer = 0;        // numbers handovers; a stale one is dropped
   };
-  Claim ClaimClientId(std::string_view client_id, size_t loop);
-  // The id's latest claim is on `loop`.
-  bool OwnsClientId(std::string_view client_id, size_t loop);
-  // Asks Loop `target` (on its thread) for the session of `client_id`, or,
-  // when !want_session, to close its connection and end the session there.
-  void Request(size_t target, size_t from, std::string client_id, uint64_t seq,
-               bool want_session);
+  // What a CONNECT on a Loop does.
+  struct ConnectRoute {
+    uint64_t seq = 0;
+    bool hold = false;              // held until the session lands on this Loop
+    uint32_t ask = kNoLoop;         // ask this Loop to export the session
+    uint64_t transfer = 0;          // ... for this handover
+    uint32_t abort_loop = kNoLoop;  // the CONNECT held there is superseded
+    uint64_t abort_seq = 0;
+  };
+  ConnectRoute RouteConnect(std::string_view client_id, size_t loop);
+  // What the Loop asked to export does.
+  struct ExportRoute {
+    enum Kind { kExport, kKeep, kDiscard, kIgnore } kind;
+    uint32_t target;  // kExport: the Loop of the newest CONNECT
+  };
+  ExportRoute RouteExport(const std::string& client_id, size_t loop,
+                          uint64_t transfer);
+  // What the Loop a session arrives at does with it.
+  struct LandRoute {
+    enum Kind { kHere, kRelay, kStale } kind;
+    uint32_t target;  // kRelay: pass it on to this Loop
+  };
+  LandRoute RouteLanding(const std::string& client_id, size_t loop,
+                         uint64_t transfer);
+  // handover_timeout for the CONNECT `seq` held on `loop`: true if it goes
+  // on there without the session, false if a newer one superseded it.
+  bool TimeOutHold(const std::string& client_id, size_t loop, uint64_t seq);
+  // Asks Loop `target` (on its thread) to export the session of
+  // `client_id` for handover `transfer`.
+  void Request(size_t target, size_t from, std::string client_id,
+               uint64_t transfer);
+  // Tells Loop `target` that its held CONNECT `seq` (or older) for the id
+  // is superseded.
+  void PostAbort(size_t target, std::string client_id, uint64_t seq);
 
   MultiBrokerOptions options_;
   std::vector<std::unique_ptr<Shard>> shards_;
@@ -223,11 +270,7 @@ class MultiBroker {
   Endpoint local_;
   std::atomic<bool> stop_requested_{false};
   absl::Mutex ids_mu_;
-  struct Owner {
-    uint32_t loop;
-    uint64_t seq;
-  };
-  absl::flat_hash_map<std::string, Owner> id_owner_ ABSL_GUARDED_BY(ids_mu_);
+  absl::flat_hash_map<std::string, IdRecord> ids_ ABSL_GUARDED_BY(ids_mu_);
   uint64_t next_claim_ ABSL_GUARDED_BY(ids_mu_) = 0;
 };
 

@@ -333,13 +333,16 @@ int RunMultiLoop(std::unique_ptr<transport::Loop> first,
   json.Key("notifications_per_message")
       .Number(xc.forwarded > 0 ? double(xc.notifications) / xc.forwarded : 0);
   json.Key("remote_takeovers").Uint(xc.remote_takeovers);
-  json.Key("takeovers_skipped").Uint(xc.takeovers_skipped);
   json.Key("handovers_requested").Uint(xc.handovers_requested);
   json.Key("sessions_moved").Uint(xc.sessions_moved);
   json.Key("handovers_empty").Uint(xc.handovers_empty);
+  json.Key("sessions_relayed").Uint(xc.sessions_relayed);
+  json.Key("sessions_kept").Uint(xc.sessions_kept);
   json.Key("handover_timeouts").Uint(xc.handover_timeouts);
   json.Key("handovers_lost").Uint(xc.handovers_lost);
+  json.Key("stale_sessions_discarded").Uint(xc.stale_sessions_discarded);
   json.Key("parks_replaced").Uint(xc.parks_replaced);
+  json.Key("parks_aborted").Uint(xc.parks_aborted);
   json.EndObject();
   json.Key("per_loop").BeginArray();
   for (size_t i = 0; i < mb.size(); ++i) {
