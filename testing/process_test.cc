@@ -242,9 +242,9 @@ TEST(ProcessTest, StopGivesTheGroupItsGraceWhenTheLeaderEndsFirst) {
   // The leader dies of the SIGTERM at once; the member it started takes
   // 100 ms to finish its handler. Stop() used to SIGKILL the member as soon
   // as the leader was reaped.
-  const std::string member = absl::StrCat(
-      "trap 'sleep 0.1; echo done > ", done,
-      "; exit 0' TERM; echo ready; while :; do sleep 0.01; done");
+  const std::string member =
+      absl::StrCat("trap 'sleep 0.1; echo done > ", done,
+                   "; exit 0' TERM; echo ready; while :; do sleep 0.01; done");
   std::unique_ptr<Process> p = StartShell(
       absl::StrCat("sh -c \"", member, "\" & wait"), std::move(options));
   ASSERT_NE(p, nullptr);
