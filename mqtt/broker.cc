@@ -1364,8 +1364,10 @@ bool Broker::StoreRetained(const MessageRef& m, Timestamp now) {
 struct Broker::RouteVisitor {
   Broker* broker;
   const Message* message;
+  uint32_t only_session = kNone;
 
   void OnEntry(const SubscriptionTree::Entry& e) {
+    if (only_session != kNone && e.subscriber != only_session) return;
     Session& s = *broker->sessions_[e.subscriber];
     // MQTT-3.8.3-3: No Local skips the publisher's own session.
     if (e.options.no_local && message->publisher() == s.index) return;
@@ -1396,8 +1398,10 @@ struct Broker::RouteVisitor {
   void OnGroup(SubscriptionTree::SharedGroup& g) {
     // §4.8.2: one member of the group gets the message. Round robin over
     // the connected members; if none is connected, the next one queues it.
+    // A message routed again for one session skips the groups: the group
+    // had its turn when the message was first routed.
     const size_t n = g.members.size();
-    if (n == 0) return;
+    if (n == 0 || only_session != kNone) return;
     size_t chosen = g.next % n;
     for (size_t k = 0; k < n; ++k) {
       const size_t i = (g.next + k) % n;
@@ -1416,10 +1420,11 @@ struct Broker::RouteVisitor {
   }
 };
 
-uint32_t Broker::RouteMessage(const MessageRef& message, Timestamp now) {
+uint32_t Broker::RouteMessage(const MessageRef& message, Timestamp now,
+                              uint32_t only_session) {
   ++route_epoch_;
   targets_.clear();
-  RouteVisitor visitor{this, message.get()};
+  RouteVisitor visitor{this, message.get(), only_session};
   tree_.Match(message->topic(), visitor);
   for (const Target& t : targets_) {
     Session& s = *sessions_[t.session];
@@ -1501,6 +1506,19 @@ void Broker::PublishMessage(const InjectedMessage& in, Timestamp now) {
   if (in.retain) StoreRetained(m, now);
   RouteMessage(m, now);
   RunDeferred(now);
+}
+
+uint32_t Broker::RouteToSession(std::string_view client_id,
+                                const MessageRef& message, Timestamp now) {
+  auto it = session_by_id_.find(client_id);
+  if (it == session_by_id_.end()) return 0;
+  // MQTT-3.3.2-5: a message past its expiry interval is not delivered.
+  if (!message->expires_at().is_never() && message->expires_at() <= now) {
+    return 0;
+  }
+  const uint32_t routed = RouteMessage(message, now, *it);
+  RunDeferred(now);
+  return routed;
 }
 
 // ---- Acknowledgements

@@ -370,9 +370,18 @@ class Broker {
   void OnTimeout(Timestamp now);
 
   // ---- Control
-  // --------------------------------------------------------------- Routes a
-  // message as if a client without a session had published it.
+  // ---------------------------------------------------------------
+
+  // Routes a message as if a client without a session had published it.
   void PublishMessage(const InjectedMessage& message, Timestamp now);
+  // Routes `message`, one this core reported to its forwarder, again but to
+  // the session of `client_id` only (its own subscriptions, not shared
+  // ones, with No Local and the read ACL as on any routing). The
+  // multi-Loop broker uses it for what was published on this Loop while
+  // that session was on its way here from another Loop. Returns the
+  // deliveries queued (0 or 1); 0 for an unknown id or an expired message.
+  uint32_t RouteToSession(std::string_view client_id, const MessageRef& message,
+                          Timestamp now);
   // Tells every connection the server is going away (v5 DISCONNECT 0x8B)
   // and asks the driver to close them all.
   void Shutdown(Timestamp now);
@@ -409,9 +418,11 @@ class Broker {
   absl::Status ImportSession(const StoredSession& session, Timestamp now);
 
   // ---- Durable state (store.h)
-  // ------------------------------------------------ From now on, changes
-  // to retained messages and persistent sessions are reported to `store`
-  // (borrowed; nullptr stops). Restore first, then set the store.
+  // ------------------------------------------------
+
+  // From now on, changes to retained messages and persistent sessions are
+  // reported to `store` (borrowed; nullptr stops). Restore first, then set the
+  // store.
   void set_store(BrokerStore* store) { store_ = store; }
   // The store committed: PUBACK/PUBREC/PUBCOMP packets held for changes
   // that store->durable_sequence() now covers are staged (in the order
@@ -494,7 +505,9 @@ class Broker {
   void PublishWill(Session& s, Timestamp now);
 
   Session* CreateSession(std::string_view client_id);
-  uint32_t RouteMessage(const MessageRef& message, Timestamp now);
+  // To every matching session, or to `only_session` (an index) alone.
+  uint32_t RouteMessage(const MessageRef& message, Timestamp now,
+                        uint32_t only_session = 0xFFFFFFFFu);
   void Enqueue(Session& s, const MessageRef& message, uint8_t qos, bool retain,
                std::span<const uint32_t> subscription_ids, Timestamp now);
   void SendRetained(Session& s, std::string_view filter, uint8_t granted_qos,

@@ -345,5 +345,78 @@ TEST(Move, ASessionThatEndsWithItsConnectionIsNotExported) {
           .has_value());
 }
 
+// Keeps every message the core reports, as the multi-Loop broker's transit
+// log does.
+struct KeepingForwarder : BrokerForwarder {
+  void OnClientPublish(const MessageRef& m) override { kept.push_back(m); }
+  std::vector<MessageRef> kept;
+};
+
+RawClient& Subscribed(BrokerSim& sim, std::string_view id,
+                      std::string_view filter, SubscriptionOptions options) {
+  RawClient& c = sim.AddClient();
+  c.Open();
+  c.Send(MakeConnect(Version::k5, id, false, 300), Version::k5);
+  const SubscribeEntry e{filter, options};
+  c.Send(MakeSubscribe(1, &e), Version::k5);
+  sim.RunFor(kStep);
+  OwnedFrame f;
+  EXPECT_EQ(c.Expect<Connack>(Version::k5, &f).code, 0);
+  EXPECT_EQ(c.Expect<Suback>(Version::k5, &f).packet_id, 1);
+  return c;
+}
+
+// RouteToSession: a message routed again reaches the named session's own
+// subscriptions and nobody else; No Local, shared groups, unknown ids and
+// expiry as the comment in broker.h says.
+TEST(RouteToSession, RoutesAgainToOneSessionOnly) {
+  BrokerSim sim;
+  KeepingForwarder fwd;
+  sim.broker().set_forwarder(&fwd);
+  RawClient& s = Subscribed(sim, "s", "t/#", {.max_qos = 1});
+  RawClient& other = Subscribed(sim, "other", "t/#", {.max_qos = 1});
+  RawClient& member = Subscribed(sim, "member", "$share/g/t/#", {.max_qos = 1});
+  RawClient& elsewhere = Subscribed(sim, "elsewhere", "x/#", {.max_qos = 1});
+  // The publisher subscribes too, with No Local (MQTT-3.8.3-3).
+  RawClient& pub =
+      Subscribed(sim, "p", "t/#", {.max_qos = 1, .no_local = true});
+  pub.Send(MakePublish("t/a", "m1", 1, 9), Version::k5);
+  Publish expiring = MakePublish("t/b", "m2", 1, 10);
+  expiring.properties.message_expiry_interval = 1;
+  pub.Send(expiring, Version::k5);
+  sim.RunFor(kStep);
+  OwnedFrame f;
+  pub.Expect<PubResponse>(Version::k5, &f);
+  pub.Expect<PubResponse>(Version::k5, &f);
+  ASSERT_EQ(fwd.kept.size(), 2u);
+  for (RawClient* c : {&s, &other, &member}) {
+    EXPECT_EQ(PayloadOf(c->Expect<Publish>(Version::k5, &f)), "m1");
+    EXPECT_EQ(PayloadOf(c->Expect<Publish>(Version::k5, &f)), "m2");
+    EXPECT_EQ(c->pending(), 0u);
+  }
+
+  Broker& b = sim.broker();
+  EXPECT_EQ(b.RouteToSession("s", fwd.kept[0], sim.now()), 1u);
+  sim.RunFor(kStep);
+  const Publish again = s.Expect<Publish>(Version::k5, &f);
+  EXPECT_EQ(PayloadOf(again), "m1");
+  EXPECT_EQ(again.qos, 1);
+  EXPECT_FALSE(again.dup);  // a new delivery, not a resend
+  EXPECT_EQ(other.pending(), 0u);
+  EXPECT_EQ(member.pending(), 0u);  // the group had its turn
+
+  EXPECT_EQ(b.RouteToSession("member", fwd.kept[0], sim.now()), 0u);
+  EXPECT_EQ(b.RouteToSession("elsewhere", fwd.kept[0], sim.now()), 0u);
+  EXPECT_EQ(b.RouteToSession("p", fwd.kept[0], sim.now()), 0u);
+  EXPECT_EQ(b.RouteToSession("nobody", fwd.kept[0], sim.now()), 0u);
+  // MQTT-3.3.2-5: past its expiry interval it is not delivered again.
+  sim.RunFor(seconds(2));
+  EXPECT_EQ(b.RouteToSession("s", fwd.kept[1], sim.now()), 0u);
+  sim.RunFor(kStep);
+  for (RawClient* c : {&s, &other, &member, &elsewhere, &pub}) {
+    EXPECT_EQ(c->pending(), 0u);
+  }
+}
+
 }  // namespace
 }  // namespace ringlab::mqtt
