@@ -3,6 +3,8 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include <algorithm>
+#include <map>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -40,14 +42,25 @@ class MultiBroker::Shard final : public BrokerForwarder,
     ConnectionId connection;
     uint64_t seq = 0;  // its number in the id table
     Timestamp since;
+    bool clean_start = false;
+    // Where the transit log stood (positions count every message ever
+    // logged) when the id's first held CONNECT here began to wait; a newer
+    // CONNECT that replaces it keeps these.
+    uint64_t log_from = 0;
+    uint64_t log_missed_from = 0;
   };
 
  public:
-  Shard(MultiBroker* owner, size_t index) : owner_(owner), index_(index) {}
+  Shard(MultiBroker* owner, size_t index) : owner_(owner), index_(index) {
+    // Full size now: LogInTransit never allocates, and CatchUp may route
+    // while a will is appended.
+    transit_log_.reserve(kTransitLogMessages);
+  }
 
   // BrokerForwarder: runs on this Loop for each client publish, after the
   // local routing.
   void OnClientPublish(const MessageRef& m) override {
+    if (!parks_.empty()) LogInTransit(m);
     for (Outbound& o : out) {
       Release(o);
       const Shard& target = *owner_->shards_[o.target];
@@ -110,7 +123,7 @@ class MultiBroker::Shard final : public BrokerForwarder,
 
   // BrokerForwarder: every accepted CONNECT with a client id, before its
   // session is looked up (multi_broker.h, "Sessions follow their client").
-  bool ParkConnect(std::string_view client_id, bool /*clean_start*/,
+  bool ParkConnect(std::string_view client_id, bool clean_start,
                    ConnectionId connection, Timestamp now) override {
     // A Clean Start CONNECT waits for the session too, and the core then
     // discards it (MQTT-3.1.2-4): one path, and the old connection is
@@ -119,22 +132,37 @@ class MultiBroker::Shard final : public BrokerForwarder,
     if (r.abort_loop != kNoLoop) {
       owner_->PostAbort(r.abort_loop, std::string(client_id), r.abort_seq);
     }
+    Park park{.connection = connection,
+              .seq = r.seq,
+              .since = now,
+              .clean_start = clean_start,
+              .log_from = log_base_ + transit_log_.size(),
+              .log_missed_from = transit_missed_};
     auto it = parks_.find(internal::AbslView(client_id));
-    if (it != parks_.end()) {
+    const bool replaces = it != parks_.end();
+    if (replaces) {
       // An older CONNECT for this id waits here: the new one takes its
-      // place (MQTT-3.1.4-3).
+      // place (MQTT-3.1.4-3), and waits for the same session.
       driver->broker().AbortParkedConnect(it->second.connection,
                                           ReasonCode::kSessionTakenOver, now);
-      parks_.erase(it);
+      park.log_from = it->second.log_from;
+      park.log_missed_from = it->second.log_missed_from;
+      parks_.erase(it);  // not ErasePark: `park` keeps its place in the log
       Bump(parks_replaced);
     }
     if (r.ask != kNoLoop) {
       Bump(handovers_requested);
       owner_->Request(r.ask, index_, std::string(client_id), r.transfer);
     }
-    if (!r.hold) return false;
-    parks_[std::string(client_id)] =
-        Park{.connection = connection, .seq = r.seq, .since = now};
+    if (!r.hold) {
+      if (replaces) {
+        DropStart(park.log_from);
+        TrimLog();
+      }
+      return false;
+    }
+    if (!replaces) NoteStart(park.log_from);
+    parks_[std::string(client_id)] = park;
     return true;
   }
 
@@ -151,8 +179,10 @@ class MultiBroker::Shard final : public BrokerForwarder,
         // connection, MQTT-3.1.4-3).
         auto it = parks_.find(id);
         if (it != parks_.end()) {
+          // The session never left: what was published here meanwhile
+          // reached it.
           const ConnectionId c = it->second.connection;
-          parks_.erase(it);
+          ErasePark(it);
           Bump(kept);
           broker.ResumeConnect(c, now);
         }
@@ -193,16 +223,15 @@ class MultiBroker::Shard final : public BrokerForwarder,
       return;
     }
     auto it = parks_.find(id);
-    std::optional<ConnectionId> held;
-    if (it != parks_.end()) {
-      held = it->second.connection;
-      parks_.erase(it);
-    }
+    std::optional<Park> held;
+    if (it != parks_.end()) held = it->second;
     if (r.kind == LandRoute::kRelay) {
       // A newer CONNECT on another Loop superseded the one here while the
       // session was on its way: it goes on there.
       if (held.has_value()) {
-        broker.AbortParkedConnect(*held, ReasonCode::kSessionTakenOver, now);
+        broker.AbortParkedConnect(held->connection,
+                                  ReasonCode::kSessionTakenOver, now);
+        ErasePark(id);
         Bump(parks_aborted);
       }
       Bump(relayed);
@@ -215,14 +244,78 @@ class MultiBroker::Shard final : public BrokerForwarder,
       (void)broker.ExportSession(id, ReasonCode::kSessionTakenOver, now);
       if (Import(**session, now)) {
         Bump(moved);
+        if (held.has_value() && !held->clean_start) CatchUp(id, *held, now);
       } else {
         Bump(lost);
       }
     } else {
       Bump(empty);
     }
-    if (held.has_value()) broker.ResumeConnect(*held, now);
+    if (held.has_value()) {
+      ErasePark(id);
+      broker.ResumeConnect(held->connection, now);
+    }
     driver->Flush();
+  }
+
+  // Publishes of this Loop's clients while a CONNECT here waits for its
+  // session: they went to the session's old Loop behind the request and
+  // reached it after it had left, so the session here gets them
+  // (CatchUp). Bounded; what does not fit is counted.
+  void LogInTransit(const MessageRef& m) {
+    const uint64_t bytes = m->topic().size() + m->payload().size();
+    if (transit_log_.size() >= kTransitLogMessages ||
+        transit_log_bytes_ + bytes > kTransitLogBytes) {
+      ++transit_missed_;
+      return;
+    }
+    transit_log_bytes_ += bytes;
+    transit_log_.push_back(m);
+  }
+
+  // The session of `id` arrived for the CONNECT `park`: the messages
+  // published here while it was on its way, in the order they were
+  // published, after what it brought (a message a publisher here sent
+  // before the CONNECT came went to the old Loop first and is in the
+  // session already).
+  void CatchUp(const std::string& id, const Park& park, Timestamp now) {
+    Broker& broker = driver->broker();
+    const uint64_t from = std::max(park.log_from, log_base_);
+    for (uint64_t i = from - log_base_; i < transit_log_.size(); ++i) {
+      caught_up.fetch_add(broker.RouteToSession(id, transit_log_[i], now),
+                          std::memory_order_relaxed);
+    }
+    if (transit_missed_ > park.log_missed_from) {
+      Bump(transit_missed, transit_missed_ - park.log_missed_from);
+    }
+  }
+
+  // The log keeps what the CONNECTs still waiting here may need.
+  void ErasePark(const std::string& id) {
+    auto it = parks_.find(id);
+    if (it != parks_.end()) ErasePark(it);
+  }
+  void ErasePark(absl::flat_hash_map<std::string, Park>::iterator it) {
+    DropStart(it->second.log_from);
+    parks_.erase(it);
+    TrimLog();
+  }
+  void NoteStart(uint64_t from) { ++waiting_from_[from]; }
+  void DropStart(uint64_t from) {
+    auto it = waiting_from_.find(from);
+    if (it != waiting_from_.end() && --it->second == 0) waiting_from_.erase(it);
+  }
+  void TrimLog() {
+    const uint64_t keep_from = waiting_from_.empty()
+                                   ? log_base_ + transit_log_.size()
+                                   : waiting_from_.begin()->first;
+    if (keep_from <= log_base_) return;
+    const auto end = transit_log_.begin() + int64_t(keep_from - log_base_);
+    for (auto i = transit_log_.begin(); i != end; ++i) {
+      transit_log_bytes_ -= (*i)->topic().size() + (*i)->payload().size();
+    }
+    transit_log_.erase(transit_log_.begin(), end);
+    log_base_ = keep_from;
   }
 
   // On this Loop: a newer CONNECT elsewhere superseded the one held here
@@ -232,7 +325,7 @@ class MultiBroker::Shard final : public BrokerForwarder,
     if (it == parks_.end() || it->second.seq > seq) return;
     driver->broker().AbortParkedConnect(
         it->second.connection, ReasonCode::kSessionTakenOver, loop->now());
-    parks_.erase(it);
+    ErasePark(it);
     Bump(parks_aborted);
     driver->Flush();
   }
@@ -294,15 +387,17 @@ class MultiBroker::Shard final : public BrokerForwarder,
         ++it;
         continue;
       }
-      if (owner_->TimeOutHold(it->first, index_, park.seq)) {
+      const ConnectionId c = park.connection;
+      const bool go_on = owner_->TimeOutHold(it->first, index_, park.seq);
+      ErasePark(it++);
+      if (go_on) {
         Bump(timeouts);
-        driver->broker().ResumeConnect(park.connection, now);
+        driver->broker().ResumeConnect(c, now);
       } else {
         Bump(parks_aborted);
-        driver->broker().AbortParkedConnect(park.connection,
-                                            ReasonCode::kSessionTakenOver, now);
+        driver->broker().AbortParkedConnect(c, ReasonCode::kSessionTakenOver,
+                                            now);
       }
-      parks_.erase(it++);
     }
   }
   bool MayPublish(const ClientIdentity& client,
@@ -374,7 +469,7 @@ class MultiBroker::Shard final : public BrokerForwarder,
   std::atomic<uint64_t> forwarded{0}, refused{0}, skipped{0}, received{0},
       expired{0}, remote_takeovers{0}, handovers_requested{0}, moved{0},
       empty{0}, timeouts{0}, lost{0}, parks_replaced{0}, parks_aborted{0},
-      relayed{0}, kept{0}, stale_discarded{0};
+      relayed{0}, kept{0}, stale_discarded{0}, caught_up{0}, transit_missed{0};
 
  private:
   MultiBroker* owner_;
@@ -383,6 +478,16 @@ class MultiBroker::Shard final : public BrokerForwarder,
   bool stopping_ = false;
   Timestamp stop_at_ = Timestamp::Never();
   absl::flat_hash_map<std::string, Park> parks_;  // by client id
+  // LogInTransit: kept while parks_ is not empty.
+  static constexpr size_t kTransitLogMessages = 4096;
+  static constexpr uint64_t kTransitLogBytes = 64 << 20;
+  std::vector<MessageRef> transit_log_;
+  uint64_t log_base_ = 0;  // the position of transit_log_[0]
+  // How many parks began waiting at each log position (the smallest is
+  // where the log must start).
+  std::map<uint64_t, uint32_t> waiting_from_;
+  uint64_t transit_log_bytes_ = 0;
+  uint64_t transit_missed_ = 0;
 };
 
 MultiBroker::MultiBroker(MultiBrokerOptions options)
@@ -549,6 +654,8 @@ MultiBrokerCounters MultiBroker::counters() const {
     c.handover_timeouts += Get(s->timeouts);
     c.handovers_lost += Get(s->lost);
     c.parks_replaced += Get(s->parks_replaced);
+    c.transit_caught_up += Get(s->caught_up);
+    c.transit_missed += Get(s->transit_missed);
     for (const Outbound& o : s->out) {
       const transport::LoopChannelCounters k = o.channel->counters();
       c.queue_full += k.queue_full;

@@ -70,10 +70,15 @@
 //    it yet drops its copy. A delayed will of a moved session is dropped:
 //    the reconnect it moved for cancels it (MQTT-3.1.3-9). The session
 //    travels through the channel too, so messages the exporting Loop routes
-//    after the export follow it. Known gap: a message published on the
-//    receiving Loop (or a third one) while the session is in transit is
-//    routed there before the session arrives and reaches the exporting Loop
-//    after the export, so that session misses it.
+//    after the export follow it. A message published on the receiving
+//    Loop while the session is in transit is routed there before the
+//    session arrives and reaches the exporting Loop after the export: the
+//    receiving Loop keeps what its clients publish while a CONNECT waits
+//    (up to 4096 messages or 64 MiB, the rest counted as transit_missed)
+//    and routes it to the session when it arrives
+//    (Broker::RouteToSession). Known gaps: with three or more Loops a
+//    message published on a third Loop during the transit can be missed,
+//    and so can one published on the Loops a session was passed on from.
 //  - Assigned client ids carry the Loop's number in their prefix, so they
 //    are unique across Loops.
 //  - Rate limits: per-connection limits work as before; the connection
@@ -150,6 +155,10 @@ struct MultiBrokerCounters {
   uint64_t stale_sessions_discarded = 0;  // copies left by a timed-out one
   uint64_t parks_replaced = 0;            // a newer CONNECT on the same Loop
   uint64_t parks_aborted = 0;             // a newer CONNECT on another Loop
+  // Publishes made on the receiving Loop while a session was in transit,
+  // routed to it when it arrived, and those its log had no room for.
+  uint64_t transit_caught_up = 0;
+  uint64_t transit_missed = 0;
 };
 
 class MultiBroker {

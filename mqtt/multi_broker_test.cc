@@ -6,10 +6,13 @@
 // messages published on one Loop are served by the other.
 #include "mqtt/multi_broker.h"
 
+#include <array>
+#include <atomic>
 #include <cstdlib>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -163,6 +166,16 @@ class MultiBrokerTest : public ::testing::TestWithParam<std::string> {
       loop_->RunOnce(1ms);
     }
     return true;
+  }
+
+  // Waits until the Loops' connection gauges (updated every tick) add up to
+  // `total`, and returns them.
+  bool WaitForConnections(uint64_t total, std::array<uint64_t, 2>* counts) {
+    return RunUntil([&] {
+      *counts = {broker_->gauges(0).connections.load(),
+                 broker_->gauges(1).connections.load()};
+      return (*counts)[0] + (*counts)[1] == total;
+    });
   }
 
   bool BothLoopsHaveConnections() {
@@ -435,6 +448,110 @@ TEST_P(MultiBrokerTest, ConcurrentConnectsForOneIdLeaveOneWithTheSession) {
   // Every round crossed Loops at least once (30 CONNECTs on one Loop: one
   // chance in 2^30).
   EXPECT_GT(c.handovers_requested, 0u);
+}
+
+TEST_P(MultiBrokerTest, PublishesDuringAHandoverReachTheMovedSession) {
+  // A persistent subscriber's session is on Loop `home`; its reconnect
+  // lands on the other Loop, which asks `home` for the session. While
+  // `home` is kept busy (a task posted to it waits), a client of the other
+  // Loop publishes: that Loop routes the message (no subscriber there yet)
+  // and forwards it to `home` behind the request, so it arrives there after
+  // the session left. The session must get it all the same.
+  ClientOptions o;
+  o.client_id = "transit";
+  o.clean_start = false;
+  o.session_expiry_s = 300;
+  Peer* first = nullptr;
+  ClientDriver* sub = Connect(o, &first);
+  ASSERT_NE(sub, nullptr);
+  ASSERT_TRUE(RunUntil([&] { return first->connected; }));
+  ASSERT_TRUE(sub->Subscribe("transit/t", {.max_qos = 1}).ok());
+  ASSERT_TRUE(RunUntil([&] { return first->subscribed == 1; }));
+  std::array<uint64_t, 2> counts;
+  ASSERT_TRUE(WaitForConnections(1, &counts));
+  const size_t home = counts[0] == 1 ? 0 : 1;
+  sub->Disconnect();
+  ASSERT_TRUE(RunUntil([&] { return first->closed; }));
+  ASSERT_TRUE(WaitForConnections(0, &counts));
+
+  // A publisher on the other Loop.
+  Peer* pub_peer = nullptr;
+  ClientDriver* pub = nullptr;
+  for (int attempt = 0; attempt < 24 && pub == nullptr; ++attempt) {
+    Peer* p = nullptr;
+    ClientDriver* c = Connect(absl::StrCat("transit-pub", attempt), &p);
+    ASSERT_NE(c, nullptr);
+    ASSERT_TRUE(RunUntil([&] { return p->connected; }));
+    ASSERT_TRUE(WaitForConnections(1, &counts));
+    if (counts[1 - home] == 1) {
+      pub = c;
+      pub_peer = p;
+      break;
+    }
+    c->Disconnect();
+    ASSERT_TRUE(RunUntil([&] { return p->closed; }));
+    ASSERT_TRUE(WaitForConnections(0, &counts));
+  }
+  ASSERT_NE(pub, nullptr) << "no connection landed on Loop " << 1 - home;
+
+  // Reconnects with `home` busy, until one lands on the other Loop.
+  Peer* second = nullptr;
+  bool asked = false;
+  for (int attempt = 0; attempt < 24 && !asked; ++attempt) {
+    struct Hold {
+      std::atomic<bool> busy{false}, release{false}, done{false};
+    };
+    auto hold = std::make_shared<Hold>();
+    broker_->loop(home).Post([hold] {
+      hold->busy = true;
+      const Timestamp limit = MonotonicNow() + kWait;
+      while (!hold->release.load() && MonotonicNow() < limit) {
+        std::this_thread::sleep_for(1ms);
+      }
+      hold->done = true;
+    });
+    ASSERT_TRUE(RunUntil([&] { return hold->busy.load(); }));
+    const uint64_t requested = broker_->counters().handovers_requested;
+    ClientDriver* again = Connect(o, &second);
+    ASSERT_NE(again, nullptr);
+    // On the busy Loop nothing happens; on the other the CONNECT is held
+    // and the request sent.
+    const Timestamp until = MonotonicNow() + 1s;
+    RunUntil([&] {
+      return broker_->counters().handovers_requested > requested ||
+             MonotonicNow() >= until;
+    });
+    asked = broker_->counters().handovers_requested > requested;
+    if (asked) {
+      ASSERT_TRUE(pub->Publish("transit/t", Bytes("c:0"), {.qos = 1}).ok());
+      ASSERT_TRUE(RunUntil([&] { return pub_peer->acked == 1; }));
+      EXPECT_FALSE(second->connected) << "the CONNECT was not held";
+    }
+    hold->release = true;
+    ASSERT_TRUE(RunUntil([&] { return hold->done.load(); }));
+    ASSERT_TRUE(RunUntil([&] { return second->connected || second->closed; }));
+    ASSERT_TRUE(second->connected);
+    EXPECT_TRUE(second->session_present);
+    if (!asked) {
+      // It landed on `home`: again.
+      again->Disconnect();
+      ASSERT_TRUE(RunUntil([&] { return second->closed; }));
+      ASSERT_TRUE(WaitForConnections(1, &counts));
+    }
+  }
+  ASSERT_TRUE(asked) << "no reconnect landed on Loop " << 1 - home;
+  ASSERT_TRUE(RunUntil([&] { return second->messages == 1; }))
+      << "the message published during the handover was lost";
+  // What comes after it follows, once each, in order.
+  ASSERT_TRUE(pub->Publish("transit/t", Bytes("c:1"), {.qos = 1}).ok());
+  ASSERT_TRUE(RunUntil([&] { return second->next["c"] == 2; }));
+  EXPECT_EQ(second->messages, 2u);
+  EXPECT_EQ(second->out_of_order, 0u);
+  const MultiBrokerCounters c = broker_->counters();
+  EXPECT_EQ(c.transit_caught_up, 1u);
+  EXPECT_EQ(c.transit_missed, 0u);
+  EXPECT_GE(c.sessions_moved, 1u);
+  EXPECT_EQ(c.handovers_lost, 0u);
 }
 
 TEST_P(MultiBrokerTest, RetainedAcrossLoops) {

@@ -343,6 +343,8 @@ int RunMultiLoop(std::unique_ptr<transport::Loop> first,
   json.Key("stale_sessions_discarded").Uint(xc.stale_sessions_discarded);
   json.Key("parks_replaced").Uint(xc.parks_replaced);
   json.Key("parks_aborted").Uint(xc.parks_aborted);
+  json.Key("transit_caught_up").Uint(xc.transit_caught_up);
+  json.Key("transit_missed").Uint(xc.transit_missed);
   json.EndObject();
   json.Key("per_loop").BeginArray();
   for (size_t i = 0; i < mb.size(); ++i) {
