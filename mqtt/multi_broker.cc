@@ -125,10 +125,10 @@ class MultiBroker::Shard final : public BrokerForwarder,
   // session is looked up (multi_broker.h, "Sessions follow their client").
   bool ParkConnect(std::string_view client_id, bool clean_start,
                    ConnectionId connection, Timestamp now) override {
-    // A Clean Start CONNECT waits for the session too, and the core then
-    // discards it (MQTT-3.1.2-4): one path, and the old connection is
-    // closed by the Loop that has it, wherever that is.
-    const ConnectRoute r = owner_->RouteConnect(client_id, index_);
+    // A Clean Start CONNECT waits too, for the old session to end where it
+    // is (OnExportRequest): one path, and the old connection is closed by
+    // the Loop that has it, wherever that is.
+    const ConnectRoute r = owner_->RouteConnect(client_id, clean_start, index_);
     if (r.abort_loop != kNoLoop) {
       owner_->PostAbort(r.abort_loop, std::string(client_id), r.abort_seq);
     }
@@ -192,8 +192,17 @@ class MultiBroker::Shard final : public BrokerForwarder,
         const std::optional<Broker::SessionInfo> info =
             broker.GetSessionInfo(id);
         if (info.has_value() && info->connected) Bump(remote_takeovers);
-        Deliver(r.target, id, transfer,
-                broker.ExportSession(id, ReasonCode::kSessionTakenOver, now));
+        if (r.end_session) {
+          // The newest CONNECT starts clean (MQTT-3.1.2-4): the session
+          // ends here, as on a takeover on one Loop, so its will is
+          // published, delayed or not (MQTT 5.0 §3.1.3.2.2); nothing moves.
+          broker.DisconnectClient(id, ReasonCode::kSessionTakenOver, now);
+          Bump(sessions_ended);
+          Deliver(r.target, id, transfer, std::nullopt);
+        } else {
+          Deliver(r.target, id, transfer,
+                  broker.ExportSession(id, ReasonCode::kSessionTakenOver, now));
+        }
         break;
       }
       case ExportRoute::kDiscard:
@@ -469,7 +478,8 @@ class MultiBroker::Shard final : public BrokerForwarder,
   std::atomic<uint64_t> forwarded{0}, refused{0}, skipped{0}, received{0},
       expired{0}, remote_takeovers{0}, handovers_requested{0}, moved{0},
       empty{0}, timeouts{0}, lost{0}, parks_replaced{0}, parks_aborted{0},
-      relayed{0}, kept{0}, stale_discarded{0}, caught_up{0}, transit_missed{0};
+      relayed{0}, kept{0}, stale_discarded{0}, caught_up{0}, transit_missed{0},
+      sessions_ended{0};
 
  private:
   MultiBroker* owner_;
@@ -655,6 +665,7 @@ MultiBrokerCounters MultiBroker::counters() const {
     c.handovers_lost += Get(s->lost);
     c.parks_replaced += Get(s->parks_replaced);
     c.transit_caught_up += Get(s->caught_up);
+    c.sessions_ended += Get(s->sessions_ended);
     c.transit_missed += Get(s->transit_missed);
     for (const Outbound& o : s->out) {
       const transport::LoopChannelCounters k = o.channel->counters();
@@ -669,6 +680,7 @@ MultiBrokerCounters MultiBroker::counters() const {
 }
 
 MultiBroker::ConnectRoute MultiBroker::RouteConnect(std::string_view client_id,
+                                                    bool clean_start,
                                                     size_t loop) {
   absl::MutexLock lock(&ids_mu_);
   ConnectRoute r;
@@ -679,6 +691,7 @@ MultiBroker::ConnectRoute MultiBroker::RouteConnect(std::string_view client_id,
       IdRecord{.latest_loop = here, .latest_seq = r.seq, .home = here});
   if (inserted) return r;  // a new id: its session (if any) starts here
   IdRecord& rec = it->second;
+  rec.latest_clean = clean_start;
   // The record keeps home == latest_loop or home == kInTransit. In transit,
   // the previous newest CONNECT is held on its Loop: this one supersedes it.
   if (rec.home == kInTransit && rec.latest_loop != here) {
@@ -714,7 +727,7 @@ MultiBroker::ExportRoute MultiBroker::RouteExport(const std::string& client_id,
       rec.home = here;
       return {ExportRoute::kKeep, here};
     }
-    return {ExportRoute::kExport, rec.latest_loop};
+    return {ExportRoute::kExport, rec.latest_loop, rec.latest_clean};
   }
   // A request whose handover timed out. The session is elsewhere unless
   // this Loop holds it again (home) or must export it for a newer one.

@@ -58,13 +58,15 @@
 //    ids; one copy of each queued message) and posts it to the Loop of the
 //    id's newest CONNECT; that Loop adds it (ImportSession) and the
 //    CONNECT goes on, so the client sees Session Present 1 wherever its
-//    reconnect lands. A Clean Start CONNECT waits the same way and the
-//    core then discards the session (MQTT-3.1.2-4). There is one session
-//    per id at any time: while one is in transit, newer CONNECTs for the
-//    id wait for it without asking again; a held CONNECT that a newer one
-//    on another Loop superseded is closed (0x8E) without a CONNACK, and a
-//    session that arrives at such a Loop is passed on to the newest. A held
-//    CONNECT goes on without the session after handover_timeout (a Loop
+//    reconnect lands. A Clean Start CONNECT waits the same way, but the
+//    session does not move: it ends on the Loop that has it, as on a
+//    takeover on one Loop, publishing its will (delayed or not, MQTT 5.0
+//    §3.1.3.2.2), and the CONNECT goes on with a new one (MQTT-3.1.2-4).
+//    There is one session per id at any time: while one is in transit, newer
+//    CONNECTs for the id wait for it without asking again; a held CONNECT that
+//    a newer one on another Loop superseded is closed (0x8E) without a CONNACK,
+//    and a session that arrives at such a Loop is passed on to the newest. A
+//    held CONNECT goes on without the session after handover_timeout (a Loop
 //    that is stopping); the session that arrives later is dropped and
 //    counted (counters().handovers_lost), and a Loop that had not exported
 //    it yet drops its copy. A delayed will of a moved session is dropped:
@@ -148,10 +150,11 @@ struct MultiBrokerCounters {
   uint64_t handovers_requested = 0;  // export requests sent
   uint64_t sessions_moved = 0;       // sessions that arrived and were added
   uint64_t handovers_empty = 0;      // the other Loop had no session
-  uint64_t sessions_relayed = 0;     // arrived superseded, passed on
-  uint64_t sessions_kept = 0;        // the newest CONNECT came back first
-  uint64_t handover_timeouts = 0;    // went on without waiting longer
-  uint64_t handovers_lost = 0;       // arrived after its CONNECT went on
+  uint64_t sessions_ended = 0;     // not moved: the newest CONNECT starts clean
+  uint64_t sessions_relayed = 0;   // arrived superseded, passed on
+  uint64_t sessions_kept = 0;      // the newest CONNECT came back first
+  uint64_t handover_timeouts = 0;  // went on without waiting longer
+  uint64_t handovers_lost = 0;     // arrived after its CONNECT went on
   uint64_t stale_sessions_discarded = 0;  // copies left by a timed-out one
   uint64_t parks_replaced = 0;            // a newer CONNECT on the same Loop
   uint64_t parks_aborted = 0;             // a newer CONNECT on another Loop
@@ -237,6 +240,7 @@ class MultiBroker {
     uint32_t home;
     uint32_t exporter = kNoLoop;  // in transit: the Loop yet to export it
     uint64_t transfer = 0;        // numbers handovers; a stale one is dropped
+    bool latest_clean = false;    // the newest CONNECT has Clean Start
   };
   // What a CONNECT on a Loop does.
   struct ConnectRoute {
@@ -247,11 +251,15 @@ class MultiBroker {
     uint32_t abort_loop = kNoLoop;  // the CONNECT held there is superseded
     uint64_t abort_seq = 0;
   };
-  ConnectRoute RouteConnect(std::string_view client_id, size_t loop);
+  ConnectRoute RouteConnect(std::string_view client_id, bool clean_start,
+                            size_t loop);
   // What the Loop asked to export does.
   struct ExportRoute {
     enum Kind { kExport, kKeep, kDiscard, kIgnore } kind;
     uint32_t target;  // kExport: the Loop of the newest CONNECT
+    // kExport: the newest CONNECT has Clean Start, so the session ends on
+    // the exporting Loop instead of moving.
+    bool end_session = false;
   };
   ExportRoute RouteExport(const std::string& client_id, size_t loop,
                           uint64_t transfer);

@@ -554,6 +554,56 @@ TEST_P(MultiBrokerTest, PublishesDuringAHandoverReachTheMovedSession) {
   EXPECT_EQ(c.handovers_lost, 0u);
 }
 
+TEST_P(MultiBrokerTest, CleanStartTakeoverPublishesTheDelayedWillOnAnyLoop) {
+  // A Clean Start CONNECT ends the session of the connection it takes over
+  // (MQTT-3.1.2-4, MQTT-3.1.4-3), and a session that ends publishes its
+  // delayed will at once (MQTT 5.0 §3.1.3.2.2), whichever Loop the new
+  // connection lands on. Rounds until two of them crossed Loops.
+  Peer* watcher = nullptr;
+  ClientDriver* w = Connect("will-watcher", &watcher);
+  ASSERT_NE(w, nullptr);
+  ASSERT_TRUE(RunUntil([&] { return watcher->connected; }));
+  ASSERT_TRUE(w->Subscribe("will/#", {.max_qos = 1}).ok());
+  ASSERT_TRUE(RunUntil([&] { return watcher->subscribed == 1; }));
+  int crossed = 0;
+  int round = 0;
+  for (; round < 32 && crossed < 2; ++round) {
+    ClientOptions o;
+    o.client_id = absl::StrCat("willed", round);
+    o.clean_start = false;
+    o.session_expiry_s = 300;
+    o.will = ClientWill{.topic = absl::StrCat("will/", round),
+                        .payload = absl::StrCat("w:", round),
+                        .qos = 1,
+                        .delay_s = 60};
+    Peer* first = nullptr;
+    ASSERT_NE(Connect(o, &first), nullptr);
+    ASSERT_TRUE(RunUntil([&] { return first->connected; }));
+    const uint64_t requested = broker_->counters().handovers_requested;
+    const uint64_t before = watcher->messages;
+    ClientOptions n;
+    n.client_id = o.client_id;
+    n.clean_start = true;
+    Peer* second = nullptr;
+    ClientDriver* again = Connect(n, &second);
+    ASSERT_NE(again, nullptr);
+    ASSERT_TRUE(RunUntil([&] { return second->connected || second->closed; }));
+    ASSERT_TRUE(second->connected);
+    EXPECT_FALSE(second->session_present);
+    ASSERT_TRUE(RunUntil([&] { return first->closed; }));
+    EXPECT_EQ(first->close_reason, ReasonCode::kSessionTakenOver);
+    const bool cross = broker_->counters().handovers_requested > requested;
+    crossed += cross ? 1 : 0;
+    EXPECT_TRUE(RunUntil([&] { return watcher->messages > before; }, 5s))
+        << o.client_id << (cross ? " (across Loops)" : " (one Loop)")
+        << ": the will was not published";
+    again->Disconnect();  // normal: its own (absent) will is not sent
+    ASSERT_TRUE(RunUntil([&] { return second->closed; }));
+  }
+  EXPECT_EQ(crossed, 2) << "after " << round << " rounds";
+  EXPECT_EQ(watcher->messages, uint64_t(round));
+}
+
 TEST_P(MultiBrokerTest, RetainedAcrossLoops) {
   constexpr int kTopics = 8;
   Peer* pp = nullptr;

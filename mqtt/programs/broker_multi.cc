@@ -336,6 +336,7 @@ int RunMultiLoop(std::unique_ptr<transport::Loop> first,
   json.Key("handovers_requested").Uint(xc.handovers_requested);
   json.Key("sessions_moved").Uint(xc.sessions_moved);
   json.Key("handovers_empty").Uint(xc.handovers_empty);
+  json.Key("sessions_ended").Uint(xc.sessions_ended);
   json.Key("sessions_relayed").Uint(xc.sessions_relayed);
   json.Key("sessions_kept").Uint(xc.sessions_kept);
   json.Key("handover_timeouts").Uint(xc.handover_timeouts);
