@@ -475,6 +475,7 @@ class Broker {
   };
 
   Connection* Lookup(ConnectionId id) const;
+  bool CanHoldBehind(const Connection& c, const Session& s) const;
   void HandleFrame(Connection& c, const Frame& frame, Timestamp now);
   // `resumed`: a parked CONNECT going on (ResumeConnect).
   void HandleConnect(Connection& c, const Frame& frame, Timestamp now,

@@ -4,9 +4,11 @@
 // and every ack held in one window comes out after that one commit, in the
 // order the packets arrived. The store here is a fake whose commit the test
 // calls, so the order of events is exact (no clock, no disk).
+#include <algorithm>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "mqtt/broker.h"
 #include "mqtt/internal/broker_sim.h"
@@ -331,6 +333,49 @@ TEST_P(GroupCommit, Qos2DeliveryToAStoredSessionWaitsForItsCommit) {
   const PubResponse rel = sub.Expect<PubResponse>(Version::k311, &f);
   EXPECT_EQ(rel.type, PacketType::kPubrel);
   EXPECT_EQ(rel.packet_id, second.packet_id);
+}
+
+// QoS 2 deliveries queued together for a stored session leave after one
+// commit, in order. Before, each took its packet id only once the one
+// before it had been released, so a subscriber got one QoS 2 message per
+// commit window (83 msg/s with --fsync=batch at 10 ms, 100 publishers at
+// 20,000 msg/s).
+TEST_P(GroupCommit, Qos2DeliveriesQueuedTogetherLeaveAfterOneCommit) {
+  RawClient& sub = PersistentSubscriber("t/#", 2);
+  RawClient& pub = Connected(MakeConnect(GetParam(), "pub", true));
+  constexpr uint16_t kMessages = 5;
+  std::vector<std::string> topics;
+  for (uint16_t i = 1; i <= kMessages; ++i) {
+    topics.push_back(absl::StrCat("t/", i));
+    Publish(pub, topics.back(), 2, i);
+  }
+  Publish(pub, "t/0", 0, 0);  // QoS 0 behind them waits too
+  sim_.RunFor(kStep);
+  EXPECT_EQ(sub.pending(), 0u) << "QoS 2 PUBLISH before its commit";
+  EXPECT_EQ(sim_.broker().counters().publishes_held, kMessages);
+  Commit();
+  ASSERT_EQ(sub.pending(), kMessages + 1u) << "one QoS 2 delivery per commit";
+  std::vector<uint16_t> ids;
+  OwnedFrame f;
+  for (uint16_t i = 0; i < kMessages; ++i) {
+    const mqtt::Publish p = sub.Expect<mqtt::Publish>(Version::k311, &f);
+    EXPECT_EQ(p.topic, topics[i]);  // MQTT-4.6.0-6
+    EXPECT_EQ(p.qos, 2);
+    EXPECT_FALSE(p.dup);
+    ids.push_back(p.packet_id);
+  }
+  EXPECT_EQ(sub.Expect<mqtt::Publish>(Version::k311, &f).topic, "t/0");
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(std::unique(ids.begin(), ids.end()), ids.end());
+  // A message routed while others are held is held behind them too.
+  Publish(pub, "t/6", 2, 6);
+  Publish(pub, "t/7", 2, 7);
+  sim_.RunFor(kStep);
+  EXPECT_EQ(sub.pending(), 0u);
+  Commit();
+  ASSERT_EQ(sub.pending(), 2u);
+  EXPECT_EQ(sub.Expect<mqtt::Publish>(Version::k311, &f).topic, "t/6");
+  EXPECT_EQ(sub.Expect<mqtt::Publish>(Version::k311, &f).topic, "t/7");
 }
 
 // A subscriber whose session is not stored still waits for the
