@@ -27,23 +27,26 @@
 //
 // Output: "RESULT {json}" (schema ringlab.mqtt_bench/1) and --json=FILE:
 // messages_per_s = distinct publishes delivered (to every subscriber) per
-// second, deliveries_per_s = every subscriber's copy, samples = deliveries
-// measured, warmup = publishes before the measured phase, total_messages =
-// deliveries in the whole run, measured_start_ns/measured_end_ns on
-// CLOCK_MONOTONIC (the runner cuts the broker's timeline with them);
-// cpu_us_per_msg and kernel_entries_per_msg are this client's, per
-// delivery. Exit codes: 0 ok, 1 run failed, 2 usage, 3 backend
-// unsupported.
+// second, ack_us = publish -> PUBACK/PUBCOMP percentiles (QoS 1/2),
+// deliveries_per_s = every subscriber's copy, samples = deliveries measured,
+// warmup = publishes before the measured phase, total_messages = deliveries in
+// the whole run, measured_start_ns/measured_end_ns on CLOCK_MONOTONIC (the
+// runner cuts the broker's timeline with them); cpu_us_per_msg and
+// kernel_entries_per_msg are this client's, per delivery. Exit codes: 0 ok, 1
+// run failed, 2 usage, 3 backend unsupported.
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "bench/histogram.h"
 #include "bench/json_writer.h"
@@ -153,6 +156,7 @@ class Bench : public ClientDriver::Listener {
   }
   void Publish(uint32_t publisher, int64_t intended_ns);
   void OnDelivery(const ClientEvent& e);
+  void OnAck(const ClientDriver& c, const ClientEvent& e);
   void PaceRate(Timestamp now);
   void StartMeasuring();
   bool Finished() const {
@@ -193,6 +197,18 @@ class Bench : public ClientDriver::Listener {
   bench::CpuTime cpu_start_;
   transport::LoopCounters counters_start_;
   bench::LatencyHistogram histogram_;
+  // QoS 1/2: publish -> PUBACK/PUBCOMP, per publisher in publish order (a
+  // server acknowledges in the order it received, MQTT 5.0 §4.6). An
+  // entry the ring had no room for is not timed (acks_untimed_).
+  struct AckRing {
+    std::vector<std::pair<uint16_t, int64_t>> sent;  // packet id, sent ns
+    size_t head = 0;
+    size_t count = 0;
+  };
+  std::vector<AckRing> acks_;
+  absl::flat_hash_map<const ClientDriver*, uint32_t> publisher_of_;
+  bench::LatencyHistogram ack_histogram_;
+  uint64_t acks_untimed_ = 0;
   // Rate pacing.
   Timestamp rate_start_;
   uint64_t rate_k_ = 0;
@@ -217,6 +233,13 @@ void Bench::Publish(uint32_t publisher, int64_t intended_ns) {
   if (!id.ok()) {
     ++publish_errors_;
     return;
+  }
+  if (cfg_.qos > 0 && publisher < acks_.size()) {
+    AckRing& r = acks_[publisher];
+    if (r.count < r.sent.size()) {
+      r.sent[(r.head + r.count) % r.sent.size()] = {*id, intended_ns};
+      ++r.count;
+    }
   }
   if (cfg_.rate == 0 && !outstanding_.empty()) ++outstanding_[publisher];
   if (cfg_.mode == "fanout" && cfg_.rate == 0) {
@@ -265,6 +288,23 @@ void Bench::OnDelivery(const ClientEvent& e) {
   }
 }
 
+void Bench::OnAck(const ClientDriver& c, const ClientEvent& e) {
+  auto it = publisher_of_.find(&c);
+  if (it == publisher_of_.end()) return;
+  AckRing& r = acks_[it->second];
+  if (r.count == 0 || r.sent[r.head].first != e.packet_id) {
+    ++acks_untimed_;  // its publish found the ring full
+    return;
+  }
+  const int64_t sent_ns = r.sent[r.head].second;
+  r.head = (r.head + 1) % r.sent.size();
+  --r.count;
+  if (measuring_ && phase_ == Phase::kRunning) {
+    ack_histogram_.Record(
+        uint64_t(std::max<int64_t>(0, MonotonicNow().nanos() - sent_ns)));
+  }
+}
+
 void Bench::OnClientEvent(ClientDriver& c, const ClientEvent& e) {
   switch (e.kind) {
     case ClientEvent::Kind::kConnected:
@@ -285,6 +325,9 @@ void Bench::OnClientEvent(ClientDriver& c, const ClientEvent& e) {
         failed_ = true;
         failure_ = "subscription refused";
       }
+      break;
+    case ClientEvent::Kind::kPublished:
+      OnAck(c, e);
       break;
     case ClientEvent::Kind::kMessage:
       if (phase_ == Phase::kRunning) {
@@ -407,6 +450,16 @@ int Bench::Run() {
     return kExitRunFailed;
   }
 
+  if (cfg_.qos > 0) {
+    // Bounded however many publishers: 64 to 4096 outstanding each.
+    const size_t ring =
+        std::clamp<size_t>(65536 / std::max<size_t>(pubs_.size(), 1), 64, 4096);
+    acks_.resize(pubs_.size());
+    for (uint32_t i = 0; i < pubs_.size(); ++i) {
+      acks_[i].sent.resize(ring);
+      publisher_of_[pubs_[i]] = i;
+    }
+  }
   phase_ = Phase::kRunning;
   last_progress_ = MonotonicNow();
   if (cfg_.rate > 0) {
@@ -543,6 +596,19 @@ int Bench::Report() {
   json.Key("p999").Number(us(histogram_.Percentile(99.9)));
   json.Key("max").Number(us(histogram_.max()));
   json.EndObject();
+  if (cfg_.qos > 0) {
+    // Publish (its intended send time) to PUBACK or PUBCOMP: with a
+    // durable store, how long the broker held the acknowledgement.
+    json.Key("ack_us").BeginObject();
+    json.Key("samples").Uint(ack_histogram_.count());
+    json.Key("p50").Number(us(ack_histogram_.Percentile(50)));
+    json.Key("p90").Number(us(ack_histogram_.Percentile(90)));
+    json.Key("p99").Number(us(ack_histogram_.Percentile(99)));
+    json.Key("p999").Number(us(ack_histogram_.Percentile(99.9)));
+    json.Key("max").Number(us(ack_histogram_.max()));
+    json.EndObject();
+    json.Key("acks_untimed").Uint(acks_untimed_);
+  }
   json.Key("duration_s").Number(duration_s);
   const double deliveries_per_s = duration_s > 0 ? msgs / duration_s : 0;
   json.Key("messages_per_s").Number(deliveries_per_s / double(nsubs));
