@@ -271,8 +271,11 @@ class MultiBroker::Shard final : public BrokerForwarder,
   // session: they went to the session's old Loop behind the request and
   // reached it after it had left, so the session here gets them
   // (CatchUp). Bounded; what does not fit is counted.
+  static uint64_t LoggedBytes(const Message& m) {
+    return m.topic().size() + m.payload().size();
+  }
   void LogInTransit(const MessageRef& m) {
-    const uint64_t bytes = m->topic().size() + m->payload().size();
+    const uint64_t bytes = LoggedBytes(*m);
     if (transit_log_.size() >= kTransitLogMessages ||
         transit_log_bytes_ + bytes > kTransitLogBytes) {
       ++transit_missed_;
@@ -321,7 +324,7 @@ class MultiBroker::Shard final : public BrokerForwarder,
     if (keep_from <= log_base_) return;
     const auto end = transit_log_.begin() + int64_t(keep_from - log_base_);
     for (auto i = transit_log_.begin(); i != end; ++i) {
-      transit_log_bytes_ -= (*i)->topic().size() + (*i)->payload().size();
+      transit_log_bytes_ -= LoggedBytes(**i);
     }
     transit_log_.erase(transit_log_.begin(), end);
     log_base_ = keep_from;
@@ -339,14 +342,17 @@ class MultiBroker::Shard final : public BrokerForwarder,
     driver->Flush();
   }
 
+  // This Loop's has_subscribers was set by the sender (SendSession).
   bool Import(const StoredSession& session, Timestamp now) {
-    // Its subscriptions make this a Loop with subscribers (as MaySubscribe
-    // does), before the CONNACK that lets the client expect messages.
-    if (!session.subscriptions.empty() &&
-        !has_subscribers.load(std::memory_order_relaxed)) {
+    return driver->broker().ImportSession(session, now).ok();
+  }
+
+  // Set once, never cleared (multi_broker.h); seq_cst so that a publish
+  // that follows on another Loop sees it.
+  void MarkHasSubscribers() {
+    if (!has_subscribers.load(std::memory_order_relaxed)) {
       has_subscribers.store(true, std::memory_order_seq_cst);
     }
-    return driver->broker().ImportSession(session, now).ok();
   }
 
   void Deliver(size_t to, const std::string& id, uint64_t transfer,
@@ -363,9 +369,8 @@ class MultiBroker::Shard final : public BrokerForwarder,
   void SendSession(size_t to, const std::string& id, uint64_t transfer,
                    std::shared_ptr<std::optional<StoredSession>> session) {
     Shard* target = owner_->shards_[to].get();
-    if (session->has_value() && !(*session)->subscriptions.empty() &&
-        !target->has_subscribers.load(std::memory_order_relaxed)) {
-      target->has_subscribers.store(true, std::memory_order_seq_cst);
+    if (session->has_value() && !(*session)->subscriptions.empty()) {
+      target->MarkHasSubscribers();
     }
     for (Outbound& o : out) {
       if (o.target != to) continue;
@@ -418,9 +423,7 @@ class MultiBroker::Shard final : public BrokerForwarder,
     const bool ok = inner_ == nullptr || inner_->MaySubscribe(client, filter);
     // Before the subscription exists and before its SUBACK: a publish sent
     // after the client saw the SUBACK finds the flag set.
-    if (ok && !has_subscribers.load(std::memory_order_relaxed)) {
-      has_subscribers.store(true, std::memory_order_seq_cst);
-    }
+    if (ok) MarkHasSubscribers();
     return ok;
   }
   bool MayReceive(const ClientIdentity& client,
