@@ -1519,7 +1519,7 @@ void Broker::Enqueue(Session& s, const MessageRef& message, uint8_t qos,
   if (online) MarkReady(*connections_[s.connection]);
 }
 
-void Broker::PublishMessage(const InjectedMessage& in, Timestamp now) {
+MessageRef Broker::PublishMessage(const InjectedMessage& in, Timestamp now) {
   const Timestamp expires = in.message_expiry_interval_s
                                 ? now + Seconds(*in.message_expiry_interval_s)
                                 : Timestamp::Never();
@@ -1528,6 +1528,7 @@ void Broker::PublishMessage(const InjectedMessage& in, Timestamp now) {
   if (in.retain) StoreRetained(m, now);
   RouteMessage(m, now);
   RunDeferred(now);
+  return m;
 }
 
 uint32_t Broker::RouteToSession(std::string_view client_id,

@@ -372,14 +372,15 @@ class Broker {
   // ---- Control
   // ---------------------------------------------------------------
 
-  // Routes a message as if a client without a session had published it.
-  void PublishMessage(const InjectedMessage& message, Timestamp now);
-  // Routes `message`, one this core reported to its forwarder, again but to
-  // the session of `client_id` only (its own subscriptions, not shared
-  // ones, with No Local and the read ACL as on any routing). The
-  // multi-Loop broker uses it for what was published on this Loop while
-  // that session was on its way here from another Loop. Returns the
-  // deliveries queued (0 or 1); 0 for an unknown id or an expired message.
+  // Routes a message as if a client without a session had published it,
+  // and returns this core's copy (which the caller may keep).
+  MessageRef PublishMessage(const InjectedMessage& message, Timestamp now);
+  // Routes `message`, one this core reported to its forwarder or returned
+  // from PublishMessage, again but to the session of `client_id` only (its
+  // own subscriptions, not shared ones, with No Local and the read ACL as
+  // on any routing). The multi-Loop broker uses it for what this Loop
+  // routed while that session was on its way here from another Loop. Returns
+  // the deliveries queued (0 or 1); 0 for an unknown id or an expired message.
   uint32_t RouteToSession(std::string_view client_id, const MessageRef& message,
                           Timestamp now);
   // Tells every connection the server is going away (v5 DISCONNECT 0x8B)

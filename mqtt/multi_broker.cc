@@ -32,6 +32,36 @@ uint64_t Get(const std::atomic<uint64_t>& c) {
 // hooks the core calls: a forwarder (client publishes), an authenticator
 // wrapper (CONNECT claims the client id, SUBSCRIBE marks the Loop as one
 // with subscribers) and the consumer side of the channels into this Loop.
+//
+// Cuts. A session that moves from Loop A to Loop B must get each message
+// it matches once, wherever it was routed. Each Loop numbers its clients'
+// publishes; a Loop routes the messages of each other Loop in their order
+// (one FIFO channel per pair). When A exports, the session carries A's cut
+// (seen[x]: the newest number of Loop x that A routed) and B gives it the
+// messages it routed itself that lie beyond the cut (the transit log), and
+// routes the later ones to it as to any session. That is exact when
+//  (1) every message of x up to seen[x] has been routed by B before the
+//      session is added there, so none of them reaches it twice: true for
+//      x = A (its messages are in front of the session in the channel A->B)
+//      and for x = B; for a third Loop C, B asks C for a marker (kSync) and
+//      adds the session once the marker, which C sends behind everything it
+//      sent before, arrived;
+//  (2) every message of x beyond seen[x] that B routed before the session
+//      landed is in B's log, which starts when B's CONNECT began to wait:
+//      messages B routed earlier must be within A's cut. For x = B its
+//      request, and everything B sent before it, is in front of it at A;
+//      for a third Loop C, A asks C for a marker when the request arrives
+//      and exports once it has it, so A has routed all that C sent before
+//      B's CONNECT, as B has.
+// With two Loops there is no third one, and no marker is needed. A session
+// passed on from B to D because a newer CONNECT arrived on D is added on B
+// (with what B's log owes it) and exported again by B with B's cut, after
+// markers from every other Loop (D's CONNECT may have begun to wait before
+// D's earlier messages reached B); a CONNECT that was superseded keeps its
+// place in the log (a ghost) until its session came through or
+// handover_timeout passed. A Loop that waits for a session counts as one
+// with subscribers from then on, so a third Loop forwards to it what it
+// publishes after its marker.
 class MultiBroker::Shard final : public BrokerForwarder,
                                  public BrokerAuthenticator,
                                  public transport::LoopChannelHandler<Entry>,
@@ -43,15 +73,34 @@ class MultiBroker::Shard final : public BrokerForwarder,
     uint64_t seq = 0;  // its number in the id table
     Timestamp since;
     bool clean_start = false;
+    // Superseded by a newer CONNECT elsewhere (connection closed); kept for
+    // its place in the log until the session came through.
+    bool ghost = false;
     // Where the transit log stood (positions count every message ever
     // logged) when the id's first held CONNECT here began to wait; a newer
     // CONNECT that replaces it keeps these.
     uint64_t log_from = 0;
     uint64_t log_missed_from = 0;
   };
+  // A message this Loop routed while a CONNECT waited here.
+  struct Logged {
+    uint32_t source = 0;  // the Loop its publisher is on
+    uint64_t seq = 0;     // its publish number there
+    MessageRef message;   // this Loop's copy
+  };
+  // An export or a landing waiting for the markers of the other Loops.
+  struct Wait {
+    enum Kind { kExport, kLand } kind = kExport;
+    std::string id;
+    uint64_t transfer = 0;
+    uint32_t target = 0;  // kExport: where the session goes
+    uint32_t remaining = 0;
+    std::shared_ptr<Moving> moving;  // kLand
+  };
 
  public:
-  Shard(MultiBroker* owner, size_t index) : owner_(owner), index_(index) {
+  Shard(MultiBroker* owner, size_t index, size_t loops)
+      : last_seen(loops, 0), owner_(owner), index_(index) {
     // Full size now: LogInTransit never allocates, and CatchUp may route
     // while a will is appended.
     transit_log_.reserve(kTransitLogMessages);
@@ -60,7 +109,9 @@ class MultiBroker::Shard final : public BrokerForwarder,
   // BrokerForwarder: runs on this Loop for each client publish, after the
   // local routing.
   void OnClientPublish(const MessageRef& m) override {
-    if (!parks_.empty()) LogInTransit(m);
+    const uint64_t seq = ++publish_seq_;
+    last_seen[index_] = seq;
+    if (!parks_.empty()) LogInTransit(uint32_t(index_), seq, m);
     for (Outbound& o : out) {
       Release(o);
       const Shard& target = *owner_->shards_[o.target];
@@ -69,27 +120,41 @@ class MultiBroker::Shard final : public BrokerForwarder,
         Bump(skipped);
         continue;
       }
-      const uint64_t seq = o.channel->accepted();
-      if (!o.channel->Send(Entry{.message = m.get()})) {
+      const uint64_t slot = o.channel->accepted();
+      if (!o.channel->Send(Entry{.kind = Entry::kMessage,
+                                 .source = uint32_t(index_),
+                                 .seq = seq,
+                                 .message = m.get()})) {
         Bump(refused);
         continue;
       }
       // Kept until the target consumed the entry (it reads the bytes).
-      o.held[seq % o.held.size()] = m;
+      o.held[slot % o.held.size()] = m;
       Bump(forwarded);
     }
   }
 
   // The consumer side: entries from any other Loop, on this Loop's thread.
   void OnChannelMessage(const Entry& e) override {
-    if (e.session != nullptr) {
-      OnDeliver(*e.client_id, e.transfer, *e.session);
-      return;
+    switch (e.kind) {
+      case Entry::kSession:
+        OnDeliver(*e.client_id, e.transfer, *e.session);
+        return;
+      case Entry::kRequest:
+        Saw(e.source, e.seq);
+        OnExportRequest(*e.client_id, e.transfer, e.source);
+        return;
+      case Entry::kSync:
+        SendMarker(e.source, e.transfer);
+        return;
+      case Entry::kMarker:
+        Saw(e.source, e.seq);
+        OnMarker(e.transfer);
+        return;
+      case Entry::kMessage:
+        break;
     }
-    if (e.message == nullptr) {
-      OnExportRequest(*e.client_id, e.transfer);
-      return;
-    }
+    Saw(e.source, e.seq);
     const Message& m = *e.message;
     InjectedMessage in;
     in.topic = m.topic();
@@ -108,7 +173,8 @@ class MultiBroker::Shard final : public BrokerForwarder,
       in.message_expiry_interval_s =
           uint32_t((left_ns + 999'999'999) / 1'000'000'000);
     }
-    driver->broker().PublishMessage(in, now);
+    MessageRef copy = driver->broker().PublishMessage(in, now);
+    if (!parks_.empty() && copy) LogInTransit(e.source, e.seq, copy);
     Bump(received);
   }
   void OnChannelBatchEnd() override { driver->Flush(); }
@@ -129,6 +195,9 @@ class MultiBroker::Shard final : public BrokerForwarder,
     // is (OnExportRequest): one path, and the old connection is closed by
     // the Loop that has it, wherever that is.
     const ConnectRoute r = owner_->RouteConnect(client_id, clean_start, index_);
+    // Before the request leaves: what a third Loop publishes after its
+    // marker must be forwarded here ("Cuts", above).
+    if (r.hold && !clean_start) MarkHasSubscribers();
     if (r.abort_loop != kNoLoop) {
       owner_->PostAbort(r.abort_loop, std::string(client_id), r.abort_seq);
     }
@@ -141,14 +210,16 @@ class MultiBroker::Shard final : public BrokerForwarder,
     auto it = parks_.find(internal::AbslView(client_id));
     const bool replaces = it != parks_.end();
     if (replaces) {
-      // An older CONNECT for this id waits here: the new one takes its
-      // place (MQTT-3.1.4-3), and waits for the same session.
-      driver->broker().AbortParkedConnect(it->second.connection,
-                                          ReasonCode::kSessionTakenOver, now);
+      // An older CONNECT for this id waits here (or its ghost): the new one
+      // takes its place (MQTT-3.1.4-3), and waits for the same session.
+      if (!it->second.ghost) {
+        driver->broker().AbortParkedConnect(it->second.connection,
+                                            ReasonCode::kSessionTakenOver, now);
+        Bump(parks_replaced);
+      }
       park.log_from = it->second.log_from;
       park.log_missed_from = it->second.log_missed_from;
       parks_.erase(it);  // not ErasePark: `park` keeps its place in the log
-      Bump(parks_replaced);
     }
     if (r.ask != kNoLoop) {
       Bump(handovers_requested);
@@ -166,9 +237,27 @@ class MultiBroker::Shard final : public BrokerForwarder,
     return true;
   }
 
-  // On this Loop, which held the session of `id` when a CONNECT elsewhere
-  // asked for it (handover `transfer`).
-  void OnExportRequest(const std::string& id, uint64_t transfer) {
+  // On this Loop, which held the session of `id` when a CONNECT on Loop
+  // `requester` asked for it (handover `transfer`). The session goes to
+  // the requester, whose request made the cut of its own messages.
+  void OnExportRequest(const std::string& id, uint64_t transfer,
+                       uint32_t requester) {
+    StartExport(id, transfer, requester, requester);
+  }
+
+  // Exports the session of `id` to Loop `to` once every Loop other than
+  // this one and `synced` sent its marker.
+  void StartExport(const std::string& id, uint64_t transfer, uint32_t to,
+                   uint32_t synced) {
+    Wait w;
+    w.kind = Wait::kExport;
+    w.id = id;
+    w.transfer = transfer;
+    w.target = to;
+    if (!Sync(std::move(w), synced)) FinishExport(id, transfer, to);
+  }
+
+  void FinishExport(const std::string& id, uint64_t transfer, uint32_t to) {
     Broker& broker = driver->broker();
     const Timestamp now = loop->now();
     const ExportRoute r = owner_->RouteExport(id, index_, transfer);
@@ -181,10 +270,10 @@ class MultiBroker::Shard final : public BrokerForwarder,
         if (it != parks_.end()) {
           // The session never left: what was published here meanwhile
           // reached it.
-          const ConnectionId c = it->second.connection;
+          const Park park = it->second;
           ErasePark(it);
           Bump(kept);
-          broker.ResumeConnect(c, now);
+          if (!park.ghost) broker.ResumeConnect(park.connection, now);
         }
         break;
       }
@@ -198,9 +287,9 @@ class MultiBroker::Shard final : public BrokerForwarder,
           // published, delayed or not (MQTT 5.0 §3.1.3.2.2); nothing moves.
           broker.DisconnectClient(id, ReasonCode::kSessionTakenOver, now);
           Bump(sessions_ended);
-          Deliver(r.target, id, transfer, std::nullopt);
+          Deliver(to, id, transfer, std::nullopt);
         } else {
-          Deliver(r.target, id, transfer,
+          Deliver(to, id, transfer,
                   broker.ExportSession(id, ReasonCode::kSessionTakenOver, now));
         }
         break;
@@ -220,61 +309,135 @@ class MultiBroker::Shard final : public BrokerForwarder,
   }
 
   // On this Loop: the session of `id` (or the news that there was none)
-  // arrives, from the Loop that exported it or one that passed it on.
+  // arrives, from the Loop that exported it. It is added once every third
+  // Loop's marker came ("Cuts", (1)).
   void OnDeliver(const std::string& id, uint64_t transfer,
-                 const std::shared_ptr<std::optional<StoredSession>>& session) {
+                 const std::shared_ptr<Moving>& moving) {
+    Wait w;
+    w.kind = Wait::kLand;
+    w.id = id;
+    w.transfer = transfer;
+    w.moving = moving;
+    if (!moving->session.has_value() || !Sync(std::move(w), moving->exporter)) {
+      FinishLanding(id, transfer, moving);
+    }
+  }
+
+  void FinishLanding(const std::string& id, uint64_t transfer,
+                     const std::shared_ptr<Moving>& moving) {
     Broker& broker = driver->broker();
     const Timestamp now = loop->now();
     const LandRoute r = owner_->RouteLanding(id, index_, transfer);
     if (r.kind == LandRoute::kStale) {
       // Its CONNECT went on without it (handover_timeout).
-      if (session->has_value()) Bump(lost);
+      if (moving->session.has_value()) Bump(lost);
       return;
     }
     auto it = parks_.find(id);
     std::optional<Park> held;
     if (it != parks_.end()) held = it->second;
+    // A copy left here by a handover that timed out is not the session.
+    (void)broker.ExportSession(id, ReasonCode::kSessionTakenOver, now);
+    bool added = false;
+    if (moving->session.has_value()) {
+      added = Import(*moving->session, now);
+      if (!added) Bump(lost);
+    }
+    // The messages routed here that lie beyond the cut; a Clean Start
+    // CONNECT discards the session anyway.
+    if (added && held.has_value() &&
+        !(r.kind == LandRoute::kHere && held->clean_start)) {
+      CatchUp(id, *held, moving->seen, now);
+    }
+    if (held.has_value()) ErasePark(id);
     if (r.kind == LandRoute::kRelay) {
       // A newer CONNECT on another Loop superseded the one here while the
-      // session was on its way: it goes on there.
-      if (held.has_value()) {
+      // session was on its way: this Loop exports it again, with its own
+      // cut, after markers from every other Loop.
+      if (held.has_value() && !held->ghost) {
         broker.AbortParkedConnect(held->connection,
                                   ReasonCode::kSessionTakenOver, now);
-        ErasePark(id);
         Bump(parks_aborted);
       }
       Bump(relayed);
-      SendSession(r.target, id, transfer, session);
+      if (added) {
+        StartExport(id, r.transfer, r.target, kNoLoop);
+      } else {
+        FinishExport(id, r.transfer, r.target);
+      }
       driver->Flush();
       return;
     }
-    if (session->has_value()) {
-      // A copy left here by a handover that timed out is not the session.
-      (void)broker.ExportSession(id, ReasonCode::kSessionTakenOver, now);
-      if (Import(**session, now)) {
-        Bump(moved);
-        if (held.has_value() && !held->clean_start) CatchUp(id, *held, now);
-      } else {
-        Bump(lost);
-      }
+    if (moving->session.has_value()) {
+      if (added) Bump(moved);
     } else {
       Bump(empty);
     }
-    if (held.has_value()) {
-      ErasePark(id);
+    if (held.has_value() && !held->ghost) {
       broker.ResumeConnect(held->connection, now);
     }
     driver->Flush();
   }
 
-  // Publishes of this Loop's clients while a CONNECT here waits for its
-  // session: they went to the session's old Loop behind the request and
-  // reached it after it had left, so the session here gets them
-  // (CatchUp). Bounded; what does not fit is counted.
+  // Asks every Loop but this one and `synced` for a marker; false if there
+  // is none to ask (`w` is then dropped).
+  bool Sync(Wait w, uint32_t synced) {
+    const uint64_t token = ++next_token_;
+    for (Outbound& o : out) {
+      if (o.target == synced) continue;
+      ++w.remaining;
+      SendControl(o, Entry{.kind = Entry::kSync, .transfer = token});
+    }
+    if (w.remaining == 0) return false;
+    waits_.emplace(token, std::move(w));
+    return true;
+  }
+  void SendMarker(uint32_t to, uint64_t token) {
+    for (Outbound& o : out) {
+      if (o.target != to) continue;
+      SendControl(o, Entry{.kind = Entry::kMarker, .transfer = token});
+      return;
+    }
+  }
+  void OnMarker(uint64_t token) {
+    auto it = waits_.find(token);
+    if (it == waits_.end() || --it->second.remaining > 0) return;
+    Wait w = std::move(it->second);
+    waits_.erase(it);
+    if (w.kind == Wait::kExport) {
+      FinishExport(w.id, w.transfer, w.target);
+    } else {
+      FinishLanding(w.id, w.transfer, w.moving);
+    }
+  }
+  // A sync or a marker, behind what this Loop sent before (both full: posted,
+  // which may overtake them; the forward_refused count says so).
+  void SendControl(Outbound& o, Entry e) {
+    e.source = uint32_t(index_);
+    e.seq = publish_seq_;
+    Release(o);
+    if (o.channel->Send(e)) return;
+    Shard* target = owner_->shards_[o.target].get();
+    target->loop->Post([target, e] { target->OnChannelMessage(e); });
+  }
+  void Saw(uint32_t source, uint64_t seq) {
+    if (seq > last_seen[source]) last_seen[source] = seq;
+  }
+  // What this Loop has routed so far: the cut a session it exports carries.
+  std::vector<uint64_t> Cut() const {
+    std::vector<uint64_t> seen = last_seen;
+    seen[index_] = publish_seq_;
+    return seen;
+  }
+
+  // Messages this Loop routes while a CONNECT here waits for its session
+  // (its clients' publishes and the other Loops'): CatchUp gives a session
+  // that lands here those beyond its cut. Bounded; what does not fit is
+  // counted.
   static uint64_t LoggedBytes(const Message& m) {
     return m.topic().size() + m.payload().size();
   }
-  void LogInTransit(const MessageRef& m) {
+  void LogInTransit(uint32_t source, uint64_t seq, const MessageRef& m) {
     const uint64_t bytes = LoggedBytes(*m);
     if (transit_log_.size() >= kTransitLogMessages ||
         transit_log_bytes_ + bytes > kTransitLogBytes) {
@@ -282,19 +445,20 @@ class MultiBroker::Shard final : public BrokerForwarder,
       return;
     }
     transit_log_bytes_ += bytes;
-    transit_log_.push_back(m);
+    transit_log_.push_back(Logged{.source = source, .seq = seq, .message = m});
   }
 
-  // The session of `id` arrived for the CONNECT `park`: the messages
-  // published here while it was on its way, in the order they were
-  // published, after what it brought (a message a publisher here sent
-  // before the CONNECT came went to the old Loop first and is in the
-  // session already).
-  void CatchUp(const std::string& id, const Park& park, Timestamp now) {
+  // The session of `id` was added here for the CONNECT `park`: the logged
+  // messages beyond the cut `seen`, in the order they were routed here
+  // (which keeps each publisher's order), after what it brought.
+  void CatchUp(const std::string& id, const Park& park,
+               const std::vector<uint64_t>& seen, Timestamp now) {
     Broker& broker = driver->broker();
     const uint64_t from = std::max(park.log_from, log_base_);
     for (uint64_t i = from - log_base_; i < transit_log_.size(); ++i) {
-      caught_up.fetch_add(broker.RouteToSession(id, transit_log_[i], now),
+      const Logged& l = transit_log_[i];
+      if (l.source < seen.size() && l.seq <= seen[l.source]) continue;
+      caught_up.fetch_add(broker.RouteToSession(id, l.message, now),
                           std::memory_order_relaxed);
     }
     if (transit_missed_ > park.log_missed_from) {
@@ -324,20 +488,23 @@ class MultiBroker::Shard final : public BrokerForwarder,
     if (keep_from <= log_base_) return;
     const auto end = transit_log_.begin() + int64_t(keep_from - log_base_);
     for (auto i = transit_log_.begin(); i != end; ++i) {
-      transit_log_bytes_ -= LoggedBytes(**i);
+      transit_log_bytes_ -= LoggedBytes(*i->message);
     }
     transit_log_.erase(transit_log_.begin(), end);
     log_base_ = keep_from;
   }
 
   // On this Loop: a newer CONNECT elsewhere superseded the one held here
-  // (if it is still held).
+  // (if it is still held). It stays as a ghost: the session may still come
+  // through here.
   void OnAbort(const std::string& id, uint64_t seq) {
     auto it = parks_.find(id);
-    if (it == parks_.end() || it->second.seq > seq) return;
+    if (it == parks_.end() || it->second.seq > seq || it->second.ghost) {
+      return;
+    }
     driver->broker().AbortParkedConnect(
         it->second.connection, ReasonCode::kSessionTakenOver, loop->now());
-    ErasePark(it);
+    it->second.ghost = true;
     Bump(parks_aborted);
     driver->Flush();
   }
@@ -357,9 +524,11 @@ class MultiBroker::Shard final : public BrokerForwarder,
 
   void Deliver(size_t to, const std::string& id, uint64_t transfer,
                std::optional<StoredSession> session) {
-    SendSession(
-        to, id, transfer,
-        std::make_shared<std::optional<StoredSession>>(std::move(session)));
+    auto moving = std::make_shared<Moving>();
+    moving->session = std::move(session);
+    moving->exporter = uint32_t(index_);
+    moving->seen = Cut();
+    SendSession(to, id, transfer, std::move(moving));
   }
 
   // Through the channel to Loop `to`, like the messages: a message this
@@ -367,9 +536,10 @@ class MultiBroker::Shard final : public BrokerForwarder,
   // there. The target counts as a Loop with subscribers from now on, or it
   // would not be forwarded at all.
   void SendSession(size_t to, const std::string& id, uint64_t transfer,
-                   std::shared_ptr<std::optional<StoredSession>> session) {
+                   std::shared_ptr<Moving> moving) {
     Shard* target = owner_->shards_[to].get();
-    if (session->has_value() && !(*session)->subscriptions.empty()) {
+    if (moving->session.has_value() &&
+        !moving->session->subscriptions.empty()) {
       target->MarkHasSubscribers();
     }
     for (Outbound& o : out) {
@@ -377,28 +547,33 @@ class MultiBroker::Shard final : public BrokerForwarder,
       Release(o);
       const uint64_t slot = o.channel->accepted() % o.ids.size();
       o.ids[slot] = id;
-      o.sessions[slot] = std::move(session);
-      const Entry e{.message = nullptr,
+      o.sessions[slot] = std::move(moving);
+      const Entry e{.kind = Entry::kSession,
+                    .source = uint32_t(index_),
                     .client_id = &o.ids[slot],
                     .session = &o.sessions[slot],
                     .transfer = transfer};
       if (o.channel->Send(e)) return;
-      session = std::move(o.sessions[slot]);  // both full: post it instead
+      moving = std::move(o.sessions[slot]);  // both full: post it instead
       break;
     }
-    target->loop->Post([target, id, transfer, session] {
-      target->OnDeliver(id, transfer, session);
+    target->loop->Post([target, id, transfer, moving] {
+      target->OnDeliver(id, transfer, moving);
     });
   }
 
   // handover_timeout: a held CONNECT goes on without its session, or, if a
-  // newer CONNECT elsewhere superseded it, is closed.
+  // newer CONNECT elsewhere superseded it, is closed; a ghost is dropped.
   void ExpireParks(Timestamp now) {
     const Duration limit = owner_->options_.handover_timeout;
     for (auto it = parks_.begin(); it != parks_.end();) {
       const Park& park = it->second;
       if (now - park.since < limit) {
         ++it;
+        continue;
+      }
+      if (park.ghost) {
+        ErasePark(it++);
         continue;
       }
       const ConnectionId c = park.connection;
@@ -470,6 +645,7 @@ class MultiBroker::Shard final : public BrokerForwarder,
   }
 
   void set_inner(BrokerAuthenticator* inner) { inner_ = inner; }
+  uint64_t publish_seq() const { return publish_seq_; }
 
   std::unique_ptr<transport::Loop> loop;
   std::unique_ptr<BrokerAuthenticator> own_auth;  // make_authenticator's
@@ -478,6 +654,9 @@ class MultiBroker::Shard final : public BrokerForwarder,
   uint64_t timer = 0;
   LoopGauges gauges;
   std::atomic<bool> has_subscribers{false};
+  // last_seen[x]: the newest publish number of Loop x routed here (or, from
+  // a marker, known to be in front of what comes next from x).
+  std::vector<uint64_t> last_seen;
   std::atomic<uint64_t> forwarded{0}, refused{0}, skipped{0}, received{0},
       expired{0}, remote_takeovers{0}, handovers_requested{0}, moved{0},
       empty{0}, timeouts{0}, lost{0}, parks_replaced{0}, parks_aborted{0},
@@ -494,13 +673,16 @@ class MultiBroker::Shard final : public BrokerForwarder,
   // LogInTransit: kept while parks_ is not empty.
   static constexpr size_t kTransitLogMessages = 4096;
   static constexpr uint64_t kTransitLogBytes = 64 << 20;
-  std::vector<MessageRef> transit_log_;
+  std::vector<Logged> transit_log_;
   uint64_t log_base_ = 0;  // the position of transit_log_[0]
   // How many parks began waiting at each log position (the smallest is
   // where the log must start).
   std::map<uint64_t, uint32_t> waiting_from_;
   uint64_t transit_log_bytes_ = 0;
   uint64_t transit_missed_ = 0;
+  uint64_t publish_seq_ = 0;  // this Loop's clients' publishes, numbered
+  uint64_t next_token_ = 0;
+  absl::flat_hash_map<uint64_t, Wait> waits_;  // by sync token
 };
 
 MultiBroker::MultiBroker(MultiBrokerOptions options)
@@ -515,7 +697,7 @@ absl::StatusOr<std::unique_ptr<MultiBroker>> MultiBroker::Create(
   const MultiBrokerOptions& o = mb->options_;
   const uint32_t n = o.threads;
   for (uint32_t i = 0; i < n; ++i) {
-    auto shard = std::make_unique<Shard>(mb.get(), i);
+    auto shard = std::make_unique<Shard>(mb.get(), i, n);
     if (i == 0 && first != nullptr) {
       shard->loop = std::move(first);
     } else {
@@ -756,7 +938,9 @@ MultiBroker::LandRoute MultiBroker::RouteLanding(const std::string& client_id,
     rec.home = here;
     return {LandRoute::kHere, here};
   }
-  return {LandRoute::kRelay, rec.latest_loop};
+  // Still in transit, with this Loop the one to export it next.
+  rec.exporter = here;
+  return {LandRoute::kRelay, rec.latest_loop, ++rec.transfer};
 }
 
 bool MultiBroker::TimeOutHold(const std::string& client_id, size_t loop,
@@ -788,15 +972,20 @@ void MultiBroker::Request(size_t target, size_t from, std::string client_id,
     source.Release(o);
     const uint64_t slot = o.channel->accepted() % o.ids.size();
     o.ids[slot] = std::move(client_id);
-    const Entry e{
-        .message = nullptr, .client_id = &o.ids[slot], .transfer = transfer};
+    const Entry e{.kind = Entry::kRequest,
+                  .source = uint32_t(from),
+                  .seq = source.publish_seq(),
+                  .client_id = &o.ids[slot],
+                  .transfer = transfer};
     if (o.channel->Send(e)) return;
     client_id = std::move(o.ids[slot]);  // both full: post it instead
     break;
   }
   Shard* s = shards_[target].get();
-  s->loop->Post([s, id = std::move(client_id), transfer] {
-    s->OnExportRequest(id, transfer);
+  s->loop->Post([s, id = std::move(client_id), transfer, from,
+                 seq = source.publish_seq()] {
+    s->Saw(uint32_t(from), seq);
+    s->OnExportRequest(id, transfer, uint32_t(from));
   });
 }
 

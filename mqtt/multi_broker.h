@@ -75,12 +75,16 @@
 //    after the export follow it. A message published on the receiving
 //    Loop while the session is in transit is routed there before the
 //    session arrives and reaches the exporting Loop after the export: the
-//    receiving Loop keeps what its clients publish while a CONNECT waits
-//    (up to 4096 messages or 64 MiB, the rest counted as transit_missed)
-//    and routes it to the session when it arrives
-//    (Broker::RouteToSession). Known gaps: with three or more Loops a
-//    message published on a third Loop during the transit can be missed,
-//    and so can one published on the Loops a session was passed on from.
+//    receiving Loop keeps what it routes while a CONNECT waits (up to
+//    4096 messages or 64 MiB, the rest counted as transit_missed) and
+//    routes it to the session when it arrives
+//    (Broker::RouteToSession). With three or more Loops the session carries
+//    its exporter's cut (the newest publish number it routed from each
+//    Loop), the receiving Loop logs every message it routes while a CONNECT
+//    waits and gives the session those beyond the cut, and both ends wait
+//    for a marker from each third Loop, so each message reaches it once
+//    (multi_broker.cc, "Cuts"); a Loop that passes a session on adds it
+//    and exports it again.
 //  - Assigned client ids carry the Loop's number in their prefix, so they
 //    are unique across Loops.
 //  - Rate limits: per-connection limits work as before; the connection
@@ -203,23 +207,41 @@ class MultiBroker {
   void PostToAll(std::function<void(size_t index)> fn);
 
  private:
-  // A message, or (message == nullptr) an export request for the session
-  // of the client id in the producer's `ids` slot: in the channel, so that
-  // it reaches the other Loop after the messages this Loop forwarded
-  // before it.
-  // With `session` set, the session itself on its way to the newest
-  // CONNECT's Loop, likewise behind the messages.
+  // A session on its way between Loops (nullopt: there was none, or it
+  // ended), with the cut its exporting Loop made: seen[x] is the newest
+  // publish number of Loop x that Loop had routed, so the session has every
+  // message of x numbered up to seen[x] that it matched, and the Loop it
+  // lands on gives it the later ones (multi_broker.cc, "Cuts").
+  struct Moving {
+    std::optional<StoredSession> session;
+    uint32_t exporter = 0;
+    std::vector<uint64_t> seen;
+  };
+  // What goes through a channel, in order behind the messages the
+  // producer sent before it.
   struct Entry {
+    enum Kind : uint8_t {
+      kMessage,  // `message`, the producer's publish number `seq`
+      kRequest,  // export the session of `client_id` (handover `transfer`)
+      kSession,  // `session` for `client_id` lands here (`transfer`)
+      kSync,     // answer with a kMarker for token `transfer`
+      kMarker,   // the producer's publishes up to `seq` are all in front
+    };
+    Kind kind = kMessage;
+    uint32_t source = 0;  // the producer's Loop
+    // kMessage: its publish number; kRequest, kMarker: the producer's
+    // newest publish number when it sent this.
+    uint64_t seq = 0;
     const Message* message = nullptr;
     const std::string* client_id = nullptr;
-    const std::shared_ptr<std::optional<StoredSession>>* session = nullptr;
+    const std::shared_ptr<Moving>* session = nullptr;
     uint64_t transfer = 0;
   };
   struct Outbound {
     std::unique_ptr<transport::LoopChannel<Entry>> channel;
     std::vector<MessageRef> held;  // by sequence modulo size
     std::vector<std::string> ids;  // requests' client ids, likewise
-    std::vector<std::shared_ptr<std::optional<StoredSession>>> sessions;
+    std::vector<std::shared_ptr<Moving>> sessions;
     uint64_t released = 0;
     size_t target = 0;
   };
@@ -267,6 +289,8 @@ class MultiBroker {
   struct LandRoute {
     enum Kind { kHere, kRelay, kStale } kind;
     uint32_t target;  // kRelay: pass it on to this Loop
+    // kRelay: this Loop exports it next, as handover `transfer`.
+    uint64_t transfer = 0;
   };
   LandRoute RouteLanding(const std::string& client_id, size_t loop,
                          uint64_t transfer);

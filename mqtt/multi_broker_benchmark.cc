@@ -1,22 +1,24 @@
 // Google Benchmark: what moving a session between Loops costs a reconnect
 // (multi_broker.h, "Sessions follow their client"). A MultiBroker with two
-// Loops runs in this process on two threads; the clients run on one epoll
-// Loop on the benchmark thread. A persistent client with one QoS 1
+// (or three) Loops runs in this process, a thread each; the clients run on one
+// epoll Loop on the benchmark thread. A persistent client with one QoS 1
 // subscription leaves, `queued` QoS 1 messages are published for it while
 // it is away, and it comes back; the kernel's SO_REUSEPORT hash puts each
-// reconnect on either Loop, so about half of them cross Loops and wait for
-// their session, and the others find it where it is. Each reconnect is
-// sorted by the broker's handover counter, so both kinds come from one
-// interleaved run and their ratio is what the handover adds.
+// reconnect on any Loop, so about half of them (two thirds with three
+// Loops) cross Loops and wait for their session, and the others find it
+// where it is. With three Loops a crossing also waits for the third Loop's
+// markers (multi_broker.cc, "Cuts"). Each reconnect is sorted by the
+// broker's handover counter, so both kinds come from one interleaved run
+// and their ratio is what the handover adds.
 //
 //   build/release/mqtt/ringlab_mqtt_handover_benchmark
 //   build/release/mqtt/ringlab_mqtt_handover_benchmark --benchmark_filter=busy
 //
 // (--benchmark_counters_tabular=true prints the counters as a table.)
 //
-// Counters per preset and `queued`: connack_*_p50_us (CONNECT sent to
-// CONNACK received), drained_*_p50_us (CONNECT sent to the last queued
-// message received), *_over_local (crossed p50 / local p50) and
+// Arguments: queued/loops. Counters per preset and arguments: connack_*_p50_us
+// (CONNECT sent to CONNACK received), drained_*_p50_us (CONNECT sent to the
+// last queued message received), *_over_local (crossed p50 / local p50) and
 // crossed_share. The iteration time (manual) is CONNECT to drained.
 #include <benchmark/benchmark.h>
 
@@ -81,7 +83,7 @@ double Median(std::vector<double> v) {
 void BM_Reconnect(benchmark::State& state, std::string preset) {
   const int queued = int(state.range(0));
   MultiBrokerOptions o;
-  o.threads = 2;
+  o.threads = uint32_t(state.range(1));
   o.loop.backend = preset;
   o.driver.listen = Endpoint::Loopback(0);
   absl::StatusOr<std::unique_ptr<MultiBroker>> b = MultiBroker::Create(o);
@@ -217,8 +219,10 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark(
         absl::StrCat("BM_Reconnect/", name).c_str(),
         [name](benchmark::State& s) { ringlab::mqtt::BM_Reconnect(s, name); })
-        ->Arg(0)
-        ->Arg(100)
+        ->ArgNames({"queued", "loops"})
+        ->Args({0, 2})
+        ->Args({100, 2})
+        ->Args({0, 3})
         ->Iterations(400)
         ->UseManualTime()
         ->Unit(benchmark::kMicrosecond);

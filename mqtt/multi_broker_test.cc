@@ -6,6 +6,7 @@
 // messages published on one Loop are served by the other.
 #include "mqtt/multi_broker.h"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdlib>
@@ -92,6 +93,7 @@ class MultiBrokerTest : public ::testing::TestWithParam<std::string> {
   void SetUp() override {
     MultiBrokerOptions o;
     o.threads = threads_;
+    o.handover_timeout = handover_timeout_;
     o.loop.backend = GetParam();
     o.loop.buffer_count = 1024;
     o.loop.provided_buffers = 256;
@@ -183,6 +185,77 @@ class MultiBrokerTest : public ::testing::TestWithParam<std::string> {
            broker_->gauges(1).connections.load() > 0;
   }
 
+  // Keeps Loop `i` busy (a posted task waits) until release is set; the
+  // task has started when this returns.
+  struct Hold {
+    std::atomic<bool> busy{false}, release{false}, done{false};
+  };
+  std::shared_ptr<Hold> HoldLoop(size_t i) {
+    auto hold = std::make_shared<Hold>();
+    broker_->loop(i).Post([hold] {
+      hold->busy = true;
+      const Timestamp limit = MonotonicNow() + kWait;
+      while (!hold->release.load() && MonotonicNow() < limit) {
+        std::this_thread::sleep_for(1ms);
+      }
+      hold->done = true;
+    });
+    EXPECT_TRUE(RunUntil([&] { return hold->busy.load(); }));
+    return hold;
+  }
+  bool Release(const std::shared_ptr<Hold>& hold) {
+    hold->release = true;
+    return RunUntil([&] { return hold->done.load(); });
+  }
+
+  // What `peer` got from each publisher, and the broker's handover counters.
+  std::string Describe(const Peer& peer) {
+    const MultiBrokerCounters c = broker_->counters();
+    std::string got;
+    for (const auto& [from, n] : peer.per_publisher) {
+      absl::StrAppend(&got, from, "=", n, " ");
+    }
+    return absl::StrCat(
+        got, "requested ", c.handovers_requested, " moved ", c.sessions_moved,
+        " relayed ", c.sessions_relayed, " kept ", c.sessions_kept, " aborted ",
+        c.parks_aborted, " replaced ", c.parks_replaced, " caught_up ",
+        c.transit_caught_up, " missed ", c.transit_missed, " lost ",
+        c.handovers_lost, " timeouts ", c.handover_timeouts, " empty ",
+        c.handovers_empty, " fwd ", c.forwarded, " recv ", c.forward_received,
+        " skipped ", c.forward_skipped);
+  }
+
+  // The Loops' connection gauges (each Loop updates its own every tick).
+  std::vector<uint64_t> Connections() {
+    std::vector<uint64_t> c(broker_->size());
+    for (size_t i = 0; i < c.size(); ++i) {
+      c[i] = broker_->gauges(i).connections.load();
+    }
+    return c;
+  }
+  // Waits until the gauges add up to `total` and returns them.
+  std::vector<uint64_t> SettledConnections(uint64_t total) {
+    std::vector<uint64_t> c;
+    EXPECT_TRUE(RunUntil([&] {
+      c = Connections();
+      uint64_t sum = 0;
+      for (uint64_t n : c) sum += n;
+      return sum == total;
+    }));
+    return c;
+  }
+  // Connects clients named `prefix`<n> until every Loop has one; returns
+  // them by Loop (the extra ones stay connected). `*open` counts every
+  // connection open so far and is updated.
+  std::vector<ClientDriver*> PublisherPerLoop(const std::string& prefix,
+                                              uint64_t* open);
+  // A persistent subscriber `id` on "<id>/t" (QoS 1) that has gone away,
+  // with a publisher on every Loop (`pubs`, by Loop; `*open` counts the
+  // open connections); `*home` is the Loop its session is on. Returns its
+  // CONNECT options. Failures are test failures.
+  ClientOptions AwaySubscriber(const std::string& id, uint64_t* open,
+                               std::vector<ClientDriver*>* pubs, size_t* home);
+
   // Bursts of kBurst CONNECTs for one persistent client id, sent together
   // so that they race over the Loops: one connection stays, the others are
   // taken over, and the one that stays has the session and its
@@ -190,6 +263,7 @@ class MultiBrokerTest : public ::testing::TestWithParam<std::string> {
   void RunConnectBursts(int rounds);
 
   uint32_t threads_ = 2;
+  Duration handover_timeout_ = std::chrono::seconds(1);
   std::unique_ptr<MultiBroker> broker_;
   std::unique_ptr<transport::Loop> loop_;
   std::vector<std::unique_ptr<Peer>> peers_;
@@ -461,12 +535,247 @@ TEST_P(MultiBrokerTest, ConcurrentConnectsForOneIdLeaveOneWithTheSession) {
 // between two other Loops, and passed on more than once.
 class MultiBrokerThreeLoopsTest : public MultiBrokerTest {
  protected:
-  MultiBrokerThreeLoopsTest() { threads_ = 3; }
+  MultiBrokerThreeLoopsTest() {
+    threads_ = 3;
+    // The tests below keep a Loop busy for up to a few seconds while
+    // reconnects find the Loops they need; a hold must not time out then.
+    handover_timeout_ = kWait;
+  }
 };
 
 TEST_P(MultiBrokerThreeLoopsTest,
        ConcurrentConnectsForOneIdLeaveOneWithTheSession) {
   RunConnectBursts(10);
+}
+
+std::vector<ClientDriver*> MultiBrokerTest::PublisherPerLoop(
+    const std::string& prefix, uint64_t* open) {
+  std::vector<ClientDriver*> by_loop(broker_->size(), nullptr);
+  std::vector<uint64_t> before = SettledConnections(*open);
+  for (int n = 0; n < 64; ++n) {
+    if (std::find(by_loop.begin(), by_loop.end(), nullptr) == by_loop.end()) {
+      break;
+    }
+    Peer* p = nullptr;
+    ClientDriver* c = Connect(absl::StrCat(prefix, n), &p);
+    if (c == nullptr || !RunUntil([&] { return p->connected; })) break;
+    ++*open;
+    const std::vector<uint64_t> now = SettledConnections(*open);
+    for (size_t i = 0; i < now.size(); ++i) {
+      if (now[i] > before[i] && by_loop[i] == nullptr) by_loop[i] = c;
+    }
+    before = now;
+  }
+  for (size_t i = 0; i < by_loop.size(); ++i) {
+    EXPECT_NE(by_loop[i], nullptr) << "no connection landed on Loop " << i;
+  }
+  return by_loop;
+}
+
+ClientOptions MultiBrokerTest::AwaySubscriber(const std::string& id,
+                                              uint64_t* open,
+                                              std::vector<ClientDriver*>* pubs,
+                                              size_t* home) {
+  ClientOptions o;
+  o.client_id = id;
+  o.clean_start = false;
+  o.session_expiry_s = 300;
+  *pubs = PublisherPerLoop(id + "-pub", open);
+  if (std::count(pubs->begin(), pubs->end(), nullptr) > 0) {
+    ADD_FAILURE() << "no publisher on every Loop";
+    return o;
+  }
+  Peer* first = nullptr;
+  ClientDriver* sub = Connect(o, &first);
+  if (sub == nullptr || !RunUntil([&] { return first->connected; }) ||
+      !sub->Subscribe(id + "/t", {.max_qos = 1}).ok() ||
+      !RunUntil([&] { return first->subscribed == 1; })) {
+    ADD_FAILURE() << "the subscriber did not subscribe";
+    return o;
+  }
+  const std::vector<uint64_t> with_sub = SettledConnections(*open + 1);
+  sub->Disconnect();
+  EXPECT_TRUE(RunUntil([&] { return first->closed; }));
+  const std::vector<uint64_t> after = SettledConnections(*open);
+  *home = 0;
+  while (*home < after.size() && with_sub[*home] == after[*home]) ++*home;
+  EXPECT_LT(*home, after.size());
+  return o;
+}
+
+TEST_P(MultiBrokerThreeLoopsTest,
+       PublishesOfAThirdLoopDuringAHandoverReachTheSessionOnce) {
+  // The session is on Loop A and its reconnect lands on Loop B, which asks
+  // A for it, while A is kept busy. Clients of B and of the third Loop C
+  // publish meanwhile; B and C route their messages at once (no subscriber
+  // there), and A gets them after the request. Before the cuts, C's message
+  // reached A after the export and B before the session: lost.
+  uint64_t open = 0;
+  std::vector<ClientDriver*> pubs;
+  size_t home = 0;
+  const ClientOptions o = AwaySubscriber("third", &open, &pubs, &home);
+  ASSERT_FALSE(HasFailure());
+
+  Peer* second = nullptr;
+  bool asked = false;
+  uint64_t sent = 0;  // per publisher
+  for (int attempt = 0; attempt < 24 && !asked; ++attempt) {
+    std::shared_ptr<Hold> hold = HoldLoop(home);
+    const MultiBrokerCounters k0 = broker_->counters();
+    ClientDriver* again = Connect(o, &second);
+    ASSERT_NE(again, nullptr);
+    const Timestamp until = MonotonicNow() + 1s;
+    RunUntil([&] {
+      return broker_->counters().handovers_requested > k0.handovers_requested ||
+             MonotonicNow() >= until;
+    });
+    asked = broker_->counters().handovers_requested > k0.handovers_requested;
+    if (asked) {
+      // One message from each Loop that is not busy.
+      for (size_t i = 0; i < pubs.size(); ++i) {
+        if (i == home) continue;
+        ASSERT_TRUE(pubs[i]
+                        ->Publish("third/t", Bytes(absl::StrCat("L", i, ":0")),
+                                  {.qos = 1})
+                        .ok());
+      }
+      sent = 1;
+      // The two Loops route their messages; the two entries to A wait.
+      ASSERT_TRUE(RunUntil([&] {
+        const MultiBrokerCounters k = broker_->counters();
+        return (k.forwarded - k0.forwarded) -
+                   (k.forward_received - k0.forward_received) ==
+               2;
+      }));
+      EXPECT_FALSE(second->connected) << "the CONNECT was not held";
+    }
+    ASSERT_TRUE(Release(hold));
+    ASSERT_TRUE(RunUntil([&] { return second->connected || second->closed; }));
+    ASSERT_TRUE(second->connected);
+    EXPECT_TRUE(second->session_present);
+    if (!asked) {
+      again->Disconnect();  // it landed on A: again
+      ASSERT_TRUE(RunUntil([&] { return second->closed; }));
+      SettledConnections(open);
+    }
+  }
+  ASSERT_TRUE(asked) << "no reconnect landed on another Loop than " << home;
+  ASSERT_TRUE(RunUntil([&] { return second->messages == 2; }))
+      << "a message published during the handover was lost ("
+      << second->messages << " of 2: " << Describe(*second) << ")";
+  // Later messages follow once each, in order, from every Loop.
+  for (size_t i = 0; i < pubs.size(); ++i) {
+    // The busy Loop's publisher sent nothing yet.
+    const uint64_t seq = i == home ? 0 : sent;
+    ASSERT_TRUE(pubs[i]
+                    ->Publish("third/t", Bytes(absl::StrCat("L", i, ":", seq)),
+                              {.qos = 1})
+                    .ok());
+  }
+  ASSERT_TRUE(RunUntil([&] { return second->messages >= 5; }));
+  const Timestamp settle = MonotonicNow() + 200ms;
+  RunUntil([&] { return MonotonicNow() >= settle; });
+  EXPECT_EQ(second->messages, 5u) << "a message arrived twice";
+  EXPECT_EQ(second->out_of_order, 0u);
+  for (size_t i = 0; i < pubs.size(); ++i) {
+    EXPECT_EQ(second->per_publisher[absl::StrCat("L", i)], i == home ? 1u : 2u)
+        << "from Loop " << i;
+  }
+  const MultiBrokerCounters c = broker_->counters();
+  EXPECT_EQ(c.transit_missed, 0u);
+  EXPECT_EQ(c.handovers_lost, 0u);
+  EXPECT_EQ(c.handover_timeouts, 0u);
+}
+
+TEST_P(MultiBrokerThreeLoopsTest,
+       ASessionPassedOnGetsWhatWasPublishedMeanwhileOnEveryLoop) {
+  // The session is on Loop A (kept busy); a reconnect on B asks for it, and
+  // a newer one lands on C while the request waits, so the session goes to
+  // B and is passed on to C. Every Loop's client publishes meanwhile.
+  // Before, B's message reached A behind the request (after the export) and
+  // was not forwarded to C at all (no subscriber there yet): lost.
+  uint64_t open = 0;
+  std::vector<ClientDriver*> pubs;
+  size_t home = 0;
+  const ClientOptions o = AwaySubscriber("relay", &open, &pubs, &home);
+  ASSERT_FALSE(HasFailure());
+
+  // Reconnects with A busy until one is asked for and a later one
+  // supersedes it from the third Loop; any that lands on A ends the try.
+  Peer* last = nullptr;
+  bool relayed = false;
+  for (int attempt = 0; attempt < 24 && !relayed; ++attempt) {
+    std::shared_ptr<Hold> hold = HoldLoop(home);
+    const MultiBrokerCounters k0 = broker_->counters();
+    std::vector<ClientDriver*> tries;
+    auto wait_for = [&](auto pred) {
+      const Timestamp until = MonotonicNow() + 1s;
+      return RunUntil([&] { return pred() || MonotonicNow() >= until; }) &&
+             pred();
+    };
+    Peer* p = nullptr;
+    tries.push_back(Connect(o, &p));
+    last = p;
+    bool asked = wait_for([&] {
+      return broker_->counters().handovers_requested > k0.handovers_requested;
+    });
+    for (int n = 0; asked && n < 12 && !relayed; ++n) {
+      const MultiBrokerCounters k1 = broker_->counters();
+      tries.push_back(Connect(o, &p));
+      last = p;
+      // On the third Loop the held CONNECT on B is aborted; on B it is
+      // replaced (try again); on A nothing happens.
+      const bool moved_on = wait_for([&] {
+        const MultiBrokerCounters k = broker_->counters();
+        return k.parks_aborted > k1.parks_aborted ||
+               k.parks_replaced > k1.parks_replaced;
+      });
+      if (!moved_on) break;
+      relayed = broker_->counters().parks_aborted > k1.parks_aborted;
+    }
+    if (relayed) {
+      for (size_t i = 0; i < pubs.size(); ++i) {
+        ASSERT_TRUE(pubs[i]
+                        ->Publish("relay/t", Bytes(absl::StrCat("L", i, ":0")),
+                                  {.qos = 1})
+                        .ok());
+      }
+      EXPECT_FALSE(last->connected) << "the CONNECT was not held";
+    }
+    ASSERT_TRUE(Release(hold));
+    ASSERT_TRUE(RunUntil([&] { return last->connected || last->closed; }));
+    ASSERT_TRUE(last->connected);
+    EXPECT_TRUE(last->session_present);
+    if (!relayed) {
+      tries.back()->Disconnect();
+      ASSERT_TRUE(RunUntil([&] { return last->closed; }));
+      SettledConnections(open);
+    }
+  }
+  ASSERT_TRUE(relayed) << "no try had its session passed on";
+  ASSERT_TRUE(RunUntil([&] { return last->messages == 3; }))
+      << "a message published during the handover was lost (" << last->messages
+      << " of 3: " << Describe(*last) << ")";
+  for (size_t i = 0; i < pubs.size(); ++i) {
+    ASSERT_TRUE(
+        pubs[i]
+            ->Publish("relay/t", Bytes(absl::StrCat("L", i, ":1")), {.qos = 1})
+            .ok());
+  }
+  ASSERT_TRUE(RunUntil([&] { return last->messages >= 6; }));
+  const Timestamp settle = MonotonicNow() + 200ms;
+  RunUntil([&] { return MonotonicNow() >= settle; });
+  EXPECT_EQ(last->messages, 6u) << "a message arrived twice";
+  EXPECT_EQ(last->out_of_order, 0u);
+  for (size_t i = 0; i < pubs.size(); ++i) {
+    EXPECT_EQ(last->per_publisher[absl::StrCat("L", i)], 2u)
+        << "from Loop " << i;
+  }
+  const MultiBrokerCounters c = broker_->counters();
+  EXPECT_GE(c.sessions_relayed, 1u);
+  EXPECT_EQ(c.transit_missed, 0u);
+  EXPECT_EQ(c.handovers_lost, 0u);
+  EXPECT_EQ(c.handover_timeouts, 0u);
 }
 
 TEST_P(MultiBrokerTest, PublishesDuringAHandoverReachTheMovedSession) {
