@@ -8,7 +8,7 @@ import re
 import shutil
 import unittest
 
-from tests.helpers import FAKE, make_record, protocol_records, tempdir
+from tests.helpers import FAKE, make_record, proto_record, protocol_records, tempdir
 from ringlab_exp import protocols, report
 
 
@@ -92,6 +92,25 @@ class ProtocolSections(unittest.TestCase):
         self.assertLess(fan.index("pattern=fanin"), fan.index("pattern=fanout"))
         self.assertLess(fan.index("100 conn, burst, 8 in flight, pattern=fanin"),
                         fan.index("1000 conn, burst, 8 in flight, pattern=fanin"))
+
+    def test_mqtt_ack_columns_only_where_the_bench_timed_acks(self):
+        fan = section(self.text, "MQTT")
+        fan = fan[fan.index("### Fan-in"):]
+        self.assertNotIn("ack p50 µs", header(fan, "scenario"))
+        recs = []
+        for rep in (1, 2, 3):
+            for variant, ack in (("memory", 120.0), ("batch", 6700.0)):
+                r = proto_record("ringlab_mqtt_durable", variant, "mqtt", rep, mode="rate",
+                                 rate=20000, connections=100, p50=100.0,
+                                 params={"qos": 1, "pattern": "fanin"})
+                r["program_result"] = {"ack_us": {"p50": ack * rep, "p99": 2 * ack * rep}}
+                recs.append(r)
+        text = section(report.render({"suite": "t"}, recs, []), "MQTT")
+        self.assertIn("ack p50/p99", text)
+        self.assertEqual(cell(text, "ack p50 µs", "`ringlab_mqtt_durable:batch`"),
+                         "13,400 (6,700..20,100)")
+        self.assertEqual(cell(text, "ack p99 µs", "`ringlab_mqtt_durable:memory`"),
+                         "480.0 (240.0..720.0)")
 
     def test_reliable_udp_round_trip_and_goodput(self):
         rudp = section(self.text, "Reliable UDP")
