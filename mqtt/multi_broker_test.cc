@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -63,6 +64,7 @@ struct Peer : ClientDriver::Listener {
           ++malformed;
           break;
         }
+        payloads.insert(payload);
         const std::string from = payload.substr(0, colon);
         auto [it, inserted] = next.try_emplace(from, 0);
         if (seq != it->second) ++out_of_order;
@@ -86,6 +88,7 @@ struct Peer : ClientDriver::Listener {
   uint64_t out_of_order = 0;
   std::map<std::string, uint64_t> next;
   std::map<std::string, uint64_t> per_publisher;
+  std::set<std::string> payloads;  // every distinct one received
 };
 
 class MultiBrokerTest : public ::testing::TestWithParam<std::string> {
@@ -967,6 +970,77 @@ TEST_P(MultiBrokerTest, RetainedAcrossLoops) {
         << "subscriber " << i << " got " << p->retained << " retained";
     EXPECT_EQ(p->retained, uint64_t(kTopics));
   }
+}
+
+TEST_P(MultiBrokerThreeLoopsTest, TakeoversUnderLoadLoseNoMessage) {
+  // A publisher on every Loop sends QoS 1 messages without pause while the
+  // persistent subscriber's client connects again and again (each new
+  // connection takes the session over from the last, on whichever Loop the
+  // kernel picks, most of the time another one). Between them, the
+  // subscriber's connections must receive every message (a QoS 1 message
+  // in flight at a takeover comes again, so duplicates across connections
+  // are allowed).
+  uint64_t open = 0;
+  std::vector<ClientDriver*> pubs;
+  size_t home = 0;
+  const ClientOptions o = AwaySubscriber("soak", &open, &pubs, &home);
+  ASSERT_FALSE(HasFailure());
+  constexpr int kRounds = 12;
+  constexpr int kPerRound = 40;
+  std::vector<Peer*> subs;
+  std::vector<uint64_t> next(pubs.size(), 0);
+  for (int round = 0; round < kRounds; ++round) {
+    for (int k = 0; k < kPerRound; ++k) {
+      if (k == kPerRound / 2) {
+        Peer* p = nullptr;
+        ASSERT_NE(Connect(o, &p), nullptr);
+        subs.push_back(p);
+      }
+      for (size_t i = 0; i < pubs.size(); ++i) {
+        ASSERT_TRUE(pubs[i]
+                        ->Publish("soak/t",
+                                  Bytes(absl::StrCat("L", i, ":", next[i]++)),
+                                  {.qos = 1})
+                        .ok());
+      }
+      loop_->RunOnce(0ms);
+    }
+    Peer* last = subs.back();
+    ASSERT_TRUE(RunUntil([&] { return last->connected || last->closed; }))
+        << "round " << round;
+    ASSERT_TRUE(last->connected) << "round " << round;
+    EXPECT_TRUE(last->session_present) << "round " << round;
+  }
+  const uint64_t expected = uint64_t(kRounds) * kPerRound * pubs.size();
+  std::set<std::string> got;
+  auto all_in = [&] {
+    got.clear();
+    for (Peer* p : subs) got.insert(p->payloads.begin(), p->payloads.end());
+    return got.size() == expected;
+  };
+  const bool complete = RunUntil(all_in);
+  if (!complete) {
+    std::string missing;
+    int shown = 0;
+    for (size_t i = 0; i < pubs.size(); ++i) {
+      for (uint64_t q = 0; q < next[i] && shown < 10; ++q) {
+        const std::string m = absl::StrCat("L", i, ":", q);
+        if (!got.contains(m)) {
+          absl::StrAppend(&missing, m, " ");
+          ++shown;
+        }
+      }
+    }
+    ADD_FAILURE() << got.size() << " of " << expected
+                  << " messages received; first missing: " << missing << "; "
+                  << Describe(*subs.back());
+  }
+  const MultiBrokerCounters c = broker_->counters();
+  EXPECT_GT(c.sessions_moved, 0u);
+  EXPECT_EQ(c.handovers_lost, 0u);
+  EXPECT_EQ(c.handover_timeouts, 0u);
+  EXPECT_EQ(c.transit_missed, 0u);
+  EXPECT_EQ(c.forward_refused, 0u);
 }
 
 const std::vector<std::string> kPresets = {
