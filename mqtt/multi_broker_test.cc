@@ -264,6 +264,14 @@ class MultiBrokerTest : public ::testing::TestWithParam<std::string> {
   // taken over, and the one that stays has the session and its
   // subscription.
   void RunConnectBursts(int rounds);
+  // A publisher on every Loop sends QoS 1 messages without pause while the
+  // persistent subscriber's client connects again and again (each new
+  // connection takes the session over from the last, on whichever Loop the
+  // kernel picks, most of the time another one). Between them, the
+  // subscriber's connections must receive every message (a QoS 1 message
+  // in flight at a takeover comes again, so duplicates across connections
+  // are allowed).
+  void RunTakeoversUnderLoad();
 
   uint32_t threads_ = 2;
   Duration handover_timeout_ = std::chrono::seconds(1);
@@ -972,14 +980,7 @@ TEST_P(MultiBrokerTest, RetainedAcrossLoops) {
   }
 }
 
-TEST_P(MultiBrokerThreeLoopsTest, TakeoversUnderLoadLoseNoMessage) {
-  // A publisher on every Loop sends QoS 1 messages without pause while the
-  // persistent subscriber's client connects again and again (each new
-  // connection takes the session over from the last, on whichever Loop the
-  // kernel picks, most of the time another one). Between them, the
-  // subscriber's connections must receive every message (a QoS 1 message
-  // in flight at a takeover comes again, so duplicates across connections
-  // are allowed).
+void MultiBrokerTest::RunTakeoversUnderLoad() {
   uint64_t open = 0;
   std::vector<ClientDriver*> pubs;
   size_t home = 0;
@@ -1041,6 +1042,15 @@ TEST_P(MultiBrokerThreeLoopsTest, TakeoversUnderLoadLoseNoMessage) {
   EXPECT_EQ(c.handover_timeouts, 0u);
   EXPECT_EQ(c.transit_missed, 0u);
   EXPECT_EQ(c.forward_refused, 0u);
+}
+
+TEST_P(MultiBrokerTest, TakeoversUnderLoadLoseNoMessage) {
+  RunTakeoversUnderLoad();
+}
+
+TEST_P(MultiBrokerThreeLoopsTest, TakeoversUnderLoadLoseNoMessage) {
+  // Before the cuts: 16 of 24 runs missed 76 to 180 of the 1,440 messages.
+  RunTakeoversUnderLoad();
 }
 
 const std::vector<std::string> kPresets = {
