@@ -110,7 +110,6 @@ class MultiBroker::Shard final : public BrokerForwarder,
   // local routing.
   void OnClientPublish(const MessageRef& m) override {
     const uint64_t seq = ++publish_seq_;
-    last_seen[index_] = seq;
     if (!parks_.empty()) LogInTransit(uint32_t(index_), seq, m);
     for (Outbound& o : out) {
       Release(o);
@@ -393,12 +392,11 @@ class MultiBroker::Shard final : public BrokerForwarder,
     return true;
   }
   void SendMarker(uint32_t to, uint64_t token) {
-    for (Outbound& o : out) {
-      if (o.target != to) continue;
-      SendControl(o, Entry{.kind = Entry::kMarker, .transfer = token});
-      return;
-    }
+    SendControl(OutTo(to), Entry{.kind = Entry::kMarker, .transfer = token});
   }
+  // The channel to Loop `to` (Create makes `out` in Loop order, without
+  // this one).
+  Outbound& OutTo(size_t to) { return out[to < index_ ? to : to - 1]; }
   void OnMarker(uint64_t token) {
     auto it = waits_.find(token);
     if (it == waits_.end() || --it->second.remaining > 0) return;
@@ -542,21 +540,18 @@ class MultiBroker::Shard final : public BrokerForwarder,
         !moving->session->subscriptions.empty()) {
       target->MarkHasSubscribers();
     }
-    for (Outbound& o : out) {
-      if (o.target != to) continue;
-      Release(o);
-      const uint64_t slot = o.channel->accepted() % o.ids.size();
-      o.ids[slot] = id;
-      o.sessions[slot] = std::move(moving);
-      const Entry e{.kind = Entry::kSession,
-                    .source = uint32_t(index_),
-                    .client_id = &o.ids[slot],
-                    .session = &o.sessions[slot],
-                    .transfer = transfer};
-      if (o.channel->Send(e)) return;
-      moving = std::move(o.sessions[slot]);  // both full: post it instead
-      break;
-    }
+    Outbound& o = OutTo(to);
+    Release(o);
+    const uint64_t slot = o.channel->accepted() % o.ids.size();
+    o.ids[slot] = id;
+    o.sessions[slot] = std::move(moving);
+    const Entry e{.kind = Entry::kSession,
+                  .source = uint32_t(index_),
+                  .client_id = &o.ids[slot],
+                  .session = &o.sessions[slot],
+                  .transfer = transfer};
+    if (o.channel->Send(e)) return;
+    moving = std::move(o.sessions[slot]);  // both full: post it instead
     target->loop->Post([target, id, transfer, moving] {
       target->OnDeliver(id, transfer, moving);
     });
@@ -655,7 +650,8 @@ class MultiBroker::Shard final : public BrokerForwarder,
   LoopGauges gauges;
   std::atomic<bool> has_subscribers{false};
   // last_seen[x]: the newest publish number of Loop x routed here (or, from
-  // a marker, known to be in front of what comes next from x).
+  // a marker, known to be in front of what comes next from x); this Loop's
+  // own entry stays 0 (Cut() takes publish_seq_).
   std::vector<uint64_t> last_seen;
   std::atomic<uint64_t> forwarded{0}, refused{0}, skipped{0}, received{0},
       expired{0}, remote_takeovers{0}, handovers_requested{0}, moved{0},
@@ -967,20 +963,17 @@ void MultiBroker::Request(size_t target, size_t from, std::string client_id,
   // Through the channel: a publish this Loop acknowledged before the
   // CONNECT reaches the session before it moves.
   Shard& source = *shards_[from];
-  for (Outbound& o : source.out) {
-    if (o.target != target) continue;
-    source.Release(o);
-    const uint64_t slot = o.channel->accepted() % o.ids.size();
-    o.ids[slot] = std::move(client_id);
-    const Entry e{.kind = Entry::kRequest,
-                  .source = uint32_t(from),
-                  .seq = source.publish_seq(),
-                  .client_id = &o.ids[slot],
-                  .transfer = transfer};
-    if (o.channel->Send(e)) return;
-    client_id = std::move(o.ids[slot]);  // both full: post it instead
-    break;
-  }
+  Outbound& o = source.OutTo(target);
+  source.Release(o);
+  const uint64_t slot = o.channel->accepted() % o.ids.size();
+  o.ids[slot] = std::move(client_id);
+  const Entry e{.kind = Entry::kRequest,
+                .source = uint32_t(from),
+                .seq = source.publish_seq(),
+                .client_id = &o.ids[slot],
+                .transfer = transfer};
+  if (o.channel->Send(e)) return;
+  client_id = std::move(o.ids[slot]);  // both full: post it instead
   Shard* s = shards_[target].get();
   s->loop->Post([s, id = std::move(client_id), transfer, from,
                  seq = source.publish_seq()] {

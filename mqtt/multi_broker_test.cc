@@ -837,19 +837,8 @@ TEST_P(MultiBrokerTest, PublishesDuringAHandoverReachTheMovedSession) {
   Peer* second = nullptr;
   bool asked = false;
   for (int attempt = 0; attempt < 24 && !asked; ++attempt) {
-    struct Hold {
-      std::atomic<bool> busy{false}, release{false}, done{false};
-    };
-    auto hold = std::make_shared<Hold>();
-    broker_->loop(home).Post([hold] {
-      hold->busy = true;
-      const Timestamp limit = MonotonicNow() + kWait;
-      while (!hold->release.load() && MonotonicNow() < limit) {
-        std::this_thread::sleep_for(1ms);
-      }
-      hold->done = true;
-    });
-    ASSERT_TRUE(RunUntil([&] { return hold->busy.load(); }));
+    std::shared_ptr<Hold> hold = HoldLoop(home);
+    ASSERT_TRUE(hold->busy.load());
     const uint64_t requested = broker_->counters().handovers_requested;
     ClientDriver* again = Connect(o, &second);
     ASSERT_NE(again, nullptr);
@@ -866,8 +855,7 @@ TEST_P(MultiBrokerTest, PublishesDuringAHandoverReachTheMovedSession) {
       ASSERT_TRUE(RunUntil([&] { return pub_peer->acked == 1; }));
       EXPECT_FALSE(second->connected) << "the CONNECT was not held";
     }
-    hold->release = true;
-    ASSERT_TRUE(RunUntil([&] { return hold->done.load(); }));
+    ASSERT_TRUE(Release(hold));
     ASSERT_TRUE(RunUntil([&] { return second->connected || second->closed; }));
     ASSERT_TRUE(second->connected);
     EXPECT_TRUE(second->session_present);
