@@ -1424,6 +1424,11 @@ struct Broker::RouteVisitor {
     // had its turn when the message was first routed.
     const size_t n = g.members.size();
     if (n == 0 || only_session != kNone) return;
+    // Members on other cores too: one core takes each message.
+    if (broker->forwarder_ != nullptr &&
+        !broker->forwarder_->DeliverToGroup(g.slot, *message)) {
+      return;
+    }
     size_t chosen = g.next % n;
     for (size_t k = 0; k < n; ++k) {
       const size_t i = (g.next + k) % n;
@@ -1441,6 +1446,33 @@ struct Broker::RouteVisitor {
     if (e.subscription_id != 0) t.subscription_ids.push_back(e.subscription_id);
   }
 };
+
+bool Broker::AddToTree(std::string_view filter, std::string_view group,
+                       const SubscriptionTree::Entry& entry) {
+  const bool replaced = tree_.Add(filter, group, entry);
+  if (!group.empty() && !replaced && forwarder_ != nullptr) {
+    SubscriptionTree::SharedGroup* g = tree_.FindGroup(filter, group);
+    g->slot = forwarder_->OnSharedGroupMembers(group, filter, g->slot,
+                                               g->members.size());
+  }
+  return replaced;
+}
+
+void Broker::RemoveFromTree(std::string_view filter, std::string_view group,
+                            uint32_t subscriber) {
+  if (group.empty() || forwarder_ == nullptr) {
+    tree_.Remove(filter, group, subscriber);
+    return;
+  }
+  const SubscriptionTree::SharedGroup* before = tree_.FindGroup(filter, group);
+  const uint32_t slot = before != nullptr ? before->slot : 0;
+  if (!tree_.Remove(filter, group, subscriber)) return;
+  // The last member's removal erased the group.
+  SubscriptionTree::SharedGroup* g = tree_.FindGroup(filter, group);
+  const uint32_t kept = forwarder_->OnSharedGroupMembers(
+      group, filter, slot, g != nullptr ? g->members.size() : 0);
+  if (g != nullptr) g->slot = kept;
+}
 
 uint32_t Broker::RouteMessage(const MessageRef& message, Timestamp now,
                               uint32_t only_session) {
@@ -1699,7 +1731,7 @@ void Broker::HandleSubscribe(Connection& c, const Subscribe& sub,
     e.options = entry.options;
     e.options.max_qos = std::min(entry.options.max_qos, options_.maximum_qos);
     e.subscription_id = sub_id;
-    const bool existed = tree_.Add(filter, group, e);
+    const bool existed = AddToTree(filter, group, e);
     internal::SubscriptionRecord& record =
         s.subscriptions[std::string(entry.filter)];
     record.options = e.options;
@@ -1768,7 +1800,7 @@ void Broker::HandleUnsubscribe(Connection& c, const Unsubscribe& u) {
       return;
     }
     s.subscriptions.erase(it);
-    tree_.Remove(filter, group, s.index);
+    RemoveFromTree(filter, group, s.index);
     if (s.stored && store_ != nullptr) {
       store_->DeleteSubscription(s.client_id, text);
     }
@@ -2030,9 +2062,9 @@ void Broker::EndSession(Session& s, Timestamp now) {
   for (const auto& [text, record] : s.subscriptions) {
     SharedFilter shared;
     if (IsSharedFilter(text) && ParseSharedFilter(text, &shared)) {
-      tree_.Remove(shared.filter, shared.group, s.index);
+      RemoveFromTree(shared.filter, shared.group, s.index);
     } else {
-      tree_.Remove(text, "", s.index);
+      RemoveFromTree(text, "", s.index);
     }
   }
   total_queued_bytes_ -= s.queued_bytes;
@@ -2242,9 +2274,9 @@ absl::Status Broker::AddSession(const StoredSession& stored, Timestamp now,
     e.subscription_id = sub.subscription_id;
     SharedFilter shared;
     if (IsSharedFilter(sub.filter) && ParseSharedFilter(sub.filter, &shared)) {
-      tree_.Add(shared.filter, shared.group, e);
+      AddToTree(shared.filter, shared.group, e);
     } else {
-      tree_.Add(sub.filter, "", e);
+      AddToTree(sub.filter, "", e);
     }
     internal::SubscriptionRecord& record = s.subscriptions[sub.filter];
     record.options = e.options;

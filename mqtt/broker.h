@@ -300,6 +300,12 @@ struct InjectedMessage {
 // thread; `message` may be kept (a counted reference, no copy). Messages
 // routed with PublishMessage() are not reported.
 //
+// OnSharedGroupMembers() and DeliverToGroup() let a shared subscription
+// group have members on several cores and still get each message once
+// (MQTT 5.0 §4.8.2): the core reports each change of a group's member
+// count here, and asks before it gives a routed message to one of the
+// group's members here.
+//
 // ParkConnect() is asked for every authenticated CONNECT with a client id
 // (not an assigned one) before its session is looked up. True holds the
 // connection (no CONNACK; later bytes are buffered, up to
@@ -310,6 +316,26 @@ class BrokerForwarder {
  public:
   virtual ~BrokerForwarder() = default;
   virtual void OnClientPublish(const MessageRef& message) = 0;
+  // The group `group` of `filter` now has `members` members on this core
+  // (1 after its first, 0 after its last, so 0 is the group's end here).
+  // `slot` is what the previous call for the group returned (0 the first
+  // time); the core keeps the value returned and passes it to
+  // DeliverToGroup.
+  virtual uint32_t OnSharedGroupMembers(std::string_view group,
+                                        std::string_view filter, uint32_t slot,
+                                        size_t members) {
+    (void)group, (void)filter, (void)slot, (void)members;
+    return 0;
+  }
+  // Asked while `message` is routed, for each matching group with members
+  // on this core: false leaves the message to a member elsewhere. The
+  // message is a client publish or will of this core (reported to
+  // OnClientPublish right after the routing), or one routed with
+  // PublishMessage. Must not allocate: it runs per message.
+  virtual bool DeliverToGroup(uint32_t slot, const Message& message) {
+    (void)slot, (void)message;
+    return true;
+  }
   virtual bool ParkConnect(std::string_view client_id, bool clean_start,
                            ConnectionId connection, Timestamp now) {
     (void)client_id, (void)clean_start, (void)connection, (void)now;
@@ -508,6 +534,12 @@ class Broker {
 
   Session* CreateSession(std::string_view client_id);
   // To every matching session, or to `only_session` (an index) alone.
+  // tree_.Add / tree_.Remove, and for a shared group the member count to
+  // the forwarder.
+  bool AddToTree(std::string_view filter, std::string_view group,
+                 const SubscriptionTree::Entry& entry);
+  void RemoveFromTree(std::string_view filter, std::string_view group,
+                      uint32_t subscriber);
   uint32_t RouteMessage(const MessageRef& message, Timestamp now,
                         uint32_t only_session = 0xFFFFFFFFu);
   void Enqueue(Session& s, const MessageRef& message, uint8_t qos, bool retain,

@@ -442,6 +442,68 @@ TEST(Routing, SharedSubscriptionsRoundRobin) {
   EXPECT_EQ(plain.pending(), 6u);  // a plain subscription gets every one
 }
 
+// The hooks the multi-Loop broker keeps one turn per group with
+// (BrokerForwarder): each change of a group's member count is reported
+// with the slot the forwarder handed out, each message is offered to the
+// forwarder first, and one it leaves to another core reaches no member of
+// the group here (a plain subscription still gets it).
+struct GroupForwarder : BrokerForwarder {
+  void OnClientPublish(const MessageRef&) override {}
+  uint32_t OnSharedGroupMembers(std::string_view group, std::string_view filter,
+                                uint32_t slot, size_t members) override {
+    changes.push_back(std::string(group) + " " + std::string(filter) + " " +
+                      std::to_string(slot) + "->" + std::to_string(members));
+    return members == 0 ? 0 : 7;
+  }
+  bool DeliverToGroup(uint32_t slot, const Message&) override {
+    ++asked;
+    last_slot = slot;
+    return take;
+  }
+  std::vector<std::string> changes;
+  int asked = 0;
+  uint32_t last_slot = 0;
+  bool take = true;
+};
+
+TEST(Routing, SharedGroupsAskTheForwarder) {
+  Fixture fx;
+  GroupForwarder fwd;
+  fx.sim.broker().set_forwarder(&fwd);
+  RawClient& a = fx.Connected(MakeConnect(Version::k5, "a"));
+  RawClient& b = fx.Connected(MakeConnect(Version::k5, "b"));
+  RawClient& plain = fx.Connected(MakeConnect(Version::k5, "plain"));
+  RawClient& pub = fx.Connected(MakeConnect(Version::k5, "pub"));
+  fx.Subscribe(a, Version::k5, "$share/g/jobs/+", {.max_qos = 1});
+  fx.Subscribe(b, Version::k5, "$share/g/jobs/+", {.max_qos = 1});
+  // Again: it replaces a's subscription (MQTT-3.8.4-3), the count stays.
+  fx.Subscribe(a, Version::k5, "$share/g/jobs/+", {.max_qos = 1});
+  fx.Subscribe(plain, Version::k5, "jobs/#");
+  EXPECT_EQ(fwd.changes,
+            (std::vector<std::string>{"g jobs/+ 0->1", "g jobs/+ 7->2"}));
+  for (int i = 0; i < 4; ++i) fx.Publish(pub, Version::k5, "jobs/1", "j");
+  fx.sim.RunFor(kStep);
+  EXPECT_EQ(fwd.asked, 4);
+  EXPECT_EQ(fwd.last_slot, 7u);
+  EXPECT_EQ(a.pending(), 2u);
+  EXPECT_EQ(b.pending(), 2u);
+  fwd.take = false;  // another core's turn
+  for (int i = 0; i < 4; ++i) fx.Publish(pub, Version::k5, "jobs/1", "j");
+  fx.sim.RunFor(kStep);
+  EXPECT_EQ(fwd.asked, 8);
+  EXPECT_EQ(a.pending(), 2u);
+  EXPECT_EQ(b.pending(), 2u);
+  EXPECT_EQ(plain.pending(), 8u);
+  // Clean sessions end with their connections, and so do their members.
+  a.Close();
+  fx.sim.RunFor(kStep);
+  b.Close();
+  fx.sim.RunFor(kStep);
+  EXPECT_EQ(fwd.changes,
+            (std::vector<std::string>{"g jobs/+ 0->1", "g jobs/+ 7->2",
+                                      "g jobs/+ 7->1", "g jobs/+ 7->0"}));
+}
+
 // ---- Retained
 // ------------------------------------------------------------------
 

@@ -133,6 +133,66 @@ class MultiBroker::Shard final : public BrokerForwarder,
     }
   }
 
+  // BrokerForwarder: a shared group's member count here changed. The count
+  // is stored before the SUBACK goes out, so a message published after it
+  // finds the member on every Loop that routes it.
+  uint32_t OnSharedGroupMembers(std::string_view group, std::string_view filter,
+                                uint32_t slot, size_t members) override {
+    if (slot == 0) {
+      if (members == 0) return 0;
+      GroupMembers* g = owner_->FindGroupMembers(group, filter);
+      if (free_group_slots_.empty()) {
+        group_slots_.push_back(g);
+        slot = uint32_t(group_slots_.size());
+      } else {
+        slot = free_group_slots_.back();
+        free_group_slots_.pop_back();
+        group_slots_[slot - 1] = g;
+      }
+    }
+    group_slots_[slot - 1]->on_loop[index_].store(uint32_t(members),
+                                                  std::memory_order_release);
+    if (members > 0) return slot;
+    group_slots_[slot - 1] = nullptr;
+    free_group_slots_.push_back(slot);
+    return 0;
+  }
+
+  // BrokerForwarder: whether this Loop's members of a shared group take
+  // `m`. Every Loop that routes the message picks the same member index k
+  // (from the publisher's Loop and its publish number) over the group's
+  // members counted Loop by Loop, so one Loop takes it.
+  bool DeliverToGroup(uint32_t slot, const Message& m) override {
+    if (slot == 0) return true;
+    uint64_t key;
+    if (m.publisher() != kNoPublisher) {
+      // A client's publish or will here: OnClientPublish numbers it next.
+      key = publish_seq_ + 1 + index_;
+    } else if (routing_foreign_) {
+      key = routing_key_;
+    } else {
+      return true;  // injected on this Loop only ($SYS)
+    }
+    const std::atomic<uint32_t>* counts = group_slots_[slot - 1]->on_loop.get();
+    const size_t loops = last_seen.size();
+    uint64_t total = 0;
+    for (size_t i = 0; i < loops; ++i) {
+      total += counts[i].load(std::memory_order_acquire);
+    }
+    if (total == 0) return true;  // our own count is not in yet: take it
+    uint64_t k = key % total;
+    for (size_t i = 0; i < loops; ++i) {
+      const uint32_t c = counts[i].load(std::memory_order_relaxed);
+      if (k < c) {
+        if (i == index_) return true;
+        Bump(shared_elsewhere);
+        return false;
+      }
+      k -= c;
+    }
+    return true;  // the counts moved while we read them
+  }
+
   // The consumer side: entries from any other Loop, on this Loop's thread.
   void OnChannelMessage(const Entry& e) override {
     switch (e.kind) {
@@ -172,7 +232,10 @@ class MultiBroker::Shard final : public BrokerForwarder,
       in.message_expiry_interval_s =
           uint32_t((left_ns + 999'999'999) / 1'000'000'000);
     }
+    routing_foreign_ = true;
+    routing_key_ = e.seq + e.source;  // as DeliverToGroup on the source
     MessageRef copy = driver->broker().PublishMessage(in, now);
+    routing_foreign_ = false;
     if (!parks_.empty() && copy) LogInTransit(e.source, e.seq, copy);
     Bump(received);
   }
@@ -657,7 +720,7 @@ class MultiBroker::Shard final : public BrokerForwarder,
       expired{0}, remote_takeovers{0}, handovers_requested{0}, moved{0},
       empty{0}, timeouts{0}, lost{0}, parks_replaced{0}, parks_aborted{0},
       relayed{0}, kept{0}, stale_discarded{0}, caught_up{0}, transit_missed{0},
-      sessions_ended{0};
+      sessions_ended{0}, shared_elsewhere{0};
 
  private:
   MultiBroker* owner_;
@@ -679,6 +742,14 @@ class MultiBroker::Shard final : public BrokerForwarder,
   uint64_t publish_seq_ = 0;  // this Loop's clients' publishes, numbered
   uint64_t next_token_ = 0;
   absl::flat_hash_map<uint64_t, Wait> waits_;  // by sync token
+  // Shared groups with members here: slot s (the core keeps it with the
+  // group) is group_slots_[s - 1].
+  std::vector<GroupMembers*> group_slots_;
+  std::vector<uint32_t> free_group_slots_;
+  // Set while a message from another Loop is routed: its key for
+  // DeliverToGroup.
+  bool routing_foreign_ = false;
+  uint64_t routing_key_ = 0;
 };
 
 MultiBroker::MultiBroker(MultiBrokerOptions options)
@@ -848,6 +919,7 @@ MultiBrokerCounters MultiBroker::counters() const {
     c.transit_caught_up += Get(s->caught_up);
     c.sessions_ended += Get(s->sessions_ended);
     c.transit_missed += Get(s->transit_missed);
+    c.shared_elsewhere += Get(s->shared_elsewhere);
     for (const Outbound& o : s->out) {
       const transport::LoopChannelCounters k = o.channel->counters();
       c.queue_full += k.queue_full;
@@ -858,6 +930,17 @@ MultiBrokerCounters MultiBroker::counters() const {
     }
   }
   return c;
+}
+
+MultiBroker::GroupMembers* MultiBroker::FindGroupMembers(
+    std::string_view group, std::string_view filter) {
+  // A share name has no '/' (MQTT-4.8.2-2), so the key is unambiguous.
+  const std::string key =
+      absl::StrCat(internal::AbslView(group), "/", internal::AbslView(filter));
+  absl::MutexLock lock(&groups_mu_);
+  std::unique_ptr<GroupMembers>& g = groups_[key];
+  if (g == nullptr) g = std::make_unique<GroupMembers>(shards_.size());
+  return g.get();
 }
 
 MultiBroker::ConnectRoute MultiBroker::RouteConnect(std::string_view client_id,

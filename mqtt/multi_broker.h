@@ -85,6 +85,20 @@
 //    for a marker from each third Loop, so each message reaches it once
 //    (multi_broker.cc, "Cuts"); a Loop that passes a session on adds it
 //    and exports it again.
+//  - Shared subscriptions (MQTT 5.0 §4.8.2): a table shared by the Loops
+//    (one mutex, taken when a group gains its first member on a Loop)
+//    holds, for each group and filter, its member count on every Loop,
+//    which each Loop updates as members come and go. Each Loop routing a
+//    message to a group it has members of reads the counts (atomics, no
+//    lock) and takes its turn only if the message falls to one of its
+//    members: the message's publish number and Loop pick member k of the
+//    group's members counted over the Loops in order, so every Loop makes
+//    the same choice and the group gets each message once, shared over
+//    its members wherever they are. Within a Loop the core picks among its
+//    own members as on one Loop (connected ones first). A message routed
+//    while a member joins or leaves on another Loop may reach the group
+//    twice or not at all (the Loops read the counts at different times);
+//    $SYS messages, published on every Loop, reach a group once per Loop.
 //  - Assigned client ids carry the Loop's number in their prefix, so they
 //    are unique across Loops.
 //  - Rate limits: per-connection limits work as before; the connection
@@ -166,6 +180,9 @@ struct MultiBrokerCounters {
   // routed to it when it arrived, and those its log had no room for.
   uint64_t transit_caught_up = 0;
   uint64_t transit_missed = 0;
+  // Messages a Loop did not give to its members of a shared group, since
+  // the group's turn was another Loop's ("Shared subscriptions", below).
+  uint64_t shared_elsewhere = 0;
 };
 
 class MultiBroker {
@@ -305,6 +322,18 @@ class MultiBroker {
   // is superseded.
   void PostAbort(size_t target, std::string client_id, uint64_t seq);
 
+  // A shared group's member count on each Loop ("Shared subscriptions"):
+  // Loop i writes on_loop[i], every Loop reads them all.
+  struct GroupMembers {
+    explicit GroupMembers(size_t loops)
+        : on_loop(std::make_unique<std::atomic<uint32_t>[]>(loops)) {}
+    std::unique_ptr<std::atomic<uint32_t>[]> on_loop;
+  };
+  // The entry of group `group` of `filter`, made on first use; entries
+  // live as long as the broker.
+  GroupMembers* FindGroupMembers(std::string_view group,
+                                 std::string_view filter);
+
   MultiBrokerOptions options_;
   std::vector<std::unique_ptr<Shard>> shards_;
   std::vector<std::thread> threads_;
@@ -313,6 +342,9 @@ class MultiBroker {
   absl::Mutex ids_mu_;
   absl::flat_hash_map<std::string, IdRecord> ids_ ABSL_GUARDED_BY(ids_mu_);
   uint64_t next_claim_ ABSL_GUARDED_BY(ids_mu_) = 0;
+  absl::Mutex groups_mu_;
+  absl::flat_hash_map<std::string, std::unique_ptr<GroupMembers>> groups_
+      ABSL_GUARDED_BY(groups_mu_);
 };
 
 }  // namespace ringlab::mqtt

@@ -43,6 +43,9 @@ struct Peer : ClientDriver::Listener {
       case ClientEvent::Kind::kSubscribed:
         ++subscribed;
         break;
+      case ClientEvent::Kind::kUnsubscribed:
+        ++unsubscribed;
+        break;
       case ClientEvent::Kind::kPublished:
         ++acked;
         break;
@@ -81,6 +84,7 @@ struct Peer : ClientDriver::Listener {
   bool closed = false;
   ReasonCode close_reason = ReasonCode::kSuccess;
   int subscribed = 0;
+  int unsubscribed = 0;
   uint64_t acked = 0;
   uint64_t messages = 0;
   uint64_t retained = 0;
@@ -272,6 +276,18 @@ class MultiBrokerTest : public ::testing::TestWithParam<std::string> {
   // in flight at a takeover comes again, so duplicates across connections
   // are allowed).
   void RunTakeoversUnderLoad();
+  // A shared group with a member on every Loop, and a publisher on every
+  // Loop: each message reaches one member, and every member gets some;
+  // then Loop 0's member leaves, and the others get each message once.
+  void RunSharedGroupOverLoops();
+
+  // The Peer of a client made by Connect.
+  Peer* PeerOf(const ClientDriver* client) {
+    for (size_t i = 0; i < clients_.size(); ++i) {
+      if (clients_[i].get() == client) return peers_[i].get();
+    }
+    return nullptr;
+  }
 
   uint32_t threads_ = 2;
   Duration handover_timeout_ = std::chrono::seconds(1);
@@ -1039,6 +1055,91 @@ TEST_P(MultiBrokerTest, TakeoversUnderLoadLoseNoMessage) {
 TEST_P(MultiBrokerThreeLoopsTest, TakeoversUnderLoadLoseNoMessage) {
   // Before the cuts: 16 of 24 runs missed 76 to 180 of the 1,440 messages.
   RunTakeoversUnderLoad();
+}
+
+void MultiBrokerTest::RunSharedGroupOverLoops() {
+  uint64_t open = 0;
+  const std::vector<ClientDriver*> members = PublisherPerLoop("worker", &open);
+  ASSERT_EQ(std::count(members.begin(), members.end(), nullptr), 0);
+  for (ClientDriver* m : members) {
+    ASSERT_TRUE(m->Subscribe("$share/workers/jobs/#", {.max_qos = 1}).ok());
+  }
+  ASSERT_TRUE(RunUntil([&] {
+    for (ClientDriver* m : members) {
+      if (PeerOf(m)->subscribed != 1) return false;
+    }
+    return true;
+  }));
+  const std::vector<ClientDriver*> pubs = PublisherPerLoop("boss", &open);
+  ASSERT_EQ(std::count(pubs.begin(), pubs.end(), nullptr), 0);
+  constexpr uint64_t kPerPublisher = 120;
+  // Publishes kPerPublisher QoS 1 messages from every publisher, tagged
+  // `tag`, waits until the members got them all between them, and checks
+  // that each got some if it is in `expected_members`, none otherwise.
+  auto round = [&](const std::string& tag,
+                   const std::vector<ClientDriver*>& expected_members) {
+    std::vector<uint64_t> before;
+    for (ClientDriver* m : members) before.push_back(PeerOf(m)->messages);
+    for (uint64_t seq = 0; seq < kPerPublisher; ++seq) {
+      for (size_t i = 0; i < pubs.size(); ++i) {
+        const std::string payload = absl::StrCat(tag, i, ":", seq);
+        PublishOptions po;
+        po.qos = 1;
+        EXPECT_TRUE(pubs[i]
+                        ->Publish(absl::StrCat("jobs/", i), Bytes(payload), po)
+                        .ok());
+      }
+      if (seq % 20 == 0) loop_->RunOnce(0ms);
+    }
+    const uint64_t want = kPerPublisher * pubs.size();
+    auto got = [&] {
+      uint64_t n = 0;
+      for (size_t i = 0; i < members.size(); ++i) {
+        n += PeerOf(members[i])->messages - before[i];
+      }
+      return n;
+    };
+    RunUntil([&] { return got() >= want; });
+    // Duplicates would come after the count is reached: let them arrive.
+    RunUntil([] { return false; }, 300ms);
+    std::vector<uint64_t> per_member;
+    for (size_t i = 0; i < members.size(); ++i) {
+      per_member.push_back(PeerOf(members[i])->messages - before[i]);
+    }
+    EXPECT_EQ(got(), want) << tag << ": each message once to the group; per "
+                           << "member " << ::testing::PrintToString(per_member)
+                           << ", elsewhere "
+                           << broker_->counters().shared_elsewhere;
+    for (size_t i = 0; i < members.size(); ++i) {
+      const bool expected =
+          std::find(expected_members.begin(), expected_members.end(),
+                    members[i]) != expected_members.end();
+      if (expected) {
+        EXPECT_GT(per_member[i], 0u) << tag << ": the member on Loop " << i;
+      } else {
+        EXPECT_EQ(per_member[i], 0u) << tag << ": Loop " << i << "'s left";
+      }
+    }
+  };
+  round("all", members);
+  // The member on Loop 0 leaves; its Loop's count drops to 0.
+  ASSERT_TRUE(members[0]->Unsubscribe("$share/workers/jobs/#").ok());
+  ASSERT_TRUE(RunUntil([&] { return PeerOf(members[0])->unsubscribed == 1; }));
+  round("rest", std::vector<ClientDriver*>(members.begin() + 1, members.end()));
+  for (ClientDriver* m : members) EXPECT_EQ(PeerOf(m)->malformed, 0u);
+  EXPECT_GT(broker_->counters().shared_elsewhere, 0u);
+  EXPECT_EQ(broker_->counters().forward_refused, 0u);
+}
+
+// MQTT 5.0 §4.8.2. Before the Loops shared the groups' member counts, each
+// Loop gave every message to one of its own members: 2 copies per message
+// (3 on three Loops).
+TEST_P(MultiBrokerTest, SharedGroupOverLoopsGetsEachMessageOnce) {
+  RunSharedGroupOverLoops();
+}
+
+TEST_P(MultiBrokerThreeLoopsTest, SharedGroupOverLoopsGetsEachMessageOnce) {
+  RunSharedGroupOverLoops();
 }
 
 const std::vector<std::string> kPresets = {

@@ -52,7 +52,7 @@ bool SubscriptionTree::Add(std::string_view filter, std::string_view group,
         std::find_if(n->groups.begin(), n->groups.end(),
                      [&](const SharedGroup& x) { return x.name == group; });
     if (g == n->groups.end()) {
-      n->groups.push_back(SharedGroup{std::string(group), {}, 0});
+      n->groups.push_back(SharedGroup{std::string(group), {}, 0, 0});
       g = n->groups.end() - 1;
     }
     list = &g->members;
@@ -98,6 +98,16 @@ bool SubscriptionTree::Remove(std::string_view filter, std::string_view group,
   --subscriptions_;
   Prune(n);
   return true;
+}
+
+SubscriptionTree::SharedGroup* SubscriptionTree::FindGroup(
+    std::string_view filter, std::string_view group) {
+  Node* n = Find(filter, /*create=*/false);
+  if (n == nullptr) return nullptr;
+  for (SharedGroup& g : n->groups) {
+    if (g.name == group) return &g;
+  }
+  return nullptr;
 }
 
 void SubscriptionTree::Prune(Node* n) {

@@ -47,6 +47,9 @@ class SubscriptionTree {
     std::string name;
     std::vector<Entry> members;
     uint32_t next = 0;  // round-robin cursor, for the caller's choice
+    // The caller's, kept with the group (the multi-Loop broker's handle
+    // for the group's entry in its table of members per Loop); 0 when new.
+    uint32_t slot = 0;
   };
 
   SubscriptionTree();
@@ -61,6 +64,9 @@ class SubscriptionTree {
   // Removes the subscriber's subscription; false if there was none.
   bool Remove(std::string_view filter, std::string_view group,
               uint32_t subscriber);
+  // The shared group `group` of `filter`, or nullptr when it has no member.
+  // Valid until the next Add or Remove.
+  SharedGroup* FindGroup(std::string_view filter, std::string_view group);
 
   // Calls visitor.OnEntry(const Entry&) for each matching plain subscription
   // and visitor.OnGroup(SharedGroup&) for each matching shared group.

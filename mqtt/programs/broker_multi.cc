@@ -346,6 +346,7 @@ int RunMultiLoop(std::unique_ptr<transport::Loop> first,
   json.Key("parks_aborted").Uint(xc.parks_aborted);
   json.Key("transit_caught_up").Uint(xc.transit_caught_up);
   json.Key("transit_missed").Uint(xc.transit_missed);
+  json.Key("shared_elsewhere").Uint(xc.shared_elsewhere);
   json.EndObject();
   json.Key("per_loop").BeginArray();
   for (size_t i = 0; i < mb.size(); ++i) {
