@@ -17,6 +17,7 @@ namespace ringlab::mqtt {
 namespace {
 
 constexpr Duration kTick = std::chrono::milliseconds(50);
+constexpr uint32_t kMaxLoops = 64;  // MultiBrokerOptions::threads
 
 void Bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
   // One writer (the shard's Loop thread); readers elsewhere take snapshots.
@@ -173,24 +174,24 @@ class MultiBroker::Shard final : public BrokerForwarder,
     } else {
       return true;  // injected on this Loop only ($SYS)
     }
-    const std::atomic<uint32_t>* counts = group_slots_[slot - 1]->on_loop.get();
+    // One read of each count, so the walk below sees the same numbers as
+    // the total.
+    const std::atomic<uint32_t>* on_loop =
+        group_slots_[slot - 1]->on_loop.get();
     const size_t loops = last_seen.size();
+    uint32_t counts[kMaxLoops];
     uint64_t total = 0;
     for (size_t i = 0; i < loops; ++i) {
-      total += counts[i].load(std::memory_order_acquire);
+      counts[i] = on_loop[i].load(std::memory_order_acquire);
+      total += counts[i];
     }
     if (total == 0) return true;  // our own count is not in yet: take it
     uint64_t k = key % total;
-    for (size_t i = 0; i < loops; ++i) {
-      const uint32_t c = counts[i].load(std::memory_order_relaxed);
-      if (k < c) {
-        if (i == index_) return true;
-        Bump(shared_elsewhere);
-        return false;
-      }
-      k -= c;
-    }
-    return true;  // the counts moved while we read them
+    size_t turn = 0;
+    while (k >= counts[turn]) k -= counts[turn++];
+    if (turn == index_) return true;
+    Bump(shared_elsewhere);
+    return false;
   }
 
   // The consumer side: entries from any other Loop, on this Loop's thread.
@@ -757,7 +758,7 @@ MultiBroker::MultiBroker(MultiBrokerOptions options)
 
 absl::StatusOr<std::unique_ptr<MultiBroker>> MultiBroker::Create(
     MultiBrokerOptions options, std::unique_ptr<transport::Loop> first) {
-  if (options.threads < 1 || options.threads > 64) {
+  if (options.threads < 1 || options.threads > kMaxLoops) {
     return absl::InvalidArgumentError("MultiBroker: threads must be 1..64");
   }
   std::unique_ptr<MultiBroker> mb(new MultiBroker(std::move(options)));
