@@ -2024,9 +2024,11 @@ std::optional<StoredSession> Broker::ExportSession(std::string_view client_id,
       if (i < sent) q.packet_id = f.packet_id;
       if (!f.message || !copy_message(*f.message, &q.message)) {
         ++counters_.dropped_expired;
+        Unstore(f.store_key);
         continue;
       }
     }
+    q.key = f.store_key;
     out.queued.push_back(std::move(q));
   }
   for (size_t i = 0; i < s.qos12.size(); ++i) {
@@ -2034,16 +2036,19 @@ std::optional<StoredSession> Broker::ExportSession(std::string_view client_id,
     StoredQueued q = delivery(d.qos, d.retain, d.subscription_ids.span());
     if (!copy_message(*d.message, &q.message)) {
       ++counters_.dropped_expired;
+      Unstore(d.store_key);
       continue;
     }
+    q.key = d.store_key;
     out.queued.push_back(std::move(q));
   }
   out.awaiting_pubrel = s.awaiting_pubrel;
+  out.stored = s.stored && store_ != nullptr;
   counters_.dropped_offline_qos0 += s.qos0.size();
   // MQTT-3.1.3-9: the reconnect this session moves for cancels its will.
   s.will.Reset();
   s.will_at = Timestamp::Never();
-  EndSession(s, now);
+  EndSession(s, now, /*drop_stored=*/false);
   ++counters_.sessions_exported;
   RunDeferred(now);
   return out;
@@ -2051,14 +2056,19 @@ std::optional<StoredSession> Broker::ExportSession(std::string_view client_id,
 
 absl::Status Broker::ImportSession(const StoredSession& session,
                                    Timestamp now) {
-  absl::Status status = AddSession(session, now, /*from_store=*/false);
+  // A stored session's rows are in the database this core's store writes
+  // too (the multi-Loop broker): taken over, not written twice.
+  absl::Status status = AddSession(
+      session, now, /*from_store=*/session.stored && store_ != nullptr);
   if (status.ok()) ++counters_.sessions_imported;
   return status;
 }
 
-void Broker::EndSession(Session& s, Timestamp now) {
+void Broker::EndSession(Session& s, Timestamp now, bool drop_stored) {
   if (s.will) PublishWill(s, now);  // the session ends first (§3.1.3.2.2)
-  if (s.stored && store_ != nullptr) store_->DeleteSession(s.client_id);
+  if (drop_stored && s.stored && store_ != nullptr) {
+    store_->DeleteSession(s.client_id);
+  }
   for (const auto& [text, record] : s.subscriptions) {
     SharedFilter shared;
     if (IsSharedFilter(text) && ParseSharedFilter(text, &shared)) {

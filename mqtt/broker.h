@@ -436,12 +436,17 @@ class Broker {
   // subscriptions, queued and in-flight QoS 1/2 messages and inbound QoS 2
   // ids. Its delayed will is dropped, not published: the reconnect it moves
   // for cancels it (MQTT-3.1.3-9). nullopt if the id is unknown here or the
-  // session ended with its connection (expiry 0).
+  // session ended with its connection (expiry 0). With a store, the
+  // session's rows stay where they are: the result says so (`stored`, and
+  // each queued message's key), for a core that shares the database to
+  // take them over in ImportSession (the caller deletes the queued rows by
+  // key if nobody will). Only messages that expired are unstored here.
   std::optional<StoredSession> ExportSession(std::string_view client_id,
                                              ReasonCode reason, Timestamp now);
   // Adds what ExportSession() returned on another core, disconnected, as
-  // RestoreSession() does but not marked as stored. Errors as
-  // RestoreSession().
+  // RestoreSession() does; marked as stored (its rows taken over, not
+  // written again) if it was stored there and this core has a store.
+  // Errors as RestoreSession().
   absl::Status ImportSession(const StoredSession& session, Timestamp now);
 
   // ---- Durable state (store.h)
@@ -529,7 +534,9 @@ class Broker {
   void CloseConnection(Connection& c, ReasonCode reason, bool publish_will,
                        Timestamp now);
   void DetachSession(Connection& c, bool publish_will, Timestamp now);
-  void EndSession(Session& s, Timestamp now);
+  // `drop_stored`: delete its rows from the store (false: ExportSession,
+  // whose importer takes them over).
+  void EndSession(Session& s, Timestamp now, bool drop_stored = true);
   void PublishWill(Session& s, Timestamp now);
 
   Session* CreateSession(std::string_view client_id);

@@ -147,6 +147,10 @@ struct StoredSession {
   std::vector<StoredQueued> queued;  // oldest first
   // Inbound QoS 2 packet ids awaiting PUBREL.
   std::vector<uint16_t> awaiting_pubrel;
+  // Broker::ExportSession: the exporting core's store has rows for this
+  // session (the keys above name them), which a core importing it through
+  // the same database takes over as they are.
+  bool stored = false;
 };
 
 // What Load() found, for the startup report.
@@ -154,12 +158,13 @@ struct StoreLoadReport {
   uint64_t sessions = 0;
   uint64_t subscriptions = 0;
   uint64_t retained = 0;
-  uint64_t queued = 0;             // QoS 1/2 messages for stored sessions
-  uint64_t inflight = 0;           // of them, sent before (resent as DUP)
-  uint64_t awaiting_pubrel = 0;    // inbound QoS 2 ids
-  uint64_t queued_expired = 0;     // their expiry passed while down
-  uint64_t retained_expired = 0;   // their expiry passed while down
-  uint64_t retained_rejected = 0;  // the broker refused them (limits)
+  uint64_t queued = 0;                   // QoS 1/2 messages for stored sessions
+  uint64_t inflight = 0;                 // of them, sent before (resent as DUP)
+  uint64_t awaiting_pubrel = 0;          // inbound QoS 2 ids
+  uint64_t queued_expired = 0;           // their expiry passed while down
+  uint64_t retained_expired = 0;         // their expiry passed while down
+  uint64_t retained_rejected = 0;        // the broker refused them (limits)
+  std::vector<std::string> session_ids;  // the sessions restored
   std::string ToString() const;
 };
 

@@ -416,6 +416,14 @@ absl::Status SqliteStore::Init() {
   // The first statements read the file: a non-database or a damaged header
   // fails here (SQLITE_NOTADB / SQLITE_CORRUPT) and Open() reports it.
   if (absl::Status s = Exec("PRAGMA journal_mode=WAL"); !s.ok()) return s;
+  // Other stores may write the same file (SqliteStoreOptions::key_stride):
+  // wait for their commits instead of failing.
+  if (absl::Status s = Exec(absl::StrCat("PRAGMA busy_timeout=",
+                                         std::max(options_.busy_timeout_ms, 0))
+                                .c_str());
+      !s.ok()) {
+    return s;
+  }
   // kBatch: COMMIT writes the WAL without fsync; the sync thread makes it
   // durable (see the header).
   const char* sync =
@@ -509,7 +517,10 @@ absl::Status SqliteStore::Init() {
       "INSERT OR REPLACE INTO inbound_qos2 VALUES(?1,?2)",
       "DELETE FROM inbound_qos2 WHERE client_id=?1 AND packet_id=?2",
       "DELETE FROM inbound_qos2 WHERE client_id=?1",
-      "BEGIN",
+      // IMMEDIATE: the write lock is taken (or waited for, busy_timeout)
+      // here, not at the first write, where SQLite could refuse a
+      // transaction whose snapshot another store's commit made stale.
+      "BEGIN IMMEDIATE",
       "COMMIT",
   };
   {
@@ -525,7 +536,13 @@ absl::Status SqliteStore::Init() {
       return absl::DataLossError(
           absl::StrCat("store ", path_, ": ", sqlite3_errmsg(db_)));
     }
-    last_queued_key_ = uint64_t(sqlite3_column_int64(q.st, 0));
+    const uint64_t max_key = uint64_t(sqlite3_column_int64(q.st, 0));
+    // The first key above max_key that is this store's (key_offset of
+    // key_stride): the stores sharing the file never hand out the same one.
+    const uint64_t stride = std::max<uint32_t>(options_.key_stride, 1);
+    const uint64_t offset = options_.key_offset % stride;
+    next_queued_key_ =
+        max_key + 1 + (offset + stride - max_key % stride) % stride;
   }
   for (int i = 0; i < kStatementCount; ++i) {
     if (sqlite3_prepare_v3(db_, sql[i], -1, SQLITE_PREPARE_PERSISTENT,
@@ -559,9 +576,9 @@ absl::Status SqliteStore::Init() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<StoreLoadReport> SqliteStore::Load(Broker* broker,
-                                                  Timestamp now) {
-  StoreLoadReport report;
+absl::Status SqliteStore::LoadSessions(Broker* broker, Timestamp now,
+                                       StoreLoadReport* out) {
+  StoreLoadReport& report = *out;
   auto read_error = [&](const char* table) {
     return absl::DataLossError(absl::StrCat("store ", path_, ": reading ",
                                             table, ": ", sqlite3_errmsg(db_)));
@@ -680,7 +697,21 @@ absl::StatusOr<StoreLoadReport> SqliteStore::Load(Broker* broker,
       return st;
     }
     ++report.sessions;
+    report.session_ids.push_back(s.client_id);
     report.subscriptions += s.subscriptions.size();
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StoreLoadReport> SqliteStore::Load(Broker* broker, Timestamp now,
+                                                  LoadParts parts) {
+  StoreLoadReport report;
+  auto read_error = [&](const char* table) {
+    return absl::DataLossError(absl::StrCat("store ", path_, ": reading ",
+                                            table, ": ", sqlite3_errmsg(db_)));
+  };
+  if (parts == LoadParts::kAll) {
+    if (absl::Status s = LoadSessions(broker, now, &report); !s.ok()) return s;
   }
   {
     Query q;
@@ -731,8 +762,8 @@ void SqliteStore::Fail(const char* what) {
 void SqliteStore::BeginGroup() {
   if (batch() || in_group_ || !status_.ok()) return;
   // If BEGIN fails, the changes commit one by one as without a group.
-  in_group_ =
-      sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr) == SQLITE_OK;
+  in_group_ = sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) ==
+              SQLITE_OK;
 }
 
 void SqliteStore::EndGroup() {
@@ -839,6 +870,25 @@ void SqliteStore::Flush() {
   Poll();
 }
 
+void SqliteStore::SyncNow() {
+  ++counters_.barriers;
+  if (!batch()) return;  // each change committed when it was made
+  const uint64_t target = written_;
+  if (synced_.load() >= target) return;
+  const Timestamp start = MonotonicNow();
+  while (synced_.load() < target && !sync_failed_.load()) {
+    {
+      std::unique_lock<std::mutex> lock(sync_mu_);
+      sync_cv_.wait(lock, [&] { return !busy_; });
+    }
+    // Idle now: what is still in log_ is the rest up to target.
+    if (synced_.load() >= target || log_.empty()) break;
+    HandOff();
+  }
+  counters_.barrier_wait_ns += uint64_t((MonotonicNow() - start).count());
+  Poll();
+}
+
 namespace {
 // Wall-clock expiry of a message (0: never), for the expires_wall_ms
 // columns.
@@ -859,7 +909,8 @@ uint64_t SqliteStore::PutQueued(std::string_view client_id, const Message& m,
                                 uint8_t qos, bool retain,
                                 std::span<const uint32_t> subscription_ids,
                                 Timestamp now) {
-  const uint64_t key = ++last_queued_key_;
+  const uint64_t key = next_queued_key_;
+  next_queued_key_ += std::max<uint32_t>(options_.key_stride, 1);
   if (batch()) {
     // Written at the commit only if it is still queued then.
     LogRecord r;

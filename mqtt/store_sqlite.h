@@ -96,6 +96,15 @@ struct SqliteStoreOptions {
   // more queued messages are acknowledged before their commit (so never
   // written), at the cost of acks held longer.
   int sync_thread_nice = 0;
+  // Several stores on one data_dir (the multi-Loop broker: one per Loop,
+  // each on its own thread): store `key_offset` of `key_stride` hands out
+  // only the queued keys k with (k - 1) % key_stride == key_offset, so the
+  // keys of all of them are unique in the one database. SQLite orders their
+  // transactions (each BEGIN IMMEDIATE waits, up to busy_timeout_ms, for
+  // the write lock another store holds while it applies and commits).
+  uint32_t key_stride = 1;
+  uint32_t key_offset = 0;
+  int busy_timeout_ms = 10'000;
   // Tests only: kBatch, called on the sync thread after a window's COMMIT
   // and before its fdatasync (a test blocks it to see that nothing is
   // confirmed in between).
@@ -111,6 +120,16 @@ struct SqliteStoreCounters {
   // (packet id, PUBREL sent) of rows deleted within the same window.
   uint64_t queued_coalesced = 0;
   uint64_t updates_coalesced = 0;
+  // SyncNow() calls, and how long the Loop waited in them.
+  uint64_t barriers = 0;
+  uint64_t barrier_wait_ns = 0;
+};
+
+// What Load() restores.
+enum class LoadParts : uint8_t {
+  kAll,           // sessions (with everything queued) and retained messages
+  kRetainedOnly,  // another Loop of a multi-Loop broker: the sessions go to
+                  // the first Loop, every Loop holds the retained set
 };
 
 class SqliteStore : public BrokerStore {
@@ -119,10 +138,12 @@ class SqliteStore : public BrokerStore {
       const SqliteStoreOptions& options);
   ~SqliteStore() override;  // commits what is pending
 
-  // Restores everything stored into `broker` (which must not have a store
-  // set yet, so nothing is written back). Errors: DataLoss if a row cannot
-  // be read (corruption found while reading).
-  absl::StatusOr<StoreLoadReport> Load(Broker* broker, Timestamp now);
+  // Restores everything stored (or only the retained messages) into
+  // `broker` (which must not have a store set yet, so nothing is written
+  // back); the report names the sessions restored. Errors: DataLoss if a
+  // row cannot be read (corruption found while reading).
+  absl::StatusOr<StoreLoadReport> Load(Broker* broker, Timestamp now,
+                                       LoadParts parts = LoadParts::kAll);
 
   // kBatch: when the open transaction must be committed; Never otherwise.
   Timestamp NextFlushDeadline() const { return flush_at_; }
@@ -135,6 +156,15 @@ class SqliteStore : public BrokerStore {
   // thread is still busy with the previous window the hand-off waits for
   // the next Flush() or Poll() (the window grows, nothing blocks).
   void Flush();
+  // A barrier: returns once every change made so far is committed (and
+  // synced, as the policy says), blocking this thread for the window's
+  // commit (kBatch; kAlways and kNever commit each change at once, outside
+  // a group). The multi-Loop broker calls it before a session (or the
+  // news that it ended) leaves this Loop, so that the changes this Loop
+  // made to its rows are in the database before the next Loop's, which
+  // commit through another store on the same file. Returns at once after
+  // a write error (status()).
+  void SyncNow();
   // kBatch: called on the sync thread after each commit is synced (and
   // after a failure), so the Loop can Poll() at once instead of at its next
   // tick (e.g. a Loop::Post). Set before the first change; the store's
@@ -178,6 +208,9 @@ class SqliteStore : public BrokerStore {
  private:
   explicit SqliteStore(const SqliteStoreOptions& options);
   absl::Status Init();
+  // Load()'s sessions part: reads them and restores them into `broker`.
+  absl::Status LoadSessions(Broker* broker, Timestamp now,
+                            StoreLoadReport* report);
   absl::Status Exec(const char* sql);
   bool batch() const;
   // kAlways/kNever, after a change: it committed (autocommit) or failed.
@@ -260,7 +293,7 @@ class SqliteStore : public BrokerStore {
   // comes within the window: counters().queued_coalesced/updates_coalesced).
   absl::flat_hash_map<uint64_t, uint32_t> log_index_;
   bool handoff_wanted_ = false;   // Flush() found the thread busy
-  uint64_t last_queued_key_ = 0;  // keys are ours: explicit row ids
+  uint64_t next_queued_key_ = 1;  // keys are ours: explicit row ids
   // kBatch sync thread (SyncLoop): applies, commits, fdatasyncs a window.
   void SyncLoop();
   void StopSync();

@@ -18,6 +18,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -671,6 +672,201 @@ TEST(CoreRestartTest, ResumesInflightWithDupOriginalIdsAndPubrel) {
   CoreRestart b(dir.path());
   EXPECT_EQ(b.report.queued, 0u) << b.report.ToString();
   EXPECT_EQ(b.report.awaiting_pubrel, 0u) << b.report.ToString();
+}
+
+// The multi-Loop broker's stores: one per Loop, on one database.
+std::unique_ptr<SqliteStore> OpenSharedStore(const std::string& dir,
+                                             uint32_t index, uint32_t count,
+                                             FsyncPolicy fsync) {
+  SqliteStoreOptions o;
+  o.data_dir = dir;
+  o.fsync = fsync;
+  o.batch_window = std::chrono::milliseconds(2);
+  o.key_stride = count;
+  o.key_offset = index;
+  absl::StatusOr<std::unique_ptr<SqliteStore>> s = SqliteStore::Open(o);
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? std::move(*s) : nullptr;
+}
+
+// Two stores write one file from two threads at once (as two Loops do):
+// their queued keys never collide, SQLite orders their transactions, and
+// what both wrote loads. A key taken twice would fail the INSERT (the id is
+// the primary key) and count a write error.
+TEST(SqliteStore, StoresSharingOneDatabaseKeepTheirKeysApart) {
+  for (FsyncPolicy fsync : {FsyncPolicy::kBatch, FsyncPolicy::kNever}) {
+    TempDir dir;
+    constexpr int kPerStore = 400;
+    std::vector<uint64_t> keys[2];
+    {
+      std::unique_ptr<SqliteStore> stores[2] = {
+          OpenSharedStore(dir.path(), 0, 2, fsync),
+          OpenSharedStore(dir.path(), 1, 2, fsync)};
+      ASSERT_NE(stores[0], nullptr);
+      ASSERT_NE(stores[1], nullptr);
+      std::thread threads[2];
+      for (int t = 0; t < 2; ++t) {
+        threads[t] = std::thread([&, t] {
+          SqliteStore& store = *stores[t];
+          MessagePool pool;
+          const std::string id = absl::StrCat("client", t);
+          store.PutSession(id, 3600);
+          for (int i = 0; i < kPerStore; ++i) {
+            MessageRef m = pool.Create("t", 1, false, {}, AsBytes("x"),
+                                       Timestamp::Never(), kNoPublisher);
+            keys[t].push_back(store.PutQueued(id, *m, 1, false, {}, {}));
+            if (i % 50 == 0) store.Flush();
+          }
+          store.SyncNow();
+          EXPECT_EQ(store.durable_sequence(), store.written_sequence());
+        });
+      }
+      for (std::thread& t : threads) t.join();
+      for (int t = 0; t < 2; ++t) {
+        EXPECT_TRUE(stores[t]->status().ok()) << stores[t]->status();
+        EXPECT_EQ(stores[t]->counters().write_errors, 0u);
+        for (uint64_t k : keys[t]) EXPECT_EQ((k - 1) % 2, uint64_t(t)) << k;
+      }
+    }
+    // A third look, as after a crash: every row of both is there.
+    std::unique_ptr<SqliteStore> store = OpenStore(dir.path());
+    ASSERT_NE(store, nullptr);
+    Broker broker;
+    absl::StatusOr<StoreLoadReport> r = store->Load(&broker, Timestamp{});
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->sessions, 2u) << r->ToString();
+    EXPECT_EQ(r->queued, uint64_t(2 * kPerStore)) << r->ToString();
+    EXPECT_EQ(r->session_ids, (std::vector<std::string>{"client0", "client1"}));
+    // Reopened with the other store's offset: above every key either used.
+    std::unique_ptr<SqliteStore> again =
+        OpenSharedStore(dir.path(), 1, 2, fsync);
+    ASSERT_NE(again, nullptr);
+    MessagePool pool;
+    MessageRef m = pool.Create("t", 1, false, {}, AsBytes("x"),
+                               Timestamp::Never(), kNoPublisher);
+    const uint64_t next = again->PutQueued("client1", *m, 1, false, {}, {});
+    EXPECT_GT(next, std::max(keys[0].back(), keys[1].back()));
+    EXPECT_EQ((next - 1) % 2, 1u);
+  }
+}
+
+// A session moved between two cores whose stores share the database (the
+// multi-Loop handover): the export leaves its rows, the import takes them
+// over with their keys, and the importer's acknowledgements delete them.
+// Before, ExportSession deleted the session's rows: a restart after the
+// handover found no session.
+TEST(CoreRestartTest, ExportedSessionKeepsItsRowsForTheImporter) {
+  TempDir dir;
+  std::unique_ptr<SqliteStore> store_a =
+      OpenSharedStore(dir.path(), 0, 2, FsyncPolicy::kBatch);
+  std::unique_ptr<SqliteStore> store_b =
+      OpenSharedStore(dir.path(), 1, 2, FsyncPolicy::kBatch);
+  ASSERT_NE(store_a, nullptr);
+  ASSERT_NE(store_b, nullptr);
+  internal::BrokerSim a, b;
+  a.broker().set_store(store_a.get());
+  b.broker().set_store(store_b.get());
+  auto run = [](internal::BrokerSim& sim, SqliteStore& store) {
+    for (int i = 0; i < 50; ++i) {
+      sim.RunFor(std::chrono::milliseconds(1));
+      store.Flush();
+      sim.broker().OnStoreDurable(sim.now());
+    }
+    store.SyncNow();
+    sim.broker().OnStoreDurable(sim.now());
+    sim.RunFor(std::chrono::milliseconds(5));
+  };
+  auto connect = [&](internal::BrokerSim& sim, SqliteStore& store,
+                     std::string_view id,
+                     bool session_present) -> internal::RawClient& {
+    internal::RawClient& c = sim.AddClient();
+    c.Open();
+    mqtt::Connect connect;
+    connect.version = Version::k311;
+    connect.client_id = id;
+    connect.clean_start = false;
+    c.Send(connect, Version::k311);
+    run(sim, store);
+    internal::OwnedFrame f;
+    Connack ack = c.Expect<Connack>(Version::k311, &f);
+    EXPECT_EQ(ack.code, 0);
+    EXPECT_EQ(ack.session_present, session_present);
+    return c;
+  };
+  internal::RawClient& sub = connect(a, *store_a, "sub", false);
+  SubscribeEntry e{"t/#", {.max_qos = 1}};
+  Subscribe subscribe;
+  subscribe.packet_id = 1;
+  subscribe.entries = SubscribeEntries(std::span<const SubscribeEntry>(&e, 1));
+  sub.Send(subscribe, Version::k311);
+  run(a, *store_a);
+  internal::OwnedFrame f;
+  ASSERT_EQ(sub.Expect<Suback>(Version::k311, &f).packet_id, 1);
+  internal::RawClient& pub = connect(a, *store_a, "pub", false);
+  for (uint16_t id = 10; id < 12; ++id) {
+    Publish p;
+    p.topic = "t/1";
+    p.payload = AsBytes("m");
+    p.qos = 1;
+    p.packet_id = id;
+    pub.Send(p, Version::k311);
+  }
+  run(a, *store_a);
+  ASSERT_EQ(sub.pending(), 2u);  // in flight to "sub", unacknowledged
+  internal::OwnedFrame k1, k2;
+  const uint16_t id1 = sub.Expect<Publish>(Version::k311, &k1).packet_id;
+  const uint16_t id2 = sub.Expect<Publish>(Version::k311, &k2).packet_id;
+
+  std::optional<StoredSession> moved =
+      a.broker().ExportSession("sub", ReasonCode::kSessionTakenOver, a.now());
+  ASSERT_TRUE(moved.has_value());
+  EXPECT_TRUE(moved->stored);
+  ASSERT_EQ(moved->queued.size(), 2u);
+  for (const StoredQueued& q : moved->queued) {
+    EXPECT_NE(q.key, 0u);
+    EXPECT_EQ((q.key - 1) % 2, 0u) << "a key of store A";
+  }
+  store_a->SyncNow();  // what the multi-Loop broker does before sending it
+  {
+    // A crash right after the export: the session is still in the store.
+    std::unique_ptr<SqliteStore> look = OpenStore(dir.path());
+    ASSERT_NE(look, nullptr);
+    Broker broker;
+    absl::StatusOr<StoreLoadReport> r = look->Load(&broker, Timestamp{});
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE(broker.GetSessionInfo("sub").has_value()) << r->ToString();
+    EXPECT_EQ(r->queued, 2u) << r->ToString();
+    EXPECT_EQ(r->inflight, 2u) << r->ToString();
+  }
+  const uint64_t written_b = store_b->written_sequence();
+  ASSERT_TRUE(b.broker().ImportSession(*moved, b.now()).ok());
+  EXPECT_EQ(store_b->written_sequence(), written_b) << "rows written again";
+  internal::RawClient& sub_b = connect(b, *store_b, "sub", true);
+  ASSERT_EQ(sub_b.pending(), 2u);
+  EXPECT_EQ(sub_b.Expect<Publish>(Version::k311, &k1).packet_id, id1);
+  EXPECT_EQ(sub_b.Expect<Publish>(Version::k311, &k2).packet_id, id2);
+  CoreRestart::SendAck(sub_b, PacketType::kPuback, id1);
+  CoreRestart::SendAck(sub_b, PacketType::kPuback, id2);
+  run(b, *store_b);
+  a.broker().set_store(nullptr);
+  b.broker().set_store(nullptr);
+  store_a.reset();
+  store_b.reset();
+  std::unique_ptr<SqliteStore> look = OpenStore(dir.path());
+  ASSERT_NE(look, nullptr);
+  Broker broker;
+  absl::StatusOr<StoreLoadReport> r = look->Load(&broker, Timestamp{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(broker.GetSessionInfo("sub").has_value()) << r->ToString();
+  EXPECT_EQ(r->queued, 0u) << "the importer's PUBACKs deleted A's rows: "
+                           << r->ToString();
+  // The other Loops restore only the retained set.
+  Broker other;
+  absl::StatusOr<StoreLoadReport> retained_only =
+      look->Load(&other, Timestamp{}, LoadParts::kRetainedOnly);
+  ASSERT_TRUE(retained_only.ok());
+  EXPECT_EQ(retained_only->sessions, 0u);
+  EXPECT_EQ(other.session_count(), 0u);
 }
 
 TEST(SqliteStore, NotADatabaseIsAnError) {
