@@ -27,6 +27,40 @@ uint64_t Get(const std::atomic<uint64_t>& c) {
   return c.load(std::memory_order_relaxed);
 }
 
+// A FIFO that grows by doubling and then stays: no allocation per entry
+// once it has grown to the peak of what waits.
+template <typename T>
+class GrowRing {
+ public:
+  explicit GrowRing(size_t capacity = 256) : buf_(capacity) {}
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  T& operator[](size_t i) { return buf_[(head_ + i) % buf_.size()]; }
+  const T& operator[](size_t i) const {
+    return buf_[(head_ + i) % buf_.size()];
+  }
+  T& front() { return (*this)[0]; }
+  void pop_front() {
+    head_ = (head_ + 1) % buf_.size();
+    --size_;
+  }
+  void push_back(const T& v) {
+    if (size_ == buf_.size()) {
+      std::vector<T> grown(buf_.size() * 2);
+      for (size_t i = 0; i < size_; ++i) grown[i] = (*this)[i];
+      buf_.swap(grown);
+      head_ = 0;
+    }
+    buf_[(head_ + size_) % buf_.size()] = v;
+    ++size_;
+  }
+
+ private:
+  std::vector<T> buf_;
+  size_t head_ = 0;
+  size_t size_ = 0;
+};
+
 }  // namespace
 
 // One Loop: its driver (and core), the channels to the other Loops, and the
@@ -65,6 +99,7 @@ uint64_t Get(const std::atomic<uint64_t>& c) {
 // publishes after its marker.
 class MultiBroker::Shard final : public BrokerForwarder,
                                  public BrokerAuthenticator,
+                                 public BrokerStore,
                                  public transport::LoopChannelHandler<Entry>,
                                  public transport::TimerHandler {
  private:
@@ -98,10 +133,27 @@ class MultiBroker::Shard final : public BrokerForwarder,
     uint32_t remaining = 0;
     std::shared_ptr<Moving> moving;  // kLand
   };
+  // Cross-Loop durability ("written_sequence", below): a QoS 1/2 forward
+  // this Loop made, and one it routed from another Loop.
+  struct ForwardHold {
+    uint64_t combined = 0;
+    uint64_t store_written = 0;
+    uint64_t publish_seq = 0;
+    uint64_t targets = 0;  // bit i: Loop i
+  };
+  struct Routed {
+    uint64_t seq = 0;
+    uint64_t store_written = 0;
+  };
 
  public:
   Shard(MultiBroker* owner, size_t index, size_t loops)
-      : last_seen(loops, 0), owner_(owner), index_(index) {
+      : last_seen(loops, 0),
+        owner_(owner),
+        index_(index),
+        confirmed_through_(loops, 0),
+        routed_(loops),
+        confirm_sent_(loops, 0) {
     // Full size now: LogInTransit never allocates, and CatchUp may route
     // while a will is appended.
     transit_log_.reserve(kTransitLogMessages);
@@ -112,6 +164,11 @@ class MultiBroker::Shard final : public BrokerForwarder,
   void OnClientPublish(const MessageRef& m) override {
     const uint64_t seq = ++publish_seq_;
     if (!parks_.empty()) LogInTransit(uint32_t(index_), seq, m);
+    // With a store, the Loops this QoS 1/2 message goes to must store
+    // their subscribers' copies before the publisher's ack ("Cross-Loop
+    // durability", below).
+    const bool confirm = store != nullptr && m->qos() > 0;
+    uint64_t targets = 0;
     for (Outbound& o : out) {
       Release(o);
       const Shard& target = *owner_->shards_[o.target];
@@ -131,6 +188,16 @@ class MultiBroker::Shard final : public BrokerForwarder,
       // Kept until the target consumed the entry (it reads the bytes).
       o.held[slot % o.held.size()] = m;
       Bump(forwarded);
+      if (confirm) targets |= uint64_t{1} << o.target;
+    }
+    if (targets != 0) {
+      TrimHolds();
+      ++forwards_total_;
+      holds_.push_back(
+          ForwardHold{.combined = store->written_sequence() + forwards_total_,
+                      .store_written = store->written_sequence(),
+                      .publish_seq = seq,
+                      .targets = targets});
     }
   }
 
@@ -211,9 +278,26 @@ class MultiBroker::Shard final : public BrokerForwarder,
         Saw(e.source, e.seq);
         OnMarker(e.transfer);
         return;
+      case Entry::kDurable:
+        if (store != nullptr) OnDurable(e.source, e.transfer);
+        return;
       case Entry::kMessage:
         break;
     }
+    if (store != nullptr && e.message->qos() > 0) {
+      // Also when it is dropped below: the sender waits for this number.
+      struct Note {
+        Shard* shard;
+        const Entry& e;
+        ~Note() { shard->NoteRouted(e.source, e.seq); }
+      } note{this, e};
+      RouteForeign(e);
+      return;
+    }
+    RouteForeign(e);
+  }
+
+  void RouteForeign(const Entry& e) {
     Saw(e.source, e.seq);
     const Message& m = *e.message;
     InjectedMessage in;
@@ -240,7 +324,162 @@ class MultiBroker::Shard final : public BrokerForwarder,
     if (!parks_.empty() && copy) LogInTransit(e.source, e.seq, copy);
     Bump(received);
   }
-  void OnChannelBatchEnd() override { driver->Flush(); }
+  void OnChannelBatchEnd() override {
+    if (store != nullptr) SendConfirmations();
+    driver->Flush();
+  }
+
+  // BrokerStore (with --data-dir): this Loop's SqliteStore, one of the N
+  // that write the one database. A retained message (or clear) that came
+  // from another Loop is that Loop's to write: each Loop applies it, one
+  // writes it.
+  void PutRetained(const Message& message, Timestamp now) override {
+    if (!routing_foreign_) store->PutRetained(message, now);
+  }
+  void DeleteRetained(std::string_view topic) override {
+    if (!routing_foreign_) store->DeleteRetained(topic);
+  }
+  void PutSession(std::string_view client_id,
+                  uint32_t expiry_interval_s) override {
+    store->PutSession(client_id, expiry_interval_s);
+  }
+  void DeleteSession(std::string_view client_id) override {
+    store->DeleteSession(client_id);
+  }
+  void PutSubscription(std::string_view client_id, std::string_view filter,
+                       const SubscriptionOptions& options,
+                       uint32_t subscription_id) override {
+    store->PutSubscription(client_id, filter, options, subscription_id);
+  }
+  void DeleteSubscription(std::string_view client_id,
+                          std::string_view filter) override {
+    store->DeleteSubscription(client_id, filter);
+  }
+  uint64_t PutQueued(std::string_view client_id, const Message& message,
+                     uint8_t qos, bool retain,
+                     std::span<const uint32_t> subscription_ids,
+                     Timestamp now) override {
+    return store->PutQueued(client_id, message, qos, retain, subscription_ids,
+                            now);
+  }
+  void DeleteQueued(uint64_t key) override { store->DeleteQueued(key); }
+  void MarkQueuedSent(uint64_t key, uint16_t packet_id) override {
+    store->MarkQueuedSent(key, packet_id);
+  }
+  void MarkQueuedReleased(uint64_t key) override {
+    store->MarkQueuedReleased(key);
+  }
+  void PutInboundQos2(std::string_view client_id, uint16_t packet_id) override {
+    store->PutInboundQos2(client_id, packet_id);
+  }
+  void DeleteInboundQos2(std::string_view client_id,
+                         uint16_t packet_id) override {
+    store->DeleteInboundQos2(client_id, packet_id);
+  }
+  // Cross-Loop durability. The core holds a PUBACK/PUBREC/PUBCOMP until
+  // durable_sequence() covers the written_sequence() its packet reached.
+  // Here both count this Loop's store changes and its QoS 1/2 forwards to
+  // other Loops (one step each, in the order they happened), and a forward
+  // counts as durable once every Loop it went to confirmed (kDurable) that
+  // what it queued for its own sessions from this Loop's messages up to
+  // that one is durable in its store. So an ack leaves only when every copy
+  // of the message, on every Loop, is stored: the guarantee of one Loop
+  // (a message whose ack went out is never lost to a crash) holds across
+  // them.
+  uint64_t written_sequence() const override {
+    return store->written_sequence() + forwards_total_;
+  }
+  uint64_t durable_sequence() const override {
+    const uint64_t d = store->durable_sequence();
+    const uint64_t end = holds_base_ + holds_.size();
+    // Forwards made after store change d+1 was written (the tail of the
+    // ring) lie beyond the first change not yet durable.
+    if (covered_abs_ < holds_base_) covered_abs_ = holds_base_;
+    while (covered_abs_ < end &&
+           holds_[covered_abs_ - holds_base_].store_written <= d) {
+      ++covered_abs_;
+    }
+    const uint64_t store_bound = d + forwards_total_ - (end - covered_abs_);
+    if (unconfirmed_abs_ >= end) return store_bound;
+    return std::min(store_bound,
+                    holds_[unconfirmed_abs_ - holds_base_].combined - 1);
+  }
+  void BeginGroup() override { store->BeginGroup(); }
+  void EndGroup() override { store->EndGroup(); }
+
+  // Sender side: Loop `from` confirmed our publishes up to `seq`.
+  void OnDurable(uint32_t from, uint64_t seq) {
+    if (seq <= confirmed_through_[from]) return;
+    confirmed_through_[from] = seq;
+    const uint64_t end = holds_base_ + holds_.size();
+    while (unconfirmed_abs_ < end &&
+           Confirmed(holds_[unconfirmed_abs_ - holds_base_])) {
+      ++unconfirmed_abs_;
+    }
+    TrimHolds();
+    driver->broker().OnStoreDurable(loop->now());
+    driver->Flush();
+  }
+  bool Confirmed(const ForwardHold& h) const {
+    for (uint64_t t = h.targets; t != 0; t &= t - 1) {
+      if (confirmed_through_[size_t(__builtin_ctzll(t))] < h.publish_seq) {
+        return false;
+      }
+    }
+    return true;
+  }
+  // Entries both confirmed and behind the store's durable change go.
+  void TrimHolds() {
+    const uint64_t d = store->durable_sequence();
+    while (!holds_.empty() && holds_base_ < unconfirmed_abs_ &&
+           holds_.front().store_written <= d) {
+      holds_.pop_front();
+      ++holds_base_;
+    }
+  }
+  // Receiver side: a QoS 1/2 message of Loop `source` numbered `seq` was
+  // routed here (or dropped); what it queued is in the store's changes up
+  // to the current written_sequence().
+  void NoteRouted(uint32_t source, uint64_t seq) {
+    routed_[source].push_back(Routed{seq, store->written_sequence()});
+  }
+  // Tells each Loop how far its messages are durable here (one entry per
+  // Loop per call at most; after each batch and each commit).
+  void SendConfirmations() {
+    const uint64_t d = store->durable_sequence();
+    for (size_t source = 0; source < routed_.size(); ++source) {
+      GrowRing<Routed>& r = routed_[source];
+      uint64_t due = 0;
+      while (!r.empty() && r.front().store_written <= d) {
+        due = r.front().seq;
+        r.pop_front();
+      }
+      if (due <= confirm_sent_[source]) continue;
+      confirm_sent_[source] = due;
+      SendControl(OutTo(source),
+                  Entry{.kind = Entry::kDurable, .transfer = due});
+    }
+  }
+  // After a commit of this Loop's store: the acks it covers, and the
+  // confirmations it allows.
+  void OnStoreProgress() {
+    store->Poll();
+    SendConfirmations();
+    TrimHolds();
+    driver->broker().OnStoreDurable(loop->now());
+    driver->Flush();
+  }
+
+  // A session that will not be added anywhere (its handover timed out, or
+  // the import failed): its queued rows go by key. Its subscriptions and
+  // inbound QoS 2 ids are named by client id, which the session that went
+  // on in its place may share, so they stay (mqtt/README.md, --threads).
+  void ForgetStored(const std::optional<StoredSession>& session) {
+    if (store == nullptr || !session.has_value() || !session->stored) return;
+    for (const StoredQueued& q : session->queued) {
+      if (q.key != 0) store->DeleteQueued(q.key);
+    }
+  }
 
   // BrokerAuthenticator: forwards to the configured one (if any).
   ReasonCode Authenticate(const Connect& connect) override {
@@ -357,14 +596,17 @@ class MultiBroker::Shard final : public BrokerForwarder,
         }
         break;
       }
-      case ExportRoute::kDiscard:
+      case ExportRoute::kDiscard: {
         // A handover that timed out: the copy here is no longer the
         // session, and its connection must not stay.
-        if (broker.ExportSession(id, ReasonCode::kSessionTakenOver, now)
-                .has_value()) {
+        const std::optional<StoredSession> stale =
+            broker.ExportSession(id, ReasonCode::kSessionTakenOver, now);
+        if (stale.has_value()) {
+          ForgetStored(stale);
           Bump(stale_discarded);
         }
         break;
+      }
       case ExportRoute::kIgnore:
         break;
     }
@@ -393,18 +635,24 @@ class MultiBroker::Shard final : public BrokerForwarder,
     const LandRoute r = owner_->RouteLanding(id, index_, transfer);
     if (r.kind == LandRoute::kStale) {
       // Its CONNECT went on without it (handover_timeout).
-      if (moving->session.has_value()) Bump(lost);
+      if (moving->session.has_value()) {
+        ForgetStored(moving->session);
+        Bump(lost);
+      }
       return;
     }
     auto it = parks_.find(id);
     std::optional<Park> held;
     if (it != parks_.end()) held = it->second;
     // A copy left here by a handover that timed out is not the session.
-    (void)broker.ExportSession(id, ReasonCode::kSessionTakenOver, now);
+    ForgetStored(broker.ExportSession(id, ReasonCode::kSessionTakenOver, now));
     bool added = false;
     if (moving->session.has_value()) {
       added = Import(*moving->session, now);
-      if (!added) Bump(lost);
+      if (!added) {
+        ForgetStored(moving->session);
+        Bump(lost);
+      }
     }
     // The messages routed here that lie beyond the cut; a Clean Start
     // CONNECT discards the session anyway.
@@ -586,6 +834,10 @@ class MultiBroker::Shard final : public BrokerForwarder,
 
   void Deliver(size_t to, const std::string& id, uint64_t transfer,
                std::optional<StoredSession> session) {
+    // What this Loop wrote for the id (the session's rows, or their
+    // deletion when it ended) is committed before the next Loop writes
+    // them through its own store: SQLite then orders the two.
+    if (store != nullptr) store->SyncNow();
     auto moving = std::make_shared<Moving>();
     moving->session = std::move(session);
     moving->exporter = uint32_t(index_);
@@ -708,6 +960,8 @@ class MultiBroker::Shard final : public BrokerForwarder,
 
   std::unique_ptr<transport::Loop> loop;
   std::unique_ptr<BrokerAuthenticator> own_auth;  // make_authenticator's
+  std::unique_ptr<SqliteStore> store;  // --data-dir; outlives `driver`
+  uint64_t store_timer = 0;
   std::unique_ptr<BrokerDriver> driver;
   std::vector<Outbound> out;  // to every other Loop
   uint64_t timer = 0;
@@ -747,6 +1001,22 @@ class MultiBroker::Shard final : public BrokerForwarder,
   // group) is group_slots_[s - 1].
   std::vector<GroupMembers*> group_slots_;
   std::vector<uint32_t> free_group_slots_;
+  // Cross-Loop durability (with a store). Sender side: each QoS 1/2
+  // forward, with its step in written_sequence(), the store's written
+  // sequence when it was made, its publish number and the Loops it went
+  // to; kept until confirmed by them all and behind the store's durable
+  // change. Positions count every forward ever made (holds_base_ is the
+  // front's).
+  GrowRing<ForwardHold> holds_{1024};
+  uint64_t holds_base_ = 0;
+  uint64_t forwards_total_ = 0;
+  uint64_t unconfirmed_abs_ = 0;      // the first not yet confirmed
+  mutable uint64_t covered_abs_ = 0;  // the first beyond the durable change
+  std::vector<uint64_t> confirmed_through_;  // by Loop: its last kDurable
+  // Receiver side: by source Loop, its QoS 1/2 messages routed here with
+  // this store's written sequence after each; and the last number told.
+  std::vector<GrowRing<Routed>> routed_;
+  std::vector<uint64_t> confirm_sent_;
   // Set while a message from another Loop is routed: its key for
   // DeliverToGroup.
   bool routing_foreign_ = false;
@@ -805,6 +1075,9 @@ absl::StatusOr<std::unique_ptr<MultiBroker>> MultiBroker::Create(
     if (i == 0) mb->local_ = s.driver->local_endpoint();
     if (n > 1) s.driver->broker().set_forwarder(&s);
   }
+  if (o.store.has_value()) {
+    if (absl::Status st = mb->OpenStores(); !st.ok()) return st;
+  }
   for (uint32_t i = 0; i < n; ++i) {
     for (uint32_t j = 0; j < n; ++j) {
       if (i == j) continue;
@@ -828,6 +1101,62 @@ absl::StatusOr<std::unique_ptr<MultiBroker>> MultiBroker::Create(
   return mb;
 }
 
+absl::Status MultiBroker::OpenStores() {
+  const uint32_t n = uint32_t(shards_.size());
+  const SqliteStoreOptions& base = *options_.store;
+  // One after the other: each Open() checks and, the first time, creates
+  // the schema; then Loop 0 restores the sessions and every Loop the
+  // retained set.
+  for (uint32_t i = 0; i < n; ++i) {
+    Shard& s = *shards_[i];
+    SqliteStoreOptions so = base;
+    so.key_stride = n;
+    so.key_offset = i;
+    absl::StatusOr<std::unique_ptr<SqliteStore>> opened = SqliteStore::Open(so);
+    if (!opened.ok()) return opened.status();
+    s.store = *std::move(opened);
+    const Timestamp now = s.loop->now();
+    absl::StatusOr<StoreLoadReport> loaded =
+        s.store->Load(&s.driver->broker(), now,
+                      i == 0 ? LoadParts::kAll : LoadParts::kRetainedOnly);
+    if (!loaded.ok()) return loaded.status();
+    if (i == 0) {
+      store_loaded_ = *std::move(loaded);
+      // Restored subscriptions never passed MaySubscribe: without the flag
+      // the other Loops would skip Loop 0 for what their clients publish.
+      if (store_loaded_.subscriptions > 0) s.MarkHasSubscribers();
+      // The restored sessions are on Loop 0: a CONNECT elsewhere asks it.
+      absl::MutexLock lock(&ids_mu_);
+      for (const std::string& id : store_loaded_.session_ids) {
+        ids_.try_emplace(
+            id,
+            IdRecord{.latest_loop = 0, .latest_seq = ++next_claim_, .home = 0});
+      }
+    }
+    s.driver->broker().set_store(&s);
+    if (base.fsync != FsyncPolicy::kBatch) continue;
+    // Group commit, as the one-Loop program does: the acks a commit covers
+    // go out when the sync thread says it is durable (a Post), and the
+    // window is handed off at most 1.25 windows after its first change.
+    Shard* shard = &s;
+    auto release = [shard] { shard->OnStoreProgress(); };
+    s.store->set_durable_notifier(
+        [shard, release] { shard->loop->Post(release); });
+    const Duration window =
+        std::max<Duration>(base.batch_window, std::chrono::milliseconds(1));
+    const Duration tick =
+        std::max<Duration>(window / 4, std::chrono::milliseconds(1));
+    s.store_timer =
+        s.loop->AddTimer(now + tick, tick, [shard, release](Timestamp at) {
+          if (at >= shard->store->NextFlushDeadline()) shard->store->Flush();
+          release();
+        });
+  }
+  return absl::OkStatus();
+}
+
+SqliteStore* MultiBroker::store(size_t i) { return shards_[i]->store.get(); }
+
 MultiBroker::~MultiBroker() {
   RequestStop();
   Join();
@@ -841,8 +1170,12 @@ MultiBroker::~MultiBroker() {
   }
   for (auto& s : shards_) {
     if (s->timer != 0) s->loop->CancelTimer(s->timer);
+    if (s->store_timer != 0) s->loop->CancelTimer(s->store_timer);
     s->driver.reset();
   }
+  // The stores commit what is pending, before the Loops their sync
+  // threads post to are gone.
+  for (auto& s : shards_) s->store.reset();
   for (auto& s : shards_) s->loop.reset();
 }
 

@@ -103,8 +103,10 @@
 //    are unique across Loops.
 //  - Rate limits: per-connection limits work as before; the connection
 //    rate (connections_per_s) is divided among the Loops.
-//  - --data-dir and TLS are refused with --threads > 1 by the program
-//    (mqtt/README.md); $SYS, /metrics and SERVER_STATS sum over the Loops.
+//  - Durable state (options.store): one database, a store per Loop; Loop 0
+//    restores the sessions. A QoS 2 publish that its publisher resends
+//    after a crash can be lost or delivered twice (mqtt/README.md,
+//    --threads). $SYS, /metrics and SERVER_STATS sum over the Loops.
 //
 // Threading: Create/Start/Join on one control thread; RequestStop and
 // counters() from any thread (counters() is exact once Join returned).
@@ -125,6 +127,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "mqtt/broker_driver.h"
+#include "mqtt/store_sqlite.h"
 #include "transport/loop.h"
 #include "transport/loop_channel.h"
 
@@ -148,6 +151,10 @@ struct MultiBrokerOptions {
   Duration handover_timeout = std::chrono::seconds(1);
   // After RequestStop: how long the goodbyes may drain before the Loops stop.
   Duration stop_linger = std::chrono::milliseconds(200);
+  // Durable state (--data-dir): one SQLite database that every Loop's
+  // store writes (key_stride and key_offset are set per Loop). Loop 0
+  // restores the sessions at Create, every Loop the retained messages.
+  std::optional<SqliteStoreOptions> store;
   // Called on Loop i's thread when it begins to stop, before its driver's
   // Shutdown() (a program stops its other listeners there, e.g. TLS).
   std::function<void(size_t loop)> before_shutdown;
@@ -212,6 +219,10 @@ class MultiBroker {
   transport::ChannelNotify notify_mode() const;
   std::string notify_note() const;
   MultiBrokerCounters counters() const;
+  // With options.store: what Create restored (on Loop 0), and Loop i's
+  // store (touch it on Loop i's thread, or after Join).
+  const StoreLoadReport& store_loaded() const { return store_loaded_; }
+  SqliteStore* store(size_t i);
   // Per Loop, updated every 50 ms by that Loop (any thread may read).
   struct LoopGauges {
     std::atomic<uint64_t> delivered{0};
@@ -243,6 +254,8 @@ class MultiBroker {
       kSession,  // `session` for `client_id` lands here (`transfer`)
       kSync,     // answer with a kMarker for token `transfer`
       kMarker,   // the producer's publishes up to `seq` are all in front
+      kDurable,  // with a store: what the producer queued from the
+                 // consumer's publishes up to `transfer` is durable
     };
     Kind kind = kMessage;
     uint32_t source = 0;  // the producer's Loop
@@ -266,6 +279,9 @@ class MultiBroker {
   friend class Shard;
 
   explicit MultiBroker(MultiBrokerOptions options);
+  // Create, with options.store: opens a store per Loop, restores, and
+  // wires each to its Loop's core and timer.
+  absl::Status OpenStores();
   // The id table (one mutex, taken at CONNECT time and once per step of a
   // handover): for each client id, its newest CONNECT and where its
   // session is.
@@ -335,6 +351,7 @@ class MultiBroker {
                                  std::string_view filter);
 
   MultiBrokerOptions options_;
+  StoreLoadReport store_loaded_;
   std::vector<std::unique_ptr<Shard>> shards_;
   std::vector<std::thread> threads_;
   Endpoint local_;
