@@ -172,7 +172,7 @@ int Run(int argc, char** argv) {
   flags.Add("threads",
             "Loops (threads) sharing the port with SO_REUSEPORT; publishes "
             "cross Loops by message passing (mqtt/README.md, --threads). 1: "
-            "the single-thread broker. >1 excludes --data_dir",
+            "the single-thread broker",
             &cfg.threads);
   flags.Add("cross_loop_notify",
             "with --threads>1, how a Loop wakes another: auto (MSG_RING on "
@@ -455,13 +455,26 @@ int Run(int argc, char** argv) {
   }
   if (cfg.threads != 1) {
     // N Loops on N threads (broker_multi.h); this Loop becomes Loop 0.
-    if (cfg.threads == 0 || cfg.threads > 64 || !cfg.data_dir.empty()) {
-      std::fprintf(stderr,
-                   "ringlab_mqtt_broker: --threads takes 1..64, and above 1 "
-                   "excludes --data_dir (mqtt/README.md, --threads)\n");
+    if (cfg.threads == 0 || cfg.threads > 64) {
+      std::fprintf(stderr, "ringlab_mqtt_broker: --threads takes 1..64\n");
       return kExitUsage;
     }
     MultiLoopConfig mc;
+    if (!cfg.data_dir.empty()) {
+      absl::StatusOr<FsyncPolicy> policy = ParseFsyncPolicy(cfg.fsync);
+      if (!policy.ok()) {
+        std::fprintf(stderr, "ringlab_mqtt_broker: --fsync: %s\n",
+                     std::string(policy.status().message()).c_str());
+        return kExitUsage;
+      }
+      SqliteStoreOptions so;
+      so.data_dir = cfg.data_dir;
+      so.fsync = *policy;
+      so.batch_window = std::chrono::milliseconds(cfg.fsync_batch_ms);
+      so.sync_thread_nice = cfg.fsync_thread_nice;
+      mc.store = so;
+      mc.fsync_name = cfg.fsync;
+    }
     mc.tls = tls_options;
     mc.metrics_listen = metrics_listen;
     mc.threads = cfg.threads;

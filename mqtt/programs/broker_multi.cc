@@ -149,6 +149,7 @@ int RunMultiLoop(std::unique_ptr<transport::Loop> first,
   o.driver = driver_options;
   o.make_authenticator = config.make_authenticator;
   o.first_cpu = config.first_cpu;
+  o.store = config.store;
   if (config.notify == "eventfd") {
     o.channel.notify = transport::ChannelNotify::kEventfd;
   } else if (config.notify == "msg_ring") {
@@ -177,6 +178,12 @@ int RunMultiLoop(std::unique_ptr<transport::Loop> first,
                                                   : kExitRunFailed;
   }
   MultiBroker& mb = **created;
+  if (config.store.has_value()) {
+    std::fprintf(stderr, "STORE loaded %s from %s (fsync=%s, %zu Loops)\n",
+                 mb.store_loaded().ToString().c_str(),
+                 mb.store(0)->path().c_str(), config.fsync_name.c_str(),
+                 mb.size());
+  }
   struct TlsListeners {
     std::vector<std::unique_ptr<TlsListener>>* listeners;
     ~TlsListeners() { listeners->clear(); }
@@ -373,9 +380,39 @@ int RunMultiLoop(std::unique_ptr<transport::Loop> first,
     json.Key("tls");  // summed over the Loops' listeners
     AppendTlsCounters(json, tc);
   }
+  int exit_code = kExitOk;
+  if (config.store.has_value()) {
+    SqliteStoreCounters sc;
+    for (size_t i = 0; i < mb.size(); ++i) {
+      SqliteStore& st = *mb.store(i);
+      st.Flush();
+      const SqliteStoreCounters& c = st.counters();
+      sc.writes += c.writes;
+      sc.commits += c.commits;
+      sc.write_errors += c.write_errors;
+      sc.queued_coalesced += c.queued_coalesced;
+      sc.updates_coalesced += c.updates_coalesced;
+      sc.barriers += c.barriers;
+      sc.barrier_wait_ns += c.barrier_wait_ns;
+      if (!st.status().ok()) {
+        std::fprintf(stderr, "ringlab_mqtt_broker: Loop %zu: %s\n", i,
+                     st.status().ToString().c_str());
+        exit_code = kExitRunFailed;
+      }
+    }
+    json.Key("store").BeginObject();  // summed over the Loops' stores
+    json.Key("writes").Uint(sc.writes);
+    json.Key("commits").Uint(sc.commits);
+    json.Key("write_errors").Uint(sc.write_errors);
+    json.Key("queued_coalesced").Uint(sc.queued_coalesced);
+    json.Key("updates_coalesced").Uint(sc.updates_coalesced);
+    json.Key("barriers").Uint(sc.barriers);
+    json.Key("barrier_wait_us").Uint(sc.barrier_wait_ns / 1000);
+    json.EndObject();
+  }
   json.Key("cpu").Int(config.first_cpu);
   json.EndObject();
-  return EmitServerStats(json.str(), config.json_path, kExitOk);
+  return EmitServerStats(json.str(), config.json_path, exit_code);
 }
 
 }  // namespace ringlab::mqtt::programs

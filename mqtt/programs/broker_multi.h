@@ -14,6 +14,7 @@
 #include <string>
 
 #include "mqtt/broker_driver.h"
+#include "mqtt/store_sqlite.h"
 #include "mqtt/tls_listener.h"
 #include "transport/loop.h"
 
@@ -33,6 +34,10 @@ struct MultiLoopConfig {
   // before READY.
   std::optional<TlsListenerOptions> tls;
   int first_cpu = -1;
+  // --data-dir: one database, a store per Loop (multi_broker.h); prints
+  // "STORE loaded ..." as the one-Loop broker does.
+  std::optional<SqliteStoreOptions> store;
+  std::string fsync_name;  // for that line
   // Builds one authenticator per Loop (nullptr: the driver options' one,
   // or none).
   std::function<std::unique_ptr<BrokerAuthenticator>()> make_authenticator;

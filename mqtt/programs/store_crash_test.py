@@ -31,6 +31,12 @@ subscriber must not be delivered again.
   store_crash_test.py --broker=... --fsync=batch --fsync_batch_ms=20
   store_crash_test.py --broker=... --qos=2 --fsync=batch
   store_crash_test.py --broker=... --qos=2 --online --resend --fsync=batch
+  store_crash_test.py --broker=... --threads=2 --qos=2 --online --resend
+
+With --threads=N the broker runs N Loops on one store (mqtt/README.md,
+--threads): the checker's and the publisher's connections land on whichever
+Loop the kernel picks, so their sessions move between the Loops (and their
+store rows with them) and kills also land in the middle of those moves.
 
 Exit codes: 0 pass, 1 failure, 77 skipped (no broker binary).
 """
@@ -359,6 +365,8 @@ def main():
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--fsync", choices=["always", "batch"], default="always")
     ap.add_argument("--fsync_batch_ms", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="the broker's --threads (Loops sharing the store)")
     ap.add_argument("--qos", type=int, choices=[1, 2], default=1)
     ap.add_argument("--online", action="store_true",
                     help="the durable subscriber stays connected while the "
@@ -369,15 +377,16 @@ def main():
                     "each restart, resends what was not acknowledged")
     args = ap.parse_args()
     FSYNC_FLAGS[:] = ["--fsync=" + args.fsync,
-                      "--fsync_batch_ms=%d" % args.fsync_batch_ms]
+                      "--fsync_batch_ms=%d" % args.fsync_batch_ms,
+                      "--threads=%d" % args.threads]
     if not os.access(args.broker, os.X_OK):
         print("SKIP: no broker binary at %s" % args.broker)
         return 77
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
-    print("seed %d, fsync=%s, qos %d%s%s" %
+    print("seed %d, fsync=%s, qos %d%s%s, threads %d" %
           (seed, args.fsync, args.qos, ", online" if args.online else "",
-           ", resend" if args.resend else ""))
+           ", resend" if args.resend else "", args.threads))
     data_dir = tempfile.mkdtemp(prefix="ringlab_store_crash.")
     failures = 0
     expected = {}
