@@ -18,11 +18,16 @@ import statistics
 import sys
 
 MEMORY = "ringlab_mqtt_durable:memory"
+MEMORY2 = "ringlab_mqtt_durable:memory-threads2"
+# (label, implementation, the in-memory row its ratio is taken against)
 ROWS = [
-    ("ours, in memory", MEMORY),
-    ("ours, --fsync=batch", "ringlab_mqtt_durable:batch"),
-    ("ours, --fsync=always", "ringlab_mqtt_durable:always"),
-    ("mosquitto, persistence true", "mosquitto_durable:default"),
+    ("ours, in memory", MEMORY, MEMORY),
+    ("ours, --fsync=batch", "ringlab_mqtt_durable:batch", MEMORY),
+    ("ours, --fsync=always", "ringlab_mqtt_durable:always", MEMORY),
+    ("mosquitto, persistence true", "mosquitto_durable:default", MEMORY),
+    ("ours, 2 Loops, in memory", MEMORY2, MEMORY),
+    ("ours, 2 Loops, --fsync=batch", "ringlab_mqtt_durable:batch-threads2",
+     MEMORY2),
 ]
 
 
@@ -50,20 +55,22 @@ def main():
     if not by_rep:
         print("no ok records in %s" % sys.argv[1])
         return 1
-    print("| implementation | msg/s (median) | vs in memory (median, min..max) |")
-    print("|---|---|---|")
-    for label, impl in ROWS:
+    print("| implementation | msg/s (median) | against | ratio (median, min..max) |")
+    print("|---|---|---|---|")
+    for label, impl, base in ROWS:
         rates = [reps[impl] for reps in by_rep.values() if impl in reps]
-        ratios = [reps[impl] / reps[MEMORY] for reps in by_rep.values()
-                  if impl in reps and MEMORY in reps]
-        rate = "%.0f" % statistics.median(rates) if rates else "-"
-        if ratios and impl != MEMORY:
+        if not rates:
+            continue  # not in this run (e.g. an older one)
+        ratios = [reps[impl] / reps[base] for reps in by_rep.values()
+                  if impl in reps and base in reps]
+        rate = "%.0f" % statistics.median(rates)
+        if ratios and impl != base:
             ratio = "%.3gx (%.3g..%.3g, n=%d)" % (
                 statistics.median(ratios), min(ratios), max(ratios),
                 len(ratios))
         else:
-            ratio = "1" if impl == MEMORY and rates else "-"
-        print("| %s | %s | %s |" % (label, rate, ratio))
+            ratio = "1" if impl == base else "-"
+        print("| %s | %s | %s | %s |" % (label, rate, base.split(":")[1], ratio))
     return 0
 
 
