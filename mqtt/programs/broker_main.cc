@@ -159,6 +159,23 @@ int TlsOptionsFromFlags(Config& cfg, const Endpoint& listen_ep,
   return kExitOk;
 }
 
+// --data_dir, --fsync, --fsync_batch_ms and --fsync_thread_nice as store
+// options (one Loop's store, or the template of every Loop's). kExitUsage
+// after printing why if --fsync names no policy.
+int StoreOptionsFromFlags(const Config& cfg, SqliteStoreOptions* out) {
+  absl::StatusOr<FsyncPolicy> policy = ParseFsyncPolicy(cfg.fsync);
+  if (!policy.ok()) {
+    std::fprintf(stderr, "ringlab_mqtt_broker: --fsync: %s\n",
+                 std::string(policy.status().message()).c_str());
+    return kExitUsage;
+  }
+  out->data_dir = cfg.data_dir;
+  out->fsync = *policy;
+  out->batch_window = std::chrono::milliseconds(cfg.fsync_batch_ms);
+  out->sync_thread_nice = cfg.fsync_thread_nice;
+  return kExitOk;
+}
+
 int Run(int argc, char** argv) {
   Config cfg;
   Flags flags("ringlab_mqtt_broker",
@@ -461,17 +478,8 @@ int Run(int argc, char** argv) {
     }
     MultiLoopConfig mc;
     if (!cfg.data_dir.empty()) {
-      absl::StatusOr<FsyncPolicy> policy = ParseFsyncPolicy(cfg.fsync);
-      if (!policy.ok()) {
-        std::fprintf(stderr, "ringlab_mqtt_broker: --fsync: %s\n",
-                     std::string(policy.status().message()).c_str());
-        return kExitUsage;
-      }
       SqliteStoreOptions so;
-      so.data_dir = cfg.data_dir;
-      so.fsync = *policy;
-      so.batch_window = std::chrono::milliseconds(cfg.fsync_batch_ms);
-      so.sync_thread_nice = cfg.fsync_thread_nice;
+      if (int rc = StoreOptionsFromFlags(cfg, &so); rc != kExitOk) return rc;
       mc.store = so;
       mc.fsync_name = cfg.fsync;
     }
@@ -515,17 +523,8 @@ int Run(int argc, char** argv) {
   // Durable state: loaded before the Loop runs, so before any client.
   std::unique_ptr<SqliteStore> store;
   if (!cfg.data_dir.empty()) {
-    absl::StatusOr<FsyncPolicy> policy = ParseFsyncPolicy(cfg.fsync);
-    if (!policy.ok()) {
-      std::fprintf(stderr, "ringlab_mqtt_broker: --fsync: %s\n",
-                   std::string(policy.status().message()).c_str());
-      return kExitUsage;
-    }
     SqliteStoreOptions so;
-    so.data_dir = cfg.data_dir;
-    so.fsync = *policy;
-    so.batch_window = std::chrono::milliseconds(cfg.fsync_batch_ms);
-    so.sync_thread_nice = cfg.fsync_thread_nice;
+    if (int rc = StoreOptionsFromFlags(cfg, &so); rc != kExitOk) return rc;
     absl::StatusOr<std::unique_ptr<SqliteStore>> opened = SqliteStore::Open(so);
     if (!opened.ok()) {
       std::fprintf(stderr, "ringlab_mqtt_broker: %s\n",
@@ -544,7 +543,7 @@ int Run(int argc, char** argv) {
                  loaded->ToString().c_str(), store->path().c_str(),
                  cfg.fsync.c_str());
     broker.broker().set_store(store.get());
-    if (*policy == FsyncPolicy::kBatch) {
+    if (so.fsync == FsyncPolicy::kBatch) {
       // Group commit: the acks of every commit the store's sync thread has
       // made durable go out as soon as it says so (a Post per commit), not
       // at the next tick.
