@@ -10,7 +10,8 @@ std::string StoreLoadReport::ToString() const {
       " queued messages (", queued_expired, " expired while down, ", inflight,
       " in flight), ", awaiting_pubrel, " inbound QoS 2 awaiting PUBREL, ",
       retained, " retained messages (", retained_expired,
-      " expired while down, ", retained_rejected, " refused by limits)");
+      " expired while down, ", retained_rejected, " refused by limits), ",
+      rolled_back, " uncommitted QoS 2 copies rolled back");
 }
 
 }  // namespace ringlab::mqtt

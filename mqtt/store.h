@@ -89,6 +89,21 @@ class BrokerStore {
                               uint16_t packet_id) = 0;
   virtual void DeleteInboundQos2(std::string_view client_id,
                                  uint16_t packet_id) = 0;
+  // Exactly once across stores that commit apart (the multi-Loop broker,
+  // where a QoS 2 message's copies for other Loops' sessions are written by
+  // their Loops' stores): the queued records written from now until the
+  // next call (client_id empty, packet_id 0 ends it) copy the inbound QoS 2
+  // exchange (publisher's client id, packet id). A record so tagged counts
+  // only once that exchange's packet id is stored: a restore drops tagged
+  // records whose id is missing (the exchange never committed, so the
+  // publisher resends it and it is routed afresh), and DeleteInboundQos2
+  // and DeleteSession clear the tags of the exchange (or of every exchange
+  // of that publisher) in the same change as the id. The default ignores
+  // it.
+  virtual void SetQueuedOrigin(std::string_view client_id, uint16_t packet_id) {
+    (void)client_id;
+    (void)packet_id;
+  }
 
   // Group commit. Every change above advances written_sequence() by one;
   // durable_sequence() is the last change the store's policy has made
@@ -158,12 +173,15 @@ struct StoreLoadReport {
   uint64_t sessions = 0;
   uint64_t subscriptions = 0;
   uint64_t retained = 0;
-  uint64_t queued = 0;                   // QoS 1/2 messages for stored sessions
-  uint64_t inflight = 0;                 // of them, sent before (resent as DUP)
-  uint64_t awaiting_pubrel = 0;          // inbound QoS 2 ids
-  uint64_t queued_expired = 0;           // their expiry passed while down
-  uint64_t retained_expired = 0;         // their expiry passed while down
-  uint64_t retained_rejected = 0;        // the broker refused them (limits)
+  uint64_t queued = 0;             // QoS 1/2 messages for stored sessions
+  uint64_t inflight = 0;           // of them, sent before (resent as DUP)
+  uint64_t awaiting_pubrel = 0;    // inbound QoS 2 ids
+  uint64_t queued_expired = 0;     // their expiry passed while down
+  uint64_t retained_expired = 0;   // their expiry passed while down
+  uint64_t retained_rejected = 0;  // the broker refused them (limits)
+  // Queued copies of QoS 2 exchanges whose inbound packet id was never
+  // stored (SetQueuedOrigin), dropped before the restore.
+  uint64_t rolled_back = 0;
   std::vector<std::string> session_ids;  // the sessions restored
   std::string ToString() const;
 };

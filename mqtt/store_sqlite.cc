@@ -23,7 +23,9 @@ namespace {
 // error, not something to guess at.
 // 2: queued.packet_id/released and inbound_qos2 (a version 1 file is
 // migrated in place at open).
-constexpr int kSchemaVersion = 2;
+// 3: queued.origin_client/origin_pid, the QoS 2 exchange a copy belongs to
+// (BrokerStore::SetQueuedOrigin; versions 1 and 2 are migrated at open).
+constexpr int kSchemaVersion = 3;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS meta(
@@ -41,8 +43,13 @@ CREATE TABLE IF NOT EXISTS queued(
   topic TEXT NOT NULL, message_qos INTEGER NOT NULL, qos INTEGER NOT NULL,
   retain INTEGER NOT NULL, properties BLOB NOT NULL, payload BLOB NOT NULL,
   subscription_ids BLOB NOT NULL, expires_wall_ms INTEGER NOT NULL,
-  packet_id INTEGER NOT NULL DEFAULT 0, released INTEGER NOT NULL DEFAULT 0);
+  packet_id INTEGER NOT NULL DEFAULT 0, released INTEGER NOT NULL DEFAULT 0,
+  origin_client TEXT NOT NULL DEFAULT '', origin_pid INTEGER NOT NULL DEFAULT 0);
 DROP INDEX IF EXISTS queued_by_client;
+-- Partial: only copies whose exchange is not released yet are in it, so it
+-- costs nothing where no copy is tagged (one Loop).
+CREATE INDEX IF NOT EXISTS queued_by_origin ON queued(origin_client, origin_pid)
+  WHERE origin_pid != 0;
 CREATE TABLE IF NOT EXISTS inbound_qos2(
   client_id TEXT NOT NULL, packet_id INTEGER NOT NULL,
   PRIMARY KEY(client_id, packet_id));
@@ -54,6 +61,13 @@ constexpr const char* kMigrate1To2 = R"sql(
 ALTER TABLE queued ADD COLUMN packet_id INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE queued ADD COLUMN released INTEGER NOT NULL DEFAULT 0;
 UPDATE meta SET value=2 WHERE key='schema';
+)sql";
+
+// Version 2 rows copy no tracked exchange: untagged, as one Loop writes them.
+constexpr const char* kMigrate2To3 = R"sql(
+ALTER TABLE queued ADD COLUMN origin_client TEXT NOT NULL DEFAULT '';
+ALTER TABLE queued ADD COLUMN origin_pid INTEGER NOT NULL DEFAULT 0;
+UPDATE meta SET value=3 WHERE key='schema';
 )sql";
 
 // Expiry is kept as wall-clock time: the core's monotonic Timestamps mean
@@ -251,8 +265,8 @@ bool SqliteStore::ApplyLog(const std::vector<std::byte>& log) {
 int SqliteStore::ApplyRecord(const LogRecord& r, const std::byte* strings) {
   // The strings live in the window's buffer until the statement is reset:
   // SQLITE_STATIC, no copy.
-  std::span<const std::byte> field[5];
-  for (int i = 0; i < 5; ++i) {
+  std::span<const std::byte> field[6];
+  for (int i = 0; i < 6; ++i) {
     field[i] = std::span<const std::byte>(strings, r.length[i]);
     strings += r.length[i];
   }
@@ -294,8 +308,9 @@ int SqliteStore::ApplyRecord(const LogRecord& r, const std::byte* strings) {
       sqlite3_bind_int64(st, 2, r.number);
       return run(st);
     case LogKind::kDeleteSession:
-      for (Statement which : {kDeleteSessionQueued, kDeleteSessionInbound,
-                              kDeleteSessionSubscriptions, kDeleteSession}) {
+      for (Statement which :
+           {kDeleteSessionQueued, kClearSessionOrigins, kDeleteSessionInbound,
+            kDeleteSessionSubscriptions, kDeleteSession}) {
         st = statements_[which];
         text(st, 1, 0);
         if (const int rc = run(st); rc != SQLITE_DONE) return rc;
@@ -327,6 +342,8 @@ int SqliteStore::ApplyRecord(const LogRecord& r, const std::byte* strings) {
       sqlite3_bind_int64(st, 10, int64_t(r.key));
       sqlite3_bind_int(st, 11, r.packet_id);
       sqlite3_bind_int(st, 12, r.released);
+      text(st, 13, 5);
+      sqlite3_bind_int(st, 14, int(r.number));
       return run(st);
     case LogKind::kDeleteQueued:
       st = statements_[kDeleteQueued];
@@ -351,10 +368,14 @@ int SqliteStore::ApplyRecord(const LogRecord& r, const std::byte* strings) {
       sqlite3_bind_int(st, 2, int(r.number));
       return run(st);
     case LogKind::kDeleteInbound:
-      st = statements_[kDeleteInbound];
-      text(st, 1, 0);
-      sqlite3_bind_int(st, 2, int(r.number));
-      return run(st);
+      // The tags first (SetQueuedOrigin): the copies are kept from now on.
+      for (Statement which : {kClearOrigin, kDeleteInbound}) {
+        st = statements_[which];
+        text(st, 1, 0);
+        sqlite3_bind_int(st, 2, int(r.number));
+        if (const int rc = run(st); rc != SQLITE_DONE) return rc;
+      }
+      return SQLITE_DONE;
   }
   return SQLITE_MISUSE;
 }
@@ -472,6 +493,10 @@ absl::Status SqliteStore::Init() {
   }
   if (version == 1) {
     if (absl::Status s = Exec(kMigrate1To2); !s.ok()) return s;
+    version = 2;
+  }
+  if (version == 2) {
+    if (absl::Status s = Exec(kMigrate2To3); !s.ok()) return s;
   }
   if (absl::Status s = Exec(kSchema); !s.ok()) return s;
   {
@@ -509,7 +534,8 @@ absl::Status SqliteStore::Init() {
       "DELETE FROM subscriptions WHERE client_id=?1 AND filter=?2",
       "INSERT INTO queued(client_id, topic, message_qos, qos, retain, "
       "properties, payload, subscription_ids, expires_wall_ms, id, "
-      "packet_id, released) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
+      "packet_id, released, origin_client, origin_pid) "
+      "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
       "DELETE FROM queued WHERE id=?1",
       "DELETE FROM queued WHERE client_id=?1",
       "UPDATE queued SET packet_id=?2 WHERE id=?1",
@@ -517,6 +543,11 @@ absl::Status SqliteStore::Init() {
       "INSERT OR REPLACE INTO inbound_qos2 VALUES(?1,?2)",
       "DELETE FROM inbound_qos2 WHERE client_id=?1 AND packet_id=?2",
       "DELETE FROM inbound_qos2 WHERE client_id=?1",
+      // "origin_pid != 0" spelled out: it lets SQLite use the partial index.
+      "UPDATE queued SET origin_client='', origin_pid=0 WHERE origin_pid != 0 "
+      "AND origin_client=?1 AND origin_pid=?2",
+      "UPDATE queued SET origin_client='', origin_pid=0 WHERE origin_pid != 0 "
+      "AND origin_client=?1",
       // IMMEDIATE: the write lock is taken (or waited for, busy_timeout)
       // here, not at the first write, where SQLite could refuse a
       // transaction whose snapshot another store's commit made stale.
@@ -583,6 +614,26 @@ absl::Status SqliteStore::LoadSessions(Broker* broker, Timestamp now,
     return absl::DataLossError(absl::StrCat("store ", path_, ": reading ",
                                             table, ": ", sqlite3_errmsg(db_)));
   };
+  // Before anything is read: the copies of QoS 2 exchanges that never
+  // committed (SetQueuedOrigin). Their publisher got no PUBREC, so it sends
+  // the PUBLISH again and it is routed afresh; kept, the copies would be
+  // delivered a second time. The rule needs no timing: whoever wrote a
+  // tagged copy, it counts exactly when its exchange's id is stored.
+  {
+    Query q;
+    if (sqlite3_prepare_v2(
+            db_,
+            "DELETE FROM queued WHERE origin_pid != 0 AND NOT EXISTS (SELECT "
+            "1 FROM inbound_qos2 i WHERE i.client_id = queued.origin_client "
+            "AND i.packet_id = queued.origin_pid)",
+            -1, &q.st, nullptr) != SQLITE_OK ||
+        sqlite3_step(q.st) != SQLITE_DONE) {
+      return absl::DataLossError(absl::StrCat(
+          "store ", path_,
+          ": rolling back uncommitted QoS 2 copies: ", sqlite3_errmsg(db_)));
+    }
+    report.rolled_back = uint64_t(sqlite3_changes(db_));
+  }
   // Sessions first, then their subscriptions (one pass, ordered).
   std::vector<StoredSession> sessions;
   {
@@ -920,9 +971,10 @@ uint64_t SqliteStore::PutQueued(std::string_view client_id, const Message& m,
     r.qos = qos;
     r.retain = retain ? 1 : 0;
     r.expires_wall_ms = WallExpiry(m, now);
-    log_index_[key] =
-        Append(r, {Bytes(client_id), Bytes(m.topic()), m.properties(),
-                   m.payload(), std::as_bytes(subscription_ids)});
+    r.number = origin_packet_id_;
+    log_index_[key] = Append(
+        r, {Bytes(client_id), Bytes(m.topic()), m.properties(), m.payload(),
+            std::as_bytes(subscription_ids), Bytes(origin_client_)});
     return key;
   }
   sqlite3_stmt* st = statements_[kPutQueued];
@@ -938,6 +990,8 @@ uint64_t SqliteStore::PutQueued(std::string_view client_id, const Message& m,
   sqlite3_bind_int64(st, 10, int64_t(key));
   sqlite3_bind_int(st, 11, 0);
   sqlite3_bind_int(st, 12, 0);
+  BindText(st, 13, origin_client_);
+  sqlite3_bind_int(st, 14, origin_packet_id_);
   const int rc = sqlite3_step(st);
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);
@@ -1037,11 +1091,23 @@ void SqliteStore::DeleteInboundQos2(std::string_view client_id,
     Append(r, {Bytes(client_id)});
     return;
   }
-  sqlite3_stmt* st = statements_[kDeleteInbound];
-  BindText(st, 1, client_id);
-  sqlite3_bind_int(st, 2, packet_id);
-  EndChange(sqlite3_step(st));
-  sqlite3_reset(st);
+  // The tags go first: a crash between the two autocommits then keeps the
+  // copies (the id stays until the client's PUBREL comes again), where the
+  // other order would roll back copies of an exchange that was PUBRECed.
+  for (Statement which : {kClearOrigin, kDeleteInbound}) {
+    sqlite3_stmt* st = statements_[which];
+    BindText(st, 1, client_id);
+    sqlite3_bind_int(st, 2, packet_id);
+    EndChange(sqlite3_step(st));
+    sqlite3_reset(st);
+  }
+}
+
+void SqliteStore::SetQueuedOrigin(std::string_view client_id,
+                                  uint16_t packet_id) {
+  if (!options_.tag_qos2_origins) return;
+  origin_client_.assign(packet_id != 0 ? client_id : std::string_view());
+  origin_packet_id_ = packet_id;
 }
 
 void SqliteStore::PutRetained(const Message& m, Timestamp now) {
@@ -1113,8 +1179,9 @@ void SqliteStore::DeleteSession(std::string_view client_id) {
     Append(r, {Bytes(client_id)});
     return;
   }
-  for (Statement which : {kDeleteSessionQueued, kDeleteSessionInbound,
-                          kDeleteSessionSubscriptions, kDeleteSession}) {
+  for (Statement which :
+       {kDeleteSessionQueued, kClearSessionOrigins, kDeleteSessionInbound,
+        kDeleteSessionSubscriptions, kDeleteSession}) {
     sqlite3_stmt* st = statements_[which];
     BindText(st, 1, client_id);
     EndChange(sqlite3_step(st));

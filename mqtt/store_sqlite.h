@@ -105,6 +105,10 @@ struct SqliteStoreOptions {
   uint32_t key_stride = 1;
   uint32_t key_offset = 0;
   int busy_timeout_ms = 10'000;
+  // SetQueuedOrigin is honoured (the multi-Loop broker sets it): queued
+  // records carry the QoS 2 exchange they copy. Off, they never do; the
+  // tags a database already holds are still cleared and rolled back.
+  bool tag_qos2_origins = false;
   // Tests only: kBatch, called on the sync thread after a window's COMMIT
   // and before its fdatasync (a test blocks it to see that nothing is
   // confirmed in between).
@@ -197,6 +201,7 @@ class SqliteStore : public BrokerStore {
   void PutInboundQos2(std::string_view client_id, uint16_t packet_id) override;
   void DeleteInboundQos2(std::string_view client_id,
                          uint16_t packet_id) override;
+  void SetQueuedOrigin(std::string_view client_id, uint16_t packet_id) override;
   uint64_t written_sequence() const override { return written_; }
   uint64_t durable_sequence() const override { return durable_; }
   // kAlways / kNever: one transaction (BEGIN ... COMMIT) for the group;
@@ -236,6 +241,8 @@ class SqliteStore : public BrokerStore {
     kPutInbound,
     kDeleteInbound,
     kDeleteSessionInbound,
+    kClearOrigin,
+    kClearSessionOrigins,
     kBegin,
     kCommit,
     kStatementCount,
@@ -268,10 +275,12 @@ class SqliteStore : public BrokerStore {
     uint8_t retain = 0;
     uint8_t released = 0;    // kPutQueued / kUpdateQueued: PUBREL went out
     uint16_t packet_id = 0;  // kUpdateQueued: 0 leaves it as it is
-    uint32_t number = 0;     // expiry_s, packed options or packet id
-    uint64_t key = 0;        // queued key
+    // expiry_s, packed options or packet id; kPutQueued: the origin's
+    // packet id (SetQueuedOrigin), its client id the sixth string
+    uint32_t number = 0;
+    uint64_t key = 0;  // queued key
     uint32_t subscription_id = 0;
-    uint32_t length[5] = {};  // the strings that follow, in order
+    uint32_t length[6] = {};  // the strings that follow, in order
     int64_t expires_wall_ms = 0;
   };
   // Appends a record with `strings` after it; returns its offset in log_.
@@ -294,6 +303,9 @@ class SqliteStore : public BrokerStore {
   absl::flat_hash_map<uint64_t, uint32_t> log_index_;
   bool handoff_wanted_ = false;   // Flush() found the thread busy
   uint64_t next_queued_key_ = 1;  // keys are ours: explicit row ids
+  // SetQueuedOrigin's exchange (origin_packet_id_ 0: none).
+  std::string origin_client_;
+  uint16_t origin_packet_id_ = 0;
   // kBatch sync thread (SyncLoop): applies, commits, fdatasyncs a window.
   void SyncLoop();
   void StopSync();

@@ -481,43 +481,67 @@ TEST(SqliteStore, BatchWritesOnlyWhatIsStillQueuedAtTheCommit) {
   EXPECT_GT(store->PutQueued("s", *m, 1, false, {}, Timestamp{}), resumed);
 }
 
+// Creates a current store in `dir`, rewrites its file with `sql` (an older
+// schema, by hand), opens it again and loads it.
+StoreLoadReport LoadAfterRewrite(const std::string& dir, const char* sql) {
+  {
+    std::unique_ptr<SqliteStore> store = OpenStore(dir);
+    EXPECT_NE(store, nullptr);
+  }
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open((dir + "/broker.db").c_str(), &db), SQLITE_OK);
+  EXPECT_EQ(sqlite3_exec(db, sql, nullptr, nullptr, nullptr), SQLITE_OK)
+      << sqlite3_errmsg(db);
+  sqlite3_close(db);
+  std::unique_ptr<SqliteStore> store = OpenStore(dir);
+  if (store == nullptr) return {};
+  Broker broker;
+  absl::StatusOr<StoreLoadReport> r = store->Load(&broker, Timestamp{});
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? *r : StoreLoadReport{};
+}
+
 // A schema version 1 file (before in-flight state) is migrated, not refused.
 TEST(SqliteStore, VersionOneIsMigrated) {
   TempDir dir;
-  {
-    std::unique_ptr<SqliteStore> store = OpenStore(dir.path());
-    ASSERT_NE(store, nullptr);
-  }
-  // Rebuild the version 1 queued table by hand.
-  {
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open((dir.path() + "/broker.db").c_str(), &db),
-              SQLITE_OK);
-    ASSERT_EQ(
-        sqlite3_exec(
-            db,
-            "DROP TABLE queued; DROP TABLE inbound_qos2;"
-            "CREATE TABLE queued(id INTEGER PRIMARY KEY AUTOINCREMENT, "
-            "client_id TEXT NOT NULL, topic TEXT NOT NULL, message_qos "
-            "INTEGER NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL, "
-            "properties BLOB NOT NULL, payload BLOB NOT NULL, subscription_ids "
-            "BLOB NOT NULL, expires_wall_ms INTEGER NOT NULL);"
-            "INSERT INTO sessions VALUES('old', 600);"
-            "INSERT INTO queued(client_id, topic, message_qos, qos, retain, "
-            "properties, payload, subscription_ids, expires_wall_ms) "
-            "VALUES('old', 't', 1, 1, 0, x'', x'41', x'', 0);"
-            "UPDATE meta SET value=1 WHERE key='schema';",
-            nullptr, nullptr, nullptr),
-        SQLITE_OK);
-    sqlite3_close(db);
-  }
-  std::unique_ptr<SqliteStore> store = OpenStore(dir.path());
-  ASSERT_NE(store, nullptr);
-  Broker broker;
-  absl::StatusOr<StoreLoadReport> r = store->Load(&broker, Timestamp{});
-  ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(r->queued, 1u) << r->ToString();
-  EXPECT_EQ(r->inflight, 0u) << r->ToString();
+  const StoreLoadReport r = LoadAfterRewrite(
+      dir.path(),
+      "DROP TABLE queued; DROP TABLE inbound_qos2;"
+      "CREATE TABLE queued(id INTEGER PRIMARY KEY AUTOINCREMENT, "
+      "client_id TEXT NOT NULL, topic TEXT NOT NULL, message_qos "
+      "INTEGER NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL, "
+      "properties BLOB NOT NULL, payload BLOB NOT NULL, subscription_ids "
+      "BLOB NOT NULL, expires_wall_ms INTEGER NOT NULL);"
+      "INSERT INTO sessions VALUES('old', 600);"
+      "INSERT INTO queued(client_id, topic, message_qos, qos, retain, "
+      "properties, payload, subscription_ids, expires_wall_ms) "
+      "VALUES('old', 't', 1, 1, 0, x'', x'41', x'', 0);"
+      "UPDATE meta SET value=1 WHERE key='schema';");
+  EXPECT_EQ(r.queued, 1u) << r.ToString();
+  EXPECT_EQ(r.inflight, 0u) << r.ToString();
+}
+
+// A schema version 2 file (before the exchange tags) is migrated: its
+// copies are untagged, so none is rolled back.
+TEST(SqliteStore, VersionTwoIsMigrated) {
+  TempDir dir;
+  const StoreLoadReport r = LoadAfterRewrite(
+      dir.path(),
+      "DROP TABLE queued;"
+      "CREATE TABLE queued(id INTEGER PRIMARY KEY AUTOINCREMENT, "
+      "client_id TEXT NOT NULL, topic TEXT NOT NULL, message_qos "
+      "INTEGER NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL, "
+      "properties BLOB NOT NULL, payload BLOB NOT NULL, subscription_ids "
+      "BLOB NOT NULL, expires_wall_ms INTEGER NOT NULL, packet_id "
+      "INTEGER NOT NULL DEFAULT 0, released INTEGER NOT NULL DEFAULT 0);"
+      "INSERT INTO sessions VALUES('old', 600);"
+      "INSERT INTO queued(client_id, topic, message_qos, qos, retain, "
+      "properties, payload, subscription_ids, expires_wall_ms, "
+      "packet_id) VALUES('old', 't', 2, 2, 0, x'', x'41', x'', 0, 5);"
+      "UPDATE meta SET value=2 WHERE key='schema';");
+  EXPECT_EQ(r.queued, 1u) << r.ToString();
+  EXPECT_EQ(r.inflight, 1u) << r.ToString();
+  EXPECT_EQ(r.rolled_back, 0u) << r.ToString();
 }
 
 // The broker core on SimNetwork, restarted from the store in the middle of
@@ -677,13 +701,15 @@ TEST(CoreRestartTest, ResumesInflightWithDupOriginalIdsAndPubrel) {
 // The multi-Loop broker's stores: one per Loop, on one database.
 std::unique_ptr<SqliteStore> OpenSharedStore(const std::string& dir,
                                              uint32_t index, uint32_t count,
-                                             FsyncPolicy fsync) {
+                                             FsyncPolicy fsync,
+                                             bool tag_origins = false) {
   SqliteStoreOptions o;
   o.data_dir = dir;
   o.fsync = fsync;
   o.batch_window = std::chrono::milliseconds(2);
   o.key_stride = count;
   o.key_offset = index;
+  o.tag_qos2_origins = tag_origins;
   absl::StatusOr<std::unique_ptr<SqliteStore>> s = SqliteStore::Open(o);
   EXPECT_TRUE(s.ok()) << s.status();
   return s.ok() ? std::move(*s) : nullptr;
@@ -748,6 +774,93 @@ TEST(SqliteStore, StoresSharingOneDatabaseKeepTheirKeysApart) {
     EXPECT_GT(next, std::max(keys[0].back(), keys[1].back()));
     EXPECT_EQ((next - 1) % 2, 1u);
   }
+}
+
+// Two stores tag the copies of QoS 2 exchanges (SetQueuedOrigin, as the
+// multi-Loop broker's Loops do) and the publisher's store writes the ids.
+// A restore keeps a tagged copy exactly when its exchange's id is stored,
+// or the id's PUBREL (or the publisher's session ending) cleared the tag;
+// it drops the copies of the exchange whose id never was. Before schema 3
+// nothing was tagged, and the resend of such an exchange after a crash was
+// delivered twice (copies kept) or not at all (id kept, copies lost).
+TEST(SqliteStore, CopiesOfAnExchangeWhoseIdWasNeverStoredAreRolledBack) {
+  for (FsyncPolicy fsync : {FsyncPolicy::kAlways, FsyncPolicy::kBatch}) {
+    SCOPED_TRACE(fsync == FsyncPolicy::kBatch ? "batch" : "always");
+    TempDir dir;
+    {
+      std::unique_ptr<SqliteStore> a =
+          OpenSharedStore(dir.path(), 0, 2, fsync, /*tag_origins=*/true);
+      std::unique_ptr<SqliteStore> b =
+          OpenSharedStore(dir.path(), 1, 2, fsync, /*tag_origins=*/true);
+      ASSERT_NE(a, nullptr);
+      ASSERT_NE(b, nullptr);
+      MessagePool pool;
+      MessageRef m = pool.Create("t", 2, false, {}, AsBytes("x"),
+                                 Timestamp::Never(), kNoPublisher);
+      for (const char* id : {"pub", "sub1", "sub2", "gone"}) {
+        a->PutSession(id, 3600);
+      }
+      a->SyncNow();
+      auto copies = [&](std::string_view publisher, uint16_t packet_id) {
+        a->SetQueuedOrigin(publisher, packet_id);
+        EXPECT_NE(a->PutQueued("sub1", *m, 2, false, {}, {}), 0u);
+        a->SetQueuedOrigin({}, 0);
+        b->SetQueuedOrigin(publisher, packet_id);
+        EXPECT_NE(b->PutQueued("sub2", *m, 2, false, {}, {}), 0u);
+        b->SetQueuedOrigin({}, 0);
+      };
+      copies("pub", 1);  // never committed: no id
+      copies("pub", 2);  // committed, awaiting PUBREL
+      a->PutInboundQos2("pub", 2);
+      copies("pub", 3);  // committed and released
+      a->PutInboundQos2("pub", 3);
+      a->DeleteInboundQos2("pub", 3);
+      b->PutQueued("sub2", *m, 2, false, {}, {});  // no exchange
+      b->SetQueuedOrigin("gone", 4);  // its publisher's session ended
+      b->PutQueued("sub2", *m, 2, false, {}, {});
+      b->SetQueuedOrigin({}, 0);
+      b->SyncNow();
+      a->DeleteSession("gone");
+      a->SyncNow();
+      EXPECT_TRUE(a->status().ok()) << a->status();
+      EXPECT_TRUE(b->status().ok()) << b->status();
+    }
+    for (uint64_t rolled_back : {2u, 0u}) {  // the second restore: none left
+      std::unique_ptr<SqliteStore> store = OpenStore(dir.path());
+      ASSERT_NE(store, nullptr);
+      Broker broker;
+      absl::StatusOr<StoreLoadReport> r = store->Load(&broker, Timestamp{});
+      ASSERT_TRUE(r.ok()) << r.status();
+      EXPECT_EQ(r->rolled_back, rolled_back) << r->ToString();
+      // sub1: exchanges 2 and 3; sub2: 2, 3, the untagged one and 4.
+      EXPECT_EQ(r->queued, 6u) << r->ToString();
+      EXPECT_EQ(r->awaiting_pubrel, 1u) << r->ToString();
+    }
+  }
+}
+
+// Without tag_qos2_origins (one Loop: a copy and its id commit together)
+// SetQueuedOrigin writes nothing, so nothing is rolled back.
+TEST(SqliteStore, UntaggedStoreKeepsEveryCopy) {
+  TempDir dir;
+  {
+    std::unique_ptr<SqliteStore> store = OpenStore(dir.path());
+    ASSERT_NE(store, nullptr);
+    MessagePool pool;
+    MessageRef m = pool.Create("t", 2, false, {}, AsBytes("x"),
+                               Timestamp::Never(), kNoPublisher);
+    store->PutSession("sub", 3600);
+    store->SetQueuedOrigin("pub", 9);
+    store->PutQueued("sub", *m, 2, false, {}, {});
+    store->SetQueuedOrigin({}, 0);
+  }
+  std::unique_ptr<SqliteStore> store = OpenStore(dir.path());
+  ASSERT_NE(store, nullptr);
+  Broker broker;
+  absl::StatusOr<StoreLoadReport> r = store->Load(&broker, Timestamp{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->rolled_back, 0u) << r->ToString();
+  EXPECT_EQ(r->queued, 1u) << r->ToString();
 }
 
 // A session moved between two cores whose stores share the database (the
