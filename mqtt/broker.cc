@@ -1325,12 +1325,20 @@ void Broker::HandlePublish(Connection& c, const Publish& in, Timestamp now) {
                      std::span<const std::byte>(scratch_).first(props),
                      p.payload, expires, s.index);
     if (p.retain) StoreRetained(m, now);
+    // The queued records below copy this exchange (store.h): a store that
+    // commits apart from other Loops' keeps them only if its id is stored.
+    const bool tagged = p.qos == 2 && s.stored && store_ != nullptr;
+    if (tagged) store_->SetQueuedOrigin(s.client_id, p.packet_id);
     if (RouteMessage(m, now) == 0) {
       ++counters_.publishes_no_subscribers;
       if (v5 && forwarder_ == nullptr) {
         reason = ReasonCode::kNoMatchingSubscribers;
       }
     }
+    // Before the packet id is written: the multi-Loop forwarder writes it
+    // itself once the other Loops stored their copies (multi_broker.cc,
+    // "Exactly once across Loops"), and its step is in written_sequence().
+    if (forwarder_ != nullptr) forwarder_->OnClientPublish(m);
     if (p.qos == 2) {
       // Accepted (the refusals above do not depend on the routing). The
       // packet id is written after the queued records, not before: with
@@ -1345,7 +1353,7 @@ void Broker::HandlePublish(Connection& c, const Publish& in, Timestamp now) {
         m->inbound_sequence_ = store_->written_sequence();
       }
     }
-    if (forwarder_ != nullptr) forwarder_->OnClientPublish(m);
+    if (tagged) store_->SetQueuedOrigin({}, 0);
   }
   if (p.qos == 1) {
     PubResponse ack;
@@ -1557,6 +1565,8 @@ MessageRef Broker::PublishMessage(const InjectedMessage& in, Timestamp now) {
                                 : Timestamp::Never();
   MessageRef m = pool_.Create(in.topic, std::min<uint8_t>(in.qos, 2), in.retain,
                               in.properties, in.payload, expires, kNoPublisher);
+  // Read by NextPublish when a delivery is first sent.
+  m->inbound_sequence_ = in.hold_until_sequence;
   if (in.retain) StoreRetained(m, now);
   RouteMessage(m, now);
   RunDeferred(now);

@@ -292,6 +292,10 @@ struct InjectedMessage {
   // Forwarded v5 properties in wire form (no Property Length), or empty.
   std::span<const std::byte> properties;
   std::optional<uint32_t> message_expiry_interval_s;
+  // With a store: its QoS 2 deliveries are not sent before the store's
+  // durable_sequence() reaches this (the multi-Loop broker holds another
+  // Loop's QoS 2 message until its publisher's packet id is stored there).
+  uint64_t hold_until_sequence = 0;
 };
 
 // Sees every message a client of this core published (a PUBLISH or a will)

@@ -140,6 +140,20 @@ class MultiBroker::Shard final : public BrokerForwarder,
     uint64_t store_written = 0;
     uint64_t publish_seq = 0;
     uint64_t targets = 0;  // bit i: Loop i
+    // "Exactly once across Loops": a QoS 2 exchange of a stored session
+    // whose packet id is written here once the targets confirmed, and
+    // counts as durable once that write is. id_written: the store's
+    // sequence of the write (0: not yet); cancelled: the session ended
+    // first, so it is not written.
+    uint16_t packet_id = 0;
+    bool cancelled = false;
+    bool released = false;  // its PUBREL came first: clear, do not write
+    uint64_t id_written = 0;
+    std::string origin = {};
+    // A gate (receiver side): this Loop routed QoS 2 message publish_seq of
+    // Loop `gate_source`, whose copies here wait for its kCommitted.
+    bool gate = false;
+    uint32_t gate_source = 0;
   };
   struct Routed {
     uint64_t seq = 0;
@@ -152,6 +166,7 @@ class MultiBroker::Shard final : public BrokerForwarder,
         owner_(owner),
         index_(index),
         confirmed_through_(loops, 0),
+        committed_through_(loops, 0),
         routed_(loops),
         confirm_sent_(loops, 0) {
     // Full size now: LogInTransit never allocates, and CatchUp may route
@@ -168,6 +183,9 @@ class MultiBroker::Shard final : public BrokerForwarder,
     // their subscribers' copies before the publisher's ack ("Cross-Loop
     // durability", below).
     const bool confirm = store != nullptr && m->qos() > 0;
+    // "Exactly once across Loops": the core tagged this publish's copies
+    // (SetQueuedOrigin) and writes its packet id next (PutInboundQos2).
+    const bool exchange = confirm && m->qos() == 2 && origin_packet_id_ != 0;
     uint64_t targets = 0;
     for (Outbound& o : out) {
       Release(o);
@@ -178,10 +196,19 @@ class MultiBroker::Shard final : public BrokerForwarder,
         continue;
       }
       const uint64_t slot = o.channel->accepted();
+      const std::string* origin = nullptr;
+      if (exchange) {
+        // Kept until the target consumed the entry, like the message.
+        std::string& kept = o.ids[slot % o.ids.size()];
+        kept.assign(origin_);
+        origin = &kept;
+      }
       if (!o.channel->Send(Entry{.kind = Entry::kMessage,
                                  .source = uint32_t(index_),
                                  .seq = seq,
-                                 .message = m.get()})) {
+                                 .message = m.get(),
+                                 .client_id = origin,
+                                 .transfer = origin_packet_id_})) {
         Bump(refused);
         continue;
       }
@@ -193,11 +220,16 @@ class MultiBroker::Shard final : public BrokerForwarder,
     if (targets != 0) {
       TrimHolds();
       ++forwards_total_;
-      holds_.push_back(
-          ForwardHold{.combined = store->written_sequence() + forwards_total_,
-                      .store_written = store->written_sequence(),
-                      .publish_seq = seq,
-                      .targets = targets});
+      ForwardHold h{.combined = store->written_sequence() + forwards_total_,
+                    .store_written = store->written_sequence(),
+                    .publish_seq = seq,
+                    .targets = targets};
+      if (exchange) {
+        h.packet_id = origin_packet_id_;
+        h.origin = origin_;
+        defer_id_ = true;  // PutInboundQos2, next, leaves it to the hold
+      }
+      holds_.push_back(h);
     }
   }
 
@@ -281,6 +313,9 @@ class MultiBroker::Shard final : public BrokerForwarder,
       case Entry::kDurable:
         if (store != nullptr) OnDurable(e.source, e.transfer);
         return;
+      case Entry::kCommitted:
+        if (store != nullptr) OnCommitted(e.source, e.transfer);
+        return;
       case Entry::kMessage:
         break;
     }
@@ -317,10 +352,28 @@ class MultiBroker::Shard final : public BrokerForwarder,
       in.message_expiry_interval_s =
           uint32_t((left_ns + 999'999'999) / 1'000'000'000);
     }
+    // A QoS 2 exchange whose packet id the source writes once every copy is
+    // stored: the copies queued here carry it (so a restore drops them if
+    // it never was), and their sends wait for a gate step that the
+    // source's kCommitted completes ("Exactly once across Loops").
+    const bool exchange = store != nullptr && e.client_id != nullptr;
+    if (exchange) {
+      store->SetQueuedOrigin(*e.client_id, uint16_t(e.transfer));
+      TrimHolds();
+      ++forwards_total_;
+      holds_.push_back(
+          ForwardHold{.combined = store->written_sequence() + forwards_total_,
+                      .store_written = store->written_sequence(),
+                      .publish_seq = e.seq,
+                      .gate = true,
+                      .gate_source = e.source});
+      in.hold_until_sequence = written_sequence();
+    }
     routing_foreign_ = true;
     routing_key_ = e.seq + e.source;  // as DeliverToGroup on the source
     MessageRef copy = driver->broker().PublishMessage(in, now);
     routing_foreign_ = false;
+    if (exchange) store->SetQueuedOrigin({}, 0);
     if (!parks_.empty() && copy) LogInTransit(e.source, e.seq, copy);
     Bump(received);
   }
@@ -344,6 +397,17 @@ class MultiBroker::Shard final : public BrokerForwarder,
     store->PutSession(client_id, expiry_interval_s);
   }
   void DeleteSession(std::string_view client_id) override {
+    // Its exchanges whose ids are not written yet never will be: the id
+    // would outlive the session (and answer a later PUBLISH of a new one
+    // as a duplicate after a restart). Their copies lose the tag with the
+    // session's (store.h), so they are kept.
+    for (uint64_t i = std::max(issue_abs_, holds_base_);
+         i < holds_base_ + holds_.size(); ++i) {
+      ForwardHold& h = holds_[i - holds_base_];
+      if (h.packet_id != 0 && h.id_written == 0 && h.origin == client_id) {
+        h.cancelled = true;
+      }
+    }
     store->DeleteSession(client_id);
   }
   void PutSubscription(std::string_view client_id, std::string_view filter,
@@ -370,10 +434,32 @@ class MultiBroker::Shard final : public BrokerForwarder,
     store->MarkQueuedReleased(key);
   }
   void PutInboundQos2(std::string_view client_id, uint16_t packet_id) override {
+    if (defer_id_ && packet_id == origin_packet_id_ && client_id == origin_) {
+      defer_id_ = false;  // the hold OnClientPublish made writes it
+      return;
+    }
     store->PutInboundQos2(client_id, packet_id);
+  }
+  void SetQueuedOrigin(std::string_view client_id,
+                       uint16_t packet_id) override {
+    origin_.assign(packet_id != 0 ? client_id : std::string_view());
+    origin_packet_id_ = packet_id;
+    defer_id_ = false;
+    store->SetQueuedOrigin(client_id, packet_id);
   }
   void DeleteInboundQos2(std::string_view client_id,
                          uint16_t packet_id) override {
+    // A PUBREL before its PUBREC (MQTT-4.3.3 forbids it) finds the id not
+    // written yet: the hold then clears the tags instead, once the copies
+    // it waits for are stored (WriteDeferredId).
+    for (uint64_t i = std::max(issue_abs_, holds_base_);
+         i < holds_base_ + holds_.size(); ++i) {
+      ForwardHold& h = holds_[i - holds_base_];
+      if (h.packet_id == packet_id && h.id_written == 0 && !h.cancelled &&
+          h.origin == client_id) {
+        h.released = true;
+      }
+    }
     store->DeleteInboundQos2(client_id, packet_id);
   }
   // Cross-Loop durability. The core holds a PUBACK/PUBREC/PUBCOMP until
@@ -411,14 +497,85 @@ class MultiBroker::Shard final : public BrokerForwarder,
   void OnDurable(uint32_t from, uint64_t seq) {
     if (seq <= confirmed_through_[from]) return;
     confirmed_through_[from] = seq;
-    const uint64_t end = holds_base_ + holds_.size();
-    while (unconfirmed_abs_ < end &&
-           Confirmed(holds_[unconfirmed_abs_ - holds_base_])) {
-      ++unconfirmed_abs_;
-    }
-    TrimHolds();
+    AdvanceHolds();
     driver->broker().OnStoreDurable(loop->now());
     driver->Flush();
+  }
+  // Receiver side: Loop `from` stored the packet ids of its QoS 2
+  // exchanges up to `seq`; the copies they gate here may go out.
+  void OnCommitted(uint32_t from, uint64_t seq) {
+    if (seq <= committed_through_[from]) return;
+    committed_through_[from] = seq;
+    AdvanceHolds();
+    driver->broker().OnStoreDurable(loop->now());
+    driver->Flush();
+  }
+  // Exactly once across Loops. A QoS 2 exchange of a stored session routed
+  // to other Loops has rows in several stores that commit apart: the
+  // publisher Loop's copies and the other Loops' copies, each tagged with
+  // the exchange (SetQueuedOrigin), and the packet id, written here only
+  // once every target confirmed its copies durable (kDurable). The id row
+  // is the commit point: a restore drops the tagged copies of an exchange
+  // whose id is missing (the publisher resends it, since no PUBREC went
+  // out, and it is routed afresh), and no copy is sent before the id is
+  // durable (here through inbound_sequence_, elsewhere through the gate
+  // that kCommitted opens), so none reached a subscriber either. A kill
+  // between any two of those commits thus neither loses the resend nor
+  // delivers it twice.
+  void AdvanceHolds() {
+    const uint64_t end = holds_base_ + holds_.size();
+    // The ids of exchanges every target confirmed, in order (a gate does
+    // not stop it; it writes nothing).
+    if (issue_abs_ < holds_base_) issue_abs_ = holds_base_;
+    while (issue_abs_ < end) {
+      ForwardHold& h = holds_[issue_abs_ - holds_base_];
+      if (!h.gate && !Confirmed(h)) break;
+      WriteDeferredId(h);
+      ++issue_abs_;
+    }
+    uint64_t committed_targets = 0;
+    uint64_t committed_seq = 0;
+    while (unconfirmed_abs_ < end &&
+           Done(holds_[unconfirmed_abs_ - holds_base_])) {
+      const ForwardHold& h = holds_[unconfirmed_abs_ - holds_base_];
+      if (h.packet_id != 0) {
+        committed_targets |= h.targets;
+        committed_seq = h.publish_seq;
+      }
+      ++unconfirmed_abs_;
+    }
+    for (uint64_t t = committed_targets; t != 0; t &= t - 1) {
+      SendControl(OutTo(size_t(__builtin_ctzll(t))),
+                  Entry{.kind = Entry::kCommitted, .transfer = committed_seq});
+    }
+    TrimHolds();
+  }
+  void WriteDeferredId(ForwardHold& h) {
+    if (h.packet_id == 0 || h.id_written != 0 || h.cancelled) return;
+    if (h.released) {
+      store->DeleteInboundQos2(h.origin, h.packet_id);  // the tags, now
+    } else {
+      store->PutInboundQos2(h.origin, h.packet_id);
+    }
+    h.id_written = store->written_sequence();
+  }
+  // A session that leaves this Loop takes its exchanges along: their ids
+  // are written now, before the barrier that precedes the hand-over, so
+  // the Loop it lands on finds them (and may delete them at its PUBREL).
+  // The price: if a kill comes before the targets committed their copies,
+  // the id is there without them (mqtt/README.md, "Durable state").
+  void WriteDeferredIdsOf(std::string_view client_id) {
+    for (uint64_t i = std::max(issue_abs_, holds_base_);
+         i < holds_base_ + holds_.size(); ++i) {
+      ForwardHold& h = holds_[i - holds_base_];
+      if (h.origin == client_id) WriteDeferredId(h);
+    }
+  }
+  bool Done(const ForwardHold& h) const {
+    if (h.gate) return committed_through_[h.gate_source] >= h.publish_seq;
+    if (!Confirmed(h)) return false;
+    if (h.packet_id == 0 || h.cancelled) return true;
+    return h.id_written != 0 && store->durable_sequence() >= h.id_written;
   }
   bool Confirmed(const ForwardHold& h) const {
     for (uint64_t t = h.targets; t != 0; t &= t - 1) {
@@ -465,7 +622,7 @@ class MultiBroker::Shard final : public BrokerForwarder,
   void OnStoreProgress() {
     store->Poll();
     SendConfirmations();
-    TrimHolds();
+    AdvanceHolds();
     driver->broker().OnStoreDurable(loop->now());
     driver->Flush();
   }
@@ -837,7 +994,10 @@ class MultiBroker::Shard final : public BrokerForwarder,
     // What this Loop wrote for the id (the session's rows, or their
     // deletion when it ended) is committed before the next Loop writes
     // them through its own store: SQLite then orders the two.
-    if (store != nullptr) store->SyncNow();
+    if (store != nullptr) {
+      WriteDeferredIdsOf(id);
+      store->SyncNow();
+    }
     auto moving = std::make_shared<Moving>();
     moving->session = std::move(session);
     moving->exporter = uint32_t(index_);
@@ -1013,6 +1173,13 @@ class MultiBroker::Shard final : public BrokerForwarder,
   uint64_t unconfirmed_abs_ = 0;      // the first not yet confirmed
   mutable uint64_t covered_abs_ = 0;  // the first beyond the durable change
   std::vector<uint64_t> confirmed_through_;  // by Loop: its last kDurable
+  std::vector<uint64_t> committed_through_;  // by Loop: its last kCommitted
+  uint64_t issue_abs_ = 0;  // the first hold whose id is not written yet
+  // The exchange the core is publishing (SetQueuedOrigin), and whether
+  // its PutInboundQos2 is left to the hold.
+  std::string origin_;
+  uint16_t origin_packet_id_ = 0;
+  bool defer_id_ = false;
   // Receiver side: by source Loop, its QoS 1/2 messages routed here with
   // this store's written sequence after each; and the last number told.
   std::vector<GrowRing<Routed>> routed_;
@@ -1112,6 +1279,7 @@ absl::Status MultiBroker::OpenStores() {
     SqliteStoreOptions so = base;
     so.key_stride = n;
     so.key_offset = i;
+    so.tag_qos2_origins = n > 1;
     absl::StatusOr<std::unique_ptr<SqliteStore>> opened = SqliteStore::Open(so);
     if (!opened.ok()) return opened.status();
     s.store = *std::move(opened);

@@ -104,9 +104,12 @@
 //  - Rate limits: per-connection limits work as before; the connection
 //    rate (connections_per_s) is divided among the Loops.
 //  - Durable state (options.store): one database, a store per Loop; Loop 0
-//    restores the sessions. A QoS 2 publish that its publisher resends
-//    after a crash can be lost or delivered twice (mqtt/README.md,
-//    --threads). $SYS, /metrics and SERVER_STATS sum over the Loops.
+//    restores the sessions. A QoS 2 exchange that crosses Loops stores
+//    its inbound packet id only after every Loop's copies, tagged with the
+//    exchange, are durable; a restart drops tagged copies without their id,
+//    so a resend after a crash is delivered once (mqtt/README.md,
+//    "Exactly once across Loops"). $SYS, /metrics and SERVER_STATS sum
+//    over the Loops.
 //
 // Threading: Create/Start/Join on one control thread; RequestStop and
 // counters() from any thread (counters() is exact once Join returned).
@@ -249,13 +252,16 @@ class MultiBroker {
   // producer sent before it.
   struct Entry {
     enum Kind : uint8_t {
-      kMessage,  // `message`, the producer's publish number `seq`
-      kRequest,  // export the session of `client_id` (handover `transfer`)
-      kSession,  // `session` for `client_id` lands here (`transfer`)
-      kSync,     // answer with a kMarker for token `transfer`
-      kMarker,   // the producer's publishes up to `seq` are all in front
-      kDurable,  // with a store: what the producer queued from the
-                 // consumer's publishes up to `transfer` is durable
+      kMessage,    // `message`, the producer's publish number `seq`
+      kRequest,    // export the session of `client_id` (handover `transfer`)
+      kSession,    // `session` for `client_id` lands here (`transfer`)
+      kSync,       // answer with a kMarker for token `transfer`
+      kMarker,     // the producer's publishes up to `seq` are all in front
+      kDurable,    // with a store: what the producer queued from the
+                   // consumer's publishes up to `transfer` is durable
+      kCommitted,  // with a store: the packet ids of the producer's QoS 2
+                   // publishes up to `transfer` that the consumer holds
+                   // (kMessage with `client_id`) are durable; send them
     };
     Kind kind = kMessage;
     uint32_t source = 0;  // the producer's Loop
@@ -263,6 +269,9 @@ class MultiBroker {
     // newest publish number when it sent this.
     uint64_t seq = 0;
     const Message* message = nullptr;
+    // kRequest, kSession: the id. kMessage: its publisher's client id if
+    // the message is a QoS 2 exchange whose packet id the producer writes
+    // once the copies are stored (packet id in `transfer`), else null.
     const std::string* client_id = nullptr;
     const std::shared_ptr<Moving>* session = nullptr;
     uint64_t transfer = 0;
