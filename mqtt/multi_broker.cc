@@ -401,13 +401,7 @@ class MultiBroker::Shard final : public BrokerForwarder,
     // would outlive the session (and answer a later PUBLISH of a new one
     // as a duplicate after a restart). Their copies lose the tag with the
     // session's (store.h), so they are kept.
-    for (uint64_t i = std::max(issue_abs_, holds_base_);
-         i < holds_base_ + holds_.size(); ++i) {
-      ForwardHold& h = holds_[i - holds_base_];
-      if (h.packet_id != 0 && h.id_written == 0 && h.origin == client_id) {
-        h.cancelled = true;
-      }
-    }
+    ForPendingIdsOf(client_id, [](ForwardHold& h) { h.cancelled = true; });
     store->DeleteSession(client_id);
   }
   void PutSubscription(std::string_view client_id, std::string_view filter,
@@ -452,14 +446,9 @@ class MultiBroker::Shard final : public BrokerForwarder,
     // A PUBREL before its PUBREC (MQTT-4.3.3 forbids it) finds the id not
     // written yet: the hold then clears the tags instead, once the copies
     // it waits for are stored (WriteDeferredId).
-    for (uint64_t i = std::max(issue_abs_, holds_base_);
-         i < holds_base_ + holds_.size(); ++i) {
-      ForwardHold& h = holds_[i - holds_base_];
-      if (h.packet_id == packet_id && h.id_written == 0 && !h.cancelled &&
-          h.origin == client_id) {
-        h.released = true;
-      }
-    }
+    ForPendingIdsOf(client_id, [packet_id](ForwardHold& h) {
+      if (h.packet_id == packet_id && !h.cancelled) h.released = true;
+    });
     store->DeleteInboundQos2(client_id, packet_id);
   }
   // Cross-Loop durability. The core holds a PUBACK/PUBREC/PUBCOMP until
@@ -565,10 +554,16 @@ class MultiBroker::Shard final : public BrokerForwarder,
   // The price: if a kill comes before the targets committed their copies,
   // the id is there without them (mqtt/README.md, "Durable state").
   void WriteDeferredIdsOf(std::string_view client_id) {
+    ForPendingIdsOf(client_id, [this](ForwardHold& h) { WriteDeferredId(h); });
+  }
+  // The holds of `client_id`'s exchanges whose ids are not written yet
+  // (all lie at or beyond issue_abs_).
+  template <typename F>
+  void ForPendingIdsOf(std::string_view client_id, F f) {
     for (uint64_t i = std::max(issue_abs_, holds_base_);
          i < holds_base_ + holds_.size(); ++i) {
       ForwardHold& h = holds_[i - holds_base_];
-      if (h.origin == client_id) WriteDeferredId(h);
+      if (h.packet_id != 0 && h.id_written == 0 && h.origin == client_id) f(h);
     }
   }
   bool Done(const ForwardHold& h) const {
